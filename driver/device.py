@@ -1,0 +1,349 @@
+"""A LiteTransformer device behind a host link: the simulator or a board.
+
+    dev = Device.open("sim")                       # build if needed, start, connect
+    dev = Device.open("sim://127.0.0.1:1234")      # attach to a running simulator
+    dev = Device.open("serial:///dev/ttyUSB1?baud=1000000", csr="build/ulx3s/csr.csv")
+
+Weights go up once with ``upload`` (device-side CRC compared with the host's); registers are
+read by their LiteX names.
+"""
+
+import os
+import re
+import time
+import urllib.parse
+import zlib
+
+import spec
+from driver.csr import CSRMap
+from driver.errors import (ChecksumMismatch, DeviceError, LinkError, SimulatorDied, SpecMismatch)
+from driver.link import Link
+
+# Bits of the blocks' status registers, from the spec.
+HOSTDMA_DONE    = 1 << spec.HOSTDMA_STATUS_DONE
+HOSTDMA_WINDOW  = 1 << spec.HOSTDMA_STATUS_WINDOW
+HOSTDMA_OVERRUN = 1 << spec.HOSTDMA_STATUS_OVERRUN
+CHECKSUM_DONE   = 1 << spec.CHECKSUM_STATUS_DONE
+CHECKSUM_WINDOW = 1 << spec.CHECKSUM_STATUS_WINDOW
+
+UPLOAD_CHUNK = 64 * 1024          # bytes handed to the link per write (progress granularity)
+_ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def parse_target(target):
+    """'sim' | 'sim://HOST:PORT' | 'serial:///dev/ttyX?baud=N' -> (kind, link url, baud)."""
+    if target == "sim":
+        return "sim", None, None
+    u = urllib.parse.urlparse(target)
+    if u.scheme == "sim":
+        if not u.hostname or not u.port:
+            raise ValueError(f"bad target {target!r}: expected sim://HOST:PORT")
+        return "sim-attach", f"socket://{u.hostname}:{u.port}", None
+    if u.scheme == "serial":
+        if not u.path:
+            raise ValueError(f"bad target {target!r}: expected serial:///dev/ttyUSB0?baud=N")
+        query = urllib.parse.parse_qs(u.query)
+        baud = int(query.get("baud", ["115200"])[0])
+        return "serial", u.path, baud
+    raise ValueError(f"unknown target {target!r}: use sim, sim://HOST:PORT or serial:///dev/ttyX?baud=N")
+
+
+class Device:
+    """One connected device. Use ``Device.open(target)``; close it (or use ``with``)."""
+
+    def __init__(self, link_factory, csr_map, sim_process=None, name="device"):
+        self._link_factory = link_factory
+        self.csr = csr_map
+        self.sim = sim_process
+        self.name = name
+        self.console_log = bytearray()
+        self._broken = False
+        self.link = None
+        try:
+            self.link = self._guarded(link_factory)
+        except BaseException:
+            self._stop_sim()
+            raise
+
+    # Opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, target="sim", csr=None, timeout=5.0, ready_timeout=180.0, check_spec=True, progress=None):
+        """Connect to ``target``, wait for the BIOS to finish DRAM init, check the spec."""
+        kind, url, baud = parse_target(target)
+        sim_process = None
+        if kind == "sim":
+            from soc import sim as simsoc
+            build = simsoc.build(progress=progress)
+            csr = csr or build.csr_csv
+            sim_process = simsoc.SimProcess(build)
+            url = f"socket://127.0.0.1:{sim_process.port}"
+        elif kind == "sim-attach" and csr is None:
+            from soc import sim as simsoc
+            csr = simsoc.build(progress=progress).csr_csv
+        elif kind == "serial" and csr is None:
+            raise ValueError("a board needs its CSR map: pass csr=PATH (build/<board>/csr.csv from "
+                             "`litetransformer build --board B`)")
+        try:
+            csr_map = CSRMap(csr)
+        except BaseException:
+            if sim_process:
+                sim_process.stop()
+            raise
+        # In simulation bytes arrive one per cycle: the bridge's command timeout is short in
+        # cycles but the simulator is ~200x slower than hardware, so wait longer when resyncing.
+        is_sim = kind != "serial"
+        resync = 1.5 if is_sim else 0.3
+        dev = cls(lambda: Link(url, baudrate=baud or 115200, timeout=timeout, resync_wait=resync),
+                  csr_map, sim_process, name=target if kind != "sim" else f"sim (127.0.0.1:{sim_process.port})")
+        try:
+            dev.wait_ready(ready_timeout, progress=progress)
+            if check_spec:
+                dev.check_spec()
+        except BaseException:
+            dev.close()
+            raise
+        return dev
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.link:
+            self.link.close()
+        self._stop_sim()
+
+    def _stop_sim(self):
+        if self.sim:
+            self.sim.stop()
+
+    # Fault handling -------------------------------------------------------------------------------
+    def _guarded(self, fn, *args, **kwargs):
+        """Run a link operation; turn a dead simulator into SimulatorDied and remember that the
+        link needs a resync before the next operation."""
+        if self.sim and not self.sim.alive():
+            raise SimulatorDied(self._sim_death_message())
+        if self._broken:
+            self._recover()
+        try:
+            return fn(*args, **kwargs)
+        except LinkError as e:
+            self._broken = True
+            if self.sim:
+                # Give a dying simulator a moment to be reaped so the cause is reported right.
+                for _ in range(20):
+                    if not self.sim.alive():
+                        raise SimulatorDied(self._sim_death_message()) from e
+                    time.sleep(0.05)
+            raise
+
+    def _sim_death_message(self):
+        return (f"simulator exited with code {self.sim.proc.returncode}; log {self.sim.log_path}:\n"
+                f"{self.sim.log_tail(8)}")
+
+    def _recover(self):
+        """Reopen the link and drop whatever a failed exchange left half-done on the device."""
+        if self.link:
+            self.link.close()
+        self.link = self._link_factory()
+        self.link.resync()
+        self._broken = False
+
+    # Registers ------------------------------------------------------------------------------------
+    def read_reg(self, name, timeout=None):
+        addr, nwords = self.csr.register(name)
+        if nwords == 1:
+            return self._guarded(self.link.read, addr, 1, timeout=timeout)[0]
+        for _ in range(4):     # multi-word counters: re-read until the high word is stable
+            words = self._guarded(self.link.read, addr, nwords, timeout=timeout)
+            again = self._guarded(self.link.read, addr, 1, timeout=timeout)[0]
+            if again == words[0]:
+                break
+        value = 0
+        for w in words:
+            value = (value << 32) | w
+        return value
+
+    def write_reg(self, name, value):
+        addr, nwords = self.csr.register(name)
+        words = [(value >> (32 * (nwords - 1 - i))) & 0xFFFFFFFF for i in range(nwords)]
+        self._guarded(self.link.write, addr, words)
+
+    # Bring-up -------------------------------------------------------------------------------------
+    def wait_ready(self, timeout=180.0, progress=None):
+        """Drain the CPU console (the BIOS blocks when nobody reads it) until the BIOS prompt
+        shows that DRAM init has finished; fail if the BIOS reports a DRAM failure."""
+        rxempty, _ = self.csr.register("uart_xover_rxempty")
+        rxtx, _ = self.csr.register("uart_xover_rxtx")
+        deadline = time.monotonic() + timeout
+        last_char = time.monotonic()
+        poked = 0
+        while time.monotonic() < deadline:
+            empty, char = self._guarded(self.link.read_each, [rxempty, rxtx])
+            if not empty:
+                self.console_log.append(char & 0xFF)
+                last_char = time.monotonic()
+                continue
+            text = _ANSI.sub(b"", bytes(self.console_log))
+            if b"Memory initialization failed" in text:
+                raise DeviceError(f"{self.name}: the BIOS reports that DRAM initialisation failed:\n"
+                                  f"{text[-400:].decode(errors='replace')}")
+            if re.search(rb"litex> $", text.rstrip(b"\r\n ") + b" "):
+                return
+            if time.monotonic() - last_char > 1.0:
+                # Quiet console: the BIOS may have booted long ago; ask it for a fresh prompt.
+                self.write_reg("uart_xover_rxtx", ord("\n"))
+                poked += 1
+                last_char = time.monotonic()
+            else:
+                time.sleep(0.01)
+        tail = _ANSI.sub(b"", bytes(self.console_log))[-400:].decode(errors="replace")
+        raise DeviceError(f"{self.name}: BIOS prompt not seen within {timeout:.0f} s "
+                          f"({poked} prompts asked); console so far:\n{tail}")
+
+    def check_spec(self):
+        version = self.read_reg("info_spec_version")
+        digest = self.read_reg("info_spec_hash")
+        if version != spec.spec_version_word() or digest != spec.spec_hash():
+            raise SpecMismatch(
+                f"{self.name} implements spec {version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF} "
+                f"hash {digest:08x}; this driver is spec {'.'.join(map(str, spec.SPEC_VERSION))} "
+                f"hash {spec.spec_hash():08x}: rebuild the gateware or update the driver")
+
+    def ident(self):
+        base = self.csr.bases["identifier_mem"]
+        words = self._guarded(self.link.read, base, 64)
+        chars = bytes(w & 0xFF for w in words)
+        return chars.split(b"\0")[0].decode(errors="replace")
+
+    def info(self):
+        version = self.read_reg("info_spec_version")
+        return {
+            "target": self.name,
+            "ident": self.ident(),
+            "spec_version": f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}",
+            "spec_hash": f"{self.read_reg('info_spec_hash'):08x}",
+            "dram_bytes": self.read_reg("info_dram_size"),
+            "port_bytes": self.read_reg("info_port_bytes"),
+            "clock_hz": self.csr.constants.get("config_clock_frequency"),
+            "cycles": self.cycles(),
+        }
+
+    def cycles(self):
+        return self.read_reg("info_cycles")
+
+    # DRAM -----------------------------------------------------------------------------------------
+    @property
+    def dram_size(self):
+        if not hasattr(self, "_dram_size"):
+            self._dram_size = self.read_reg("info_dram_size")
+            self._port_bytes = self.read_reg("info_port_bytes")
+        return self._dram_size
+
+    @property
+    def port_bytes(self):
+        self.dram_size
+        return self._port_bytes
+
+    def _check_range(self, offset, length, what):
+        align = max(self.port_bytes, 4)
+        if offset % align:
+            raise ValueError(f"{what}: DRAM offset 0x{offset:x} is not a multiple of {align} bytes")
+        if offset < 0 or offset + length > self.dram_size:
+            raise DeviceError(f"{what}: {length} bytes at 0x{offset:x} need {offset + length} bytes of "
+                              f"DRAM; {self.name} has {self.dram_size}")
+
+    def upload(self, offset, data, progress=None):
+        """Write ``data`` to DRAM at ``offset`` through the bulk path and verify it with the
+        device's CRC. The range is padded with zeros to whole DRAM beats; the CRCs cover the
+        padded range. Returns rate figures. Safe to call again after a failure."""
+        data = bytes(data)
+        align = max(self.port_bytes, 4)
+        padded = data + bytes(-len(data) % align)
+        self._check_range(offset, len(padded), "upload")
+        t0 = time.monotonic()
+        self.write_reg("hostdma_base", offset)
+        self.write_reg("hostdma_length", len(padded))
+        c0 = self.cycles()
+        self.write_reg("hostdma_start", 1)
+        origin, _ = self.csr.region("hostdma")
+        sent = 0
+        for i in range(0, len(padded), UPLOAD_CHUNK):
+            chunk = padded[i:i + UPLOAD_CHUNK]
+            self._guarded(self.link.write_stream, origin, chunk)
+            sent += len(chunk)
+            if progress:
+                progress(sent, len(padded))
+        status = self._wait_upload(len(padded) // 4)
+        c1 = self.cycles()
+        t1 = time.monotonic()
+        if status & HOSTDMA_WINDOW:
+            raise DeviceError(f"upload: the device refused range 0x{offset:x}+{len(padded)} (window error)")
+        if status & HOSTDMA_OVERRUN:
+            raise LinkError("upload: the device received more words than were sent: the link garbled data")
+        host_crc = zlib.crc32(padded)
+        device_crc = self.checksum(offset, len(padded))
+        if device_crc != host_crc:
+            raise ChecksumMismatch(f"upload: DRAM 0x{offset:x}+{len(padded)} has CRC {device_crc:08x}, "
+                                   f"host sent CRC {host_crc:08x}")
+        return {
+            "bytes": len(padded),
+            "host_crc": host_crc,
+            "device_crc": device_crc,
+            "cycles": c1 - c0,
+            "seconds": t1 - t0,
+            "bytes_per_cycle": len(padded) / max(1, c1 - c0),
+            "bytes_per_second": len(padded) / max(1e-9, t1 - t0),
+        }
+
+    def _wait_upload(self, words_expected, stall_timeout=10.0):
+        """Poll the writer until every word is in DRAM; fail when the count stops moving."""
+        last, last_change = -1, time.monotonic()
+        while True:
+            status = self.read_reg("hostdma_status", timeout=stall_timeout)
+            if status & (HOSTDMA_DONE | HOSTDMA_WINDOW):
+                return status
+            words = self.read_reg("hostdma_words")
+            if words != last:
+                last, last_change = words, time.monotonic()
+            elif time.monotonic() - last_change > stall_timeout:
+                self._broken = True
+                raise LinkError(f"upload stalled: the device received {words} of {words_expected} words "
+                                f"and nothing more for {stall_timeout:.0f} s (link lost data?)")
+            time.sleep(0.02)
+
+    def checksum(self, offset, length, timeout=60.0):
+        """Device-side zlib CRC-32 of DRAM[offset : offset + length] (beat aligned)."""
+        self._check_range(offset, length, "checksum")
+        if length % max(self.port_bytes, 4):
+            raise ValueError(f"checksum: length {length} is not a multiple of {self.port_bytes} bytes")
+        self.write_reg("checksum_base", offset)
+        self.write_reg("checksum_length", length)
+        self.write_reg("checksum_start", 1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.read_reg("checksum_status")
+            if status & CHECKSUM_WINDOW:
+                raise DeviceError(f"checksum: the device refused range 0x{offset:x}+{length}")
+            if status & CHECKSUM_DONE:
+                return self.read_reg("checksum_crc")
+        raise DeviceError(f"checksum of {length} bytes did not finish within {timeout:.0f} s")
+
+    def read_dram(self, offset, length):
+        """Read DRAM through the host window (slow path: for samples and debugging)."""
+        if offset % 4 or length % 4:
+            raise ValueError("read_dram: offset and length must be multiples of 4")
+        self._check_range(offset - offset % max(self.port_bytes, 4), length, "read_dram")
+        origin, _ = self.csr.region("dram_window")
+        return self._guarded(self.link.read_bytes, origin + offset, length)
+
+    def write_dram(self, offset, data):
+        """Write a few bytes through the host window (slow path: for patches and tests)."""
+        if offset % 4 or len(data) % 4:
+            raise ValueError("write_dram: offset and length must be multiples of 4")
+        self._check_range(offset - offset % max(self.port_bytes, 4), len(data), "write_dram")
+        origin, _ = self.csr.region("dram_window")
+        words = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
+        self._guarded(self.link.write, origin + offset, words)

@@ -1,0 +1,80 @@
+"""The LiteTransformer SoC: one class for the simulator and every board.
+
+VexRiscv + BIOS (DRAM init), LiteDRAM, a host link (UARTBone), and the project's own blocks
+on their own LiteDRAM native ports: the host->DRAM writer and the DRAM checksum engine.
+Board and simulator subclasses only supply the platform, the CRG, the DRAM PHY and the link PHY.
+"""
+
+from migen import *
+
+from litex.soc.integration.soc_core import SoCCore
+from litex.soc.integration.soc import SoCRegion
+from litex.soc.interconnect import wishbone
+from litex.soc.cores.uart import Stream2Wishbone
+
+from gateware.crc import DRAMChecksum
+from gateware.hostdma import HostDMAWriter
+from gateware.info import CoreInfo
+
+# Bus addresses of the host-only windows (the CPU's L2 never sees them). In VexRiscv's IO
+# region, so uncached.
+DRAM_WINDOW_ORIGIN = 0x8000_0000   # DRAM read/written by the host through its own native port.
+HOSTDMA_ORIGIN     = 0xa000_0000   # HostDMAWriter data port (fixed-address burst target).
+
+# LiteTransformer SoC ------------------------------------------------------------------------------
+
+class LiteTransformerSoC(SoCCore):
+    """SoCCore plus the host link and the bulk DRAM path. Call ``add_host_link`` and, after
+    ``add_sdram``, ``add_bulk_path`` from a subclass."""
+
+    def __init__(self, platform, sys_clk_freq, ident="LiteTransformer", **kwargs):
+        kwargs.setdefault("cpu_type", "vexriscv")
+        kwargs.setdefault("integrated_rom_size", 0x20000)
+        kwargs.setdefault("integrated_sram_size", 0x2000)
+        # The CPU console is a crossover UART: the host reads it over the link (the driver
+        # drains it while it waits for the BIOS), so one physical UART serves both.
+        kwargs.setdefault("uart_name", "crossover")
+        SoCCore.__init__(self, platform, sys_clk_freq, ident=ident, **kwargs)
+
+    # Host link ------------------------------------------------------------------------------------
+    def add_host_link(self, phy, timeout_cycles):
+        """UARTBone on ``phy`` (a stream PHY: UART on boards, TCP in simulation) as a bus master.
+
+        ``timeout_cycles``: a command not finished within this many cycles is dropped and the
+        bridge resynchronises (Stream2Wishbone expresses it as 100 ms of ``clk_freq``).
+        """
+        if timeout_cycles <= 0:
+            raise ValueError(f"add_host_link: timeout_cycles must be positive, got {timeout_cycles}")
+        self.link_phy = phy
+        self.link = Stream2Wishbone(phy, clk_freq=timeout_cycles / 100e-3, address_width=self.bus.address_width)
+        self.bus.add_master(name="link", master=self.link.wishbone)
+        self.add_constant("LINK_TIMEOUT_CYCLES", int(timeout_cycles))
+
+    # Bulk path ------------------------------------------------------------------------------------
+    def add_bulk_path(self):
+        """Host DRAM window, HostDMAWriter, DRAMChecksum and CoreInfo, each on its own native port."""
+        if not hasattr(self, "sdram"):
+            raise ValueError("add_bulk_path: call add_sdram first")
+        from litedram.frontend.wishbone import LiteDRAMWishbone2Native
+        dram_size = self.bus.regions["main_ram"].size
+        crossbar  = self.sdram.crossbar
+
+        # Host view of DRAM, bypassing the CPU's L2 (which would go stale under DMA writes).
+        window_bus  = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
+        window_port = crossbar.get_port()
+        self.dram_window = LiteDRAMWishbone2Native(window_bus, window_port, base_address=DRAM_WINDOW_ORIGIN)
+        self.bus.add_slave(name="dram_window", slave=window_bus,
+            region=SoCRegion(origin=DRAM_WINDOW_ORIGIN, size=dram_size, cached=False))
+
+        # Host -> DRAM writer.
+        self.hostdma = HostDMAWriter(crossbar.get_port(mode="write"), dram_size=dram_size)
+        self.bus.add_slave(name="hostdma", slave=self.hostdma.bus,
+            region=SoCRegion(origin=HOSTDMA_ORIGIN, size=0x1000, cached=False))
+
+        # DRAM range checksum.
+        read_port = crossbar.get_port(mode="read")
+        self.checksum = DRAMChecksum(read_port, dram_size=dram_size)
+
+        self.info = CoreInfo(dram_size=dram_size, port_bytes=read_port.data_width // 8)
+        self.add_constant("DRAM_WINDOW_ORIGIN", DRAM_WINDOW_ORIGIN)
+        self.add_constant("HOSTDMA_ORIGIN", HOSTDMA_ORIGIN)

@@ -1,0 +1,293 @@
+"""The simulated SoC: LiteTransformerSoC on LiteX's Verilator simulator, with a DDR3 model shaped
+like an Arty A7's (16-bit MT41K128M16 at 1:4, a 128-bit native port) and the host link on TCP.
+
+``build()`` verilates once per distinct set of inputs and caches the result; ``SimProcess``
+starts a cached build as a child process and reports the TCP port its link listens on.
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from migen import *
+from migen.genlib.io import CRG
+
+from litex.build.generic_platform import Pins, Subsignal
+from litex.build.sim import SimPlatform
+from litex.build.sim.config import SimConfig
+from litex.soc.integration.builder import Builder
+from litex.soc.cores.uart import RS232PHYModel
+
+from litedram import modules as litedram_modules
+from litedram.phy.model import SDRAMPHYModel, sdram_module_nphases
+
+import spec
+from soc.core import LiteTransformerSoC
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PROJECT_DIR = os.path.dirname(PACKAGE_DIR)
+
+# The simulated target, declared once. DRAM timings are a real DDR3 part's at 100 MHz, so
+# refresh, bank changes and cycle counts look like an Arty A7's.
+SIM_PARAMS = {
+    "sys_clk_freq":     int(100e6),
+    "sdram_module":     "MT41K128M16",
+    "sdram_data_width": 16,
+    "link_timeout_cycles": spec.LINK_TIMEOUT_SIM_CYCLES,
+}
+
+# IOs ----------------------------------------------------------------------------------------------
+
+_io = [
+    ("sys_clk", 0, Pins(1)),
+    # Host link as a byte stream: the ltlink sim module bridges it to a TCP socket.
+    ("hostlink", 0,
+        Subsignal("source_valid", Pins(1)),
+        Subsignal("source_ready", Pins(1)),
+        Subsignal("source_data",  Pins(8)),
+        Subsignal("sink_valid",   Pins(1)),
+        Subsignal("sink_ready",   Pins(1)),
+        Subsignal("sink_data",    Pins(8)),
+    ),
+]
+
+
+class SimPlatformLT(SimPlatform):
+    def __init__(self):
+        SimPlatform.__init__(self, "SIM", _io)
+
+
+# Sim SoC ------------------------------------------------------------------------------------------
+
+class SimSoC(LiteTransformerSoC):
+    """LiteTransformerSoC with a DDR3 model and the host link on the ``hostlink`` stream pads."""
+
+    def __init__(self, sys_clk_freq, sdram_module, sdram_data_width, link_timeout_cycles, **kwargs):
+        platform = SimPlatformLT()
+        self.crg = CRG(platform.request("sys_clk"))  # with a power-on reset: VexRiscv needs one
+        LiteTransformerSoC.__init__(self, platform, sys_clk_freq, ident="LiteTransformer simulation", **kwargs)
+
+        # DDR3 model ---------------------------------------------------------------------------------
+        module_cls = getattr(litedram_modules, sdram_module)
+        rate       = "1:{}".format(sdram_module_nphases[module_cls.memtype])
+        module     = module_cls(sys_clk_freq, rate)
+        self.sdrphy = SDRAMPHYModel(module=module, data_width=sdram_data_width, clk_freq=sys_clk_freq)
+        self.add_sdram("sdram", phy=self.sdrphy, module=module)
+        # The model needs no calibration and memtest only costs boot time.
+        self.add_constant("SDRAM_TEST_DISABLE")
+
+        # Host link + bulk path ----------------------------------------------------------------------
+        self.add_host_link(RS232PHYModel(platform.request("hostlink")), timeout_cycles=link_timeout_cycles)
+        self.add_bulk_path()
+
+# Build (cached) -----------------------------------------------------------------------------------
+
+_VERSIONED_PACKAGES = ["litex", "litedram", "migen", "pythondata-cpu-vexriscv",
+                       "pythondata-software-picolibc", "pythondata-software-compiler-rt"]
+
+
+def _tool_version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+
+
+def input_hash(params=None):
+    """Hash of everything the simulator binary depends on: parameters, project sources that
+    reach the gateware or the sim build, package and tool versions."""
+    params = dict(SIM_PARAMS if params is None else params)
+    h = hashlib.sha256()
+    h.update(json.dumps(params, sort_keys=True).encode())
+    for pkg in _VERSIONED_PACKAGES:
+        try:
+            h.update(f"{pkg}={importlib.metadata.version(pkg)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            h.update(f"{pkg}=none".encode())
+    h.update(_tool_version(["verilator", "--version"]).encode())
+    h.update(_tool_version(["riscv64-unknown-elf-gcc", "--version"]).encode())
+    for sub in ("spec", "gateware", "soc"):
+        root = os.path.join(PROJECT_DIR, sub)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith((".py", ".c", ".cpp", ".h", "Makefile")):
+                    path = os.path.join(dirpath, name)
+                    h.update(os.path.relpath(path, PROJECT_DIR).encode())
+                    with open(path, "rb") as f:
+                        h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def cache_root():
+    return os.environ.get("LITETRANSFORMER_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "litetransformer"))
+
+
+@dataclass
+class SimBuild:
+    """A finished simulator build: the directory to run it in and LiteX's exports."""
+    directory: str
+
+    @property
+    def gateware_dir(self):
+        return os.path.join(self.directory, "gateware")
+
+    @property
+    def binary(self):
+        return os.path.join(self.gateware_dir, "obj_dir", "Vsim")
+
+    @property
+    def csr_csv(self):
+        return os.path.join(self.directory, "csr.csv")
+
+    @property
+    def csr_json(self):
+        return os.path.join(self.directory, "csr.json")
+
+    def ok(self):
+        return all(os.path.exists(p) for p in (self.binary, self.csr_csv, self.csr_json))
+
+
+def _check_tools():
+    missing = [tool for tool in ("verilator", "riscv64-unknown-elf-gcc", "meson", "ninja", "make")
+               if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError("cannot build the simulator: missing " + ", ".join(missing) +
+                           " (run scripts/setup.sh, which installs them)")
+
+
+def build(params=None, progress=None, force=False):
+    """Return the cached SimBuild for ``params``, building it first if needed."""
+    params = dict(SIM_PARAMS if params is None else params)
+    progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    key = input_hash(params)
+    target = SimBuild(os.path.join(cache_root(), "sim-" + key))
+    if target.ok() and not force:
+        return target
+    _check_tools()
+    # LiteX's BIOS Makefile runs `python3 -m litex...`: it must find this interpreter's packages.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    os.makedirs(cache_root(), exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="sim-" + key + "-", dir=cache_root())
+    t0 = time.monotonic()
+    progress(f"[sim] building simulator {key} in {workdir} (first run only, ~1-2 min)")
+    log_path = os.path.join(workdir, "build.log")
+    cwd = os.getcwd()
+    try:
+        mods_dir = os.path.join(workdir, "sim_modules")
+        shutil.copytree(os.path.join(PACKAGE_DIR, "sim_modules"), mods_dir)
+        sim_config = SimConfig()
+        sim_config.add_clocker("sys_clk", freq_hz=params["sys_clk_freq"])
+        sim_config.add_module("ltlink", "hostlink", args={"port": 0})
+        progress("[sim] elaborating the SoC and compiling the BIOS")
+        with open(log_path, "a") as log, _redirect_fds(log):
+            soc = SimSoC(**params)
+            builder = Builder(soc, output_dir=workdir,
+                              csr_csv=os.path.join(workdir, "csr.csv"),
+                              csr_json=os.path.join(workdir, "csr.json"))
+            builder.build(sim_config=sim_config, run=False, extra_mods=["ltlink"], extra_mods_path=mods_dir)
+        progress(f"[sim] verilating and compiling ({time.monotonic() - t0:.0f} s so far)")
+        gw = os.path.join(workdir, "gateware")
+        with open(os.path.join(gw, "build_sim.sh")) as f:
+            cc_srcs = re.search(r'CC_SRCS="([^"]*)"', f.read()).group(1)
+        cmd = ["make", "-C", gw, "-f", os.path.join(PACKAGE_DIR, "sim_core", "Makefile"),
+               f"CC_SRCS={cc_srcs}", f"PROJECT_CORE={os.path.join(PACKAGE_DIR, 'sim_core')}",
+               "SIM_MODULES=clocker", "JOBS=2"]
+        with open(log_path, "a") as log:
+            r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise RuntimeError(f"simulator compile failed (exit {r.returncode}); see {log_path}")
+        # The binary runs from the cache; the project module sources are not needed any more.
+        os.chdir(cwd)
+        if os.path.exists(target.directory):
+            shutil.rmtree(target.directory)
+        os.rename(workdir, target.directory)
+    except BaseException:
+        os.chdir(cwd)
+        progress(f"[sim] build failed; log kept in {log_path}")
+        raise
+    progress(f"[sim] simulator ready in {time.monotonic() - t0:.0f} s: {target.directory}")
+    return target
+
+
+class _redirect_fds:
+    """Send this process's stdout/stderr (fd level: LiteX and the compilers print) to a log."""
+    def __init__(self, log):
+        self.log = log
+
+    def __enter__(self):
+        sys.stdout.flush(); sys.stderr.flush()
+        self.saved = os.dup(1), os.dup(2)
+        os.dup2(self.log.fileno(), 1)
+        os.dup2(self.log.fileno(), 2)
+
+    def __exit__(self, *exc):
+        sys.stdout.flush(); sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0]); os.close(self.saved[1])
+
+# Run ----------------------------------------------------------------------------------------------
+
+class SimProcess:
+    """A running simulator: a child process whose link listens on 127.0.0.1:``port``."""
+
+    LISTEN_RE = re.compile(rb"ltlink: listening on 127\.0\.0\.1:(\d+)")
+
+    def __init__(self, sim_build, log_path=None, start_timeout=60.0):
+        self.build = sim_build
+        fd, default_log = tempfile.mkstemp(prefix="litetransformer-sim-", suffix=".log")
+        os.close(fd)
+        self.log_path = log_path or default_log
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sim_build.binary], cwd=sim_build.gateware_dir,
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.port = None
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                m = self.LISTEN_RE.search(f.read())
+            if m:
+                self.port = int(m.group(1))
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"simulator exited with code {self.proc.returncode} before its link "
+                                   f"came up; log: {self.log_path}\n{self.log_tail()}")
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise TimeoutError(f"simulator link did not come up within {start_timeout:.0f} s; log: {self.log_path}")
+
+    @property
+    def url(self):
+        return f"sim://127.0.0.1:{self.port}"
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout=5.0):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
