@@ -24,8 +24,8 @@ HOSTDMA_ORIGIN     = 0xa000_0000   # HostDMAWriter data port (fixed-address burs
 # LiteTransformer SoC ------------------------------------------------------------------------------
 
 class LiteTransformerSoC(SoCCore):
-    """SoCCore plus the host link and the bulk DRAM path. Call ``add_host_link`` and, after
-    ``add_sdram``, ``add_bulk_path`` from a subclass."""
+    """SoCCore plus the host link and the bulk DRAM path: a subclass calls ``add_sdram`` and
+    then ``add_host_link``."""
 
     def __init__(self, platform, sys_clk_freq, ident="LiteTransformer", **kwargs):
         kwargs.setdefault("cpu_type", "vexriscv")
@@ -35,29 +35,42 @@ class LiteTransformerSoC(SoCCore):
         # drains it while it waits for the BIOS), so one physical UART serves both.
         kwargs.setdefault("uart_name", "crossover")
         SoCCore.__init__(self, platform, sys_clk_freq, ident=ident, **kwargs)
+        # The BIOS initialises DRAM and stops at its prompt: nothing to boot from serial or flash
+        # (its serial boot attempt alone cost ~20 M cycles of simulated boot time).
+        self.add_config("BIOS_NO_BOOT")
 
-    # Host link ------------------------------------------------------------------------------------
+    # Host link + bulk path ------------------------------------------------------------------------
     def add_host_link(self, phy, timeout_cycles):
-        """UARTBone on ``phy`` (a stream PHY: UART on boards, TCP in simulation) as a bus master.
+        """UARTBone on ``phy`` (a stream PHY: UART on boards, TCP in simulation), the host DRAM
+        window, HostDMAWriter, DRAMChecksum and CoreInfo. Call after ``add_sdram``.
 
         ``timeout_cycles``: a command not finished within this many cycles is dropped and the
         bridge resynchronises (Stream2Wishbone expresses it as 100 ms of ``clk_freq``).
         """
         if timeout_cycles <= 0:
             raise ValueError(f"add_host_link: timeout_cycles must be positive, got {timeout_cycles}")
-        self.link_phy = phy
-        self.link = Stream2Wishbone(phy, clk_freq=timeout_cycles / 100e-3, address_width=self.bus.address_width)
-        self.bus.add_master(name="link", master=self.link.wishbone)
-        self.add_constant("LINK_TIMEOUT_CYCLES", int(timeout_cycles))
-
-    # Bulk path ------------------------------------------------------------------------------------
-    def add_bulk_path(self):
-        """Host DRAM window, HostDMAWriter, DRAMChecksum and CoreInfo, each on its own native port."""
         if not hasattr(self, "sdram"):
-            raise ValueError("add_bulk_path: call add_sdram first")
+            raise ValueError("add_host_link: call add_sdram first")
         from litedram.frontend.wishbone import LiteDRAMWishbone2Native
         dram_size = self.bus.regions["main_ram"].size
         crossbar  = self.sdram.crossbar
+
+        # Bridge ----------------------------------------------------------------------------------
+        self.link_phy = phy
+        self.link = Stream2Wishbone(phy, clk_freq=timeout_cycles / 100e-3, address_width=self.bus.address_width)
+        self.add_constant("LINK_TIMEOUT_CYCLES", int(timeout_cycles))
+
+        # Host -> DRAM writer, on a private path from the bridge: on the shared SoC bus the
+        # CPU's polling of its console took every other bus slot and halved the upload rate.
+        self.hostdma = HostDMAWriter(crossbar.get_port(mode="write"), dram_size=dram_size)
+        link_soc_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
+        hostdma_sel  = HOSTDMA_ORIGIN >> 28          # top nibble of the byte address
+        self.link_decoder = wishbone.Decoder(self.link.wishbone, [
+            (lambda a: a[26:30] == hostdma_sel, self.hostdma.bus),
+            (lambda a: a[26:30] != hostdma_sel, link_soc_bus),
+        ])
+        self.bus.add_master(name="link", master=link_soc_bus)
+        self.bus.add_region("hostdma", SoCRegion(origin=HOSTDMA_ORIGIN, size=0x1000, cached=False))
 
         # Host view of DRAM, bypassing the CPU's L2 (which would go stale under DMA writes).
         window_bus  = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
@@ -65,11 +78,6 @@ class LiteTransformerSoC(SoCCore):
         self.dram_window = LiteDRAMWishbone2Native(window_bus, window_port, base_address=DRAM_WINDOW_ORIGIN)
         self.bus.add_slave(name="dram_window", slave=window_bus,
             region=SoCRegion(origin=DRAM_WINDOW_ORIGIN, size=dram_size, cached=False))
-
-        # Host -> DRAM writer.
-        self.hostdma = HostDMAWriter(crossbar.get_port(mode="write"), dram_size=dram_size)
-        self.bus.add_slave(name="hostdma", slave=self.hostdma.bus,
-            region=SoCRegion(origin=HOSTDMA_ORIGIN, size=0x1000, cached=False))
 
         # DRAM range checksum.
         read_port = crossbar.get_port(mode="read")

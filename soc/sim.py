@@ -86,7 +86,6 @@ class SimSoC(LiteTransformerSoC):
 
         # Host link + bulk path ----------------------------------------------------------------------
         self.add_host_link(RS232PHYModel(platform.request("hostlink")), timeout_cycles=link_timeout_cycles)
-        self.add_bulk_path()
 
 # Build (cached) -----------------------------------------------------------------------------------
 
