@@ -60,7 +60,7 @@ class Device:
         self._broken = False
         self.link = None
         try:
-            self.link = self._guarded(link_factory)
+            self.link = link_factory()
         except BaseException:
             self._stop_sim()
             raise
@@ -120,15 +120,15 @@ class Device:
             self.sim.stop()
 
     # Fault handling -------------------------------------------------------------------------------
-    def _guarded(self, fn, *args, **kwargs):
-        """Run a link operation; turn a dead simulator into SimulatorDied and remember that the
+    def _on_link(self, method, *args, **kwargs):
+        """Call ``Link.<method>``; turn a dead simulator into SimulatorDied and remember that the
         link needs a resync before the next operation."""
         if self.sim and not self.sim.alive():
             raise SimulatorDied(self._sim_death_message())
         if self._broken:
             self._recover()
         try:
-            return fn(*args, **kwargs)
+            return getattr(self.link, method)(*args, **kwargs)
         except LinkError as e:
             self._broken = True
             if self.sim:
@@ -155,10 +155,10 @@ class Device:
     def read_reg(self, name, timeout=None):
         addr, nwords = self.csr.register(name)
         if nwords == 1:
-            return self._guarded(self.link.read, addr, 1, timeout=timeout)[0]
+            return self._on_link("read", addr, 1, timeout=timeout)[0]
         for _ in range(4):     # multi-word counters: re-read until the high word is stable
-            words = self._guarded(self.link.read, addr, nwords, timeout=timeout)
-            again = self._guarded(self.link.read, addr, 1, timeout=timeout)[0]
+            words = self._on_link("read", addr, nwords, timeout=timeout)
+            again = self._on_link("read", addr, 1, timeout=timeout)[0]
             if again == words[0]:
                 break
         value = 0
@@ -169,7 +169,7 @@ class Device:
     def write_reg(self, name, value):
         addr, nwords = self.csr.register(name)
         words = [(value >> (32 * (nwords - 1 - i))) & 0xFFFFFFFF for i in range(nwords)]
-        self._guarded(self.link.write, addr, words)
+        self._on_link("write", addr, words)
 
     # Bring-up -------------------------------------------------------------------------------------
     def wait_ready(self, timeout=180.0, progress=None):
@@ -181,7 +181,7 @@ class Device:
         last_char = time.monotonic()
         poked = 0
         while time.monotonic() < deadline:
-            empty, char = self._guarded(self.link.read_each, [rxempty, rxtx])
+            empty, char = self._on_link("read_each", [rxempty, rxtx])
             if not empty:
                 self.console_log.append(char & 0xFF)
                 last_char = time.monotonic()
@@ -214,7 +214,7 @@ class Device:
 
     def ident(self):
         base = self.csr.bases["identifier_mem"]
-        words = self._guarded(self.link.read, base, 64)
+        words = self._on_link("read", base, 64)
         chars = bytes(w & 0xFF for w in words)
         return chars.split(b"\0")[0].decode(errors="replace")
 
@@ -272,7 +272,7 @@ class Device:
         sent = 0
         for i in range(0, len(padded), UPLOAD_CHUNK):
             chunk = padded[i:i + UPLOAD_CHUNK]
-            self._guarded(self.link.write_stream, origin, chunk)
+            self._on_link("write_stream", origin, chunk)
             sent += len(chunk)
             if progress:
                 progress(sent, len(padded))
@@ -337,7 +337,7 @@ class Device:
             raise ValueError("read_dram: offset and length must be multiples of 4")
         self._check_range(offset - offset % max(self.port_bytes, 4), length, "read_dram")
         origin, _ = self.csr.region("dram_window")
-        return self._guarded(self.link.read_bytes, origin + offset, length)
+        return self._on_link("read_bytes", origin + offset, length)
 
     def write_dram(self, offset, data):
         """Write a few bytes through the host window (slow path: for patches and tests)."""
@@ -346,4 +346,4 @@ class Device:
         self._check_range(offset - offset % max(self.port_bytes, 4), len(data), "write_dram")
         origin, _ = self.csr.region("dram_window")
         words = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
-        self._guarded(self.link.write, origin + offset, words)
+        self._on_link("write", origin + offset, words)

