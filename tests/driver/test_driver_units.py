@@ -1,0 +1,53 @@
+"""Driver pieces that need no device: target parsing, the CSR map, the wire format."""
+
+import pytest
+
+import spec
+from driver.csr import CSRMap
+from driver.device import parse_target
+from driver.errors import CSRMapError, LinkError
+from driver.link import Link
+
+
+def test_parse_targets():
+    assert parse_target("sim") == ("sim", None, None)
+    assert parse_target("sim://127.0.0.1:4321") == ("sim-attach", "socket://127.0.0.1:4321", None)
+    assert parse_target("serial:///dev/ttyUSB1?baud=1000000") == ("serial", "/dev/ttyUSB1", 1000000)
+    for bad in ("tcp://x", "sim://127.0.0.1", "serial://"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+
+
+def test_csr_map_parses_litex_csv(tmp_path):
+    path = tmp_path / "csr.csv"
+    path.write_text("#--\ncsr_base,info,0xf0002000,,\n"
+                    "csr_register,info_cycles,0xf0002010,2,ro\n"
+                    "constant,config_clock_frequency,100000000,,\n"
+                    "memory_region,main_ram,0x40000000,268435456,cached\n")
+    m = CSRMap(str(path))
+    assert m.register("info_cycles") == (0xf0002010, 2)
+    assert m.constants["config_clock_frequency"] == 100_000_000
+    assert m.region("main_ram") == (0x40000000, 268435456)
+    with pytest.raises(CSRMapError, match="nope"):
+        m.register("nope")
+
+
+def test_csr_map_errors(tmp_path):
+    with pytest.raises(CSRMapError, match="cannot read"):
+        CSRMap(str(tmp_path / "missing.csv"))
+    junk = tmp_path / "junk.csv"
+    junk.write_text("hello,world\n")
+    with pytest.raises(CSRMapError, match="no CSR registers"):
+        CSRMap(str(junk))
+
+
+def test_uartbone_header_layout():
+    # cmd, length, then the word address big-endian (LiteX Stream2Wishbone).
+    assert Link._header(spec.LINK_CMD_WRITE_FIXED, 255, 0xa0000000) == bytes([3, 255, 0x28, 0, 0, 0])
+    with pytest.raises(ValueError):
+        Link._header(spec.LINK_CMD_READ_INCR, 1, 0x2)
+
+
+def test_unreachable_serial_device():
+    with pytest.raises(LinkError, match="/dev/does-not-exist"):
+        Link("/dev/does-not-exist", timeout=0.5)

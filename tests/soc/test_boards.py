@@ -1,0 +1,23 @@
+"""Board SoCs elaborate to Verilog with the project's blocks in them (the bitstream build itself
+is `litetransformer build --board ulx3s`, minutes long, not run in CI)."""
+
+import re
+
+from soc.boards import elaborate_verilog, parse_nextpnr_log
+
+
+def test_ulx3s_elaborates(tmp_path):
+    verilog = elaborate_verilog("ulx3s", str(tmp_path))
+    text = open(verilog).read()
+    assert "module ulx3s" in text
+    for block in ("hostdma", "checksum", "info", "link"):
+        assert re.search(rf"{block}_\w+", text), f"{block} missing from the ULX3S SoC"
+
+
+def test_nextpnr_log_parser():
+    log = ("Info:          TRELLIS_COMB:  8391/83640    10%\nInfo:            TRELLIS_FF:  3744/83640     4%\n"
+           "Info:            MULT18X18D:     4/  156     2%\nInfo:                DP16KD:    43/  208    20%\n"
+           "Info: Max frequency for clock '$glbnet$crg_clkout': 60.82 MHz (PASS at 50.00 MHz)\n")
+    r = parse_nextpnr_log(log)
+    assert (r["luts"], r["luts_available"], r["brams"], r["dsps"], r["fmax_mhz"], r["timing_met"]) == \
+        (8391, 83640, 43, 4, 60.82, True)
