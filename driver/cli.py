@@ -80,12 +80,20 @@ def cmd_selftest(args):
     with _open(args) as dev:
         opened = time.monotonic() - t_open
 
+        last = {"t": 0.0}
+        tty = sys.stderr.isatty()
+
         def progress(done, total):
-            if not args.quiet:
-                print(f"\r  uploaded {done >> 10} / {total >> 10} KiB", end="", file=sys.stderr, flush=True)
+            # At most once a second; in place on a terminal, one line each in a log.
+            now = time.monotonic()
+            if args.quiet or (now - last["t"] < 1.0 and done < total):
+                return
+            last["t"] = now
+            print(f"{chr(13) if tty else ''}  uploaded {done >> 10} / {total >> 10} KiB",
+                  end="" if tty else "\n", file=sys.stderr, flush=True)
 
         stats = dev.upload(args.offset, payload, progress=progress)
-        if not args.quiet:
+        if not args.quiet and tty:
             print(file=sys.stderr)
         # Read back a sample through the host DRAM window (a different port than the writer).
         sample_len = min(4096, len(payload) - len(payload) % 4)
