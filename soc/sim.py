@@ -5,12 +5,15 @@ like an Arty A7's (16-bit MT41K128M16 at 1:4, a 128-bit native port) and the hos
 starts a cached build as a child process and reports the TCP port its link listens on.
 """
 
+import atexit
+import ctypes
 import hashlib
 import importlib.metadata
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -240,6 +243,15 @@ class _redirect_fds:
 
 # Run ----------------------------------------------------------------------------------------------
 
+def _die_with_parent():
+    """In the child: ask Linux to SIGTERM the simulator when the driver process dies, however it
+    dies, so no orphan simulator keeps a core busy."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class SimProcess:
     """A running simulator: a child process whose link listens on 127.0.0.1:``port``."""
 
@@ -253,7 +265,8 @@ class SimProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sim_build.binary], cwd=sim_build.gateware_dir,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        atexit.register(self.stop)
         self.port = None
         deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
@@ -285,6 +298,7 @@ class SimProcess:
             return ""
 
     def stop(self, timeout=5.0):
+        atexit.unregister(self.stop)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
