@@ -11,7 +11,6 @@ serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv).
 
 import argparse
 import json
-import os
 import random
 import signal
 import sys

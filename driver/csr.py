@@ -1,7 +1,6 @@
 """Registers by name from LiteX's own export (csr.csv): no address is written down anywhere else."""
 
 import csv
-import os
 
 from driver.errors import CSRMapError
 
@@ -51,10 +50,4 @@ class CSRMap:
             return self.regions[name]
         except KeyError:
             raise CSRMapError(f"memory region {name!r} is not in {self.path}") from None
-
-
-def default_sim_csr_path():
-    """csr.csv of the simulator built from this checkout (builds it if needed)."""
-    from soc import sim
-    return sim.build().csr_csv
 

@@ -8,7 +8,6 @@ Weights go up once with ``upload`` (device-side CRC compared with the host's); r
 read by their LiteX names.
 """
 
-import os
 import re
 import time
 import urllib.parse
