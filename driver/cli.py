@@ -117,7 +117,7 @@ def cmd_selftest(args):
         }
         cycles_per_second = stats["cycles"] / max(stats["seconds"], 1e-9)
         result["device_cycles_per_second"] = round(cycles_per_second)
-    if not args.json or not args.quiet:
+    if not args.quiet:
         _err(f"upload {result['bytes']} B: {result['bytes_per_cycle']} B/cycle, "
              f"{result['bytes_per_second'] / 1e3:.0f} kB/s wall, device ran {cycles_per_second / 1e6:.2f} M cycles/s; "
              f"CRC host {result['host_crc']} device {result['device_crc']}; "

@@ -95,7 +95,7 @@ class Device:
         dev = cls(lambda: Link(url, baudrate=baud or 115200, timeout=timeout, resync_wait=resync),
                   csr_map, sim_process, name=target if kind != "sim" else f"sim (127.0.0.1:{sim_process.port})")
         try:
-            dev.wait_ready(ready_timeout, progress=progress)
+            dev.wait_ready(ready_timeout)
             if check_spec:
                 dev.check_spec()
         except BaseException:
@@ -171,7 +171,7 @@ class Device:
         self._on_link("write", addr, words)
 
     # Bring-up -------------------------------------------------------------------------------------
-    def wait_ready(self, timeout=180.0, progress=None):
+    def wait_ready(self, timeout=180.0):
         """Drain the CPU console (the BIOS blocks when nobody reads it) until the BIOS prompt
         shows that DRAM init has finished; fail if the BIOS reports a DRAM failure."""
         rxempty, _ = self.csr.register("uart_xover_rxempty")
@@ -236,15 +236,17 @@ class Device:
     # DRAM -----------------------------------------------------------------------------------------
     @property
     def dram_size(self):
-        if not hasattr(self, "_dram_size"):
-            self._dram_size = self.read_reg("info_dram_size")
-            self._port_bytes = self.read_reg("info_port_bytes")
-        return self._dram_size
+        return self._geometry()[0]
 
     @property
     def port_bytes(self):
-        self.dram_size
-        return self._port_bytes
+        return self._geometry()[1]
+
+    def _geometry(self):
+        """(DRAM bytes, bytes per native-port beat), read once from the device."""
+        if not hasattr(self, "_geometry_cache"):
+            self._geometry_cache = (self.read_reg("info_dram_size"), self.read_reg("info_port_bytes"))
+        return self._geometry_cache
 
     def _check_range(self, offset, length, what):
         align = max(self.port_bytes, 4)
