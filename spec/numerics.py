@@ -1,0 +1,217 @@
+"""Integer numerics of the transformer core: formats, rounding, and every non-linear function.
+
+This module is the arithmetic half of the spec: the golden model calls these functions and the
+gateware must reproduce them bit for bit. Everything here is integer numpy (int64 working
+precision) except the host-side quantisers, which turn float weights into the integer formats.
+
+Formats (see docs/numerics.md for the measured errors):
+- residual stream, matvec outputs, q/k/v before the cache: int32, ``ACT_FRAC`` fraction bits;
+- matvec inputs: ``QIN_BITS``-bit mantissas with one power-of-two exponent per vector;
+- weights: int8, one scale per (row, group of ``WEIGHT_GROUP`` columns): a 16-bit mantissa per
+  group and one shift per row;
+- K/V cache: int16 with ``KV_FRAC`` fraction bits;
+- probabilities: Q15; sigmoid and exp2 tables: Q15.
+"""
+
+import math
+
+import numpy as np
+
+ACT_FRAC = 16            # int32 activations: value = v / 2**16
+QIN_BITS = 16           # matvec input mantissa bits (signed): int8 lost 1.6 points teacher-forced on aidreams260K
+WEIGHT_BITS = 8
+WEIGHT_GROUP = 16        # columns per weight scale; rows are zero-padded to a multiple
+SCALE_MANT_BITS = 15     # weight scale mantissas in [2**14, 2**15)
+KV_FRAC = 8              # int16 K/V cache entries: value = v / 2**8
+ROPE_FRAC = 14           # cos/sin table entries
+PROB_FRAC = 15           # softmax outputs
+RMS_PRE_SHIFT = 6        # x >> 6 before squaring keeps sum(x^2) inside int64
+RMS_EPS = 1e-5
+
+EXP2_TABLE_BITS = 10     # 2**(-f) for f in [0, 1): 1024 entries, Q15
+SIGMOID_RANGE = 8        # sigmoid table covers [-8, 8)
+SIGMOID_TABLE_BITS = 10  # 1024 intervals, linear interpolation, Q15
+RSQRT_TABLE_BITS = 8     # 1/sqrt seed table indexed by the top 8 bits of the normalised input
+
+# Rounding -----------------------------------------------------------------------------------------
+
+def round_shift(x, s):
+    """x / 2**s rounded half away from zero; s may be an array, negative s shifts left."""
+    x = np.asarray(x, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64)
+    left = np.left_shift(x, np.maximum(-s, 0))
+    s = np.maximum(s, 0)
+    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
+    mag = np.right_shift(np.abs(left) + half, s)
+    return np.where(left < 0, -mag, mag)
+
+
+def saturate(x, bits):
+    lim = (1 << (bits - 1)) - 1
+    return np.clip(x, -lim, lim)
+
+# Tables -------------------------------------------------------------------------------------------
+
+EXP2_TABLE = np.array([round((2.0 ** (-i / (1 << EXP2_TABLE_BITS))) * (1 << 15))
+                       for i in range(1 << EXP2_TABLE_BITS)], dtype=np.int64)
+
+_SIG_STEP = 2 * SIGMOID_RANGE / (1 << SIGMOID_TABLE_BITS)
+SIGMOID_TABLE = np.array([round((1 << 15) / (1 + math.exp(-(-SIGMOID_RANGE + i * _SIG_STEP))))
+                          for i in range((1 << SIGMOID_TABLE_BITS) + 1)], dtype=np.int64)
+
+# Seed for 1/sqrt(m), m in [1, 4) sampled at the top RSQRT_TABLE_BITS bits of a Q30 input in
+# [2**30, 2**32): entry = 1/sqrt(m) in Q15 at the interval's midpoint.
+RSQRT_TABLE = np.array([round((1 << 15) / math.sqrt((i + (1 << (RSQRT_TABLE_BITS - 2)) + 0.5)
+                                                    / (1 << (RSQRT_TABLE_BITS - 2))))
+                        for i in range(3 << (RSQRT_TABLE_BITS - 2))], dtype=np.int64)
+
+# Non-linear functions -----------------------------------------------------------------------------
+
+def rsqrt_q(m_q, frac):
+    """1/sqrt(m) for m = m_q / 2**frac (m_q a positive int, frac even): returns (y, e) with
+    1/sqrt(m) ~= y * 2**(e - 15).
+
+    Normalise m_q by an even shift into t in [2**30, 2**32) (t / 2**30 in [1, 4)), seed y from
+    RSQRT_TABLE on t's top bits, then two Newton steps y <- y (3 - t y^2) / 2 in Q15 with
+    truncating shifts.
+    """
+    m_q = int(m_q)
+    if m_q <= 0 or frac % 2:
+        raise ValueError("rsqrt_q: input must be positive and frac even")
+    sh = 31 - m_q.bit_length()
+    sh += sh & 1
+    t = m_q << sh if sh >= 0 else m_q >> -sh
+    y = int(RSQRT_TABLE[(t >> (32 - RSQRT_TABLE_BITS)) - (1 << (RSQRT_TABLE_BITS - 2))])
+    for _ in range(2):
+        ty2 = ((t >> 15) * ((y * y) >> 15)) >> 15
+        y = (y * ((3 << 15) - ty2)) >> 16
+    return y, (sh + frac - 30) // 2
+
+
+def exp2_neg_q(u):
+    """2**(-u / 2**ACT_FRAC) for u >= 0 (int, Q16), in Q15. Table on the fraction, shift on the
+    integer part."""
+    u = np.asarray(u, dtype=np.int64)
+    n = np.right_shift(u, ACT_FRAC)
+    f = np.right_shift(u & ((1 << ACT_FRAC) - 1), ACT_FRAC - EXP2_TABLE_BITS)
+    return np.right_shift(EXP2_TABLE[f], np.minimum(n, 31))
+
+
+def sigmoid_q(x):
+    """sigmoid(x / 2**ACT_FRAC) in Q15: table over [-8, 8) with linear interpolation; clamped."""
+    x = np.asarray(x, dtype=np.int64)
+    pos = np.clip(x + (SIGMOID_RANGE << ACT_FRAC), 0, (2 * SIGMOID_RANGE << ACT_FRAC) - 1)
+    step_bits = ACT_FRAC + 4 - SIGMOID_TABLE_BITS       # 16 units of 2**-... : 2*8 = 2**4 range
+    i = np.right_shift(pos, step_bits)
+    frac = pos & ((1 << step_bits) - 1)
+    a, b = SIGMOID_TABLE[i], SIGMOID_TABLE[i + 1]
+    return a + np.right_shift((b - a) * frac, step_bits)
+
+# Host-side quantisers -----------------------------------------------------------------------------
+
+def padded(n, multiple=WEIGHT_GROUP):
+    return -(-n // multiple) * multiple
+
+
+def quantize_weights(w):
+    """Float (rows, cols) -> int8 (rows, cols_padded), int64 mantissas (rows, groups), int64
+    row shifts (rows,): w[r, c] ~= q[r, c] * mant[r, c // G] * 2**-shift[r]."""
+    w = np.asarray(w, dtype=np.float64)
+    rows, cols = w.shape
+    cp = padded(cols)
+    wp = np.zeros((rows, cp))
+    wp[:, :cols] = w
+    groups = wp.reshape(rows, cp // WEIGHT_GROUP, WEIGHT_GROUP)
+    gmax = np.abs(groups).max(axis=2)                                # (rows, groups)
+    lim = (1 << (WEIGHT_BITS - 1)) - 1
+    scale = np.where(gmax > 0, gmax / lim, 1.0)                      # float scale per group
+    row_max = scale.max(axis=1)
+    # one shift per row so the largest group scale has a full 15-bit mantissa
+    shift = (SCALE_MANT_BITS - np.ceil(np.log2(row_max))).astype(np.int64)
+    mant = np.round(scale * np.exp2(shift)[:, None]).astype(np.int64)
+    mant = np.maximum(mant, 1)
+    eff = mant * np.exp2(-shift)[:, None]                            # the scale the hardware uses
+    q = np.clip(np.round(groups / eff[:, :, None]), -lim, lim).astype(np.int8).reshape(rows, cp)
+    return q, mant, shift
+
+
+def to_fixed(x, frac):
+    return np.round(np.asarray(x, dtype=np.float64) * (1 << frac)).astype(np.int64)
+
+# Integer kernels (what the instructions compute) --------------------------------------------------
+
+def quantize_input(x):
+    """int32 Q16 vector -> (int8 mantissas, exponent e): x ~= m * 2**e (in Q16 units)."""
+    x = np.asarray(x, dtype=np.int64)
+    lim = (1 << (QIN_BITS - 1)) - 1
+    amax = int(np.abs(x).max()) if x.size else 0
+    e = 0
+    while round_shift(amax, e) > lim:
+        e += 1
+    return saturate(round_shift(x, e), QIN_BITS), e
+
+
+def matvec(q, mant, shift, xm, e):
+    """y (int32 Q16) = W @ x with W in (q, mant, shift) form and x = xm * 2**e."""
+    rows, cp = q.shape
+    xp = np.zeros(cp, dtype=np.int64)
+    xp[:xm.shape[0]] = xm
+    acc = (q.astype(np.int64).reshape(rows, -1, WEIGHT_GROUP) * xp.reshape(-1, WEIGHT_GROUP)).sum(axis=2)
+    total = (acc * mant).sum(axis=1)                                  # int64
+    return saturate(round_shift(total, shift - e), 32)
+
+
+def rmsnorm(x):
+    """x / rms(x), int32 Q16 in and out (the gain is folded into the next weights)."""
+    x = np.asarray(x, dtype=np.int64)
+    xs = round_shift(x, RMS_PRE_SHIFT)                                # Q10
+    frac = 2 * (ACT_FRAC - RMS_PRE_SHIFT)                             # Q20 mean square
+    ms = (xs * xs).sum() // x.shape[0] + int(round(RMS_EPS * (1 << frac)))
+    y, e = rsqrt_q(ms, frac)                                          # 1/rms ~= y * 2**(e-15)
+    return saturate(round_shift(x * y, 15 - e), 32)
+
+
+def rope(v, cos_q, sin_q, head_size):
+    """Rotate pairs of int32 Q16 ``v`` by Q14 cos/sin (head_size/2 per head, shared by heads)."""
+    v = np.asarray(v, dtype=np.int64).reshape(-1, head_size // 2, 2)
+    v0, v1 = v[..., 0], v[..., 1]
+    out = np.empty_like(v)
+    out[..., 0] = round_shift(v0 * cos_q - v1 * sin_q, ROPE_FRAC)
+    out[..., 1] = round_shift(v0 * sin_q + v1 * cos_q, ROPE_FRAC)
+    return out.reshape(-1)
+
+
+def to_kv(x):
+    """int32 Q16 -> int16 Q8 cache entry (saturating)."""
+    return saturate(round_shift(x, ACT_FRAC - KV_FRAC), 16)
+
+
+def scores(q_kv, keys, inv_sqrt_hs_q15):
+    """q (int16 KV format, hs) . keys (int16, (n, hs)) / sqrt(hs) -> int32 Q16."""
+    dot = (keys.astype(np.int64) * q_kv.astype(np.int64)).sum(axis=1)     # Q(2*KV_FRAC)
+    return saturate(round_shift(dot * inv_sqrt_hs_q15, 15 + 2 * KV_FRAC - ACT_FRAC), 32)
+
+
+LOG2E_Q15 = round(math.log2(math.e) * (1 << 15))
+
+
+def softmax(s):
+    """int32 Q16 scores -> Q15 probabilities."""
+    s = np.asarray(s, dtype=np.int64)
+    u = round_shift((s.max() - s) * LOG2E_Q15, 15)                  # Q16, >= 0
+    e = exp2_neg_q(u)                                                # Q15
+    recip = (1 << 46) // int(e.sum())
+    return np.right_shift(e * recip, 31)                             # Q15
+
+
+def weighted_sum(p, values):
+    """sum_i p_i v_i: Q15 probabilities x int16 Q8 values -> int32 Q16."""
+    acc = (p[:, None] * values.astype(np.int64)).sum(axis=0)        # Q23
+    return saturate(round_shift(acc, PROB_FRAC + KV_FRAC - ACT_FRAC), 32)
+
+
+def silu_mul(a, b):
+    """silu(a) * b, int32 Q16 in and out."""
+    a = np.asarray(a, dtype=np.int64)
+    s = round_shift(a * sigmoid_q(a), 15)                            # Q16
+    return saturate(round_shift(s * np.asarray(b, dtype=np.int64), ACT_FRAC), 32)
