@@ -1,0 +1,273 @@
+"""Compile a QuantizedModel into a DRAM image and one program for the transformer core.
+
+One program runs one decoding step for every active slot: embed the slot's token, run the
+layer loop, write the logits and the argmax. The per-layer weights sit in blocks of one layout
+repeated every ``WSTRIDE`` bytes, so the loop body addresses layer 0 and sets FLAG_LAYER.
+
+DRAM, in bytes from ``base`` (every piece starts on a beat):
+
+    slot table   params.slots beats: (token, pos, kv_base, 0), written by the host each step
+    argmax       params.slots beats: (index, max, 0, 0) per slot
+    logits       params.slots * logits_stride: int32 vocab per slot
+    layers       n_layers * WSTRIDE: rms_att, wq|wk|wv, wo, rms_ffn, w1|w3, w2
+    embedding    vocab fixed16 rows of dim
+    rms_final    fixed16
+    wcls         matrix (vocab, dim); also when the classifier is shared: its format differs
+    rope         seq_len rows of (cos, sin) pairs
+    program      the instructions
+    --- end of ``image``; the KV regions follow, left to the core ---
+    kv           kv_regions * kv_bytes: [layer][K, V][kv_head][seq_len][head_size] int16
+
+Fusing wq|wk|wv (and w1|w3) into one MATVEC is exact: every row is quantised on its own, and
+the input vector is quantised once per MATVEC either way.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from driver.golden import CoreError, GoldenCore
+from spec import isa
+
+DEFAULT_DRAM_SIZE = 32 << 20      # the ULX3S's SDRAM
+
+
+@dataclass
+class CompiledModel:
+    """A model placed in DRAM. Addresses are DRAM byte addresses (``base`` included)."""
+    config: object                 # driver.model.Config
+    params: isa.Params
+    seq_len: int                   # context the KV cache and the RoPE table hold
+    dram_size: int
+    base: int
+    image: bytes                   # DRAM[base : base + len(image)]
+    program: list                  # 128-bit instruction words
+    prog: int                      # program
+    slots: int                     # slot table, params.slots beats
+    argmax: int                    # ARGMAX output, one beat per slot
+    logits: int                    # STORE output, logits_stride bytes per slot
+    logits_stride: int
+    kv: int                        # KV region of slot 0
+    kv_bytes: int                  # bytes per KV region
+    kv_regions: int
+    total_bytes: int               # image and KV regions
+    regs: dict                     # register name -> value
+    acts: dict                     # activation buffer -> (first word, words)
+    layout: dict = field(default_factory=dict)   # name -> DRAM byte address
+
+    def kv_base(self, region):
+        """Byte address of KV region ``region`` (a slot's kv_base in the slot table)."""
+        if not 0 <= region < self.kv_regions:
+            raise ValueError(f"KV region {region} out of range: the image has {self.kv_regions}")
+        return self.kv + region * self.kv_bytes
+
+
+def _fuse(*mats):
+    """Stack (q, mant, shift) matrices with equal column counts into one matrix."""
+    return tuple(np.concatenate([m[i] for m in mats]) for i in range(3))
+
+
+def _pack_matrix(name, qms):
+    try:
+        return isa.pack_matrix(*qms)
+    except ValueError as e:
+        raise ValueError(f"compile: matrix {name}: {e}") from None
+
+
+def _pack_fixed16(name, q, shift):
+    try:
+        return isa.pack_fixed16(q, shift)
+    except ValueError as e:
+        raise ValueError(f"compile: vector {name}: {e}") from None
+
+
+def _check_fits(c, params, seq_len):
+    """Raise ValueError naming the first limit of ``params`` the model exceeds."""
+    hs = c.head_size
+    if hs % 8:
+        raise ValueError(f"compile: head size {hs} is not a multiple of 8 (KV cache rows are whole beats)")
+    if hs > params.max_head:
+        raise ValueError(f"compile: head size {hs} exceeds Params.max_head {params.max_head}")
+    if seq_len > params.max_seq:
+        raise ValueError(f"compile: seq_len {seq_len} exceeds Params.max_seq {params.max_seq}")
+    for what, cols in (("dim", c.dim), ("hidden_dim", c.hidden_dim)):
+        if cols > params.max_cols:
+            raise ValueError(f"compile: {what} {cols} exceeds Params.max_cols {params.max_cols}")
+    for what, v in (("vocab_size", c.vocab_size), ("2 * hidden_dim", 2 * c.hidden_dim),
+                    ("dim + 2 * kv_dim", c.dim + 2 * c.kv_dim), ("n_layers", c.n_layers)):
+        if v >= 1 << 16:
+            raise ValueError(f"compile: {what} {v} does not fit a 16-bit instruction field")
+
+
+def _act_map(c, params):
+    """Activation buffers, disjoint so that no instruction writes a range it reads (except the
+    residual ``x``, which MATVEC FLAG_ACC reads and writes by definition)."""
+    sizes = [("x", c.dim), ("xb", c.dim), ("qkv", c.dim + 2 * c.kv_dim), ("qk", c.dim + c.kv_dim),
+             ("att", c.dim), ("hb", 2 * c.hidden_dim), ("hh", c.hidden_dim), ("logits", c.vocab_size)]
+    acts, at = {}, 0
+    for name, n in sizes:
+        acts[name] = (at, n)
+        at += n
+    if at > params.act_depth:
+        raise ValueError(f"compile: activations need {at} words per slot, Params.act_depth is {params.act_depth}")
+    return acts
+
+
+def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base=0, seq_len=None,
+                  kv_regions=None):
+    """Place ``qmodel`` (driver.intforward.QuantizedModel) in DRAM at ``base`` and build the
+    decoding program. ``seq_len`` (default: the model's) may shorten the context; the image
+    holds ``kv_regions`` (default params.slots) KV cache regions."""
+    params = params.validate()
+    c = qmodel.config
+    seq_len = c.seq_len if seq_len is None else seq_len
+    kv_regions = params.slots if kv_regions is None else kv_regions
+    if not 1 <= seq_len <= c.seq_len:
+        raise ValueError(f"compile: seq_len {seq_len} outside [1, model seq_len {c.seq_len}]")
+    if kv_regions < 1:
+        raise ValueError(f"compile: kv_regions {kv_regions} must be at least 1")
+    if base < 0 or base % isa.BEAT_BYTES:
+        raise ValueError(f"compile: base 0x{base:x} is not a non-negative multiple of {isa.BEAT_BYTES}")
+    _check_fits(c, params, seq_len)
+    acts = _act_map(c, params)
+    L, dim, hidden, kv_dim, hs = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.head_size
+    kv_mul = c.n_heads // c.n_kv_heads
+
+    # Per-layer blocks ---------------------------------------------------------------------------
+    blocks = []
+    for l in range(L):
+        blocks.append([
+            ("rms_att", _pack_fixed16(f"rms_att[{l}]", *qmodel.rms_att[l])),
+            ("wqkv", _pack_matrix(f"wq|wk|wv[{l}]", _fuse(qmodel.wq[l], qmodel.wk[l], qmodel.wv[l]))),
+            ("wo", _pack_matrix(f"wo[{l}]", qmodel.wo[l])),
+            ("rms_ffn", _pack_fixed16(f"rms_ffn[{l}]", *qmodel.rms_ffn[l])),
+            ("w13", _pack_matrix(f"w1|w3[{l}]", _fuse(qmodel.w1[l], qmodel.w3[l]))),
+            ("w2", _pack_matrix(f"w2[{l}]", qmodel.w2[l])),
+        ])
+    wstride = sum(len(b) for _, b in blocks[0])
+
+    # Addresses ----------------------------------------------------------------------------------
+    m_logits = isa.beats(4 * c.vocab_size)
+    logits_stride = m_logits * isa.BEAT_BYTES
+    layout, at = {}, base
+
+    def place(name, nbytes):
+        nonlocal at
+        layout[name] = at
+        at += isa.beats(nbytes) * isa.BEAT_BYTES
+        return layout[name]
+
+    place("slots", params.slots * isa.BEAT_BYTES)
+    place("argmax", params.slots * isa.BEAT_BYTES)
+    place("logits", params.slots * logits_stride)
+    place("layers", L * wstride)
+    off = layout["layers"]
+    for name, blob in blocks[0]:
+        layout[name] = off
+        off += len(blob)
+    row = isa.fixed16_bytes(dim)
+    embed = b"".join(_pack_fixed16(f"embedding[{t}]", qmodel.embed_q[t], qmodel.embed_shift[t])
+                     for t in range(c.vocab_size))
+    rms_final = _pack_fixed16("rms_final", *qmodel.rms_final)
+    wcls = _pack_matrix("wcls", qmodel.wcls)
+    rope = isa.pack_rope(qmodel.rope_cos[:seq_len], qmodel.rope_sin[:seq_len])
+    place("embedding", len(embed))
+    place("rms_final", len(rms_final))
+    place("wcls", len(wcls))
+    place("rope", len(rope))
+
+    kvhead = seq_len * hs * 2
+    voff = c.n_kv_heads * kvhead
+    kvstride = 2 * voff
+    regs = {"WSTRIDE": wstride, "KVSTRIDE": kvstride, "KVHEAD": kvhead, "VOFF": voff,
+            "SEQLEN": seq_len, "ATTSCALE": qmodel.inv_sqrt_hs}
+
+    # Program ------------------------------------------------------------------------------------
+    A = {name: a for name, (a, _) in acts.items()}
+    LF, ACC = isa.FLAG_LAYER, isa.FLAG_ACC
+    E = isa.encode
+    prog = [E("SETR", dst=isa.REGS[r], addr=v) for r, v in regs.items()]
+    prog += [
+        E("EMBED", dst=A["x"], n=dim, m=c.vocab_size, addr=layout["embedding"]),
+        E("LOOP", n=L),
+        E("RMSNORM", LF, dst=A["xb"], src=A["x"], n=dim, addr=layout["rms_att"]),
+        E("MATVEC", LF, dst=A["qkv"], src=A["xb"], n=dim + 2 * kv_dim, m=dim, addr=layout["wqkv"]),
+        E("ROPE", dst=A["qk"], src=A["qkv"], n=dim + kv_dim, m=hs, addr=layout["rope"]),
+        E("KVWRITE", LF, src=A["qk"] + dim, n=kv_dim, m=hs, addr=0),
+        E("KVWRITE", LF, src=A["qkv"] + dim + kv_dim, n=kv_dim, m=hs, addr=voff),
+        E("ATTN", LF, dst=A["att"], src=A["qk"], src2=kv_mul, n=c.n_heads, m=hs, addr=0),
+        E("MATVEC", LF | ACC, dst=A["x"], src=A["att"], n=dim, m=dim, addr=layout["wo"]),
+        E("RMSNORM", LF, dst=A["xb"], src=A["x"], n=dim, addr=layout["rms_ffn"]),
+        E("MATVEC", LF, dst=A["hb"], src=A["xb"], n=2 * hidden, m=dim, addr=layout["w13"]),
+        E("SILU", dst=A["hh"], src=A["hb"], src2=A["hb"] + hidden, n=hidden),
+        E("MATVEC", LF | ACC, dst=A["x"], src=A["hh"], n=dim, m=hidden, addr=layout["w2"]),
+        E("ENDLOOP"),
+        E("RMSNORM", dst=A["xb"], src=A["x"], n=dim, addr=layout["rms_final"]),
+        E("MATVEC", dst=A["logits"], src=A["xb"], n=c.vocab_size, m=dim, addr=layout["wcls"]),
+        E("STORE", src=A["logits"], n=c.vocab_size, m=m_logits, addr=layout["logits"]),
+        E("ARGMAX", src=A["logits"], n=c.vocab_size, addr=layout["argmax"]),
+        E("HALT"),
+    ]
+    place("program", len(prog) * isa.BEAT_BYTES)
+    image_end = at
+    kv_bytes = L * kvstride
+    place("kv", kv_regions * kv_bytes)
+    total = at - base
+    if base + total > dram_size or base + total > 1 << 32:
+        raise ValueError(f"compile: the model needs {total} bytes of DRAM from 0x{base:x} "
+                         f"(image {image_end - base}, KV cache {kv_regions} x {kv_bytes}); "
+                         f"{max(dram_size - base, 0)} are available")
+
+    # Image --------------------------------------------------------------------------------------
+    image = bytearray(image_end - base)
+
+    def put(addr, blob):
+        image[addr - base:addr - base + len(blob)] = blob
+
+    for l, block in enumerate(blocks):
+        a = layout["layers"] + l * wstride
+        for _, blob in block:
+            put(a, blob)
+            a += len(blob)
+    put(layout["embedding"], embed)
+    put(layout["rms_final"], rms_final)
+    put(layout["wcls"], wcls)
+    put(layout["rope"], rope)
+    put(layout["program"], isa.program_bytes(prog))
+    assert len(embed) == c.vocab_size * row
+
+    return CompiledModel(config=c, params=params, seq_len=seq_len, dram_size=dram_size, base=base,
+                         image=bytes(image), program=prog, prog=layout["program"], slots=layout["slots"],
+                         argmax=layout["argmax"], logits=layout["logits"], logits_stride=logits_stride,
+                         kv=layout["kv"], kv_bytes=kv_bytes, kv_regions=kv_regions, total_bytes=total,
+                         regs=regs, acts=acts, layout=layout)
+
+
+class GoldenRunner:
+    """A CompiledModel on the golden model: one ``step`` is one run of the program."""
+
+    def __init__(self, compiled, params=None):
+        self.cm = compiled
+        self.params = params or compiled.params
+        self.core = GoldenCore(compiled.base + compiled.total_bytes, self.params)
+        self.core.dram[compiled.base:compiled.base + len(compiled.image)] = compiled.image
+
+    def step(self, slots, kv=None):
+        """Run one step. ``slots``: (token, pos) per active slot; slot i uses KV region
+        ``kv[i]`` (default i; slots may share one). Returns (logits int64 (nslots, vocab),
+        argmax indices)."""
+        cm, dram = self.cm, self.core.dram
+        kv = list(range(len(slots))) if kv is None else list(kv)
+        if len(kv) != len(slots):
+            raise ValueError(f"step: {len(slots)} slots but {len(kv)} KV regions")
+        table = isa.pack_slots([(t, p, cm.kv_base(r)) for (t, p), r in zip(slots, kv)])
+        dram[cm.slots:cm.slots + len(table)] = table
+        code, addr = self.core.run(cm.prog, cm.slots, len(slots))
+        if code:
+            raise CoreError(code, addr)
+        vocab = cm.config.vocab_size
+        logits = np.stack([np.frombuffer(dram, "<i4", vocab, cm.logits + s * cm.logits_stride)
+                           for s in range(len(slots))]).astype(np.int64)
+        argmax = [int.from_bytes(dram[cm.argmax + 16 * s:cm.argmax + 16 * s + 4], "little")
+                  for s in range(len(slots))]
+        return logits, argmax

@@ -1,0 +1,169 @@
+"""The compiled program on the golden model against IntTransformer, bit for bit."""
+
+import os
+
+import numpy as np
+import pytest
+
+from driver.compiler import GoldenRunner, compile_model
+from driver.golden import CoreError
+from driver.intforward import IntTransformer, QuantizedModel
+from driver.model import Config, load_legacy, random_model
+from spec import isa
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
+
+# The shapes of ../shared/models with a short context (the KV cache and RoPE table scale with it).
+AIDREAMS = Config(dim=64, hidden_dim=172, n_layers=4, n_heads=4, n_kv_heads=4, vocab_size=512, seq_len=32,
+                  shared_classifier=True)
+STORIES_GQA = Config(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, seq_len=32,
+                     shared_classifier=False)
+SHAPES = {"aidreams260K": AIDREAMS, "stories260K-gqa": STORIES_GQA}
+
+_qmodels = {}
+
+
+def qmodel(name, seed=0):
+    if (name, seed) not in _qmodels:
+        _qmodels[name, seed] = QuantizedModel(random_model(SHAPES[name], seed=seed))
+    return _qmodels[name, seed]
+
+
+def tokens(n, vocab, seed):
+    return np.random.default_rng(seed).integers(0, vocab, n).tolist()
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_one_slot_matches_intforward(name):
+    # One slot decoding 10 positions: logits and argmax equal IntTransformer.forward's.
+    qm = qmodel(name)
+    run, ref = GoldenRunner(compile_model(qm, base=0x1000)), IntTransformer(qm)
+    for pos, tok in enumerate(tokens(10, qm.config.vocab_size, 1)):
+        logits, argmax = run.step([(tok, pos)])
+        want = ref.forward(tok, pos)
+        assert np.array_equal(logits[0], want), f"position {pos}"
+        assert argmax == [int(np.argmax(want))]
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_slots_decode_independent_sequences(name):
+    # Four slots, each its own KV region and sequence, in one program run per position.
+    qm = qmodel(name, seed=1)
+    run = GoldenRunner(compile_model(qm))
+    refs = [IntTransformer(qm) for _ in range(4)]
+    seqs = [tokens(8, qm.config.vocab_size, 10 + s) for s in range(4)]
+    for pos in range(8):
+        logits, argmax = run.step([(seqs[s][pos], pos) for s in range(4)])
+        for s in range(4):
+            want = refs[s].forward(seqs[s][pos], pos)
+            assert np.array_equal(logits[s], want), f"slot {s} position {pos}"
+            assert argmax[s] == int(np.argmax(want))
+
+
+def test_slots_at_different_positions():
+    # Fewer active slots than the core has, at unrelated positions: slot 1 starts 3 steps late.
+    qm = qmodel("stories260K-gqa")
+    run = GoldenRunner(compile_model(qm))
+    refs = [IntTransformer(qm), IntTransformer(qm)]
+    seqs = [tokens(9, 512, 20), tokens(6, 512, 21)]
+    for step in range(9):
+        active = [(seqs[0][step], step)] + ([(seqs[1][step - 3], step - 3)] if step >= 3 else [])
+        logits, _ = run.step(active)
+        for s, (tok, pos) in enumerate(active):
+            assert np.array_equal(logits[s], refs[s].forward(tok, pos)), f"slot {s} step {step}"
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_prefill_slots_share_one_kv_region(name):
+    # Slots 0..3 hold positions p..p+3 of one prompt and share a KV region: the same logits as
+    # feeding the prompt one position at a time (KVWRITE writes every slot before ATTN reads).
+    qm = qmodel(name, seed=2)
+    run, ref = GoldenRunner(compile_model(qm)), IntTransformer(qm)
+    prompt = tokens(10, qm.config.vocab_size, 30)
+    for p in (0, 4):
+        logits, _ = run.step([(prompt[p + s], p + s) for s in range(4)], kv=[0] * 4)
+        for s in range(4):
+            assert np.array_equal(logits[s], ref.forward(prompt[p + s], p + s)), f"position {p + s}"
+    for pos in (8, 9):                                          # then decode on in the same region
+        logits, _ = run.step([(prompt[pos], pos)], kv=[0])
+        assert np.array_equal(logits[0], ref.forward(prompt[pos], pos))
+
+
+@pytest.mark.parametrize("path", [("aidreams260K", "aidreams260K.bin"), ("stories260K-gqa", "model.bin")])
+def test_real_model_greedy(path):
+    # The real checkpoints, greedy for 8 positions with a 16-position context.
+    full = os.path.join(SHARED, *path)
+    if not os.path.exists(full):
+        pytest.skip("../shared/models not present")
+    qm = QuantizedModel(load_legacy(full))
+    run, ref = GoldenRunner(compile_model(qm, seq_len=16)), IntTransformer(qm)
+    tok = 1
+    for pos in range(8):
+        logits, argmax = run.step([(tok, pos)])
+        assert np.array_equal(logits[0], ref.forward(tok, pos)), f"position {pos}"
+        tok = argmax[0]
+
+
+def test_layout():
+    # Deterministic image; the pieces lie in order without overlap; the program ends in HALT.
+    qm = qmodel("stories260K-gqa")
+    a, b = compile_model(qm, base=0x2000), compile_model(qm, base=0x2000)
+    assert a.image == b.image and a.program == b.program
+    c = qm.config
+    assert a.regs["WSTRIDE"] == (2 * isa.fixed16_bytes(64) + isa.matrix_bytes(64 + 2 * 32, 64)
+                                 + isa.matrix_bytes(64, 64) + isa.matrix_bytes(2 * 172, 64) + isa.matrix_bytes(64, 172))
+    assert a.kv_bytes == c.n_layers * 2 * c.n_kv_heads * 32 * c.head_size * 2
+    assert a.kv_base(3) - a.kv_base(0) == 3 * a.kv_bytes
+    assert a.total_bytes == a.kv_base(0) + 4 * a.kv_bytes - a.base
+    assert a.base + len(a.image) <= a.kv_base(0)
+    addrs = sorted(v for k, v in a.layout.items() if k not in ("rms_att", "wqkv", "wo", "rms_ffn", "w13", "w2"))
+    assert addrs == sorted(set(addrs)) and addrs[0] == a.base and all(x % 16 == 0 for x in addrs)
+    ops = [isa.OPNAMES[isa.decode(w)["op"]] for w in a.program]
+    assert ops[-1] == "HALT" and ops.count("LOOP") == 1 and ops.count("MATVEC") == 5
+    assert a.image[a.prog - a.base:] == isa.program_bytes(a.program)
+    ends = [(s, s + n) for s, n in a.acts.values()]
+    assert all(e1 <= s2 for (_, e1), (s2, _) in zip(ends, ends[1:]))
+
+
+@pytest.mark.parametrize("params, match", [
+    (isa.Params(act_depth=1024), "activations need 1540 words per slot, Params.act_depth is 1024"),
+    (isa.Params(max_cols=128), "hidden_dim 172 exceeds Params.max_cols 128"),
+    (isa.Params(max_seq=16), "seq_len 32 exceeds Params.max_seq 16"),
+    (isa.Params(max_head=8), "head size 16 exceeds Params.max_head 8"),
+])
+def test_too_wide_for_params(params, match):
+    # A model wider than the core's buffers is refused with the limit named.
+    with pytest.raises(ValueError, match=match):
+        compile_model(qmodel("aidreams260K"), params=params)
+
+
+def test_too_big_for_dram():
+    # The error says how many bytes the model needs and how many the DRAM has.
+    qm = qmodel("aidreams260K")
+    need = compile_model(qm).total_bytes
+    with pytest.raises(ValueError, match=f"needs {need} bytes of DRAM from 0x0 .* {need - 16} are available"):
+        compile_model(qm, dram_size=need - 16)
+    compile_model(qm, dram_size=need)
+    with pytest.raises(ValueError, match="are available"):
+        compile_model(qm, dram_size=need + 0x1000, base=0x2000)
+
+
+def test_bad_arguments():
+    qm = qmodel("aidreams260K")
+    with pytest.raises(ValueError, match="base"):
+        compile_model(qm, base=8)
+    with pytest.raises(ValueError, match="seq_len 64 outside"):
+        compile_model(qm, seq_len=64)
+    odd = Config(dim=48, hidden_dim=64, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=32, seq_len=8,
+                 shared_classifier=True)
+    with pytest.raises(ValueError, match="head size 12 is not a multiple of 8"):
+        compile_model(QuantizedModel(random_model(odd)))
+
+
+def test_runner_names_core_errors():
+    # A position past the context stops the core with BAD_POS; the runner raises it by name.
+    run = GoldenRunner(compile_model(qmodel("aidreams260K"), seq_len=8))
+    with pytest.raises(CoreError, match="BAD_POS"):
+        run.step([(1, 8)])
+    with pytest.raises(CoreError, match="BAD_TOKEN"):
+        run.step([(512, 0)])
