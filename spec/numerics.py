@@ -194,14 +194,20 @@ def embed(row_q, row_shift):
     return saturate(round_shift(np.asarray(row_q, dtype=np.int64), int(row_shift) - ACT_FRAC), 32)
 
 
+def rope_pairs(v, cos_q, sin_q):
+    """Rotate each pair (v[2i], v[2i+1]) of int32 Q16 ``v`` by Q14 (cos_q[i], sin_q[i])."""
+    v = np.asarray(v, dtype=np.int64).reshape(-1, 2)
+    v0, v1 = v[:, 0], v[:, 1]
+    out = np.empty_like(v)
+    out[:, 0] = saturate(round_shift(v0 * cos_q - v1 * sin_q, ROPE_FRAC), 32)
+    out[:, 1] = saturate(round_shift(v0 * sin_q + v1 * cos_q, ROPE_FRAC), 32)
+    return out.reshape(-1)
+
+
 def rope(v, cos_q, sin_q, head_size):
     """Rotate pairs of int32 Q16 ``v`` by Q14 cos/sin (head_size/2 per head, shared by heads)."""
-    v = np.asarray(v, dtype=np.int64).reshape(-1, head_size // 2, 2)
-    v0, v1 = v[..., 0], v[..., 1]
-    out = np.empty_like(v)
-    out[..., 0] = round_shift(v0 * cos_q - v1 * sin_q, ROPE_FRAC)
-    out[..., 1] = round_shift(v0 * sin_q + v1 * cos_q, ROPE_FRAC)
-    return out.reshape(-1)
+    pair = np.arange(np.size(v) // 2) % (head_size // 2)
+    return rope_pairs(v, np.asarray(cos_q)[pair], np.asarray(sin_q)[pair])
 
 
 def to_kv(x):

@@ -1,0 +1,165 @@
+"""Integer arithmetic building blocks shared by the core's units, each the gateware twin of a
+spec.numerics function (same rounding, same saturation)."""
+
+from migen import *
+
+from litex.gen import LiteXModule
+
+from spec import numerics as N
+
+# Combinational helpers ----------------------------------------------------------------------------
+
+def round_shift(x, s, width):
+    """(statements, result): spec.numerics.round_shift(x, s) for a signed ``x`` and a signed or
+    constant ``s`` (negative shifts left), computed in ``width`` bits. Half away from zero."""
+    res   = Signal((width, True))
+    mag   = Signal(width)
+    rmag  = Signal(width)
+    if isinstance(s, int):
+        if s <= 0:
+            return [res.eq(x << -s)], res
+        stmts = [
+            mag.eq(Mux(x < 0, -x, x)),
+            rmag.eq((mag + (1 << (s - 1))) >> s),
+            res.eq(Mux(x < 0, -rmag, rmag)),
+        ]
+        return stmts, res
+    spos = Signal(7)
+    sneg = Signal(7)
+    half = Signal(width)
+    stmts = [
+        spos.eq(Mux(s > 0, s, 0)),
+        sneg.eq(Mux(s < 0, -s, 0)),
+        mag.eq(Mux(x < 0, -x, x)),
+        half.eq(Mux(s > 0, C(1, width) << (spos - 1), 0)),
+        rmag.eq((mag + half) >> spos),
+        If(s < 0,
+            res.eq(x << sneg)
+        ).Else(
+            res.eq(Mux(x < 0, -rmag, rmag))
+        ),
+    ]
+    return stmts, res
+
+
+def saturate(x, bits):
+    """spec.numerics.saturate: clip to +-(2**(bits-1) - 1)."""
+    lim = (1 << (bits - 1)) - 1
+    return Mux(x > lim, lim, Mux(x < -lim, -lim, x))
+
+# Sequential divider -------------------------------------------------------------------------------
+
+class Divider(LiteXModule):
+    """Unsigned restoring division, one quotient bit per cycle: ``quotient = dividend // divisor``
+    (the softmax reciprocal and RMSNorm's mean). ``start`` latches the operands; ``done`` rises
+    ``width`` cycles later."""
+
+    def __init__(self, width=64, divisor_width=32):
+        self.start    = Signal()
+        self.dividend = Signal(width)
+        self.divisor  = Signal(divisor_width)
+        self.quotient = Signal(width)
+        self.done     = Signal()
+
+        # # #
+
+        rem   = Signal(divisor_width + 1)
+        count = Signal(max=width + 1)
+        dvd   = Signal(width)
+        dvs   = Signal(divisor_width)
+        trial = Signal(divisor_width + 2)
+        busy  = Signal()
+        self.comb += trial.eq(Cat(dvd[-1], rem) - dvs)
+        self.sync += [
+            self.done.eq(0),
+            If(self.start,
+                dvd.eq(self.dividend), dvs.eq(self.divisor), rem.eq(0),
+                count.eq(width), busy.eq(1),
+            ).Elif(busy,
+                If(trial[-1],           # negative: keep the remainder
+                    rem.eq(Cat(dvd[-1], rem)),
+                    self.quotient.eq(Cat(0, self.quotient)),
+                ).Else(
+                    rem.eq(trial),
+                    self.quotient.eq(Cat(1, self.quotient)),
+                ),
+                dvd.eq(dvd << 1),
+                count.eq(count - 1),
+                If(count == 1, busy.eq(0), self.done.eq(1)),
+            )
+        ]
+
+# 1/sqrt -------------------------------------------------------------------------------------------
+
+class Rsqrt(LiteXModule):
+    """spec.numerics.rsqrt_q for frac = 2*(ACT_FRAC - RMS_PRE_SHIFT): normalise by an even shift,
+    seed from RSQRT_TABLE, two Newton steps. ``y`` (Q15) and ``e`` valid when ``done`` pulses,
+    ~10 cycles after ``start``."""
+
+    def __init__(self):
+        self.start = Signal()
+        self.m     = Signal(64)                 # positive
+        self.y     = Signal((20, True))
+        self.e     = Signal((8, True))
+        self.done  = Signal()
+
+        # # #
+
+        frac = 2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)
+        tb = N.RSQRT_TABLE_BITS
+        table = Memory(16, len(N.RSQRT_TABLE), init=[int(v) for v in N.RSQRT_TABLE])
+        rd = table.get_port()
+        self.specials += table, rd
+
+        bitlen = Signal(7)
+        self.comb += bitlen.eq(0)
+        for b in range(64):
+            self.comb += If(self.m[b], bitlen.eq(b + 1))
+        sh  = Signal((8, True))
+        t   = Signal(33)
+        y   = Signal((20, True))
+        ty2 = Signal((40, True))
+        yy  = Signal((40, True))
+        step = Signal(4)
+        self.comb += rd.adr.eq((t >> (32 - tb)) - (1 << (tb - 2)))
+        fsm = FSM(reset_state="IDLE")
+        self.fsm = fsm
+        sh_raw = Signal((8, True))
+        self.comb += sh_raw.eq(31 - bitlen)
+        fsm.act("IDLE",
+            If(self.start,
+                NextValue(sh, sh_raw + (sh_raw & 1)),
+                NextState("NORM"))
+        )
+        fsm.act("NORM",
+            NextValue(t, Mux(sh >= 0, self.m << sh, self.m >> -sh)),
+            NextValue(self.e, (sh + frac - 30) >> 1),
+            NextState("SEED")
+        )
+        fsm.act("SEED", NextState("SEED2"))      # table read latency
+        fsm.act("SEED2",
+            NextValue(y, rd.dat_r), NextValue(step, 0),
+            NextState("SQ")
+        )
+        fsm.act("SQ",
+            NextValue(yy, (y * y) >> 15),
+            NextState("TY2")
+        )
+        fsm.act("TY2",
+            NextValue(ty2, ((t >> 15) * yy) >> 15),
+            NextState("NEWTON")
+        )
+        fsm.act("NEWTON",
+            NextValue(y, (y * ((3 << 15) - ty2)) >> 16),
+            NextValue(step, step + 1),
+            If(step == 1,
+                NextState("OUT")
+            ).Else(
+                NextState("SQ")
+            )
+        )
+        fsm.act("OUT",
+            self.done.eq(1),
+            NextState("IDLE")
+        )
+        self.comb += self.y.eq(y)

@@ -1,0 +1,234 @@
+"""The transformer core's instruction set, parameters and DRAM formats.
+
+One instruction is one 128-bit DRAM beat (little-endian fields below). The core runs the
+program from DRAM at ``prog`` until HALT; every instruction works on all active batch slots.
+Activations live on chip, one int32 Q16 scratchpad of ``act_depth`` words per slot; weights,
+tables and the KV cache live in DRAM and are addressed in bytes from the start of DRAM.
+
+Slot table (``slots`` CSR, one beat per slot): token u32, pos u32, kv_base u32, 0.
+Addresses are summed in bytes (fields, registers, slot kv_base, pos offsets) and the sum's low
+4 bits are dropped. Stored shift bytes (row shifts, fixed16 headers) use their low 6 bits.
+The golden model (driver/golden.py) is the executable description of every opcode.
+"""
+
+from dataclasses import dataclass, asdict
+
+import numpy as np
+
+BEAT_BYTES = 16          # one native-port beat at 128 bits; also one instruction
+LANES      = 16          # int8 weights per beat = MAC lanes per slot
+
+# Instruction fields: name -> (lsb, width) -------------------------------------------------------
+FIELDS = {
+    "op":    (0,   8),
+    "flags": (8,   8),
+    "dst":   (16, 16),   # act word address
+    "src":   (32, 16),   # act word address
+    "src2":  (48, 16),   # act word address, or a small count (ATTN: kv_mul)
+    "n":     (64, 16),
+    "m":     (80, 16),
+    "addr":  (96, 32),   # DRAM byte address, beat aligned
+}
+
+# Opcodes ----------------------------------------------------------------------------------------
+OPCODES = {
+    "HALT":    0x00,   # stop; done
+    "SETR":    0x01,   # reg[dst] = addr
+    "LOOP":    0x02,   # begin the layer loop: n iterations, layer = 0
+    "ENDLOOP": 0x03,   # layer += 1; back to the instruction after LOOP while layer < n
+    "EMBED":   0x10,   # act[dst:+n] = fixed16 row `token` of the table at addr (m = vocab)
+    "RMSNORM": 0x11,   # act[dst:+n] = rmsnorm(act[src:+n]) with the fixed16 gains at addr
+    "MATVEC":  0x12,   # act[dst:+n] (+)= W[n, m] @ act[src:+m], W streamed from addr
+    "ROPE":    0x13,   # act[dst:+n] = rope(act[src:+n]) with head size m, table row `pos` at addr
+    "KVWRITE": 0x14,   # cache[kvh][pos][:] = to_kv(act[src + kvh*m:+m]) for kv heads kvh < n
+    "ATTN":    0x15,   # act[dst + h*m:+m] = softmax(q_h . K) . V for heads h < n (m = head size,
+                       # src2 = query heads per KV head)
+    "SILU":    0x16,   # act[dst:+n] = silu(act[src:+n]) * act[src2:+n]
+    "STORE":   0x17,   # DRAM[addr + slot*m*16:] = act[src:+n] as int32
+    "ARGMAX":  0x18,   # DRAM[addr + slot*16] = (argmax act[src:+n], max, 0, 0)
+    "LOAD":    0x19,   # act[dst:+n] = DRAM[addr + slot*m*16:] as int32 (saturated)
+}
+OPNAMES = {v: k for k, v in OPCODES.items()}
+
+# Flags.
+FLAG_LAYER = 1 << 0   # addr += layer * reg[WSTRIDE] (KVWRITE, ATTN: layer * reg[KVSTRIDE])
+FLAG_ACC   = 1 << 1   # MATVEC: dst = saturate(dst + W @ x)
+
+# Registers written by SETR.
+REGS = {
+    "WSTRIDE":  0,    # bytes between layers' weight blocks
+    "KVSTRIDE": 1,    # bytes between layers in a slot's KV cache
+    "KVHEAD":   2,    # bytes between KV heads within a layer (seq_len * head_size * 2)
+    "VOFF":     3,    # bytes from a layer's K cache to its V cache
+    "SEQLEN":   4,    # positions the RoPE table and the KV cache hold
+    "ATTSCALE": 5,    # round(2**15 / sqrt(head_size))
+}
+N_REGS = len(REGS)
+
+# Error codes (status CSR); the core stops at the first one.
+ERRORS = {
+    "NONE":       0,
+    "ILLEGAL_OP": 1,   # unknown opcode
+    "BAD_FIELD":  2,   # a field out of range: act range, sizes, alignment, loop nesting
+    "WINDOW":     3,   # a DRAM access outside [0, dram_size)
+    "BAD_TOKEN":  4,   # slot token >= vocab (EMBED m)
+    "BAD_POS":    5,   # slot pos >= SEQLEN
+    "BAD_SLOTS":  6,   # nslots 0 or above the core's batch slots
+    "TIMEOUT":    7,   # the watchdog's cycle budget ran out
+}
+ERROR_NAMES = {v: k for k, v in ERRORS.items()}
+
+# Parameters -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Params:
+    """Size of one core: batch slots and on-chip buffer depths. LANES is fixed by the 128-bit beat."""
+    slots:     int = 4       # B: sequences (or prompt positions) per weight beat
+    act_depth: int = 4096    # int32 words of activation scratchpad per slot
+    max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
+    max_seq:   int = 1024    # longest attention span (score buffer)
+    max_head:  int = 128     # largest head size
+
+    def validate(self):
+        for name, lo, hi in (("slots", 1, 16), ("act_depth", 256, 65536), ("max_cols", LANES, 65536),
+                             ("max_seq", 8, 65536), ("max_head", 8, 1024)):
+            v = getattr(self, name)
+            if not lo <= v <= hi or v & (v - 1):
+                raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
+        return self
+
+
+def params_dict(p):
+    return asdict(p)
+
+# Encoding ---------------------------------------------------------------------------------------
+
+def encode(op, flags=0, dst=0, src=0, src2=0, n=0, m=0, addr=0):
+    """One instruction as a Python int (128 bits)."""
+    word = 0
+    values = dict(op=OPCODES[op] if isinstance(op, str) else op, flags=flags, dst=dst, src=src,
+                  src2=src2, n=n, m=m, addr=addr)
+    for name, (lsb, width) in FIELDS.items():
+        v = values[name]
+        if not 0 <= v < (1 << width):
+            raise ValueError(f"encode {op}: field {name} = {v} does not fit {width} bits")
+        word |= v << lsb
+    return word
+
+
+def decode(word):
+    """128-bit int -> dict of fields."""
+    return {name: (word >> lsb) & ((1 << width) - 1) for name, (lsb, width) in FIELDS.items()}
+
+
+def program_bytes(words):
+    return b"".join(int(w).to_bytes(BEAT_BYTES, "little") for w in words)
+
+
+def program_words(blob):
+    if len(blob) % BEAT_BYTES:
+        raise ValueError("program length is not a whole number of beats")
+    return [int.from_bytes(blob[i:i + BEAT_BYTES], "little") for i in range(0, len(blob), BEAT_BYTES)]
+
+# DRAM formats -----------------------------------------------------------------------------------
+
+def beats(nbytes):
+    return -(-nbytes // BEAT_BYTES)
+
+
+def matvec_cols_padded(cols):
+    """Matrix rows are zero-padded to whole beats (LANES int8)."""
+    return -(-cols // LANES) * LANES
+
+
+ROW_BLOCK   = 16        # rows sharing one beat of row shifts
+SUPERBLOCK  = 8         # weight beats after each beat of group-scale mantissas
+SHIFT_RANGE = (0, 63)   # stored shifts are 6-bit; with input exponents <= 16 a rounding shift stays in [-16, 63]
+
+
+def matrix_bytes(rows, cols):
+    """Bytes of one matrix in the streamed format (see pack_matrix)."""
+    cp = matvec_cols_padded(cols)
+    total = 0
+    for r0 in range(0, rows, ROW_BLOCK):
+        wbeats = min(ROW_BLOCK, rows - r0) * cp // LANES
+        total += 1 + wbeats + -(-wbeats // SUPERBLOCK)
+    return total * BEAT_BYTES
+
+
+def pack_matrix(q, mant, shift):
+    """Matrix in (q int8 (rows, cp8), mant (rows, cp8/8), shift (rows,)) form -> the byte stream
+    MATVEC reads: per block of 16 rows one beat of row shifts (int8), then for every 8 weight
+    beats (rows flattened, 16 int8 each) one beat of their 16 group mantissas (uint8)."""
+    from spec import numerics as N
+    rows = q.shape[0]
+    cols = q.shape[1]
+    cp = matvec_cols_padded(cols)
+    qp = np.zeros((rows, cp), np.int64)
+    qp[:, :cols] = q
+    mp = np.zeros((rows, cp // N.WEIGHT_GROUP), np.int64)
+    mp[:, :mant.shape[1]] = mant
+    lo, hi = SHIFT_RANGE
+    if rows and (shift.min() < lo or shift.max() > hi):
+        raise ValueError(f"pack_matrix: row shifts {shift.min()}..{shift.max()} outside {SHIFT_RANGE}")
+    if (mp < 0).any() or (mp > 255).any():
+        raise ValueError("pack_matrix: group mantissas outside uint8")
+    out = bytearray()
+    for r0 in range(0, rows, ROW_BLOCK):
+        r1 = min(rows, r0 + ROW_BLOCK)
+        sh = np.zeros(BEAT_BYTES, np.int64)
+        sh[:r1 - r0] = shift[r0:r1]
+        out += sh.astype(np.int8).tobytes()
+        wb = qp[r0:r1].reshape(-1, LANES).astype(np.int8)                       # weight beats
+        mb = mp[r0:r1].reshape(-1, LANES // N.WEIGHT_GROUP).astype(np.uint8)     # 2 mantissas per beat
+        for b0 in range(0, wb.shape[0], SUPERBLOCK):
+            m = np.zeros(BEAT_BYTES, np.uint8)
+            chunk = mb[b0:b0 + SUPERBLOCK].reshape(-1)
+            m[:chunk.size] = chunk
+            out += m.tobytes()
+            out += wb[b0:b0 + SUPERBLOCK].tobytes()
+    assert len(out) == matrix_bytes(rows, cols)
+    return bytes(out)
+
+
+def fixed16_bytes(n):
+    """A fixed16 vector: one header beat (byte 0: shift, int8) and n int16 padded to beats."""
+    return BEAT_BYTES * (1 + beats(2 * n))
+
+
+def pack_fixed16(values, shift):
+    lo, hi = SHIFT_RANGE
+    if not lo <= int(shift) <= hi:
+        raise ValueError(f"pack_fixed16: shift {shift} outside {SHIFT_RANGE}")
+    n = len(values)
+    out = bytearray(fixed16_bytes(n))
+    out[0] = int(shift) & 0xff
+    out[BEAT_BYTES:BEAT_BYTES + 2 * n] = np.asarray(values, np.int64).astype("<i2").tobytes()
+    return bytes(out)
+
+
+def rope_row_bytes(head_size):
+    """One RoPE table row: head_size/2 (cos, sin) int16 pairs, padded to beats."""
+    return BEAT_BYTES * beats(2 * head_size)
+
+
+def pack_rope(cos_q, sin_q):
+    """(seq_len, hs/2) Q14 tables -> rows of interleaved (cos, sin) int16."""
+    seq, half = cos_q.shape
+    row = rope_row_bytes(2 * half)
+    out = bytearray(seq * row)
+    for p in range(seq):
+        pairs = np.stack([cos_q[p], sin_q[p]], axis=1).reshape(-1).astype("<i2").tobytes()
+        out[p * row:p * row + len(pairs)] = pairs
+    return bytes(out)
+
+
+def pack_slots(slots):
+    """[(token, pos, kv_base)] -> slot table bytes."""
+    return b"".join(np.array([t, p, kv, 0], "<u4").tobytes() for t, p, kv in slots)
+
+
+def spec_contents():
+    return {"fields": FIELDS, "opcodes": OPCODES, "flags": [FLAG_LAYER, FLAG_ACC], "regs": REGS,
+            "errors": ERRORS, "lanes": LANES, "beat": BEAT_BYTES, "row_block": ROW_BLOCK,
+            "superblock": SUPERBLOCK, "shift_range": SHIFT_RANGE}
