@@ -45,6 +45,32 @@ def test_one_slot_matches_intforward(name):
         assert argmax == [int(np.argmax(want))]
 
 
+def test_writes_stay_in_their_regions():
+    # Two slots: the image from the weights on is unchanged, KV regions 2 and 3 stay untouched,
+    # and each used KV region holds exactly the K/V entries of the positions run so far.
+    qm = qmodel("stories260K-gqa")
+    cm = compile_model(qm)
+    run, c = GoldenRunner(cm), qm.config
+    refs = [IntTransformer(qm), IntTransformer(qm)]
+    for pos in range(3):
+        run.step([(pos + 1, pos), (pos + 7, pos)])
+        for s in range(2):
+            refs[s].forward(pos + 1 + 6 * s, pos)
+    dram = run.core.dram
+    start = cm.layout["layers"] - cm.base
+    assert dram[cm.base + start:cm.base + len(cm.image)] == cm.image[start:]
+    assert not any(dram[cm.kv_base(2):cm.kv_base(0) + 4 * cm.kv_bytes])
+    hs = c.head_size
+    for s in range(2):
+        kv = np.frombuffer(dram, "<i2", cm.kv_bytes // 2, cm.kv_base(s))
+        kv = kv.reshape(c.n_layers, 2, c.n_kv_heads, cm.seq_len, hs)
+        want = np.zeros_like(kv)
+        for l in range(c.n_layers):
+            for cache, which in ((refs[s].key_cache, 0), (refs[s].value_cache, 1)):
+                want[l, which] = cache[l, :cm.seq_len].reshape(cm.seq_len, c.n_kv_heads, hs).transpose(1, 0, 2)
+        assert np.array_equal(kv, want), f"slot {s}"
+
+
 @pytest.mark.parametrize("name", SHAPES)
 def test_slots_decode_independent_sequences(name):
     # Four slots, each its own KV region and sequence, in one program run per position.
