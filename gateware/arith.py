@@ -31,7 +31,7 @@ def round_shift(x, s, width):
         spos.eq(Mux(s > 0, s, 0)),
         sneg.eq(Mux(s < 0, -s, 0)),
         mag.eq(Mux(x < 0, -x, x)),
-        half.eq(Mux(s > 0, C(1, width) << (spos - 1), 0)),
+        half.eq((C(1, width + 1) << spos) >> 1),     # 2**(s-1), 0 when s <= 0
         rmag.eq((mag + half) >> spos),
         If(s < 0,
             res.eq(x << sneg)
@@ -132,7 +132,7 @@ class Rsqrt(LiteXModule):
                 NextState("NORM"))
         )
         fsm.act("NORM",
-            NextValue(t, Mux(sh >= 0, self.m << sh, self.m >> -sh)),
+            NextValue(t, Mux(sh >= 0, self.m << sh[0:7], self.m >> (-sh)[0:7])),
             NextValue(self.e, (sh + frac - 30) >> 1),
             NextState("SEED")
         )

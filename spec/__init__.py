@@ -1,8 +1,9 @@
 """LiteTransformer spec: the one source of truth shared by gateware, driver and firmware.
 
 Pure Python on purpose (no migen, no litex): the driver and the golden model import it on
-machines without the HDL toolchain. Until the transformer core lands (issue 3) the spec only
-describes the host link contract: the bulk path, the checksum engine and the info block.
+machines without the HDL toolchain. This file holds the host link contract (bulk path, checksum
+engine, info block); spec.isa the instruction set, parameters and DRAM formats; spec.numerics
+the integer formats and functions. The hash covers all three.
 
 The SoC exposes ``SPEC_VERSION`` and ``spec_hash()`` in read-only registers; the driver refuses
 to talk to a device whose values differ from its own.
@@ -12,7 +13,7 @@ import hashlib
 import json
 
 # Bump on any change that the host and the device must agree on.
-SPEC_VERSION = (0, 1, 0)
+SPEC_VERSION = (0, 2, 0)
 
 # Host link -----------------------------------------------------------------------------------------
 # UARTBone command bytes (LiteX Stream2Wishbone wire protocol).
@@ -51,7 +52,14 @@ def crc32_reference(data, crc=0):
 
 
 def _spec_contents():
+    from spec import isa, numerics
+    num = {k: v for k, v in vars(numerics).items() if k.isupper() and isinstance(v, (int, float))}
+    tables = {k: hashlib.sha256(getattr(numerics, k).tobytes()).hexdigest()
+              for k in ("EXP2_TABLE", "SIGMOID_TABLE", "RSQRT_TABLE")}
     return {
+        "isa": isa.spec_contents(),
+        "numerics": num,
+        "tables": tables,
         "version": list(SPEC_VERSION),
         "link": [LINK_CMD_WRITE_INCR, LINK_CMD_READ_INCR, LINK_CMD_WRITE_FIXED,
                  LINK_CMD_READ_FIXED, LINK_MAX_BURST_WORDS],

@@ -101,6 +101,14 @@ class Params:
 def params_dict(p):
     return asdict(p)
 
+
+# The configuration of each target, declared once: the simulated SoC is at least as large as
+# every board's (its DRAM and cycle budget are not the limit; the ULX3S's LUTs and DSPs are).
+TARGET_PARAMS = {
+    "sim":   Params(slots=8, act_depth=4096, max_cols=1024, max_seq=1024, max_head=128),
+    "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64),
+}
+
 # Encoding ---------------------------------------------------------------------------------------
 
 def encode(op, flags=0, dst=0, src=0, src2=0, n=0, m=0, addr=0):
@@ -226,6 +234,20 @@ def pack_rope(cos_q, sin_q):
 def pack_slots(slots):
     """[(token, pos, kv_base)] -> slot table bytes."""
     return b"".join(np.array([t, p, kv, 0], "<u4").tobytes() for t, p, kv in slots)
+
+
+def c_header():
+    """The ISA as a C header for firmware (opcodes, field positions, flags, registers, errors)."""
+    lines = ["/* Generated from spec/isa.py: do not edit. */", "#ifndef LITETRANSFORMER_ISA_H",
+             "#define LITETRANSFORMER_ISA_H", "", f"#define LT_BEAT_BYTES {BEAT_BYTES}", f"#define LT_LANES {LANES}"]
+    lines += [f"#define LT_FIELD_{k.upper()}_LSB {lsb}\n#define LT_FIELD_{k.upper()}_WIDTH {w}"
+              for k, (lsb, w) in FIELDS.items()]
+    lines += [f"#define LT_OP_{k} 0x{v:02x}" for k, v in OPCODES.items()]
+    lines += [f"#define LT_FLAG_LAYER {FLAG_LAYER}", f"#define LT_FLAG_ACC {FLAG_ACC}"]
+    lines += [f"#define LT_REG_{k} {v}" for k, v in REGS.items()]
+    lines += [f"#define LT_ERROR_{k} {v}" for k, v in ERRORS.items()]
+    lines += ["", "#endif", ""]
+    return "\n".join(lines)
 
 
 def spec_contents():

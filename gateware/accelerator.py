@@ -1,0 +1,978 @@
+"""The transformer core: a sequencer that runs spec.isa programs out of DRAM.
+
+One instruction at a time, fetched from DRAM through the core's own native read port; weights,
+tables and the KV cache stream through the same port at full width and the KV cache and results
+leave through a native write port. Each batch slot has its own int32 activation scratchpad;
+MATVEC feeds every slot from each weight beat (LANES int8 x B slots multiply-accumulates per
+cycle); the other instructions walk the slots one after the other.
+
+The golden model (driver/golden.py) is the specification: every state below computes the same
+integers in the same order, including which bursts are checked against the DRAM window before
+anything moves.
+"""
+
+from functools import reduce
+from operator import and_
+
+from migen import *
+
+from litex.gen import LiteXModule
+from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSRField
+
+from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
+
+from spec import isa, numerics as N
+from gateware.arith import round_shift, saturate, Divider, Rsqrt
+
+ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
+CLASSES = list(isa.OPCODES) + ["FETCH"]
+
+
+def _lanes(sig, width, n, signed=True):
+    return [sig[width * k:width * (k + 1)] for k in range(n)]
+
+
+def _signed(m, expr, width):
+    s = Signal((width, True))
+    m.comb += s.eq(expr)
+    return s
+
+# Accelerator --------------------------------------------------------------------------------------
+
+class Accelerator(LiteXModule):
+    """The transformer core (see the module docstring). ``read_port``/``write_port``: 128-bit
+    LiteDRAM native ports; ``dram_size``: bytes of DRAM the core may touch, from address 0."""
+
+    def __init__(self, read_port, write_port, dram_size, params=isa.Params()):
+        params.validate()
+        for port in (read_port, write_port):
+            if port.data_width != 8 * isa.BEAT_BYTES:
+                raise ValueError(f"Accelerator: ports must be {8 * isa.BEAT_BYTES} bits, got {port.data_width}")
+        if dram_size % isa.BEAT_BYTES:
+            raise ValueError("Accelerator: dram_size must be a whole number of beats")
+        self.params = params
+        B, D = params.slots, params.act_depth
+        dram_beats = dram_size // isa.BEAT_BYTES
+
+        # CSRs -------------------------------------------------------------------------------------
+        self.control  = CSRStorage(fields=[CSRField("start", size=1, pulse=True, description="Run the program.")])
+        self.prog     = CSRStorage(32, description="DRAM byte address of the program.")
+        self.slots    = CSRStorage(32, description="DRAM byte address of the slot table.")
+        self.nslots   = CSRStorage(8, reset=1, description="Active batch slots (1..B).")
+        self.watchdog = CSRStorage(32, description="Stop with TIMEOUT after this many cycles (0: never).")
+        self.status   = CSRStatus(fields=[
+            CSRField("busy",  size=1, offset=0),
+            CSRField("done",  size=1, offset=1, description="Finished (cleanly or with an error)."),
+            CSRField("error", size=8, offset=8, description="spec.isa.ERRORS code; 0 = none."),
+        ])
+        self.err_addr = CSRStatus(32, description="Instruction or DRAM byte address of the error.")
+        self.config   = CSRStatus(32, reset=B | (log2_int(D) << 8) | (log2_int(params.max_cols) << 16)
+            | (log2_int(params.max_seq) << 24), description="slots | log2 act_depth<<8 | log2 max_cols<<16 | log2 max_seq<<24.")
+        self.config2  = CSRStatus(32, reset=log2_int(params.max_head), description="log2 max_head.")
+        self.cycles      = CSRStatus(64, description="Cycles of the last run.")
+        self.mac_busy    = CSRStatus(64, description="Cycles the MAC array consumed a weight beat.")
+        self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
+        self.bytes_read  = CSRStatus(64, description="DRAM bytes read.")
+        self.bytes_written = CSRStatus(64, description="DRAM bytes written.")
+        self.retired     = CSRStatus(32, description="Instructions retired.")
+        self.class_sel   = CSRStorage(8, description="Instruction class for class_cycles (CLASSES order).")
+        self.class_cycles = CSRStatus(64, description="Cycles spent in the selected instruction class.")
+
+        self.fsm_state = Signal(8)        # for simulation harnesses
+
+        # # #
+
+        # DRAM read stream ------------------------------------------------------------------------
+        self.reader = reader = LiteDRAMDMAReader(read_port, fifo_depth=64)
+        rd = reader.source
+        rd_addr      = Signal(read_port.address_width)
+        rd_remaining = Signal(32)
+        rd_outstanding = Signal(32)
+        rd_start_addr = Signal(read_port.address_width)
+        rd_start_len  = Signal(32)
+        rd_start      = Signal()
+        self.comb += [
+            reader.sink.valid.eq(rd_remaining != 0),
+            reader.sink.address.eq(rd_addr),
+        ]
+        self.sync += [
+            If(rd_start,
+                rd_addr.eq(rd_start_addr), rd_remaining.eq(rd_start_len)
+            ).Elif(reader.sink.valid & reader.sink.ready,
+                rd_addr.eq(rd_addr + 1), rd_remaining.eq(rd_remaining - 1)
+            ),
+            rd_outstanding.eq(rd_outstanding + (reader.sink.valid & reader.sink.ready) - (rd.valid & rd.ready)),
+        ]
+
+        # DRAM write stream -----------------------------------------------------------------------
+        self.writer = writer = LiteDRAMDMAWriter(write_port, fifo_depth=16)
+        wr = writer.sink
+        wr_addr    = Signal(write_port.address_width)
+        wr_pending = Signal(8)
+        self.comb += wr.address.eq(wr_addr)
+        self.sync += [
+            wr_pending.eq(wr_pending + (wr.valid & wr.ready) - (write_port.wdata.valid & write_port.wdata.ready)),
+            If(wr.valid & wr.ready, wr_addr.eq(wr_addr + 1)),
+        ]
+
+        # Activation scratchpads, one per slot ----------------------------------------------------
+        act_radr  = Signal(max=D)
+        act_wadr  = Signal(max=D)
+        act_wdat  = Signal((32, True))
+        act_we    = Signal()              # current slot
+        act_we_all = Signal()             # every active slot (MATVEC rows)
+        mv_out    = [Signal((32, True)) for _ in range(B)]
+        act_rdat  = []
+        slot = Signal(max=max(B, 2))
+        nslots = Signal(max=B + 1)
+        for s in range(B):
+            mem = Memory(32, D)
+            rp, wp = mem.get_port(), mem.get_port(write_capable=True)
+            self.specials += mem, rp, wp
+            act_rdat.append(_signed(self, rp.dat_r, 32))
+            self.comb += [
+                rp.adr.eq(act_radr),
+                wp.adr.eq(act_wadr),
+                If(act_we_all, wp.dat_w.eq(mv_out[s]), wp.we.eq(s < nslots)
+                ).Else(wp.dat_w.eq(act_wdat), wp.we.eq(act_we & (slot == s))),
+            ]
+        ard = _signed(self, Array(act_rdat)[slot], 32)
+
+        # Instruction and architectural state ------------------------------------------------------
+        op, flags = Signal(8), Signal(8)
+        dst, src, src2, n, m = (Signal(16) for _ in range(5))
+        addr = Signal(32)
+        regs = Array(Signal(32, name=f"reg_{name.lower()}") for name in isa.REGS)
+        R = {k: regs[v] for k, v in isa.REGS.items()}
+        tok = Array(Signal(32, name=f"slot{s}_token") for s in range(B))
+        pos = Array(Signal(32, name=f"slot{s}_pos") for s in range(B))
+        kvb = Array(Signal(32, name=f"slot{s}_kv_base") for s in range(B))
+        pc, loop_start = Signal(32), Signal(32)
+        layer, loop_n  = Signal(16), Signal(16)
+        in_loop, jump  = Signal(), Signal()
+        pc_addr = Signal(32)
+        self.comb += pc_addr.eq((self.prog.storage & ~0xf) + (pc << 4))
+        err_code = Signal(8)
+        busy, done = Signal(), Signal()
+        self.comb += [
+            self.status.fields.busy.eq(busy), self.status.fields.done.eq(done),
+            self.status.fields.error.eq(err_code),
+        ]
+        layered = flags[0]
+        waddr = Signal(ADDR_W)
+        kvaddr = Signal(ADDR_W)
+        cur_pos = Signal(32)
+        self.comb += [
+            cur_pos.eq(pos[slot]),
+            waddr.eq(addr + Mux(layered, layer * R["WSTRIDE"], 0)),
+            kvaddr.eq(kvb[slot] + addr + Mux(layered, layer * R["KVSTRIDE"], 0)),
+        ]
+
+        # Bursts: every DRAM access goes through BURST, which checks the window first -------------
+        req_addr, req_bytes = Signal(ADDR_W), Signal(ADDR_W)
+        req_write = Signal()
+        ret_id = Signal(6)
+        ret_states = []
+        req_beat = Signal(ADDR_W)
+        req_beats = Signal(ADDR_W)
+        self.comb += [req_beat.eq(req_addr >> 4), req_beats.eq((req_bytes + 15) >> 4)]
+        fsm = FSM(reset_state="IDLE")
+        self.fsm = fsm
+
+        def burst(byte_addr, nbytes, then, write=False):
+            if then not in ret_states:
+                ret_states.append(then)
+            return [NextValue(req_addr, byte_addr), NextValue(req_bytes, nbytes), NextValue(req_write, write),
+                    NextValue(ret_id, ret_states.index(then)), NextState("BURST")]
+
+        err_addr = self.err_addr.status
+
+        def fail(code, where=None):
+            return [NextValue(err_code, isa.ERRORS[code]), NextValue(err_addr, pc_addr if where is None else where),
+                    NextState("FLUSH")]
+
+        def next_slot(again):
+            return If(slot == nslots - 1,
+                NextState("NEXT")
+            ).Else(
+                NextValue(slot, slot + 1), NextState(again)
+            )
+
+        # Counters ---------------------------------------------------------------------------------
+        cls = Signal(max=len(CLASSES))
+        class_cycles = Array(Signal(64, name=f"cycles_{c.lower()}") for c in CLASSES)
+        counting = Signal()
+        mac_beat, rd_wait = Signal(), Signal()
+        clear = Signal()
+        self.sync += [
+            If(clear,
+                self.cycles.status.eq(0), self.mac_busy.status.eq(0), self.dram_stall.status.eq(0),
+                self.bytes_read.status.eq(0), self.bytes_written.status.eq(0), self.retired.status.eq(0),
+                *[c.eq(0) for c in class_cycles],
+            ).Elif(counting,
+                self.cycles.status.eq(self.cycles.status + 1),
+                class_cycles[cls].eq(class_cycles[cls] + 1),
+                If(mac_beat, self.mac_busy.status.eq(self.mac_busy.status + 1)),
+                If(rd_wait & ~rd.valid, self.dram_stall.status.eq(self.dram_stall.status + 1)),
+                If(rd.valid & rd.ready, self.bytes_read.status.eq(self.bytes_read.status + isa.BEAT_BYTES)),
+                If(write_port.wdata.valid & write_port.wdata.ready,
+                    self.bytes_written.status.eq(self.bytes_written.status + isa.BEAT_BYTES)),
+            )
+        ]
+        self.comb += self.class_cycles.status.eq(class_cycles[self.class_sel.storage])
+        watchdog_fired = Signal()
+        self.comb += watchdog_fired.eq(counting & (self.watchdog.storage != 0) & (self.cycles.status >= self.watchdog.storage))
+
+        # Shared units -----------------------------------------------------------------------------
+        self.divider = div = Divider(64, 32)
+        self.rsqrt = rsq = Rsqrt()
+
+        # Loop indices and scratch registers shared by the instructions.
+        i, j, k, t = Signal(32), Signal(8), Signal(16), Signal(32)
+        ii = Signal(max=D + 1)
+        h, kvh, hg = Signal(16), Signal(16), Signal(16)
+        beat = Signal(128)
+        word = Signal(128)
+        fshift = Signal(6)
+
+        # Control: fetch, decode, next ------------------------------------------------------------
+        fsm.act("IDLE",
+            If(self.control.fields.start,
+                clear.eq(1),
+                NextValue(busy, 1), NextValue(done, 0), NextValue(err_code, 0), NextValue(err_addr, 0),
+                NextValue(pc, 0), NextValue(layer, 0), NextValue(in_loop, 0),
+                NextValue(nslots, self.nslots.storage),
+                NextState("START"),
+            )
+        )
+        fsm.act("START",
+            If((nslots == 0) | (nslots > B),
+                *fail("BAD_SLOTS")
+            ).Else(
+                NextValue(slot, 0),
+                *burst(self.slots.storage, nslots << 4, "SLOTS")
+            )
+        )
+        fsm.act("SLOTS",
+            rd.ready.eq(1), rd_wait.eq(1),
+            If(rd.valid,
+                NextValue(tok[slot], rd.data[0:32]),
+                NextValue(pos[slot], rd.data[32:64]),
+                NextValue(kvb[slot], rd.data[64:96]),
+                NextValue(slot, slot + 1),
+                If(slot == nslots - 1, NextState("FETCH"))
+            )
+        )
+        fsm.act("FETCH",
+            *burst(pc_addr, isa.BEAT_BYTES, "DECODE")
+        )
+        class_index = {name: CLASSES.index(name) for name in CLASSES}
+        act_ok = lambda base, count: (count >= 1) & (base + count <= D)
+        need = lambda cond, *then: If(~(cond), *fail("BAD_FIELD")).Else(*then)
+        kvhs_ok = (m >= 8) & (m[0:3] == 0) & (m <= params.max_head)
+        fsm.act("DECODE",
+            rd.ready.eq(1), rd_wait.eq(1),
+            If(rd.valid,
+                NextValue(op, rd.data[0:8]), NextValue(flags, rd.data[8:16]),
+                NextValue(dst, rd.data[16:32]), NextValue(src, rd.data[32:48]),
+                NextValue(src2, rd.data[48:64]), NextValue(n, rd.data[64:80]),
+                NextValue(m, rd.data[80:96]), NextValue(addr, rd.data[96:128]),
+                NextValue(slot, 0), NextValue(jump, 0),
+                NextState("EXECUTE"),
+            )
+        )
+        O = isa.OPCODES
+        fsm.act("EXECUTE",
+            Case(op, {
+                O["HALT"]:    NextState("DRAIN"),
+                O["SETR"]:    need(dst < isa.N_REGS, NextValue(regs[dst[0:3]], addr), NextState("NEXT")),
+                O["LOOP"]:    need(~in_loop & (n >= 1),
+                                   NextValue(in_loop, 1), NextValue(loop_n, n), NextValue(layer, 0),
+                                   NextValue(loop_start, pc + 1), NextState("NEXT")),
+                O["ENDLOOP"]: need(in_loop,
+                                   If(layer + 1 < loop_n,
+                                       NextValue(layer, layer + 1), NextValue(jump, 1)
+                                   ).Else(
+                                       NextValue(in_loop, 0), NextValue(layer, 0)
+                                   ), NextState("NEXT")),
+                O["EMBED"]:   need(act_ok(dst, n), NextState("EMBED")),
+                O["RMSNORM"]: need(act_ok(src, n) & act_ok(dst, n), NextState("RMSNORM")),
+                O["MATVEC"]:  need(act_ok(src, m) & act_ok(dst, n) & (m <= params.max_cols), NextState("MATVEC")),
+                O["ROPE"]:    need((m >= 2) & ~m[0] & (m <= params.max_head) & (n >= 2) & ~n[0]
+                                   & act_ok(src, n) & act_ok(dst, n), NextState("ROPE")),
+                O["KVWRITE"]: need(kvhs_ok & act_ok(src, n * m), NextState("KVWRITE")),
+                O["ATTN"]:    need(kvhs_ok & (src2 >= 1) & act_ok(src, n * m) & act_ok(dst, n * m), NextState("ATTN")),
+                O["SILU"]:    need(act_ok(dst, n) & act_ok(src, n) & act_ok(src2, n), NextState("SILU")),
+                O["STORE"]:   need(act_ok(src, n), NextState("STORE")),
+                O["ARGMAX"]:  need(act_ok(src, n), NextState("ARGMAX")),
+                O["LOAD"]:    need(act_ok(dst, n), NextState("LOAD")),
+                "default":    fail("ILLEGAL_OP"),
+            })
+        )
+        self.comb += [
+            If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("START") | fsm.ongoing("SLOTS"),
+                cls.eq(class_index["FETCH"])
+            ).Else(
+                Case(op, {O[name]: cls.eq(class_index[name]) for name in isa.OPCODES})
+            ),
+            counting.eq(busy),
+        ]
+        fsm.act("NEXT",
+            NextValue(self.retired.status, self.retired.status + 1),
+            NextValue(pc, Mux(jump, loop_start, pc + 1)),
+            NextState("FETCH")
+        )
+        self.comb += [rd_start_addr.eq(req_beat), rd_start_len.eq(req_beats)]
+        # An error stops the sequencer; read data already requested is drained and writes
+        # already accepted complete, so the next run starts clean.
+        fsm.act("FLUSH",
+            rd.ready.eq(1),
+            If((rd_remaining == 0) & (rd_outstanding == 0) & ~rd.valid, NextState("DRAIN"))
+        )
+        fsm.act("DRAIN",
+            If(wr_pending == 0, NextState("DONE"))
+        )
+        fsm.act("DONE",
+            NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
+        )
+        self.sync += If(fsm.ongoing("FLUSH"), rd_remaining.eq(0))
+
+        def beat_in(then):
+            """Take the next read beat into ``beat``."""
+            return [rd.ready.eq(1), rd_wait.eq(1), If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextState(then))]
+
+        # EMBED ------------------------------------------------------------------------------------
+        f16bytes = Signal(20)
+        self.comb += f16bytes.eq(isa.BEAT_BYTES + (((n + 7) >> 3) << 4))
+        fsm.act("EMBED",
+            If(tok[slot] >= m,
+                *fail("BAD_TOKEN")
+            ).Else(
+                NextValue(i, 0),
+                *burst(waddr + tok[slot] * f16bytes, f16bytes, "EMB_HDR")
+            )
+        )
+        fsm.act("EMB_HDR", *beat_in("EMB_BEAT"), If(rd.valid, NextValue(fshift, rd.data[0:6])))
+        fsm.act("EMB_BEAT", *beat_in("EMB_EL"))
+        q16 = _signed(self, Array(_lanes(beat, 16, 8))[j[0:3]], 16)
+        fshift_s = _signed(self, fshift - N.ACT_FRAC, 8)
+        st, emb = round_shift(q16, fshift_s, 64)
+        self.comb += st
+        fsm.act("EMB_EL",
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(emb, 32)), act_we.eq(1),
+            NextValue(i, i + 1), NextValue(j, j + 1),
+            If(i == n - 1,
+                next_slot("EMBED")
+            ).Elif(j == 7,
+                NextState("EMB_BEAT")
+            )
+        )
+
+        # RMSNORM ----------------------------------------------------------------------------------
+        sumsq = Signal(64)
+        v1, v2 = Signal(), Signal()
+        sq = Signal(64)
+        st, xs = round_shift(ard, N.RMS_PRE_SHIFT, 40)
+        self.comb += st
+        ry, re_ = Signal((20, True)), Signal((8, True))
+        p1 = Signal((64, True))
+        xn = Signal((32, True))
+        gshift = Signal(6)
+        fsm.act("RMSNORM",
+            NextValue(i, 0), NextValue(sumsq, 0), NextValue(v1, 0), NextValue(v2, 0),
+            NextState("RMS_SUM")
+        )
+        fsm.act("RMS_SUM",
+            act_radr.eq(src + i),
+            If(i < n, NextValue(i, i + 1)),
+            NextValue(v1, i < n),
+            NextValue(v2, v1),
+            If(v1, NextValue(sq, xs * xs)),
+            If(v2, NextValue(sumsq, sumsq + sq)),
+            If((i == n) & ~v1 & ~v2, NextState("RMS_DIV"))
+        )
+        eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
+        ms = Signal(64)
+        self.comb += rsq.m.eq(ms)
+        fsm.act("RMS_DIV",
+            div.start.eq(1), div.dividend.eq(sumsq), div.divisor.eq(n),
+            NextState("RMS_DIVW")
+        )
+        fsm.act("RMS_DIVW",
+            If(div.done, NextValue(ms, div.quotient + eps_q), NextState("RMS_RSQ"))
+        )
+        fsm.act("RMS_RSQ", rsq.start.eq(1), NextState("RMS_RSQW"))
+        fsm.act("RMS_RSQW",
+            If(rsq.done,
+                NextValue(ry, rsq.y), NextValue(re_, rsq.e), NextValue(i, 0),
+                *burst(waddr, f16bytes, "RMS_HDR")
+            )
+        )
+        fsm.act("RMS_HDR", *beat_in("RMS_BEAT"), If(rd.valid, NextValue(gshift, rd.data[0:6])))
+        fsm.act("RMS_BEAT", *beat_in("RMS_RD"))
+        fsm.act("RMS_RD", act_radr.eq(src + i), NextState("RMS_M1"))
+        fsm.act("RMS_M1", NextValue(p1, ard * ry), NextState("RMS_S1"))
+        s1 = _signed(self, 15 - re_, 8)
+        st, xn_r = round_shift(p1, s1, 72)
+        self.comb += st
+        fsm.act("RMS_S1", NextValue(xn, saturate(xn_r, 32)), NextState("RMS_M2"))
+        p2 = Signal((64, True))
+        fsm.act("RMS_M2", NextValue(p2, xn * q16), NextState("RMS_S2"))
+        st, out_r = round_shift(p2, _signed(self, gshift, 8), 72)
+        self.comb += st
+        fsm.act("RMS_S2",
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(out_r, 32)), act_we.eq(1),
+            NextValue(i, i + 1), NextValue(j, j + 1),
+            If(i == n - 1,
+                next_slot("RMSNORM")
+            ).Elif(j == 7,
+                NextState("RMS_BEAT")
+            ).Else(
+                NextState("RMS_RD")
+            )
+        )
+
+        # MATVEC -----------------------------------------------------------------------------------
+        cp = Signal(17)
+        cpb = Signal(13)                  # beats per row
+        self.comb += [cp.eq((m + 15) & ~15), cpb.eq(cp >> 4)]
+        amax = [Signal(32) for _ in range(B)]
+        ex = [Signal(5) for _ in range(B)]
+        xwords = [Signal(16 * isa.LANES) for _ in range(B)]
+        xin_rd = []
+        xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
+        xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
+        xin_we = Signal()
+        i1 = Signal(32)
+        lane_last = Signal()
+        xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
+        exp_ok = []
+        for s in range(B):
+            mem = Memory(16 * isa.LANES, max(params.max_cols // isa.LANES, 2))
+            rp, wp = mem.get_port(), mem.get_port(write_capable=True)
+            self.specials += mem, rp, wp
+            xin_rd.append(rp.dat_r)
+            self.comb += [rp.adr.eq(xin_adr), wp.adr.eq(xin_wadr), wp.dat_w.eq(xin_wdat[s]), wp.we.eq(xin_we)]
+            ax = Signal(32)
+            self.comb += ax.eq(Mux(act_rdat[s] < 0, -act_rdat[s], act_rdat[s]))
+            st, rs = round_shift(_signed(self, amax[s], 34), _signed(self, ex[s], 7), 40)
+            self.comb += st
+            ok = Signal()
+            self.comb += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
+            exp_ok.append(ok)
+            xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
+            st, xr = round_shift(xval, _signed(self, ex[s], 7), 40)
+            self.comb += st
+            xm = _signed(self, saturate(xr, N.QIN_BITS), 16)
+            self.comb += xin_wdat[s].eq(xwords[s])
+            for l in range(isa.LANES):
+                self.comb += If(i1[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
+            self.sync += [
+                If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
+                If(fsm.ongoing("MV_AMAX") & v1 & (ax > amax[s]), amax[s].eq(ax)),
+                If(fsm.ongoing("MV_EXP") & ~ok, ex[s].eq(ex[s] + 1)),
+                If(fsm.ongoing("MV_XIN") & v1, xwords[s].eq(xin_wdat[s])),
+            ]
+        self.comb += [xin_wadr.eq(i1 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v1 & (i1[0:4] == 15))]
+        fsm.act("MATVEC",
+            NextValue(i, 0), NextValue(v1, 0),
+            NextState("MV_AMAX")
+        )
+        fsm.act("MV_AMAX",
+            act_radr.eq(src + i),
+            If(i < m, NextValue(i, i + 1)),
+            NextValue(v1, i < m),
+            If((i == m) & ~v1, NextState("MV_EXP"))
+        )
+        fsm.act("MV_EXP",
+            NextValue(i, 0),
+            If(reduce(and_, exp_ok), NextState("MV_XIN"))
+        )
+        fsm.act("MV_XIN",
+            act_radr.eq(src + i),
+            If(i < cp, NextValue(i, i + 1)),
+            NextValue(v1, i < cp), NextValue(i1, i),
+            If((i == cp) & ~v1,
+                *burst(waddr, self._matrix_bytes(n, cp, cpb), "MV_INIT"))
+        )
+        # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
+        # 8 weight beats (spec.isa.pack_matrix).
+        phase = Signal(2)          # 0: shifts, 1: mantissas, 2: weights
+        shifts, mants = Signal(128), Signal(128)
+        row, rows_done = Signal(16), Signal(16)
+        rib = Signal(4)
+        blk_left = Signal(32)
+        sb = Signal(3)
+        blk_rows = Signal(5)
+        self.comb += blk_rows.eq(Mux(n - row >= isa.ROW_BLOCK, isa.ROW_BLOCK, n - row))
+        accept = Signal()
+        fsm.act("MV_INIT",
+            NextValue(phase, 0), NextValue(row, 0), NextValue(rows_done, 0), NextValue(k, 0),
+            NextValue(rib, 0), NextState("MV_STREAM")
+        )
+        # Stage 0: accept a beat, address the input mantissas for its columns.
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_m0, s2_m1, s2_rsh, s2_row = Signal(8), Signal(8), Signal(6), Signal(16)
+        s3_valid, s3_first, s3_last, s3_rsh, s3_row = Signal(), Signal(), Signal(), Signal(6), Signal(16)
+        s4_valid, s4_rsh, s4_row = Signal(), Signal(6), Signal(16)
+        s5_valid, s5_row = Signal(), Signal(16)
+
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_w = Signal(128)
+        s1_m0, s1_m1 = Signal(8), Signal(8)
+        s1_rsh = Signal(6)
+        s1_row = Signal(16)
+        is_weight = Signal()
+        self.comb += [
+            is_weight.eq(phase == 2),
+            xin_adr.eq(Mux(fsm.ongoing("MV_STREAM"), k, 0)),
+            accept.eq(fsm.ongoing("MV_STREAM") & rd.valid & (row < n)),
+            mac_beat.eq(accept & is_weight),
+        ]
+        fsm.act("MV_STREAM",
+            rd.ready.eq(row < n), rd_wait.eq(row < n),
+            act_radr.eq(dst + s4_row), act_wadr.eq(dst + s5_row), act_we_all.eq(s5_valid),
+            If(rows_done == n, NextState("NEXT"))
+        )
+        self.sync += [
+            s1_valid.eq(accept & is_weight),
+            If(accept,
+                Case(phase, {
+                    0: [shifts.eq(rd.data), phase.eq(1), sb.eq(0), rib.eq(0),
+                        blk_left.eq(blk_rows * cpb)],
+                    1: [mants.eq(rd.data), phase.eq(2), sb.eq(0)],
+                    2: [
+                        s1_w.eq(rd.data),
+                        s1_m0.eq(Array(_lanes(mants, 8, 16))[Cat(C(0, 1), sb)]),
+                        s1_m1.eq(Array(_lanes(mants, 8, 16))[Cat(C(1, 1), sb)]),
+                        s1_first.eq(k == 0), s1_last.eq(k == cpb - 1),
+                        s1_rsh.eq(Array(_lanes(shifts, 8, 16))[rib][0:6]),
+                        s1_row.eq(row),
+                        If(k == cpb - 1,
+                            k.eq(0), rib.eq(rib + 1), row.eq(row + 1)
+                        ).Else(
+                            k.eq(k + 1)
+                        ),
+                        sb.eq(sb + 1),
+                        blk_left.eq(blk_left - 1),
+                        If(blk_left == 1,
+                            phase.eq(0)
+                        ).Elif(sb == 7,
+                            phase.eq(1)
+                        ),
+                    ],
+                })
+            ),
+            If(fsm.ongoing("MV_INIT"), phase.eq(0), k.eq(0), row.eq(0), rib.eq(0)),
+        ]
+        # Stages 1-5 per slot: group sums, scale mantissas, accumulate, round, residual + write.
+        self.sync += [
+            s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
+            s2_m0.eq(s1_m0), s2_m1.eq(s1_m1), s2_rsh.eq(s1_rsh), s2_row.eq(s1_row),
+            s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_rsh.eq(s2_rsh), s3_row.eq(s2_row),
+            s4_valid.eq(s3_valid & s3_last), s4_rsh.eq(s3_rsh), s4_row.eq(s3_row),
+            s5_valid.eq(s4_valid), s5_row.eq(s4_row),
+            If(s5_valid, rows_done.eq(rows_done + 1)),
+            If(fsm.ongoing("MV_INIT"), rows_done.eq(0)),
+        ]
+        accumulate = flags[1]
+        for s in range(B):
+            w = [_signed(self, x, 8) for x in _lanes(s1_w, 8, isa.LANES)]
+            x = [_signed(self, v, 16) for v in _lanes(xin_rd[s], 16, isa.LANES)]
+            g0, g1 = Signal((28, True)), Signal((28, True))
+            pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
+            s5_y = Signal((32, True))
+            half = isa.LANES // 2
+            st, yr = round_shift(s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
+            self.comb += st
+            self.sync += [
+                g0.eq(sum(w[l] * x[l] for l in range(half))),
+                g1.eq(sum(w[l] * x[l] for l in range(half, isa.LANES))),
+                pp.eq(g0 * s2_m0 + g1 * s2_m1),
+                If(s3_valid, acc.eq(Mux(s3_first, 0, acc) + pp)),
+                If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
+                s5_y.eq(saturate(yr, 32)),
+            ]
+            self.comb += mv_out[s].eq(Mux(accumulate, saturate(act_rdat[s] + s5_y, 32), s5_y))
+
+        # ROPE -------------------------------------------------------------------------------------
+        cs_depth = max(params.max_head // 8, 2)
+        cs_mem = Memory(128, cs_depth)
+        cs_rp, cs_wp = cs_mem.get_port(), cs_mem.get_port(write_capable=True)
+        self.specials += cs_mem, cs_rp, cs_wp
+        rrb = Signal(16)
+        self.comb += rrb.eq(((2 * m + 15) >> 4) << 4)
+        jj = Signal(16)
+        v0 = Signal((32, True))
+        csw = Signal(32)
+        ra, rb = Signal((50, True)), Signal((50, True))
+        cosv = _signed(self, csw[0:16], 16)
+        sinv = _signed(self, csw[16:32], 16)
+        self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_rp.adr.eq(jj >> 2)]
+        fsm.act("ROPE",
+            If(cur_pos >= R["SEQLEN"],
+                *fail("BAD_POS")
+            ).Else(
+                NextValue(i, 0),
+                *burst(waddr + cur_pos * rrb, rrb, "RP_LOAD")
+            )
+        )
+        fsm.act("RP_LOAD",
+            rd.ready.eq(1), rd_wait.eq(1),
+            If(rd.valid,
+                cs_wp.we.eq(1), NextValue(i, i + 1),
+                If(i == (rrb >> 4) - 1, NextValue(i, 0), NextValue(jj, 0), NextState("RP_RD0"))
+            )
+        )
+        fsm.act("RP_RD0", act_radr.eq(src + i), NextState("RP_RD1"))
+        fsm.act("RP_RD1",
+            act_radr.eq(src + i + 1),
+            NextValue(v0, ard), NextValue(csw, Array(_lanes(cs_rp.dat_r, 32, 4))[jj[0:2]]),
+            NextState("RP_MUL")
+        )
+        fsm.act("RP_MUL",
+            NextValue(ra, v0 * cosv - ard * sinv),
+            NextValue(rb, v0 * sinv + ard * cosv),
+            NextState("RP_W0")
+        )
+        st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
+        self.comb += st
+        st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
+        self.comb += st
+        fsm.act("RP_W0",
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(ra_r, 32)), act_we.eq(1),
+            NextState("RP_W1")
+        )
+        fsm.act("RP_W1",
+            act_wadr.eq(dst + i + 1), act_wdat.eq(saturate(rb_r, 32)), act_we.eq(1),
+            NextValue(i, i + 2),
+            NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)),
+            If(i + 2 == n,
+                next_slot("ROPE")
+            ).Else(
+                NextState("RP_RD0")
+            )
+        )
+
+        # KVWRITE ----------------------------------------------------------------------------------
+        st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
+        self.comb += st
+        kv16 = _signed(self, saturate(kvr, 16), 16)
+        packed16 = Signal(128)
+        self.comb += packed16.eq(word)
+        for l in range(8):
+            self.comb += If(j[0:3] == l, packed16[16 * l:16 * (l + 1)].eq(kv16))
+        fsm.act("KVWRITE",
+            If(cur_pos >= R["SEQLEN"],
+                *fail("BAD_POS")
+            ).Else(
+                NextValue(kvh, 0), NextValue(ii, src), NextState("KVW_H")
+            )
+        )
+        fsm.act("KVW_H",
+            NextValue(j, 0),
+            *burst(kvaddr + kvh * R["KVHEAD"] + cur_pos * (m << 1), m << 1, "KVW_RD", write=True)
+        )
+        fsm.act("KVW_RD", act_radr.eq(ii), NextState("KVW_CV"))
+        fsm.act("KVW_CV",
+            NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
+            If(j[0:3] == 7, NextState("KVW_WR")).Else(NextState("KVW_RD"))
+        )
+        fsm.act("KVW_WR",
+            wr.valid.eq(1), wr.data.eq(word),
+            If(wr.ready,
+                If(j == m,
+                    NextValue(kvh, kvh + 1),
+                    If(kvh == n - 1, next_slot("KVWRITE")).Else(NextState("KVW_H"))
+                ).Else(
+                    NextState("KVW_RD")
+                )
+            )
+        )
+
+        # ATTN -------------------------------------------------------------------------------------
+        q_mem = Memory(128, max(params.max_head // 8, 2))
+        q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
+        self.specials += q_mem, q_rp, q_wp
+        sbuf = Memory(32, params.max_seq)
+        sb_rp, sb_wp = sbuf.get_port(), sbuf.get_port(write_capable=True)
+        self.specials += sbuf, sb_rp, sb_wp
+        exp_rom = Memory(16, len(N.EXP2_TABLE), init=[int(v) for v in N.EXP2_TABLE])
+        exp_rp = exp_rom.get_port()
+        self.specials += exp_rom, exp_rp
+        hsb = Signal(13)
+        self.comb += hsb.eq(m >> 3)
+        span = Signal(ADDR_W)
+        self.comb += span.eq((cur_pos + 1) * (m << 1))
+        kvhead_base = Signal(ADDR_W)
+        self.comb += kvhead_base.eq(kvaddr + kvh * R["KVHEAD"])
+        self.comb += [q_wp.adr.eq(j >> 3), q_wp.dat_w.eq(packed16)]
+        fsm.act("ATTN",
+            If(cur_pos >= R["SEQLEN"],
+                *fail("BAD_POS")
+            ).Elif(cur_pos >= params.max_seq,
+                *fail("BAD_FIELD")
+            ).Else(
+                NextValue(h, 0), NextValue(kvh, 0), NextValue(hg, 0), NextState("AT_H")
+            )
+        )
+        fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + h * m), NextState("AT_Q"))
+        fsm.act("AT_Q", act_radr.eq(ii), NextState("AT_Q2"))
+        fsm.act("AT_Q2",
+            NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
+            If(j[0:3] == 7, q_wp.we.eq(1)),
+            If(j == m - 1,
+                NextValue(t, 0), NextValue(k, 0),
+                *burst(kvhead_base, span, "AT_K")
+            ).Else(
+                NextState("AT_Q")
+            )
+        )
+        # Scores: stage 0 accepts a key beat, 1 multiplies, 2 accumulates over the head,
+        # 3 scales, 4 rounds and stores.
+        a_acc = Signal()
+        kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
+        ka1, kf1, kl1 = Signal(), Signal(), Signal()
+        ka2, kf2, kl2 = Signal(), Signal(), Signal()
+        ka3, ka4 = Signal(), Signal()
+        kbeat = Signal(128)
+        dot8 = Signal((40, True))
+        dacc = Signal((48, True))
+        dsum = Signal((48, True))
+        dprod = Signal((72, True))
+        scount = Signal(32)
+        smax = Signal((32, True))
+        scale = _signed(self, R["ATTSCALE"][0:16], 17)
+        self.comb += [
+            a_acc.eq(fsm.ongoing("AT_K") & rd.valid & (t <= cur_pos)),
+            q_rp.adr.eq(k),
+        ]
+        fsm.act("AT_K",
+            rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
+            If(a_acc,
+                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
+            ),
+            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), NextState("AT_SM_RD"))
+        )
+        keys = [_signed(self, v, 16) for v in _lanes(kbeat, 16, 8)]
+        qs = [_signed(self, v, 16) for v in _lanes(q_rp.dat_r, 16, 8)]
+        st, sc_r = round_shift(dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        self.comb += st
+        sc = _signed(self, saturate(sc_r, 32), 32)
+        self.sync += [
+            ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
+            ka2.eq(ka1), kf2.eq(kf1), kl2.eq(kl1), kt2.eq(kt1),
+            dot8.eq(sum(keys[l] * qs[l] for l in range(8))),
+            If(ka2, dacc.eq(Mux(kf2, 0, dacc) + dot8)),
+            ka3.eq(ka2 & kl2), kt3.eq(kt2),
+            If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),
+            ka4.eq(ka3), kt4.eq(kt3),
+            dprod.eq(dsum * scale),
+            If(ka4,
+                scount.eq(scount + 1),
+                If((scount == 0) | (sc > smax), smax.eq(sc))
+            ),
+            If(fsm.ongoing("AT_Q2"), scount.eq(0)),
+        ]
+        # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
+        u = Signal(40)
+        dd = Signal((34, True))
+        self.comb += dd.eq(smax - _signed(self, sb_rp.dat_r, 32))
+        st, u_r = round_shift(_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
+        self.comb += st
+        ev = Signal(17)
+        self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
+                      ev.eq(exp_rp.dat_r >> Mux(u[N.ACT_FRAC:] > 31, 31, u[N.ACT_FRAC:]))]
+        recip = Signal(64)
+        fsm.act("AT_SM_RD", NextState("AT_SM_U"))
+        fsm.act("AT_SM_U", NextValue(u, u_r), NextState("AT_SM_T"))
+        fsm.act("AT_SM_T", NextState("AT_SM_E"))
+        fsm.act("AT_SM_E",
+            NextValue(dsum, dsum + ev), NextValue(t, t + 1),
+            If(t == cur_pos, NextState("AT_DIV")).Else(NextState("AT_SM_RD"))
+        )
+        fsm.act("AT_DIV",
+            div.start.eq(1), div.dividend.eq(1 << 46), div.divisor.eq(dsum),
+            NextState("AT_DIVW")
+        )
+        fsm.act("AT_DIVW",
+            If(div.done,
+                NextValue(recip, div.quotient), NextValue(t, 0), NextValue(k, 0),
+                *burst(kvhead_base + R["VOFF"], span, "AT_V")
+            )
+        )
+        # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
+        # 1 makes the probability, 2 multiplies, 3 accumulates.
+        a_v = Signal()
+        self.comb += a_v.eq(fsm.ongoing("AT_V") & rd.valid & (t <= cur_pos))
+        va1, va2, va3 = Signal(), Signal(), Signal()
+        vf1, vf2, vf3 = Signal(), Signal(), Signal()
+        vk1, vk2, vk3 = Signal(13), Signal(13), Signal(13)
+        vl1, vl2, vl3 = Signal(), Signal(), Signal()
+        vbeat1, vbeat2 = Signal(128), Signal(128)
+        prob = Signal(17)
+        vprod = [Signal((34, True)) for _ in range(8)]
+        wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
+        wdone = Signal()
+        self.comb += sb_rp.adr.eq(t)
+        self.comb += [sb_wp.adr.eq(Mux(fsm.ongoing("AT_SM_E"), t, kt4)),
+                      sb_wp.dat_w.eq(Mux(fsm.ongoing("AT_SM_E"), ev, sc)),
+                      sb_wp.we.eq(fsm.ongoing("AT_SM_E") | ka4)]
+        fsm.act("AT_V",
+            rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
+            If(a_v,
+                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
+            ),
+            If(wdone, NextValue(j, 0), NextValue(ii, dst + h * m), NextState("AT_OUT"))
+        )
+        vals = [_signed(self, v, 16) for v in _lanes(vbeat2, 16, 8)]
+        self.sync += [
+            va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
+            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1),
+            prob.eq((sb_rp.dat_r * recip) >> 31),
+            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2),
+            [vprod[l].eq(_signed(self, prob, 18) * vals[l]) for l in range(8)],
+            wdone.eq(va3 & vl3),
+            If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
+        ]
+        for x in range(params.max_head):
+            self.sync += If(va3 & (vk3 == x // 8), wacc[x].eq(Mux(vf3, 0, wacc[x]) + vprod[x % 8]))
+        st, wo_r = round_shift(_signed(self, Array(wacc)[j], 48), N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
+        self.comb += st
+        fsm.act("AT_OUT",
+            act_wadr.eq(ii), act_wdat.eq(saturate(wo_r, 32)), act_we.eq(1),
+            NextValue(j, j + 1), NextValue(ii, ii + 1),
+            If(j == m - 1,
+                NextValue(h, h + 1),
+                If(hg == src2 - 1,
+                    NextValue(hg, 0), NextValue(kvh, kvh + 1)
+                ).Else(
+                    NextValue(hg, hg + 1)
+                ),
+                If(h == n - 1, next_slot("ATTN")).Else(NextState("AT_H"))
+            )
+        )
+
+        # SILU -------------------------------------------------------------------------------------
+        sig_rom = Memory(16, len(N.SIGMOID_TABLE), init=[int(v) for v in N.SIGMOID_TABLE])
+        sig_p0, sig_p1 = sig_rom.get_port(), sig_rom.get_port()
+        self.specials += sig_rom, sig_p0, sig_p1
+        sa, sbv = Signal((32, True)), Signal((32, True))
+        spos = Signal(33)
+        step_bits = N.ACT_FRAC + (2 * N.SIGMOID_RANGE).bit_length() - 1 - N.SIGMOID_TABLE_BITS
+        top = (2 * N.SIGMOID_RANGE << N.ACT_FRAC) - 1
+        shifted = _signed(self, sa + (N.SIGMOID_RANGE << N.ACT_FRAC), 34)
+        self.comb += [
+            spos.eq(Mux(shifted < 0, 0, Mux(shifted > top, top, shifted))),
+            sig_p0.adr.eq(spos >> step_bits), sig_p1.adr.eq((spos >> step_bits) + 1),
+        ]
+        sfrac = Signal(step_bits)
+        sg = Signal((18, True))
+        pa = Signal((56, True))
+        sv = Signal((40, True))
+        pb = Signal((80, True))
+        st, sv_r = round_shift(pa, 15, 64)
+        self.comb += st
+        st, so_r = round_shift(pb, N.ACT_FRAC, 80)
+        self.comb += st
+        fsm.act("SILU", NextValue(i, 0), NextState("SI_RA"))
+        fsm.act("SI_RA", act_radr.eq(src + i), NextState("SI_RB"))
+        fsm.act("SI_RB", act_radr.eq(src2 + i), NextValue(sa, ard), NextState("SI_TAB"))
+        fsm.act("SI_TAB", NextValue(sbv, ard), NextValue(sfrac, spos[0:step_bits]), NextState("SI_INT"))
+        fsm.act("SI_INT",
+            NextValue(sg, _signed(self, sig_p0.dat_r, 17)
+                + ((_signed(self, sig_p1.dat_r - sig_p0.dat_r, 18) * sfrac) >> step_bits)),
+            NextState("SI_M1")
+        )
+        fsm.act("SI_M1", NextValue(pa, sa * sg), NextState("SI_R1"))
+        fsm.act("SI_R1", NextValue(sv, sv_r), NextState("SI_M2"))
+        fsm.act("SI_M2", NextValue(pb, sv * sbv), NextState("SI_W"))
+        fsm.act("SI_W",
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(so_r, 32)), act_we.eq(1),
+            NextValue(i, i + 1),
+            If(i == n - 1, next_slot("SILU")).Else(NextState("SI_RA"))
+        )
+
+        # STORE / LOAD / ARGMAX --------------------------------------------------------------------
+        packed32 = Signal(128)
+        self.comb += packed32.eq(word)
+        for l in range(4):
+            self.comb += If(i[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
+        slot_off = Signal(ADDR_W)
+        self.comb += slot_off.eq(slot * (m << 4))
+        fsm.act("STORE", NextValue(i, 0), NextValue(word, 0), *burst(waddr + slot_off, n << 2, "ST_RD", write=True))
+        fsm.act("ST_RD", act_radr.eq(src + i), NextState("ST_PK"))
+        fsm.act("ST_PK",
+            NextValue(word, packed32), NextValue(i, i + 1),
+            If((i[0:2] == 3) | (i == n - 1), NextState("ST_WR")).Else(NextState("ST_RD"))
+        )
+        fsm.act("ST_WR",
+            wr.valid.eq(1), wr.data.eq(word),
+            If(wr.ready,
+                NextValue(word, 0),
+                If(i == n, next_slot("STORE")).Else(NextState("ST_RD"))
+            )
+        )
+        fsm.act("LOAD", NextValue(i, 0), *burst(waddr + slot_off, n << 2, "LD_BEAT"))
+        fsm.act("LD_BEAT", *beat_in("LD_EL"))
+        l32 = _signed(self, Array(_lanes(beat, 32, 4))[j[0:2]], 32)
+        fsm.act("LD_EL",
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(l32, 32)), act_we.eq(1),
+            NextValue(i, i + 1), NextValue(j, j + 1),
+            If(i == n - 1,
+                next_slot("LOAD")
+            ).Elif(j[0:2] == 3,
+                NextState("LD_BEAT")
+            )
+        )
+        best = Signal((32, True))
+        best_i = Signal(32)
+        fsm.act("ARGMAX", NextValue(i, 0), NextState("AM_RD"))
+        fsm.act("AM_RD", act_radr.eq(src + i), NextState("AM_CMP"))
+        fsm.act("AM_CMP",
+            If((i == 0) | (ard > best), NextValue(best, ard), NextValue(best_i, i)),
+            NextValue(i, i + 1),
+            If(i == n - 1,
+                *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True)
+            ).Else(
+                NextState("AM_RD")
+            )
+        )
+        fsm.act("AM_WR",
+            wr.valid.eq(1), wr.data.eq(Cat(best_i, best)),
+            If(wr.ready, next_slot("ARGMAX"))
+        )
+
+        # BURST returns to any state that asked for one, so it is written once they all exist.
+        fsm.act("BURST",
+            If(req_beat + req_beats > dram_beats,
+                *fail("WINDOW", req_beat << 4)
+            ).Else(
+                If(req_write,
+                    NextValue(wr_addr, req_beat)
+                ).Else(
+                    rd_start.eq(1)
+                ),
+                Case(ret_id, {idx: NextState(name) for idx, name in enumerate(ret_states)})
+            )
+        )
+        # The watchdog stops any state but the ones that are already stopping.
+        for state, stmts in fsm.actions.items():
+            if state not in ("IDLE", "FLUSH", "DRAIN", "DONE"):
+                stmts.append(If(watchdog_fired, *fail("TIMEOUT")))
+
+    def do_finalize(self):
+        self.comb += self.fsm_state.eq(self.fsm.state)
+
+    def _matrix_bytes(self, rows, cp, cpb):
+        """spec.isa.matrix_bytes in gateware: full 16-row blocks, then the partial one."""
+        full = Signal(16)
+        rem = Signal(5)
+        wb = Signal(32)
+        total = Signal(ADDR_W)
+        self.comb += [
+            full.eq(rows >> 4), rem.eq(rows[0:4]),
+            wb.eq(rem * cpb),
+            total.eq(full * (1 + cp + (cp >> 3)) + Mux(rem != 0, 1 + wb + ((wb + 7) >> 3), 0)),
+        ]
+        return total << 4

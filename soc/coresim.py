@@ -1,0 +1,182 @@
+"""The transformer core alone in Verilator, for long differential runs.
+
+The full SoC simulates ~0.6 M cycles/s and loads DRAM over the serial link; this tier verilates
+just the Accelerator between two behavioural native ports (soc/coresim/harness.cpp) and loads
+DRAM from files, so thousands of random programs run in minutes. Cycle counts here are not the
+SoC's (the ports never refresh or change banks); they come from the simulated SoC.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from migen import *
+from migen.fhdl.verilog import convert
+
+from litedram.common import LiteDRAMNativePort
+
+from spec import isa
+from soc.sim import cache_root, _HASHED_SOURCES, PROJECT_DIR, _tool_version
+
+HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "coresim", "harness.cpp")
+
+# Top level with plain, stable port names --------------------------------------------------------
+
+class CoreTop(Module):
+    def __init__(self, params, dram_size):
+        from gateware.accelerator import Accelerator
+        aw = max((dram_size // isa.BEAT_BYTES - 1).bit_length(), 1) + 1
+        rp = LiteDRAMNativePort("read", address_width=aw, data_width=128)
+        wp = LiteDRAMNativePort("write", address_width=aw, data_width=128)
+        self.submodules.core = core = Accelerator(rp, wp, dram_size=dram_size, params=params)
+        for csr in core.get_csrs():          # bare core: CSRStatus drives its word from fields
+            if hasattr(csr, "fields") and csr.__class__.__name__ == "CSRStatus":
+                csr.finalize(32, "big")
+                self.submodules += csr
+        self.ios = set()
+
+        def io(name, width, drive=None, driven_by=None):
+            s = Signal(width, name=name)
+            self.ios.add(s)
+            if drive is not None:
+                self.comb += drive.eq(s)
+            if driven_by is not None:
+                self.comb += s.eq(driven_by)
+            return s
+
+        io("prog", 32, drive=core.prog.storage)
+        io("slots", 32, drive=core.slots.storage)
+        io("nslots", 8, drive=core.nslots.storage)
+        io("watchdog", 32, drive=core.watchdog.storage)
+        io("start", 1, drive=core.control.fields.start)
+        io("class_sel", 8, drive=core.class_sel.storage)
+        io("status", 32, driven_by=core.status.status)
+        io("busy", 1, driven_by=core.status.status[0])
+        io("done", 1, driven_by=core.status.status[1])
+        io("err_addr", 32, driven_by=core.err_addr.status)
+        for name in ("cycles", "mac_busy", "dram_stall", "bytes_read", "bytes_written", "class_cycles"):
+            io(name, 64, driven_by=getattr(core, name).status)
+        io("retired", 32, driven_by=core.retired.status)
+        io("fsm_state", 8, driven_by=core.fsm_state)
+        for prefix, port in (("rd", rp), ("wr", wp)):
+            io(f"{prefix}_cmd_valid", 1, driven_by=port.cmd.valid)
+            io(f"{prefix}_cmd_ready", 1, drive=port.cmd.ready)
+            io(f"{prefix}_cmd_addr", aw, driven_by=port.cmd.addr)
+        io("rd_rdata_valid", 1, drive=rp.rdata.valid)
+        io("rd_rdata_ready", 1, driven_by=rp.rdata.ready)
+        io("rd_rdata_data", 128, drive=rp.rdata.data)
+        io("wr_wdata_valid", 1, driven_by=wp.wdata.valid)
+        io("wr_wdata_ready", 1, drive=wp.wdata.ready)
+        io("wr_wdata_data", 128, driven_by=wp.wdata.data)
+
+# Build, cached by a hash of its inputs ----------------------------------------------------------
+
+def input_hash(params, dram_size):
+    h = hashlib.sha256()
+    h.update(repr((isa.params_dict(params), dram_size)).encode())
+    h.update(_tool_version(["verilator", "--version"]).encode())
+    for rel in _HASHED_SOURCES + ["soc/coresim.py", "soc/coresim"]:
+        path = os.path.join(PROJECT_DIR, rel)
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if not f.endswith(".pyc"))
+        for f in files:
+            h.update(os.path.relpath(f, PROJECT_DIR).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def build(params, dram_size, progress=None):
+    """Verilate the core once per (params, dram size, sources); returns the binary's path."""
+    if shutil.which("verilator") is None:
+        raise RuntimeError("verilator not found: run scripts/setup.sh")
+    out = os.path.join(cache_root(), f"core-{input_hash(params, dram_size)}")
+    binary = os.path.join(out, "obj_dir", "Vcore")
+    if os.path.exists(binary):
+        return binary
+    if progress:
+        progress("building the core-alone simulator (Verilator, ~1-2 min)")
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    top = CoreTop(params, dram_size)
+    conv = convert(top, ios=top.ios, name="core")
+    with open(os.path.join(tmp, "core.v"), "w") as f:
+        f.write(conv.main_source)
+    for name, contents in conv.data_files.items():     # ROM contents, read by $readmemh at start
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write(contents)
+    with open(os.path.join(tmp, "fsm_states.json"), "w") as f:
+        json.dump({int(v): k for k, v in top.core.fsm.encoding.items()}, f)
+    shutil.copy(HARNESS, tmp)
+    cmd = ["verilator", "--cc", "core.v", "--exe", "harness.cpp", "--top-module", "core", "--build",
+           "-j", "1", "-O3", "-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE", "-Wno-lint",
+           "-CFLAGS", "-O2", "--x-assign", "fast", "--x-initial", "fast"]
+    with open(os.path.join(tmp, "build.log"), "w") as log:
+        r = subprocess.run(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise RuntimeError(f"core-alone Verilator build failed: see {tmp}/build.log")
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(tmp, out)
+    return binary
+
+# Runner -------------------------------------------------------------------------------------------
+
+@dataclass
+class CoreResult:
+    status: int
+    error: int
+    err_addr: int
+    dram: bytes
+    counters: dict
+
+
+class CoreSim:
+    """A running core-alone simulator; ``run(dram, prog, slots, nslots)`` per program."""
+
+    def __init__(self, params, dram_size, progress=None):
+        self.params, self.dram_size = params, dram_size
+        binary = build(params, dram_size, progress)
+        with open(os.path.join(os.path.dirname(os.path.dirname(binary)), "fsm_states.json")) as f:
+            self.states = {int(k): v for k, v in json.load(f).items()}
+        self.tmp = tempfile.mkdtemp(prefix="lt-coresim-")
+        self.proc = subprocess.Popen([binary, str(dram_size)], cwd=os.path.dirname(os.path.dirname(binary)),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+
+    def run(self, dram, prog, slots, nslots, watchdog=0, stall_percent=10, seed=0, max_cycles=20_000_000):
+        if len(dram) > self.dram_size:
+            raise ValueError("DRAM image larger than the simulated DRAM")
+        src, dst = os.path.join(self.tmp, "in.bin"), os.path.join(self.tmp, "out.bin")
+        with open(src, "wb") as f:
+            f.write(dram)
+        self.proc.stdin.write(f"{src} {dst} {prog} {slots} {nslots} {watchdog} {stall_percent} {seed} {max_cycles}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] not in ("done", "hung"):
+            raise RuntimeError(f"core simulator stopped (exit {self.proc.poll()})")
+        status, err_addr, *counts = (int(v) for v in line[1:])
+        if line[0] == "hung":
+            raise RuntimeError(f"core did not finish within {max_cycles} cycles; state "
+                               f"{self.states.get(counts[-1], counts[-1])}, {counts[0]} cycles counted")
+        names = ("cycles", "mac_busy", "dram_stall", "bytes_read", "bytes_written", "retired", "stray")
+        counters = dict(zip(names, counts))
+        with open(dst, "rb") as f:
+            out = f.read()
+        return CoreResult(status, (status >> 8) & 0xff, err_addr, out, counters)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

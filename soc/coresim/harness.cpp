@@ -1,0 +1,104 @@
+// Core-alone Verilator harness: the Accelerator between two behavioural 128-bit native ports
+// over one flat DRAM array. Reads jobs from stdin, one per line:
+//   IN_PATH OUT_PATH PROG SLOTS NSLOTS WATCHDOG STALL_PERCENT SEED MAX_CYCLES
+// loads IN_PATH at DRAM offset 0 (the rest zero), runs until done, writes the whole DRAM to
+// OUT_PATH and prints "done|hung STATUS ERR_ADDR CYCLES MAC_BUSY DRAM_STALL BYTES_READ BYTES_WRITTEN RETIRED STRAY FSM_STATE".
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <vector>
+#include "Vcore.h"
+#include "verilated.h"
+
+static const int READ_LATENCY = 12;
+
+struct Rng {
+    uint64_t s;
+    uint32_t next() { s = s * 6364136223846793005ULL + 1442695040888963407ULL; return (uint32_t)(s >> 33); }
+    bool chance(int percent) { return (int)(next() % 100) < percent; }
+};
+
+static void set128(VlWide<4>& w, const uint8_t* p) { for (int i = 0; i < 4; i++) { uint32_t v; memcpy(&v, p + 4 * i, 4); w[i] = v; } }
+static void get128(const VlWide<4>& w, uint8_t* p) { for (int i = 0; i < 4; i++) { uint32_t v = w[i]; memcpy(p + 4 * i, &v, 4); } }
+
+int main(int argc, char** argv) {
+    Verilated::commandArgs(argc, argv);
+    if (argc < 2) { fprintf(stderr, "usage: %s DRAM_BYTES\n", argv[0]); return 2; }
+    size_t dram_bytes = strtoull(argv[1], nullptr, 0);
+    std::vector<uint8_t> dram(dram_bytes);
+    Vcore* top = new Vcore;
+    char line[4096];
+    while (fgets(line, sizeof line, stdin)) {
+        char in_path[1024], out_path[1024];
+        unsigned long prog, slots, nslots, watchdog, stall, seed, max_cycles;
+        if (sscanf(line, "%1023s %1023s %lu %lu %lu %lu %lu %lu %lu", in_path, out_path, &prog, &slots, &nslots,
+                   &watchdog, &stall, &seed, &max_cycles) != 9) { fprintf(stderr, "bad job line\n"); return 2; }
+        std::fill(dram.begin(), dram.end(), 0);
+        FILE* f = fopen(in_path, "rb");
+        if (!f) { perror(in_path); return 2; }
+        size_t got = fread(dram.data(), 1, dram_bytes, f);
+        (void)got;
+        fclose(f);
+        Rng rng{seed * 2654435761ULL + 1};
+        // Reset.
+        top->sys_rst = 1; top->sys_clk = 0; top->eval();
+        for (int i = 0; i < 4; i++) { top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval(); }
+        top->sys_rst = 0;
+        top->prog = prog; top->slots = slots; top->nslots = nslots; top->watchdog = watchdog; top->start = 0;
+        top->rd_cmd_ready = 0; top->rd_rdata_valid = 0; top->wr_cmd_ready = 0; top->wr_wdata_ready = 0;
+        std::deque<std::pair<uint64_t, uint64_t>> reads;   // (ready cycle, beat)
+        std::deque<uint64_t> writes;
+        uint64_t cycle = 0, limit = max_cycles;
+        bool started = false, bad = false;
+        while (cycle < limit) {
+            // Drive this cycle's inputs.
+            top->start = (cycle == 2);
+            top->rd_cmd_ready = !rng.chance(stall);
+            top->wr_cmd_ready = !rng.chance(stall);
+            top->wr_wdata_ready = !rng.chance(stall);
+            bool rvalid = !reads.empty() && reads.front().first <= cycle;
+            top->rd_rdata_valid = rvalid;
+            if (rvalid) {
+                uint64_t beat = reads.front().second;
+                if ((beat + 1) * 16 <= dram_bytes) set128(top->rd_rdata_data, &dram[beat * 16]);
+                else { static const uint8_t z[16] = {0}; set128(top->rd_rdata_data, z); bad = true; }
+            }
+            top->eval();
+            bool rd_cmd = top->rd_cmd_valid && top->rd_cmd_ready;
+            uint64_t rd_addr = top->rd_cmd_addr;
+            bool rd_data = rvalid && top->rd_rdata_ready;
+            bool wr_cmd = top->wr_cmd_valid && top->wr_cmd_ready;
+            uint64_t wr_addr = top->wr_cmd_addr;
+            bool wr_data = top->wr_wdata_valid && top->wr_wdata_ready;
+            uint8_t wbuf[16];
+            if (wr_data) get128(top->wr_wdata_data, wbuf);
+            top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval();
+            cycle++;
+            if (rd_cmd) reads.push_back({cycle + READ_LATENCY, rd_addr});
+            if (rd_data) reads.pop_front();
+            if (wr_cmd) writes.push_back(wr_addr);
+            if (wr_data) {
+                if (writes.empty()) { fprintf(stderr, "wdata without command\n"); return 3; }
+                uint64_t beat = writes.front(); writes.pop_front();
+                if ((beat + 1) * 16 <= dram_bytes) memcpy(&dram[beat * 16], wbuf, 16);
+                else bad = true;
+            }
+            if (top->busy) started = true;
+            if (started && top->done) break;
+        }
+        f = fopen(out_path, "wb");
+        if (!f) { perror(out_path); return 2; }
+        fwrite(dram.data(), 1, dram_bytes, f);
+        fclose(f);
+        printf("%s %u %u %llu %llu %llu %llu %llu %u %d %u\n", cycle < limit ? "done" : "hung",
+               (unsigned)top->status, (unsigned)top->err_addr,
+               (unsigned long long)top->cycles, (unsigned long long)top->mac_busy,
+               (unsigned long long)top->dram_stall, (unsigned long long)top->bytes_read,
+               (unsigned long long)top->bytes_written, (unsigned)top->retired, bad ? 1 : 0, (unsigned)top->fsm_state);
+        fflush(stdout);
+    }
+    delete top;
+    return 0;
+}
