@@ -33,7 +33,16 @@ def _lanes(sig, width, n, signed=True):
 
 
 def _signed(m, expr, width):
+    """``expr`` through a signed signal of ``width`` bits. Verilog sizes an expression by its
+    widest operand, so a sum or product compared or saturated in place can wrap; assigning it
+    to a wide enough signal first keeps every bit (Migen's own simulator never wraps)."""
     s = Signal((width, True))
+    m.comb += s.eq(expr)
+    return s
+
+
+def _unsigned(m, expr, width):
+    s = Signal(width)
     m.comb += s.eq(expr)
     return s
 
@@ -267,9 +276,10 @@ class Accelerator(LiteXModule):
             *burst(pc_addr, isa.BEAT_BYTES, "DECODE")
         )
         class_index = {name: CLASSES.index(name) for name in CLASSES}
-        act_ok = lambda base, count: (count >= 1) & (base + count <= D)
+        act_ok = lambda base, count: (count >= 1) & (_unsigned(self, base + count, 34) <= D)
         need = lambda cond, *then: If(~(cond), *fail("BAD_FIELD")).Else(*then)
         kvhs_ok = (m >= 8) & (m[0:3] == 0) & (m <= params.max_head)
+        nm = _unsigned(self, n * m, 32)
         fsm.act("DECODE",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
@@ -300,8 +310,8 @@ class Accelerator(LiteXModule):
                 O["MATVEC"]:  need(act_ok(src, m) & act_ok(dst, n) & (m <= params.max_cols), NextState("MATVEC")),
                 O["ROPE"]:    need((m >= 2) & ~m[0] & (m <= params.max_head) & (n >= 2) & ~n[0]
                                    & act_ok(src, n) & act_ok(dst, n), NextState("ROPE")),
-                O["KVWRITE"]: need(kvhs_ok & act_ok(src, n * m), NextState("KVWRITE")),
-                O["ATTN"]:    need(kvhs_ok & (src2 >= 1) & act_ok(src, n * m) & act_ok(dst, n * m), NextState("ATTN")),
+                O["KVWRITE"]: need(kvhs_ok & act_ok(src, nm), NextState("KVWRITE")),
+                O["ATTN"]:    need(kvhs_ok & (src2 >= 1) & act_ok(src, nm) & act_ok(dst, nm), NextState("ATTN")),
                 O["SILU"]:    need(act_ok(dst, n) & act_ok(src, n) & act_ok(src2, n), NextState("SILU")),
                 O["STORE"]:   need(act_ok(src, n), NextState("STORE")),
                 O["ARGMAX"]:  need(act_ok(src, n), NextState("ARGMAX")),
@@ -593,7 +603,8 @@ class Accelerator(LiteXModule):
                 If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
                 s5_y.eq(saturate(yr, 32)),
             ]
-            self.comb += mv_out[s].eq(Mux(accumulate, saturate(act_rdat[s] + s5_y, 32), s5_y))
+            residual = _signed(self, act_rdat[s] + s5_y, 34)
+            self.comb += mv_out[s].eq(Mux(accumulate, saturate(residual, 32), s5_y))
 
         # ROPE -------------------------------------------------------------------------------------
         cs_depth = max(params.max_head // 8, 2)
@@ -881,7 +892,7 @@ class Accelerator(LiteXModule):
         fsm.act("SI_TAB", NextValue(sbv, ard), NextValue(sfrac, spos[0:step_bits]), NextState("SI_INT"))
         fsm.act("SI_INT",
             NextValue(sg, _signed(self, sig_p0.dat_r, 17)
-                + ((_signed(self, sig_p1.dat_r - sig_p0.dat_r, 18) * sfrac) >> step_bits)),
+                + (_signed(self, _signed(self, sig_p1.dat_r - sig_p0.dat_r, 18) * sfrac, 30) >> step_bits)),
             NextState("SI_M1")
         )
         fsm.act("SI_M1", NextValue(pa, sa * sg), NextState("SI_R1"))
