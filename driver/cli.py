@@ -4,8 +4,9 @@
     litetransformer info --target T                      ident, spec, DRAM, clock
     litetransformer selftest --target T --bytes N        upload N random bytes, check the CRC
     litetransformer build --board ulx3s [--load|--flash] bitstream with the open toolchain
+    litetransformer verify --programs N --seed S --target T  random programs: hardware vs golden model
 
-Targets: sim (start a private simulator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
+Targets: sim (start a private simulator), core (verify only: the transformer core alone in Verilator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
 serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv).
 """
 
@@ -142,6 +143,25 @@ def cmd_build(args):
     return 0 if report.get("bitstream") else 1
 
 
+def cmd_verify(args):
+    from driver.verify import verify
+    if args.programs <= 0:
+        raise ValueError("--programs must be positive")
+    result = verify(args.target, args.programs, args.seed, csr=args.csr, progress=None if args.quiet else _err)
+    line = (f"verify {result['target']}: {result['programs']} programs from seed {result['seed']}, "
+            f"{result['mismatches']} mismatches, {result['cycles']} core cycles, {result['seconds']} s")
+    _err(line)
+    if "first_mismatch" in result:
+        m = result["first_mismatch"]
+        _err(f"first mismatch: seed {m['seed']}, first differing DRAM byte {m['first_byte']}, error {m['error']}, "
+             f"retired {m['retired']} (golden {m['expected_retired']})\n" + "\n".join(m["program"]))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("PASS" if result["mismatches"] == 0 else "FAIL")
+    return 0 if result["mismatches"] == 0 else 1
+
+
 # Entry point --------------------------------------------------------------------------------------
 
 def make_parser():
@@ -173,6 +193,14 @@ def make_parser():
     p.add_argument("--flash", action="store_true", help="write the SPI flash with openFPGALoader")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("verify", help="random valid programs on the hardware and the golden model, compared")
+    _target_args(p)
+    p.add_argument("--programs", type=int, default=100)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_verify)
     return parser
 
 

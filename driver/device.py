@@ -256,6 +256,64 @@ class Device:
             raise DeviceError(f"{what}: {length} bytes at 0x{offset:x} need {offset + length} bytes of "
                               f"DRAM; {self.name} has {self.dram_size}")
 
+    # Transformer core -----------------------------------------------------------------------------
+    def accel_params(self):
+        """The core's spec.isa.Params, read from its config registers."""
+        from spec import isa
+        if not hasattr(self, "_accel_params"):
+            if "accel_config" not in self.csr.registers:
+                raise DeviceError(f"{self.name} has no transformer core (no accel registers in its CSR map)")
+            c, c2 = self.read_reg("accel_config"), self.read_reg("accel_config2")
+            self._accel_params = isa.Params(slots=c & 0xff, act_depth=1 << ((c >> 8) & 0xff),
+                                            max_cols=1 << ((c >> 16) & 0xff), max_seq=1 << ((c >> 24) & 0xff),
+                                            max_head=1 << (c2 & 0xff))
+        return self._accel_params
+
+    def run_program(self, prog, slots, nslots, watchdog=0, timeout=120.0):
+        """Run the program at DRAM byte address ``prog`` on ``nslots`` slots of the table at
+        ``slots``; wait for it; return the core's counters. A core error raises
+        AcceleratorError naming the code and the address; the next run starts clean."""
+        from spec import isa
+        self.accel_params()
+        self.write_reg("accel_prog", prog)
+        self.write_reg("accel_slots", slots)
+        self.write_reg("accel_nslots", nslots)
+        self.write_reg("accel_watchdog", watchdog)
+        self.write_reg("accel_control", 1)
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            status = self.read_reg("accel_status")
+            if status & 2 and not status & 1:
+                break
+            if time.monotonic() > deadline:
+                raise DeviceError(f"{self.name}: the transformer core is still busy after {timeout:.0f} s "
+                                  f"(status 0x{status:x}); set a watchdog to bound a run in cycles")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        code = (status >> 8) & 0xff
+        if code:
+            addr = self.read_reg("accel_err_addr")
+            name = isa.ERROR_NAMES.get(code, f"code {code}")
+            raise AcceleratorError(f"{self.name}: transformer core stopped with {name} at 0x{addr:08x}",
+                                   code=code, addr=addr)
+        return self.accel_counters()
+
+    def accel_counters(self, per_class=False):
+        """Counters of the last run (cycles, MAC-busy, DRAM stalls, bytes, instructions); with
+        ``per_class`` also the cycles per instruction class."""
+        from spec import isa
+        out = {name: self.read_reg("accel_" + name) for name in
+               ("cycles", "mac_busy", "dram_stall", "bytes_read", "bytes_written", "retired")}
+        if per_class:
+            out["class_cycles"] = {}
+            for index, name in enumerate(isa.CLASSES):
+                self.write_reg("accel_class_sel", index)
+                cycles = self.read_reg("accel_class_cycles")
+                if cycles:
+                    out["class_cycles"][name] = cycles
+        return out
+
     def upload(self, offset, data, progress=None):
         """Write ``data`` to DRAM at ``offset`` through the bulk path and verify it with the
         device's CRC. The range is padded with zeros to whole DRAM beats; the CRCs cover the

@@ -31,3 +31,11 @@ class ChecksumMismatch(DeviceError):
 
 class CSRMapError(LiteTransformerError):
     """The CSR map (LiteX's csr.csv) is missing, unreadable, or lacks a register."""
+
+
+class AcceleratorError(DeviceError):
+    """The transformer core stopped with an error code (spec.isa.ERRORS)."""
+
+    def __init__(self, message, code=0, addr=0):
+        super().__init__(message)
+        self.code, self.addr = code, addr

@@ -25,7 +25,7 @@ from spec import isa, numerics as N
 from gateware.arith import round_shift, saturate, Divider, Rsqrt
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
-CLASSES = list(isa.OPCODES) + ["FETCH"]
+CLASSES = isa.CLASSES
 
 
 def _lanes(sig, width, n, signed=True):
@@ -255,7 +255,7 @@ class Accelerator(LiteXModule):
             )
         )
         fsm.act("START",
-            If((nslots == 0) | (nslots > B),
+            If((self.nslots.storage == 0) | (self.nslots.storage > B),
                 *fail("BAD_SLOTS")
             ).Else(
                 NextValue(slot, 0),
@@ -294,7 +294,7 @@ class Accelerator(LiteXModule):
         O = isa.OPCODES
         fsm.act("EXECUTE",
             Case(op, {
-                O["HALT"]:    NextState("DRAIN"),
+                O["HALT"]:    [NextValue(self.retired.status, self.retired.status + 1), NextState("DRAIN")],
                 O["SETR"]:    need(dst < isa.N_REGS, NextValue(regs[dst[0:3]], addr), NextState("NEXT")),
                 O["LOOP"]:    need(~in_loop & (n >= 1),
                                    NextValue(in_loop, 1), NextValue(loop_n, n), NextValue(layer, 0),

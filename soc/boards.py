@@ -23,6 +23,7 @@ from litex.soc.integration.builder import Builder
 from litedram import modules as litedram_modules
 from litedram.phy import GENSDRPHY
 
+from spec import isa
 from soc.core import LiteTransformerSoC
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -54,7 +55,7 @@ class ULX3SSoC(LiteTransformerSoC):
     """LiteTransformerSoC on a ULX3S: SDR SDRAM through GENSDRPHY, UARTBone on the FTDI UART."""
 
     def __init__(self, device="LFE5U-85F", revision="2.0", sys_clk_freq=50e6, baudrate=1_000_000,
-                 sdram_module="MT48LC16M16", **kwargs):
+                 sdram_module="MT48LC16M16", with_accelerator=True, **kwargs):
         from litex_boards.platforms import radiona_ulx3s
         if device not in ("LFE5U-12F", "LFE5U-25F", "LFE5U-45F", "LFE5U-85F"):
             raise ValueError(f"ULX3S: unknown device {device}")
@@ -68,6 +69,9 @@ class ULX3SSoC(LiteTransformerSoC):
 
         link_phy = UARTPHY(platform.request("serial"), sys_clk_freq, baudrate)
         self.add_host_link(link_phy, timeout_cycles=int(100e-3 * sys_clk_freq))
+
+        if with_accelerator:
+            self.add_accelerator(isa.TARGET_PARAMS["ulx3s"])
 
 
 BOARDS = {
@@ -135,6 +139,8 @@ def build(board, output_dir=None, progress=None):
                               csr_csv=os.path.join(output_dir, "csr.csv"),
                               csr_json=os.path.join(output_dir, "csr.json"))
             builder.build(build_name=board)
+            from soc.sim import write_isa_header
+            write_isa_header(builder.generated_dir)
     except Exception as e:
         raise RuntimeError(f"{board} build failed ({e}); see {log_path}") from e
     finally:
@@ -146,7 +152,7 @@ def build(board, output_dir=None, progress=None):
     report.update({
         "board": board,
         "device": soc.platform.device,
-        "accelerator": hasattr(soc, "accelerator"),
+        "accelerator": isa.params_dict(isa.TARGET_PARAMS[board]) if hasattr(soc, "accel") else None,
         "bitstream": bitstream if os.path.exists(bitstream) else None,
         "csr_csv": os.path.join(output_dir, "csr.csv"),
         "seconds": round(time.monotonic() - t0, 1),

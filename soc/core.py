@@ -12,6 +12,7 @@ from litex.soc.integration.soc import SoCRegion
 from litex.soc.interconnect import wishbone
 from litex.soc.cores.uart import Stream2Wishbone
 
+from gateware.accelerator import Accelerator
 from gateware.crc import DRAMChecksum
 from gateware.hostdma import HostDMAWriter
 from gateware.info import CoreInfo
@@ -86,3 +87,23 @@ class LiteTransformerSoC(SoCCore):
         self.info = CoreInfo(dram_size=dram_size, port_bytes=read_port.data_width // 8)
         self.add_constant("DRAM_WINDOW_ORIGIN", DRAM_WINDOW_ORIGIN)
         self.add_constant("HOSTDMA_ORIGIN", HOSTDMA_ORIGIN)
+
+    # Transformer core -----------------------------------------------------------------------------
+    def add_accelerator(self, params, name="accel"):
+        """The transformer core on its own 128-bit LiteDRAM read and write ports (up-converted on
+        narrower DRAM). ``params``: a spec.isa.Params. Call after ``add_sdram``."""
+        from spec import isa
+        if not hasattr(self, "sdram"):
+            raise ValueError("add_accelerator: call add_sdram first")
+        if hasattr(self, name):
+            raise ValueError(f"add_accelerator: {name} already exists")
+        params.validate()
+        crossbar  = self.sdram.crossbar
+        dram_size = self.bus.regions["main_ram"].size
+        width     = 8 * isa.BEAT_BYTES
+        core = Accelerator(crossbar.get_port(mode="read", data_width=width),
+                           crossbar.get_port(mode="write", data_width=width),
+                           dram_size=dram_size, params=params)
+        setattr(self, name, core)
+        for key, value in isa.params_dict(params).items():
+            self.add_constant(f"ACCEL_PARAM_{key.upper()}", value)

@@ -33,6 +33,7 @@ from litedram import modules as litedram_modules
 from litedram.phy.model import SDRAMPHYModel, sdram_module_nphases
 
 import spec
+from spec import isa
 from soc.core import LiteTransformerSoC
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -90,6 +91,9 @@ class SimSoC(LiteTransformerSoC):
         # Host link + bulk path ----------------------------------------------------------------------
         self.add_host_link(RS232PHYModel(platform.request("hostlink")), timeout_cycles=link_timeout_cycles)
 
+        # Transformer core ---------------------------------------------------------------------------
+        self.add_accelerator(isa.TARGET_PARAMS["sim"])
+
 # Build (cached) -----------------------------------------------------------------------------------
 
 _VERSIONED_PACKAGES = ["litex", "litedram", "migen", "pythondata-cpu-vexriscv",
@@ -98,6 +102,12 @@ _VERSIONED_PACKAGES = ["litex", "litedram", "migen", "pythondata-cpu-vexriscv",
 
 # Project sources the simulator binary is made from (board files are not among them).
 _HASHED_SOURCES = ["spec", "gateware", "soc/core.py", "soc/sim.py", "soc/sim_modules", "soc/sim_core"]
+
+
+def write_isa_header(generated_dir):
+    """spec.isa as C, beside LiteX's csr.h/soc.h, for firmware."""
+    with open(os.path.join(generated_dir, "litetransformer_isa.h"), "w") as f:
+        f.write(isa.c_header())
 
 
 def _tool_version(cmd):
@@ -200,6 +210,7 @@ def build(params=None, progress=None, force=False):
                               csr_csv=os.path.join(workdir, "csr.csv"),
                               csr_json=os.path.join(workdir, "csr.json"))
             builder.build(sim_config=sim_config, run=False, extra_mods=["ltlink"], extra_mods_path=mods_dir)
+            write_isa_header(builder.generated_dir)
         progress(f"[sim] verilating and compiling ({time.monotonic() - t0:.0f} s so far)")
         gw = os.path.join(workdir, "gateware")
         with open(os.path.join(gw, "build_sim.sh")) as f:

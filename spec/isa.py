@@ -49,6 +49,8 @@ OPCODES = {
     "LOAD":    0x19,   # act[dst:+n] = DRAM[addr + slot*m*16:] as int32 (saturated)
 }
 OPNAMES = {v: k for k, v in OPCODES.items()}
+# Cycle counter classes: one per opcode, plus fetching and decoding (CSR class_sel order).
+CLASSES = list(OPCODES) + ["FETCH"]
 
 # Flags.
 FLAG_LAYER = 1 << 0   # addr += layer * reg[WSTRIDE] (KVWRITE, ATTN: layer * reg[KVSTRIDE])
