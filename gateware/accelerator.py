@@ -160,7 +160,7 @@ class Accelerator(LiteXModule):
         layer, loop_n  = Signal(16), Signal(16)
         in_loop, jump  = Signal(), Signal()
         pc_addr = Signal(32)
-        self.comb += pc_addr.eq((self.prog.storage & ~0xf) + (pc << 4))
+        self.comb += pc_addr.eq(Cat(C(0, 4), self.prog.storage[4:]) + (pc << 4))
         err_code = Signal(8)
         busy, done = Signal(), Signal()
         self.comb += [
@@ -369,7 +369,7 @@ class Accelerator(LiteXModule):
         st, emb = round_shift(q16, fshift_s, 64)
         self.comb += st
         fsm.act("EMB_EL",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(emb, 32)), act_we.eq(1),
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb, 32)), act_we.eq(1),
             NextValue(i, i + 1), NextValue(j, j + 1),
             If(i == n - 1,
                 next_slot("EMBED")
@@ -425,13 +425,13 @@ class Accelerator(LiteXModule):
         s1 = _signed(self, 15 - re_, 8)
         st, xn_r = round_shift(p1, s1, 72)
         self.comb += st
-        fsm.act("RMS_S1", NextValue(xn, saturate(xn_r, 32)), NextState("RMS_M2"))
+        fsm.act("RMS_S1", NextValue(xn, saturate(self, xn_r, 32)), NextState("RMS_M2"))
         p2 = Signal((64, True))
         fsm.act("RMS_M2", NextValue(p2, xn * q16), NextState("RMS_S2"))
         st, out_r = round_shift(p2, _signed(self, gshift, 8), 72)
         self.comb += st
         fsm.act("RMS_S2",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(out_r, 32)), act_we.eq(1),
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(1),
             NextValue(i, i + 1), NextValue(j, j + 1),
             If(i == n - 1,
                 next_slot("RMSNORM")
@@ -445,7 +445,8 @@ class Accelerator(LiteXModule):
         # MATVEC -----------------------------------------------------------------------------------
         cp = Signal(17)
         cpb = Signal(13)                  # beats per row
-        self.comb += [cp.eq((m + 15) & ~15), cpb.eq(cp >> 4)]
+        m15 = _unsigned(self, m + 15, 17)
+        self.comb += [cp.eq(Cat(C(0, 4), m15[4:])), cpb.eq(cp >> 4)]
         amax = [Signal(32) for _ in range(B)]
         ex = [Signal(5) for _ in range(B)]
         xwords = [Signal(16 * isa.LANES) for _ in range(B)]
@@ -473,7 +474,7 @@ class Accelerator(LiteXModule):
             xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
             st, xr = round_shift(xval, _signed(self, ex[s], 7), 40)
             self.comb += st
-            xm = _signed(self, saturate(xr, N.QIN_BITS), 16)
+            xm = _signed(self, saturate(self, xr, N.QIN_BITS), 16)
             self.comb += xin_wdat[s].eq(xwords[s])
             for l in range(isa.LANES):
                 self.comb += If(i1[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
@@ -601,10 +602,10 @@ class Accelerator(LiteXModule):
                 pp.eq(g0 * s2_m0 + g1 * s2_m1),
                 If(s3_valid, acc.eq(Mux(s3_first, 0, acc) + pp)),
                 If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
-                s5_y.eq(saturate(yr, 32)),
+                s5_y.eq(saturate(self, yr, 32)),
             ]
             residual = _signed(self, act_rdat[s] + s5_y, 34)
-            self.comb += mv_out[s].eq(Mux(accumulate, saturate(residual, 32), s5_y))
+            self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, residual, 32), s5_y))
 
         # ROPE -------------------------------------------------------------------------------------
         cs_depth = max(params.max_head // 8, 2)
@@ -651,11 +652,11 @@ class Accelerator(LiteXModule):
         st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
         self.comb += st
         fsm.act("RP_W0",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(ra_r, 32)), act_we.eq(1),
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, ra_r, 32)), act_we.eq(1),
             NextState("RP_W1")
         )
         fsm.act("RP_W1",
-            act_wadr.eq(dst + i + 1), act_wdat.eq(saturate(rb_r, 32)), act_we.eq(1),
+            act_wadr.eq(dst + i + 1), act_wdat.eq(saturate(self, rb_r, 32)), act_we.eq(1),
             NextValue(i, i + 2),
             NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)),
             If(i + 2 == n,
@@ -668,7 +669,7 @@ class Accelerator(LiteXModule):
         # KVWRITE ----------------------------------------------------------------------------------
         st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
         self.comb += st
-        kv16 = _signed(self, saturate(kvr, 16), 16)
+        kv16 = _signed(self, saturate(self, kvr, 16), 16)
         packed16 = Signal(128)
         self.comb += packed16.eq(word)
         for l in range(8):
@@ -769,7 +770,7 @@ class Accelerator(LiteXModule):
         qs = [_signed(self, v, 16) for v in _lanes(q_rp.dat_r, 16, 8)]
         st, sc_r = round_shift(dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         self.comb += st
-        sc = _signed(self, saturate(sc_r, 32), 32)
+        sc = _signed(self, saturate(self, sc_r, 32), 32)
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             ka2.eq(ka1), kf2.eq(kf1), kl2.eq(kl1), kt2.eq(kt1),
@@ -851,7 +852,7 @@ class Accelerator(LiteXModule):
         st, wo_r = round_shift(_signed(self, Array(wacc)[j], 48), N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
         self.comb += st
         fsm.act("AT_OUT",
-            act_wadr.eq(ii), act_wdat.eq(saturate(wo_r, 32)), act_we.eq(1),
+            act_wadr.eq(ii), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(1),
             NextValue(j, j + 1), NextValue(ii, ii + 1),
             If(j == m - 1,
                 NextValue(h, h + 1),
@@ -899,7 +900,7 @@ class Accelerator(LiteXModule):
         fsm.act("SI_R1", NextValue(sv, sv_r), NextState("SI_M2"))
         fsm.act("SI_M2", NextValue(pb, sv * sbv), NextState("SI_W"))
         fsm.act("SI_W",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(so_r, 32)), act_we.eq(1),
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, so_r, 32)), act_we.eq(1),
             NextValue(i, i + 1),
             If(i == n - 1, next_slot("SILU")).Else(NextState("SI_RA"))
         )
@@ -928,7 +929,7 @@ class Accelerator(LiteXModule):
         fsm.act("LD_BEAT", *beat_in("LD_EL"))
         l32 = _signed(self, Array(_lanes(beat, 32, 4))[j[0:2]], 32)
         fsm.act("LD_EL",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(l32, 32)), act_we.eq(1),
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, l32, 32)), act_we.eq(1),
             NextValue(i, i + 1), NextValue(j, j + 1),
             If(i == n - 1,
                 next_slot("LOAD")

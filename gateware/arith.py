@@ -42,10 +42,15 @@ def round_shift(x, s, width):
     return stmts, res
 
 
-def saturate(x, bits):
-    """spec.numerics.saturate: clip to +-(2**(bits-1) - 1)."""
+def saturate(m, x, bits):
+    """spec.numerics.saturate: clip to +-(2**(bits-1) - 1). The bounds are signals because
+    LiteX's Verilog printer writes negative constants unsigned (``-32'd…``), which would turn the
+    comparison unsigned."""
     lim = (1 << (bits - 1)) - 1
-    return Mux(x > lim, lim, Mux(x < -lim, -lim, x))
+    hi, lo = Signal((bits + 1, True)), Signal((bits + 1, True))
+    m.comb += [hi.eq(lim), lo.eq(-lim)]
+    return Mux(x > hi, hi, Mux(x < lo, lo, x))
+
 
 # Sequential divider -------------------------------------------------------------------------------
 

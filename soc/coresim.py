@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 
 from migen import *
-from migen.fhdl.verilog import convert
+from litex.gen.fhdl.verilog import convert      # LiteX's printer, as in the SoC builds
 
 from litedram.common import LiteDRAMNativePort
 
@@ -37,7 +37,8 @@ class CoreTop(Module):
             if hasattr(csr, "fields") and csr.__class__.__name__ == "CSRStatus":
                 csr.finalize(32, "big")
                 self.submodules += csr
-        self.ios = set()
+        self.clock_domains.cd_sys = ClockDomain()
+        self.ios = {self.cd_sys.clk, self.cd_sys.rst}
 
         def io(name, width, drive=None, driven_by=None):
             s = Signal(width, name=name)

@@ -16,7 +16,7 @@ class _RoundShiftDUT(Module):
         self.y = Signal((32, True))
         st, r = round_shift(self.x, self.s, 72)
         self.comb += st
-        self.comb += self.y.eq(saturate(r, 32))
+        self.comb += self.y.eq(saturate(self, r, 32))
 
 
 def test_round_shift_and_saturate_match_numerics():
