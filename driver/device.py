@@ -15,7 +15,8 @@ import zlib
 
 import spec
 from driver.csr import CSRMap
-from driver.errors import (ChecksumMismatch, DeviceError, LinkError, SimulatorDied, SpecMismatch)
+from driver.errors import (AcceleratorError, ChecksumMismatch, DeviceError, LinkError, SimulatorDied,
+                           SpecMismatch)
 from driver.link import Link
 
 # Bits of the blocks' status registers, from the spec.
