@@ -27,6 +27,7 @@ CHECKSUM_DONE   = 1 << spec.CHECKSUM_STATUS_DONE
 CHECKSUM_WINDOW = 1 << spec.CHECKSUM_STATUS_WINDOW
 
 UPLOAD_CHUNK = 64 * 1024          # bytes handed to the link per write (progress granularity)
+READ_CHUNK = 16 * 1024            # bytes per read_dram exchange
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -397,7 +398,9 @@ class Device:
             raise ValueError("read_dram: offset and length must be multiples of 4")
         self._check_range(offset - offset % max(self.port_bytes, 4), length, "read_dram")
         origin, _ = self.csr.region("dram_window")
-        return self._on_link("read_bytes", origin + offset, length)
+        # In chunks, so the per-reply timeout bounds a stall, not the size of the read.
+        return b"".join(self._on_link("read_bytes", origin + offset + at, min(READ_CHUNK, length - at))
+                        for at in range(0, length, READ_CHUNK))
 
     def write_dram(self, offset, data):
         """Write a few bytes through the host window (slow path: for patches and tests)."""

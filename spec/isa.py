@@ -107,7 +107,7 @@ def params_dict(p):
 # The configuration of each target, declared once: the simulated SoC is at least as large as
 # every board's (its DRAM and cycle budget are not the limit; the ULX3S's LUTs and DSPs are).
 TARGET_PARAMS = {
-    "sim":   Params(slots=8, act_depth=4096, max_cols=1024, max_seq=1024, max_head=128),
+    "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128),
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64),
 }
 
