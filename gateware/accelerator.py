@@ -12,7 +12,7 @@ anything moves.
 """
 
 from functools import reduce
-from operator import and_
+from operator import and_, or_
 
 from migen import *
 
@@ -126,26 +126,30 @@ class Accelerator(LiteXModule):
 
         # Activation scratchpads, one per slot ----------------------------------------------------
         act_radr  = Signal(max=D)
+        act_radr2 = Signal(max=D)         # second read port (SILU reads both operands at once)
         act_wadr  = Signal(max=D)
         act_wdat  = Signal((32, True))
         act_we    = Signal()              # current slot
         act_we_all = Signal()             # every active slot (MATVEC rows)
         mv_out    = [Signal((32, True)) for _ in range(B)]
-        act_rdat  = []
+        act_rdat, act_rdat2 = [], []
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
         for s in range(B):
             mem = Memory(32, D)
-            rp, wp = mem.get_port(), mem.get_port(write_capable=True)
-            self.specials += mem, rp, wp
+            rp, rp2, wp = mem.get_port(), mem.get_port(), mem.get_port(write_capable=True)
+            self.specials += mem, rp, rp2, wp
             act_rdat.append(_signed(self, rp.dat_r, 32))
+            act_rdat2.append(_signed(self, rp2.dat_r, 32))
             self.comb += [
                 rp.adr.eq(act_radr),
+                rp2.adr.eq(act_radr2),
                 wp.adr.eq(act_wadr),
                 If(act_we_all, wp.dat_w.eq(mv_out[s]), wp.we.eq(s < nslots)
                 ).Else(wp.dat_w.eq(act_wdat), wp.we.eq(act_we & (slot == s))),
             ]
         ard = _signed(self, Array(act_rdat)[slot], 32)
+        ard2 = _signed(self, Array(act_rdat2)[slot], 32)
 
         # Instruction and architectural state ------------------------------------------------------
         op, flags = Signal(8), Signal(8)
@@ -418,28 +422,42 @@ class Accelerator(LiteXModule):
                 *burst(waddr, f16bytes, "RMS_HDR")
             )
         )
-        fsm.act("RMS_HDR", *beat_in("RMS_BEAT"), If(rd.valid, NextValue(gshift, rd.data[0:6])))
-        fsm.act("RMS_BEAT", *beat_in("RMS_RD"))
-        fsm.act("RMS_RD", act_radr.eq(src + i), NextState("RMS_M1"))
-        fsm.act("RMS_M1", NextValue(p1, ard * ry), NextState("RMS_S1"))
+        bvalid = Signal()                 # a gain beat is held in ``beat``
+        # Pass 2, one element per cycle (plus one per gain beat): x*y (S1), round by 15-e (S2),
+        # times the gain (S3), round by the gain shift, saturate, write (S4).
+        fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
+            If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
+        rv = [Signal(name=f"rms_v{k}") for k in range(5)]
+        ri = [Signal(16, name=f"rms_i{k}") for k in range(5)]
+        g1, g2, g3 = (Signal((16, True)) for _ in range(3))
+        p2 = Signal((64, True))
         s1 = _signed(self, 15 - re_, 8)
         st, xn_r = round_shift(p1, s1, 72)
         self.comb += st
-        fsm.act("RMS_S1", NextValue(xn, saturate(self, xn_r, 32)), NextState("RMS_M2"))
-        p2 = Signal((64, True))
-        fsm.act("RMS_M2", NextValue(p2, xn * q16), NextState("RMS_S2"))
         st, out_r = round_shift(p2, _signed(self, gshift, 8), 72)
         self.comb += st
-        fsm.act("RMS_S2",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(1),
-            NextValue(i, i + 1), NextValue(j, j + 1),
-            If(i == n - 1,
-                next_slot("RMSNORM")
-            ).Elif(j == 7,
-                NextState("RMS_BEAT")
-            ).Else(
-                NextState("RMS_RD")
-            )
+        issue = Signal()
+        self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
+        rms_run = fsm.ongoing("RMS_RUN")
+        self.sync += [
+            rv[1].eq(issue), ri[1].eq(i), g1.eq(q16),
+            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 5)],
+            [ri[k].eq(ri[k - 1]) for k in range(2, 5)],
+            p1.eq(ard * ry), g2.eq(g1),
+            xn.eq(saturate(self, xn_r, 32)), g3.eq(g2),
+            p2.eq(xn * g3),
+        ]
+        fsm.act("RMS_RUN",
+            act_radr.eq(src + i),
+            If(issue,
+                NextValue(i, i + 1), NextValue(j, j + 1),
+                If((j == 7) | (i == n - 1), NextValue(bvalid, 0))
+            ).Elif(~bvalid & (i < n),
+                rd.ready.eq(1), rd_wait.eq(1),
+                If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
+            ),
+            act_wadr.eq(dst + ri[4]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[4]),
+            If((i == n) & ~reduce(or_, rv[1:]), next_slot("RMSNORM"))
         )
 
         # MATVEC -----------------------------------------------------------------------------------
@@ -485,9 +503,11 @@ class Accelerator(LiteXModule):
                 If(fsm.ongoing("MV_XIN") & v1, xwords[s].eq(xin_wdat[s])),
             ]
         self.comb += [xin_wadr.eq(i1 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v1 & (i1[0:4] == 15))]
+        # The weight stream is requested first: DRAM fills the read FIFO during the two passes
+        # over the input.
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0),
-            NextState("MV_AMAX")
+            *burst(waddr, self._matrix_bytes(n, cp, cpb), "MV_AMAX")
         )
         fsm.act("MV_AMAX",
             act_radr.eq(src + i),
@@ -503,8 +523,7 @@ class Accelerator(LiteXModule):
             act_radr.eq(src + i),
             If(i < cp, NextValue(i, i + 1)),
             NextValue(v1, i < cp), NextValue(i1, i),
-            If((i == cp) & ~v1,
-                *burst(waddr, self._matrix_bytes(n, cp, cpb), "MV_INIT"))
+            If((i == cp) & ~v1, NextState("MV_INIT"))
         )
         # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
         # 8 weight beats (spec.isa.pack_matrix).
@@ -764,7 +783,7 @@ class Accelerator(LiteXModule):
             If(a_acc,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
-            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), NextState("AT_SM_RD"))
+            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), NextState("AT_SM_RUN"))
         )
         keys = [_signed(self, v, 16) for v in _lanes(kbeat, 16, 8)]
         qs = [_signed(self, v, 16) for v in _lanes(q_rp.dat_r, 16, 8)]
@@ -792,16 +811,25 @@ class Accelerator(LiteXModule):
         self.comb += dd.eq(smax - _signed(self, sb_rp.dat_r, 32))
         st, u_r = round_shift(_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
         self.comb += st
+        # One score per cycle: read (S0), scale the distance to the max (S1), table (S2), shift,
+        # accumulate the sum and write back (S3).
+        u3 = Signal(40)
         ev = Signal(17)
         self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
-                      ev.eq(exp_rp.dat_r >> Mux(u[N.ACT_FRAC:] > 31, 31, u[N.ACT_FRAC:]))]
+                      ev.eq(exp_rp.dat_r >> Mux(u3[N.ACT_FRAC:] > 31, 31, u3[N.ACT_FRAC:]))]
         recip = Signal(64)
-        fsm.act("AT_SM_RD", NextState("AT_SM_U"))
-        fsm.act("AT_SM_U", NextValue(u, u_r), NextState("AT_SM_T"))
-        fsm.act("AT_SM_T", NextState("AT_SM_E"))
-        fsm.act("AT_SM_E",
-            NextValue(dsum, dsum + ev), NextValue(t, t + 1),
-            If(t == cur_pos, NextState("AT_DIV")).Else(NextState("AT_SM_RD"))
+        smv1, smv2, smv3 = Signal(), Signal(), Signal()
+        smt1, smt2, smt3 = Signal(32), Signal(32), Signal(32)
+        sm_run = fsm.ongoing("AT_SM_RUN")
+        self.sync += [
+            smv1.eq(sm_run & (t <= cur_pos)), smt1.eq(t),
+            smv2.eq(smv1 & sm_run), smt2.eq(smt1), u.eq(u_r),
+            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u3.eq(u),
+            If(smv3 & sm_run, dsum.eq(dsum + ev)),
+        ]
+        fsm.act("AT_SM_RUN",
+            If(t <= cur_pos, NextValue(t, t + 1)),
+            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3, NextState("AT_DIV"))
         )
         fsm.act("AT_DIV",
             div.start.eq(1), div.dividend.eq(1 << 46), div.divisor.eq(dsum),
@@ -827,9 +855,9 @@ class Accelerator(LiteXModule):
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
         self.comb += sb_rp.adr.eq(t)
-        self.comb += [sb_wp.adr.eq(Mux(fsm.ongoing("AT_SM_E"), t, kt4)),
-                      sb_wp.dat_w.eq(Mux(fsm.ongoing("AT_SM_E"), ev, sc)),
-                      sb_wp.we.eq(fsm.ongoing("AT_SM_E") | ka4)]
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt3, kt4)),
+                      sb_wp.dat_w.eq(Mux(sm_run, ev, sc)),
+                      sb_wp.we.eq((sm_run & smv3) | ka4)]
         fsm.act("AT_V",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
             If(a_v,
@@ -869,7 +897,7 @@ class Accelerator(LiteXModule):
         sig_rom = Memory(16, len(N.SIGMOID_TABLE), init=[int(v) for v in N.SIGMOID_TABLE])
         sig_p0, sig_p1 = sig_rom.get_port(), sig_rom.get_port()
         self.specials += sig_rom, sig_p0, sig_p1
-        sa, sbv = Signal((32, True)), Signal((32, True))
+        sa = Signal((32, True))
         spos = Signal(33)
         step_bits = N.ACT_FRAC + (2 * N.SIGMOID_RANGE).bit_length() - 1 - N.SIGMOID_TABLE_BITS
         top = (2 * N.SIGMOID_RANGE << N.ACT_FRAC) - 1
@@ -887,22 +915,33 @@ class Accelerator(LiteXModule):
         self.comb += st
         st, so_r = round_shift(pb, N.ACT_FRAC, 80)
         self.comb += st
-        fsm.act("SILU", NextValue(i, 0), NextState("SI_RA"))
-        fsm.act("SI_RA", act_radr.eq(src + i), NextState("SI_RB"))
-        fsm.act("SI_RB", act_radr.eq(src2 + i), NextValue(sa, ard), NextState("SI_TAB"))
-        fsm.act("SI_TAB", NextValue(sbv, ard), NextValue(sfrac, spos[0:step_bits]), NextState("SI_INT"))
-        fsm.act("SI_INT",
-            NextValue(sg, _signed(self, sig_p0.dat_r, 17)
+        # One element per cycle: read a and b (S0), look up the sigmoid interval (S2), interpolate
+        # (S3), a*sigmoid (S4), round (S5), times b (S6), round, saturate and write (S7).
+        sv_ = [Signal(name=f"silu_v{k}") for k in range(8)]
+        si_ = [Signal(16, name=f"silu_i{k}") for k in range(8)]
+        sb1, sb2, sb3, sb4, sb5 = (Signal((32, True)) for _ in range(5))
+        sa3, sa4 = Signal((32, True)), Signal((32, True))
+        run = fsm.ongoing("SI_RUN")
+        self.sync += [
+            sv_[1].eq(run & (i < n)), si_[1].eq(i),
+            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 8)],
+            [si_[k].eq(si_[k - 1]) for k in range(2, 8)],
+            sa.eq(ard), sb1.eq(ard2),
+            sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
+            sg.eq(_signed(self, sig_p0.dat_r, 17)
                 + (_signed(self, _signed(self, sig_p1.dat_r - sig_p0.dat_r, 18) * sfrac, 30) >> step_bits)),
-            NextState("SI_M1")
-        )
-        fsm.act("SI_M1", NextValue(pa, sa * sg), NextState("SI_R1"))
-        fsm.act("SI_R1", NextValue(sv, sv_r), NextState("SI_M2"))
-        fsm.act("SI_M2", NextValue(pb, sv * sbv), NextState("SI_W"))
-        fsm.act("SI_W",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, so_r, 32)), act_we.eq(1),
-            NextValue(i, i + 1),
-            If(i == n - 1, next_slot("SILU")).Else(NextState("SI_RA"))
+            sb3.eq(sb2), sa4.eq(sa3),
+            pa.eq(sa4 * sg), sb4.eq(sb3),
+            sv.eq(sv_r), sb5.eq(sb4),
+            pb.eq(sv * sb5),
+        ]
+        busy_pipe = reduce(or_, sv_[1:])
+        fsm.act("SILU", NextValue(i, 0), NextState("SI_RUN"))
+        fsm.act("SI_RUN",
+            act_radr.eq(src + i), act_radr2.eq(src2 + i),
+            If(i < n, NextValue(i, i + 1)),
+            act_wadr.eq(dst + si_[7]), act_wdat.eq(saturate(self, so_r, 32)), act_we.eq(sv_[7]),
+            If((i == n) & ~busy_pipe, next_slot("SILU"))
         )
 
         # STORE / LOAD / ARGMAX --------------------------------------------------------------------
@@ -939,16 +978,13 @@ class Accelerator(LiteXModule):
         )
         best = Signal((32, True))
         best_i = Signal(32)
-        fsm.act("ARGMAX", NextValue(i, 0), NextState("AM_RD"))
-        fsm.act("AM_RD", act_radr.eq(src + i), NextState("AM_CMP"))
-        fsm.act("AM_CMP",
-            If((i == 0) | (ard > best), NextValue(best, ard), NextValue(best_i, i)),
-            NextValue(i, i + 1),
-            If(i == n - 1,
-                *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True)
-            ).Else(
-                NextState("AM_RD")
-            )
+        fsm.act("ARGMAX", NextValue(i, 0), NextValue(v1, 0), NextState("AM_RUN"))
+        fsm.act("AM_RUN",
+            act_radr.eq(src + i),
+            If(i < n, NextValue(i, i + 1)),
+            NextValue(v1, i < n), NextValue(i1, i),
+            If(v1 & ((i1 == 0) | (ard > best)), NextValue(best, ard), NextValue(best_i, i1)),
+            If((i == n) & ~v1, *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True))
         )
         fsm.act("AM_WR",
             wr.valid.eq(1), wr.data.eq(Cat(best_i, best)),
