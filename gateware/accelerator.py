@@ -948,21 +948,30 @@ class Accelerator(LiteXModule):
         packed32 = Signal(128)
         self.comb += packed32.eq(word)
         for l in range(4):
-            self.comb += If(i[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
+            self.comb += If(i1[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
         slot_off = Signal(ADDR_W)
         self.comb += slot_off.eq(slot * (m << 4))
-        fsm.act("STORE", NextValue(i, 0), NextValue(word, 0), *burst(waddr + slot_off, n << 2, "ST_RD", write=True))
-        fsm.act("ST_RD", act_radr.eq(src + i), NextState("ST_PK"))
-        fsm.act("ST_PK",
-            NextValue(word, packed32), NextValue(i, i + 1),
-            If((i[0:2] == 3) | (i == n - 1), NextState("ST_WR")).Else(NextState("ST_RD"))
-        )
-        fsm.act("ST_WR",
-            wr.valid.eq(1), wr.data.eq(word),
-            If(wr.ready,
-                NextValue(word, 0),
-                If(i == n, next_slot("STORE")).Else(NextState("ST_RD"))
-            )
+        # One element per cycle into a beat; the beat leaves while the next element is read.
+        full = Signal()
+        push = Signal()
+        last_lane = Signal()
+        st_issue = Signal()
+        self.comb += [
+            push.eq(fsm.ongoing("ST_RUN") & full & wr.ready),
+            last_lane.eq(v1 & ((i1[0:2] == 3) | (i1 == n - 1))),
+            st_issue.eq((i < n) & (~full | push) & ~last_lane),
+        ]
+        fsm.act("STORE",
+            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0),
+            *burst(waddr + slot_off, n << 2, "ST_RUN", write=True))
+        fsm.act("ST_RUN",
+            act_radr.eq(src + i),
+            If(st_issue, NextValue(i, i + 1)),
+            NextValue(v1, st_issue), NextValue(i1, i),
+            wr.valid.eq(full), wr.data.eq(word),
+            If(push, NextValue(full, 0), NextValue(word, 0)),
+            If(v1, NextValue(word, packed32), If(last_lane, NextValue(full, 1))),
+            If((i == n) & ~v1 & (~full | push), next_slot("STORE"))
         )
         fsm.act("LOAD", NextValue(i, 0), *burst(waddr + slot_off, n << 2, "LD_BEAT"))
         fsm.act("LD_BEAT", *beat_in("LD_EL"))
