@@ -55,3 +55,16 @@ def test_stalling_ports_do_not_change_results(core):
     assert fast.dram == slow.dram == case.expected_dram
     assert slow.counters["cycles"] > fast.counters["cycles"]
     assert slow.counters["dram_stall"] > fast.counters["dram_stall"]
+
+
+def test_verify_command_json():
+    # `litetransformer verify --json`: the last stdout line is one JSON object with the counts.
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "driver.cli", "verify", "--target", "core", "--programs", "20",
+                          "--seed", "77", "--json", "--quiet"], capture_output=True, text=True, timeout=600,
+                         cwd=__file__.rsplit("/tests/", 1)[0])
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (result["programs"], result["mismatches"], result["seed"]) == (20, 0, 77)
