@@ -5,6 +5,7 @@
     litetransformer selftest --target T --bytes N        upload N random bytes, check the CRC
     litetransformer build --board ulx3s [--load|--flash] bitstream with the open toolchain
     litetransformer verify --programs N --seed S --target T  random programs: hardware vs golden model
+    litetransformer bench --shape S --positions N --target T  decode cycles/token, roofline, MAC use
 
 Targets: sim (start a private simulator), core (verify only: the transformer core alone in Verilator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
 serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv).
@@ -162,6 +163,29 @@ def cmd_verify(args):
     return 0 if result["mismatches"] == 0 else 1
 
 
+def cmd_bench(args):
+    from driver.bench import SHAPES, measure_decode
+    if args.shape not in SHAPES:
+        raise ValueError(f"unknown shape {args.shape!r}; known: {', '.join(SHAPES)}")
+    if args.positions <= 0:
+        raise ValueError("--positions must be positive")
+    with _open(args) as dev:
+        result = measure_decode(dev, args.shape, positions=args.positions, progress=None if args.quiet else _err)
+    steps = result.pop("steps")
+    if not args.quiet:
+        _err(f"{result['shape']} decode, batch 1, {args.positions} positions: {result['cycles_per_token']} cycles/token, "
+             f"roofline efficiency {result['roofline_efficiency']:.3f} (bound {steps[-1]['roofline_bound_cycles']} cycles "
+             f"at 16 B/cycle), MAC busy {result['mac_busy_fraction']:.3f}, DRAM-stalled {result['dram_stall_fraction']:.3f}")
+        _err("cycles per instruction class (last step): " + ", ".join(
+            f"{k} {v}" for k, v in sorted(result["class_cycles_last"].items(), key=lambda kv: -kv[1])))
+    result["runs"] = [{k: s[k] for k in ("pos", "cycles", "roofline_efficiency", "mac_utilisation")} for s in steps]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['cycles_per_token']} cycles/token")
+    return 0
+
+
 # Entry point --------------------------------------------------------------------------------------
 
 def make_parser():
@@ -201,6 +225,14 @@ def make_parser():
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("bench", help="decode cycles/token, roofline efficiency and MAC use from the core's counters")
+    _target_args(p)
+    p.add_argument("--shape", default="stories260K", help="aidreams260K | stories260K | stories15M (random weights)")
+    p.add_argument("--positions", type=int, default=8, help="decode steps from position 0")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -37,3 +37,14 @@ def test_info_json_and_bad_target(sim_build):
     assert info["dram_bytes"] == 256 * 1024 * 1024 and info["clock_hz"] == 100_000_000
     r = _cli("info", "--target", "tcp://nowhere")
     assert r.returncode == 2 and "unknown target" in r.stderr
+
+
+def test_bench_json_reports_counters_and_roofline(sim_build):
+    # `bench --json`: cycles from the core's counters, never below the roofline bound.
+    r = _cli("bench", "--shape", "aidreams260K", "--positions", "2", "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["shape"] == "aidreams260K" and out["phase"] == "decode" and len(out["runs"]) == 2
+    assert 0 < out["roofline_efficiency"] <= 1 and 0 < out["mac_utilisation"] <= 1
+    assert out["cycles_per_token"] > out["weight_bytes"] / 16
+    assert out["class_cycles_last"]["MATVEC"] > 0
