@@ -14,6 +14,7 @@ import urllib.parse
 import zlib
 
 import spec
+from spec import isa
 from driver.csr import CSRMap
 from driver.errors import (AcceleratorError, ChecksumMismatch, DeviceError, LinkError, SimulatorDied,
                            SpecMismatch)
@@ -261,7 +262,6 @@ class Device:
     # Transformer core -----------------------------------------------------------------------------
     def accel_params(self):
         """The core's spec.isa.Params, read from its config registers."""
-        from spec import isa
         if not hasattr(self, "_accel_params"):
             if "accel_config" not in self.csr.registers:
                 raise DeviceError(f"{self.name} has no transformer core (no accel registers in its CSR map)")
@@ -275,7 +275,6 @@ class Device:
         """Run the program at DRAM byte address ``prog`` on ``nslots`` slots of the table at
         ``slots``; wait for it; return the core's counters. A core error raises
         AcceleratorError naming the code and the address; the next run starts clean."""
-        from spec import isa
         self.accel_params()
         self.write_reg("accel_prog", prog)
         self.write_reg("accel_slots", slots)
@@ -304,7 +303,6 @@ class Device:
     def accel_counters(self, per_class=False):
         """Counters of the last run (cycles, MAC-busy, DRAM stalls, bytes, instructions); with
         ``per_class`` also the cycles per instruction class."""
-        from spec import isa
         out = {name: self.read_reg("accel_" + name) for name in
                ("cycles", "mac_busy", "dram_stall", "bytes_read", "bytes_written", "retired")}
         if per_class:

@@ -473,7 +473,6 @@ class Accelerator(LiteXModule):
         xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_we = Signal()
         i1 = Signal(32)
-        lane_last = Signal()
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         exp_ok = []
         for s in range(B):

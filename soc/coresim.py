@@ -20,7 +20,7 @@ from litex.gen.fhdl.verilog import convert      # LiteX's printer, as in the SoC
 from litedram.common import LiteDRAMNativePort
 
 from spec import isa
-from soc.sim import cache_root, _HASHED_SOURCES, PROJECT_DIR, _tool_version
+from soc.sim import cache_root, hash_inputs, _HASHED_SOURCES
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "coresim", "harness.cpp")
 
@@ -79,15 +79,7 @@ class CoreTop(Module):
 def input_hash(params, dram_size):
     h = hashlib.sha256()
     h.update(repr((isa.params_dict(params), dram_size)).encode())
-    h.update(_tool_version(["verilator", "--version"]).encode())
-    for rel in _HASHED_SOURCES + ["soc/coresim.py", "soc/coresim"]:
-        path = os.path.join(PROJECT_DIR, rel)
-        files = [path] if os.path.isfile(path) else sorted(
-            os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if not f.endswith(".pyc"))
-        for f in files:
-            h.update(os.path.relpath(f, PROJECT_DIR).encode())
-            with open(f, "rb") as fh:
-                h.update(fh.read())
+    hash_inputs(h, _HASHED_SOURCES + ["soc/coresim.py", "soc/coresim"])
     return h.hexdigest()[:16]
 
 

@@ -117,12 +117,9 @@ def _tool_version(cmd):
         return "missing"
 
 
-def input_hash(params=None):
-    """Hash of everything the simulator binary depends on: parameters, project sources that
-    reach the gateware or the sim build, package and tool versions."""
-    params = dict(SIM_PARAMS if params is None else params)
-    h = hashlib.sha256()
-    h.update(json.dumps(params, sort_keys=True).encode())
+def hash_inputs(h, sources):
+    """Feed ``h`` the package and tool versions a Verilator build depends on and the project
+    ``sources`` (files or folders under the project)."""
     for pkg in _VERSIONED_PACKAGES:
         try:
             h.update(f"{pkg}={importlib.metadata.version(pkg)}".encode())
@@ -130,7 +127,7 @@ def input_hash(params=None):
             h.update(f"{pkg}=none".encode())
     h.update(_tool_version(["verilator", "--version"]).encode())
     h.update(_tool_version(["riscv64-unknown-elf-gcc", "--version"]).encode())
-    for sub in _HASHED_SOURCES:
+    for sub in sources:
         root = os.path.join(PROJECT_DIR, sub)
         paths = [root] if os.path.isfile(root) else sorted(
             os.path.join(d, f) for d, _, fs in os.walk(root) if "__pycache__" not in d for f in fs)
@@ -139,6 +136,15 @@ def input_hash(params=None):
                 h.update(os.path.relpath(path, PROJECT_DIR).encode())
                 with open(path, "rb") as f:
                     h.update(f.read())
+
+
+def input_hash(params=None):
+    """Hash of everything the simulator binary depends on: parameters, project sources that
+    reach the gateware or the sim build, package and tool versions."""
+    params = dict(SIM_PARAMS if params is None else params)
+    h = hashlib.sha256()
+    h.update(json.dumps(params, sort_keys=True).encode())
+    hash_inputs(h, _HASHED_SOURCES)
     return h.hexdigest()[:16]
 
 

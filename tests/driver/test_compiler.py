@@ -1,10 +1,12 @@
 """The compiled program on the golden model against IntTransformer, bit for bit."""
 
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 
+from driver.bench import SHAPES as BENCH_SHAPES
 from driver.compiler import GoldenRunner, compile_model
 from driver.golden import CoreError
 from driver.intforward import IntTransformer, QuantizedModel
@@ -13,12 +15,10 @@ from spec import isa
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
 
-# The shapes of ../shared/models with a short context (the KV cache and RoPE table scale with it).
-AIDREAMS = Config(dim=64, hidden_dim=172, n_layers=4, n_heads=4, n_kv_heads=4, vocab_size=512, seq_len=32,
-                  shared_classifier=True)
-STORIES_GQA = Config(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, seq_len=32,
-                     shared_classifier=False)
-SHAPES = {"aidreams260K": AIDREAMS, "stories260K-gqa": STORIES_GQA}
+# The shapes of ../shared/models (driver.bench.SHAPES) with a short context (the KV cache and
+# RoPE table scale with it).
+SHAPES = {name: dataclasses.replace(BENCH_SHAPES[bench], seq_len=32)
+          for name, bench in (("aidreams260K", "aidreams260K"), ("stories260K-gqa", "stories260K"))}
 
 _qmodels = {}
 

@@ -8,7 +8,6 @@ import pytest
 from migen import run_simulation
 
 from litedram.common import LiteDRAMNativePort
-from litex.soc.interconnect.wishbone import Interface
 
 import spec
 from gateware.hostdma import HostDMAWriter

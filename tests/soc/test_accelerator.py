@@ -2,26 +2,25 @@
 against the golden model (tier b), and whole forward passes of random-weight models shaped like
 ../shared/models, bit-exact in logits and argmax (tier c)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from driver.bench import SHAPES as BENCH_SHAPES
 from driver.compiler import GoldenRunner, compile_model
 from driver.errors import AcceleratorError
 from driver.intforward import QuantizedModel
-from driver.model import Config, random_model
+from driver.model import random_model
 from driver.runtime import DeviceRunner
 from driver.verify import verify_device
 from spec import isa
 
 pytestmark = pytest.mark.sim
 
-# The real checkpoints' shapes (../shared/models) with a 32-position context.
-SHAPES = {
-    "aidreams260K": Config(dim=64, hidden_dim=172, n_layers=4, n_heads=4, n_kv_heads=4, vocab_size=512,
-                           seq_len=32, shared_classifier=True),
-    "stories260K-gqa": Config(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512,
-                              seq_len=32, shared_classifier=False),
-}
+# The real checkpoints' shapes (driver.bench.SHAPES) with a 32-position context.
+SHAPES = {name: dataclasses.replace(BENCH_SHAPES[bench], seq_len=32)
+          for name, bench in (("aidreams260K", "aidreams260K"), ("stories260K-gqa", "stories260K"))}
 
 
 def test_core_is_present_with_the_declared_params(device):

@@ -12,7 +12,7 @@ import pytest
 import spec
 from driver import device as device_mod
 from driver.device import Device
-from driver.errors import (ChecksumMismatch, DeviceError, LinkError, LinkTimeout, SimulatorDied,
+from driver.errors import (ChecksumMismatch, DeviceError, LinkError, SimulatorDied,
                            SpecMismatch)
 from tests.soc.tcp_proxy import FaultyProxy
 
