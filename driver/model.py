@@ -110,6 +110,20 @@ def load_legacy(path):
     return Model(config, weights)
 
 
+def save_legacy(model, path):
+    """Write ``model`` as a legacy llama2.c fp32 checkpoint (negative vocab_size when the
+    classifier is not shared)."""
+    c = model.config
+    vocab = c.vocab_size if c.shared_classifier else -c.vocab_size
+    with open(path, "wb") as f:
+        f.write(struct.pack("<7i", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, vocab, c.seq_len))
+        for name, shape in _layout(c):
+            w = np.asarray(model.weights[name], dtype="<f4")
+            if w.shape != shape:
+                raise ValueError(f"save: tensor {name} has shape {w.shape}, the config needs {shape}")
+            f.write(w.tobytes())
+
+
 def random_model(config, seed=0, scale=None):
     """A random-weight model of ``config`` (for shapes nobody has to download)."""
     rng = np.random.default_rng(seed)
