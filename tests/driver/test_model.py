@@ -2,11 +2,12 @@
 
 import os
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from driver.model import Config, ModelFormatError, load_legacy, random_model
+from driver.model import Config, ModelFormatError, _layout, load, load_legacy, random_model, save
 from driver.reference import FloatTransformer, rmsnorm, softmax
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
@@ -16,10 +17,10 @@ TINY = Config(dim=16, hidden_dim=24, n_layers=2, n_heads=4, n_kv_heads=2, vocab_
 
 
 def _write(path, model):
+    """A legacy checkpoint, written here from the format's description (not by driver.model)."""
     c = model.config
     header = struct.pack("<7i", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
                          c.vocab_size if c.shared_classifier else -c.vocab_size, c.seq_len)
-    from driver.model import _layout
     body = b"".join(model.weights[name].astype("<f4").tobytes() for name, _ in _layout(c))
     path.write_bytes(header + body)
 
@@ -37,7 +38,7 @@ def test_round_trip(tmp_path):
 @pytest.mark.parametrize("damage,match", [
     (lambda b: b[:20], "shorter than the 28-byte"),
     (lambda b: b[:-4], "truncated"),
-    (lambda b: b + b"\0" * 8, "more than the header"),
+    (lambda b: b + b"\0" * 8, "8 trailing bytes"),
     (lambda b: struct.pack("<i", 15) + b[4:], "multiple of n_heads"),
     (lambda b: b[:8] + struct.pack("<i", 0) + b[12:], "n_layers = 0"),
 ])
@@ -48,6 +49,191 @@ def test_bad_files(tmp_path, damage, match):
     bad.write_bytes(damage((tmp_path / "m.bin").read_bytes()))
     with pytest.raises(ModelFormatError, match=match):
         load_legacy(str(bad))
+
+
+# Versions 1 and 2 ("ak42"), written here from llama2.c's export.py layout, not by driver.model.
+MAGIC = struct.pack("<I", 0x616B3432)
+V1_ORDER = ["rms_att", "rms_ffn", "rms_final", "token_embedding", "wq", "wk", "wv", "wo", "w1", "w2", "w3"]
+
+
+def _header(c, version, *extra):
+    h = MAGIC + struct.pack("<i7iB", version, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
+                            c.vocab_size, c.seq_len, c.shared_classifier)
+    h += b"".join(struct.pack("<i", e) for e in extra)
+    return h + b"\0" * (256 - len(h))
+
+
+def _v1_bytes(model):
+    c = model.config
+    names = V1_ORDER + ([] if c.shared_classifier else ["wcls"])
+    return _header(c, 1) + b"".join(model.weights[n].astype("<f4").tobytes() for n in names)
+
+
+def _matrices(w):
+    """Version 2 quantises each layer's matrix on its own: (matrices, values each)."""
+    return w.reshape(-1, w.shape[-2] * w.shape[-1])
+
+
+def _v2_bytes(config, quantized, norms, gs):
+    """``quantized``: name -> (int8 q, fp32 scales), one row per matrix."""
+    out = _header(config, 2, gs) + b"".join(norms[n].astype("<f4").tobytes() for n in V1_ORDER[:3])
+    for name in V1_ORDER[3:] + ([] if config.shared_classifier else ["wcls"]):
+        q, s = quantized[name]
+        out += b"".join(qm.astype("i1").tobytes() + sm.astype("<f4").tobytes() for qm, sm in zip(q, s))
+    return out
+
+
+def _v2_size(c, gs):
+    L, d, h, kv, v = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size
+    values = v * d + L * (2 * d * d + 2 * kv * d + 3 * h * d) + (0 if c.shared_classifier else v * d)
+    return 256 + 4 * (2 * L * d + d) + values + 4 * values // gs
+
+
+def _assert_same(back, model, skip=("freq_cis_real", "freq_cis_imag")):
+    assert back.config == model.config
+    for name, w in model.weights.items():
+        if name not in skip:
+            assert np.array_equal(back.weights[name], w), name
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_legacy_save_load(tmp_path, shared):
+    # save(version=0) writes what the format describes, and load reads it back bit for bit.
+    m = random_model(replace(TINY, shared_classifier=shared), seed=4)
+    _write(tmp_path / "ref.bin", m)
+    save(m, tmp_path / "m.bin")
+    assert (tmp_path / "m.bin").read_bytes() == (tmp_path / "ref.bin").read_bytes()
+    _assert_same(load(tmp_path / "m.bin"), m, skip=())
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_v1_save_load(tmp_path, shared):
+    # Version 1: 256-byte header, norms first; the RoPE tables are rebuilt (cos/sin of
+    # pos * 10000^(-2i/head_size)), since only legacy files store them.
+    m = random_model(replace(TINY, shared_classifier=shared), seed=5)
+    (tmp_path / "ref.bin").write_bytes(_v1_bytes(m))
+    save(m, tmp_path / "m.bin", version=1)
+    assert (tmp_path / "m.bin").read_bytes() == (tmp_path / "ref.bin").read_bytes()
+    back = load(tmp_path / "m.bin")
+    _assert_same(back, m)
+    hs = TINY.head_size
+    angle = np.arange(TINY.seq_len)[:, None] * 10000.0 ** (-np.arange(0, hs, 2) / hs)
+    assert np.allclose(back.weights["freq_cis_real"], np.cos(angle), atol=1e-6)
+    assert np.allclose(back.weights["freq_cis_imag"], np.sin(angle), atol=1e-6)
+
+
+def test_v2_layout_dequantises(tmp_path):
+    # A hand-made Q8_0 file: every weight must load as its int8 value times its group's scale.
+    c, gs = TINY, 8
+    rng = np.random.default_rng(6)
+    m = random_model(c, seed=6)
+    quantized, want = {}, {}
+    for name in V1_ORDER[3:] + ["wcls"]:
+        mats = _matrices(m.weights[name])
+        q = rng.integers(-127, 128, size=mats.shape).astype(np.int8)
+        s = rng.uniform(0.001, 0.01, size=(mats.shape[0], mats.shape[1] // gs)).astype(np.float32)
+        quantized[name] = (q, s)
+        want[name] = (q.astype(np.float32) * np.repeat(s, gs, axis=1)).reshape(m.weights[name].shape)
+    (tmp_path / "m.bin").write_bytes(_v2_bytes(c, quantized, m.weights, gs))
+    assert (tmp_path / "m.bin").stat().st_size == _v2_size(c, gs)
+    back = load(tmp_path / "m.bin")
+    for name in V1_ORDER[:3]:
+        assert np.array_equal(back.weights[name], m.weights[name]), name
+    for name, w in want.items():
+        assert np.array_equal(back.weights[name], w), name
+
+
+@pytest.mark.parametrize("shared,gs", [(True, None), (False, 8), (True, 32)])
+def test_v2_save_load(tmp_path, shared, gs):
+    # Q8_0 round trip: each weight within half its group's step, scale = max|w| / 127 per
+    # group of gs consecutive values of one matrix (gs defaults to 64 halved until it divides
+    # dim = 16, so 16; a group of 32 spans rows). Norms stay exact.
+    c = replace(TINY, shared_classifier=shared)
+    m = random_model(c, seed=7)
+    save(m, tmp_path / "m.bin", version=2, group_size=gs)
+    gs = gs or 16
+    assert (tmp_path / "m.bin").stat().st_size == _v2_size(c, gs)
+    back = load(tmp_path / "m.bin")
+    assert back.config == c
+    for name in V1_ORDER[:3]:
+        assert np.array_equal(back.weights[name], m.weights[name]), name
+    for name in V1_ORDER[3:] + ["wcls"]:
+        w = _matrices(m.weights[name]).reshape(-1, gs).astype(np.float64)
+        err = np.abs(_matrices(back.weights[name]).reshape(-1, gs) - w)
+        half_step = np.abs(w).max(axis=1, keepdims=True) / 127 / 2
+        assert np.all(err <= half_step * (1 + 1e-5)), name     # slack: float32 rounding only
+    if shared:
+        assert back.weights["wcls"] is back.weights["token_embedding"]
+
+
+def test_v2_header_group_size_and_default(tmp_path):
+    # The header carries the group size right after the shared flag (offset 37).
+    save(random_model(TINY), tmp_path / "m.bin", version=2)
+    assert struct.unpack_from("<i", (tmp_path / "m.bin").read_bytes(), 37)[0] == 16
+    with pytest.raises(ValueError, match="group_size 5 does not divide tensor token_embedding"):
+        save(random_model(TINY), tmp_path / "m.bin", version=2, group_size=5)
+    with pytest.raises(ValueError, match="version 2 only"):
+        save(random_model(TINY), tmp_path / "m.bin", version=1, group_size=16)
+
+
+def _poke(fmt, offset, value):
+    return lambda b: b[:offset] + struct.pack(fmt, value) + b[offset + struct.calcsize(fmt):]
+
+
+N_V1 = 256 + 4 * sum(int(np.prod(s)) for n, s in _layout(TINY) if not n.startswith("freq"))
+FIRST_SCALE = 256 + 4 * (2 * TINY.n_layers * TINY.dim + TINY.dim) + TINY.vocab_size * TINY.dim
+
+
+@pytest.mark.parametrize("version,damage,match", [
+    (1, lambda b: b"ak42" + b[4:], r"bad magic b'ak42'"),
+    (1, _poke("<i", 4, 3), "unknown 'ak42' checkpoint version 3"),
+    (1, lambda b: b[:200], "200 bytes is shorter than the 256-byte"),
+    (1, lambda b: b[:-4], f"truncated: the version 1 header promises {N_V1} bytes, the file has {N_V1 - 4}"),
+    (1, lambda b: b + b"\0" * 8, f"8 trailing bytes after the {N_V1} bytes"),
+    (1, _poke("<i", 8, 18), "dim 18 is not a multiple of n_heads 4"),
+    (1, _poke("<i", 24, -2), "n_kv_heads = -2 must be positive"),
+    (1, _poke("<i", 32, 0), "seq_len = 0 must be positive"),
+    (1, _poke("<B", 36, 7), "shared_classifier flag is 7"),
+    (1, _poke("<f", 256, float("nan")), "tensor rms_att holds NaN"),
+    (2, _poke("<i", 37, 0), "group_size = 0 must be positive"),
+    (2, _poke("<i", 37, -16), "group_size = -16 must be positive"),
+    (2, _poke("<i", 37, 5), r"group_size 5 does not divide tensor token_embedding \(32 x 16"),
+    (2, lambda b: b[:-1], "truncated: the version 2 header promises"),
+    (2, _poke("<f", FIRST_SCALE, float("inf")), "tensor token_embedding holds NaN or infinity"),
+    (0, _poke("<f", 28, float("-inf")), "tensor token_embedding holds NaN or infinity"),
+    (0, lambda b: b[:27], "27 bytes is shorter than the 28-byte"),
+])
+def test_bad_versioned_files(tmp_path, version, damage, match):
+    # Each malformed file is named, with its problem; the file itself is left as it was.
+    save(random_model(TINY, seed=8), tmp_path / "m.bin", version=version)
+    bad = tmp_path / "bad.bin"
+    blob = damage((tmp_path / "m.bin").read_bytes())
+    bad.write_bytes(blob)
+    with pytest.raises(ModelFormatError, match=match) as e:
+        load(bad)
+    assert str(bad) in str(e.value)
+    assert bad.read_bytes() == blob
+
+
+def test_unreadable_and_misrouted_files(tmp_path):
+    with pytest.raises(ModelFormatError, match="cannot read model"):
+        load(tmp_path / "missing.bin")
+    save(random_model(TINY), tmp_path / "v1.bin", version=1)
+    with pytest.raises(ModelFormatError, match="use load"):
+        load_legacy(tmp_path / "v1.bin")
+
+
+def test_failed_save_keeps_the_old_file(tmp_path):
+    # A model whose tensors do not fit its config is refused before anything is written.
+    save(random_model(TINY), tmp_path / "m.bin")
+    before = (tmp_path / "m.bin").read_bytes()
+    broken = random_model(TINY)
+    broken.weights["wq"] = broken.weights["wq"][:1]
+    for version in (0, 1, 2):
+        with pytest.raises(ValueError, match="tensor wq has shape"):
+            save(broken, tmp_path / "m.bin", version=version)
+    assert (tmp_path / "m.bin").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin"]
 
 
 def test_kernels():
