@@ -6,8 +6,10 @@
     litetransformer build --board ulx3s [--load|--flash] bitstream with the open toolchain
     litetransformer verify --programs N --seed S --target T  random programs: hardware vs golden model
     litetransformer bench --shape S --positions N --target T  decode cycles/token, roofline, MAC use
+    litetransformer generate [MODEL.bin] -z TOK.bin -i PROMPT -n STEPS -t TEMP -p TOPP -s SEED --target T
+    litetransformer eval MODEL.bin --tokens FILE --target T [--logits]   teacher-forced argmax per position
 
-Targets: sim (start a private simulator), core (verify only: the transformer core alone in Verilator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
+Targets: golden (the ISA interpreter, no hardware), sim (start a private simulator), core (verify only: the transformer core alone in Verilator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
 serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv).
 """
 
@@ -27,7 +29,7 @@ def _err(msg):
 
 
 def _target_args(parser):
-    parser.add_argument("--target", default="sim", help="sim | sim://HOST:PORT | serial:///dev/ttyX?baud=N")
+    parser.add_argument("--target", default="sim", help="sim | sim://HOST:PORT | serial:///dev/ttyX?baud=N (generate/eval: also golden)")
     parser.add_argument("--csr", default=None, help="LiteX csr.csv of the target (boards; default for sim: the local build)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for any single reply")
 
@@ -186,6 +188,119 @@ def cmd_bench(args):
     return 0
 
 
+def _model_paths(args):
+    """The checkpoint and tokenizer: the bundled default model when MODEL is omitted; the
+    tokenizer defaults to tokenizer.bin beside the checkpoint."""
+    import os
+    from driver.runtime import DEFAULT_MODEL, DEFAULT_TOKENIZER
+    model = args.model or DEFAULT_MODEL
+    tok = getattr(args, "tokenizer", None)
+    if tok is None:
+        if args.model is None:
+            tok = DEFAULT_TOKENIZER
+        else:
+            beside = os.path.join(os.path.dirname(os.path.abspath(model)), "tokenizer.bin")
+            tok = beside if os.path.exists(beside) else None
+    return model, tok
+
+
+def _load(args, dev, tokenizer_required):
+    model, tok = _model_paths(args)
+    if tok is None and tokenizer_required:
+        raise ValueError(f"no tokenizer: pass -z TOKENIZER.bin (there is no tokenizer.bin beside {model})")
+    t0 = time.monotonic()
+    progress = None
+    if not args.quiet:
+        def progress(done, total):
+            _err(f"[upload] {done}/{total} B")
+    lm = dev.load(model, tokenizer=tok, progress=progress)
+    if not args.quiet:
+        c = lm.config
+        _err(f"[load] {model}: dim {c.dim}, hidden {c.hidden_dim}, {c.n_layers} layers, {c.n_heads} heads "
+             f"({c.n_kv_heads} KV), vocab {c.vocab_size}, context {lm.seq_len}; on {lm.target_name} "
+             f"in {time.monotonic() - t0:.1f} s")
+    return lm
+
+
+def _open_any(args):
+    from driver.device import Device
+    if args.target == "golden":
+        return Device.open("golden")
+    return _open(args)
+
+
+def _stats_line(stats):
+    parts = []
+    for phase in ("prefill", "decode"):
+        st = stats[phase]
+        if not st["positions"]:
+            continue
+        line = f"{phase} {st['positions']} positions in {st['passes']} passes, {st['seconds']:.2f} s"
+        if "tokens_per_s" in st:
+            line += f" ({st['tokens_per_s']} tok/s wall)"
+        if "cycles_per_token" in st:
+            line += f", {st['cycles_per_token']:.0f} cycles/token"
+        parts.append(line)
+    return f"{stats['target']}, batch {stats['batch']}: " + "; ".join(parts)
+
+
+def cmd_generate(args):
+    prompts = args.prompt or [""]
+    if args.prompts_file:
+        with open(args.prompts_file, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    stream = len(prompts) == 1 and not args.json
+    with _open_any(args) as dev:
+        lm = _load(args, dev, tokenizer_required=True)
+        if stream:
+            first = lm.tokenizer.encode(prompts[0], bos=True)
+            sys.stdout.write(lm.tokenizer.decode_all(first[1:], prev=first[0]))
+            sys.stdout.flush()
+        def on_token(index, token, text):
+            if stream:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        result = lm.generate(prompts, steps=args.steps, temperature=args.temperature, topp=args.topp,
+                             seed=args.seed, on_token=on_token)
+    seqs = result["sequences"]
+    if stream:
+        print()
+    elif not args.json:
+        for i, s in enumerate(seqs):
+            print(f"[{i}] {s['text']}")
+    if not args.quiet:
+        _err(_stats_line(result["stats"]) + f"; seed {result['seed']}")
+    if args.json:
+        out = dict(seqs[0]) if len(seqs) == 1 else {"sequences": seqs}
+        if len(seqs) > 1:
+            out.update(prompt_tokens=[s["prompt_tokens"] for s in seqs],
+                       generated_tokens=[s["generated_tokens"] for s in seqs], text=[s["text"] for s in seqs])
+        out.update(stats=result["stats"], seed=result["seed"])
+        print(json.dumps(out))
+    return 0
+
+
+def cmd_eval(args):
+    with open(args.tokens, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        tokens = [int(t) for t in text.split()]
+    except ValueError:
+        raise ValueError(f"{args.tokens}: expected whitespace-separated integer token ids") from None
+    with _open_any(args) as dev:
+        lm = _load(args, dev, tokenizer_required=False)
+        result = lm.eval(tokens, logits=args.logits)
+    if not args.quiet:
+        st = result["stats"]
+        _err(f"eval {result['positions']} positions on {lm.target_name}: {st['passes']} passes, {st['seconds']:.2f} s"
+             + (f", {st['cycles_per_token']:.0f} cycles/token" if "cycles_per_token" in st else ""))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(" ".join(str(t) for t in result["argmax"]))
+    return 0
+
+
 # Entry point --------------------------------------------------------------------------------------
 
 def make_parser():
@@ -233,6 +348,30 @@ def make_parser():
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("generate", help="generate text from a llama2.c checkpoint (llama2.c's run options)")
+    p.add_argument("model", nargs="?", default=None, help="checkpoint (legacy, v1 or v2); default: the bundled model")
+    p.add_argument("-z", dest="tokenizer", default=None, help="tokenizer.bin (default: beside the checkpoint)")
+    p.add_argument("-i", dest="prompt", action="append", default=None,
+                   help="prompt text; repeat -i for several prompts decoded together as one batch")
+    p.add_argument("--prompts-file", default=None, help="one prompt per line, decoded together as one batch")
+    p.add_argument("-n", dest="steps", type=int, default=256, help="total positions, prompt included (0: the context)")
+    p.add_argument("-t", dest="temperature", type=float, default=1.0, help="0 = greedy (argmax on the device)")
+    p.add_argument("-p", dest="topp", type=float, default=0.9, help="top-p (nucleus) sampling")
+    p.add_argument("-s", dest="seed", type=int, default=0, help="random seed (0: from the clock)")
+    _target_args(p)
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="teacher forcing: argmax (and logits) after each fed token")
+    p.add_argument("model", nargs="?", default=None, help="checkpoint; default: the bundled model")
+    p.add_argument("--tokens", required=True, help="file of whitespace-separated token ids")
+    p.add_argument("--logits", action="store_true", help="also return the logits")
+    _target_args(p)
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -240,7 +379,7 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LiteTransformerError, ValueError, RuntimeError, TimeoutError) as e:
+    except (LiteTransformerError, ValueError, RuntimeError, TimeoutError, OSError) as e:
         _err(f"litetransformer {args.command}: error: {e}")
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "error": str(e), "error_type": type(e).__name__}))

@@ -47,7 +47,7 @@ def parse_target(target):
         query = urllib.parse.parse_qs(u.query)
         baud = int(query.get("baud", ["115200"])[0])
         return "serial", u.path, baud
-    raise ValueError(f"unknown target {target!r}: use sim, sim://HOST:PORT or serial:///dev/ttyX?baud=N")
+    raise ValueError(f"unknown target {target!r}: use golden, sim, sim://HOST:PORT or serial:///dev/ttyX?baud=N")
 
 
 class Device:
@@ -70,7 +70,12 @@ class Device:
     # Opening ---------------------------------------------------------------------------------------
     @classmethod
     def open(cls, target="sim", csr=None, timeout=5.0, ready_timeout=180.0, check_spec=True, progress=None):
-        """Connect to ``target``, wait for the BIOS to finish DRAM init, check the spec."""
+        """Connect to ``target``, wait for the BIOS to finish DRAM init, check the spec.
+        ``"golden"`` gives the ISA interpreter (driver.runtime.GoldenTarget) instead: the same
+        ``load``/``generate``/``eval`` with the simulated core's parameters, no hardware."""
+        if target == "golden":
+            from driver.runtime import GoldenTarget
+            return GoldenTarget()
         kind, url, baud = parse_target(target)
         sim_process = None
         if kind == "sim":
@@ -108,6 +113,13 @@ class Device:
 
     def __enter__(self):
         return self
+
+    def load(self, model, tokenizer=None, seq_len=None, progress=None):
+        """Compile ``model`` (a checkpoint path or driver.model.Model) for this device's core,
+        upload it (CRC-verified) and return a driver.runtime.LoadedModel with ``generate``
+        and ``eval``."""
+        from driver.runtime import load
+        return load(self, model, tokenizer, seq_len, progress)
 
     def __exit__(self, *exc):
         self.close()

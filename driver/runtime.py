@@ -1,12 +1,43 @@
-"""A compiled model on a device: upload once, then one program run per step.
+"""A compiled model on a target: upload once, then one program run per step.
 
-``DeviceRunner`` has the interface of ``driver.compiler.GoldenRunner`` (``step(slots, kv)`` ->
-logits, argmax), so the same test drives the golden model and the hardware.
+    with Device.open("sim") as dev:                     # or "golden", "sim://…", "serial://…"
+        lm = dev.load("model.bin", tokenizer="tokenizer.bin")
+        out = lm.generate(["Once upon a time"], steps=64, temperature=0.0)
+        ev = lm.eval([1, 403, 2, 85], logits=True)
+
+A step runs the program once over up to B slots; each slot is (token, position, KV region).
+Slots that share a KV region at consecutive positions are exact: the core writes every slot's
+K/V for a layer before any slot's attention reads the cache. So prompts are prefilled B
+positions per pass, independent sequences decode together (one KV region each), and teacher
+forcing (``eval``) feeds B positions per pass — all bit-identical to one position per run.
+
+Greedy decoding takes the core's own ARGMAX (16 bytes back per slot); sampling with a
+temperature reads the slot's logits back and samples on the host with llama2.c's rules and
+random numbers (driver.sampling).
 """
+
+import hashlib
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from spec import isa
+from spec import isa, numerics, spec_hash
+from driver.cache import PROJECT_DIR, cache_root, hash_files
+from driver.compiler import CompiledModel, GoldenRunner, compile_model
+from driver.intforward import QuantizedModel
+from driver.model import Model, load as load_model_file
+from driver.sampling import Sampler
+from driver.tokenizer import StreamDecoder, Tokenizer
+
+BOS, EOS = 1, 2
+# The model the project trains and ships (scripts/train_default_model.py).
+DEFAULT_MODEL_DIR = os.path.join(PROJECT_DIR, "models", "tinytales")
+DEFAULT_MODEL = os.path.join(DEFAULT_MODEL_DIR, "model.bin")
+DEFAULT_TOKENIZER = os.path.join(DEFAULT_MODEL_DIR, "tokenizer.bin")
+LOGIT_SCALE = 1.0 / (1 << numerics.ACT_FRAC)      # the core's logits are int32 Q16
 
 
 class DeviceRunner:
@@ -23,25 +54,303 @@ class DeviceRunner:
         if compiled.base + compiled.total_bytes > device.dram_size:
             raise ValueError(f"the model needs {compiled.base + compiled.total_bytes} bytes of DRAM; "
                              f"{device.name} has {device.dram_size}")
-        device.upload(compiled.base, compiled.image, progress=progress)      # CRC-verified
+        self.upload_stats = device.upload(compiled.base, compiled.image, progress=progress)   # CRC-verified
+        self.max_slots = min(cp.slots, params.slots)
         self.counters = None
 
-    def step(self, slots, kv=None, watchdog=0):
+    def step(self, slots, kv=None, watchdog=0, want_logits=True):
         """Run one step: ``slots`` = (token, pos) per active slot, slot i on KV region
-        ``kv[i]`` (default i). Returns (logits int64 (nslots, vocab), argmax per slot)."""
+        ``kv[i]`` (default i). Returns (logits int64 (nslots, vocab) or None, argmax per slot)."""
         cm, dev = self.cm, self.device
         kv = list(range(len(slots))) if kv is None else list(kv)
-        if not 1 <= len(slots) <= min(cm.params.slots, dev.accel_params().slots):
-            raise ValueError(f"step: {len(slots)} slots; the core takes 1..{dev.accel_params().slots}")
+        if not 1 <= len(slots) <= self.max_slots:
+            raise ValueError(f"step: {len(slots)} slots; the core takes 1..{self.max_slots}")
         if len(kv) != len(slots):
             raise ValueError(f"step: {len(slots)} slots but {len(kv)} KV regions")
         table = isa.pack_slots([(t, p, cm.kv_base(r)) for (t, p), r in zip(slots, kv)])
         dev.write_dram(cm.slots, table)
         self.counters = dev.run_program(cm.prog, cm.slots, len(slots), watchdog=watchdog)
-        vocab = cm.config.vocab_size
-        raw = dev.read_dram(cm.logits, cm.logits_stride * len(slots))
-        logits = np.stack([np.frombuffer(raw, "<i4", vocab, s * cm.logits_stride)
-                           for s in range(len(slots))]).astype(np.int64)
+        logits = None
+        if want_logits:
+            vocab = cm.config.vocab_size
+            raw = dev.read_dram(cm.logits, cm.logits_stride * len(slots))
+            logits = np.stack([np.frombuffer(raw, "<i4", vocab, s * cm.logits_stride)
+                               for s in range(len(slots))]).astype(np.int64)
         am = dev.read_dram(cm.argmax, isa.BEAT_BYTES * len(slots))
         argmax = [int.from_bytes(am[16 * s:16 * s + 4], "little") for s in range(len(slots))]
         return logits, argmax
+
+
+class GoldenStepper(GoldenRunner):
+    """The golden model behind the DeviceRunner interface (no counters: it has no cycles)."""
+
+    def __init__(self, compiled):
+        super().__init__(compiled)
+        self.max_slots = compiled.params.slots
+        self.counters = None
+        self.upload_stats = None
+
+    def step(self, slots, kv=None, watchdog=0, want_logits=True):
+        logits, argmax = super().step(slots, kv)
+        return (logits if want_logits else None), argmax
+
+
+class GoldenTarget:
+    """``Device.open("golden")``: the ISA interpreter as a target, with the simulated SoC's
+    core parameters and DRAM size so that what compiles here runs there."""
+
+    name = "golden"
+    dram_size = 256 << 20
+
+    def __init__(self, params=None):
+        self._params = params or isa.TARGET_PARAMS["sim"]
+
+    def accel_params(self):
+        return self._params
+
+    def load(self, model, tokenizer=None, seq_len=None, progress=None):
+        return load(self, model, tokenizer, seq_len, progress)
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# Compilation, cached -------------------------------------------------------------------------------
+_COMPILER_SOURCES = ("driver/compiler.py", "driver/intforward.py", "spec")
+
+
+def _weights_hash(model):
+    h = hashlib.sha256(repr(model.config).encode())
+    for name in sorted(model.weights):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(model.weights[name], dtype="<f4").tobytes())
+    return h
+
+
+def compile_cached(model, params, dram_size, seq_len=None, kv_regions=None, cache_dir=None):
+    """compile_model(QuantizedModel(model), …), kept on disk under a key of the weights, the
+    spec hash, the compiler's sources and the arguments. Deterministic, so a hit is exact."""
+    h = _weights_hash(model)
+    h.update(f"{spec_hash():x}".encode())
+    h.update(repr((isa.params_dict(params), dram_size, seq_len, kv_regions)).encode())
+    hash_files(h, _COMPILER_SOURCES)
+    key = h.hexdigest()[:24]
+    directory = cache_dir or os.path.join(cache_root(), "compiled")
+    path = os.path.join(directory, key + ".pkl")
+    try:
+        with open(path, "rb") as f:
+            cm = pickle.load(f)
+        if isinstance(cm, CompiledModel):
+            return cm
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        pass
+    cm = compile_model(QuantizedModel(model), params, dram_size=dram_size, seq_len=seq_len,
+                       kv_regions=kv_regions)
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(cm, f)
+    os.replace(tmp, path)
+    return cm
+
+
+def load(target, model, tokenizer=None, seq_len=None, progress=None):
+    """Compile ``model`` (a Model or a checkpoint path) for ``target``'s core and DRAM, upload
+    it, and return a LoadedModel. ``tokenizer``: a Tokenizer or a tokenizer.bin path."""
+    if not isinstance(model, Model):
+        model = load_model_file(model)
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        tokenizer = Tokenizer.load(tokenizer, vocab_size=model.config.vocab_size)
+    params = target.accel_params()
+    seq_len = min(seq_len or model.config.seq_len, model.config.seq_len, params.max_seq)
+    cm = compile_cached(model, params, target.dram_size, seq_len=seq_len)
+    if isinstance(target, GoldenTarget):
+        runner = GoldenStepper(cm)
+    else:
+        runner = DeviceRunner(target, cm, progress=progress)
+    return LoadedModel(runner, model, tokenizer, target.name)
+
+
+# Generation and evaluation -------------------------------------------------------------------------
+@dataclass
+class Sequence:
+    """One prompt's generation: its tokens so far and where it stands."""
+    prompt_tokens: list
+    tokens: list = field(default_factory=list)      # prompt, then generated
+    pos: int = 0                                    # next position to run
+    done: bool = False
+    stop_reason: str = ""
+
+    @property
+    def generated(self):
+        return self.tokens[len(self.prompt_tokens):]
+
+
+@dataclass
+class PhaseStats:
+    positions: int = 0
+    passes: int = 0
+    cycles: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self):
+        d = {"positions": self.positions, "passes": self.passes, "seconds": round(self.seconds, 3)}
+        if self.cycles:
+            d["cycles"] = self.cycles
+            d["cycles_per_token"] = round(self.cycles / max(self.positions, 1), 1)
+        if self.seconds > 0:
+            d["tokens_per_s"] = round(self.positions / self.seconds, 2)
+        return d
+
+
+class LoadedModel:
+    """A model on a target. ``generate`` and ``eval`` run steps through ``runner``."""
+
+    def __init__(self, runner, model, tokenizer, target_name):
+        self.runner, self.model, self.tokenizer = runner, model, tokenizer
+        self.config = model.config
+        self.seq_len = runner.cm.seq_len
+        self.target_name = target_name
+        self.slots = runner.max_slots
+        self.kv_regions = runner.cm.kv_regions
+
+    # One pass ---------------------------------------------------------------------------------------
+    def _pass(self, work, want_logits, stats):
+        """Run ``work`` = [(token, pos, kv_region)] (≤ B entries) as one step."""
+        t0 = time.monotonic()
+        logits, argmax = self.runner.step([(t, p) for t, p, _ in work], [r for _, _, r in work],
+                                          want_logits=want_logits)
+        stats.seconds += time.monotonic() - t0
+        stats.passes += 1
+        stats.positions += len(work)
+        if self.runner.counters:
+            stats.cycles += self.runner.counters["cycles"]
+        return logits, argmax
+
+    def _check_tokens(self, tokens):
+        vocab = self.config.vocab_size
+        bad = [t for t in tokens if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} outside the vocabulary [0, {vocab})")
+
+    # Generation -------------------------------------------------------------------------------------
+    def generate(self, prompts, steps=256, temperature=1.0, topp=0.9, seed=None, on_token=None):
+        """Generate from each prompt (text, or a list of token ids starting with BOS) as
+        independent sequences decoding together, one KV region and one slot each.
+
+        ``steps`` is llama2.c's -n: total positions, prompt included (0 or more than the
+        context means the context). A sequence stops at ``steps``, at the context's end, or
+        when it produces BOS or EOS. ``on_token(index, token, text)`` is called per generated
+        token as it arrives. Returns a dict: ``sequences`` (prompt_tokens, generated_tokens,
+        tokens, text, stop) and ``stats`` (prefill and decode: positions, passes, cycles,
+        seconds)."""
+        if isinstance(prompts, (str, bytes)) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("generate: no prompts")
+        if len(prompts) > self.kv_regions:
+            raise ValueError(f"generate: {len(prompts)} prompts at once; the image holds "
+                             f"{self.kv_regions} KV regions (one per sequence)")
+        steps = self.seq_len if steps <= 0 or steps > self.seq_len else steps
+        seqs = []
+        for p in prompts:
+            toks = self._encode(p)
+            self._check_tokens(toks)
+            if len(toks) > steps:
+                raise ValueError(f"generate: the prompt is {len(toks)} tokens (BOS included), more than "
+                                 f"-n {steps} positions")
+            seqs.append(Sequence(prompt_tokens=toks, tokens=list(toks)))
+        seed = seed if seed else (time.time_ns() & 0xFFFFFFFF) or 1
+        samplers = [Sampler(temperature, topp, seed + i) for i in range(len(seqs))]
+        decoders = [StreamDecoder(self.tokenizer, prev=s.prompt_tokens[-1]) if self.tokenizer else None
+                    for s in seqs]
+        prefill, decode = PhaseStats(), PhaseStats()
+        greedy = temperature == 0.0
+        while True:
+            # Each running sequence gets a slot for its next position; prompt positions before
+            # the last need no output, so a prefilling sequence takes as many slots as are free.
+            work, owners = [], []
+            active = [i for i, s in enumerate(seqs) if not s.done]
+            if not active:
+                break
+            for i in active:
+                s = seqs[i]
+                work.append((s.tokens[s.pos], s.pos, i))
+                owners.append(i)
+            for i in active:
+                s = seqs[i]
+                last_prompt = len(s.prompt_tokens) - 1
+                pos = s.pos + 1
+                while len(work) < self.slots and pos <= last_prompt:
+                    work.append((s.tokens[pos], pos, i))
+                    owners.append(i)
+                    pos += 1
+            in_prefill = all(p < len(seqs[i].prompt_tokens) for (_, p, i) in work)   # prompt tokens only
+            logits, argmax = self._pass(work, want_logits=not greedy, stats=prefill if in_prefill else decode)
+            for slot, ((_, pos, i), owner) in enumerate(zip(work, owners)):
+                s = seqs[i]
+                s.pos = pos + 1
+                if pos < len(s.prompt_tokens) - 1:
+                    continue                                 # inside the prompt: output unused
+                nxt = argmax[slot] if greedy else samplers[i].sample(logits[slot] * LOGIT_SCALE)
+                s.tokens.append(nxt)
+                if nxt in (BOS, EOS):
+                    s.done, s.stop_reason = True, "bos" if nxt == BOS else "eos"
+                    s.tokens.pop()                           # llama2.c stops without printing it
+                elif s.pos >= steps:
+                    s.done, s.stop_reason = True, "steps"
+                if not (s.stop_reason in ("bos", "eos")) and on_token:
+                    text = decoders[i].feed(nxt) if decoders[i] else ""
+                    on_token(i, nxt, text)
+        out = []
+        for s, dec in zip(seqs, decoders):
+            seq = {"prompt_tokens": len(s.prompt_tokens), "generated_tokens": len(s.generated),
+                   "tokens": s.tokens, "stop": s.stop_reason}
+            if self.tokenizer:
+                # What llama2.c prints: every piece after BOS, the prompt's included.
+                seq["text"] = self.tokenizer.decode_all(s.tokens[1:], prev=s.tokens[0])
+                seq["generated_text"] = self.tokenizer.decode_all(s.generated, prev=s.prompt_tokens[-1])
+                if on_token and dec:
+                    tail = dec.flush()
+                    if tail:
+                        on_token(seqs.index(s), None, tail)
+            out.append(seq)
+        return {"sequences": out, "seed": seed,
+                "stats": {"target": self.target_name, "batch": len(seqs), "slots": self.slots,
+                          "prefill": prefill.as_dict(), "decode": decode.as_dict()}}
+
+    def _encode(self, prompt):
+        if isinstance(prompt, (list, tuple)):
+            return [int(t) for t in prompt]
+        if self.tokenizer is None:
+            raise ValueError("generate: a text prompt needs a tokenizer (-z TOKENIZER.bin)")
+        return self.tokenizer.encode(prompt, bos=True, eos=False)
+
+    # Teacher forcing --------------------------------------------------------------------------------
+    def eval(self, tokens, logits=False):
+        """Feed ``tokens`` at positions 0, 1, … (teacher forcing), B positions per pass on
+        one KV region. Returns ``argmax`` (one per fed position), with ``logits`` the float
+        logits too, and ``stats``."""
+        tokens = [int(t) for t in tokens]
+        self._check_tokens(tokens)
+        if not tokens:
+            raise ValueError("eval: no tokens")
+        if len(tokens) > self.seq_len:
+            raise ValueError(f"eval: {len(tokens)} tokens exceed the context of {self.seq_len} positions")
+        stats, am_all, lg_all = PhaseStats(), [], []
+        for start in range(0, len(tokens), self.slots):
+            chunk = tokens[start:start + self.slots]
+            lg, am = self._pass([(t, start + k, 0) for k, t in enumerate(chunk)], logits, stats)
+            am_all += am
+            if logits:
+                lg_all += [row * LOGIT_SCALE for row in lg]
+        out = {"positions": len(tokens), "argmax": am_all, "stats": stats.as_dict()}
+        if logits:
+            out["logits"] = [row.astype(np.float32).tolist() for row in lg_all]
+        return out

@@ -34,6 +34,7 @@ from litedram.phy.model import SDRAMPHYModel, sdram_module_nphases
 
 import spec
 from spec import isa
+from driver.cache import cache_root, hash_files
 from soc.core import LiteTransformerSoC
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -127,15 +128,7 @@ def hash_inputs(h, sources):
             h.update(f"{pkg}=none".encode())
     h.update(_tool_version(["verilator", "--version"]).encode())
     h.update(_tool_version(["riscv64-unknown-elf-gcc", "--version"]).encode())
-    for sub in sources:
-        root = os.path.join(PROJECT_DIR, sub)
-        paths = [root] if os.path.isfile(root) else sorted(
-            os.path.join(d, f) for d, _, fs in os.walk(root) if "__pycache__" not in d for f in fs)
-        for path in paths:
-            if path.endswith((".py", ".c", ".cpp", ".h", "Makefile")):
-                h.update(os.path.relpath(path, PROJECT_DIR).encode())
-                with open(path, "rb") as f:
-                    h.update(f.read())
+    hash_files(h, sources)
 
 
 def input_hash(params=None):
@@ -146,11 +139,6 @@ def input_hash(params=None):
     h.update(json.dumps(params, sort_keys=True).encode())
     hash_inputs(h, _HASHED_SOURCES)
     return h.hexdigest()[:16]
-
-
-def cache_root():
-    return os.environ.get("LITETRANSFORMER_CACHE",
-                          os.path.join(os.path.expanduser("~"), ".cache", "litetransformer"))
 
 
 @dataclass
