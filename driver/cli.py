@@ -8,6 +8,7 @@
     litetransformer bench --shape S --positions N --target T  decode cycles/token, roofline, MAC use
     litetransformer generate [MODEL.bin] -z TOK.bin -i PROMPT -n STEPS -t TEMP -p TOPP -s SEED --target T
     litetransformer eval MODEL.bin --tokens FILE --target T [--logits]   teacher-forced argmax per position
+    litetransformer fidelity MODEL.bin -z TOK.bin          integer path and runq vs fp32 (no hardware)
 
 Targets: golden (the ISA interpreter, no hardware), sim (start a private simulator), core (verify only: the transformer core alone in Verilator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
 serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv).
@@ -301,6 +302,27 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_fidelity(args):
+    from driver import fidelity
+    from driver.model import load
+    from driver.tokenizer import Tokenizer
+    model_path, tok_path = _model_paths(args)
+    model = load(model_path)
+    positions = min(args.positions, model.config.seq_len)
+    result = {"model": model_path, **fidelity.measure(model, positions)}
+    _err(f"teacher-forced top-1 over {positions} positions: integer {100 * result['integer']:.1f} %, "
+         f"runq (Q8_0, GS={result['runq_group_size']}) {100 * result['runq']:.1f} %")
+    if tok_path:
+        steps = min(args.steps, model.config.seq_len)
+        result["greedy"] = fidelity.greedy_prefixes(model, Tokenizer.load(tok_path, model.config.vocab_size), steps)
+        result["greedy_steps"] = steps
+        for g in result["greedy"]:
+            _err(f"greedy {g['prompt']!r}: fp32 gives {g['fp32_tokens']} tokens; common prefix integer "
+                 f"{g['integer_prefix']}, runq {g['runq_prefix']}")
+    print(json.dumps(result) if args.json else "done")
+    return 0
+
+
 # Entry point --------------------------------------------------------------------------------------
 
 def make_parser():
@@ -372,6 +394,14 @@ def make_parser():
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("fidelity", help="integer path and llama2.c's runq against fp32: teacher-forced top-1, greedy prefixes")
+    p.add_argument("model", nargs="?", default=None, help="checkpoint; default: the bundled model")
+    p.add_argument("-z", dest="tokenizer", default=None, help="tokenizer.bin for the greedy prompts (default: beside the checkpoint)")
+    p.add_argument("--positions", type=int, default=128, help="teacher-forced positions (capped at the context)")
+    p.add_argument("-n", dest="steps", type=int, default=128, help="greedy positions per prompt")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.set_defaults(func=cmd_fidelity)
     return parser
 
 

@@ -72,10 +72,49 @@ def greedy_sequence(model, n, bos=1):
     return seq
 
 
+def greedy_tokens(forward, prompt, steps):
+    """llama2.c's greedy loop on ``forward``: the prompt (BOS first) is fed, then argmax is fed
+    back, for ``steps`` positions in all; stops at BOS or EOS. Returns the generated tokens."""
+    tokens = list(prompt)
+    for pos in range(steps):
+        nxt = int(np.argmax(forward(tokens[pos], pos)))
+        if pos < len(prompt) - 1:
+            continue
+        if nxt in (1, 2):
+            break
+        tokens.append(nxt)
+    return tokens[len(prompt):]
+
+
+def common_prefix(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def teacher_forced_agreement(forward, seq):
     """Fraction of positions where argmax(forward(seq[p], p)) == seq[p + 1]."""
     hits = sum(int(np.argmax(forward(seq[p], p))) == seq[p + 1] for p in range(len(seq) - 1))
     return hits / (len(seq) - 1)
+
+
+PROMPTS = ("", "Once upon a time", "The little dog")
+
+
+def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS):
+    """Per prompt: the fp32 greedy continuation and how many of its first tokens the integer
+    path and runq reproduce (their common prefix with fp32)."""
+    out = []
+    for text in prompts:
+        prompt = tokenizer.encode(text, bos=True)
+        ref = greedy_tokens(R.FloatTransformer(model).forward, prompt, steps)
+        ints = greedy_tokens(IntTransformer(QuantizedModel(model)).forward, prompt, steps)
+        runq = greedy_tokens(RunQTransformer(model).forward, prompt, steps)
+        out.append({"prompt": text, "prompt_tokens": len(prompt), "fp32_tokens": len(ref),
+                    "integer_prefix": common_prefix(ref, ints), "runq_prefix": common_prefix(ref, runq),
+                    "fp32_text": tokenizer.decode_all(ref, prev=prompt[-1])})
+    return out
 
 
 def measure(model, n):

@@ -36,3 +36,14 @@ def test_random_model_tracks_fp32():
                shared_classifier=True)
     r = measure(random_model(c, seed=3), 64)
     assert r["integer"] >= 0.9
+
+
+def test_aidreams_greedy_prefixes_at_least_runq():
+    # Free-running greedy from the three prompts of issue 4: the integer path keeps at least as
+    # many of fp32's tokens as runq does.
+    from driver.fidelity import greedy_prefixes
+    from driver.tokenizer import Tokenizer
+    model = _shared("aidreams260K", "aidreams260K.bin")
+    tok = Tokenizer.load(os.path.join(SHARED, "aidreams260K", "tok512.bin"), model.config.vocab_size)
+    for g in greedy_prefixes(model, tok, 64):
+        assert g["integer_prefix"] >= g["runq_prefix"], g
