@@ -6,7 +6,7 @@
     litetransformer build --board ulx3s [--load|--flash] bitstream with the open toolchain
     litetransformer verify --programs N --seed S --target T  random programs: hardware vs golden model
     litetransformer bench --shape S --positions N --target T  decode cycles/token, roofline, MAC use
-    litetransformer generate [MODEL.bin] -z TOK.bin -i PROMPT -n STEPS -t TEMP -p TOPP -s SEED --target T
+    litetransformer generate [MODEL.bin] -z TOK.bin -i PROMPT -n STEPS -t TEMP -p TOPP -s SEED --target T [--firmware]
     litetransformer eval MODEL.bin --tokens FILE --target T [--logits]   teacher-forced argmax per position
     litetransformer fidelity MODEL.bin -z TOK.bin          integer path and runq vs fp32 (no hardware)
 
@@ -246,6 +246,8 @@ def _stats_line(stats):
 
 
 def cmd_generate(args):
+    if args.firmware and args.temperature != 0.0:
+        raise ValueError("--firmware decodes greedily on the device's ARGMAX: pass -t 0")
     prompts = args.prompt or [""]
     if args.prompts_file:
         with open(args.prompts_file, encoding="utf-8") as f:
@@ -262,7 +264,7 @@ def cmd_generate(args):
                 sys.stdout.write(text)
                 sys.stdout.flush()
         result = lm.generate(prompts, steps=args.steps, temperature=args.temperature, topp=args.topp,
-                             seed=args.seed, on_token=on_token)
+                             seed=args.seed, on_token=on_token, mode="firmware" if args.firmware else "host")
     seqs = result["sequences"]
     if stream:
         print()
@@ -381,6 +383,8 @@ def make_parser():
     p.add_argument("-t", dest="temperature", type=float, default=1.0, help="0 = greedy (argmax on the device)")
     p.add_argument("-p", dest="topp", type=float, default=0.9, help="top-p (nucleus) sampling")
     p.add_argument("-s", dest="seed", type=int, default=0, help="random seed (0: from the clock)")
+    p.add_argument("--firmware", action="store_true",
+                   help="the SoC's CPU runs the decode loop (firmware/); greedy only (-t 0), one prompt")
     _target_args(p)
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")

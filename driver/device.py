@@ -59,6 +59,8 @@ class Device:
         self.sim = sim_process
         self.name = name
         self.console_log = bytearray()
+        self.console_prompt = None      # "litex" (the BIOS) or "ltfw" (driver.firmware), once seen
+        self.firmware = None            # driver.firmware.Firmware once booted
         self._broken = False
         self.link = None
         try:
@@ -188,7 +190,8 @@ class Device:
     # Bring-up -------------------------------------------------------------------------------------
     def wait_ready(self, timeout=180.0):
         """Drain the CPU console (the BIOS blocks when nobody reads it) until the BIOS prompt
-        shows that DRAM init has finished; fail if the BIOS reports a DRAM failure."""
+        shows that DRAM init has finished (or the prompt of the decode-loop firmware that an
+        earlier session booted); fail if the BIOS reports a DRAM failure."""
         rxempty, _ = self.csr.register("uart_xover_rxempty")
         rxtx, _ = self.csr.register("uart_xover_rxtx")
         deadline = time.monotonic() + timeout
@@ -204,7 +207,9 @@ class Device:
             if b"Memory initialization failed" in text:
                 raise DeviceError(f"{self.name}: the BIOS reports that DRAM initialisation failed:\n"
                                   f"{text[-400:].decode(errors='replace')}")
-            if re.search(rb"litex> $", text.rstrip(b"\r\n ") + b" "):
+            prompt = re.search(rb"(litex|ltfw)> $", text.rstrip(b"\r\n ") + b" ")
+            if prompt:
+                self.console_prompt = prompt.group(1).decode()
                 return
             if time.monotonic() - last_char > 1.0:
                 # Quiet console: the BIOS may have booted long ago; ask it for a fresh prompt.
@@ -216,6 +221,44 @@ class Device:
         tail = _ANSI.sub(b"", bytes(self.console_log))[-400:].decode(errors="replace")
         raise DeviceError(f"{self.name}: BIOS prompt not seen within {timeout:.0f} s "
                           f"({poked} prompts asked); console so far:\n{tail}")
+
+    def console_write(self, text, timeout=5.0):
+        """Type ``text`` on the CPU console. The crossover UART holds one character towards the
+        CPU and drops a write while it is full, so wait for room before each."""
+        for char in text.encode():
+            deadline = time.monotonic() + timeout
+            while self.read_reg("uart_xover_txfull"):
+                if time.monotonic() > deadline:
+                    raise DeviceError(f"{self.name}: the CPU has not read its console for {timeout:.0f} s")
+                time.sleep(0.001)
+            self.write_reg("uart_xover_rxtx", char)
+
+    def console_read(self, until, timeout=60.0):
+        """Read the CPU console up to and including ``until`` (bytes, e.g. b"\\n" or a prompt);
+        return the text read, ANSI codes removed. ``timeout``: seconds without a character."""
+        rxempty, _ = self.csr.register("uart_xover_rxempty")
+        rxtx, _ = self.csr.register("uart_xover_rxtx")
+        text = bytearray()
+        empty, last_char, delay = True, time.monotonic(), 0.0005
+        while True:
+            if empty:
+                empty = self._on_link("read", rxempty, 1)[0]
+            if empty:
+                if time.monotonic() - last_char > timeout:
+                    raise DeviceError(f"{self.name}: no console output for {timeout:.0f} s while waiting for "
+                                      f"{until!r}; console so far:\n{bytes(text[-400:]).decode(errors='replace')}")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+                continue
+            # Read the data register only when a character is known to be there: a read after an
+            # "empty" status would pop, and lose, a character that arrived in between. The status
+            # read after it says whether another one waits.
+            char, empty = self._on_link("read_each", [rxtx, rxempty])
+            text.append(char & 0xFF)
+            self.console_log.append(char & 0xFF)
+            last_char, delay = time.monotonic(), 0.0005
+            if text.endswith(until):
+                return _ANSI.sub(b"", bytes(text))
 
     def check_spec(self):
         version = self.read_reg("info_spec_version")

@@ -27,6 +27,7 @@ import numpy as np
 from spec import isa, numerics, spec_hash
 from driver.cache import PROJECT_DIR, cache_root, hash_files
 from driver.compiler import CompiledModel, GoldenRunner, compile_model
+from driver.firmware import RESERVED_BYTES as FIRMWARE_BYTES
 from driver.intforward import QuantizedModel
 from driver.model import Model, load as load_model_file
 from driver.sampling import Sampler
@@ -169,7 +170,15 @@ def load(target, model, tokenizer=None, seq_len=None, progress=None):
         tokenizer = Tokenizer.load(tokenizer, vocab_size=model.config.vocab_size)
     params = target.accel_params()
     seq_len = min(seq_len or model.config.seq_len, model.config.seq_len, params.max_seq)
-    cm = compile_cached(model, params, target.dram_size, seq_len=seq_len)
+    # The top of DRAM is the decode-loop firmware's (driver.firmware); golden keeps it free too,
+    # so that what compiles there runs on the SoC.
+    try:
+        cm = compile_cached(model, params, target.dram_size - FIRMWARE_BYTES, seq_len=seq_len)
+    except ValueError as e:
+        if "DRAM" not in str(e):
+            raise
+        raise ValueError(f"{e} (the top {FIRMWARE_BYTES >> 10} KiB of {target.name}'s DRAM are kept for "
+                         f"the decode-loop firmware)") from None
     if isinstance(target, GoldenTarget):
         runner = GoldenStepper(cm)
     else:
@@ -240,7 +249,7 @@ class LoadedModel:
             raise ValueError(f"token id {bad[0]} outside the vocabulary [0, {vocab})")
 
     # Generation -------------------------------------------------------------------------------------
-    def generate(self, prompts, steps=256, temperature=1.0, topp=0.9, seed=None, on_token=None):
+    def generate(self, prompts, steps=256, temperature=1.0, topp=0.9, seed=None, on_token=None, mode="host"):
         """Generate from each prompt (text, or a list of token ids starting with BOS) as
         independent sequences decoding together, one KV region and one slot each.
 
@@ -249,7 +258,15 @@ class LoadedModel:
         when it produces BOS or EOS. ``on_token(index, token, text)`` is called per generated
         token as it arrives. Returns a dict: ``sequences`` (prompt_tokens, generated_tokens,
         tokens, text, stop) and ``stats`` (prefill and decode: positions, passes, cycles,
-        seconds)."""
+        seconds).
+
+        ``mode="firmware"``: the SoC's CPU runs the loop (driver.firmware), greedy only
+        (temperature 0) and one prompt; the host only streams the tokens it prints."""
+        if mode == "firmware":
+            from driver.firmware import generate as firmware_generate
+            return firmware_generate(self, prompts, steps, temperature, seed, on_token)
+        if mode != "host":
+            raise ValueError(f"generate: mode {mode!r}: use 'host' or 'firmware'")
         if isinstance(prompts, (str, bytes)) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
         if not prompts:
