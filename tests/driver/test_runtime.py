@@ -26,8 +26,11 @@ def model():
 
 @pytest.fixture(scope="module")
 def loaded(model, tmp_path_factory):
-    os.environ.setdefault("LITETRANSFORMER_CACHE", str(tmp_path_factory.mktemp("cache")))
-    return Device.open("golden").load(model)
+    # The compiled image goes to a private cache; the environment is restored afterwards (the
+    # simulator tests that follow look for their build in the real cache).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LITETRANSFORMER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield Device.open("golden").load(model)
 
 
 def int_greedy(model, prompt, steps):
