@@ -47,3 +47,18 @@ def test_aidreams_greedy_prefixes_at_least_runq():
     tok = Tokenizer.load(os.path.join(SHARED, "aidreams260K", "tok512.bin"), model.config.vocab_size)
     for g in greedy_prefixes(model, tok, 64):
         assert g["integer_prefix"] >= g["runq_prefix"], g
+
+
+def test_default_model_teacher_forced_and_greedy():
+    # The bundled model (no ../shared needed): the integer path follows fp32 at least as well
+    # as runq, teacher-forced and in free-running greedy text.
+    from driver.fidelity import greedy_prefixes
+    from driver.model import load
+    from driver.runtime import DEFAULT_MODEL, DEFAULT_TOKENIZER
+    from driver.tokenizer import Tokenizer
+    model = load(DEFAULT_MODEL)
+    r = measure(model, 128)
+    assert r["integer"] >= 0.99 and r["integer"] >= r["runq"]
+    tok = Tokenizer.load(DEFAULT_TOKENIZER, model.config.vocab_size)
+    for g in greedy_prefixes(model, tok, 48):
+        assert g["integer_prefix"] >= g["runq_prefix"], g
