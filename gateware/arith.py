@@ -11,17 +11,19 @@ from spec import numerics as N
 
 def round_shift(x, s, width):
     """(statements, result): spec.numerics.round_shift(x, s) for a signed ``x`` and a signed or
-    constant ``s`` (negative shifts left), computed in ``width`` bits. Half away from zero."""
-    res   = Signal((width, True))
-    mag   = Signal(width)
-    rmag  = Signal(width)
+    constant ``s`` (negative shifts left), computed in ``width`` bits. Half away from zero, as one
+    add and one arithmetic shift: (x + 2**(s-1) - [x < 0]) >> s is floor for x >= 0 and the
+    mirrored ceiling for x < 0 (no negations on the path)."""
+    res    = Signal((width, True))
+    biased = Signal((width, True))
+    up     = Signal((2, True))     # 1 when x >= 0 (and s > 0): a signed signal keeps the sum signed in Verilog
     if isinstance(s, int):
         if s <= 0:
             return [res.eq(x << -s)], res
         stmts = [
-            mag.eq(Mux(x < 0, -x, x)),
-            rmag.eq((mag + (1 << (s - 1))) >> s),
-            res.eq(Mux(x < 0, -rmag, rmag)),
+            up.eq(x >= 0),
+            biased.eq(x + ((1 << (s - 1)) - 1) + up),
+            res.eq(biased >> s),
         ]
         return stmts, res
     spos = Signal(7)
@@ -30,13 +32,13 @@ def round_shift(x, s, width):
     stmts = [
         spos.eq(Mux(s > 0, s, 0)),
         sneg.eq(Mux(s < 0, -s, 0)),
-        mag.eq(Mux(x < 0, -x, x)),
         half.eq((C(1, width + 1) << spos) >> 1),     # 2**(s-1), 0 when s <= 0
-        rmag.eq((mag + half) >> spos),
+        up.eq(Mux(spos == 0, 0, Mux(x >= 0, 0, -1))),
+        biased.eq(x + half + up),
         If(s < 0,
             res.eq(x << sneg)
         ).Else(
-            res.eq(Mux(x < 0, -rmag, rmag))
+            res.eq(biased >> spos)
         ),
     ]
     return stmts, res
