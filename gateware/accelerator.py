@@ -175,8 +175,11 @@ class Accelerator(LiteXModule):
         waddr = Signal(ADDR_W)
         kvaddr = Signal(ADDR_W)
         cur_pos = Signal(32)
-        self.comb += [
-            cur_pos.eq(pos[slot]),
+        # Operand base addresses, registered: an instruction's fields, the layer and the slot
+        # settle at least one cycle before a state issues a burst from them (timing: the
+        # layer x stride products stay out of the burst address paths).
+        self.comb += cur_pos.eq(pos[slot])
+        self.sync += [
             waddr.eq(addr + Mux(layered, layer * R["WSTRIDE"], 0)),
             kvaddr.eq(kvb[slot] + addr + Mux(layered, layer * R["KVSTRIDE"], 0)),
         ]
