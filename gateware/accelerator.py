@@ -879,12 +879,17 @@ class Accelerator(LiteXModule):
         ]
         for x in range(params.max_head):
             self.sync += If(va3 & (vk3 == x // 8), wacc[x].eq(Mux(vf3, 0, wacc[x]) + vprod[x % 8]))
-        st, wo_r = round_shift(_signed(self, Array(wacc)[j], 48), N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
+        # Output: the accumulator mux is registered (S0), rounded, saturated and written (S1).
+        wsel = Signal((48, True))
+        ov1 = Signal()
+        oj1 = Signal(8)
+        self.sync += [wsel.eq(Array(wacc)[j]), ov1.eq(fsm.ongoing("AT_OUT") & (j < m)), oj1.eq(j)]
+        st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
         self.comb += st
         fsm.act("AT_OUT",
-            act_wadr.eq(ii), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(1),
-            NextValue(j, j + 1), NextValue(ii, ii + 1),
-            If(j == m - 1,
+            act_wadr.eq(ii + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(ov1),
+            If(j < m, NextValue(j, j + 1)),
+            If((j == m) & ov1 & (oj1 == m - 1),
                 NextValue(h, h + 1),
                 If(hg == src2 - 1,
                     NextValue(hg, 0), NextValue(kvh, kvh + 1)
