@@ -22,7 +22,7 @@ from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSRField
 from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
 from spec import isa, numerics as N
-from gateware.arith import round_shift, saturate, Divider, Rsqrt
+from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -547,6 +547,7 @@ class Accelerator(LiteXModule):
         s2_m0, s2_m1, s2_rsh, s2_row = Signal(8), Signal(8), Signal(6), Signal(16)
         s3_valid, s3_first, s3_last, s3_rsh, s3_row = Signal(), Signal(), Signal(), Signal(6), Signal(16)
         s4_valid, s4_rsh, s4_row = Signal(), Signal(6), Signal(16)
+        s4b_valid, s4b_row = Signal(), Signal(16)
         s5_valid, s5_row = Signal(), Signal(16)
 
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
@@ -563,7 +564,7 @@ class Accelerator(LiteXModule):
         ]
         fsm.act("MV_STREAM",
             rd.ready.eq(row < n), rd_wait.eq(row < n),
-            act_radr.eq(dst + s4_row), act_wadr.eq(dst + s5_row), act_we_all.eq(s5_valid),
+            act_radr.eq(dst + s4b_row), act_wadr.eq(dst + s5_row), act_we_all.eq(s5_valid),
             If(rows_done == n, NextState("NEXT"))
         )
         self.sync += [
@@ -603,7 +604,8 @@ class Accelerator(LiteXModule):
             s2_m0.eq(s1_m0), s2_m1.eq(s1_m1), s2_rsh.eq(s1_rsh), s2_row.eq(s1_row),
             s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_rsh.eq(s2_rsh), s3_row.eq(s2_row),
             s4_valid.eq(s3_valid & s3_last), s4_rsh.eq(s3_rsh), s4_row.eq(s3_row),
-            s5_valid.eq(s4_valid), s5_row.eq(s4_row),
+            s4b_valid.eq(s4_valid), s4b_row.eq(s4_row),       # round: bias add | shift
+            s5_valid.eq(s4b_valid), s5_row.eq(s4b_row),
             If(s5_valid, rows_done.eq(rows_done + 1)),
             If(fsm.ongoing("MV_INIT"), rows_done.eq(0)),
         ]
@@ -615,8 +617,8 @@ class Accelerator(LiteXModule):
             pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
             s5_y = Signal((32, True))
             half = isa.LANES // 2
-            st, yr = round_shift(s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
-            self.comb += st
+            finish = round_shift_split(self, s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
+            yr = _signed(self, finish(), 72)
             self.sync += [
                 g0.eq(sum(w[l] * x[l] for l in range(half))),
                 g1.eq(sum(w[l] * x[l] for l in range(half, isa.LANES))),

@@ -44,6 +44,29 @@ def round_shift(x, s, width):
     return stmts, res
 
 
+def round_shift_split(m, x, s, width):
+    """round_shift in two pipeline stages: call once for the first stage's registers (the
+    bias add), then ``finish()`` in the next stage for the shift. Returns ``finish``, a function
+    giving the result expression from the registered values; ``m`` gets the sync statements."""
+    biased = Signal((width, True))
+    xr     = Signal((width, True))
+    spos, sneg = Signal(7), Signal(7)
+    left = Signal()
+    up   = Signal((2, True))
+    half = Signal(width)
+    sp, sn = Signal(7), Signal(7)
+    m.comb += [
+        sp.eq(Mux(s > 0, s, 0)), sn.eq(Mux(s < 0, -s, 0)),
+        half.eq((C(1, width + 1) << sp) >> 1),
+        up.eq(Mux(sp == 0, 0, Mux(x >= 0, 0, -1))),
+    ]
+    m.sync += [biased.eq(x + half + up), xr.eq(x), spos.eq(sp), sneg.eq(sn), left.eq(s < 0)]
+
+    def finish():
+        return Mux(left, xr << sneg, biased >> spos)
+    return finish
+
+
 def saturate(m, x, bits):
     """spec.numerics.saturate: clip to +-(2**(bits-1) - 1). The bounds are signals because
     LiteX's Verilog printer writes negative constants unsigned (``-32'd…``), which would turn the
