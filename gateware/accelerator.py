@@ -141,12 +141,20 @@ class Accelerator(LiteXModule):
             self.specials += mem, rp, rp2, wp
             act_rdat.append(_signed(self, rp.dat_r, 32))
             act_rdat2.append(_signed(self, rp2.dat_r, 32))
+            # Writes are registered on their way to the RAM (timing: the units' rounding and the
+            # FSM's write mux end in a register, not at a block RAM far away). A write lands one
+            # cycle later; the ISA only lets an instruction write a range it does not read, or
+            # the very element it has already read, so no read can tell.
+            wadr_q, wdat_q, we_q = Signal(max=D), Signal(32), Signal()
+            self.sync += [
+                wadr_q.eq(act_wadr),
+                If(act_we_all, wdat_q.eq(mv_out[s]), we_q.eq(s < nslots)
+                ).Else(wdat_q.eq(act_wdat), we_q.eq(act_we & (slot == s))),
+            ]
             self.comb += [
                 rp.adr.eq(act_radr),
                 rp2.adr.eq(act_radr2),
-                wp.adr.eq(act_wadr),
-                If(act_we_all, wp.dat_w.eq(mv_out[s]), wp.we.eq(s < nslots)
-                ).Else(wp.dat_w.eq(act_wdat), wp.we.eq(act_we & (slot == s))),
+                wp.adr.eq(wadr_q), wp.dat_w.eq(wdat_q), wp.we.eq(we_q),
             ]
         ard = _signed(self, Array(act_rdat)[slot], 32)
         ard2 = _signed(self, Array(act_rdat2)[slot], 32)
@@ -361,14 +369,17 @@ class Accelerator(LiteXModule):
         # EMBED ------------------------------------------------------------------------------------
         f16bytes = Signal(20)
         self.comb += f16bytes.eq(isa.BEAT_BYTES + (((n + 7) >> 3) << 4))
+        # The row address is a registered product: EMBED checks the token while it settles.
+        emb_addr = Signal(ADDR_W)
+        self.sync += emb_addr.eq(waddr + tok[slot] * f16bytes)
         fsm.act("EMBED",
             If(tok[slot] >= m,
                 *fail("BAD_TOKEN")
             ).Else(
-                NextValue(i, 0),
-                *burst(waddr + tok[slot] * f16bytes, f16bytes, "EMB_HDR")
+                NextValue(i, 0), NextState("EMB_GO")
             )
         )
+        fsm.act("EMB_GO", *burst(emb_addr, f16bytes, "EMB_HDR"))
         fsm.act("EMB_HDR", *beat_in("EMB_BEAT"), If(rd.valid, NextValue(fshift, rd.data[0:6])))
         fsm.act("EMB_BEAT", *beat_in("EMB_EL"))
         q16 = _signed(self, Array(_lanes(beat, 16, 8))[j[0:3]], 16)
@@ -387,7 +398,7 @@ class Accelerator(LiteXModule):
 
         # RMSNORM ----------------------------------------------------------------------------------
         sumsq = Signal(64)
-        v1, v2 = Signal(), Signal()
+        v1, v2, v3 = Signal(), Signal(), Signal()
         sq = Signal(64)
         st, xs = round_shift(ard, N.RMS_PRE_SHIFT, 40)
         self.comb += st
@@ -396,17 +407,21 @@ class Accelerator(LiteXModule):
         xn = Signal((32, True))
         gshift = Signal(6)
         fsm.act("RMSNORM",
-            NextValue(i, 0), NextValue(sumsq, 0), NextValue(v1, 0), NextValue(v2, 0),
+            NextValue(i, 0), NextValue(sumsq, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0),
             NextState("RMS_SUM")
         )
+        # Pass 1, one element per cycle: read (S0), round (S1), square (S2), accumulate (S3).
+        xs_r = Signal((40, True))
         fsm.act("RMS_SUM",
             act_radr.eq(src + i),
             If(i < n, NextValue(i, i + 1)),
             NextValue(v1, i < n),
             NextValue(v2, v1),
-            If(v1, NextValue(sq, xs * xs)),
-            If(v2, NextValue(sumsq, sumsq + sq)),
-            If((i == n) & ~v1 & ~v2, NextState("RMS_DIV"))
+            NextValue(v3, v2),
+            If(v1, NextValue(xs_r, xs)),
+            If(v2, NextValue(sq, xs_r * xs_r)),
+            If(v3, NextValue(sumsq, sumsq + sq)),
+            If((i == n) & ~v1 & ~v2 & ~v3, NextState("RMS_DIV"))
         )
         eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
         ms = Signal(64)
@@ -426,29 +441,31 @@ class Accelerator(LiteXModule):
             )
         )
         bvalid = Signal()                 # a gain beat is held in ``beat``
-        # Pass 2, one element per cycle (plus one per gain beat): x*y (S1), round by 15-e (S2),
-        # times the gain (S3), round by the gain shift, saturate, write (S4).
+        # Pass 2, one element per cycle (plus one per gain beat): x*y (S1), round by 15-e (S2
+        # bias, S3 shift and saturate), times the gain (S4), round by the gain shift (S5 bias,
+        # S6 shift and saturate) and write.
         fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
-        rv = [Signal(name=f"rms_v{k}") for k in range(5)]
-        ri = [Signal(16, name=f"rms_i{k}") for k in range(5)]
-        g1, g2, g3 = (Signal((16, True)) for _ in range(3))
+        rv = [Signal(name=f"rms_v{k}") for k in range(7)]
+        ri = [Signal(16, name=f"rms_i{k}") for k in range(7)]
+        g1, g2, g3, g4 = (Signal((16, True)) for _ in range(4))
         p2 = Signal((64, True))
         s1 = _signed(self, 15 - re_, 8)
-        st, xn_r = round_shift(p1, s1, 72)
-        self.comb += st
-        st, out_r = round_shift(p2, _signed(self, gshift, 8), 72)
-        self.comb += st
+        xn_finish = round_shift_split(self, p1, s1, 72)
+        xn_r = _signed(self, xn_finish(), 72)
+        out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72)
+        out_r = _signed(self, out_finish(), 72)
         issue = Signal()
         self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
         rms_run = fsm.ongoing("RMS_RUN")
         self.sync += [
             rv[1].eq(issue), ri[1].eq(i), g1.eq(q16),
-            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 5)],
-            [ri[k].eq(ri[k - 1]) for k in range(2, 5)],
+            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 7)],
+            [ri[k].eq(ri[k - 1]) for k in range(2, 7)],
             p1.eq(ard * ry), g2.eq(g1),
-            xn.eq(saturate(self, xn_r, 32)), g3.eq(g2),
-            p2.eq(xn * g3),
+            g3.eq(g2),
+            xn.eq(saturate(self, xn_r, 32)), g4.eq(g3),
+            p2.eq(xn * g4),
         ]
         fsm.act("RMS_RUN",
             act_radr.eq(src + i),
@@ -459,7 +476,7 @@ class Accelerator(LiteXModule):
                 rd.ready.eq(1), rd_wait.eq(1),
                 If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
             ),
-            act_wadr.eq(dst + ri[4]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[4]),
+            act_wadr.eq(dst + ri[6]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[6]),
             If((i == n) & ~reduce(or_, rv[1:]), next_slot("RMSNORM"))
         )
 
@@ -475,7 +492,7 @@ class Accelerator(LiteXModule):
         xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_we = Signal()
-        i1 = Signal(32)
+        i1, i2 = Signal(32), Signal(32)
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         exp_ok = []
         for s in range(B):
@@ -491,20 +508,22 @@ class Accelerator(LiteXModule):
             ok = Signal()
             self.comb += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
             exp_ok.append(ok)
+            # Input pass: read (S0), scale and saturate (S1), pack into the lane word (S2).
             xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
             st, xr = round_shift(xval, _signed(self, ex[s], 7), 40)
             self.comb += st
-            xm = _signed(self, saturate(self, xr, N.QIN_BITS), 16)
+            xm = Signal((16, True))
+            self.sync += xm.eq(saturate(self, xr, N.QIN_BITS))
             self.comb += xin_wdat[s].eq(xwords[s])
             for l in range(isa.LANES):
-                self.comb += If(i1[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
+                self.comb += If(i2[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v1 & (ax > amax[s]), amax[s].eq(ax)),
                 If(fsm.ongoing("MV_EXP") & ~ok, ex[s].eq(ex[s] + 1)),
-                If(fsm.ongoing("MV_XIN") & v1, xwords[s].eq(xin_wdat[s])),
+                If(fsm.ongoing("MV_XIN") & v2, xwords[s].eq(xin_wdat[s])),
             ]
-        self.comb += [xin_wadr.eq(i1 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v1 & (i1[0:4] == 15))]
+        self.comb += [xin_wadr.eq(i2 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v2 & (i2[0:4] == 15))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
         fsm.act("MATVEC",
@@ -518,14 +537,15 @@ class Accelerator(LiteXModule):
             If((i == m) & ~v1, NextState("MV_EXP"))
         )
         fsm.act("MV_EXP",
-            NextValue(i, 0),
+            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0),
             If(reduce(and_, exp_ok), NextState("MV_XIN"))
         )
         fsm.act("MV_XIN",
             act_radr.eq(src + i),
             If(i < cp, NextValue(i, i + 1)),
             NextValue(v1, i < cp), NextValue(i1, i),
-            If((i == cp) & ~v1, NextState("MV_INIT"))
+            NextValue(v2, v1), NextValue(i2, i1),
+            If((i == cp) & ~v1 & ~v2, NextState("MV_INIT"))
         )
         # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
         # 8 weight beats (spec.isa.pack_matrix).
@@ -644,14 +664,16 @@ class Accelerator(LiteXModule):
         cosv = _signed(self, csw[0:16], 16)
         sinv = _signed(self, csw[16:32], 16)
         self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_rp.adr.eq(jj >> 2)]
+        rope_addr = Signal(ADDR_W)
+        self.sync += rope_addr.eq(waddr + cur_pos * rrb)
         fsm.act("ROPE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
             ).Else(
-                NextValue(i, 0),
-                *burst(waddr + cur_pos * rrb, rrb, "RP_LOAD")
+                NextValue(i, 0), NextState("RP_GO")
             )
         )
+        fsm.act("RP_GO", *burst(rope_addr, rrb, "RP_LOAD"))
         fsm.act("RP_LOAD",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
@@ -704,10 +726,11 @@ class Accelerator(LiteXModule):
                 NextValue(kvh, 0), NextValue(ii, src), NextState("KVW_H")
             )
         )
-        fsm.act("KVW_H",
-            NextValue(j, 0),
-            *burst(kvaddr + kvh * R["KVHEAD"] + cur_pos * (m << 1), m << 1, "KVW_RD", write=True)
-        )
+        # The row address is registered: KVW_H lets it settle after a new head or slot.
+        kvw_addr = Signal(ADDR_W)
+        self.sync += kvw_addr.eq(kvaddr + kvh * R["KVHEAD"] + cur_pos * (m << 1))
+        fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_GO"))
+        fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
         fsm.act("KVW_RD", act_radr.eq(ii), NextState("KVW_CV"))
         fsm.act("KVW_CV",
             NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
@@ -737,10 +760,14 @@ class Accelerator(LiteXModule):
         self.specials += exp_rom, exp_rp
         hsb = Signal(13)
         self.comb += hsb.eq(m >> 3)
+        # Registered: the head's K and V addresses and the causal span settle during AT_H/AT_Q.
         span = Signal(ADDR_W)
-        self.comb += span.eq((cur_pos + 1) * (m << 1))
-        kvhead_base = Signal(ADDR_W)
-        self.comb += kvhead_base.eq(kvaddr + kvh * R["KVHEAD"])
+        kvhead_base, vhead_base = Signal(ADDR_W), Signal(ADDR_W)
+        self.sync += [
+            span.eq((cur_pos + 1) * (m << 1)),
+            kvhead_base.eq(kvaddr + kvh * R["KVHEAD"]),
+            vhead_base.eq(kvhead_base + R["VOFF"]),
+        ]
         self.comb += [q_wp.adr.eq(j >> 3), q_wp.dat_w.eq(packed16)]
         fsm.act("ATTN",
             If(cur_pos >= R["SEQLEN"],
@@ -764,7 +791,7 @@ class Accelerator(LiteXModule):
             )
         )
         # Scores: stage 0 accepts a key beat, 1 multiplies, 2 accumulates over the head,
-        # 3 scales, 4 rounds and stores.
+        # 3 scales, 4 rounds and saturates, 5 takes the max and stores.
         a_acc = Signal()
         kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
         ka1, kf1, kl1 = Signal(), Signal(), Signal()
@@ -793,7 +820,8 @@ class Accelerator(LiteXModule):
         qs = [_signed(self, v, 16) for v in _lanes(q_rp.dat_r, 16, 8)]
         st, sc_r = round_shift(dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         self.comb += st
-        sc = _signed(self, saturate(self, sc_r, 32), 32)
+        sc = Signal((32, True))
+        ka5, kt5 = Signal(), Signal(32)
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             ka2.eq(ka1), kf2.eq(kf1), kl2.eq(kl1), kt2.eq(kt1),
@@ -803,7 +831,9 @@ class Accelerator(LiteXModule):
             If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),
             ka4.eq(ka3), kt4.eq(kt3),
             dprod.eq(dsum * scale),
-            If(ka4,
+            ka5.eq(ka4), kt5.eq(kt4),
+            sc.eq(saturate(self, sc_r, 32)),
+            If(ka5,
                 scount.eq(scount + 1),
                 If((scount == 0) | (sc > smax), smax.eq(sc))
             ),
@@ -812,28 +842,30 @@ class Accelerator(LiteXModule):
         # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
         u = Signal(40)
         dd = Signal((34, True))
-        self.comb += dd.eq(smax - _signed(self, sb_rp.dat_r, 32))
         st, u_r = round_shift(_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
         self.comb += st
-        # One score per cycle: read (S0), scale the distance to the max (S1), table (S2), shift,
-        # accumulate the sum and write back (S3).
-        u3 = Signal(40)
+        # One score per cycle: read (S0), distance to the max (S1), scale it (S2), table (S3),
+        # shift, accumulate the sum and write back (S4).
+        u4 = Signal(40)
         ev = Signal(17)
         self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
-                      ev.eq(exp_rp.dat_r >> Mux(u3[N.ACT_FRAC:] > 31, 31, u3[N.ACT_FRAC:]))]
-        recip = Signal(64)
-        smv1, smv2, smv3 = Signal(), Signal(), Signal()
-        smt1, smt2, smt3 = Signal(32), Signal(32), Signal(32)
+                      ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
+        # 1/sum in Q46: the max score's exponential is 2**15, so the sum is at least that and
+        # the reciprocal fits 32 bits.
+        recip = Signal(32)
+        smv1, smv2, smv3, smv4 = Signal(), Signal(), Signal(), Signal()
+        smt1, smt2, smt3, smt4 = Signal(32), Signal(32), Signal(32), Signal(32)
         sm_run = fsm.ongoing("AT_SM_RUN")
         self.sync += [
             smv1.eq(sm_run & (t <= cur_pos)), smt1.eq(t),
-            smv2.eq(smv1 & sm_run), smt2.eq(smt1), u.eq(u_r),
-            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u3.eq(u),
-            If(smv3 & sm_run, dsum.eq(dsum + ev)),
+            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq(smax - _signed(self, sb_rp.dat_r, 32)),
+            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
+            smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
+            If(smv4 & sm_run, dsum.eq(dsum + ev)),
         ]
         fsm.act("AT_SM_RUN",
             If(t <= cur_pos, NextValue(t, t + 1)),
-            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3, NextState("AT_DIV"))
+            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4, NextState("AT_DIV"))
         )
         fsm.act("AT_DIV",
             div.start.eq(1), div.dividend.eq(1 << 46), div.divisor.eq(dsum),
@@ -842,26 +874,27 @@ class Accelerator(LiteXModule):
         fsm.act("AT_DIVW",
             If(div.done,
                 NextValue(recip, div.quotient), NextValue(t, 0), NextValue(k, 0),
-                *burst(kvhead_base + R["VOFF"], span, "AT_V")
+                *burst(vhead_base, span, "AT_V")
             )
         )
         # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
-        # 1 makes the probability, 2 multiplies, 3 accumulates.
+        # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
         a_v = Signal()
         self.comb += a_v.eq(fsm.ongoing("AT_V") & rd.valid & (t <= cur_pos))
-        va1, va2, va3 = Signal(), Signal(), Signal()
-        vf1, vf2, vf3 = Signal(), Signal(), Signal()
-        vk1, vk2, vk3 = Signal(13), Signal(13), Signal(13)
-        vl1, vl2, vl3 = Signal(), Signal(), Signal()
-        vbeat1, vbeat2 = Signal(128), Signal(128)
+        va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
+        vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
+        vk1, vk2, vk3, vk4 = Signal(13), Signal(13), Signal(13), Signal(13)
+        vl1, vl2, vl3, vl4 = Signal(), Signal(), Signal(), Signal()
+        vbeat1, vbeat2, vbeat3 = Signal(128), Signal(128), Signal(128)
+        ev_r = Signal(17)
         prob = Signal(17)
         vprod = [Signal((34, True)) for _ in range(8)]
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
         self.comb += sb_rp.adr.eq(t)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt3, kt4)),
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt4, kt5)),
                       sb_wp.dat_w.eq(Mux(sm_run, ev, sc)),
-                      sb_wp.we.eq((sm_run & smv3) | ka4)]
+                      sb_wp.we.eq((sm_run & smv4) | ka5)]
         fsm.act("AT_V",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
             If(a_v,
@@ -869,18 +902,19 @@ class Accelerator(LiteXModule):
             ),
             If(wdone, NextValue(j, 0), NextValue(ii, dst + h * m), NextState("AT_OUT"))
         )
-        vals = [_signed(self, v, 16) for v in _lanes(vbeat2, 16, 8)]
+        vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
             va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
-            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1),
-            prob.eq((sb_rp.dat_r * recip) >> 31),
-            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2),
+            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(sb_rp.dat_r),
+            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
+            prob.eq(_unsigned(self, ev_r * recip, 49) >> 31),     # widened: Verilog sizes a product by its context
+            va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
             [vprod[l].eq(_signed(self, prob, 18) * vals[l]) for l in range(8)],
-            wdone.eq(va3 & vl3),
+            wdone.eq(va4 & vl4),
             If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
         ]
         for x in range(params.max_head):
-            self.sync += If(va3 & (vk3 == x // 8), wacc[x].eq(Mux(vf3, 0, wacc[x]) + vprod[x % 8]))
+            self.sync += If(va4 & (vk4 == x // 8), wacc[x].eq(Mux(vf4, 0, wacc[x]) + vprod[x % 8]))
         # Output: the accumulator mux is registered (S0), rounded, saturated and written (S1).
         wsel = Signal((48, True))
         ov1 = Signal()
