@@ -291,10 +291,20 @@ class Accelerator(LiteXModule):
             *burst(pc_addr, isa.BEAT_BYTES, "DECODE")
         )
         class_index = {name: CLASSES.index(name) for name in CLASSES}
-        act_ok = lambda base, count: (count >= 1) & (_unsigned(self, base + count, 34) <= D)
+        # Field checks are registered in PREP, the cycle between DECODE and EXECUTE (timing:
+        # the n*m product and the range compares stay out of EXECUTE's error path).
+        nm = Signal(32)
+        checks = {}
+
+        def act_ok(base, count):
+            key = (id(base), id(count))
+            if key not in checks:
+                ok = Signal(name="act_ok")
+                self.sync += ok.eq((count >= 1) & (_unsigned(self, base + count, 34) <= D))
+                checks[key] = ok
+            return checks[key]
         need = lambda cond, *then: If(~(cond), *fail("BAD_FIELD")).Else(*then)
         kvhs_ok = (m >= 8) & (m[0:3] == 0) & (m <= params.max_head)
-        nm = _unsigned(self, n * m, 32)
         fsm.act("DECODE",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
@@ -302,10 +312,12 @@ class Accelerator(LiteXModule):
                 NextValue(dst, rd.data[16:32]), NextValue(src, rd.data[32:48]),
                 NextValue(src2, rd.data[48:64]), NextValue(n, rd.data[64:80]),
                 NextValue(m, rd.data[80:96]), NextValue(addr, rd.data[96:128]),
+                NextValue(nm, rd.data[64:80] * rd.data[80:96]),
                 NextValue(slot, 0), NextValue(jump, 0),
-                NextState("EXECUTE"),
+                NextState("PREP"),
             )
         )
+        fsm.act("PREP", NextState("EXECUTE"))
         O = isa.OPCODES
         fsm.act("EXECUTE",
             Case(op, {
@@ -335,7 +347,8 @@ class Accelerator(LiteXModule):
             })
         )
         self.comb += [
-            If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("START") | fsm.ongoing("SLOTS"),
+            If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("PREP") | fsm.ongoing("START")
+               | fsm.ongoing("SLOTS"),
                 cls.eq(class_index["FETCH"])
             ).Else(
                 Case(op, {O[name]: cls.eq(class_index[name]) for name in isa.OPCODES})
@@ -384,15 +397,23 @@ class Accelerator(LiteXModule):
         fsm.act("EMB_BEAT", *beat_in("EMB_EL"))
         q16 = _signed(self, Array(_lanes(beat, 16, 8))[j[0:3]], 16)
         fshift_s = _signed(self, fshift - N.ACT_FRAC, 8)
-        st, emb = round_shift(q16, fshift_s, 64)
+        # Three cycles per element (a row is read once per token): pick the lane (EMB_EL),
+        # round (EMB_RS), saturate and write (EMB_WR).
+        emb_q = Signal((16, True))
+        emb_r = Signal((64, True))
+        st, emb = round_shift(emb_q, fshift_s, 64)
         self.comb += st
-        fsm.act("EMB_EL",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb, 32)), act_we.eq(1),
+        fsm.act("EMB_EL", NextValue(emb_q, q16), NextState("EMB_RS"))
+        fsm.act("EMB_RS", NextValue(emb_r, emb), NextState("EMB_WR"))
+        fsm.act("EMB_WR",
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(1),
             NextValue(i, i + 1), NextValue(j, j + 1),
             If(i == n - 1,
                 next_slot("EMBED")
             ).Elif(j == 7,
                 NextState("EMB_BEAT")
+            ).Else(
+                NextState("EMB_EL")
             )
         )
 
@@ -492,7 +513,7 @@ class Accelerator(LiteXModule):
         xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_we = Signal()
-        i1, i2 = Signal(32), Signal(32)
+        i1, i2, i3 = Signal(32), Signal(32), Signal(32)
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         exp_ok = []
         for s in range(B):
@@ -508,22 +529,23 @@ class Accelerator(LiteXModule):
             ok = Signal()
             self.comb += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
             exp_ok.append(ok)
-            # Input pass: read (S0), scale and saturate (S1), pack into the lane word (S2).
+            # Input pass: read (S0), rounding bias (S1), shift and saturate (S2), pack into the
+            # lane word (S3).
             xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
-            st, xr = round_shift(xval, _signed(self, ex[s], 7), 40)
-            self.comb += st
+            xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40)
+            xr = _signed(self, xr_finish(), 40)
             xm = Signal((16, True))
             self.sync += xm.eq(saturate(self, xr, N.QIN_BITS))
             self.comb += xin_wdat[s].eq(xwords[s])
             for l in range(isa.LANES):
-                self.comb += If(i2[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
+                self.comb += If(i3[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v1 & (ax > amax[s]), amax[s].eq(ax)),
                 If(fsm.ongoing("MV_EXP") & ~ok, ex[s].eq(ex[s] + 1)),
-                If(fsm.ongoing("MV_XIN") & v2, xwords[s].eq(xin_wdat[s])),
+                If(fsm.ongoing("MV_XIN") & v3, xwords[s].eq(xin_wdat[s])),
             ]
-        self.comb += [xin_wadr.eq(i2 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v2 & (i2[0:4] == 15))]
+        self.comb += [xin_wadr.eq(i3 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v3 & (i3[0:4] == 15))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
         fsm.act("MATVEC",
@@ -537,7 +559,7 @@ class Accelerator(LiteXModule):
             If((i == m) & ~v1, NextState("MV_EXP"))
         )
         fsm.act("MV_EXP",
-            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0),
+            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0),
             If(reduce(and_, exp_ok), NextState("MV_XIN"))
         )
         fsm.act("MV_XIN",
@@ -545,7 +567,8 @@ class Accelerator(LiteXModule):
             If(i < cp, NextValue(i, i + 1)),
             NextValue(v1, i < cp), NextValue(i1, i),
             NextValue(v2, v1), NextValue(i2, i1),
-            If((i == cp) & ~v1 & ~v2, NextState("MV_INIT"))
+            NextValue(v3, v2), NextValue(i3, i2),
+            If((i == cp) & ~v1 & ~v2 & ~v3, NextState("MV_INIT"))
         )
         # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
         # 8 weight beats (spec.isa.pack_matrix).
@@ -791,7 +814,7 @@ class Accelerator(LiteXModule):
             )
         )
         # Scores: stage 0 accepts a key beat, 1 multiplies, 2 accumulates over the head,
-        # 3 scales, 4 rounds and saturates, 5 takes the max and stores.
+        # 3 scales, 4 adds the rounding bias, 5 shifts and saturates, 6 takes the max and stores.
         a_acc = Signal()
         kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
         ka1, kf1, kl1 = Signal(), Signal(), Signal()
@@ -818,10 +841,10 @@ class Accelerator(LiteXModule):
         )
         keys = [_signed(self, v, 16) for v in _lanes(kbeat, 16, 8)]
         qs = [_signed(self, v, 16) for v in _lanes(q_rp.dat_r, 16, 8)]
-        st, sc_r = round_shift(dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
-        self.comb += st
+        sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        sc_r = _signed(self, sc_finish(), 80)
         sc = Signal((32, True))
-        ka5, kt5 = Signal(), Signal(32)
+        ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             ka2.eq(ka1), kf2.eq(kf1), kl2.eq(kl1), kt2.eq(kt1),
@@ -831,9 +854,10 @@ class Accelerator(LiteXModule):
             If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),
             ka4.eq(ka3), kt4.eq(kt3),
             dprod.eq(dsum * scale),
-            ka5.eq(ka4), kt5.eq(kt4),
+            ka5.eq(ka4), kt5.eq(kt4),                     # rounding bias added
+            ka6.eq(ka5), kt6.eq(kt5),
             sc.eq(saturate(self, sc_r, 32)),
-            If(ka5,
+            If(ka6,
                 scount.eq(scount + 1),
                 If((scount == 0) | (sc > smax), smax.eq(sc))
             ),
@@ -892,9 +916,9 @@ class Accelerator(LiteXModule):
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
         self.comb += sb_rp.adr.eq(t)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt4, kt5)),
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt4, kt6)),
                       sb_wp.dat_w.eq(Mux(sm_run, ev, sc)),
-                      sb_wp.we.eq((sm_run & smv4) | ka5)]
+                      sb_wp.we.eq((sm_run & smv4) | ka6)]
         fsm.act("AT_V",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
             If(a_v,

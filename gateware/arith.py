@@ -46,9 +46,17 @@ def round_shift(x, s, width):
 
 def round_shift_split(m, x, s, width):
     """round_shift in two pipeline stages: call once for the first stage's registers (the
-    bias add), then ``finish()`` in the next stage for the shift. Returns ``finish``, a function
+    bias add), then ``finish()`` in the next stage for the shift (``s`` a signal or a constant). Returns ``finish``, a function
     giving the result expression from the registered values; ``m`` gets the sync statements."""
     biased = Signal((width, True))
+    if isinstance(s, int):
+        if s <= 0:
+            m.sync += biased.eq(x << -s)
+            return lambda: biased
+        up = Signal((2, True))
+        m.comb += up.eq(x >= 0)
+        m.sync += biased.eq(x + ((1 << (s - 1)) - 1) + up)
+        return lambda: biased >> s
     xr     = Signal((width, True))
     spos, sneg = Signal(7), Signal(7)
     left = Signal()
@@ -141,10 +149,17 @@ class Rsqrt(LiteXModule):
         rd = table.get_port()
         self.specials += table, rd
 
-        bitlen = Signal(7)
+        # bit_length(m) as a two-level priority tree (bytes, then the top byte's bits), and
+        # registered in CLZ: a 64-deep priority chain was the core's slowest path.
+        bitlen, bl = Signal(7), Signal(7)
+        local = [Signal(4) for _ in range(8)]
+        for g in range(8):
+            self.comb += local[g].eq(0)
+            for b in range(8):
+                self.comb += If(self.m[8 * g + b], local[g].eq(b + 1))
         self.comb += bitlen.eq(0)
-        for b in range(64):
-            self.comb += If(self.m[b], bitlen.eq(b + 1))
+        for g in range(8):
+            self.comb += If(self.m[8 * g:8 * g + 8] != 0, bitlen.eq(8 * g + local[g]))
         sh  = Signal((8, True))
         t   = Signal(33)
         y   = Signal((20, True))
@@ -155,12 +170,12 @@ class Rsqrt(LiteXModule):
         fsm = FSM(reset_state="IDLE")
         self.fsm = fsm
         sh_raw = Signal((8, True))
-        self.comb += sh_raw.eq(31 - bitlen)
+        self.comb += sh_raw.eq(31 - bl)
         fsm.act("IDLE",
-            If(self.start,
-                NextValue(sh, sh_raw + (sh_raw & 1)),
-                NextState("NORM"))
+            If(self.start, NextState("CLZ"))
         )
+        fsm.act("CLZ", NextValue(bl, bitlen), NextState("SHIFT"))
+        fsm.act("SHIFT", NextValue(sh, sh_raw + (sh_raw & 1)), NextState("NORM"))
         fsm.act("NORM",
             NextValue(t, Mux(sh >= 0, self.m << sh[0:7], self.m >> (-sh)[0:7])),
             NextValue(self.e, (sh + frac - 30) >> 1),
