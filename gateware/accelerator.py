@@ -224,6 +224,8 @@ class Accelerator(LiteXModule):
 
         # Counters ---------------------------------------------------------------------------------
         cls = Signal(max=len(CLASSES))
+        cls_q = Signal(max=len(CLASSES))          # registered: the class decode stays off the counters' path
+        self.sync += cls_q.eq(cls)
         class_cycles = Array(Signal(64, name=f"cycles_{c.lower()}") for c in CLASSES)
         counting = Signal()
         mac_beat, rd_wait = Signal(), Signal()
@@ -235,7 +237,7 @@ class Accelerator(LiteXModule):
                 *[c.eq(0) for c in class_cycles],
             ).Elif(counting,
                 self.cycles.status.eq(self.cycles.status + 1),
-                class_cycles[cls].eq(class_cycles[cls] + 1),
+                class_cycles[cls_q].eq(class_cycles[cls_q] + 1),
                 If(mac_beat, self.mac_busy.status.eq(self.mac_busy.status + 1)),
                 If(rd_wait & ~rd.valid, self.dram_stall.status.eq(self.dram_stall.status + 1)),
                 If(rd.valid & rd.ready, self.bytes_read.status.eq(self.bytes_read.status + isa.BEAT_BYTES)),
@@ -526,8 +528,8 @@ class Accelerator(LiteXModule):
             self.comb += ax.eq(Mux(act_rdat[s] < 0, -act_rdat[s], act_rdat[s]))
             st, rs = round_shift(_signed(self, amax[s], 34), _signed(self, ex[s], 7), 40)
             self.comb += st
-            ok = Signal()
-            self.comb += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
+            ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
+            self.sync += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
             exp_ok.append(ok)
             # Input pass: read (S0), rounding bias (S1), shift and saturate (S2), pack into the
             # lane word (S3).
@@ -542,7 +544,7 @@ class Accelerator(LiteXModule):
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v1 & (ax > amax[s]), amax[s].eq(ax)),
-                If(fsm.ongoing("MV_EXP") & ~ok, ex[s].eq(ex[s] + 1)),
+                If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
                 If(fsm.ongoing("MV_XIN") & v3, xwords[s].eq(xin_wdat[s])),
             ]
         self.comb += [xin_wadr.eq(i3 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v3 & (i3[0:4] == 15))]
@@ -560,7 +562,11 @@ class Accelerator(LiteXModule):
         )
         fsm.act("MV_EXP",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0),
-            If(reduce(and_, exp_ok), NextState("MV_XIN"))
+            NextState("MV_EXP2")
+        )
+        # Each slot's exponent grows until its largest magnitude fits the input mantissas.
+        fsm.act("MV_EXP2",
+            If(reduce(and_, exp_ok), NextState("MV_XIN")).Else(NextState("MV_EXP"))
         )
         fsm.act("MV_XIN",
             act_radr.eq(src + i),
