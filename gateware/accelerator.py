@@ -296,6 +296,7 @@ class Accelerator(LiteXModule):
         # Field checks are registered in PREP, the cycle between DECODE and EXECUTE (timing:
         # the n*m product and the range compares stay out of EXECUTE's error path).
         nm = Signal(32)
+        self.sync += nm.eq(rd.data[64:80] * rd.data[80:96])      # the beat DECODE takes: valid in PREP
         checks = {}
 
         def act_ok(base, count):
@@ -314,7 +315,6 @@ class Accelerator(LiteXModule):
                 NextValue(dst, rd.data[16:32]), NextValue(src, rd.data[32:48]),
                 NextValue(src2, rd.data[48:64]), NextValue(n, rd.data[64:80]),
                 NextValue(m, rd.data[80:96]), NextValue(addr, rd.data[96:128]),
-                NextValue(nm, rd.data[64:80] * rd.data[80:96]),
                 NextValue(slot, 0), NextValue(jump, 0),
                 NextState("PREP"),
             )
@@ -405,8 +405,9 @@ class Accelerator(LiteXModule):
         emb_r = Signal((64, True))
         st, emb = round_shift(emb_q, fshift_s, 64)
         self.comb += st
-        fsm.act("EMB_EL", NextValue(emb_q, q16), NextState("EMB_RS"))
-        fsm.act("EMB_RS", NextValue(emb_r, emb), NextState("EMB_WR"))
+        self.sync += [emb_q.eq(q16), emb_r.eq(emb)]
+        fsm.act("EMB_EL", NextState("EMB_RS"))
+        fsm.act("EMB_RS", NextState("EMB_WR"))
         fsm.act("EMB_WR",
             act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(1),
             NextValue(i, i + 1), NextValue(j, j + 1),
@@ -435,14 +436,13 @@ class Accelerator(LiteXModule):
         )
         # Pass 1, one element per cycle: read (S0), round (S1), square (S2), accumulate (S3).
         xs_r = Signal((40, True))
+        self.sync += [xs_r.eq(xs), sq.eq(xs_r * xs_r)]
         fsm.act("RMS_SUM",
             act_radr.eq(src + i),
             If(i < n, NextValue(i, i + 1)),
             NextValue(v1, i < n),
             NextValue(v2, v1),
             NextValue(v3, v2),
-            If(v1, NextValue(xs_r, xs)),
-            If(v2, NextValue(sq, xs_r * xs_r)),
             If(v3, NextValue(sumsq, sumsq + sq)),
             If((i == n) & ~v1 & ~v2 & ~v3, NextState("RMS_DIV"))
         )
@@ -550,9 +550,11 @@ class Accelerator(LiteXModule):
         self.comb += [xin_wadr.eq(i3 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v3 & (i3[0:4] == 15))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
+        mv_bytes = Signal(ADDR_W)
+        self.sync += mv_bytes.eq(self._matrix_bytes(n, cp, cpb))   # n, m settle in DECODE
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0),
-            *burst(waddr, self._matrix_bytes(n, cp, cpb), "MV_AMAX")
+            *burst(waddr, mv_bytes, "MV_AMAX")
         )
         fsm.act("MV_AMAX",
             act_radr.eq(src + i),
@@ -716,16 +718,17 @@ class Accelerator(LiteXModule):
             NextValue(v0, ard), NextValue(csw, Array(_lanes(cs_rp.dat_r, 32, 4))[jj[0:2]]),
             NextState("RP_MUL")
         )
-        fsm.act("RP_MUL",
-            NextValue(ra, v0 * cosv - ard * sinv),
-            NextValue(rb, v0 * sinv + ard * cosv),
-            NextState("RP_W0")
-        )
+        # The rotation products are registered every cycle (not in the FSM, so that synthesis
+        # cannot share their multipliers with other states'); RP_MUL and RP_W0 hold the second
+        # operand's read address so that rb is still valid in RP_W1.
+        self.sync += [ra.eq(v0 * cosv - ard * sinv), rb.eq(v0 * sinv + ard * cosv)]
+        fsm.act("RP_MUL", act_radr.eq(src + i + 1), NextState("RP_W0"))
         st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
         self.comb += st
         st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
         self.comb += st
         fsm.act("RP_W0",
+            act_radr.eq(src + i + 1),
             act_wadr.eq(dst + i), act_wdat.eq(saturate(self, ra_r, 32)), act_we.eq(1),
             NextState("RP_W1")
         )
@@ -1023,7 +1026,7 @@ class Accelerator(LiteXModule):
         for l in range(4):
             self.comb += If(i1[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
         slot_off = Signal(ADDR_W)
-        self.comb += slot_off.eq(slot * (m << 4))
+        self.sync += slot_off.eq(slot * (m << 4))         # registered: ST_GO/LD_GO wait for a new slot's
         # One element per cycle into a beat; the beat leaves while the next element is read.
         full = Signal()
         push = Signal()
@@ -1035,8 +1038,8 @@ class Accelerator(LiteXModule):
             st_issue.eq((i < n) & (~full | push) & ~last_lane),
         ]
         fsm.act("STORE",
-            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0),
-            *burst(waddr + slot_off, n << 2, "ST_RUN", write=True))
+            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0), NextState("ST_GO"))
+        fsm.act("ST_GO", *burst(waddr + slot_off, n << 2, "ST_RUN", write=True))
         fsm.act("ST_RUN",
             act_radr.eq(src + i),
             If(st_issue, NextValue(i, i + 1)),
@@ -1046,7 +1049,8 @@ class Accelerator(LiteXModule):
             If(v1, NextValue(word, packed32), If(last_lane, NextValue(full, 1))),
             If((i == n) & ~v1 & (~full | push), next_slot("STORE"))
         )
-        fsm.act("LOAD", NextValue(i, 0), *burst(waddr + slot_off, n << 2, "LD_BEAT"))
+        fsm.act("LOAD", NextValue(i, 0), NextState("LD_GO"))
+        fsm.act("LD_GO", *burst(waddr + slot_off, n << 2, "LD_BEAT"))
         fsm.act("LD_BEAT", *beat_in("LD_EL"))
         l32 = _signed(self, Array(_lanes(beat, 32, 4))[j[0:2]], 32)
         fsm.act("LD_EL",

@@ -176,8 +176,17 @@ class Rsqrt(LiteXModule):
         )
         fsm.act("CLZ", NextValue(bl, bitlen), NextState("SHIFT"))
         fsm.act("SHIFT", NextValue(sh, sh_raw + (sh_raw & 1)), NextState("NORM"))
+        # The shift and the Newton products are registered every cycle, outside the FSM, so
+        # that synthesis does not share one multiplier between the states through muxes; each
+        # state waits for the register it needs.
+        y_next = Signal((20, True))
+        self.sync += [
+            t.eq(Mux(sh >= 0, self.m << sh[0:7], self.m >> (-sh)[0:7])),
+            yy.eq((y * y) >> 15),
+            ty2.eq(((t >> 15) * yy) >> 15),
+            y_next.eq((y * ((3 << 15) - ty2)) >> 16),
+        ]
         fsm.act("NORM",
-            NextValue(t, Mux(sh >= 0, self.m << sh[0:7], self.m >> (-sh)[0:7])),
             NextValue(self.e, (sh + frac - 30) >> 1),
             NextState("SEED")
         )
@@ -186,16 +195,11 @@ class Rsqrt(LiteXModule):
             NextValue(y, rd.dat_r), NextValue(step, 0),
             NextState("SQ")
         )
-        fsm.act("SQ",
-            NextValue(yy, (y * y) >> 15),
-            NextState("TY2")
-        )
-        fsm.act("TY2",
-            NextValue(ty2, ((t >> 15) * yy) >> 15),
-            NextState("NEWTON")
-        )
-        fsm.act("NEWTON",
-            NextValue(y, (y * ((3 << 15) - ty2)) >> 16),
+        fsm.act("SQ", NextState("TY2"))            # yy <- y*y
+        fsm.act("TY2", NextState("NEWTON"))        # ty2 <- t*yy
+        fsm.act("NEWTON", NextState("UPDATE"))     # y_next <- y*(3 - ty2)
+        fsm.act("UPDATE",
+            NextValue(y, y_next),
             NextValue(step, step + 1),
             If(step == 1,
                 NextState("OUT")
