@@ -22,7 +22,7 @@ from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSRField
 from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
 from spec import isa, numerics as N
-from gateware.arith import round_shift, saturate, Divider, Rsqrt
+from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -141,12 +141,20 @@ class Accelerator(LiteXModule):
             self.specials += mem, rp, rp2, wp
             act_rdat.append(_signed(self, rp.dat_r, 32))
             act_rdat2.append(_signed(self, rp2.dat_r, 32))
+            # Writes are registered on their way to the RAM (timing: the units' rounding and the
+            # FSM's write mux end in a register, not at a block RAM far away). A write lands one
+            # cycle later; the ISA only lets an instruction write a range it does not read, or
+            # the very element it has already read, so no read can tell.
+            wadr_q, wdat_q, we_q = Signal(max=D), Signal(32), Signal()
+            self.sync += [
+                wadr_q.eq(act_wadr),
+                If(act_we_all, wdat_q.eq(mv_out[s]), we_q.eq(s < nslots)
+                ).Else(wdat_q.eq(act_wdat), we_q.eq(act_we & (slot == s))),
+            ]
             self.comb += [
                 rp.adr.eq(act_radr),
                 rp2.adr.eq(act_radr2),
-                wp.adr.eq(act_wadr),
-                If(act_we_all, wp.dat_w.eq(mv_out[s]), wp.we.eq(s < nslots)
-                ).Else(wp.dat_w.eq(act_wdat), wp.we.eq(act_we & (slot == s))),
+                wp.adr.eq(wadr_q), wp.dat_w.eq(wdat_q), wp.we.eq(we_q),
             ]
         ard = _signed(self, Array(act_rdat)[slot], 32)
         ard2 = _signed(self, Array(act_rdat2)[slot], 32)
@@ -175,8 +183,11 @@ class Accelerator(LiteXModule):
         waddr = Signal(ADDR_W)
         kvaddr = Signal(ADDR_W)
         cur_pos = Signal(32)
-        self.comb += [
-            cur_pos.eq(pos[slot]),
+        # Operand base addresses, registered: an instruction's fields, the layer and the slot
+        # settle at least one cycle before a state issues a burst from them (timing: the
+        # layer x stride products stay out of the burst address paths).
+        self.comb += cur_pos.eq(pos[slot])
+        self.sync += [
             waddr.eq(addr + Mux(layered, layer * R["WSTRIDE"], 0)),
             kvaddr.eq(kvb[slot] + addr + Mux(layered, layer * R["KVSTRIDE"], 0)),
         ]
@@ -213,6 +224,8 @@ class Accelerator(LiteXModule):
 
         # Counters ---------------------------------------------------------------------------------
         cls = Signal(max=len(CLASSES))
+        cls_q = Signal(max=len(CLASSES))          # registered: the class decode stays off the counters' path
+        self.sync += cls_q.eq(cls)
         class_cycles = Array(Signal(64, name=f"cycles_{c.lower()}") for c in CLASSES)
         counting = Signal()
         mac_beat, rd_wait = Signal(), Signal()
@@ -224,7 +237,7 @@ class Accelerator(LiteXModule):
                 *[c.eq(0) for c in class_cycles],
             ).Elif(counting,
                 self.cycles.status.eq(self.cycles.status + 1),
-                class_cycles[cls].eq(class_cycles[cls] + 1),
+                class_cycles[cls_q].eq(class_cycles[cls_q] + 1),
                 If(mac_beat, self.mac_busy.status.eq(self.mac_busy.status + 1)),
                 If(rd_wait & ~rd.valid, self.dram_stall.status.eq(self.dram_stall.status + 1)),
                 If(rd.valid & rd.ready, self.bytes_read.status.eq(self.bytes_read.status + isa.BEAT_BYTES)),
@@ -280,10 +293,21 @@ class Accelerator(LiteXModule):
             *burst(pc_addr, isa.BEAT_BYTES, "DECODE")
         )
         class_index = {name: CLASSES.index(name) for name in CLASSES}
-        act_ok = lambda base, count: (count >= 1) & (_unsigned(self, base + count, 34) <= D)
+        # Field checks are registered in PREP, the cycle between DECODE and EXECUTE (timing:
+        # the n*m product and the range compares stay out of EXECUTE's error path).
+        nm = Signal(32)
+        self.sync += nm.eq(rd.data[64:80] * rd.data[80:96])      # the beat DECODE takes: valid in PREP
+        checks = {}
+
+        def act_ok(base, count):
+            key = (id(base), id(count))
+            if key not in checks:
+                ok = Signal(name="act_ok")
+                self.sync += ok.eq((count >= 1) & (_unsigned(self, base + count, 34) <= D))
+                checks[key] = ok
+            return checks[key]
         need = lambda cond, *then: If(~(cond), *fail("BAD_FIELD")).Else(*then)
         kvhs_ok = (m >= 8) & (m[0:3] == 0) & (m <= params.max_head)
-        nm = _unsigned(self, n * m, 32)
         fsm.act("DECODE",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
@@ -292,9 +316,10 @@ class Accelerator(LiteXModule):
                 NextValue(src2, rd.data[48:64]), NextValue(n, rd.data[64:80]),
                 NextValue(m, rd.data[80:96]), NextValue(addr, rd.data[96:128]),
                 NextValue(slot, 0), NextValue(jump, 0),
-                NextState("EXECUTE"),
+                NextState("PREP"),
             )
         )
+        fsm.act("PREP", NextState("EXECUTE"))
         O = isa.OPCODES
         fsm.act("EXECUTE",
             Case(op, {
@@ -324,7 +349,8 @@ class Accelerator(LiteXModule):
             })
         )
         self.comb += [
-            If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("START") | fsm.ongoing("SLOTS"),
+            If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("PREP") | fsm.ongoing("START")
+               | fsm.ongoing("SLOTS"),
                 cls.eq(class_index["FETCH"])
             ).Else(
                 Case(op, {O[name]: cls.eq(class_index[name]) for name in isa.OPCODES})
@@ -358,33 +384,45 @@ class Accelerator(LiteXModule):
         # EMBED ------------------------------------------------------------------------------------
         f16bytes = Signal(20)
         self.comb += f16bytes.eq(isa.BEAT_BYTES + (((n + 7) >> 3) << 4))
+        # The row address is a registered product: EMBED checks the token while it settles.
+        emb_addr = Signal(ADDR_W)
+        self.sync += emb_addr.eq(waddr + tok[slot] * f16bytes)
         fsm.act("EMBED",
             If(tok[slot] >= m,
                 *fail("BAD_TOKEN")
             ).Else(
-                NextValue(i, 0),
-                *burst(waddr + tok[slot] * f16bytes, f16bytes, "EMB_HDR")
+                NextValue(i, 0), NextState("EMB_GO")
             )
         )
+        fsm.act("EMB_GO", *burst(emb_addr, f16bytes, "EMB_HDR"))
         fsm.act("EMB_HDR", *beat_in("EMB_BEAT"), If(rd.valid, NextValue(fshift, rd.data[0:6])))
         fsm.act("EMB_BEAT", *beat_in("EMB_EL"))
         q16 = _signed(self, Array(_lanes(beat, 16, 8))[j[0:3]], 16)
         fshift_s = _signed(self, fshift - N.ACT_FRAC, 8)
-        st, emb = round_shift(q16, fshift_s, 64)
+        # Three cycles per element (a row is read once per token): pick the lane (EMB_EL),
+        # round (EMB_RS), saturate and write (EMB_WR).
+        emb_q = Signal((16, True))
+        emb_r = Signal((64, True))
+        st, emb = round_shift(emb_q, fshift_s, 64)
         self.comb += st
-        fsm.act("EMB_EL",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb, 32)), act_we.eq(1),
+        self.sync += [emb_q.eq(q16), emb_r.eq(emb)]
+        fsm.act("EMB_EL", NextState("EMB_RS"))
+        fsm.act("EMB_RS", NextState("EMB_WR"))
+        fsm.act("EMB_WR",
+            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(1),
             NextValue(i, i + 1), NextValue(j, j + 1),
             If(i == n - 1,
                 next_slot("EMBED")
             ).Elif(j == 7,
                 NextState("EMB_BEAT")
+            ).Else(
+                NextState("EMB_EL")
             )
         )
 
         # RMSNORM ----------------------------------------------------------------------------------
         sumsq = Signal(64)
-        v1, v2 = Signal(), Signal()
+        v1, v2, v3 = Signal(), Signal(), Signal()
         sq = Signal(64)
         st, xs = round_shift(ard, N.RMS_PRE_SHIFT, 40)
         self.comb += st
@@ -393,17 +431,20 @@ class Accelerator(LiteXModule):
         xn = Signal((32, True))
         gshift = Signal(6)
         fsm.act("RMSNORM",
-            NextValue(i, 0), NextValue(sumsq, 0), NextValue(v1, 0), NextValue(v2, 0),
+            NextValue(i, 0), NextValue(sumsq, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0),
             NextState("RMS_SUM")
         )
+        # Pass 1, one element per cycle: read (S0), round (S1), square (S2), accumulate (S3).
+        xs_r = Signal((40, True))
+        self.sync += [xs_r.eq(xs), sq.eq(xs_r * xs_r)]
         fsm.act("RMS_SUM",
             act_radr.eq(src + i),
             If(i < n, NextValue(i, i + 1)),
             NextValue(v1, i < n),
             NextValue(v2, v1),
-            If(v1, NextValue(sq, xs * xs)),
-            If(v2, NextValue(sumsq, sumsq + sq)),
-            If((i == n) & ~v1 & ~v2, NextState("RMS_DIV"))
+            NextValue(v3, v2),
+            If(v3, NextValue(sumsq, sumsq + sq)),
+            If((i == n) & ~v1 & ~v2 & ~v3, NextState("RMS_DIV"))
         )
         eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
         ms = Signal(64)
@@ -423,29 +464,31 @@ class Accelerator(LiteXModule):
             )
         )
         bvalid = Signal()                 # a gain beat is held in ``beat``
-        # Pass 2, one element per cycle (plus one per gain beat): x*y (S1), round by 15-e (S2),
-        # times the gain (S3), round by the gain shift, saturate, write (S4).
+        # Pass 2, one element per cycle (plus one per gain beat): x*y (S1), round by 15-e (S2
+        # bias, S3 shift and saturate), times the gain (S4), round by the gain shift (S5 bias,
+        # S6 shift and saturate) and write.
         fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
-        rv = [Signal(name=f"rms_v{k}") for k in range(5)]
-        ri = [Signal(16, name=f"rms_i{k}") for k in range(5)]
-        g1, g2, g3 = (Signal((16, True)) for _ in range(3))
+        rv = [Signal(name=f"rms_v{k}") for k in range(7)]
+        ri = [Signal(16, name=f"rms_i{k}") for k in range(7)]
+        g1, g2, g3, g4 = (Signal((16, True)) for _ in range(4))
         p2 = Signal((64, True))
         s1 = _signed(self, 15 - re_, 8)
-        st, xn_r = round_shift(p1, s1, 72)
-        self.comb += st
-        st, out_r = round_shift(p2, _signed(self, gshift, 8), 72)
-        self.comb += st
+        xn_finish = round_shift_split(self, p1, s1, 72)
+        xn_r = _signed(self, xn_finish(), 72)
+        out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72)
+        out_r = _signed(self, out_finish(), 72)
         issue = Signal()
         self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
         rms_run = fsm.ongoing("RMS_RUN")
         self.sync += [
             rv[1].eq(issue), ri[1].eq(i), g1.eq(q16),
-            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 5)],
-            [ri[k].eq(ri[k - 1]) for k in range(2, 5)],
+            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 7)],
+            [ri[k].eq(ri[k - 1]) for k in range(2, 7)],
             p1.eq(ard * ry), g2.eq(g1),
-            xn.eq(saturate(self, xn_r, 32)), g3.eq(g2),
-            p2.eq(xn * g3),
+            g3.eq(g2),
+            xn.eq(saturate(self, xn_r, 32)), g4.eq(g3),
+            p2.eq(xn * g4),
         ]
         fsm.act("RMS_RUN",
             act_radr.eq(src + i),
@@ -456,7 +499,7 @@ class Accelerator(LiteXModule):
                 rd.ready.eq(1), rd_wait.eq(1),
                 If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
             ),
-            act_wadr.eq(dst + ri[4]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[4]),
+            act_wadr.eq(dst + ri[6]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[6]),
             If((i == n) & ~reduce(or_, rv[1:]), next_slot("RMSNORM"))
         )
 
@@ -472,7 +515,7 @@ class Accelerator(LiteXModule):
         xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_we = Signal()
-        i1 = Signal(32)
+        i1, i2, i3 = Signal(32), Signal(32), Signal(32)
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         exp_ok = []
         for s in range(B):
@@ -485,28 +528,33 @@ class Accelerator(LiteXModule):
             self.comb += ax.eq(Mux(act_rdat[s] < 0, -act_rdat[s], act_rdat[s]))
             st, rs = round_shift(_signed(self, amax[s], 34), _signed(self, ex[s], 7), 40)
             self.comb += st
-            ok = Signal()
-            self.comb += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
+            ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
+            self.sync += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
             exp_ok.append(ok)
+            # Input pass: read (S0), rounding bias (S1), shift and saturate (S2), pack into the
+            # lane word (S3).
             xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
-            st, xr = round_shift(xval, _signed(self, ex[s], 7), 40)
-            self.comb += st
-            xm = _signed(self, saturate(self, xr, N.QIN_BITS), 16)
+            xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40)
+            xr = _signed(self, xr_finish(), 40)
+            xm = Signal((16, True))
+            self.sync += xm.eq(saturate(self, xr, N.QIN_BITS))
             self.comb += xin_wdat[s].eq(xwords[s])
             for l in range(isa.LANES):
-                self.comb += If(i1[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
+                self.comb += If(i3[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v1 & (ax > amax[s]), amax[s].eq(ax)),
-                If(fsm.ongoing("MV_EXP") & ~ok, ex[s].eq(ex[s] + 1)),
-                If(fsm.ongoing("MV_XIN") & v1, xwords[s].eq(xin_wdat[s])),
+                If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
+                If(fsm.ongoing("MV_XIN") & v3, xwords[s].eq(xin_wdat[s])),
             ]
-        self.comb += [xin_wadr.eq(i1 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v1 & (i1[0:4] == 15))]
+        self.comb += [xin_wadr.eq(i3 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v3 & (i3[0:4] == 15))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
+        mv_bytes = Signal(ADDR_W)
+        self.sync += mv_bytes.eq(self._matrix_bytes(n, cp, cpb))   # n, m settle in DECODE
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0),
-            *burst(waddr, self._matrix_bytes(n, cp, cpb), "MV_AMAX")
+            *burst(waddr, mv_bytes, "MV_AMAX")
         )
         fsm.act("MV_AMAX",
             act_radr.eq(src + i),
@@ -515,14 +563,20 @@ class Accelerator(LiteXModule):
             If((i == m) & ~v1, NextState("MV_EXP"))
         )
         fsm.act("MV_EXP",
-            NextValue(i, 0),
-            If(reduce(and_, exp_ok), NextState("MV_XIN"))
+            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0),
+            NextState("MV_EXP2")
+        )
+        # Each slot's exponent grows until its largest magnitude fits the input mantissas.
+        fsm.act("MV_EXP2",
+            If(reduce(and_, exp_ok), NextState("MV_XIN")).Else(NextState("MV_EXP"))
         )
         fsm.act("MV_XIN",
             act_radr.eq(src + i),
             If(i < cp, NextValue(i, i + 1)),
             NextValue(v1, i < cp), NextValue(i1, i),
-            If((i == cp) & ~v1, NextState("MV_INIT"))
+            NextValue(v2, v1), NextValue(i2, i1),
+            NextValue(v3, v2), NextValue(i3, i2),
+            If((i == cp) & ~v1 & ~v2 & ~v3, NextState("MV_INIT"))
         )
         # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
         # 8 weight beats (spec.isa.pack_matrix).
@@ -544,6 +598,7 @@ class Accelerator(LiteXModule):
         s2_m0, s2_m1, s2_rsh, s2_row = Signal(8), Signal(8), Signal(6), Signal(16)
         s3_valid, s3_first, s3_last, s3_rsh, s3_row = Signal(), Signal(), Signal(), Signal(6), Signal(16)
         s4_valid, s4_rsh, s4_row = Signal(), Signal(6), Signal(16)
+        s4b_valid, s4b_row = Signal(), Signal(16)
         s5_valid, s5_row = Signal(), Signal(16)
 
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
@@ -560,7 +615,7 @@ class Accelerator(LiteXModule):
         ]
         fsm.act("MV_STREAM",
             rd.ready.eq(row < n), rd_wait.eq(row < n),
-            act_radr.eq(dst + s4_row), act_wadr.eq(dst + s5_row), act_we_all.eq(s5_valid),
+            act_radr.eq(dst + s4b_row), act_wadr.eq(dst + s5_row), act_we_all.eq(s5_valid),
             If(rows_done == n, NextState("NEXT"))
         )
         self.sync += [
@@ -600,7 +655,8 @@ class Accelerator(LiteXModule):
             s2_m0.eq(s1_m0), s2_m1.eq(s1_m1), s2_rsh.eq(s1_rsh), s2_row.eq(s1_row),
             s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_rsh.eq(s2_rsh), s3_row.eq(s2_row),
             s4_valid.eq(s3_valid & s3_last), s4_rsh.eq(s3_rsh), s4_row.eq(s3_row),
-            s5_valid.eq(s4_valid), s5_row.eq(s4_row),
+            s4b_valid.eq(s4_valid), s4b_row.eq(s4_row),       # round: bias add | shift
+            s5_valid.eq(s4b_valid), s5_row.eq(s4b_row),
             If(s5_valid, rows_done.eq(rows_done + 1)),
             If(fsm.ongoing("MV_INIT"), rows_done.eq(0)),
         ]
@@ -612,8 +668,8 @@ class Accelerator(LiteXModule):
             pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
             s5_y = Signal((32, True))
             half = isa.LANES // 2
-            st, yr = round_shift(s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
-            self.comb += st
+            finish = round_shift_split(self, s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
+            yr = _signed(self, finish(), 72)
             self.sync += [
                 g0.eq(sum(w[l] * x[l] for l in range(half))),
                 g1.eq(sum(w[l] * x[l] for l in range(half, isa.LANES))),
@@ -639,14 +695,16 @@ class Accelerator(LiteXModule):
         cosv = _signed(self, csw[0:16], 16)
         sinv = _signed(self, csw[16:32], 16)
         self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_rp.adr.eq(jj >> 2)]
+        rope_addr = Signal(ADDR_W)
+        self.sync += rope_addr.eq(waddr + cur_pos * rrb)
         fsm.act("ROPE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
             ).Else(
-                NextValue(i, 0),
-                *burst(waddr + cur_pos * rrb, rrb, "RP_LOAD")
+                NextValue(i, 0), NextState("RP_GO")
             )
         )
+        fsm.act("RP_GO", *burst(rope_addr, rrb, "RP_LOAD"))
         fsm.act("RP_LOAD",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
@@ -660,16 +718,17 @@ class Accelerator(LiteXModule):
             NextValue(v0, ard), NextValue(csw, Array(_lanes(cs_rp.dat_r, 32, 4))[jj[0:2]]),
             NextState("RP_MUL")
         )
-        fsm.act("RP_MUL",
-            NextValue(ra, v0 * cosv - ard * sinv),
-            NextValue(rb, v0 * sinv + ard * cosv),
-            NextState("RP_W0")
-        )
+        # The rotation products are registered every cycle (not in the FSM, so that synthesis
+        # cannot share their multipliers with other states'); RP_MUL and RP_W0 hold the second
+        # operand's read address so that rb is still valid in RP_W1.
+        self.sync += [ra.eq(v0 * cosv - ard * sinv), rb.eq(v0 * sinv + ard * cosv)]
+        fsm.act("RP_MUL", act_radr.eq(src + i + 1), NextState("RP_W0"))
         st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
         self.comb += st
         st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
         self.comb += st
         fsm.act("RP_W0",
+            act_radr.eq(src + i + 1),
             act_wadr.eq(dst + i), act_wdat.eq(saturate(self, ra_r, 32)), act_we.eq(1),
             NextState("RP_W1")
         )
@@ -699,10 +758,11 @@ class Accelerator(LiteXModule):
                 NextValue(kvh, 0), NextValue(ii, src), NextState("KVW_H")
             )
         )
-        fsm.act("KVW_H",
-            NextValue(j, 0),
-            *burst(kvaddr + kvh * R["KVHEAD"] + cur_pos * (m << 1), m << 1, "KVW_RD", write=True)
-        )
+        # The row address is registered: KVW_H lets it settle after a new head or slot.
+        kvw_addr = Signal(ADDR_W)
+        self.sync += kvw_addr.eq(kvaddr + kvh * R["KVHEAD"] + cur_pos * (m << 1))
+        fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_GO"))
+        fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
         fsm.act("KVW_RD", act_radr.eq(ii), NextState("KVW_CV"))
         fsm.act("KVW_CV",
             NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
@@ -732,10 +792,14 @@ class Accelerator(LiteXModule):
         self.specials += exp_rom, exp_rp
         hsb = Signal(13)
         self.comb += hsb.eq(m >> 3)
+        # Registered: the head's K and V addresses and the causal span settle during AT_H/AT_Q.
         span = Signal(ADDR_W)
-        self.comb += span.eq((cur_pos + 1) * (m << 1))
-        kvhead_base = Signal(ADDR_W)
-        self.comb += kvhead_base.eq(kvaddr + kvh * R["KVHEAD"])
+        kvhead_base, vhead_base = Signal(ADDR_W), Signal(ADDR_W)
+        self.sync += [
+            span.eq((cur_pos + 1) * (m << 1)),
+            kvhead_base.eq(kvaddr + kvh * R["KVHEAD"]),
+            vhead_base.eq(kvhead_base + R["VOFF"]),
+        ]
         self.comb += [q_wp.adr.eq(j >> 3), q_wp.dat_w.eq(packed16)]
         fsm.act("ATTN",
             If(cur_pos >= R["SEQLEN"],
@@ -759,7 +823,7 @@ class Accelerator(LiteXModule):
             )
         )
         # Scores: stage 0 accepts a key beat, 1 multiplies, 2 accumulates over the head,
-        # 3 scales, 4 rounds and stores.
+        # 3 scales, 4 adds the rounding bias, 5 shifts and saturates, 6 takes the max and stores.
         a_acc = Signal()
         kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
         ka1, kf1, kl1 = Signal(), Signal(), Signal()
@@ -786,9 +850,10 @@ class Accelerator(LiteXModule):
         )
         keys = [_signed(self, v, 16) for v in _lanes(kbeat, 16, 8)]
         qs = [_signed(self, v, 16) for v in _lanes(q_rp.dat_r, 16, 8)]
-        st, sc_r = round_shift(dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
-        self.comb += st
-        sc = _signed(self, saturate(self, sc_r, 32), 32)
+        sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        sc_r = _signed(self, sc_finish(), 80)
+        sc = Signal((32, True))
+        ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             ka2.eq(ka1), kf2.eq(kf1), kl2.eq(kl1), kt2.eq(kt1),
@@ -798,7 +863,10 @@ class Accelerator(LiteXModule):
             If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),
             ka4.eq(ka3), kt4.eq(kt3),
             dprod.eq(dsum * scale),
-            If(ka4,
+            ka5.eq(ka4), kt5.eq(kt4),                     # rounding bias added
+            ka6.eq(ka5), kt6.eq(kt5),
+            sc.eq(saturate(self, sc_r, 32)),
+            If(ka6,
                 scount.eq(scount + 1),
                 If((scount == 0) | (sc > smax), smax.eq(sc))
             ),
@@ -807,28 +875,30 @@ class Accelerator(LiteXModule):
         # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
         u = Signal(40)
         dd = Signal((34, True))
-        self.comb += dd.eq(smax - _signed(self, sb_rp.dat_r, 32))
         st, u_r = round_shift(_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
         self.comb += st
-        # One score per cycle: read (S0), scale the distance to the max (S1), table (S2), shift,
-        # accumulate the sum and write back (S3).
-        u3 = Signal(40)
+        # One score per cycle: read (S0), distance to the max (S1), scale it (S2), table (S3),
+        # shift, accumulate the sum and write back (S4).
+        u4 = Signal(40)
         ev = Signal(17)
         self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
-                      ev.eq(exp_rp.dat_r >> Mux(u3[N.ACT_FRAC:] > 31, 31, u3[N.ACT_FRAC:]))]
-        recip = Signal(64)
-        smv1, smv2, smv3 = Signal(), Signal(), Signal()
-        smt1, smt2, smt3 = Signal(32), Signal(32), Signal(32)
+                      ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
+        # 1/sum in Q46: the max score's exponential is 2**15, so the sum is at least that and
+        # the reciprocal fits 32 bits.
+        recip = Signal(32)
+        smv1, smv2, smv3, smv4 = Signal(), Signal(), Signal(), Signal()
+        smt1, smt2, smt3, smt4 = Signal(32), Signal(32), Signal(32), Signal(32)
         sm_run = fsm.ongoing("AT_SM_RUN")
         self.sync += [
             smv1.eq(sm_run & (t <= cur_pos)), smt1.eq(t),
-            smv2.eq(smv1 & sm_run), smt2.eq(smt1), u.eq(u_r),
-            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u3.eq(u),
-            If(smv3 & sm_run, dsum.eq(dsum + ev)),
+            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq(smax - _signed(self, sb_rp.dat_r, 32)),
+            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
+            smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
+            If(smv4 & sm_run, dsum.eq(dsum + ev)),
         ]
         fsm.act("AT_SM_RUN",
             If(t <= cur_pos, NextValue(t, t + 1)),
-            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3, NextState("AT_DIV"))
+            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4, NextState("AT_DIV"))
         )
         fsm.act("AT_DIV",
             div.start.eq(1), div.dividend.eq(1 << 46), div.divisor.eq(dsum),
@@ -837,26 +907,27 @@ class Accelerator(LiteXModule):
         fsm.act("AT_DIVW",
             If(div.done,
                 NextValue(recip, div.quotient), NextValue(t, 0), NextValue(k, 0),
-                *burst(kvhead_base + R["VOFF"], span, "AT_V")
+                *burst(vhead_base, span, "AT_V")
             )
         )
         # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
-        # 1 makes the probability, 2 multiplies, 3 accumulates.
+        # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
         a_v = Signal()
         self.comb += a_v.eq(fsm.ongoing("AT_V") & rd.valid & (t <= cur_pos))
-        va1, va2, va3 = Signal(), Signal(), Signal()
-        vf1, vf2, vf3 = Signal(), Signal(), Signal()
-        vk1, vk2, vk3 = Signal(13), Signal(13), Signal(13)
-        vl1, vl2, vl3 = Signal(), Signal(), Signal()
-        vbeat1, vbeat2 = Signal(128), Signal(128)
+        va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
+        vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
+        vk1, vk2, vk3, vk4 = Signal(13), Signal(13), Signal(13), Signal(13)
+        vl1, vl2, vl3, vl4 = Signal(), Signal(), Signal(), Signal()
+        vbeat1, vbeat2, vbeat3 = Signal(128), Signal(128), Signal(128)
+        ev_r = Signal(17)
         prob = Signal(17)
         vprod = [Signal((34, True)) for _ in range(8)]
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
         self.comb += sb_rp.adr.eq(t)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt3, kt4)),
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt4, kt6)),
                       sb_wp.dat_w.eq(Mux(sm_run, ev, sc)),
-                      sb_wp.we.eq((sm_run & smv3) | ka4)]
+                      sb_wp.we.eq((sm_run & smv4) | ka6)]
         fsm.act("AT_V",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
             If(a_v,
@@ -864,24 +935,30 @@ class Accelerator(LiteXModule):
             ),
             If(wdone, NextValue(j, 0), NextValue(ii, dst + h * m), NextState("AT_OUT"))
         )
-        vals = [_signed(self, v, 16) for v in _lanes(vbeat2, 16, 8)]
+        vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
             va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
-            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1),
-            prob.eq((sb_rp.dat_r * recip) >> 31),
-            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2),
+            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(sb_rp.dat_r),
+            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
+            prob.eq(_unsigned(self, ev_r * recip, 49) >> 31),     # widened: Verilog sizes a product by its context
+            va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
             [vprod[l].eq(_signed(self, prob, 18) * vals[l]) for l in range(8)],
-            wdone.eq(va3 & vl3),
+            wdone.eq(va4 & vl4),
             If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
         ]
         for x in range(params.max_head):
-            self.sync += If(va3 & (vk3 == x // 8), wacc[x].eq(Mux(vf3, 0, wacc[x]) + vprod[x % 8]))
-        st, wo_r = round_shift(_signed(self, Array(wacc)[j], 48), N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
+            self.sync += If(va4 & (vk4 == x // 8), wacc[x].eq(Mux(vf4, 0, wacc[x]) + vprod[x % 8]))
+        # Output: the accumulator mux is registered (S0), rounded, saturated and written (S1).
+        wsel = Signal((48, True))
+        ov1 = Signal()
+        oj1 = Signal(8)
+        self.sync += [wsel.eq(Array(wacc)[j]), ov1.eq(fsm.ongoing("AT_OUT") & (j < m)), oj1.eq(j)]
+        st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
         self.comb += st
         fsm.act("AT_OUT",
-            act_wadr.eq(ii), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(1),
-            NextValue(j, j + 1), NextValue(ii, ii + 1),
-            If(j == m - 1,
+            act_wadr.eq(ii + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(ov1),
+            If(j < m, NextValue(j, j + 1)),
+            If((j == m) & ov1 & (oj1 == m - 1),
                 NextValue(h, h + 1),
                 If(hg == src2 - 1,
                     NextValue(hg, 0), NextValue(kvh, kvh + 1)
@@ -949,7 +1026,7 @@ class Accelerator(LiteXModule):
         for l in range(4):
             self.comb += If(i1[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
         slot_off = Signal(ADDR_W)
-        self.comb += slot_off.eq(slot * (m << 4))
+        self.sync += slot_off.eq(slot * (m << 4))         # registered: ST_GO/LD_GO wait for a new slot's
         # One element per cycle into a beat; the beat leaves while the next element is read.
         full = Signal()
         push = Signal()
@@ -961,8 +1038,8 @@ class Accelerator(LiteXModule):
             st_issue.eq((i < n) & (~full | push) & ~last_lane),
         ]
         fsm.act("STORE",
-            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0),
-            *burst(waddr + slot_off, n << 2, "ST_RUN", write=True))
+            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0), NextState("ST_GO"))
+        fsm.act("ST_GO", *burst(waddr + slot_off, n << 2, "ST_RUN", write=True))
         fsm.act("ST_RUN",
             act_radr.eq(src + i),
             If(st_issue, NextValue(i, i + 1)),
@@ -972,7 +1049,8 @@ class Accelerator(LiteXModule):
             If(v1, NextValue(word, packed32), If(last_lane, NextValue(full, 1))),
             If((i == n) & ~v1 & (~full | push), next_slot("STORE"))
         )
-        fsm.act("LOAD", NextValue(i, 0), *burst(waddr + slot_off, n << 2, "LD_BEAT"))
+        fsm.act("LOAD", NextValue(i, 0), NextState("LD_GO"))
+        fsm.act("LD_GO", *burst(waddr + slot_off, n << 2, "LD_BEAT"))
         fsm.act("LD_BEAT", *beat_in("LD_EL"))
         l32 = _signed(self, Array(_lanes(beat, 32, 4))[j[0:2]], 32)
         fsm.act("LD_EL",

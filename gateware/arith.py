@@ -11,17 +11,19 @@ from spec import numerics as N
 
 def round_shift(x, s, width):
     """(statements, result): spec.numerics.round_shift(x, s) for a signed ``x`` and a signed or
-    constant ``s`` (negative shifts left), computed in ``width`` bits. Half away from zero."""
-    res   = Signal((width, True))
-    mag   = Signal(width)
-    rmag  = Signal(width)
+    constant ``s`` (negative shifts left), computed in ``width`` bits. Half away from zero, as one
+    add and one arithmetic shift: (x + 2**(s-1) - [x < 0]) >> s is floor for x >= 0 and the
+    mirrored ceiling for x < 0 (no negations on the path)."""
+    res    = Signal((width, True))
+    biased = Signal((width, True))
+    up     = Signal((2, True))     # 1 when x >= 0 (and s > 0): a signed signal keeps the sum signed in Verilog
     if isinstance(s, int):
         if s <= 0:
             return [res.eq(x << -s)], res
         stmts = [
-            mag.eq(Mux(x < 0, -x, x)),
-            rmag.eq((mag + (1 << (s - 1))) >> s),
-            res.eq(Mux(x < 0, -rmag, rmag)),
+            up.eq(x >= 0),
+            biased.eq(x + ((1 << (s - 1)) - 1) + up),
+            res.eq(biased >> s),
         ]
         return stmts, res
     spos = Signal(7)
@@ -30,16 +32,47 @@ def round_shift(x, s, width):
     stmts = [
         spos.eq(Mux(s > 0, s, 0)),
         sneg.eq(Mux(s < 0, -s, 0)),
-        mag.eq(Mux(x < 0, -x, x)),
         half.eq((C(1, width + 1) << spos) >> 1),     # 2**(s-1), 0 when s <= 0
-        rmag.eq((mag + half) >> spos),
+        up.eq(Mux(spos == 0, 0, Mux(x >= 0, 0, -1))),
+        biased.eq(x + half + up),
         If(s < 0,
             res.eq(x << sneg)
         ).Else(
-            res.eq(Mux(x < 0, -rmag, rmag))
+            res.eq(biased >> spos)
         ),
     ]
     return stmts, res
+
+
+def round_shift_split(m, x, s, width):
+    """round_shift in two pipeline stages: call once for the first stage's registers (the
+    bias add), then ``finish()`` in the next stage for the shift (``s`` a signal or a constant). Returns ``finish``, a function
+    giving the result expression from the registered values; ``m`` gets the sync statements."""
+    biased = Signal((width, True))
+    if isinstance(s, int):
+        if s <= 0:
+            m.sync += biased.eq(x << -s)
+            return lambda: biased
+        up = Signal((2, True))
+        m.comb += up.eq(x >= 0)
+        m.sync += biased.eq(x + ((1 << (s - 1)) - 1) + up)
+        return lambda: biased >> s
+    xr     = Signal((width, True))
+    spos, sneg = Signal(7), Signal(7)
+    left = Signal()
+    up   = Signal((2, True))
+    half = Signal(width)
+    sp, sn = Signal(7), Signal(7)
+    m.comb += [
+        sp.eq(Mux(s > 0, s, 0)), sn.eq(Mux(s < 0, -s, 0)),
+        half.eq((C(1, width + 1) << sp) >> 1),
+        up.eq(Mux(sp == 0, 0, Mux(x >= 0, 0, -1))),
+    ]
+    m.sync += [biased.eq(x + half + up), xr.eq(x), spos.eq(sp), sneg.eq(sn), left.eq(s < 0)]
+
+    def finish():
+        return Mux(left, xr << sneg, biased >> spos)
+    return finish
 
 
 def saturate(m, x, bits):
@@ -116,10 +149,17 @@ class Rsqrt(LiteXModule):
         rd = table.get_port()
         self.specials += table, rd
 
-        bitlen = Signal(7)
+        # bit_length(m) as a two-level priority tree (bytes, then the top byte's bits), and
+        # registered in CLZ: a 64-deep priority chain was the core's slowest path.
+        bitlen, bl = Signal(7), Signal(7)
+        local = [Signal(4) for _ in range(8)]
+        for g in range(8):
+            self.comb += local[g].eq(0)
+            for b in range(8):
+                self.comb += If(self.m[8 * g + b], local[g].eq(b + 1))
         self.comb += bitlen.eq(0)
-        for b in range(64):
-            self.comb += If(self.m[b], bitlen.eq(b + 1))
+        for g in range(8):
+            self.comb += If(self.m[8 * g:8 * g + 8] != 0, bitlen.eq(8 * g + local[g]))
         sh  = Signal((8, True))
         t   = Signal(33)
         y   = Signal((20, True))
@@ -130,14 +170,23 @@ class Rsqrt(LiteXModule):
         fsm = FSM(reset_state="IDLE")
         self.fsm = fsm
         sh_raw = Signal((8, True))
-        self.comb += sh_raw.eq(31 - bitlen)
+        self.comb += sh_raw.eq(31 - bl)
         fsm.act("IDLE",
-            If(self.start,
-                NextValue(sh, sh_raw + (sh_raw & 1)),
-                NextState("NORM"))
+            If(self.start, NextState("CLZ"))
         )
+        fsm.act("CLZ", NextValue(bl, bitlen), NextState("SHIFT"))
+        fsm.act("SHIFT", NextValue(sh, sh_raw + (sh_raw & 1)), NextState("NORM"))
+        # The shift and the Newton products are registered every cycle, outside the FSM, so
+        # that synthesis does not share one multiplier between the states through muxes; each
+        # state waits for the register it needs.
+        y_next = Signal((20, True))
+        self.sync += [
+            t.eq(Mux(sh >= 0, self.m << sh[0:7], self.m >> (-sh)[0:7])),
+            yy.eq((y * y) >> 15),
+            ty2.eq(((t >> 15) * yy) >> 15),
+            y_next.eq((y * ((3 << 15) - ty2)) >> 16),
+        ]
         fsm.act("NORM",
-            NextValue(t, Mux(sh >= 0, self.m << sh[0:7], self.m >> (-sh)[0:7])),
             NextValue(self.e, (sh + frac - 30) >> 1),
             NextState("SEED")
         )
@@ -146,16 +195,11 @@ class Rsqrt(LiteXModule):
             NextValue(y, rd.dat_r), NextValue(step, 0),
             NextState("SQ")
         )
-        fsm.act("SQ",
-            NextValue(yy, (y * y) >> 15),
-            NextState("TY2")
-        )
-        fsm.act("TY2",
-            NextValue(ty2, ((t >> 15) * yy) >> 15),
-            NextState("NEWTON")
-        )
-        fsm.act("NEWTON",
-            NextValue(y, (y * ((3 << 15) - ty2)) >> 16),
+        fsm.act("SQ", NextState("TY2"))            # yy <- y*y
+        fsm.act("TY2", NextState("NEWTON"))        # ty2 <- t*yy
+        fsm.act("NEWTON", NextState("UPDATE"))     # y_next <- y*(3 - ty2)
+        fsm.act("UPDATE",
+            NextValue(y, y_next),
             NextValue(step, step + 1),
             If(step == 1,
                 NextState("OUT")

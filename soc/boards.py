@@ -77,6 +77,10 @@ BOARDS = {
     "ulx3s": {
         "soc": ULX3SSoC,
         "kwargs": {"device": "LFE5U-85F", "sys_clk_freq": 50e6},
+        # ABC9 maps for depth; router2 routes this congested design in minutes where router1
+        # took over 15; the report carries nextpnr's critical paths.
+        "toolchain": {"abc9": True},
+        "pnr_opts": "--router router2 --report pnr_report.json",
         "loader_board": "ulx3s",
     },
 }
@@ -134,10 +138,11 @@ def build(board, output_dir=None, progress=None):
         from soc.sim import _redirect_fds
         with open(log_path, "w") as log, _redirect_fds(log):
             soc = cfg["soc"](**cfg["kwargs"])
+            soc.platform.toolchain._pnr_opts += " " + cfg.get("pnr_opts", "")
             builder = Builder(soc, output_dir=output_dir,
                               csr_csv=os.path.join(output_dir, "csr.csv"),
                               csr_json=os.path.join(output_dir, "csr.json"))
-            builder.build(build_name=board)
+            builder.build(build_name=board, **cfg.get("toolchain", {}))
             from soc.sim import write_isa_header
             write_isa_header(builder.generated_dir)
     except Exception as e:
