@@ -35,6 +35,11 @@ def _target_args(parser):
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for any single reply")
 
 
+def _output_args(parser):
+    parser.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    parser.add_argument("--quiet", action="store_true")
+
+
 def _open(args):
     from driver.device import Device
     return Device.open(args.target, csr=args.csr, timeout=args.timeout, progress=_err)
@@ -386,8 +391,7 @@ def make_parser():
     p.add_argument("--firmware", action="store_true",
                    help="the SoC's CPU runs the decode loop (firmware/); greedy only (-t 0), one prompt")
     _target_args(p)
-    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.add_argument("--quiet", action="store_true")
+    _output_args(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="teacher forcing: argmax (and logits) after each fed token")
@@ -395,8 +399,7 @@ def make_parser():
     p.add_argument("--tokens", required=True, help="file of whitespace-separated token ids")
     p.add_argument("--logits", action="store_true", help="also return the logits")
     _target_args(p)
-    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.add_argument("--quiet", action="store_true")
+    _output_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fidelity", help="integer path and llama2.c's runq against fp32: teacher-forced top-1, greedy prefixes")
