@@ -1,18 +1,25 @@
-"""Cycle-level measurements of decode on a device, from the core's own counters.
+"""The benchmark: prefill and batched decode on a device, measured by the core's own counters.
 
-For a model shape: random weights, compiled and uploaded once, then decode steps at successive
-positions. Per step: cycles, bytes read/written, MAC-busy cycles, DRAM stalls and cycles per
-instruction class, and the roofline bound: (weight bytes + KV bytes read) / port bytes per cycle.
+A model (a checkpoint, or a named shape with random weights) is compiled and uploaded once; then
+
+- prefill at batch B: one sequence's prompt, B consecutive positions per program run, all B
+  slots on one KV region (as driver.runtime prefills a prompt);
+- decode at batch B: B independent sequences, slot i on KV region i, one program run per step
+  over the B slots at the same position, each feeding back its own argmax.
+
+Every per-token figure divides a run's counters by the B tokens it produced. The roofline bound
+of a run is the DRAM bytes the maths must read over the port's bytes per cycle: the weights once
+for all slots, plus per slot its embedding row and the K/V rows attention reads. The MACs are
+the matrix products' (the MAC array's work; attention has its own unit). docs/performance.md
+defines every figure and what limits it.
 """
 
+import os
 import time
 
 import numpy as np
 
-from driver.compiler import compile_model
-from driver.intforward import QuantizedModel
-from driver.model import Config, random_model
-from driver.runtime import DeviceRunner
+from driver.model import Config, Model, load as load_model_file, random_model
 from spec import isa
 
 SHAPES = {
@@ -22,61 +29,224 @@ SHAPES = {
                               seq_len=512, shared_classifier=False),
     "stories15M":      Config(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000,
                               seq_len=256, shared_classifier=True),
+    "stories42M":      Config(dim=512, hidden_dim=1376, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000,
+                              seq_len=1024, shared_classifier=True),
+}
+
+# Boards the figures are projected to: sys clock (Hz), peak DRAM bandwidth (bytes/s) as LiteX
+# instantiates them, and the core's batch slots where the board's build fixes them.
+BOARDS = {
+    "arty":       {"clock_hz": 100e6, "dram_bytes_per_s": 1.6e9, "slots": None,
+                   "what": "Arty A7 / LiteFury / Acorn, DDR3 16-bit, 100 MHz"},
+    "orangecrab": {"clock_hz": 48e6, "dram_bytes_per_s": 384e6, "slots": None,
+                   "what": "OrangeCrab, DDR3 16-bit, 48 MHz"},
+    "ulx3s":      {"clock_hz": 50e6, "dram_bytes_per_s": 100e6, "slots": isa.TARGET_PARAMS["ulx3s"].slots,
+                   "what": "ULX3S, SDRAM 16-bit, 50 MHz"},
 }
 
 
+# What the maths needs --------------------------------------------------------------------------
+
 def weight_bytes(c):
-    """DRAM bytes one forward pass must stream for the weights (matrices with their scales,
-    RMSNorm gains, one embedding row)."""
+    """DRAM bytes of the weights every step streams once for all its slots: the matrices in the
+    core's format (with their scales) and the RMSNorm gains."""
     mb, fb = isa.matrix_bytes, isa.fixed16_bytes
     layer = (mb(c.dim + 2 * c.kv_dim, c.dim) + mb(c.dim, c.dim) + mb(2 * c.hidden_dim, c.dim)
              + mb(c.dim, c.hidden_dim) + 2 * fb(c.dim))
-    return c.n_layers * layer + mb(c.vocab_size, c.dim) + 2 * fb(c.dim)
+    return c.n_layers * layer + mb(c.vocab_size, c.dim) + fb(c.dim)
 
 
-def kv_bytes(c, pos):
-    """K and V bytes attention must read at position ``pos`` (each KV head once)."""
-    return c.n_layers * 2 * c.kv_dim * 2 * (pos + 1)
+def slot_bytes(c, pos):
+    """DRAM bytes one slot at position ``pos`` must read on its own: its embedding row, and the
+    K and V rows 0..pos of every layer (each KV head once, int16)."""
+    return isa.fixed16_bytes(c.dim) + c.n_layers * 2 * c.kv_dim * 2 * (pos + 1)
 
 
-def measure_decode(device, shape, positions=8, seed=1, progress=None):
-    c = SHAPES[shape] if isinstance(shape, str) else shape
+def matrix_macs(c):
+    """Multiply-accumulates of one token's matrix products (QKV, output, FFN, classifier)."""
+    layer = c.dim * (c.dim + 2 * c.kv_dim) + c.dim * c.dim + 3 * c.dim * c.hidden_dim
+    return c.n_layers * layer + c.vocab_size * c.dim
+
+
+def parse_batches(text):
+    """"1,2,4,8" -> [1, 2, 4, 8]: positive, increasing, no repeats."""
+    try:
+        batches = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--batch {text!r}: expected a comma-separated list of batch sizes, e.g. 1,2,4,8") from None
+    if not batches or min(batches) < 1 or batches != sorted(set(batches)):
+        raise ValueError(f"--batch {text!r}: batch sizes must be positive and increasing, e.g. 1,2,4,8")
+    return batches
+
+
+def check_fits(params, config):
+    """Raise ValueError naming the first limit of the core (``params``) the shape exceeds (the
+    compiler's check), so that a list of shapes is refused before anything is measured."""
+    from driver.compiler import _check_fits
+    _check_fits(config, params, min(config.seq_len, params.max_seq))
+
+
+def resolve_model(name_or_model, seed=1):
+    """(label, Model): a named shape with random weights, a checkpoint path, or a Model."""
+    if isinstance(name_or_model, Model):
+        return "custom", name_or_model
+    if name_or_model in SHAPES:
+        return name_or_model, random_model(SHAPES[name_or_model], seed=seed)
+    if os.path.isfile(name_or_model):
+        return os.path.basename(name_or_model), load_model_file(name_or_model)
+    raise ValueError(f"unknown shape {name_or_model!r}; known: {', '.join(SHAPES)} (or a MODEL.bin)")
+
+
+# Measuring -------------------------------------------------------------------------------------
+
+def bench(device, model, batches=(1, 2, 4, 8), positions=4, start_pos=0, prompt_len=None, seed=1,
+          label=None, progress=None):
+    """Measure prefill and decode of ``model`` (see resolve_model; ``label`` names it in the
+    runs) at each batch size on ``device``. Returns {"shape", "config", "runs": [one per
+    (phase, batch)], "simulator", "upload_seconds"}."""
+    say = progress or (lambda msg: None)
+    if not hasattr(device, "accel_counters"):
+        raise ValueError(f"bench reads the core's cycle counters; {getattr(device, 'name', 'this target')} "
+                         f"has none (the golden model has no cycles): use --target sim or a board")
     params = device.accel_params()
+    batches = list(batches)
+    if max(batches) > params.slots:
+        raise ValueError(f"--batch {max(batches)}: {device.name}'s core has {params.slots} batch slots")
+    prompt_len = prompt_len or max(batches)
+    if positions < 1 or start_pos < 0 or prompt_len < 1:
+        raise ValueError("bench: positions and prompt length must be positive, the start position not negative")
+    resolved, model = resolve_model(model, seed)
+    label = label or resolved
+    c = model.config
+    need = max(start_pos + positions, prompt_len)
+    seq_len = min(c.seq_len, params.max_seq)
+    if need > seq_len:
+        raise ValueError(f"bench: {need} positions exceed the context of {seq_len}")
+
     t0 = time.monotonic()
-    cm = compile_model(QuantizedModel(random_model(c, seed=seed)), params=params, dram_size=device.dram_size)
-    if progress:
-        progress(f"[bench] {shape}: uploading {len(cm.image) / 1e6:.1f} MB")
-    runner = DeviceRunner(device, cm)
-    upload_s = time.monotonic() - t0
-    port = isa.BEAT_BYTES
-    steps, token = [], 1
-    for pos in range(positions):
-        _, argmax = runner.step([(token, pos)])
-        token = argmax[0]
+    last = {"t": 0.0}
+
+    def upload_progress(done, total):
+        if time.monotonic() - last["t"] > 10 or done == total:
+            last["t"] = time.monotonic()
+            say(f"[bench] {label}: uploaded {done / 1e6:.1f} / {total / 1e6:.1f} MB")
+
+    lm = device.load(model, seq_len=seq_len, progress=upload_progress)
+    runner, rng = lm.runner, np.random.default_rng(seed)
+    say(f"[bench] {label}: compiled and uploaded in {time.monotonic() - t0:.0f} s")
+    wall0, soc0 = time.monotonic(), device.cycles()
+    core = {"cycles": 0}          # every run's, the untimed fill included
+
+    def run(slots, kv):
+        """One program run; its counters and its roofline bound."""
+        _, argmax = runner.step(slots, kv, want_logits=False)
         counters = device.accel_counters(per_class=True)
-        bound = (weight_bytes(c) + kv_bytes(c, pos)) / port
-        steps.append({
-            "pos": pos, **{k: v for k, v in counters.items() if k != "class_cycles"},
-            "class_cycles": counters["class_cycles"],
-            "roofline_bound_cycles": round(bound),
-            "roofline_efficiency": round(bound / counters["cycles"], 4),
-            "mac_busy_fraction": round(counters["mac_busy"] / counters["cycles"], 4),
-            "mac_utilisation": round(counters["mac_busy"] / (params.slots * counters["cycles"]), 4),
-        })
-    cyc = np.array([s["cycles"] for s in steps])
-    return {
-        "shape": shape if isinstance(shape, str) else "custom", "batch": 1, "phase": "decode",
-        "positions": positions,
-        "weight_bytes": weight_bytes(c),
-        "cycles_per_token": round(float(cyc.mean())),
-        "cycles_per_token_last": int(cyc[-1]),
-        "tokens_per_cycle": float(1 / cyc.mean()),
-        "roofline_efficiency": round(float(np.mean([s["roofline_efficiency"] for s in steps])), 4),
-        "mac_utilisation": round(float(np.mean([s["mac_utilisation"] for s in steps])), 4),
-        "mac_busy_fraction": round(float(np.mean([s["mac_busy_fraction"] for s in steps])), 4),
-        "dram_stall_fraction": round(float(np.mean([s["dram_stall"] / s["cycles"] for s in steps])), 4),
-        "bytes_read_per_token": round(float(np.mean([s["bytes_read"] for s in steps]))),
-        "class_cycles_last": steps[-1]["class_cycles"],
-        "upload_seconds": round(upload_s, 1),
-        "steps": steps,
+        core["cycles"] += counters["cycles"]
+        needed = weight_bytes(c) + sum(slot_bytes(c, pos) for _, pos in slots)
+        counters.update(slots=len(slots), bound_cycles=needed / isa.BEAT_BYTES)
+        return counters, argmax
+
+    runs = []
+    for b in batches:
+        # Prefill: positions 0..prompt_len-1 of region 0, b per run (the last run may be short).
+        tokens = rng.integers(0, c.vocab_size, prompt_len)
+        steps = [run([(int(tokens[p]), p) for p in range(p0, min(p0 + b, prompt_len))],
+                     [0] * min(b, prompt_len - p0))[0]
+                 for p0 in range(0, prompt_len, b)]
+        runs.append(_summary(label, c, params, "prefill", b, steps, [0, prompt_len - 1]))
+        say(f"[bench] {label} prefill B={b}: {runs[-1]['cycles_per_token']:.0f} cycles/token")
+
+    if start_pos:
+        # The decode regions hold positions before start_pos (untimed), as after a prompt.
+        for region in range(max(batches)):
+            fill = rng.integers(0, c.vocab_size, start_pos)
+            for p0 in range(0, start_pos, runner.max_slots):
+                chunk = range(p0, min(p0 + runner.max_slots, start_pos))
+                run([(int(fill[p]), p) for p in chunk], [region] * len(chunk))
+    for b in batches:
+        tokens = [int(t) for t in rng.integers(0, c.vocab_size, b)]
+        steps = []
+        for pos in range(start_pos, start_pos + positions):
+            counters, tokens = run([(t, pos) for t in tokens], list(range(b)))
+            steps.append(counters)
+        runs.append(_summary(label, c, params, "decode", b, steps, [start_pos, start_pos + positions - 1]))
+        say(f"[bench] {label} decode B={b}: {runs[-1]['cycles_per_token']:.0f} cycles/token")
+
+    _add_speedups(runs)
+    wall, soc_cycles = time.monotonic() - wall0, device.cycles() - soc0
+    core_cycles = core["cycles"]
+    return {"shape": label, "config": vars(c).copy(), "runs": runs,
+            "simulator": {"soc_cycles": soc_cycles, "seconds": round(wall, 1),
+                          "cycles_per_second": round(soc_cycles / wall),
+                          "core_cycles": core_cycles, "core_busy_fraction": round(core_cycles / soc_cycles, 3)},
+            "upload_seconds": round(wall0 - t0, 1)}
+
+
+def _summary(label, c, params, phase, batch, steps, positions):
+    """One run's figures from the counters of its program runs."""
+    cycles = sum(s["cycles"] for s in steps)
+    tokens = sum(s["slots"] for s in steps)
+    macs = matrix_macs(c) * tokens
+    bytes_read = sum(s["bytes_read"] for s in steps)
+    classes = {}
+    for s in steps:
+        for name, v in s["class_cycles"].items():
+            classes[name] = classes.get(name, 0) + v
+    out = {
+        "shape": label, "phase": phase, "batch": batch, "positions": positions,
+        "program_runs": len(steps), "tokens": tokens, "cycles": cycles,
+        "cycles_per_token": round(cycles / tokens, 1),
+        "tokens_per_cycle": tokens / cycles,
+        "batch_speedup": None,
+        "roofline_bound_cycles_per_token": round(sum(s["bound_cycles"] for s in steps) / tokens, 1),
+        "roofline_efficiency": round(sum(s["bound_cycles"] for s in steps) / cycles, 4),
+        "mac_utilisation": round(macs / (isa.LANES * batch * cycles), 4),
+        "mac_array_utilisation": round(macs / (isa.LANES * params.slots * cycles), 4),
+        "macs_per_cycle": round(macs / cycles, 3),
+        "arithmetic_intensity": round(macs / bytes_read, 4),
+        "weight_beat_fraction": round(sum(s["mac_busy"] for s in steps) / cycles, 4),
+        "dram_stall_fraction": round(sum(s["dram_stall"] for s in steps) / cycles, 4),
+        "bytes_read_per_token": round(bytes_read / tokens),
+        "bytes_written_per_token": round(sum(s["bytes_written"] for s in steps) / tokens),
+        "class_cycles_per_token": {k: round(v / tokens, 1) for k, v in sorted(classes.items(), key=lambda kv: -kv[1])},
     }
+    out["projected_tokens_per_s"] = project(out["cycles_per_token"], out["bytes_read_per_token"], batch,
+                                            out["class_cycles_per_token"].get("MATVEC", 0))
+    return out
+
+
+def project(cycles_per_token, bytes_per_token, batch, stream_cycles_per_token):
+    """Tokens/s on each board. The core runs one instruction at a time, so a token takes its
+    non-streaming cycles at the board's clock plus its weight stream (``stream_cycles_per_token``,
+    the MATVEC cycles), which a board's DRAM may slow to bytes/token over its bandwidth. None
+    where the board's core has fewer slots than ``batch``."""
+    out = {}
+    for name, b in BOARDS.items():
+        if b["slots"] is not None and batch > b["slots"]:
+            out[name] = None
+            continue
+        stream = max(stream_cycles_per_token / b["clock_hz"], bytes_per_token / b["dram_bytes_per_s"])
+        seconds = (cycles_per_token - stream_cycles_per_token) / b["clock_hz"] + stream
+        out[name] = round(1 / seconds, 1)
+    return out
+
+
+def _add_speedups(runs):
+    """batch_speedup = tokens per cycle at B over tokens per cycle at B = 1, per phase."""
+    for phase in ("prefill", "decode"):
+        base = [r for r in runs if r["phase"] == phase and r["batch"] == 1]
+        for r in runs:
+            if r["phase"] == phase and base:
+                r["batch_speedup"] = round(r["tokens_per_cycle"] / base[0]["tokens_per_cycle"], 3)
+
+
+def cpu_baseline(model, positions, seed=1, label=None):
+    """Tokens/s of the C baseline (driver.cpu_baseline) decoding ``positions`` positions of
+    ``model`` (see resolve_model) on one core of this machine, best of three passes."""
+    from driver import cpu_baseline as cpu
+    resolved, model = resolve_model(model, seed)
+    label = label or resolved
+    positions = max(1, min(positions, model.config.seq_len))
+    tokens = np.random.default_rng(seed).integers(0, model.config.vocab_size, positions)
+    out = cpu.run(model, tokens, repeats=3)
+    return {"shape": label, **out}

@@ -5,7 +5,7 @@
     litetransformer selftest --target T --bytes N        upload N random bytes, check the CRC
     litetransformer build --board ulx3s [--load|--flash] bitstream with the open toolchain
     litetransformer verify --programs N --seed S --target T  random programs: hardware vs golden model
-    litetransformer bench --shape S --positions N --target T  decode cycles/token, roofline, MAC use
+    litetransformer bench [MODEL.bin | --shape S] --batch 1,2,4,8 --target T [--plot F.png]  prefill/decode from the counters
     litetransformer generate [MODEL.bin] -z TOK.bin -i PROMPT -n STEPS -t TEMP -p TOPP -s SEED --target T [--firmware]
     litetransformer eval MODEL.bin --tokens FILE --target T [--logits]   teacher-forced argmax per position
     litetransformer fidelity MODEL.bin -z TOK.bin          integer path and runq vs fp32 (no hardware)
@@ -172,25 +172,52 @@ def cmd_verify(args):
 
 
 def cmd_bench(args):
-    from driver.bench import SHAPES, measure_decode
-    if args.shape not in SHAPES:
-        raise ValueError(f"unknown shape {args.shape!r}; known: {', '.join(SHAPES)}")
-    if args.positions <= 0:
-        raise ValueError("--positions must be positive")
+    from driver import bench, bench_report
+    from spec import isa
+    batches = bench.parse_batches(args.batch)
+    if args.model and args.shape:
+        raise ValueError("give MODEL.bin or --shape, not both")
+    models = [args.model] if args.model else (args.shape or "stories260K").split(",")
+    if args.positions <= 0 or args.start_pos < 0 or (args.prompt_len is not None and args.prompt_len <= 0):
+        raise ValueError("--positions and --prompt-len must be positive, --start-pos not negative")
+    if args.target == "golden":
+        raise ValueError("bench reads the core's cycle counters and the golden model has no cycles: "
+                         "use --target sim, sim://HOST:PORT or a board")
+    if args.plot:
+        bench_report.pyplot()              # before minutes of measuring, not after
+    progress = None if args.quiet else _err
+    named = [bench.resolve_model(m, seed=args.seed) for m in models]      # (label, Model)
+    results = []
     with _open(args) as dev:
-        result = measure_decode(dev, args.shape, positions=args.positions, progress=None if args.quiet else _err)
-    steps = result.pop("steps")
-    if not args.quiet:
-        _err(f"{result['shape']} decode, batch 1, {args.positions} positions: {result['cycles_per_token']} cycles/token, "
-             f"roofline efficiency {result['roofline_efficiency']:.3f} (bound {steps[-1]['roofline_bound_cycles']} cycles "
-             f"at 16 B/cycle), MAC busy {result['mac_busy_fraction']:.3f}, DRAM-stalled {result['dram_stall_fraction']:.3f}")
-        _err("cycles per instruction class (last step): " + ", ".join(
-            f"{k} {v}" for k, v in sorted(result["class_cycles_last"].items(), key=lambda kv: -kv[1])))
-    result["runs"] = [{k: s[k] for k in ("pos", "cycles", "roofline_efficiency", "mac_utilisation")} for s in steps]
+        for label, model in named:
+            try:
+                bench.check_fits(dev.accel_params(), model.config)
+            except ValueError as e:
+                raise ValueError(f"{label}: {e}") from None
+        for label, model in named:
+            results.append(bench.bench(dev, model, batches, positions=args.positions, start_pos=args.start_pos,
+                                       prompt_len=args.prompt_len, seed=args.seed, label=label, progress=progress))
+        report = {"target": args.target, "params": isa.params_dict(dev.accel_params()), "batches": batches,
+                  "decode_positions": [args.start_pos, args.start_pos + args.positions - 1],
+                  "prompt_len": args.prompt_len or max(batches), "boards": bench.BOARDS,
+                  "shapes": [r["shape"] for r in results], "runs": [run for r in results for run in r["runs"]],
+                  "simulator": [{"shape": r["shape"], "upload_seconds": r["upload_seconds"], **r["simulator"]}
+                                for r in results]}
+    if not args.no_cpu:
+        # The same weights, decoded on one core of this machine.
+        report["cpu"] = [bench.cpu_baseline(model, max(args.start_pos + args.positions, 32), seed=args.seed,
+                                            label=label) for label, model in named]
+    if args.plot:
+        bench_report.plot(report, args.plot)
+    if args.markdown:
+        bench_report.write_markdown(report, args.markdown, args.section)
+    text = "\n".join(bench_report.tables(report))
     if args.json:
-        print(json.dumps(result))
+        if not args.quiet:
+            _err(text)
+        print(json.dumps(report))
     else:
-        print(f"{result['cycles_per_token']} cycles/token")
+        print(text)
     return 0
 
 
@@ -370,12 +397,22 @@ def make_parser():
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("bench", help="decode cycles/token, roofline efficiency and MAC use from the core's counters")
+    p = sub.add_parser("bench", help="prefill and batched decode from the core's counters: cycles/token, roofline, "
+                                     "MAC use, projections, CPU baseline")
+    p.add_argument("model", nargs="?", default=None, help="a checkpoint to bench instead of a named shape")
+    p.add_argument("--shape", default=None, help="comma-separated, random weights: " + ", ".join(
+        ["aidreams260K", "stories260K", "stories15M", "stories42M"]) + " (default stories260K)")
+    p.add_argument("--batch", default="1,2,4,8", help="batch sizes, comma-separated (at most the core's slots)")
+    p.add_argument("--positions", type=int, default=4, help="decode steps per batch size")
+    p.add_argument("--start-pos", type=int, default=0, help="first decode position (earlier ones are prefilled, untimed)")
+    p.add_argument("--prompt-len", type=int, default=None, help="prefill positions (default: the largest batch)")
+    p.add_argument("--seed", type=int, default=1, help="random weights and tokens")
+    p.add_argument("--no-cpu", action="store_true", help="skip the C baseline on this machine's CPU")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the roofline (matplotlib)")
+    p.add_argument("--markdown", default=None, metavar="FILE.md", help="write the tables into a section of FILE.md")
+    p.add_argument("--section", default="results", help="the --markdown section (<!-- bench:SECTION -->)")
     _target_args(p)
-    p.add_argument("--shape", default="stories260K", help="aidreams260K | stories260K | stories15M (random weights)")
-    p.add_argument("--positions", type=int, default=8, help="decode steps from position 0")
-    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    p.add_argument("--quiet", action="store_true")
+    _output_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("generate", help="generate text from a llama2.c checkpoint (llama2.c's run options)")

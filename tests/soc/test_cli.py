@@ -39,12 +39,29 @@ def test_info_json_and_bad_target(sim_build):
     assert r.returncode == 2 and "unknown target" in r.stderr
 
 
-def test_bench_json_reports_counters_and_roofline(sim_build):
-    # `bench --json`: cycles from the core's counters, never below the roofline bound.
-    r = _cli("bench", "--shape", "aidreams260K", "--positions", "2", "--json", "--quiet")
+def test_bench_json_batches_phases_and_cpu(sim_build):
+    # `bench --json`: one run per (phase, batch) from the core's counters, never faster than the
+    # roofline bound; the batch speedup is the ratio of the runs' tokens per cycle; the C
+    # baseline ran on the same shape.
+    r = _cli("bench", "--shape", "stories260K", "--batch", "1,2", "--positions", "2", "--json", "--quiet")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["shape"] == "aidreams260K" and out["phase"] == "decode" and len(out["runs"]) == 2
-    assert 0 < out["roofline_efficiency"] <= 1 and 0 < out["mac_utilisation"] <= 1
-    assert out["cycles_per_token"] > out["weight_bytes"] / 16
-    assert out["class_cycles_last"]["MATVEC"] > 0
+    runs = {(run["phase"], run["batch"]): run for run in out["runs"]}
+    assert set(runs) == {("prefill", 1), ("prefill", 2), ("decode", 1), ("decode", 2)}
+    for run in out["runs"]:
+        assert run["shape"] == "stories260K"
+        assert 0 < run["roofline_efficiency"] <= 1 and 0 < run["mac_utilisation"] <= 1
+        assert run["cycles_per_token"] >= run["roofline_bound_cycles_per_token"]
+        assert run["tokens_per_cycle"] == pytest.approx(1 / run["cycles_per_token"], rel=1e-4)
+        assert run["class_cycles_per_token"]["MATVEC"] > 0
+        base = runs[run["phase"], 1]["tokens_per_cycle"]
+        assert run["batch_speedup"] == pytest.approx(run["tokens_per_cycle"] / base, abs=1e-3)
+    assert runs["decode", 2]["batch_speedup"] > 1          # the weights are read once for both slots
+    assert out["simulator"][0]["cycles_per_second"] > 0
+    assert out["cpu"][0]["shape"] == "stories260K" and out["cpu"][0]["tokens_per_s"] > 0
+
+
+def test_bench_refuses_batch_above_the_cores_slots(sim_build):
+    # The simulated core has 8 slots: --batch 16 is refused before any upload.
+    r = _cli("bench", "--shape", "stories260K", "--batch", "1,16", "--no-cpu")
+    assert r.returncode == 2 and "8 batch slots" in r.stderr
