@@ -101,7 +101,7 @@ def pack_mailbox(compiled, prompt_tokens, steps, kv_region=0, watchdog=0):
     if not 1 <= len(prompt_tokens) <= min(steps, MAX_PROMPT_TOKENS):
         raise ValueError(f"firmware: a prompt of {len(prompt_tokens)} tokens needs 1 <= tokens <= steps "
                          f"({steps}) and at most {MAX_PROMPT_TOKENS} tokens")
-    header = [MAILBOX_MAGIC, MAILBOX_VERSION, compiled.prog, compiled.slots, compiled.argmax,
+    header = [MAILBOX_MAGIC, MAILBOX_VERSION, compiled.prog_greedy, compiled.slots, compiled.argmax,
               compiled.kv_base(kv_region), steps, len(prompt_tokens), watchdog]
     header += [0] * (MAILBOX_HEADER_WORDS - len(header))
     return struct.pack(f"<{len(header) + len(prompt_tokens)}I", *header, *prompt_tokens)

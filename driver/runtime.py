@@ -70,7 +70,8 @@ class DeviceRunner:
             raise ValueError(f"step: {len(slots)} slots but {len(kv)} KV regions")
         table = isa.pack_slots([(t, p, cm.kv_base(r)) for (t, p), r in zip(slots, kv)])
         dev.write_dram(cm.slots, table)
-        self.counters = dev.run_program(cm.prog, cm.slots, len(slots), watchdog=watchdog)
+        prog = cm.prog if want_logits else cm.prog_greedy         # greedy: no logits STORE
+        self.counters = dev.run_program(prog, cm.slots, len(slots), watchdog=watchdog)
         logits = None
         if want_logits:
             vocab = cm.config.vocab_size
@@ -92,8 +93,7 @@ class GoldenStepper(GoldenRunner):
         self.upload_stats = None
 
     def step(self, slots, kv=None, watchdog=0, want_logits=True):
-        logits, argmax = super().step(slots, kv)
-        return (logits if want_logits else None), argmax
+        return super().step(slots, kv, want_logits)
 
 
 class GoldenTarget:

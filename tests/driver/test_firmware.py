@@ -35,7 +35,7 @@ def test_mailbox_layout(loaded):
     cm = loaded.runner.cm
     blob = firmware.pack_mailbox(cm, [1, 5, 7], steps=10, kv_region=1, watchdog=99)
     words = struct.unpack(f"<{len(blob) // 4}I", blob)
-    assert words[:9] == (firmware.MAILBOX_MAGIC, firmware.MAILBOX_VERSION, cm.prog, cm.slots, cm.argmax,
+    assert words[:9] == (firmware.MAILBOX_MAGIC, firmware.MAILBOX_VERSION, cm.prog_greedy, cm.slots, cm.argmax,
                          cm.kv_base(1), 10, 3, 99)
     assert words[9:16] == (0,) * 7 and words[16:] == (1, 5, 7)
     with pytest.raises(ValueError, match="prompt of 11 tokens"):
