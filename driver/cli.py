@@ -35,6 +35,13 @@ def _target_args(parser):
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for any single reply")
 
 
+def _model_args(parser, tokenizer):
+    parser.add_argument("model", nargs="?", default=None,
+                        help="checkpoint (llama2.c legacy, v1 or v2); default: the bundled model")
+    if tokenizer:
+        parser.add_argument("-z", dest="tokenizer", default=None, help="tokenizer.bin (default: beside the checkpoint)")
+
+
 def _output_args(parser):
     parser.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     parser.add_argument("--quiet", action="store_true")
@@ -416,8 +423,7 @@ def make_parser():
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("generate", help="generate text from a llama2.c checkpoint (llama2.c's run options)")
-    p.add_argument("model", nargs="?", default=None, help="checkpoint (legacy, v1 or v2); default: the bundled model")
-    p.add_argument("-z", dest="tokenizer", default=None, help="tokenizer.bin (default: beside the checkpoint)")
+    _model_args(p, tokenizer=True)
     p.add_argument("-i", dest="prompt", action="append", default=None,
                    help="prompt text; repeat -i for several prompts decoded together as one batch")
     p.add_argument("--prompts-file", default=None, help="one prompt per line, decoded together as one batch")
@@ -432,7 +438,7 @@ def make_parser():
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="teacher forcing: argmax (and logits) after each fed token")
-    p.add_argument("model", nargs="?", default=None, help="checkpoint; default: the bundled model")
+    _model_args(p, tokenizer=False)
     p.add_argument("--tokens", required=True, help="file of whitespace-separated token ids")
     p.add_argument("--logits", action="store_true", help="also return the logits")
     _target_args(p)
@@ -440,8 +446,7 @@ def make_parser():
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fidelity", help="integer path and llama2.c's runq against fp32: teacher-forced top-1, greedy prefixes")
-    p.add_argument("model", nargs="?", default=None, help="checkpoint; default: the bundled model")
-    p.add_argument("-z", dest="tokenizer", default=None, help="tokenizer.bin for the greedy prompts (default: beside the checkpoint)")
+    _model_args(p, tokenizer=True)
     p.add_argument("--positions", type=int, default=128, help="teacher-forced positions (capped at the context)")
     p.add_argument("-n", dest="steps", type=int, default=128, help="greedy positions per prompt")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")

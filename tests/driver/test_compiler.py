@@ -1,7 +1,6 @@
 """The compiled program on the golden model against IntTransformer, bit for bit."""
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from driver.golden import CoreError
 from driver.intforward import IntTransformer, QuantizedModel
 from driver.model import Config, load_legacy, random_model
 from spec import isa
+from tests.shared import shared_path
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
 
 # The shapes of ../shared/models (driver.bench.SHAPES) with a short context (the KV cache and
 # RoPE table scale with it).
@@ -118,10 +117,7 @@ def test_prefill_slots_share_one_kv_region(name):
 @pytest.mark.parametrize("path", [("aidreams260K", "aidreams260K.bin"), ("stories260K-gqa", "model.bin")])
 def test_real_model_greedy(path):
     # The real checkpoints, greedy for 8 positions with a 16-position context.
-    full = os.path.join(SHARED, *path)
-    if not os.path.exists(full):
-        pytest.skip("../shared/models not present")
-    qm = QuantizedModel(load_legacy(full))
+    qm = QuantizedModel(load_legacy(shared_path(*path)))
     run, ref = GoldenRunner(compile_model(qm, seq_len=16)), IntTransformer(qm)
     tok = 1
     for pos in range(8):

@@ -1,20 +1,12 @@
 """The integer path against fp32, with llama2.c's runq semantics as the bar (docs/numerics.md)."""
 
-import os
-
-import pytest
-
 from driver.fidelity import measure
 from driver.model import Config, load_legacy, random_model
-
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
+from tests.shared import shared_path
 
 
 def _shared(*parts):
-    path = os.path.join(SHARED, *parts)
-    if not os.path.exists(path):
-        pytest.skip("../shared/models not present")
-    return load_legacy(path)
+    return load_legacy(shared_path(*parts))
 
 
 def test_aidreams_teacher_forced():
@@ -44,7 +36,7 @@ def test_aidreams_greedy_prefixes_at_least_runq():
     from driver.fidelity import greedy_prefixes
     from driver.tokenizer import Tokenizer
     model = _shared("aidreams260K", "aidreams260K.bin")
-    tok = Tokenizer.load(os.path.join(SHARED, "aidreams260K", "tok512.bin"), model.config.vocab_size)
+    tok = Tokenizer.load(shared_path("aidreams260K", "tok512.bin"), model.config.vocab_size)
     for g in greedy_prefixes(model, tok, 64):
         assert g["integer_prefix"] >= g["runq_prefix"], g
 

@@ -9,9 +9,9 @@ import pytest
 
 from driver.model import Config, ModelFormatError, _layout, load, load_legacy, random_model, save
 from driver.reference import FloatTransformer, rmsnorm, softmax
+from tests.shared import SHARED_MODELS
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
-AIDREAMS = os.path.join(SHARED, "aidreams260K", "aidreams260K.bin")
+AIDREAMS = os.path.join(SHARED_MODELS, "aidreams260K", "aidreams260K.bin")
 TINY = Config(dim=16, hidden_dim=24, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32, seq_len=8,
               shared_classifier=False)
 
@@ -250,7 +250,7 @@ def test_aidreams_greedy_starts_like_its_readme():
     for pos in range(10):
         tok = int(np.argmax(t.forward(tok, pos)))
         out.append(tok)
-    tokfile = os.path.join(SHARED, "aidreams260K", "tok512.bin")
+    tokfile = os.path.join(SHARED_MODELS, "aidreams260K", "tok512.bin")
     blob, off, pieces = open(tokfile, "rb").read(), 4, []
     for _ in range(512):
         _, n = struct.unpack("<fi", blob[off:off + 8])

@@ -1,15 +1,13 @@
 """llama2.c's tokenizer: tokenizer.bin, BPE encode and piece decode, on a hand-built vocabulary
 whose expected ids are worked out by hand below, and on the shared model's real tokenizer."""
 
-import os
 import struct
 
 import pytest
 
 from driver.tokenizer import BOS, EOS, StreamDecoder, Tokenizer, TokenizerFormatError
+from tests.shared import shared_path
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
-TOK512 = os.path.join(SHARED, "aidreams260K", "tok512.bin")
 
 # <unk>, BOS, EOS, the 256 byte pieces (id = byte + 3), then ours from id 259.
 SPECIAL = [(b"<unk>", 0.0), (b"\n<s>\n", 0.0), (b"\n</s>\n", 0.0)]
@@ -124,9 +122,7 @@ def test_missing_file(tmp_path):
 
 
 def _real():
-    if not os.path.exists(TOK512):
-        pytest.skip("../shared/models not present")
-    return Tokenizer.load(TOK512, vocab_size=512)
+    return Tokenizer.load(shared_path("aidreams260K", "tok512.bin"), vocab_size=512)
 
 
 @pytest.mark.parametrize("text", [

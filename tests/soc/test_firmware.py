@@ -1,8 +1,6 @@
 """The decode-loop firmware on the simulated SoC's CPU (driver.firmware, firmware/): the same
 greedy tokens as the host-driven loop, refusals, and core errors reported through the console."""
 
-import shutil
-
 import pytest
 
 from driver.errors import AcceleratorError
@@ -12,8 +10,8 @@ from spec import isa
 
 pytestmark = pytest.mark.sim
 
-if shutil.which("riscv64-unknown-elf-gcc") is None:
-    pytest.skip("riscv64-unknown-elf-gcc is missing: the firmware cannot be built", allow_module_level=True)
+# No skip when the RISC-V GCC is missing: the simulator's BIOS needs it too, and the `device`
+# fixture fails with the setup instruction (scripts/setup.sh installs it).
 
 CONFIG = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, seq_len=48,
                 shared_classifier=False)

@@ -1,17 +1,14 @@
 """Real models end to end on the simulated SoC: the same tokens as the golden model for greedy
 generation (host loop, prefill on the batch slots, batched sequences) and for teacher forcing."""
 
-import os
-
 import numpy as np
 import pytest
 
 from driver.device import Device
 from driver.runtime import DEFAULT_MODEL, DEFAULT_TOKENIZER
+from tests.shared import shared_path
 
 pytestmark = pytest.mark.sim
-
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models")
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +60,7 @@ def test_eval_matches_golden(golden, on_sim):
 @pytest.mark.parametrize("model, tok", [("aidreams260K/aidreams260K.bin", "aidreams260K/tok512.bin"),
                                         ("stories260K-gqa/model.bin", "aidreams260K/tok512.bin")])
 def test_shared_models_match_golden(device, model, tok):
-    path = os.path.join(SHARED, model)
-    if not os.path.exists(path):
-        pytest.skip("../shared/models not present")
-    tok = os.path.join(SHARED, tok)
+    path, tok = shared_path(model), shared_path(tok)
     gold = Device.open("golden").load(path, tokenizer=tok)
     sim = device.load(path, tokenizer=tok)
     expect = gold.generate("Once upon a time", steps=16, temperature=0.0)["sequences"][0]["tokens"]
