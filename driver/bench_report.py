@@ -24,7 +24,7 @@ def tables(report):
     """The report as Markdown: figures per run, cycles per instruction class, projections
     beside the CPU, and the simulator's speed."""
     runs, cpu = report["runs"], {c["shape"]: c for c in report.get("cpu", [])}
-    out = [f"Target `{report['target']}`, core of {report['params']['slots']} slots × {isa.LANES} lanes, "
+    out = [f"Target `{report['target']}`, core of {report['params']['slots']} slots × {report['params'].get('mac_lanes', isa.LANES)} lanes, "
            f"{isa.BEAT_BYTES}-byte port; decode measured at positions "
            f"{report['decode_positions'][0]}–{report['decode_positions'][1]}, prefill over "
            f"{report['prompt_len']} prompt positions.", ""]
@@ -72,14 +72,15 @@ def pyplot():
 
 def plot(report, path):
     """The roofline: MAC/cycle against MAC per DRAM byte, the port-bandwidth roof, the MAC
-    array's roof at each batch (LANES × B), and every run as a point."""
+    array's roof at each batch (mac_lanes × B), and every run as a point."""
     plt = pyplot()
     runs = report["runs"]
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    # Roofs: the port's bytes per cycle times MAC per byte, up to the MAC array's LANES × B for
+    # Roofs: the port's bytes per cycle times MAC per byte, up to the MAC array's mac_lanes × B for
     # each batch B measured and for all the core's slots.
     xs = [r["arithmetic_intensity"] for r in runs]
-    peaks = sorted({isa.LANES * r["batch"] for r in runs} | {isa.LANES * report["params"]["slots"]})
+    lanes = report["params"].get("mac_lanes", isa.LANES)
+    peaks = sorted({lanes * r["batch"] for r in runs} | {lanes * report["params"]["slots"]})
     x0, x1 = min(xs + [0.5]) / 2, max(xs + [peaks[-1] / isa.BEAT_BYTES]) * 2
     ax.plot([x0, peaks[-1] / isa.BEAT_BYTES], [isa.BEAT_BYTES * x0, peaks[-1]], "k-", lw=1.5,
             label=f"port roof ({isa.BEAT_BYTES} B/cycle)")

@@ -163,7 +163,10 @@ def cmd_verify(args):
     from driver.verify import verify
     if args.programs <= 0:
         raise ValueError("--programs must be positive")
-    result = verify(args.target, args.programs, args.seed, csr=args.csr, progress=None if args.quiet else _err)
+    if args.config != "sim" and args.target != "core":
+        raise ValueError("--config picks the configuration of --target core; a device has its own")
+    result = verify(args.target, args.programs, args.seed, csr=args.csr, progress=None if args.quiet else _err,
+                    config=args.config)
     line = (f"verify {result['target']}: {result['programs']} programs from seed {result['seed']}, "
             f"{result['mismatches']} mismatches, {result['cycles']} core cycles, {result['seconds']} s")
     _err(line)
@@ -400,6 +403,8 @@ def make_parser():
     _target_args(p)
     p.add_argument("--programs", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--config", default="sim", choices=["sim", "ulx3s"],
+                   help="--target core only: build the core with this target's parameters (spec.isa.TARGET_PARAMS)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)

@@ -93,10 +93,14 @@ def verify_device(device, programs, seed, progress=None):
     return result
 
 
-def verify(target, programs, seed, csr=None, progress=None):
+def verify(target, programs, seed, csr=None, progress=None, config="sim"):
+    """``config`` (core target only): which spec.isa.TARGET_PARAMS the core is built with."""
     t0 = time.monotonic()
     if target == "core":
-        result = verify_core(programs, seed, progress=progress)
+        if config not in isa.TARGET_PARAMS:
+            raise ValueError(f"verify: unknown configuration {config!r} (one of {', '.join(isa.TARGET_PARAMS)})")
+        result = verify_core(programs, seed, params=isa.TARGET_PARAMS[config], progress=progress)
+        result["config"] = config
     else:
         from driver.device import Device
         with Device.open(target, csr=csr, progress=progress) as device:

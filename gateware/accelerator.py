@@ -77,9 +77,10 @@ class Accelerator(LiteXModule):
         self.err_addr = CSRStatus(32, description="Instruction or DRAM byte address of the error.")
         self.config   = CSRStatus(32, reset=B | (log2_int(D) << 8) | (log2_int(params.max_cols) << 16)
             | (log2_int(params.max_seq) << 24), description="slots | log2 act_depth<<8 | log2 max_cols<<16 | log2 max_seq<<24.")
-        self.config2  = CSRStatus(32, reset=log2_int(params.max_head), description="log2 max_head.")
+        self.config2  = CSRStatus(32, reset=log2_int(params.max_head) | (log2_int(params.mac_lanes) << 8),
+            description="log2 max_head | log2 mac_lanes<<8.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
-        self.mac_busy    = CSRStatus(64, description="Cycles the MAC array consumed a weight beat.")
+        self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
         self.bytes_read  = CSRStatus(64, description="DRAM bytes read.")
         self.bytes_written = CSRStatus(64, description="DRAM bytes written.")
@@ -386,7 +387,9 @@ class Accelerator(LiteXModule):
         self.comb += f16bytes.eq(isa.BEAT_BYTES + (((n + 7) >> 3) << 4))
         # The row address is a registered product: EMBED checks the token while it settles.
         emb_addr = Signal(ADDR_W)
-        self.sync += emb_addr.eq(waddr + tok[slot] * f16bytes)
+        tok16 = Signal(16)                # EMBED fails unless tok < m < 2**16
+        self.comb += tok16.eq(tok[slot][0:16])
+        self.sync += emb_addr.eq(waddr + tok16 * f16bytes)
         fsm.act("EMBED",
             If(tok[slot] >= m,
                 *fail("BAD_TOKEN")
@@ -435,7 +438,7 @@ class Accelerator(LiteXModule):
             NextState("RMS_SUM")
         )
         # Pass 1, one element per cycle: read (S0), round (S1), square (S2), accumulate (S3).
-        xs_r = Signal((40, True))
+        xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))     # |x| < 2**31 (timing: a narrow square)
         self.sync += [xs_r.eq(xs), sq.eq(xs_r * xs_r)]
         fsm.act("RMS_SUM",
             act_radr.eq(src + i),
@@ -593,7 +596,14 @@ class Accelerator(LiteXModule):
             NextValue(phase, 0), NextValue(row, 0), NextValue(rows_done, 0), NextValue(k, 0),
             NextValue(rib, 0), NextState("MV_STREAM")
         )
-        # Stage 0: accept a beat, address the input mantissas for its columns.
+        # Stage 0: accept a beat, address the input mantissas for its columns. A weight beat
+        # is multiplied in P = LANES/mac_lanes chunks of mac_lanes weights (M), each chunk's
+        # products summed (T) and added into its group's sum (G); the beat's group sums then
+        # get their mantissas (stage 2), are accumulated over the row (3), rounded (4, 4b) and
+        # written with the residual (5). Integer sums are exact, so any P gives the same row.
+        L = params.mac_lanes
+        P = isa.LANES // L
+        half = isa.LANES // 2
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_m0, s2_m1, s2_rsh, s2_row = Signal(8), Signal(8), Signal(6), Signal(16)
         s3_valid, s3_first, s3_last, s3_rsh, s3_row = Signal(), Signal(), Signal(), Signal(6), Signal(16)
@@ -601,25 +611,35 @@ class Accelerator(LiteXModule):
         s4b_valid, s4b_row = Signal(), Signal(16)
         s5_valid, s5_row = Signal(), Signal(16)
 
-        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_first, s1_last = Signal(), Signal()
         s1_w = Signal(128)
         s1_m0, s1_m1 = Signal(8), Signal(8)
         s1_rsh = Signal(6)
         s1_row = Signal(16)
+        mul_busy = Signal()               # a weight beat is in the multipliers
+        sub = Signal(max=max(P, 2))       # its chunk being multiplied
+        mul_last = Signal()
+        mac_free = Signal()
         is_weight = Signal()
         self.comb += [
             is_weight.eq(phase == 2),
+            mul_last.eq(mul_busy & (sub == P - 1)),
+            mac_free.eq(~mul_busy | mul_last),
             xin_adr.eq(Mux(fsm.ongoing("MV_STREAM"), k, 0)),
-            accept.eq(fsm.ongoing("MV_STREAM") & rd.valid & (row < n)),
-            mac_beat.eq(accept & is_weight),
+            accept.eq(fsm.ongoing("MV_STREAM") & rd.valid & (row < n) & (~is_weight | mac_free)),
+            mac_beat.eq(mul_busy),
         ]
         fsm.act("MV_STREAM",
-            rd.ready.eq(row < n), rd_wait.eq(row < n),
+            rd.ready.eq((row < n) & (~is_weight | mac_free)), rd_wait.eq((row < n) & (~is_weight | mac_free)),
             act_radr.eq(dst + s4b_row), act_wadr.eq(dst + s5_row), act_we_all.eq(s5_valid),
             If(rows_done == n, NextState("NEXT"))
         )
         self.sync += [
-            s1_valid.eq(accept & is_weight),
+            If(accept & is_weight,
+                mul_busy.eq(1), sub.eq(0)
+            ).Elif(mul_busy,
+                If(mul_last, mul_busy.eq(0)).Else(sub.eq(sub + 1))
+            ),
             If(accept,
                 Case(phase, {
                     0: [shifts.eq(rd.data), phase.eq(1), sb.eq(0), rib.eq(0),
@@ -647,12 +667,26 @@ class Accelerator(LiteXModule):
                     ],
                 })
             ),
-            If(fsm.ongoing("MV_INIT"), phase.eq(0), k.eq(0), row.eq(0), rib.eq(0)),
+            If(fsm.ongoing("MV_INIT"), phase.eq(0), k.eq(0), row.eq(0), rib.eq(0), mul_busy.eq(0)),
         ]
-        # Stages 1-5 per slot: group sums, scale mantissas, accumulate, round, residual + write.
+        # The beat's fields ride along its last chunk: M (products), T (chunk sums), then G
+        # hands the group sums and fields to stage 2.
+        mt_valid, mt_c, mt_last = Signal(), Signal(max=max(P, 2)), Signal()
+        tg_valid, tg_c, tg_last = Signal(), Signal(max=max(P, 2)), Signal()
+        mt_f, tg_f = [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)], \
+                     [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)]
+        fields = [s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row]
         self.sync += [
-            s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
-            s2_m0.eq(s1_m0), s2_m1.eq(s1_m1), s2_rsh.eq(s1_rsh), s2_row.eq(s1_row),
+            mt_valid.eq(mul_busy), mt_c.eq(sub), mt_last.eq(mul_last),
+            [a.eq(b) for a, b in zip(mt_f, fields)],
+            tg_valid.eq(mt_valid), tg_c.eq(mt_c), tg_last.eq(mt_last),
+            [a.eq(b) for a, b in zip(tg_f, mt_f)],
+            s2_valid.eq(tg_valid & tg_last),
+            s2_first.eq(tg_f[0]), s2_last.eq(tg_f[1]), s2_m0.eq(tg_f[2]), s2_m1.eq(tg_f[3]),
+            s2_rsh.eq(tg_f[4]), s2_row.eq(tg_f[5]),
+        ]
+        # Stages 2-5 per slot: group sums, scale mantissas, accumulate, round, residual + write.
+        self.sync += [
             s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_rsh.eq(s2_rsh), s3_row.eq(s2_row),
             s4_valid.eq(s3_valid & s3_last), s4_rsh.eq(s3_rsh), s4_row.eq(s3_row),
             s4b_valid.eq(s4_valid), s4b_row.eq(s4_row),       # round: bias add | shift
@@ -661,18 +695,50 @@ class Accelerator(LiteXModule):
             If(fsm.ongoing("MV_INIT"), rows_done.eq(0)),
         ]
         accumulate = flags[1]
+        w_chunks = _lanes(s1_w, 8 * L, P)
         for s in range(B):
-            w = [_signed(self, x, 8) for x in _lanes(s1_w, 8, isa.LANES)]
-            x = [_signed(self, v, 16) for v in _lanes(xin_rd[s], 16, isa.LANES)]
+            # The input word is read the cycle after its beat is accepted (chunk 0) and held
+            # for the beat's later chunks (the read address moves on with the next beat's k).
+            if P == 1:
+                x_src = xin_rd[s]
+            else:
+                x_hold = Signal(16 * isa.LANES)
+                self.sync += If(sub == 0, x_hold.eq(xin_rd[s]))
+                x_src = Mux(sub == 0, xin_rd[s], x_hold)
+            x_chunk = Signal(16 * L)
+            w_chunk = Signal(8 * L)
+            if P == 1:
+                self.comb += [x_chunk.eq(x_src), w_chunk.eq(s1_w)]
+            else:
+                self.comb += [
+                    x_chunk.eq(Array(_lanes(_unsigned(self, x_src, 16 * isa.LANES), 16 * L, P))[sub]),
+                    w_chunk.eq(Array(w_chunks)[sub]),
+                ]
+            w = [_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
+            x = [_signed(self, v, 16) for v in _lanes(x_chunk, 16, L)]
+            prod = [Signal((24, True), name=f"mv_prod{l}") for l in range(L)]
+            q0, q1 = Signal((28, True)), Signal((28, True))
             g0, g1 = Signal((28, True)), Signal((28, True))
             pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
             s5_y = Signal((32, True))
-            half = isa.LANES // 2
             finish = round_shift_split(self, s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
             yr = _signed(self, finish(), 72)
+            self.sync += [prod[l].eq(w[l] * x[l]) for l in range(L)]
+            if P == 1:
+                self.sync += [q0.eq(sum(prod[:half])), q1.eq(sum(prod[half:])), g0.eq(q0), g1.eq(q1)]
+            else:
+                # Chunks 0..P/2-1 hold the first 8 lanes (mantissa group 0), the rest group 1.
+                self.sync += [
+                    q0.eq(sum(prod)),
+                    If(tg_valid,
+                        If(tg_c < P // 2,
+                            g0.eq(Mux(tg_c == 0, 0, g0) + q0)
+                        ).Else(
+                            g1.eq(Mux(tg_c == P // 2, 0, g1) + q0)
+                        )
+                    ),
+                ]
             self.sync += [
-                g0.eq(sum(w[l] * x[l] for l in range(half))),
-                g1.eq(sum(w[l] * x[l] for l in range(half, isa.LANES))),
                 pp.eq(g0 * s2_m0 + g1 * s2_m1),
                 If(s3_valid, acc.eq(Mux(s3_first, 0, acc) + pp)),
                 If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
@@ -822,7 +888,7 @@ class Accelerator(LiteXModule):
                 NextState("AT_Q")
             )
         )
-        # Scores: stage 0 accepts a key beat, 1 multiplies, 2 accumulates over the head,
+        # Scores: stage 0 accepts a key beat, 1 multiplies, 1b sums the 8 products, 2 accumulates over the head,
         # 3 scales, 4 adds the rounding bias, 5 shifts and saturates, 6 takes the max and stores.
         a_acc = Signal()
         kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
@@ -854,10 +920,14 @@ class Accelerator(LiteXModule):
         sc_r = _signed(self, sc_finish(), 80)
         sc = Signal((32, True))
         ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
+        kp = [Signal((32, True), name=f"at_kp{l}") for l in range(8)]
+        ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
-            ka2.eq(ka1), kf2.eq(kf1), kl2.eq(kl1), kt2.eq(kt1),
-            dot8.eq(sum(keys[l] * qs[l] for l in range(8))),
+            [kp[l].eq(keys[l] * qs[l]) for l in range(8)],           # products (timing: registered
+            ka1b.eq(ka1), kf1b.eq(kf1), kl1b.eq(kl1), kt1b.eq(kt1),  # before the 8-way sum)
+            ka2.eq(ka1b), kf2.eq(kf1b), kl2.eq(kl1b), kt2.eq(kt1b),
+            dot8.eq(sum(kp)),
             If(ka2, dacc.eq(Mux(kf2, 0, dacc) + dot8)),
             ka3.eq(ka2 & kl2), kt3.eq(kt2),
             If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),

@@ -16,7 +16,8 @@ from dataclasses import dataclass, asdict
 import numpy as np
 
 BEAT_BYTES = 16          # one native-port beat at 128 bits; also one instruction
-LANES      = 16          # int8 weights per beat = MAC lanes per slot
+LANES      = 16          # int8 weights per beat (the matrix layout); a core multiplies
+                         # Params.mac_lanes of them per slot per cycle
 
 # Instruction fields: name -> (lsb, width) -------------------------------------------------------
 FIELDS = {
@@ -84,16 +85,21 @@ ERROR_NAMES = {v: k for k, v in ERRORS.items()}
 
 @dataclass(frozen=True)
 class Params:
-    """Size of one core: batch slots and on-chip buffer depths. LANES is fixed by the 128-bit beat."""
+    """Size of one core: batch slots, MAC lanes and on-chip buffer depths. The weight layout is
+    fixed by the 128-bit beat (LANES int8); ``mac_lanes`` of them are multiplied per slot per
+    cycle, so a beat takes LANES // mac_lanes cycles (a board whose DRAM delivers fewer than
+    16 bytes per cycle loses nothing with fewer lanes)."""
     slots:     int = 4       # B: sequences (or prompt positions) per weight beat
     act_depth: int = 4096    # int32 words of activation scratchpad per slot
     max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
     max_seq:   int = 1024    # longest attention span (score buffer)
     max_head:  int = 128     # largest head size
+    mac_lanes: int = 16      # L: int8 x int16 multipliers per slot
 
     def validate(self):
         for name, lo, hi in (("slots", 1, 16), ("act_depth", 256, 65536), ("max_cols", LANES, 65536),
-                             ("max_seq", 8, 65536), ("max_head", 8, 1024)):
+                             ("max_seq", 8, 65536), ("max_head", 8, 1024),
+                             ("mac_lanes", 2, LANES)):
             v = getattr(self, name)
             if not lo <= v <= hi or v & (v - 1):
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
@@ -108,7 +114,9 @@ def params_dict(p):
 # every board's (its DRAM and cycle budget are not the limit; the ULX3S's LUTs and DSPs are).
 TARGET_PARAMS = {
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128),
-    "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64),
+    # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
+    # and cost a quarter of the multipliers (timing and routing: issue 3).
+    "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4),
 }
 
 # Encoding ---------------------------------------------------------------------------------------
