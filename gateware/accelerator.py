@@ -468,30 +468,31 @@ class Accelerator(LiteXModule):
         )
         bvalid = Signal()                 # a gain beat is held in ``beat``
         # Pass 2, one element per cycle (plus one per gain beat): x*y (S1), round by 15-e (S2
-        # bias, S3 shift and saturate), times the gain (S4), round by the gain shift (S5 bias,
-        # S6 shift and saturate) and write.
+        # bias, S3 shift, S4 saturate), times the gain (S5), round by the gain shift (S6 bias,
+        # S7 shift), saturate and write (S8).
         fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
-        rv = [Signal(name=f"rms_v{k}") for k in range(7)]
-        ri = [Signal(16, name=f"rms_i{k}") for k in range(7)]
-        g1, g2, g3, g4 = (Signal((16, True)) for _ in range(4))
+        rv = [Signal(name=f"rms_v{k}") for k in range(9)]
+        ri = [Signal(16, name=f"rms_i{k}") for k in range(9)]
+        g1, g2, g3, g4, g5 = (Signal((16, True)) for _ in range(5))
         p2 = Signal((64, True))
         s1 = _signed(self, 15 - re_, 8)
         xn_finish = round_shift_split(self, p1, s1, 72)
-        xn_r = _signed(self, xn_finish(), 72)
+        xn_r, out_r = Signal((72, True)), Signal((72, True))
         out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72)
-        out_r = _signed(self, out_finish(), 72)
         issue = Signal()
         self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
         rms_run = fsm.ongoing("RMS_RUN")
         self.sync += [
             rv[1].eq(issue), ri[1].eq(i), g1.eq(q16),
-            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 7)],
-            [ri[k].eq(ri[k - 1]) for k in range(2, 7)],
+            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 9)],
+            [ri[k].eq(ri[k - 1]) for k in range(2, 9)],
             p1.eq(ard * ry), g2.eq(g1),
             g3.eq(g2),
-            xn.eq(saturate(self, xn_r, 32)), g4.eq(g3),
-            p2.eq(xn * g4),
+            xn_r.eq(xn_finish()), g4.eq(g3),
+            xn.eq(saturate(self, xn_r, 32)), g5.eq(g4),
+            p2.eq(xn * g5),
+            out_r.eq(out_finish()),
         ]
         fsm.act("RMS_RUN",
             act_radr.eq(src + i),
@@ -502,7 +503,7 @@ class Accelerator(LiteXModule):
                 rd.ready.eq(1), rd_wait.eq(1),
                 If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
             ),
-            act_wadr.eq(dst + ri[6]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[6]),
+            act_wadr.eq(dst + ri[8]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[8]),
             If((i == n) & ~reduce(or_, rv[1:]), next_slot("RMSNORM"))
         )
 
@@ -518,7 +519,8 @@ class Accelerator(LiteXModule):
         xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_we = Signal()
-        i1, i2, i3 = Signal(32), Signal(32), Signal(32)
+        i1, i2, i3, i4 = Signal(32), Signal(32), Signal(32), Signal(32)
+        v4 = Signal()
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         exp_ok = []
         for s in range(B):
@@ -534,23 +536,23 @@ class Accelerator(LiteXModule):
             ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
             self.sync += ok.eq((rs <= (1 << (N.QIN_BITS - 1)) - 1) | (s >= nslots))
             exp_ok.append(ok)
-            # Input pass: read (S0), rounding bias (S1), shift and saturate (S2), pack into the
-            # lane word (S3).
+            # Input pass: read (S0), rounding bias (S1), shift (S2), saturate (S3), pack into
+            # the lane word (S4).
             xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
             xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40)
-            xr = _signed(self, xr_finish(), 40)
+            xr = Signal((40, True))
             xm = Signal((16, True))
-            self.sync += xm.eq(saturate(self, xr, N.QIN_BITS))
+            self.sync += [xr.eq(xr_finish()), xm.eq(saturate(self, xr, N.QIN_BITS))]
             self.comb += xin_wdat[s].eq(xwords[s])
             for l in range(isa.LANES):
-                self.comb += If(i3[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
+                self.comb += If(i4[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v1 & (ax > amax[s]), amax[s].eq(ax)),
                 If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
-                If(fsm.ongoing("MV_XIN") & v3, xwords[s].eq(xin_wdat[s])),
+                If(fsm.ongoing("MV_XIN") & v4, xwords[s].eq(xin_wdat[s])),
             ]
-        self.comb += [xin_wadr.eq(i3 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v3 & (i3[0:4] == 15))]
+        self.comb += [xin_wadr.eq(i4 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v4 & (i4[0:4] == 15))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
         mv_bytes = Signal(ADDR_W)
@@ -566,7 +568,7 @@ class Accelerator(LiteXModule):
             If((i == m) & ~v1, NextState("MV_EXP"))
         )
         fsm.act("MV_EXP",
-            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0),
+            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             NextState("MV_EXP2")
         )
         # Each slot's exponent grows until its largest magnitude fits the input mantissas.
@@ -579,7 +581,8 @@ class Accelerator(LiteXModule):
             NextValue(v1, i < cp), NextValue(i1, i),
             NextValue(v2, v1), NextValue(i2, i1),
             NextValue(v3, v2), NextValue(i3, i2),
-            If((i == cp) & ~v1 & ~v2 & ~v3, NextState("MV_INIT"))
+            NextValue(v4, v3), NextValue(i4, i3),
+            If((i == cp) & ~v1 & ~v2 & ~v3 & ~v4, NextState("MV_INIT"))
         )
         # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
         # 8 weight beats (spec.isa.pack_matrix).
@@ -610,6 +613,8 @@ class Accelerator(LiteXModule):
         s4_valid, s4_rsh, s4_row = Signal(), Signal(6), Signal(16)
         s4b_valid, s4b_row = Signal(), Signal(16)
         s5_valid, s5_row = Signal(), Signal(16)
+        s6_valid, s6_row = Signal(), Signal(16)
+        s7_valid, s7_row = Signal(), Signal(16)
 
         s1_first, s1_last = Signal(), Signal()
         s1_w = Signal(128)
@@ -631,7 +636,7 @@ class Accelerator(LiteXModule):
         ]
         fsm.act("MV_STREAM",
             rd.ready.eq((row < n) & (~is_weight | mac_free)), rd_wait.eq((row < n) & (~is_weight | mac_free)),
-            act_radr.eq(dst + s4b_row), act_wadr.eq(dst + s5_row), act_we_all.eq(s5_valid),
+            act_radr.eq(dst + s5_row), act_wadr.eq(dst + s7_row), act_we_all.eq(s7_valid),
             If(rows_done == n, NextState("NEXT"))
         )
         self.sync += [
@@ -685,13 +690,17 @@ class Accelerator(LiteXModule):
             s2_first.eq(tg_f[0]), s2_last.eq(tg_f[1]), s2_m0.eq(tg_f[2]), s2_m1.eq(tg_f[3]),
             s2_rsh.eq(tg_f[4]), s2_row.eq(tg_f[5]),
         ]
-        # Stages 2-5 per slot: group sums, scale mantissas, accumulate, round, residual + write.
+        # Stages 2-7 per slot: scale the group sums by their mantissas (2), accumulate over the
+        # row (3), round: bias add (4b) | shift (5) | saturate (6; the residual is read), add
+        # the residual (7), saturate and write.
         self.sync += [
             s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_rsh.eq(s2_rsh), s3_row.eq(s2_row),
             s4_valid.eq(s3_valid & s3_last), s4_rsh.eq(s3_rsh), s4_row.eq(s3_row),
-            s4b_valid.eq(s4_valid), s4b_row.eq(s4_row),       # round: bias add | shift
+            s4b_valid.eq(s4_valid), s4b_row.eq(s4_row),
             s5_valid.eq(s4b_valid), s5_row.eq(s4b_row),
-            If(s5_valid, rows_done.eq(rows_done + 1)),
+            s6_valid.eq(s5_valid), s6_row.eq(s5_row),
+            s7_valid.eq(s6_valid), s7_row.eq(s6_row),
+            If(s7_valid, rows_done.eq(rows_done + 1)),
             If(fsm.ongoing("MV_INIT"), rows_done.eq(0)),
         ]
         accumulate = flags[1]
@@ -720,9 +729,9 @@ class Accelerator(LiteXModule):
             q0, q1 = Signal((28, True)), Signal((28, True))
             g0, g1 = Signal((28, True)), Signal((28, True))
             pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
-            s5_y = Signal((32, True))
+            s5_y, s6_y, s7_y = Signal((72, True)), Signal((32, True)), Signal((32, True))
+            s7_res = Signal((34, True))
             finish = round_shift_split(self, s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
-            yr = _signed(self, finish(), 72)
             self.sync += [prod[l].eq(w[l] * x[l]) for l in range(L)]
             if P == 1:
                 self.sync += [q0.eq(sum(prod[:half])), q1.eq(sum(prod[half:])), g0.eq(q0), g1.eq(q1)]
@@ -742,10 +751,11 @@ class Accelerator(LiteXModule):
                 pp.eq(g0 * s2_m0 + g1 * s2_m1),
                 If(s3_valid, acc.eq(Mux(s3_first, 0, acc) + pp)),
                 If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
-                s5_y.eq(saturate(self, yr, 32)),
+                s5_y.eq(finish()),
+                s6_y.eq(saturate(self, s5_y, 32)),
+                s7_y.eq(s6_y), s7_res.eq(act_rdat[s] + s6_y),
             ]
-            residual = _signed(self, act_rdat[s] + s5_y, 34)
-            self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, residual, 32), s5_y))
+            self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, s7_res, 32), s7_y))
 
         # ROPE -------------------------------------------------------------------------------------
         cs_depth = max(params.max_head // 8, 2)
