@@ -402,15 +402,16 @@ class Accelerator(LiteXModule):
         fsm.act("EMB_BEAT", *beat_in("EMB_EL"))
         q16 = _signed(self, Array(_lanes(beat, 16, 8))[j[0:3]], 16)
         fshift_s = _signed(self, fshift - N.ACT_FRAC, 8)
-        # Three cycles per element (a row is read once per token): pick the lane (EMB_EL),
-        # round (EMB_RS), saturate and write (EMB_WR).
+        # Four cycles per element (a row is read once per token): pick the lane (EMB_EL),
+        # rounding bias (EMB_RS), shift (EMB_SH), saturate and write (EMB_WR).
         emb_q = Signal((16, True))
-        emb_r = Signal((64, True))
-        st, emb = round_shift(emb_q, fshift_s, 64)
-        self.comb += st
-        self.sync += [emb_q.eq(q16), emb_r.eq(emb)]
+        emb_finish = round_shift_split(self, emb_q, fshift_s, 64, x_bits=16, s_range=(-N.ACT_FRAC, 63 - N.ACT_FRAC),
+                                       sat_bits=32)
+        emb_r = Signal((len(emb_finish()), True))
+        self.sync += [emb_q.eq(q16), emb_r.eq(emb_finish())]
         fsm.act("EMB_EL", NextState("EMB_RS"))
-        fsm.act("EMB_RS", NextState("EMB_WR"))
+        fsm.act("EMB_RS", NextState("EMB_SH"))
+        fsm.act("EMB_SH", NextState("EMB_WR"))
         fsm.act("EMB_WR",
             act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(1),
             NextValue(i, i + 1), NextValue(j, j + 1),
@@ -477,9 +478,10 @@ class Accelerator(LiteXModule):
         g1, g2, g3, g4, g5 = (Signal((16, True)) for _ in range(5))
         p2 = Signal((64, True))
         s1 = _signed(self, 15 - re_, 8)
-        xn_finish = round_shift_split(self, p1, s1, 72)
-        xn_r, out_r = Signal((72, True)), Signal((72, True))
-        out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72)
+        # x * y is int32 x Q15 (52 bits); xn * gain is int32 x int16 (48 bits).
+        xn_finish = round_shift_split(self, p1, s1, 72, x_bits=52, sat_bits=32)
+        out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72, x_bits=48, s_range=(0, 63), sat_bits=32)
+        xn_r, out_r = Signal((len(xn_finish()), True)), Signal((len(out_finish()), True))
         issue = Signal()
         self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
         rms_run = fsm.ongoing("RMS_RUN")
@@ -541,8 +543,9 @@ class Accelerator(LiteXModule):
             # Input pass: read (S0), rounding bias (S1), shift (S2), saturate (S3), pack into
             # the lane word (S4).
             xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
-            xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40)
-            xr = Signal((40, True))
+            xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40,
+                                          x_bits=32, s_range=(0, 31), sat_bits=N.QIN_BITS)
+            xr = Signal((len(xr_finish()), True))
             xm = Signal((16, True))
             self.sync += [xr.eq(xr_finish()), xm.eq(saturate(self, xr, N.QIN_BITS))]
             self.comb += xin_wdat[s].eq(xwords[s])
@@ -731,9 +734,11 @@ class Accelerator(LiteXModule):
             q0, q1 = Signal((28, True)), Signal((28, True))
             g0, g1 = Signal((28, True)), Signal((28, True))
             pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
-            s5_y, s6_y, s7_y = Signal((72, True)), Signal((32, True)), Signal((32, True))
+            # The row shift is 0..63 and the input exponent 0..31.
+            finish = round_shift_split(self, s4_acc, _signed(self, s4_rsh - ex[s], 8), 72,
+                                       x_bits=len(s4_acc), s_range=(-31, 63), sat_bits=32)
+            s5_y, s6_y, s7_y = Signal((len(finish()), True)), Signal((32, True)), Signal((32, True))
             s7_res = Signal((34, True))
-            finish = round_shift_split(self, s4_acc, _signed(self, s4_rsh - ex[s], 8), 72)
             self.sync += [prod[l].eq(w[l] * x[l]) for l in range(L)]
             if P == 1:
                 self.sync += [q0.eq(sum(prod[:half])), q1.eq(sum(prod[half:])), g0.eq(q0), g1.eq(q1)]

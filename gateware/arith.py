@@ -44,12 +44,20 @@ def round_shift(x, s, width):
     return stmts, res
 
 
-def round_shift_split(m, x, s, width):
+def round_shift_split(m, x, s, width, x_bits=None, s_range=None, sat_bits=None):
     """round_shift in two pipeline stages: call once for the first stage's registers (the
-    bias add), then ``finish()`` in the next stage for the shift (``s`` a signal or a constant). Returns ``finish``, a function
-    giving the result expression from the registered values; ``m`` gets the sync statements."""
-    biased = Signal((width, True))
+    bias add), then ``finish()`` in the next stage for the shift (``s`` a signal or a constant).
+    Returns ``finish``, a function giving the result expression from the registered values;
+    ``m`` gets the sync statements.
+
+    For a variable ``s`` the shifters are sized by what the caller guarantees (timing and
+    area: a 72-bit, 7-level barrel shifter each way was the core's largest block):
+    ``x_bits`` bounds x (signed), ``s_range`` = (smin, smax) bounds s, and ``sat_bits`` says the
+    result is saturated to that many bits afterwards. A right shift beyond x_bits + 1 rounds
+    to 0 like x_bits + 1 does; a left shift of x clamped to +-2**sat_bits saturates exactly
+    when x's does, and every shift by sat_bits or more of a nonzero value saturates."""
     if isinstance(s, int):
+        biased = Signal((width, True))
         if s <= 0:
             m.sync += biased.eq(x << -s)
             return lambda: biased
@@ -57,22 +65,50 @@ def round_shift_split(m, x, s, width):
         m.comb += up.eq(x >= 0)
         m.sync += biased.eq(x + ((1 << (s - 1)) - 1) + up)
         return lambda: biased >> s
-    xr     = Signal((width, True))
-    spos, sneg = Signal(7), Signal(7)
-    left = Signal()
+    xb = x_bits or width
+    smin, smax = s_range or (-(1 << (len(s) - 1)), (1 << (len(s) - 1)) - 1)
+    rmax = max(0, min(smax, xb + 1))                   # right shift amounts that differ
+    lmax = max(0, min(-smin, sat_bits if sat_bits else width - xb))
+    rw = xb + 2                                         # x plus a bias of up to 2**xb
+    biased = Signal((rw, True))
+    sp, sn = Signal(max=max(rmax + 1, 2)), Signal(max=max(lmax + 1, 2))
+    spc, snc = Signal(max=max(rmax + 1, 2)), Signal(max=max(lmax + 1, 2))
+    sneg = Signal((len(s) + 1, True))
     up   = Signal((2, True))
-    half = Signal(width)
-    sp, sn = Signal(7), Signal(7)
+    half = Signal(rw)
+    left = Signal()
     m.comb += [
-        sp.eq(Mux(s > 0, s, 0)), sn.eq(Mux(s < 0, -s, 0)),
-        half.eq((C(1, width + 1) << sp) >> 1),
-        up.eq(Mux(sp == 0, 0, Mux(x >= 0, 0, -1))),
+        sneg.eq(-s),
+        spc.eq(Mux(s > rmax, rmax, Mux(s > 0, s, 0))),
+        snc.eq(Mux(sneg > lmax, lmax, Mux(sneg > 0, sneg, 0))),
+        half.eq((C(1, rw + 1) << spc) >> 1),
+        up.eq(Mux(spc == 0, 0, Mux(x >= 0, 0, -1))),
     ]
-    m.sync += [biased.eq(x + half + up), xr.eq(x), spos.eq(sp), sneg.eq(sn), left.eq(s < 0)]
+    m.sync += [biased.eq(x + half + up), sp.eq(spc), sn.eq(snc), left.eq(s < 0)]
+    rres = Signal((rw, True))
+    m.comb += rres.eq(biased >> sp)
+    if lmax == 0:
+        return lambda: rres
+    if sat_bits:
+        xc = Signal((sat_bits + 2, True))               # x clamped to +-2**sat_bits
+        m.sync += xc.eq(_clamp(m, x, sat_bits))
+        lw = sat_bits + 2 + lmax
+    else:
+        xc = Signal((xb, True))
+        m.sync += xc.eq(x)
+        lw = xb + lmax
+    lres = Signal((lw, True))
+    m.comb += lres.eq(xc << sn)
+    res = Signal((max(rw, lw), True))
+    m.comb += res.eq(Mux(left, lres, rres))
+    return lambda: res
 
-    def finish():
-        return Mux(left, xr << sneg, biased >> spos)
-    return finish
+
+def _clamp(m, x, bits):
+    """x clipped to [-2**bits, 2**bits] (bounds as signals: see saturate)."""
+    hi, lo = Signal((bits + 2, True)), Signal((bits + 2, True))
+    m.comb += [hi.eq(1 << bits), lo.eq(-(1 << bits))]
+    return Mux(x > hi, hi, Mux(x < lo, lo, x))
 
 
 def saturate(m, x, bits):

@@ -50,6 +50,17 @@ def saturate(x, bits):
     lim = (1 << (bits - 1)) - 1
     return np.clip(x, -lim, lim)
 
+
+def round_shift_sat(x, s, bits):
+    """saturate(round_shift(x, s), bits), exact for every int64 ``x`` and ``s``: a left shift
+    whose result would not fit saturates, so it is never computed (int64 would wrap)."""
+    x = np.asarray(x, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64)
+    lim = (1 << (bits - 1)) - 1
+    over = (s < 0) & (np.abs(x) > np.right_shift(np.int64(lim), np.clip(-s, 0, 63)))
+    r = saturate(round_shift(np.where(over, 0, x), s), bits)
+    return np.where(over, np.sign(x) * lim, r)
+
 # Tables -------------------------------------------------------------------------------------------
 
 EXP2_TABLE = np.array([round((2.0 ** (-i / (1 << EXP2_TABLE_BITS))) * (1 << 15))
@@ -172,7 +183,7 @@ def matvec(q, mant, shift, xm, e):
     xp[:xm.shape[0]] = xm
     acc = (q.astype(np.int64).reshape(rows, -1, WEIGHT_GROUP) * xp.reshape(-1, WEIGHT_GROUP)).sum(axis=2)
     total = (acc * mant).sum(axis=1)                                  # int64
-    return saturate(round_shift(total, shift - e), 32)
+    return round_shift_sat(total, shift - e, 32)          # shift - e < 0 shifts left
 
 
 def rmsnorm(x, gain_q, gain_shift):

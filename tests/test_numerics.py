@@ -12,6 +12,19 @@ rng = np.random.default_rng(0)
 Q = 1 << N.ACT_FRAC
 
 
+def test_round_shift_sat_is_exact_where_int64_would_wrap():
+    x = [(1 << 55) - 1, -(1 << 55), 1, -1, 0, 5, (1 << 30)]
+    for s in (-31, -32, -40, -1, 0, 1, 63):
+        got = N.round_shift_sat(x, s, 32).tolist()
+        lim = (1 << 31) - 1
+        want = []
+        for v in x:                      # Python's unbounded ints are the reference
+            r = v << -s if s <= 0 else (abs(v) + (1 << (s - 1))) >> s
+            r = -r if (v < 0 and s > 0) else r
+            want.append(max(-lim, min(lim, r)))
+        assert got == want, s
+
+
 def test_round_shift_is_half_away_from_zero():
     assert N.round_shift([5, -5, 6, -6, 7], 1).tolist() == [3, -3, 3, -3, 4]
     assert N.round_shift([3], -2).tolist() == [12]

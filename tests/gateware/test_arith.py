@@ -5,7 +5,7 @@ import random
 import numpy as np
 from migen import *
 
-from gateware.arith import Divider, Rsqrt, round_shift, saturate
+from gateware.arith import Divider, Rsqrt, round_shift, round_shift_split, saturate
 from spec import numerics as N
 
 
@@ -36,6 +36,42 @@ def test_round_shift_and_saturate_match_numerics():
     run_simulation(dut, gen())
     for (x, s), y in zip(cases, got):
         assert y == int(N.saturate(N.round_shift(x, s), 32)), (x, s)
+
+
+class _SplitDUT(Module):
+    """round_shift_split sized by its operand ranges, then saturated (the MATVEC output path)."""
+    def __init__(self, x_bits, s_range, sat_bits):
+        self.x = Signal((x_bits, True))
+        self.s = Signal((8, True))
+        self.y = Signal((sat_bits, True))
+        finish = round_shift_split(self, self.x, self.s, 72, x_bits=x_bits, s_range=s_range, sat_bits=sat_bits)
+        r = Signal((len(finish()), True))
+        self.sync += [r.eq(finish()), self.y.eq(saturate(self, r, sat_bits))]
+
+
+def test_ranged_round_shift_split_matches_numerics():
+    # Shifts at and beyond the operand width (right) and at the saturation width (left), where
+    # the sized shifters clamp their amounts, against the unbounded reference.
+    for x_bits, (lo, hi), sat in ((56, (-31, 63), 32), (32, (0, 31), 16), (16, (-16, 47), 32)):
+        dut = _SplitDUT(x_bits, (lo, hi), sat)
+        rng = random.Random(x_bits)
+        xmax = 1 << (x_bits - 1)
+        xs = [v for v in (0, 1, -1, xmax - 1, -xmax, 3, -3, 1 << (sat - 1), -(1 << (sat - 1))) if -xmax <= v < xmax]
+        cases = [(x, s) for x in xs for s in (lo, -1, 0, 1, hi, min(hi, x_bits), min(hi, x_bits + 1)) if lo <= s]
+        cases += [(rng.randrange(-xmax, xmax) >> rng.randrange(x_bits), rng.randrange(lo, hi + 1))
+                  for _ in range(400)]
+        got = []
+
+        def gen():
+            for x, s in cases + [(0, 0)] * 4:
+                yield dut.x.eq(x)
+                yield dut.s.eq(s)
+                yield
+                got.append((yield dut.y))
+        run_simulation(dut, gen())
+        got = got[3:]              # three register stages: operands, shift, saturation
+        for (x, s), y in zip(cases, got):
+            assert y == int(N.round_shift_sat(x, s, sat)), (x_bits, x, s, y)
 
 
 def test_divider_matches_floor_division():
