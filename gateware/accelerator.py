@@ -294,10 +294,11 @@ class Accelerator(LiteXModule):
             *burst(pc_addr, isa.BEAT_BYTES, "DECODE")
         )
         class_index = {name: CLASSES.index(name) for name in CLASSES}
-        # Field checks are registered in PREP, the cycle between DECODE and EXECUTE (timing:
-        # the n*m product and the range compares stay out of EXECUTE's error path).
+        # Field checks are registered in PREP and PREP2, the cycles between DECODE and EXECUTE
+        # (timing: the n*m product, from the registered fields, is valid in PREP2, and the
+        # range compares stay out of EXECUTE's error path).
         nm = Signal(32)
-        self.sync += nm.eq(rd.data[64:80] * rd.data[80:96])      # the beat DECODE takes: valid in PREP
+        self.sync += nm.eq(n * m)
         checks = {}
 
         def act_ok(base, count):
@@ -320,7 +321,8 @@ class Accelerator(LiteXModule):
                 NextState("PREP"),
             )
         )
-        fsm.act("PREP", NextState("EXECUTE"))
+        fsm.act("PREP", NextState("PREP2"))
+        fsm.act("PREP2", NextState("EXECUTE"))
         O = isa.OPCODES
         fsm.act("EXECUTE",
             Case(op, {
@@ -350,7 +352,8 @@ class Accelerator(LiteXModule):
             })
         )
         self.comb += [
-            If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("PREP") | fsm.ongoing("START")
+            If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("PREP") | fsm.ongoing("PREP2")
+               | fsm.ongoing("START")
                | fsm.ongoing("SLOTS"),
                 cls.eq(class_index["FETCH"])
             ).Else(
@@ -468,14 +471,15 @@ class Accelerator(LiteXModule):
             )
         )
         bvalid = Signal()                 # a gain beat is held in ``beat``
-        # Pass 2, one element per cycle (plus one per gain beat): x*y (S1), round by 15-e (S2
-        # bias, S3 shift, S4 saturate), times the gain (S5), round by the gain shift (S6 bias,
-        # S7 shift), saturate and write (S8).
+        # Pass 2, one element per cycle (plus one per gain beat): read (S1), x*y (S2), round by
+        # 15-e (S3 bias, S4 shift, S5 saturate), times the gain (S6), round by the gain shift
+        # (S7 bias, S8 shift), saturate and write (S9).
         fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
-        rv = [Signal(name=f"rms_v{k}") for k in range(9)]
-        ri = [Signal(16, name=f"rms_i{k}") for k in range(9)]
-        g1, g2, g3, g4, g5 = (Signal((16, True)) for _ in range(5))
+        rv = [Signal(name=f"rms_v{k}") for k in range(10)]
+        ri = [Signal(16, name=f"rms_i{k}") for k in range(10)]
+        g1, g2, g3, g4, g5, g6 = (Signal((16, True)) for _ in range(6))
+        x1 = Signal((32, True))
         p2 = Signal((64, True))
         s1 = _signed(self, 15 - re_, 8)
         # x * y is int32 x Q15 (52 bits); xn * gain is int32 x int16 (48 bits).
@@ -487,13 +491,14 @@ class Accelerator(LiteXModule):
         rms_run = fsm.ongoing("RMS_RUN")
         self.sync += [
             rv[1].eq(issue), ri[1].eq(i), g1.eq(q16),
-            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 9)],
-            [ri[k].eq(ri[k - 1]) for k in range(2, 9)],
-            p1.eq(ard * ry), g2.eq(g1),
-            g3.eq(g2),
-            xn_r.eq(xn_finish()), g4.eq(g3),
-            xn.eq(saturate(self, xn_r, 32)), g5.eq(g4),
-            p2.eq(xn * g5),
+            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 10)],
+            [ri[k].eq(ri[k - 1]) for k in range(2, 10)],
+            x1.eq(ard), g2.eq(g1),
+            p1.eq(x1 * ry), g3.eq(g2),
+            g4.eq(g3),
+            xn_r.eq(xn_finish()), g5.eq(g4),
+            xn.eq(saturate(self, xn_r, 32)), g6.eq(g5),
+            p2.eq(xn * g6),
             out_r.eq(out_finish()),
         ]
         fsm.act("RMS_RUN",
@@ -505,7 +510,7 @@ class Accelerator(LiteXModule):
                 rd.ready.eq(1), rd_wait.eq(1),
                 If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
             ),
-            act_wadr.eq(dst + ri[8]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[8]),
+            act_wadr.eq(dst + ri[9]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[9]),
             If((i == n) & ~reduce(or_, rv[1:]), next_slot("RMSNORM"))
         )
 
@@ -801,11 +806,14 @@ class Accelerator(LiteXModule):
             NextValue(v0, ard), NextValue(csw, Array(_lanes(cs_rp.dat_r, 32, 4))[jj[0:2]]),
             NextState("RP_MUL")
         )
-        # The rotation products are registered every cycle (not in the FSM, so that synthesis
-        # cannot share their multipliers with other states'); RP_MUL and RP_W0 hold the second
-        # operand's read address so that rb is still valid in RP_W1.
-        self.sync += [ra.eq(v0 * cosv - ard * sinv), rb.eq(v0 * sinv + ard * cosv)]
-        fsm.act("RP_MUL", act_radr.eq(src + i + 1), NextState("RP_W0"))
+        # The second operand is registered (v1) and the rotation products every cycle (not in
+        # the FSM, so that synthesis cannot share their multipliers with other states');
+        # RP_MUL..RP_W0 hold the second operand's read address so that rb is still valid in
+        # RP_W1.
+        v1r = Signal((32, True))
+        self.sync += [v1r.eq(ard), ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv)]
+        fsm.act("RP_MUL", act_radr.eq(src + i + 1), NextState("RP_MUL2"))
+        fsm.act("RP_MUL2", act_radr.eq(src + i + 1), NextState("RP_W0"))
         st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
         self.comb += st
         st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
