@@ -18,6 +18,7 @@ from migen import *
 
 from litex.gen import LiteXModule
 from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSRField
+from litex.soc.interconnect import stream
 
 from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
@@ -94,7 +95,12 @@ class Accelerator(LiteXModule):
 
         # DRAM read stream ------------------------------------------------------------------------
         self.reader = reader = LiteDRAMDMAReader(read_port, fifo_depth=64)
-        rd = reader.source
+        # Registered both ways between the read FIFO and the units (timing: the FIFO's
+        # distributed RAM sits wherever the placer compromises, and its 128 data bits feed
+        # every unit across the chip).
+        self.rd_buffer = rd_buffer = stream.Buffer(reader.source.description, pipe_valid=True, pipe_ready=True)
+        self.comb += reader.source.connect(rd_buffer.sink)
+        rd = rd_buffer.source
         rd_addr      = Signal(read_port.address_width)
         rd_remaining = Signal(32)
         rd_outstanding = Signal(32)
@@ -116,7 +122,9 @@ class Accelerator(LiteXModule):
 
         # DRAM write stream -----------------------------------------------------------------------
         self.writer = writer = LiteDRAMDMAWriter(write_port, fifo_depth=16)
-        wr = writer.sink
+        self.wr_buffer = wr_buffer = stream.Buffer(writer.sink.description, pipe_valid=True, pipe_ready=True)
+        self.comb += wr_buffer.source.connect(writer.sink)
+        wr = wr_buffer.sink
         wr_addr    = Signal(write_port.address_width)
         wr_pending = Signal(8)
         self.comb += wr.address.eq(wr_addr)
