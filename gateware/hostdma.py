@@ -103,18 +103,21 @@ class HostDMAWriter(LiteXModule):
             )
         ]
 
-        # Beats to DRAM at consecutive addresses ------------------------------------------------------
+        # Beats to DRAM at consecutive addresses, through a registered buffer (timing: the
+        # writer's command valid goes straight into LiteDRAM's crossbar arbitration) -----------
+        self.buffer = buffer = stream.Buffer(writer.sink.description, pipe_valid=True, pipe_ready=True)
         self.comb += [
-            writer.sink.valid.eq(converter.source.valid),
-            writer.sink.data.eq(converter.source.data),
-            writer.sink.address.eq(base_beat + beats),
-            converter.source.ready.eq(writer.sink.ready),
+            buffer.sink.valid.eq(converter.source.valid),
+            buffer.sink.data.eq(converter.source.data),
+            buffer.sink.address.eq(base_beat + beats),
+            converter.source.ready.eq(buffer.sink.ready),
+            buffer.source.connect(writer.sink),
         ]
-        self.sync += If(~self.start.re & writer.sink.valid & writer.sink.ready, beats.eq(beats + 1))
+        self.sync += If(~self.start.re & buffer.sink.valid & buffer.sink.ready, beats.eq(beats + 1))
 
         # Status -----------------------------------------------------------------------------------
         self.comb += [
-            self.status.fields.done.eq(armed & (beats == beats_expected) & ~writer.fifo.source.valid),
+            self.status.fields.done.eq(armed & (beats == beats_expected) & ~buffer.source.valid & ~writer.fifo.source.valid),
             self.status.fields.window.eq(window),
             self.status.fields.overrun.eq(overrun),
             self.words.status.eq(words),
