@@ -846,10 +846,12 @@ class Accelerator(LiteXModule):
         st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
         self.comb += st
         kv16 = _signed(self, saturate(self, kvr, 16), 16)
+        kv16_r = Signal((16, True))       # registered (timing): read, convert, then pack
+        self.sync += kv16_r.eq(kv16)
         packed16 = Signal(128)
         self.comb += packed16.eq(word)
         for l in range(8):
-            self.comb += If(j[0:3] == l, packed16[16 * l:16 * (l + 1)].eq(kv16))
+            self.comb += If(j[0:3] == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
         fsm.act("KVWRITE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
@@ -862,7 +864,8 @@ class Accelerator(LiteXModule):
         self.sync += kvw_addr.eq(kvaddr + kvh * R["KVHEAD"] + cur_pos * (m << 1))
         fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_GO"))
         fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
-        fsm.act("KVW_RD", act_radr.eq(ii), NextState("KVW_CV"))
+        fsm.act("KVW_RD", act_radr.eq(ii), NextState("KVW_RD2"))
+        fsm.act("KVW_RD2", NextState("KVW_CV"))
         fsm.act("KVW_CV",
             NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
             If(j[0:3] == 7, NextState("KVW_WR")).Else(NextState("KVW_RD"))
@@ -910,7 +913,8 @@ class Accelerator(LiteXModule):
             )
         )
         fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + h * m), NextState("AT_Q"))
-        fsm.act("AT_Q", act_radr.eq(ii), NextState("AT_Q2"))
+        fsm.act("AT_Q", act_radr.eq(ii), NextState("AT_Q1"))
+        fsm.act("AT_Q1", NextState("AT_Q2"))
         fsm.act("AT_Q2",
             NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
             If(j[0:3] == 7, q_wp.we.eq(1)),
@@ -921,7 +925,8 @@ class Accelerator(LiteXModule):
                 NextState("AT_Q")
             )
         )
-        # Scores: stage 0 accepts a key beat, 1 multiplies, 1b sums the 8 products, 2 accumulates over the head,
+        # Scores: stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums the 8
+        # products, 2 accumulates over the head,
         # 3 scales, 4 adds the rounding bias, 5 shifts and saturates, 6 takes the max and stores.
         a_acc = Signal()
         kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
@@ -947,18 +952,22 @@ class Accelerator(LiteXModule):
             ),
             If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), NextState("AT_SM_RUN"))
         )
-        keys = [_signed(self, v, 16) for v in _lanes(kbeat, 16, 8)]
-        qs = [_signed(self, v, 16) for v in _lanes(q_rp.dat_r, 16, 8)]
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         sc_r = _signed(self, sc_finish(), 80)
         sc = Signal((32, True))
         ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
         kp = [Signal((32, True), name=f"at_kp{l}") for l in range(8)]
+        ka1a, kf1a, kl1a, kt1a = Signal(), Signal(), Signal(), Signal(32)
         ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
+        kbeat_r, qword_r = Signal(128), Signal(128)
+        keys_r = [_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
+        qs_r = [_signed(self, v, 16) for v in _lanes(qword_r, 16, 8)]
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
-            [kp[l].eq(keys[l] * qs[l]) for l in range(8)],           # products (timing: registered
-            ka1b.eq(ka1), kf1b.eq(kf1), kl1b.eq(kl1), kt1b.eq(kt1),  # before the 8-way sum)
+            kbeat_r.eq(kbeat), qword_r.eq(q_rp.dat_r),               # operands (timing: registered
+            ka1a.eq(ka1), kf1a.eq(kf1), kl1a.eq(kl1), kt1a.eq(kt1),  # next to the multipliers),
+            [kp[l].eq(keys_r[l] * qs_r[l]) for l in range(8)],       # products (registered
+            ka1b.eq(ka1a), kf1b.eq(kf1a), kl1b.eq(kl1a), kt1b.eq(kt1a),  # before the 8-way sum)
             ka2.eq(ka1b), kf2.eq(kf1b), kl2.eq(kl1b), kt2.eq(kt1b),
             dot8.eq(sum(kp)),
             If(ka2, dacc.eq(Mux(kf2, 0, dacc) + dot8)),
