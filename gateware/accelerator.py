@@ -246,7 +246,6 @@ class Accelerator(LiteXModule):
                 *[c.eq(0) for c in class_cycles],
             ).Elif(counting,
                 self.cycles.status.eq(self.cycles.status + 1),
-                class_cycles[cls_q].eq(class_cycles[cls_q] + 1),
                 If(mac_beat, self.mac_busy.status.eq(self.mac_busy.status + 1)),
                 If(rd_wait & ~rd.valid, self.dram_stall.status.eq(self.dram_stall.status + 1)),
                 If(rd.valid & rd.ready, self.bytes_read.status.eq(self.bytes_read.status + isa.BEAT_BYTES)),
@@ -254,9 +253,13 @@ class Accelerator(LiteXModule):
                     self.bytes_written.status.eq(self.bytes_written.status + isa.BEAT_BYTES)),
             )
         ]
+        # Each class counter increments on its own (timing: no 14-way read-modify-write mux).
+        for c, counter in enumerate(class_cycles):
+            self.sync += If(~clear & counting & (cls_q == c), counter.eq(counter + 1))
         self.comb += self.class_cycles.status.eq(class_cycles[self.class_sel.storage])
-        watchdog_fired = Signal()
-        self.comb += watchdog_fired.eq(counting & (self.watchdog.storage != 0) & (self.cycles.status >= self.watchdog.storage))
+        watchdog_fired = Signal()       # registered: a 64-bit compare stays off every state's path
+        self.sync += watchdog_fired.eq(~clear & counting & (self.watchdog.storage != 0)
+                                       & (self.cycles.status >= self.watchdog.storage))
 
         # Shared units -----------------------------------------------------------------------------
         self.divider = div = Divider(64, 32)
