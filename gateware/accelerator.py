@@ -1100,23 +1100,26 @@ class Accelerator(LiteXModule):
         sfrac = Signal(step_bits)
         sg = Signal((18, True))
         pa = Signal((56, True))
-        sv = Signal((40, True))
-        pb = Signal((80, True))
-        st, sv_r = round_shift(pa, 15, 64)
+        # The sigmoid is at most 2**15, so a*sigmoid/2**15 keeps within int32 (33 bits signed)
+        # and times b within 64 bits.
+        sv = Signal((34, True))
+        pb = Signal((66, True))
+        so_q = Signal((66, True))
+        st, sv_r = round_shift(pa, 15, 56)
         self.comb += st
-        st, so_r = round_shift(pb, N.ACT_FRAC, 80)
+        st, so_r = round_shift(pb, N.ACT_FRAC, 66)
         self.comb += st
         # One element per cycle: read a and b (S0), look up the sigmoid interval (S2), interpolate
-        # (S3), a*sigmoid (S4), round (S5), times b (S6), round, saturate and write (S7).
-        sv_ = [Signal(name=f"silu_v{k}") for k in range(8)]
-        si_ = [Signal(16, name=f"silu_i{k}") for k in range(8)]
+        # (S3), a*sigmoid (S4), round (S5), times b (S6), round (S7), saturate and write (S8).
+        sv_ = [Signal(name=f"silu_v{k}") for k in range(9)]
+        si_ = [Signal(16, name=f"silu_i{k}") for k in range(9)]
         sb1, sb2, sb3, sb4, sb5 = (Signal((32, True)) for _ in range(5))
         sa3, sa4 = Signal((32, True)), Signal((32, True))
         run = fsm.ongoing("SI_RUN")
         self.sync += [
             sv_[1].eq(run & (i < n)), si_[1].eq(i),
-            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 8)],
-            [si_[k].eq(si_[k - 1]) for k in range(2, 8)],
+            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 9)],
+            [si_[k].eq(si_[k - 1]) for k in range(2, 9)],
             sa.eq(ard), sb1.eq(ard2),
             sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
             sg.eq(_signed(self, sig_p0.dat_r, 17)
@@ -1125,13 +1128,14 @@ class Accelerator(LiteXModule):
             pa.eq(sa4 * sg), sb4.eq(sb3),
             sv.eq(sv_r), sb5.eq(sb4),
             pb.eq(sv * sb5),
+            so_q.eq(so_r),
         ]
         busy_pipe = reduce(or_, sv_[1:])
         fsm.act("SILU", NextValue(i, 0), NextState("SI_RUN"))
         fsm.act("SI_RUN",
             act_radr.eq(src + i), act_radr2.eq(src2 + i),
             If(i < n, NextValue(i, i + 1)),
-            act_wadr.eq(dst + si_[7]), act_wdat.eq(saturate(self, so_r, 32)), act_we.eq(sv_[7]),
+            act_wadr.eq(dst + si_[8]), act_wdat.eq(saturate(self, so_q, 32)), act_we.eq(sv_[8]),
             If((i == n) & ~busy_pipe, next_slot("SILU"))
         )
 
