@@ -695,16 +695,21 @@ class Accelerator(LiteXModule):
             ),
             If(fsm.ongoing("MV_INIT"), phase.eq(0), k.eq(0), row.eq(0), rib.eq(0), mul_busy.eq(0)),
         ]
-        # The beat's fields ride along its last chunk: M (products), T (chunk sums), then G
-        # hands the group sums and fields to stage 2.
+        # The beat's fields ride along its last chunk: C (the chunk's operands registered next
+        # to the multipliers), M (products), T (chunk sums), then G hands the group sums and
+        # fields to stage 2.
+        cm_valid, cm_c, cm_last = Signal(), Signal(max=max(P, 2)), Signal()
+        cm_f = [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)]
         mt_valid, mt_c, mt_last = Signal(), Signal(max=max(P, 2)), Signal()
         tg_valid, tg_c, tg_last = Signal(), Signal(max=max(P, 2)), Signal()
         mt_f, tg_f = [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)], \
                      [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)]
         fields = [s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row]
         self.sync += [
-            mt_valid.eq(mul_busy), mt_c.eq(sub), mt_last.eq(mul_last),
-            [a.eq(b) for a, b in zip(mt_f, fields)],
+            cm_valid.eq(mul_busy), cm_c.eq(sub), cm_last.eq(mul_last),
+            [a.eq(b) for a, b in zip(cm_f, fields)],
+            mt_valid.eq(cm_valid), mt_c.eq(cm_c), mt_last.eq(cm_last),
+            [a.eq(b) for a, b in zip(mt_f, cm_f)],
             tg_valid.eq(mt_valid), tg_c.eq(mt_c), tg_last.eq(mt_last),
             [a.eq(b) for a, b in zip(tg_f, mt_f)],
             s2_valid.eq(tg_valid & tg_last),
@@ -726,6 +731,9 @@ class Accelerator(LiteXModule):
         ]
         accumulate = flags[1]
         w_chunks = _lanes(s1_w, 8 * L, P)
+        w_chunk = Signal(8 * L)
+        self.sync += w_chunk.eq(s1_w if P == 1 else Array(w_chunks)[sub])
+        w = [_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
         for s in range(B):
             # The input word is read the cycle after its beat is accepted (chunk 0) and held
             # for the beat's later chunks (the read address moves on with the next beat's k).
@@ -736,15 +744,10 @@ class Accelerator(LiteXModule):
                 self.sync += If(sub == 0, x_hold.eq(xin_rd[s]))
                 x_src = Mux(sub == 0, xin_rd[s], x_hold)
             x_chunk = Signal(16 * L)
-            w_chunk = Signal(8 * L)
             if P == 1:
-                self.comb += [x_chunk.eq(x_src), w_chunk.eq(s1_w)]
+                self.sync += x_chunk.eq(x_src)
             else:
-                self.comb += [
-                    x_chunk.eq(Array(_lanes(_unsigned(self, x_src, 16 * isa.LANES), 16 * L, P))[sub]),
-                    w_chunk.eq(Array(w_chunks)[sub]),
-                ]
-            w = [_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
+                self.sync += x_chunk.eq(Array(_lanes(_unsigned(self, x_src, 16 * isa.LANES), 16 * L, P))[sub])
             x = [_signed(self, v, 16) for v in _lanes(x_chunk, 16, L)]
             prod = [Signal((24, True), name=f"mv_prod{l}") for l in range(L)]
             q0, q1 = Signal((28, True)), Signal((28, True))
