@@ -195,11 +195,21 @@ class Accelerator(LiteXModule):
         # Operand base addresses, registered: an instruction's fields, the layer and the slot
         # settle at least one cycle before a state issues a burst from them (timing: the
         # layer x stride products stay out of the burst address paths).
+        # Each product and each slot pick is registered before the add that uses it: the layer
+        # products change only at ENDLOOP, the slot's KV base a cycle after a new slot.
         self.comb += cur_pos.eq(pos[slot])
+        w_layer_off, kv_layer_off = Signal(ADDR_W), Signal(ADDR_W)
+        kv_slot_base = Signal(32)
         self.sync += [
-            waddr.eq(addr + Mux(layered, layer * R["WSTRIDE"], 0)),
-            kvaddr.eq(kvb[slot] + addr + Mux(layered, layer * R["KVSTRIDE"], 0)),
+            w_layer_off.eq(layer * R["WSTRIDE"]), kv_layer_off.eq(layer * R["KVSTRIDE"]),
+            kv_slot_base.eq(kvb[slot]),
+            waddr.eq(addr + Mux(layered, w_layer_off, 0)),
+            kvaddr.eq(kv_slot_base + addr + Mux(layered, kv_layer_off, 0)),
         ]
+        # The current KV head's offset and the slot position's row offset, shared by KVWRITE
+        # and ATTN.
+        kvh_off, pos_off = Signal(ADDR_W), Signal(ADDR_W)
+        kvhead_base = Signal(ADDR_W)
 
         # Bursts: every DRAM access goes through BURST, which checks the window first -------------
         req_addr, req_bytes = Signal(ADDR_W), Signal(ADDR_W)
@@ -402,15 +412,17 @@ class Accelerator(LiteXModule):
         # The row address is a registered product: EMBED checks the token while it settles.
         emb_addr = Signal(ADDR_W)
         tok16 = Signal(16)                # EMBED fails unless tok < m < 2**16
+        emb_off = Signal(ADDR_W)
         self.comb += tok16.eq(tok[slot][0:16])
-        self.sync += emb_addr.eq(waddr + tok16 * f16bytes)
+        self.sync += [emb_off.eq(tok16 * f16bytes), emb_addr.eq(waddr + emb_off)]
         fsm.act("EMBED",
             If(tok[slot] >= m,
                 *fail("BAD_TOKEN")
             ).Else(
-                NextValue(i, 0), NextState("EMB_GO")
+                NextValue(i, 0), NextState("EMB_GO0")
             )
         )
+        fsm.act("EMB_GO0", NextState("EMB_GO"))        # emb_off, then emb_addr settle
         fsm.act("EMB_GO", *burst(emb_addr, f16bytes, "EMB_HDR"))
         fsm.act("EMB_HDR", *beat_in("EMB_BEAT"), If(rd.valid, NextValue(fshift, rd.data[0:6])))
         fsm.act("EMB_BEAT", *beat_in("EMB_EL"))
@@ -797,15 +809,16 @@ class Accelerator(LiteXModule):
         cosv = _signed(self, csw[0:16], 16)
         sinv = _signed(self, csw[16:32], 16)
         self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_rp.adr.eq(jj >> 2)]
-        rope_addr = Signal(ADDR_W)
-        self.sync += rope_addr.eq(waddr + cur_pos * rrb)
+        rope_addr, rope_off = Signal(ADDR_W), Signal(ADDR_W)
+        self.sync += [rope_off.eq(cur_pos * rrb), rope_addr.eq(waddr + rope_off)]
         fsm.act("ROPE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
             ).Else(
-                NextValue(i, 0), NextState("RP_GO")
+                NextValue(i, 0), NextState("RP_GO0")
             )
         )
+        fsm.act("RP_GO0", NextState("RP_GO"))        # rope_off, then rope_addr settle
         fsm.act("RP_GO", *burst(rope_addr, rrb, "RP_LOAD"))
         fsm.act("RP_LOAD",
             rd.ready.eq(1), rd_wait.eq(1),
@@ -865,10 +878,13 @@ class Accelerator(LiteXModule):
                 NextValue(kvh, 0), NextValue(ii, src), NextState("KVW_H")
             )
         )
-        # The row address is registered: KVW_H lets it settle after a new head or slot.
+        # The row address is registered in steps (the slot's base, the head's offset, the
+        # position's row): KVW_H..KVW_H3 let it settle after a new head or slot.
         kvw_addr = Signal(ADDR_W)
-        self.sync += kvw_addr.eq(kvaddr + kvh * R["KVHEAD"] + cur_pos * (m << 1))
-        fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_GO"))
+        self.sync += kvw_addr.eq(kvhead_base + pos_off)
+        fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_H2"))
+        fsm.act("KVW_H2", NextState("KVW_H3"))
+        fsm.act("KVW_H3", NextState("KVW_GO"))
         fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
         fsm.act("KVW_RD", act_radr.eq(ii), NextState("KVW_RD2"))
         fsm.act("KVW_RD2", NextState("KVW_CV"))
@@ -900,12 +916,15 @@ class Accelerator(LiteXModule):
         self.specials += exp_rom, exp_rp
         hsb = Signal(13)
         self.comb += hsb.eq(m >> 3)
-        # Registered: the head's K and V addresses and the causal span settle during AT_H/AT_Q.
+        # Registered: the head's K and V addresses and the causal span settle during
+        # AT_H..AT_Q1 (the first burst leaves from AT_Q2).
         span = Signal(ADDR_W)
-        kvhead_base, vhead_base = Signal(ADDR_W), Signal(ADDR_W)
+        vhead_base = Signal(ADDR_W)
         self.sync += [
-            span.eq((cur_pos + 1) * (m << 1)),
-            kvhead_base.eq(kvaddr + kvh * R["KVHEAD"]),
+            kvh_off.eq(kvh * R["KVHEAD"]),
+            pos_off.eq(cur_pos * (m << 1)),
+            span.eq(pos_off + (m << 1)),
+            kvhead_base.eq(kvaddr + kvh_off),
             vhead_base.eq(kvhead_base + R["VOFF"]),
         ]
         self.comb += [q_wp.adr.eq(j >> 3), q_wp.dat_w.eq(packed16)]
@@ -1225,10 +1244,17 @@ class Accelerator(LiteXModule):
         full = Signal(16)
         rem = Signal(5)
         wb = Signal(32)
+        full_beats, part_beats = Signal(ADDR_W), Signal(ADDR_W)
         total = Signal(ADDR_W)
         self.comb += [
             full.eq(rows >> 4), rem.eq(rows[0:4]),
+            total.eq(full_beats + part_beats),
+        ]
+        # Registered in two steps (products, then their sum); n and m settle in DECODE and
+        # MATVEC starts after PREP and PREP2.
+        self.sync += [
             wb.eq(rem * cpb),
-            total.eq(full * (1 + cp + (cp >> 3)) + Mux(rem != 0, 1 + wb + ((wb + 7) >> 3), 0)),
+            full_beats.eq(full * (1 + cp + (cp >> 3))),
+            part_beats.eq(Mux(rem != 0, 1 + wb + ((wb + 7) >> 3), 0)),
         ]
         return total << 4
