@@ -1203,19 +1203,24 @@ class Accelerator(LiteXModule):
                 NextState("LD_BEAT")
             )
         )
-        best = Signal((32, True))
-        best_i = Signal(32)
+        # ARGMAX: one pass over the elements finds every slot's maximum at once (each slot's
+        # scratchpad has its own read port), then one result beat per slot.
+        best = [Signal((32, True), name=f"am_best{x}") for x in range(B)]
+        best_i = [Signal(32, name=f"am_index{x}") for x in range(B)]
+        self.sync += If(fsm.ongoing("AM_RUN") & v1,
+            [If((i1 == 0) | (act_rdat[x] > best[x]), best[x].eq(act_rdat[x]), best_i[x].eq(i1)) for x in range(B)]
+        )
         fsm.act("ARGMAX", NextValue(i, 0), NextValue(v1, 0), NextState("AM_RUN"))
         fsm.act("AM_RUN",
             act_radr.eq(src + i),
             If(i < n, NextValue(i, i + 1)),
             NextValue(v1, i < n), NextValue(i1, i),
-            If(v1 & ((i1 == 0) | (ard > best)), NextValue(best, ard), NextValue(best_i, i1)),
-            If((i == n) & ~v1, *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True))
+            If((i == n) & ~v1, NextState("AM_GO"))
         )
+        fsm.act("AM_GO", *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True))
         fsm.act("AM_WR",
-            wr.valid.eq(1), wr.data.eq(Cat(best_i, best)),
-            If(wr.ready, next_slot("ARGMAX"))
+            wr.valid.eq(1), wr.data.eq(Cat(Array(best_i)[slot], Array(best)[slot])),
+            If(wr.ready, next_slot("AM_GO"))
         )
 
         # BURST returns to any state that asked for one, so it is written once they all exist.
