@@ -4,6 +4,7 @@
  * 500 cycles even when nothing is traced; measured here that costs ~13 % of simulator speed
  * and makes two simulators sharing one cached build fight over the same file.
  */
+#include <signal.h>
 #include <stdint.h>
 #include "Vsim.h"
 #include "verilated.h"
@@ -16,9 +17,21 @@ extern "C" void litex_sim_eval(void *vsim, uint64_t time_ps)
   main_time = time_ps;
 }
 
+/* SIGTERM/SIGINT end the simulation loop, so main() returns and exit handlers run (a
+ * profiling build writes its profile then). The launcher stops the simulator with SIGTERM. */
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_stop_signal(int sig)
+{
+  (void)sig;
+  stop_requested = 1;
+}
+
 extern "C" void litex_sim_init_cmdargs(int argc, char *argv[])
 {
   Verilated::commandArgs(argc, argv);
+  signal(SIGTERM, on_stop_signal);
+  signal(SIGINT, on_stop_signal);
 }
 
 extern "C" void litex_sim_init_tracer(void *vsim, long start, long end) {}
@@ -26,7 +39,7 @@ extern "C" void litex_sim_tracer_dump() {}
 
 extern "C" int litex_sim_got_finish()
 {
-  return Verilated::gotFinish();
+  return stop_requested || Verilated::gotFinish();
 }
 
 double sc_time_stamp()
