@@ -744,7 +744,9 @@ class Accelerator(LiteXModule):
         accumulate = flags[1]
         w_chunks = _lanes(s1_w, 8 * L, P)
         w_chunk = Signal(8 * L)
-        self.sync += w_chunk.eq(s1_w if P == 1 else Array(w_chunks)[sub])
+        # Every stage's registers load only when the stage holds data (in hardware a clock
+        # enable; in Verilator an idle core then costs less).
+        self.sync += If(mul_busy, w_chunk.eq(s1_w if P == 1 else Array(w_chunks)[sub]))
         w = [_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
         for s in range(B):
             # The input word is read the cycle after its beat is accepted (chunk 0) and held
@@ -757,9 +759,9 @@ class Accelerator(LiteXModule):
                 x_src = Mux(sub == 0, xin_rd[s], x_hold)
             x_chunk = Signal(16 * L)
             if P == 1:
-                self.sync += x_chunk.eq(x_src)
+                self.sync += If(mul_busy, x_chunk.eq(x_src))
             else:
-                self.sync += x_chunk.eq(Array(_lanes(_unsigned(self, x_src, 16 * isa.LANES), 16 * L, P))[sub])
+                self.sync += If(mul_busy, x_chunk.eq(Array(_lanes(_unsigned(self, x_src, 16 * isa.LANES), 16 * L, P))[sub]))
             x = [_signed(self, v, 16) for v in _lanes(x_chunk, 16, L)]
             prod = [Signal((24, True), name=f"mv_prod{l}") for l in range(L)]
             q0, q1 = Signal((28, True)), Signal((28, True))
@@ -770,13 +772,14 @@ class Accelerator(LiteXModule):
                                        x_bits=len(s4_acc), s_range=(-31, 63), sat_bits=32)
             s5_y, s6_y, s7_y = Signal((len(finish()), True)), Signal((32, True)), Signal((32, True))
             s7_res = Signal((34, True))
-            self.sync += [prod[l].eq(w[l] * x[l]) for l in range(L)]
+            self.sync += If(cm_valid, *[prod[l].eq(w[l] * x[l]) for l in range(L)])
             if P == 1:
-                self.sync += [q0.eq(sum(prod[:half])), q1.eq(sum(prod[half:])), g0.eq(q0), g1.eq(q1)]
+                self.sync += [If(mt_valid, q0.eq(sum(prod[:half])), q1.eq(sum(prod[half:]))),
+                              If(tg_valid, g0.eq(q0), g1.eq(q1))]
             else:
                 # Chunks 0..P/2-1 hold the first 8 lanes (mantissa group 0), the rest group 1.
                 self.sync += [
-                    q0.eq(sum(prod)),
+                    If(mt_valid, q0.eq(sum(prod))),
                     If(tg_valid,
                         If(tg_c < P // 2,
                             g0.eq(Mux(tg_c == 0, 0, g0) + q0)
@@ -786,12 +789,12 @@ class Accelerator(LiteXModule):
                     ),
                 ]
             self.sync += [
-                pp.eq(g0 * s2_m0 + g1 * s2_m1),
+                If(s2_valid, pp.eq(g0 * s2_m0 + g1 * s2_m1)),
                 If(s3_valid, acc.eq(Mux(s3_first, 0, acc) + pp)),
                 If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
-                s5_y.eq(finish()),
-                s6_y.eq(saturate(self, s5_y, 32)),
-                s7_y.eq(s6_y), s7_res.eq(act_rdat[s] + s6_y),
+                If(s4b_valid, s5_y.eq(finish())),
+                If(s5_valid, s6_y.eq(saturate(self, s5_y, 32))),
+                If(s6_valid, s7_y.eq(s6_y), s7_res.eq(act_rdat[s] + s6_y)),
             ]
             self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, s7_res, 32), s7_y))
 
