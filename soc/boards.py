@@ -89,6 +89,11 @@ BOARDS = {
 
 # Build --------------------------------------------------------------------------------------------
 
+# Place and route gives up after this long (seconds; LITETRANSFORMER_PNR_TIMEOUT overrides, 0 =
+# never): placement takes ~15 min here and router2 either converges within ~30 iterations or
+# oscillates for hours.
+PNR_TIMEOUT_S = 90 * 60
+
 def _tool_env():
     env = dict(os.environ)
     env["PATH"] = WRAPPER_DIR + os.pathsep + os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -117,6 +122,14 @@ def parse_nextpnr_log(text):
     if sys_clocks:
         clock, mhz, verdict, target = sys_clocks[-1]
         res["fmax_mhz"], res["target_mhz"], res["timing_met"] = float(mhz), float(target), verdict == "PASS"
+    # Routing: router2 logs its overused wires per iteration; a finished route logs its delays.
+    overused = [int(v) for v in re.findall(r"iter=\d+ wires=\d+ overused=(\d+)", text)]
+    res["routed"] = "Routing complete" in text or "Critical path report" in text
+    if overused:
+        res["router_iterations"], res["router_overused_last"] = len(overused), overused[-1]
+        res["router_overused_min"] = min(overused)
+    if not res["routed"]:
+        res["fmax_stage"] = "placement estimate" if "fmax_mhz" in res else None
     return res
 
 
@@ -132,6 +145,7 @@ def build(board, output_dir=None, progress=None):
     os.makedirs(output_dir, exist_ok=True)
     log_path = os.path.join(output_dir, "build.log")
     env = _tool_env()
+    env.setdefault("LITETRANSFORMER_PNR_TIMEOUT", str(PNR_TIMEOUT_S))
     t0 = time.monotonic()
     progress(f"[build] {board}: elaborating, compiling the BIOS, then Yosys + nextpnr (several minutes); log {log_path}")
     saved_env = dict(os.environ)
@@ -148,7 +162,14 @@ def build(board, output_dir=None, progress=None):
             from soc.sim import write_isa_header
             write_isa_header(builder.generated_dir)
     except Exception as e:
-        raise RuntimeError(f"{board} build failed ({e}); see {log_path}") from e
+        with open(log_path, errors="replace") as f:
+            partial = parse_nextpnr_log(f.read())
+        detail = ""
+        if partial.get("router_iterations"):
+            detail = (f"; placement estimated {partial.get('fmax_mhz')} MHz, router2 stopped after "
+                      f"{partial['router_iterations']} iterations with {partial['router_overused_last']} overused "
+                      f"wires (fewest {partial['router_overused_min']}) — LITETRANSFORMER_PNR_TIMEOUT bounds it")
+        raise RuntimeError(f"{board} build failed ({e}){detail}; see {log_path}") from e
     finally:
         os.environ.clear()
         os.environ.update(saved_env)

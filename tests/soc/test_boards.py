@@ -21,3 +21,14 @@ def test_nextpnr_log_parser():
     r = parse_nextpnr_log(log)
     assert (r["luts"], r["luts_available"], r["brams"], r["dsps"], r["fmax_mhz"], r["timing_met"]) == \
         (8391, 83640, 43, 4, 60.82, True)
+
+
+def test_nextpnr_log_parser_reports_an_unrouted_design():
+    # router2 stopped (timeout) before converging: the Fmax is placement's estimate.
+    log = ("Info: Max frequency for clock '$glbnet$sys_clk': 40.53 MHz (FAIL at 50.00 MHz)\n"
+           "Info:     iter=1 wires=734294 overused=54155 overuse=36483 archfail=NA\n"
+           "Info:     iter=2 wires=734294 overused=632 overuse=700 archfail=NA\n"
+           "Info:     iter=3 wires=734294 overused=1951 overuse=1958 archfail=NA\n")
+    r = parse_nextpnr_log(log)
+    assert (r["routed"], r["fmax_stage"], r["router_iterations"], r["router_overused_last"],
+            r["router_overused_min"], r["timing_met"]) == (False, "placement estimate", 3, 1951, 632, False)
