@@ -403,7 +403,7 @@ def make_parser():
     _target_args(p)
     p.add_argument("--programs", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--config", default="sim", choices=["sim", "ulx3s"],
+    p.add_argument("--config", default="sim",
                    help="--target core only: build the core with this target's parameters (spec.isa.TARGET_PARAMS)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")

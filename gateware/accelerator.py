@@ -953,9 +953,9 @@ class Accelerator(LiteXModule):
                 NextState("AT_Q")
             )
         )
-        # Scores: stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums the 8
-        # products, 2 accumulates over the head,
-        # 3 scales, 4 adds the rounding bias, 5 shifts and saturates, 6 takes the max and stores.
+        # Scores: stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums
+        # the 8 products, 2 accumulates over the head, 3 scales, 4 adds the rounding bias,
+        # 5 shifts and saturates, 6 takes the max and stores.
         a_acc = Signal()
         kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
         ka1, kf1, kl1 = Signal(), Signal(), Signal()

@@ -91,7 +91,7 @@ def round_shift_split(m, x, s, width, x_bits=None, s_range=None, sat_bits=None):
         return lambda: rres
     if sat_bits:
         xc = Signal((sat_bits + 2, True))               # x clamped to +-2**sat_bits
-        m.sync += xc.eq(_clamp(m, x, sat_bits))
+        m.sync += xc.eq(_clip(m, x, 1 << sat_bits, sat_bits + 2))
         lw = sat_bits + 2 + lmax
     else:
         xc = Signal((xb, True))
@@ -104,21 +104,17 @@ def round_shift_split(m, x, s, width, x_bits=None, s_range=None, sat_bits=None):
     return lambda: res
 
 
-def _clamp(m, x, bits):
-    """x clipped to [-2**bits, 2**bits] (bounds as signals: see saturate)."""
-    hi, lo = Signal((bits + 2, True)), Signal((bits + 2, True))
-    m.comb += [hi.eq(1 << bits), lo.eq(-(1 << bits))]
+def _clip(m, x, lim, width):
+    """x clipped to [-lim, lim]. The bounds are signals because LiteX's Verilog printer writes
+    negative constants unsigned (``-32'd…``), which would turn the comparison unsigned."""
+    hi, lo = Signal((width, True)), Signal((width, True))
+    m.comb += [hi.eq(lim), lo.eq(-lim)]
     return Mux(x > hi, hi, Mux(x < lo, lo, x))
 
 
 def saturate(m, x, bits):
-    """spec.numerics.saturate: clip to +-(2**(bits-1) - 1). The bounds are signals because
-    LiteX's Verilog printer writes negative constants unsigned (``-32'd…``), which would turn the
-    comparison unsigned."""
-    lim = (1 << (bits - 1)) - 1
-    hi, lo = Signal((bits + 1, True)), Signal((bits + 1, True))
-    m.comb += [hi.eq(lim), lo.eq(-lim)]
-    return Mux(x > hi, hi, Mux(x < lo, lo, x))
+    """spec.numerics.saturate: clip to +-(2**(bits-1) - 1)."""
+    return _clip(m, x, (1 << (bits - 1)) - 1, bits + 1)
 
 
 # Sequential divider -------------------------------------------------------------------------------

@@ -128,8 +128,8 @@ def parse_nextpnr_log(text):
     if overused:
         res["router_iterations"], res["router_overused_last"] = len(overused), overused[-1]
         res["router_overused_min"] = min(overused)
-    if not res["routed"]:
-        res["fmax_stage"] = "placement estimate" if "fmax_mhz" in res else None
+    if "fmax_mhz" in res:
+        res["fmax_stage"] = "routed" if res["routed"] else "placement estimate"
     return res
 
 

@@ -51,3 +51,10 @@ def test_uartbone_header_layout():
 def test_unreachable_serial_device():
     with pytest.raises(LinkError, match="/dev/does-not-exist"):
         Link("/dev/does-not-exist", timeout=0.5)
+
+
+def test_verify_refuses_an_unknown_core_configuration():
+    # Before anything is built: the configurations are spec.isa.TARGET_PARAMS's.
+    from driver.verify import verify
+    with pytest.raises(ValueError, match="unknown configuration 'nope' .one of sim, ulx3s"):
+        verify("core", 1, 1, config="nope")
