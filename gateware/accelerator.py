@@ -1086,13 +1086,20 @@ class Accelerator(LiteXModule):
             wdone.eq(va4 & vl4),
             If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
         ]
+        # Output: the accumulators shift down one per output (wacc0 holds element j) rather
+        # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
+        # congestion into one spot (router2 heatmap, issue 3). S0 registers wacc0, S1 rounds,
+        # saturates and writes.
+        wshift = Signal()
+        self.comb += wshift.eq(fsm.ongoing("AT_OUT") & (j < m))
         for x in range(params.max_head):
-            self.sync += If(va4 & (vk4 == x // 8), wacc[x].eq(Mux(vf4, 0, wacc[x]) + vprod[x % 8]))
-        # Output: the accumulator mux is registered (S0), rounded, saturated and written (S1).
+            below = wacc[x + 1] if x + 1 < params.max_head else 0
+            self.sync += If(wshift, wacc[x].eq(below)
+                         ).Elif(va4 & (vk4 == x // 8), wacc[x].eq(Mux(vf4, 0, wacc[x]) + vprod[x % 8]))
         wsel = Signal((48, True))
         ov1 = Signal()
         oj1 = Signal(8)
-        self.sync += [wsel.eq(Array(wacc)[j]), ov1.eq(fsm.ongoing("AT_OUT") & (j < m)), oj1.eq(j)]
+        self.sync += [wsel.eq(wacc[0]), ov1.eq(wshift), oj1.eq(j)]
         st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
         self.comb += st
         fsm.act("AT_OUT",

@@ -22,6 +22,7 @@ from litex.soc.integration.builder import Builder
 from litedram import modules as litedram_modules
 from litedram.phy import GENSDRPHY
 
+from gateware.dfistage import DFIRegisterStage
 from spec import isa
 from soc.core import LiteTransformerSoC
 
@@ -62,7 +63,9 @@ class ULX3SSoC(LiteTransformerSoC):
         self.crg = _ULX3SCRG(platform, sys_clk_freq)
         LiteTransformerSoC.__init__(self, platform, sys_clk_freq, ident="LiteTransformer on ULX3S", **kwargs)
 
-        self.sdrphy = GENSDRPHY(platform.request("sdram"), sys_clk_freq)
+        # The DFI register stage lets the controller's write data and commands reach the I/O
+        # flip-flops from anywhere on the chip (2 cycles more read latency).
+        self.sdrphy = DFIRegisterStage(GENSDRPHY(platform.request("sdram"), sys_clk_freq))
         self.add_sdram("sdram", phy=self.sdrphy,
             module=getattr(litedram_modules, sdram_module)(sys_clk_freq, "1:1"))
 
