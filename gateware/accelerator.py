@@ -865,15 +865,27 @@ class Accelerator(LiteXModule):
         )
 
         # KVWRITE ----------------------------------------------------------------------------------
+        # The int16 packer, shared with ATTN's query load: an element read on every cycle of
+        # KVW_RD or AT_Q is converted (stage 1) and packed into ``word`` (stage 2). KVW_DR drains
+        # the stages and KVW_WR sends the beat: 11 cycles a beat (25 with a read, a wait and a
+        # pack per element).
         st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
         self.comb += st
         kv16 = _signed(self, saturate(self, kvr, 16), 16)
         kv16_r = Signal((16, True))       # registered (timing): read, convert, then pack
-        self.sync += kv16_r.eq(kv16)
+        kvv1, kvv2 = Signal(), Signal()
+        kvl1, kvl2 = Signal(3), Signal(3)
+        kvb1, kvb2 = Signal(13), Signal(13)
         packed16 = Signal(128)
         self.comb += packed16.eq(word)
         for l in range(8):
-            self.comb += If(j[0:3] == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
+            self.comb += If(kvl2 == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
+        self.sync += [
+            kv16_r.eq(kv16),
+            kvv1.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q")), kvl1.eq(j[0:3]), kvb1.eq(j >> 3),
+            kvv2.eq(kvv1), kvl2.eq(kvl1), kvb2.eq(kvb1),
+            If(kvv2, word.eq(packed16)),
+        ]
         fsm.act("KVWRITE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
@@ -889,12 +901,11 @@ class Accelerator(LiteXModule):
         fsm.act("KVW_H2", NextState("KVW_H3"))
         fsm.act("KVW_H3", NextState("KVW_GO"))
         fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
-        fsm.act("KVW_RD", act_radr.eq(ii), NextState("KVW_RD2"))
-        fsm.act("KVW_RD2", NextState("KVW_CV"))
-        fsm.act("KVW_CV",
-            NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
-            If(j[0:3] == 7, NextState("KVW_WR")).Else(NextState("KVW_RD"))
+        fsm.act("KVW_RD",
+            act_radr.eq(ii), NextValue(ii, ii + 1), NextValue(j, j + 1),
+            If(j[0:3] == 7, NextState("KVW_DR"))
         )
+        fsm.act("KVW_DR", If(~kvv1, NextState("KVW_WR")))   # the beat's last element is packed
         fsm.act("KVW_WR",
             wr.valid.eq(1), wr.data.eq(word),
             If(wr.ready,
@@ -920,7 +931,7 @@ class Accelerator(LiteXModule):
         hsb = Signal(13)
         self.comb += hsb.eq(m >> 3)
         # Registered: the head's K and V addresses and the causal span settle during
-        # AT_H..AT_Q1 (the first burst leaves from AT_Q2).
+        # AT_H and AT_Q (the first burst leaves from AT_QD, at least 10 cycles later).
         span = Signal(ADDR_W)
         vhead_base = Signal(ADDR_W)
         self.sync += [
@@ -930,7 +941,7 @@ class Accelerator(LiteXModule):
             kvhead_base.eq(kvaddr + kvh_off),
             vhead_base.eq(kvhead_base + R["VOFF"]),
         ]
-        self.comb += [q_wp.adr.eq(j >> 3), q_wp.dat_w.eq(packed16)]
+        self.comb += [q_wp.adr.eq(kvb2), q_wp.dat_w.eq(packed16), q_wp.we.eq(kvv2 & (kvl2 == 7))]
         fsm.act("ATTN",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
@@ -941,16 +952,16 @@ class Accelerator(LiteXModule):
             )
         )
         fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + h * m), NextState("AT_Q"))
-        fsm.act("AT_Q", act_radr.eq(ii), NextState("AT_Q1"))
-        fsm.act("AT_Q1", NextState("AT_Q2"))
-        fsm.act("AT_Q2",
-            NextValue(word, packed16), NextValue(j, j + 1), NextValue(ii, ii + 1),
-            If(j[0:3] == 7, q_wp.we.eq(1)),
-            If(j == m - 1,
+        # The head's query, one element a cycle through the int16 packer (KVWRITE's); each
+        # full beat goes to q_mem.
+        fsm.act("AT_Q",
+            act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
+            If(j == m - 1, NextState("AT_QD"))
+        )
+        fsm.act("AT_QD",
+            If(~kvv1 & ~kvv2,
                 NextValue(t, 0), NextValue(k, 0),
                 *burst(kvhead_base, span, "AT_K")
-            ).Else(
-                NextState("AT_Q")
             )
         )
         # Scores: stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums
@@ -1010,7 +1021,7 @@ class Accelerator(LiteXModule):
                 scount.eq(scount + 1),
                 If((scount == 0) | (sc > smax), smax.eq(sc))
             ),
-            If(fsm.ongoing("AT_Q2"), scount.eq(0)),
+            If(fsm.ongoing("AT_Q"), scount.eq(0)),
         ]
         # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
         u = Signal(40)
