@@ -811,7 +811,7 @@ class Accelerator(LiteXModule):
         ra, rb = Signal((50, True)), Signal((50, True))
         cosv = _signed(self, csw[0:16], 16)
         sinv = _signed(self, csw[16:32], 16)
-        self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_rp.adr.eq(jj >> 2)]
+        self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data)]
         rope_addr, rope_off = Signal(ADDR_W), Signal(ADDR_W)
         self.sync += [rope_off.eq(cur_pos * rrb), rope_addr.eq(waddr + rope_off)]
         fsm.act("ROPE",
@@ -827,41 +827,43 @@ class Accelerator(LiteXModule):
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
                 cs_wp.we.eq(1), NextValue(i, i + 1),
-                If(i == (rrb >> 4) - 1, NextValue(i, 0), NextValue(jj, 0), NextState("RP_RD0"))
+                If(i == (rrb >> 4) - 1, NextValue(i, 0), NextValue(jj, 0), NextState("RP_RUN"))
             )
         )
-        fsm.act("RP_RD0", act_radr.eq(src + i), NextState("RP_RD1"))
-        fsm.act("RP_RD1",
-            act_radr.eq(src + i + 1),
-            NextValue(v0, ard), NextValue(csw, Array(_lanes(cs_rp.dat_r, 32, 4))[jj[0:2]]),
-            NextState("RP_MUL")
-        )
-        # The second operand is registered (v1) and the rotation products every cycle (not in
-        # the FSM, so that synthesis cannot share their multipliers with other states');
-        # RP_MUL..RP_W0 hold the second operand's read address so that rb is still valid in
-        # RP_W1.
+        # One element a cycle: element e is read (S0), in ard (S1), the pair's operands and
+        # cos/sin registered when its odd element is in S1 (S2), the rotation products (S3), and
+        # the even element writes ra in S4, the odd one rb a cycle later. A pair's products stay
+        # in ra/rb for both writes, since the operands change only every other cycle.
+        rp_issue = Signal()
+        self.comb += rp_issue.eq(fsm.ongoing("RP_RUN") & (i < n))
+        rpv = [Signal(name=f"rope_v{k}") for k in range(5)]
+        rpi = [Signal(16, name=f"rope_i{k}") for k in range(5)]
+        rpj1 = Signal(16)
+        d1 = Signal((32, True))
         v1r = Signal((32, True))
-        self.sync += [v1r.eq(ard), ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv)]
-        fsm.act("RP_MUL", act_radr.eq(src + i + 1), NextState("RP_MUL2"))
-        fsm.act("RP_MUL2", act_radr.eq(src + i + 1), NextState("RP_W0"))
+        self.comb += [rpv[0].eq(rp_issue), rpi[0].eq(i), cs_rp.adr.eq(rpj1 >> 2)]
+        self.sync += [
+            [rpv[k].eq(rpv[k - 1]) for k in range(1, 5)],
+            [rpi[k].eq(rpi[k - 1]) for k in range(1, 5)],
+            rpj1.eq(jj), d1.eq(ard),
+            If(rpv[1] & rpi[1][0],
+                v0.eq(d1), v1r.eq(ard), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj1[0:2]])
+            ),
+            ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv),
+        ]
         st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
         self.comb += st
         st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
         self.comb += st
-        fsm.act("RP_W0",
-            act_radr.eq(src + i + 1),
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, ra_r, 32)), act_we.eq(1),
-            NextState("RP_W1")
-        )
-        fsm.act("RP_W1",
-            act_wadr.eq(dst + i + 1), act_wdat.eq(saturate(self, rb_r, 32)), act_we.eq(1),
-            NextValue(i, i + 2),
-            NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)),
-            If(i + 2 == n,
-                next_slot("ROPE")
-            ).Else(
-                NextState("RP_RD0")
-            )
+        fsm.act("RP_RUN",
+            act_radr.eq(src + i),
+            If(rp_issue,
+                NextValue(i, i + 1),
+                If(i[0], NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)))
+            ),
+            act_wadr.eq(dst + rpi[4]), act_we.eq(rpv[4]),
+            act_wdat.eq(saturate(self, Mux(rpi[4][0], rb_r, ra_r), 32)),
+            If((i == n) & ~(rpv[1] | rpv[2] | rpv[3] | rpv[4]), next_slot("ROPE"))
         )
 
         # KVWRITE ----------------------------------------------------------------------------------
