@@ -107,15 +107,16 @@ class Accelerator(LiteXModule):
         rd_start_addr = Signal(read_port.address_width)
         rd_start_len  = Signal(32)
         rd_start      = Signal()
-        self.comb += [
-            reader.sink.valid.eq(rd_remaining != 0),
+        rd_more = Signal()                # registered rd_remaining != 0 (timing: it feeds
+        self.comb += [                    # LiteDRAM's crossbar arbitration)
+            reader.sink.valid.eq(rd_more),
             reader.sink.address.eq(rd_addr),
         ]
         self.sync += [
             If(rd_start,
-                rd_addr.eq(rd_start_addr), rd_remaining.eq(rd_start_len)
+                rd_addr.eq(rd_start_addr), rd_remaining.eq(rd_start_len), rd_more.eq(rd_start_len != 0)
             ).Elif(reader.sink.valid & reader.sink.ready,
-                rd_addr.eq(rd_addr + 1), rd_remaining.eq(rd_remaining - 1)
+                rd_addr.eq(rd_addr + 1), rd_remaining.eq(rd_remaining - 1), rd_more.eq(rd_remaining != 1)
             ),
             rd_outstanding.eq(rd_outstanding + (reader.sink.valid & reader.sink.ready) - (rd.valid & rd.ready)),
         ]
@@ -400,7 +401,7 @@ class Accelerator(LiteXModule):
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
         )
-        self.sync += If(fsm.ongoing("FLUSH"), rd_remaining.eq(0))
+        self.sync += If(fsm.ongoing("FLUSH"), rd_remaining.eq(0), rd_more.eq(0))
 
         def beat_in(then):
             """Take the next read beat into ``beat``."""

@@ -10,6 +10,7 @@ from migen import *
 
 from litex.gen import LiteXModule
 from litex.gen.reduce import Reduce
+from litex.soc.interconnect import stream
 from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSR, CSRField
 from litedram.frontend.dma import LiteDRAMDMAReader
 
@@ -89,6 +90,10 @@ class DRAMChecksum(LiteXModule):
 
         shift = log2_int(beat_bytes)
         self.reader = reader = LiteDRAMDMAReader(port, fifo_depth=fifo_depth)
+        # Registered addresses (timing): the 32-bit ``issued != beats`` compare would otherwise
+        # feed LiteDRAM's crossbar arbitration combinationally.
+        self.addr_pipe = addr_pipe = stream.PipeValid([("address", len(reader.sink.address))])
+        self.comb += addr_pipe.source.connect(reader.sink)
         self.engine = engine = CRC32Engine(port.data_width)
 
         beats     = Signal(32)
@@ -131,9 +136,9 @@ class DRAMChecksum(LiteXModule):
         # Addresses go out as fast as the port takes them; data comes back in order.
         fsm.act("RUN",
             NextValue(cycles, cycles + 1),
-            reader.sink.valid.eq(issued != beats),
-            reader.sink.address.eq(base_beat + issued),
-            If(reader.sink.valid & reader.sink.ready,
+            addr_pipe.sink.valid.eq(issued != beats),
+            addr_pipe.sink.address.eq(base_beat + issued),
+            If(addr_pipe.sink.valid & addr_pipe.sink.ready,
                 NextValue(issued, issued + 1)
             ),
             If(reader.source.valid,

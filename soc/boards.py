@@ -20,6 +20,7 @@ from litex.soc.cores.uart import UARTPHY
 from litex.soc.integration.builder import Builder
 
 from litedram import modules as litedram_modules
+from litedram.core.controller import ControllerSettings
 from litedram.phy import GENSDRPHY
 
 from gateware.dfistage import DFIRegisterStage
@@ -66,8 +67,11 @@ class ULX3SSoC(LiteTransformerSoC):
         # The DFI register stage lets the controller's write data and commands reach the I/O
         # flip-flops from anywhere on the chip (2 cycles more read latency).
         self.sdrphy = DFIRegisterStage(GENSDRPHY(platform.request("sdram"), sys_clk_freq))
+        # Buffered command FIFOs in the bank machines (timing: the FIFO's read mux stays off the
+        # path to the command's address register).
         self.add_sdram("sdram", phy=self.sdrphy,
-            module=getattr(litedram_modules, sdram_module)(sys_clk_freq, "1:1"))
+            module=getattr(litedram_modules, sdram_module)(sys_clk_freq, "1:1"),
+            controller_settings=ControllerSettings(cmd_buffer_buffered=True))
 
         link_phy = UARTPHY(platform.request("serial"), sys_clk_freq, baudrate)
         self.add_host_link(link_phy, timeout_cycles=int(100e-3 * sys_clk_freq))
