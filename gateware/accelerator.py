@@ -1228,18 +1228,29 @@ class Accelerator(LiteXModule):
             )
         )
         # ARGMAX: one pass over the elements finds every slot's maximum at once (each slot's
-        # scratchpad has its own read port), then one result beat per slot.
+        # scratchpad has its own read ports), two elements a cycle: read (S0), the pair's larger,
+        # the first on a tie (S1), against the running maximum (S2); then one result beat per slot.
         best = [Signal((32, True), name=f"am_best{x}") for x in range(B)]
         best_i = [Signal(32, name=f"am_index{x}") for x in range(B)]
-        self.sync += If(fsm.ongoing("AM_RUN") & v1,
-            [If((i1 == 0) | (act_rdat[x] > best[x]), best[x].eq(act_rdat[x]), best_i[x].eq(i1)) for x in range(B)]
-        )
+        pair = [Signal((32, True), name=f"am_pair{x}") for x in range(B)]
+        pair_i = [Signal(32, name=f"am_pair_index{x}") for x in range(B)]
+        am_two1, am_v2, am_first2 = Signal(), Signal(), Signal()
+        am_run = fsm.ongoing("AM_RUN")
+        for x in range(B):
+            second = am_two1 & (act_rdat2[x] > act_rdat[x])
+            self.sync += [
+                pair[x].eq(Mux(second, act_rdat2[x], act_rdat[x])),
+                pair_i[x].eq(Mux(second, i1 + 1, i1)),
+                If(am_run & am_v2 & (am_first2 | (pair[x] > best[x])),
+                    best[x].eq(pair[x]), best_i[x].eq(pair_i[x])),
+            ]
+        self.sync += [am_v2.eq(am_run & v1), am_first2.eq(i1 == 0)]
         fsm.act("ARGMAX", NextValue(i, 0), NextValue(v1, 0), NextState("AM_RUN"))
         fsm.act("AM_RUN",
-            act_radr.eq(src + i),
-            If(i < n, NextValue(i, i + 1)),
-            NextValue(v1, i < n), NextValue(i1, i),
-            If((i == n) & ~v1, NextState("AM_GO"))
+            act_radr.eq(src + i), act_radr2.eq(src + i + 1),
+            If(i < n, NextValue(i, i + 2)),
+            NextValue(v1, i < n), NextValue(i1, i), NextValue(am_two1, i + 1 < n),
+            If((i >= n) & ~v1 & ~am_v2, NextState("AM_GO"))
         )
         fsm.act("AM_GO", *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True))
         fsm.act("AM_WR",
