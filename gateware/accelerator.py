@@ -1078,6 +1078,11 @@ class Accelerator(LiteXModule):
         vprod = [Signal((34, True)) for _ in range(8)]
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
+        # wshift (the output shift below) is a register equal to "in AT_OUT and j < m": set on
+        # entry, cleared as j reaches m. Decoded from the FSM state it fanned out to 3,072
+        # flip-flops, and the routed ULX3S build's longest path crossed the chip through that
+        # shared decode and back (issue 3).
+        wshift = Signal()
         self.comb += sb_rp.adr.eq(t)
         self.comb += [sb_wp.adr.eq(Mux(sm_run, smt4, kt6)),
                       sb_wp.dat_w.eq(Mux(sm_run, ev, sc)),
@@ -1087,7 +1092,7 @@ class Accelerator(LiteXModule):
             If(a_v,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
-            If(wdone, NextValue(j, 0), NextValue(ii, dst + h * m), NextState("AT_OUT"))
+            If(wdone, NextValue(j, 0), NextValue(wshift, m != 0), NextValue(ii, dst + h * m), NextState("AT_OUT"))
         )
         vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
@@ -1104,8 +1109,6 @@ class Accelerator(LiteXModule):
         # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
         # congestion into one spot (router2 heatmap, issue 3). S0 registers wacc0, S1 rounds,
         # saturates and writes.
-        wshift = Signal()
-        self.comb += wshift.eq(fsm.ongoing("AT_OUT") & (j < m))
         for x in range(params.max_head):
             below = wacc[x + 1] if x + 1 < params.max_head else 0
             self.sync += If(wshift, wacc[x].eq(below)
@@ -1119,6 +1122,7 @@ class Accelerator(LiteXModule):
         fsm.act("AT_OUT",
             act_wadr.eq(ii + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(ov1),
             If(j < m, NextValue(j, j + 1)),
+            NextValue(wshift, j + 1 < m),
             If((j == m) & ov1 & (oj1 == m - 1),
                 NextValue(h, h + 1),
                 If(hg == src2 - 1,

@@ -166,6 +166,12 @@ class Rsqrt(LiteXModule):
     seed from RSQRT_TABLE, two Newton steps. ``y`` (Q15) and ``e`` valid when ``done`` pulses,
     ~10 cycles after ``start``."""
 
+    # The Newton step's operands all fit 18-bit signed (tests/gateware/test_arith.py bounds them
+    # over every table interval: y <= 2**15, y*y >> 15 <= 2**15, t*y^2 in Q15 < 3 * 2**15), so each
+    # product is one MULT18X18D with no partial-product adder behind it: the 20 x 40-bit products
+    # were split over several DSPs and a carry chain, the routed ULX3S build's longest path.
+    OPERAND_BITS = 18
+
     def __init__(self):
         self.start = Signal()
         self.m     = Signal(64)                 # positive
@@ -192,11 +198,14 @@ class Rsqrt(LiteXModule):
         self.comb += bitlen.eq(0)
         for g in range(8):
             self.comb += If(self.m[8 * g:8 * g + 8] != 0, bitlen.eq(8 * g + local[g]))
+        w   = self.OPERAND_BITS
         sh  = Signal((8, True))
         t   = Signal(33)
-        y   = Signal((20, True))
-        ty2 = Signal((40, True))
-        yy  = Signal((40, True))
+        y   = Signal((w, True))
+        ty2 = Signal((w, True))
+        yy  = Signal((w, True))
+        t15 = Signal((w, True))                 # t >> 15 < 2**17
+        d3  = Signal((w, True))                 # 3 - t y^2, Q15
         step = Signal(4)
         self.comb += rd.adr.eq((t >> (32 - tb)) - (1 << (tb - 2)))
         fsm = FSM(reset_state="IDLE")
@@ -211,12 +220,17 @@ class Rsqrt(LiteXModule):
         # The shift and the Newton products are registered every cycle, outside the FSM, so
         # that synthesis does not share one multiplier between the states through muxes; each
         # state waits for the register it needs.
-        y_next = Signal((20, True))
+        y_next = Signal((w, True))
+        # Full-width products as their own signals: Verilog sizes a product by its context, so
+        # "yy <= (y * y) >> 15" would keep only the product's low 18 bits.
+        p_yy, p_ty2, p_y = (Signal((2 * w, True)) for _ in range(3))
+        self.comb += [t15.eq(t >> 15), d3.eq((3 << 15) - ty2),
+                      p_yy.eq(y * y), p_ty2.eq(t15 * yy), p_y.eq(y * d3)]
         self.sync += [
             t.eq(Mux(sh >= 0, self.m << sh[0:7], self.m >> (-sh)[0:7])),
-            yy.eq((y * y) >> 15),
-            ty2.eq(((t >> 15) * yy) >> 15),
-            y_next.eq((y * ((3 << 15) - ty2)) >> 16),
+            yy.eq(p_yy >> 15),
+            ty2.eq(p_ty2 >> 15),
+            y_next.eq(p_y >> 16),
         ]
         fsm.act("NORM",
             NextValue(self.e, (sh + frac - 30) >> 1),

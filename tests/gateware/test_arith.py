@@ -121,3 +121,37 @@ def test_rsqrt_matches_numerics():
             got.append(((yield dut.y), (yield dut.e)))
     run_simulation(dut, gen())
     assert got == [N.rsqrt_q(m, frac) for m in cases]
+
+
+def test_rsqrt_operands_fit_the_hardware_width():
+    """Interval arithmetic over every seed-table interval of t (sound: each step's floor shifts are
+    monotone and products are bounded at their corners) shows that every Newton operand fits
+    Rsqrt.OPERAND_BITS signed, so narrowing them to one DSP each changes no result."""
+    tb = N.RSQRT_TABLE_BITS
+    lim = 1 << (Rsqrt.OPERAND_BITS - 1)
+    seen = []
+
+    def fits(lo, hi):
+        seen.append((lo, hi))
+        assert -lim <= lo <= hi < lim, (lo, hi)
+
+    def prod(a, b):
+        corners = [x * y for x in a for y in b]
+        return min(corners), max(corners)
+
+    for i, seed in enumerate(N.RSQRT_TABLE):
+        t = ((i + (1 << (tb - 2))) << (32 - tb), ((i + (1 << (tb - 2)) + 1) << (32 - tb)) - 1)
+        y = (int(seed), int(seed))
+        fits(*y)
+        for _ in range(2):
+            t15 = (t[0] >> 15, t[1] >> 15)
+            fits(*t15)
+            yy = tuple(v >> 15 for v in prod(y, y))
+            fits(*yy)
+            ty2 = tuple(v >> 15 for v in prod(t15, yy))
+            fits(*ty2)
+            d3 = ((3 << 15) - ty2[1], (3 << 15) - ty2[0])
+            fits(*d3)
+            y = tuple(v >> 16 for v in prod(y, d3))
+            fits(*y)
+    assert len(seen) == len(N.RSQRT_TABLE) * 11
