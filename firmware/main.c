@@ -54,9 +54,10 @@ static volatile uint32_t *dram_word(uint32_t dram_addr)
 }
 
 /* The core and the host's DMA reach DRAM through their own LiteDRAM ports; the CPU goes
- * through its data cache and LiteX's write-back L2. Called before the core reads what the CPU
- * wrote and before the CPU reads what the others wrote: drop the L1's lines, then make the L2
- * write back its dirty lines and refill from DRAM (flush_l2_cache reads 2x its size). */
+ * through its data cache (write-through) and, if a board adds one, LiteX's write-back L2 (ours
+ * have none: LiteTransformerSoC.add_sdram). Called before the core reads what the CPU wrote and
+ * before the CPU reads what the others wrote: drop the L1's lines, then flush an L2 if there is
+ * one (flush_l2_cache reads 2x its size; without CONFIG_L2_SIZE it does nothing). */
 static void sync_with_dram(void)
 {
 	flush_cpu_dcache();

@@ -40,6 +40,13 @@ class LiteTransformerSoC(SoCCore):
         # (its serial boot attempt alone cost ~20 M cycles of simulated boot time).
         self.add_config("BIOS_NO_BOOT")
 
+    def add_sdram(self, *args, l2_cache_size=0, **kwargs):
+        """LiteX's ``add_sdram`` without its L2 cache by default. The core and the host's DMA write
+        DRAM behind the CPU's back, so the firmware must flush any L2 (reading twice its size each
+        time); the VexRiscv's own caches already serve the firmware's loop. On the ULX3S the L2's
+        tag RAM to its bus acknowledge was also the longest routed path (21.5 ns)."""
+        SoCCore.add_sdram(self, *args, l2_cache_size=l2_cache_size, **kwargs)
+
     # Host link + bulk path ------------------------------------------------------------------------
     def add_host_link(self, phy, timeout_cycles):
         """UARTBone on ``phy`` (a stream PHY: UART on boards, TCP in simulation), the host DRAM
