@@ -149,8 +149,13 @@ class Accelerator(LiteXModule):
             mem = Memory(32, D)
             rp, rp2, wp = mem.get_port(), mem.get_port(), mem.get_port(write_capable=True)
             self.specials += mem, rp, rp2, wp
-            act_rdat.append(_signed(self, rp.dat_r, 32))
-            act_rdat2.append(_signed(self, rp2.dat_r, 32))
+            # Reads are registered once more next to the RAM: an element is in act_rdat two
+            # cycles after its address (timing: a block RAM's clock-to-out is 5.8 ns on the
+            # ECP5, too much to also cross the chip and enter a unit's logic in one cycle).
+            rdat_q, rdat2_q = Signal((32, True)), Signal((32, True))
+            self.sync += [rdat_q.eq(rp.dat_r), rdat2_q.eq(rp2.dat_r)]
+            act_rdat.append(rdat_q)
+            act_rdat2.append(rdat2_q)
             # Writes are registered on their way to the RAM (timing: the units' rounding and the
             # FSM's write mux end in a register, not at a block RAM far away). A write lands one
             # cycle later; the ISA only lets an instruction write a range it does not read, or
@@ -453,7 +458,7 @@ class Accelerator(LiteXModule):
 
         # RMSNORM ----------------------------------------------------------------------------------
         sumsq = Signal(64)
-        v1, v2, v3 = Signal(), Signal(), Signal()
+        v1, v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal(), Signal()
         sq = Signal(64)
         st, xs = round_shift(ard, N.RMS_PRE_SHIFT, 40)
         self.comb += st
@@ -462,10 +467,11 @@ class Accelerator(LiteXModule):
         xn = Signal((32, True))
         gshift = Signal(6)
         fsm.act("RMSNORM",
-            NextValue(i, 0), NextValue(sumsq, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0),
+            NextValue(i, 0), NextValue(sumsq, 0),
+            NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             NextState("RMS_SUM")
         )
-        # Pass 1, one element per cycle: read (S0), round (S1), square (S2), accumulate (S3).
+        # Pass 1, one element per cycle: read (S0, S1), round (S2), square (S3), accumulate (S4).
         xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))     # |x| < 2**31 (timing: a narrow square)
         self.sync += [xs_r.eq(xs), sq.eq(xs_r * xs_r)]
         fsm.act("RMS_SUM",
@@ -474,8 +480,9 @@ class Accelerator(LiteXModule):
             NextValue(v1, i < n),
             NextValue(v2, v1),
             NextValue(v3, v2),
-            If(v3, NextValue(sumsq, sumsq + sq)),
-            If((i == n) & ~v1 & ~v2 & ~v3, NextState("RMS_DIV"))
+            NextValue(v4, v3),
+            If(v4, NextValue(sumsq, sumsq + sq)),
+            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextState("RMS_DIV"))
         )
         eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
         ms = Signal(64)
@@ -495,14 +502,14 @@ class Accelerator(LiteXModule):
             )
         )
         bvalid = Signal()                 # a gain beat is held in ``beat``
-        # Pass 2, one element per cycle (plus one per gain beat): read (S1), x*y (S2), round by
-        # 15-e (S3 bias, S4 shift, S5 saturate), times the gain (S6), round by the gain shift
-        # (S7 bias, S8 shift), saturate and write (S9).
+        # Pass 2, one element per cycle (plus one per gain beat): read (S1, S2), x*y (S3), round
+        # by 15-e (S4 bias, S5 shift, S6 saturate), times the gain (S7), round by the gain shift
+        # (S8 bias, S9 shift), saturate and write (S10).
         fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
-        rv = [Signal(name=f"rms_v{k}") for k in range(10)]
-        ri = [Signal(16, name=f"rms_i{k}") for k in range(10)]
-        g1, g2, g3, g4, g5, g6 = (Signal((16, True)) for _ in range(6))
+        rv = [Signal(name=f"rms_v{k}") for k in range(11)]
+        ri = [Signal(16, name=f"rms_i{k}") for k in range(11)]
+        g0, g1, g2, g3, g4, g5, g6 = (Signal((16, True)) for _ in range(7))
         x1 = Signal((32, True))
         p2 = Signal((64, True))
         s1 = _signed(self, 15 - re_, 8)
@@ -514,9 +521,9 @@ class Accelerator(LiteXModule):
         self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
         rms_run = fsm.ongoing("RMS_RUN")
         self.sync += [
-            rv[1].eq(issue), ri[1].eq(i), g1.eq(q16),
-            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 10)],
-            [ri[k].eq(ri[k - 1]) for k in range(2, 10)],
+            rv[1].eq(issue), ri[1].eq(i), g0.eq(q16), g1.eq(g0),
+            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 11)],
+            [ri[k].eq(ri[k - 1]) for k in range(2, 11)],
             x1.eq(ard), g2.eq(g1),
             p1.eq(x1 * ry), g3.eq(g2),
             g4.eq(g3),
@@ -534,15 +541,15 @@ class Accelerator(LiteXModule):
                 rd.ready.eq(1), rd_wait.eq(1),
                 If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
             ),
-            act_wadr.eq(dst + ri[9]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[9]),
+            act_wadr.eq(dst + ri[10]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[10]),
             If((i == n) & ~reduce(or_, rv[1:]), next_slot("RMSNORM"))
         )
 
         # MATVEC -----------------------------------------------------------------------------------
-        cp = Signal(17)
+        cp = Signal(17)                   # columns, padded to whole beats
         cpb = Signal(13)                  # beats per row
         m15 = _unsigned(self, m + 15, 17)
-        self.comb += [cp.eq(Cat(C(0, 4), m15[4:])), cpb.eq(cp >> 4)]
+        self.sync += [cp.eq(Cat(C(0, 4), m15[4:])), cpb.eq(m15[4:])]    # m settles in DECODE
         amax = [Signal(32) for _ in range(B)]
         ex = [Signal(5) for _ in range(B)]
         xwords = [Signal(16 * isa.LANES) for _ in range(B)]
@@ -550,8 +557,7 @@ class Accelerator(LiteXModule):
         xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
         xin_we = Signal()
-        i1, i2, i3, i4 = Signal(32), Signal(32), Signal(32), Signal(32)
-        v4 = Signal()
+        i1, i2, i3, i4, i5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         exp_ok = []
         for s in range(B):
@@ -569,9 +575,9 @@ class Accelerator(LiteXModule):
             ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
             self.sync += ok.eq((amax[s] < fits_below[ex[s]]) | (s >= nslots))
             exp_ok.append(ok)
-            # Input pass: read (S0), rounding bias (S1), shift (S2), saturate (S3), pack into
-            # the lane word (S4).
-            xval = _signed(self, Mux(i1 < m, act_rdat[s], 0), 32)
+            # Input pass: read (S0, S1), rounding bias (S2), shift (S3), saturate (S4), pack
+            # into the lane word (S5).
+            xval = _signed(self, Mux(i2 < m, act_rdat[s], 0), 32)
             xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40,
                                           x_bits=32, s_range=(0, 31), sat_bits=N.QIN_BITS)
             xr = Signal((len(xr_finish()), True))
@@ -579,31 +585,30 @@ class Accelerator(LiteXModule):
             self.sync += [xr.eq(xr_finish()), xm.eq(saturate(self, xr, N.QIN_BITS))]
             self.comb += xin_wdat[s].eq(xwords[s])
             for l in range(isa.LANES):
-                self.comb += If(i4[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
+                self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
-                If(fsm.ongoing("MV_AMAX") & v1 & (ax > amax[s]), amax[s].eq(ax)),
+                If(fsm.ongoing("MV_AMAX") & v2 & (ax > amax[s]), amax[s].eq(ax)),
                 If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
-                If(fsm.ongoing("MV_XIN") & v4, xwords[s].eq(xin_wdat[s])),
+                If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
             ]
-        self.comb += [xin_wadr.eq(i4 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v4 & (i4[0:4] == 15))]
+        self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == 15))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
-        mv_bytes = Signal(ADDR_W)
-        self.sync += mv_bytes.eq(self._matrix_bytes(n, cp, cpb))   # n, m settle in DECODE
+        mv_bytes, part_beats = self._matrix_bytes(n, m15)
         fsm.act("MATVEC",
-            NextValue(i, 0), NextValue(v1, 0),
+            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0),
             *burst(waddr, mv_bytes, "MV_AMAX")
         )
         fsm.act("MV_AMAX",
             act_radr.eq(src + i),
             If(i < m, NextValue(i, i + 1)),
-            NextValue(v1, i < m),
-            If((i == m) & ~v1, NextState("MV_EXP"))
+            NextValue(v1, i < m), NextValue(v2, v1),
+            If((i == m) & ~v1 & ~v2, NextState("MV_EXP"))
         )
         fsm.act("MV_EXP",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            NextState("MV_EXP2")
+            NextValue(v5, 0), NextState("MV_EXP2")
         )
         # Each slot's exponent grows until its largest magnitude fits the input mantissas.
         fsm.act("MV_EXP2",
@@ -616,7 +621,8 @@ class Accelerator(LiteXModule):
             NextValue(v2, v1), NextValue(i2, i1),
             NextValue(v3, v2), NextValue(i3, i2),
             NextValue(v4, v3), NextValue(i4, i3),
-            If((i == cp) & ~v1 & ~v2 & ~v3 & ~v4, NextState("MV_INIT"))
+            NextValue(v5, v4), NextValue(i5, i4),
+            If((i == cp) & ~v1 & ~v2 & ~v3 & ~v4 & ~v5, NextState("MV_INIT"))
         )
         # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
         # 8 weight beats (spec.isa.pack_matrix).
@@ -670,7 +676,7 @@ class Accelerator(LiteXModule):
         ]
         fsm.act("MV_STREAM",
             rd.ready.eq((row < n) & (~is_weight | mac_free)), rd_wait.eq((row < n) & (~is_weight | mac_free)),
-            act_radr.eq(dst + s5_row), act_wadr.eq(dst + s7_row), act_we_all.eq(s7_valid),
+            act_radr.eq(dst + s4b_row), act_wadr.eq(dst + s7_row), act_we_all.eq(s7_valid),
             If(rows_done == n, NextState("NEXT"))
         )
         self.sync += [
@@ -682,7 +688,7 @@ class Accelerator(LiteXModule):
             If(accept,
                 Case(phase, {
                     0: [shifts.eq(rd.data), phase.eq(1), sb.eq(0), rib.eq(0),
-                        blk_left.eq(blk_rows * cpb)],
+                        blk_left.eq(Mux(blk_rows == isa.ROW_BLOCK, cp, part_beats))],
                     1: [mants.eq(rd.data), phase.eq(2), sb.eq(0)],
                     2: [
                         s1_w.eq(rd.data),
@@ -730,8 +736,8 @@ class Accelerator(LiteXModule):
             s2_rsh.eq(tg_f[4]), s2_row.eq(tg_f[5]),
         ]
         # Stages 2-7 per slot: scale the group sums by their mantissas (2), accumulate over the
-        # row (3), round: bias add (4b) | shift (5) | saturate (6; the residual is read), add
-        # the residual (7), saturate and write.
+        # row (3), round: bias add (4b; the residual's address) | shift (5) | saturate (6; the
+        # residual arrives), add the residual (7), saturate and write.
         self.sync += [
             s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_rsh.eq(s2_rsh), s3_row.eq(s2_row),
             s4_valid.eq(s3_valid & s3_last), s4_rsh.eq(s3_rsh), s4_row.eq(s3_row),
@@ -747,22 +753,43 @@ class Accelerator(LiteXModule):
         w_chunk = Signal(8 * L)
         # Every stage's registers load only when the stage holds data (in hardware a clock
         # enable; in Verilator an idle core then costs less).
-        self.sync += If(mul_busy, w_chunk.eq(s1_w if P == 1 else Array(w_chunks)[sub]))
+        # With P > 1 a beat's chunks shift out of a register, chunk 0 straight from the beat
+        # (timing: no P:1 multiplexer steered by ``sub`` over the whole beat). ``mul_first``
+        # flags chunk 0; it is a register, one copy per user (it steers hundreds of bits).
+        def first_chunk():
+            f = Signal()
+            self.sync += f.eq(accept & is_weight)      # chunk 0 is multiplied the cycle after
+            return f
+        if P == 1:
+            self.sync += If(mul_busy, w_chunk.eq(s1_w))
+        else:
+            w_rest = Signal(len(s1_w) - 8 * L)
+            w_first = first_chunk()
+            self.sync += If(mul_busy,
+                If(w_first,
+                    w_chunk.eq(w_chunks[0]), w_rest.eq(s1_w[8 * L:])
+                ).Else(
+                    w_chunk.eq(w_rest[:8 * L]), w_rest.eq(w_rest[8 * L:])
+                )
+            )
         w = [_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
         for s in range(B):
-            # The input word is read the cycle after its beat is accepted (chunk 0) and held
-            # for the beat's later chunks (the read address moves on with the next beat's k).
-            if P == 1:
-                x_src = xin_rd[s]
-            else:
-                x_hold = Signal(16 * isa.LANES)
-                self.sync += If(sub == 0, x_hold.eq(xin_rd[s]))
-                x_src = Mux(sub == 0, xin_rd[s], x_hold)
+            # The input word is read the cycle after its beat is accepted (chunk 0); the rest
+            # of it shifts out for the beat's later chunks (the read address moves on with the
+            # next beat's k).
             x_chunk = Signal(16 * L)
             if P == 1:
-                self.sync += If(mul_busy, x_chunk.eq(x_src))
+                self.sync += If(mul_busy, x_chunk.eq(xin_rd[s]))
             else:
-                self.sync += If(mul_busy, x_chunk.eq(Array(_lanes(_unsigned(self, x_src, 16 * isa.LANES), 16 * L, P))[sub]))
+                x_rest = Signal(16 * (isa.LANES - L))
+                x_first = first_chunk()
+                self.sync += If(mul_busy,
+                    If(x_first,
+                        x_chunk.eq(xin_rd[s][:16 * L]), x_rest.eq(xin_rd[s][16 * L:])
+                    ).Else(
+                        x_chunk.eq(x_rest[:16 * L]), x_rest.eq(x_rest[16 * L:])
+                    )
+                )
             x = [_signed(self, v, 16) for v in _lanes(x_chunk, 16, L)]
             prod = [Signal((24, True), name=f"mv_prod{l}") for l in range(L)]
             q0, q1 = Signal((28, True)), Signal((28, True))
@@ -831,24 +858,26 @@ class Accelerator(LiteXModule):
                 If(i == (rrb >> 4) - 1, NextValue(i, 0), NextValue(jj, 0), NextState("RP_RUN"))
             )
         )
-        # One element a cycle: element e is read (S0), in ard (S1), the pair's operands and
-        # cos/sin registered when its odd element is in S1 (S2), the rotation products (S3), and
-        # the even element writes ra in S4, the odd one rb a cycle later. A pair's products stay
+        # One element a cycle: element e is read (S0, S1), in ard (S2), the pair's operands and
+        # cos/sin registered when its odd element is in S2 (S3), the rotation products (S4), and
+        # the even element writes ra in S5, the odd one rb a cycle later. A pair's products stay
         # in ra/rb for both writes, since the operands change only every other cycle.
         rp_issue = Signal()
         self.comb += rp_issue.eq(fsm.ongoing("RP_RUN") & (i < n))
-        rpv = [Signal(name=f"rope_v{k}") for k in range(5)]
-        rpi = [Signal(16, name=f"rope_i{k}") for k in range(5)]
-        rpj1 = Signal(16)
+        rpv = [Signal(name=f"rope_v{k}") for k in range(6)]
+        rpi = [Signal(16, name=f"rope_i{k}") for k in range(6)]
+        rpj1, rpj2 = Signal(16), Signal(16)
         d1 = Signal((32, True))
         v1r = Signal((32, True))
-        self.comb += [rpv[0].eq(rp_issue), rpi[0].eq(i), cs_rp.adr.eq(rpj1 >> 2)]
+        # The pair index trails the issue by two cycles, so cos/sin are read (from rpj2) the
+        # cycle before the odd element reaches ard.
+        self.comb += [rpv[0].eq(rp_issue), rpi[0].eq(i), cs_rp.adr.eq(rpj2 >> 2)]
         self.sync += [
-            [rpv[k].eq(rpv[k - 1]) for k in range(1, 5)],
-            [rpi[k].eq(rpi[k - 1]) for k in range(1, 5)],
-            rpj1.eq(jj), d1.eq(ard),
-            If(rpv[1] & rpi[1][0],
-                v0.eq(d1), v1r.eq(ard), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj1[0:2]])
+            [rpv[k].eq(rpv[k - 1]) for k in range(1, 6)],
+            [rpi[k].eq(rpi[k - 1]) for k in range(1, 6)],
+            rpj1.eq(jj), rpj2.eq(rpj1), d1.eq(ard),
+            If(rpv[2] & rpi[2][0],
+                v0.eq(d1), v1r.eq(ard), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj2[0:2]])
             ),
             ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv),
         ]
@@ -862,30 +891,30 @@ class Accelerator(LiteXModule):
                 NextValue(i, i + 1),
                 If(i[0], NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)))
             ),
-            act_wadr.eq(dst + rpi[4]), act_we.eq(rpv[4]),
-            act_wdat.eq(saturate(self, Mux(rpi[4][0], rb_r, ra_r), 32)),
-            If((i == n) & ~(rpv[1] | rpv[2] | rpv[3] | rpv[4]), next_slot("ROPE"))
+            act_wadr.eq(dst + rpi[5]), act_we.eq(rpv[5]),
+            act_wdat.eq(saturate(self, Mux(rpi[5][0], rb_r, ra_r), 32)),
+            If((i == n) & ~reduce(or_, rpv[1:]), next_slot("ROPE"))
         )
 
         # KVWRITE ----------------------------------------------------------------------------------
         # The int16 packer, shared with ATTN's query load: an element read on every cycle of
-        # KVW_RD or AT_Q is converted (stage 1) and packed into ``word`` (stage 2). KVW_DR drains
-        # the stages and KVW_WR sends the beat: 11 cycles a beat (25 with a read, a wait and a
-        # pack per element).
+        # KVW_RD or AT_Q arrives (stage 1), is converted (stage 2) and packed into ``word``
+        # (stage 3). KVW_DR drains the stages and KVW_WR sends the beat: 12 cycles a beat.
         st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
         self.comb += st
         kv16 = _signed(self, saturate(self, kvr, 16), 16)
         kv16_r = Signal((16, True))       # registered (timing): read, convert, then pack
-        kvv1, kvv2 = Signal(), Signal()
-        kvl1, kvl2 = Signal(3), Signal(3)
-        kvb1, kvb2 = Signal(13), Signal(13)
+        kvv0, kvv1, kvv2 = Signal(), Signal(), Signal()
+        kvl0, kvl1, kvl2 = Signal(3), Signal(3), Signal(3)
+        kvb0, kvb1, kvb2 = Signal(13), Signal(13), Signal(13)
         packed16 = Signal(128)
         self.comb += packed16.eq(word)
         for l in range(8):
             self.comb += If(kvl2 == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
         self.sync += [
             kv16_r.eq(kv16),
-            kvv1.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q")), kvl1.eq(j[0:3]), kvb1.eq(j >> 3),
+            kvv0.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
+            kvv1.eq(kvv0), kvl1.eq(kvl0), kvb1.eq(kvb0),
             kvv2.eq(kvv1), kvl2.eq(kvl1), kvb2.eq(kvb1),
             If(kvv2, word.eq(packed16)),
         ]
@@ -908,7 +937,7 @@ class Accelerator(LiteXModule):
             act_radr.eq(ii), NextValue(ii, ii + 1), NextValue(j, j + 1),
             If(j[0:3] == 7, NextState("KVW_DR"))
         )
-        fsm.act("KVW_DR", If(~kvv1, NextState("KVW_WR")))   # the beat's last element is packed
+        fsm.act("KVW_DR", If(~kvv0 & ~kvv1, NextState("KVW_WR")))   # the beat's last element is packed
         fsm.act("KVW_WR",
             wr.valid.eq(1), wr.data.eq(word),
             If(wr.ready,
@@ -962,7 +991,7 @@ class Accelerator(LiteXModule):
             If(j == m - 1, NextState("AT_QD"))
         )
         fsm.act("AT_QD",
-            If(~kvv1 & ~kvv2,
+            If(~kvv0 & ~kvv1 & ~kvv2,
                 NextValue(t, 0), NextValue(k, 0),
                 *burst(kvhead_base, span, "AT_K")
             )
@@ -1159,17 +1188,18 @@ class Accelerator(LiteXModule):
         self.comb += st
         st, so_r = round_shift(pb, N.ACT_FRAC, 66)
         self.comb += st
-        # One element per cycle: read a and b (S0), look up the sigmoid interval (S2), interpolate
-        # (S3), a*sigmoid (S4), round (S5), times b (S6), round (S7), saturate and write (S8).
-        sv_ = [Signal(name=f"silu_v{k}") for k in range(9)]
-        si_ = [Signal(16, name=f"silu_i{k}") for k in range(9)]
+        # One element per cycle: read a and b (S0, S1), look up the sigmoid interval (S3),
+        # interpolate (S4), a*sigmoid (S5), round (S6), times b (S7), round (S8), saturate and
+        # write (S9).
+        sv_ = [Signal(name=f"silu_v{k}") for k in range(10)]
+        si_ = [Signal(16, name=f"silu_i{k}") for k in range(10)]
         sb1, sb2, sb3, sb4, sb5 = (Signal((32, True)) for _ in range(5))
         sa3, sa4 = Signal((32, True)), Signal((32, True))
         run = fsm.ongoing("SI_RUN")
         self.sync += [
             sv_[1].eq(run & (i < n)), si_[1].eq(i),
-            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 9)],
-            [si_[k].eq(si_[k - 1]) for k in range(2, 9)],
+            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 10)],
+            [si_[k].eq(si_[k - 1]) for k in range(2, 10)],
             sa.eq(ard), sb1.eq(ard2),
             sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
             sg.eq(_signed(self, sig_p0.dat_r, 17)
@@ -1185,7 +1215,7 @@ class Accelerator(LiteXModule):
         fsm.act("SI_RUN",
             act_radr.eq(src + i), act_radr2.eq(src2 + i),
             If(i < n, NextValue(i, i + 1)),
-            act_wadr.eq(dst + si_[8]), act_wdat.eq(saturate(self, so_q, 32)), act_we.eq(sv_[8]),
+            act_wadr.eq(dst + si_[9]), act_wdat.eq(saturate(self, so_q, 32)), act_we.eq(sv_[9]),
             If((i == n) & ~busy_pipe, next_slot("SILU"))
         )
 
@@ -1193,30 +1223,34 @@ class Accelerator(LiteXModule):
         packed32 = Signal(128)
         self.comb += packed32.eq(word)
         for l in range(4):
-            self.comb += If(i1[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
+            self.comb += If(i2[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
         slot_off = Signal(ADDR_W)
         self.sync += slot_off.eq(slot * (m << 4))         # registered: ST_GO/LD_GO wait for a new slot's
-        # One element per cycle into a beat; the beat leaves while the next element is read.
+        # One element per cycle into a beat: read (S0, S1), packed (S2). No element is read while
+        # a beat's last one is on its way, so a beat leaves while the next one's first is read.
         full = Signal()
         push = Signal()
-        last_lane = Signal()
+        last_lane1, last_lane2 = Signal(), Signal()
         st_issue = Signal()
         self.comb += [
             push.eq(fsm.ongoing("ST_RUN") & full & wr.ready),
-            last_lane.eq(v1 & ((i1[0:2] == 3) | (i1 == n - 1))),
-            st_issue.eq((i < n) & (~full | push) & ~last_lane),
+            last_lane1.eq(v1 & ((i1[0:2] == 3) | (i1 == n - 1))),
+            last_lane2.eq(v2 & ((i2[0:2] == 3) | (i2 == n - 1))),
+            st_issue.eq((i < n) & (~full | push) & ~last_lane1 & ~last_lane2),
         ]
         fsm.act("STORE",
-            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0), NextState("ST_GO"))
+            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0), NextValue(v2, 0),
+            NextState("ST_GO"))
         fsm.act("ST_GO", *burst(waddr + slot_off, n << 2, "ST_RUN", write=True))
         fsm.act("ST_RUN",
             act_radr.eq(src + i),
             If(st_issue, NextValue(i, i + 1)),
             NextValue(v1, st_issue), NextValue(i1, i),
+            NextValue(v2, v1), NextValue(i2, i1),
             wr.valid.eq(full), wr.data.eq(word),
             If(push, NextValue(full, 0), NextValue(word, 0)),
-            If(v1, NextValue(word, packed32), If(last_lane, NextValue(full, 1))),
-            If((i == n) & ~v1 & (~full | push), next_slot("STORE"))
+            If(v2, NextValue(word, packed32), If(last_lane2, NextValue(full, 1))),
+            If((i == n) & ~v1 & ~v2 & (~full | push), next_slot("STORE"))
         )
         fsm.act("LOAD", NextValue(i, 0), NextState("LD_GO"))
         fsm.act("LD_GO", *burst(waddr + slot_off, n << 2, "LD_BEAT"))
@@ -1232,29 +1266,31 @@ class Accelerator(LiteXModule):
             )
         )
         # ARGMAX: one pass over the elements finds every slot's maximum at once (each slot's
-        # scratchpad has its own read ports), two elements a cycle: read (S0), the pair's larger,
-        # the first on a tie (S1), against the running maximum (S2); then one result beat per slot.
+        # scratchpad has its own read ports), two elements a cycle: read (S0, S1), the pair's
+        # larger, the first on a tie (S2), against the running maximum (S3); then one result beat
+        # per slot.
         best = [Signal((32, True), name=f"am_best{x}") for x in range(B)]
         best_i = [Signal(32, name=f"am_index{x}") for x in range(B)]
         pair = [Signal((32, True), name=f"am_pair{x}") for x in range(B)]
         pair_i = [Signal(32, name=f"am_pair_index{x}") for x in range(B)]
-        am_two1, am_v2, am_first2 = Signal(), Signal(), Signal()
+        am_two1, am_two2, am_v3, am_first3 = Signal(), Signal(), Signal(), Signal()
         am_run = fsm.ongoing("AM_RUN")
         for x in range(B):
-            second = am_two1 & (act_rdat2[x] > act_rdat[x])
+            second = am_two2 & (act_rdat2[x] > act_rdat[x])
             self.sync += [
                 pair[x].eq(Mux(second, act_rdat2[x], act_rdat[x])),
-                pair_i[x].eq(Mux(second, i1 + 1, i1)),
-                If(am_run & am_v2 & (am_first2 | (pair[x] > best[x])),
+                pair_i[x].eq(Mux(second, i2 + 1, i2)),
+                If(am_run & am_v3 & (am_first3 | (pair[x] > best[x])),
                     best[x].eq(pair[x]), best_i[x].eq(pair_i[x])),
             ]
-        self.sync += [am_v2.eq(am_run & v1), am_first2.eq(i1 == 0)]
-        fsm.act("ARGMAX", NextValue(i, 0), NextValue(v1, 0), NextState("AM_RUN"))
+        self.sync += [am_v3.eq(am_run & v2), am_first3.eq(i2 == 0)]
+        fsm.act("ARGMAX", NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextState("AM_RUN"))
         fsm.act("AM_RUN",
             act_radr.eq(src + i), act_radr2.eq(src + i + 1),
             If(i < n, NextValue(i, i + 2)),
             NextValue(v1, i < n), NextValue(i1, i), NextValue(am_two1, i + 1 < n),
-            If((i >= n) & ~v1 & ~am_v2, NextState("AM_GO"))
+            NextValue(v2, v1), NextValue(i2, i1), NextValue(am_two2, am_two1),
+            If((i >= n) & ~v1 & ~v2 & ~am_v3, NextState("AM_GO"))
         )
         fsm.act("AM_GO", *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True))
         fsm.act("AM_WR",
@@ -1283,22 +1319,22 @@ class Accelerator(LiteXModule):
     def do_finalize(self):
         self.comb += self.fsm_state.eq(self.fsm.state)
 
-    def _matrix_bytes(self, rows, cp, cpb):
-        """spec.isa.matrix_bytes in gateware: full 16-row blocks, then the partial one."""
-        full = Signal(16)
-        rem = Signal(5)
-        wb = Signal(32)
-        full_beats, part_beats = Signal(ADDR_W), Signal(ADDR_W)
+    def _matrix_bytes(self, rows, m15):
+        """spec.isa.matrix_bytes in gateware: full 16-row blocks, then the partial one. Returns
+        the matrix's bytes and the partial block's weight beats.
+
+        Registered in three steps, so each product's operands come straight from registers
+        (timing): the operands (PREP), the products (PREP2), their sum (EXECUTE). n and m
+        settle in DECODE; MATVEC issues its burst the cycle after EXECUTE."""
+        full, rem, cpb = Signal(12), Signal(4), Signal(13)
+        block_beats = Signal(ADDR_W)      # a full block: a shift beat, then per 8 weight beats a
+        wb = Signal(32)                   # mantissa beat (16 rows x cpb, 2 x cpb)
+        full_beats = Signal(ADDR_W)
         total = Signal(ADDR_W)
-        self.comb += [
-            full.eq(rows >> 4), rem.eq(rows[0:4]),
-            total.eq(full_beats + part_beats),
-        ]
-        # Registered in two steps (products, then their sum); n and m settle in DECODE and
-        # MATVEC starts after PREP and PREP2.
         self.sync += [
-            wb.eq(rem * cpb),
-            full_beats.eq(full * (1 + cp + (cp >> 3))),
-            part_beats.eq(Mux(rem != 0, 1 + wb + ((wb + 7) >> 3), 0)),
+            full.eq(rows >> 4), rem.eq(rows[0:4]), cpb.eq(m15[4:]),
+            block_beats.eq(1 + (m15[4:] << 4) + (m15[4:] << 1)),
+            wb.eq(rem * cpb), full_beats.eq(full * block_beats),
+            total.eq((full_beats + Mux(rem != 0, 1 + wb + ((wb + 7) >> 3), 0)) << 4),
         ]
-        return total << 4
+        return total, wb
