@@ -147,15 +147,21 @@ class Accelerator(LiteXModule):
         nslots = Signal(max=B + 1)
         for s in range(B):
             mem = Memory(32, D)
-            rp, rp2, wp = mem.get_port(), mem.get_port(), mem.get_port(write_capable=True)
+            rp, rp2 = mem.get_port(async_read=True), mem.get_port(async_read=True)
+            wp = mem.get_port(write_capable=True)
             self.specials += mem, rp, rp2, wp
-            # Reads are registered once more next to the RAM: an element is in act_rdat two
-            # cycles after its address (timing: a block RAM's clock-to-out is 5.8 ns on the
-            # ECP5, too much to also cross the chip and enter a unit's logic in one cycle).
-            rdat_q, rdat2_q = Signal((32, True)), Signal((32, True))
-            self.sync += [rdat_q.eq(rp.dat_r), rdat2_q.eq(rp2.dat_r)]
-            act_rdat.append(rdat_q)
-            act_rdat2.append(rdat2_q)
+            # Each read goes through two registers: the block RAM's own (Yosys merges the first
+            # into it) and one next to it, so an element is in act_rdat two cycles after its
+            # address (timing: a DP16KD's clock-to-out is 5.8 ns, too much to also cross the chip
+            # into a unit's logic in one cycle). With a synchronous Migen port, Yosys would merge
+            # the data register and leave the address register in the fabric instead.
+            rdat, rdat2 = [Signal(32) for _ in range(2)], [Signal(32) for _ in range(2)]
+            self.sync += [
+                rdat[0].eq(rp.dat_r), rdat[1].eq(rdat[0]),
+                rdat2[0].eq(rp2.dat_r), rdat2[1].eq(rdat2[0]),
+            ]
+            act_rdat.append(_signed(self, rdat[1], 32))
+            act_rdat2.append(_signed(self, rdat2[1], 32))
             # Writes are registered on their way to the RAM (timing: the units' rounding and the
             # FSM's write mux end in a register, not at a block RAM far away). A write lands one
             # cycle later; the ISA only lets an instruction write a range it does not read, or
