@@ -1067,27 +1067,28 @@ class Accelerator(LiteXModule):
         st, u_r = round_shift(_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
         self.comb += st
         # One score per cycle: read (S0), distance to the max (S1), scale it (S2), table (S3),
-        # shift, accumulate the sum and write back (S4).
+        # shift (S4), accumulate the sum and write back (S5).
         u4 = Signal(40)
-        ev = Signal(17)
+        ev, ev5 = Signal(17), Signal(17)
         self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
                       ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
         # 1/sum in Q46: the max score's exponential is 2**15, so the sum is at least that and
         # the reciprocal fits 32 bits.
         recip = Signal(32)
-        smv1, smv2, smv3, smv4 = Signal(), Signal(), Signal(), Signal()
-        smt1, smt2, smt3, smt4 = Signal(32), Signal(32), Signal(32), Signal(32)
+        smv1, smv2, smv3, smv4, smv5 = Signal(), Signal(), Signal(), Signal(), Signal()
+        smt1, smt2, smt3, smt4, smt5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
         sm_run = fsm.ongoing("AT_SM_RUN")
         self.sync += [
             smv1.eq(sm_run & (t <= cur_pos)), smt1.eq(t),
             smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq(smax - _signed(self, sb_rp.dat_r, 32)),
             smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
             smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
-            If(smv4 & sm_run, dsum.eq(dsum + ev)),
+            smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
+            If(smv5 & sm_run, dsum.eq(dsum + ev5)),
         ]
         fsm.act("AT_SM_RUN",
             If(t <= cur_pos, NextValue(t, t + 1)),
-            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4, NextState("AT_DIV"))
+            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5, NextState("AT_DIV"))
         )
         fsm.act("AT_DIV",
             div.start.eq(1), div.dividend.eq(1 << 46), div.divisor.eq(dsum),
@@ -1119,9 +1120,9 @@ class Accelerator(LiteXModule):
         # shared decode and back (issue 3).
         wshift = Signal()
         self.comb += sb_rp.adr.eq(t)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt4, kt6)),
-                      sb_wp.dat_w.eq(Mux(sm_run, ev, sc)),
-                      sb_wp.we.eq((sm_run & smv4) | ka6)]
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt5, kt6)),
+                      sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
+                      sb_wp.we.eq((sm_run & smv5) | ka6)]
         fsm.act("AT_V",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
             If(a_v,
@@ -1194,24 +1195,27 @@ class Accelerator(LiteXModule):
         self.comb += st
         st, so_r = round_shift(pb, N.ACT_FRAC, 66)
         self.comb += st
-        # One element per cycle: read a and b (S0, S1), look up the sigmoid interval (S3),
-        # interpolate (S4), a*sigmoid (S5), round (S6), times b (S7), round (S8), saturate and
-        # write (S9).
-        sv_ = [Signal(name=f"silu_v{k}") for k in range(10)]
-        si_ = [Signal(16, name=f"silu_i{k}") for k in range(10)]
-        sb1, sb2, sb3, sb4, sb5 = (Signal((32, True)) for _ in range(5))
-        sa3, sa4 = Signal((32, True)), Signal((32, True))
+        # One element per cycle: read a and b (S0, S1), look up the sigmoid interval (S3), the
+        # interval's ends (S4), interpolate (S5), a*sigmoid (S6), round (S7), times b (S8), round
+        # (S9), saturate and write (S10).
+        sv_ = [Signal(name=f"silu_v{k}") for k in range(11)]
+        si_ = [Signal(16, name=f"silu_i{k}") for k in range(11)]
+        sb1, sb2, sb3, sb3b, sb4, sb5 = (Signal((32, True)) for _ in range(6))
+        sa3, sa3b, sa4 = Signal((32, True)), Signal((32, True)), Signal((32, True))
+        sig_lo, sig_d = Signal((17, True)), Signal((18, True))   # timing: the table's outputs
+        sfrac2 = Signal(step_bits)                                # registered before the product
         run = fsm.ongoing("SI_RUN")
         self.sync += [
             sv_[1].eq(run & (i < n)), si_[1].eq(i),
-            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 10)],
-            [si_[k].eq(si_[k - 1]) for k in range(2, 10)],
+            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 11)],
+            [si_[k].eq(si_[k - 1]) for k in range(2, 11)],
             sa.eq(ard), sb1.eq(ard2),
             sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
-            sg.eq(_signed(self, sig_p0.dat_r, 17)
-                + (_signed(self, _signed(self, sig_p1.dat_r - sig_p0.dat_r, 18) * sfrac, 30) >> step_bits)),
-            sb3.eq(sb2), sa4.eq(sa3),
-            pa.eq(sa4 * sg), sb4.eq(sb3),
+            sig_lo.eq(sig_p0.dat_r), sig_d.eq(sig_p1.dat_r - sig_p0.dat_r), sfrac2.eq(sfrac),
+            sa3b.eq(sa3), sb3.eq(sb2),
+            sg.eq(sig_lo + (_signed(self, sig_d * sfrac2, 30) >> step_bits)),
+            sb3b.eq(sb3), sa4.eq(sa3b),
+            pa.eq(sa4 * sg), sb4.eq(sb3b),
             sv.eq(sv_r), sb5.eq(sb4),
             pb.eq(sv * sb5),
             so_q.eq(so_r),
@@ -1221,7 +1225,7 @@ class Accelerator(LiteXModule):
         fsm.act("SI_RUN",
             act_radr.eq(src + i), act_radr2.eq(src2 + i),
             If(i < n, NextValue(i, i + 1)),
-            act_wadr.eq(dst + si_[9]), act_wdat.eq(saturate(self, so_q, 32)), act_we.eq(sv_[9]),
+            act_wadr.eq(dst + si_[10]), act_wdat.eq(saturate(self, so_q, 32)), act_we.eq(sv_[10]),
             If((i == n) & ~busy_pipe, next_slot("SILU"))
         )
 
