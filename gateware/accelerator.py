@@ -1328,6 +1328,10 @@ class Accelerator(LiteXModule):
 
     def do_finalize(self):
         self.comb += self.fsm_state.eq(self.fsm.state)
+        # One-hot on the FPGA (timing): each state's decode is one flip-flop instead of a
+        # 7-bit compare fanned out over the chip. Yosys re-encodes a state register only when
+        # asked, since Migen gives every register an initial value.
+        self.fsm.state.attr.add(("fsm_encoding", "one-hot"))
 
     def _matrix_bytes(self, rows, m15):
         """spec.isa.matrix_bytes in gateware: full 16-row blocks, then the partial one. Returns
