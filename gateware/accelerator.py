@@ -980,13 +980,29 @@ class Accelerator(LiteXModule):
             vhead_base.eq(kvhead_base + R["VOFF"]),
         ]
         self.comb += [q_wp.adr.eq(kvb2), q_wp.dat_w.eq(packed16), q_wp.we.eq(kvv2 & (kvl2 == 7))]
+        # wshift (the output shift below) is a register equal to "in AT_OUT and j < m": set on
+        # entry, cleared as j reaches m. Decoded from the FSM state it fanned out to 3,072
+        # flip-flops, and the routed ULX3S build's longest path crossed the chip through that
+        # shared decode and back (issue 3).
+        wshift = Signal()
+        # Each group of 8 accumulators has its own shift, accumulate and first-beat registers
+        # (timing: one register steering all 3,072 flip-flops took a 16.5 ns route with placer
+        # seed 2). They differ on purpose, so synthesis cannot merge them back into one: group g
+        # shifts while j + 8g < m (it holds no element that is still to come after that), and
+        # accumulates only the beats addressed to it.
+        groups = (params.max_head + 7) // 8
+        wshift_g = [Signal(name=f"wshift{g}") for g in range(groups)]
+        wacc_en_g = [Signal(name=f"wacc_en{g}") for g in range(groups)]
+        wfirst_g = [Signal(name=f"wacc_first{g}") for g in range(groups)]
         fsm.act("ATTN",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
             ).Elif(cur_pos >= params.max_seq,
                 *fail("BAD_FIELD")
             ).Else(
-                NextValue(h, 0), NextValue(kvh, 0), NextValue(hg, 0), NextState("AT_H")
+                NextValue(h, 0), NextValue(kvh, 0), NextValue(hg, 0), NextState("AT_H"),
+                # An ATTN stopped in AT_OUT (the watchdog) leaves the shifts on: clear them.
+                NextValue(wshift, 0), *[NextValue(w, 0) for w in wshift_g]
             )
         )
         fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + h * m), NextState("AT_Q"))
@@ -1114,11 +1130,6 @@ class Accelerator(LiteXModule):
         vprod = [Signal((34, True)) for _ in range(8)]
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
-        # wshift (the output shift below) is a register equal to "in AT_OUT and j < m": set on
-        # entry, cleared as j reaches m. Decoded from the FSM state it fanned out to 3,072
-        # flip-flops, and the routed ULX3S build's longest path crossed the chip through that
-        # shared decode and back (issue 3).
-        wshift = Signal()
         self.comb += sb_rp.adr.eq(t)
         self.comb += [sb_wp.adr.eq(Mux(sm_run, smt5, kt6)),
                       sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
@@ -1128,7 +1139,8 @@ class Accelerator(LiteXModule):
             If(a_v,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
-            If(wdone, NextValue(j, 0), NextValue(wshift, m != 0), NextValue(ii, dst + h * m), NextState("AT_OUT"))
+            If(wdone, NextValue(j, 0), NextValue(wshift, m != 0), NextValue(ii, dst + h * m), NextState("AT_OUT"),
+                *[NextValue(wshift_g[g], 8 * g < m) for g in range(groups)])
         )
         vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
@@ -1139,6 +1151,8 @@ class Accelerator(LiteXModule):
             va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
             [vprod[l].eq(_signed(self, prob, 18) * vals[l]) for l in range(8)],
             wdone.eq(va4 & vl4),
+            [wacc_en_g[g].eq(va3 & (vk3 == g)) for g in range(groups)],     # va4 & (vk4 == g)
+            [wfirst_g[g].eq(vf3 & (vk3 == g)) for g in range(groups)],      # vf4, where it counts
             If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
         ]
         # Output: the accumulators shift down one per output (wacc0 holds element j) rather
@@ -1147,8 +1161,9 @@ class Accelerator(LiteXModule):
         # saturates and writes.
         for x in range(params.max_head):
             below = wacc[x + 1] if x + 1 < params.max_head else 0
-            self.sync += If(wshift, wacc[x].eq(below)
-                         ).Elif(va4 & (vk4 == x // 8), wacc[x].eq(Mux(vf4, 0, wacc[x]) + vprod[x % 8]))
+            g = x // 8
+            self.sync += If(wshift_g[g], wacc[x].eq(below)
+                         ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
         wsel = Signal((48, True))
         ov1 = Signal()
         oj1 = Signal(8)
@@ -1159,6 +1174,7 @@ class Accelerator(LiteXModule):
             act_wadr.eq(ii + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(ov1),
             If(j < m, NextValue(j, j + 1)),
             NextValue(wshift, j + 1 < m),
+            *[NextValue(wshift_g[g], j + 1 + 8 * g < m) for g in range(groups)],
             If((j == m) & ov1 & (oj1 == m - 1),
                 NextValue(h, h + 1),
                 If(hg == src2 - 1,
