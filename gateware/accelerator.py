@@ -601,7 +601,7 @@ class Accelerator(LiteXModule):
         self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == 15))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
-        mv_bytes, part_beats = self._matrix_bytes(n, m15)
+        mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0),
             *burst(waddr, mv_bytes, "MV_AMAX")
@@ -761,18 +761,15 @@ class Accelerator(LiteXModule):
         # enable; in Verilator an idle core then costs less).
         # With P > 1 a beat's chunks shift out of a register, chunk 0 straight from the beat
         # (timing: no P:1 multiplexer steered by ``sub`` over the whole beat). ``mul_first``
-        # flags chunk 0; it is a register, one copy per user (it steers hundreds of bits).
-        def first_chunk():
-            f = Signal()
-            self.sync += f.eq(accept & is_weight)      # chunk 0 is multiplied the cycle after
-            return f
+        # flags chunk 0, multiplied the cycle after its beat is accepted.
+        mul_first = Signal()
+        self.sync += mul_first.eq(accept & is_weight)
         if P == 1:
             self.sync += If(mul_busy, w_chunk.eq(s1_w))
         else:
             w_rest = Signal(len(s1_w) - 8 * L)
-            w_first = first_chunk()
             self.sync += If(mul_busy,
-                If(w_first,
+                If(mul_first,
                     w_chunk.eq(w_chunks[0]), w_rest.eq(s1_w[8 * L:])
                 ).Else(
                     w_chunk.eq(w_rest[:8 * L]), w_rest.eq(w_rest[8 * L:])
@@ -788,9 +785,8 @@ class Accelerator(LiteXModule):
                 self.sync += If(mul_busy, x_chunk.eq(xin_rd[s]))
             else:
                 x_rest = Signal(16 * (isa.LANES - L))
-                x_first = first_chunk()
                 self.sync += If(mul_busy,
-                    If(x_first,
+                    If(mul_first,
                         x_chunk.eq(xin_rd[s][:16 * L]), x_rest.eq(xin_rd[s][16 * L:])
                     ).Else(
                         x_chunk.eq(x_rest[:16 * L]), x_rest.eq(x_rest[16 * L:])
@@ -1349,20 +1345,22 @@ class Accelerator(LiteXModule):
         # asked, since Migen gives every register an initial value.
         self.fsm.state.attr.add(("fsm_encoding", "one-hot"))
 
-    def _matrix_bytes(self, rows, m15):
+    def _matrix_bytes(self, rows, m15, cpb):
         """spec.isa.matrix_bytes in gateware: full 16-row blocks, then the partial one. Returns
         the matrix's bytes and the partial block's weight beats.
 
         Registered in three steps, so each product's operands come straight from registers
         (timing): the operands (PREP), the products (PREP2), their sum (EXECUTE). n and m
         settle in DECODE; MATVEC issues its burst the cycle after EXECUTE."""
-        full, rem, cpb = Signal(12), Signal(4), Signal(13)
-        block_beats = Signal(ADDR_W)      # a full block: a shift beat, then per 8 weight beats a
-        wb = Signal(32)                   # mantissa beat (16 rows x cpb, 2 x cpb)
+        full, rem = Signal(12), Signal(4)
+        # A full block: its shift beat, 16 rows of cpb weight beats, a mantissa beat per 8 of
+        # those. From m15 (not the registered cpb) so that it is ready in PREP2.
+        block_beats = Signal(ADDR_W)
+        wb = Signal(32)                   # the partial block's weight beats
         full_beats = Signal(ADDR_W)
         total = Signal(ADDR_W)
         self.sync += [
-            full.eq(rows >> 4), rem.eq(rows[0:4]), cpb.eq(m15[4:]),
+            full.eq(rows >> 4), rem.eq(rows[0:4]),
             block_beats.eq(1 + (m15[4:] << 4) + (m15[4:] << 1)),
             wb.eq(rem * cpb), full_beats.eq(full * block_beats),
             total.eq((full_beats + Mux(rem != 0, 1 + wb + ((wb + 7) >> 3), 0)) << 4),
