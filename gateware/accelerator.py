@@ -20,10 +20,11 @@ from litex.gen import LiteXModule
 from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSRField
 from litex.soc.interconnect import stream
 
-from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
+from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, numerics as N
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
+from gateware.readstream import BankInterleavedReader
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -50,12 +51,18 @@ def _unsigned(m, expr, width):
 # Accelerator --------------------------------------------------------------------------------------
 
 class Accelerator(LiteXModule):
-    """The transformer core (see the module docstring). ``read_port``/``write_port``: 128-bit
-    LiteDRAM native ports; ``dram_size``: bytes of DRAM the core may touch, from address 0."""
+    """The transformer core (see the module docstring). ``read_ports``: one or two 128-bit
+    LiteDRAM native read ports (two: beats alternate between them by bank, ``bank_shift`` is the
+    bank number's LSB in a beat address; see gateware/readstream.py); ``write_port``: a 128-bit
+    native write port; ``dram_size``: bytes of DRAM the core may touch, from address 0."""
 
-    def __init__(self, read_port, write_port, dram_size, params=isa.Params()):
+    def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None):
         params.validate()
-        for port in (read_port, write_port):
+        read_ports = list(read_ports) if isinstance(read_ports, (list, tuple)) else [read_ports]
+        if len(read_ports) == 2 and bank_shift is None:
+            raise ValueError("Accelerator: two read ports need bank_shift")
+        read_port = read_ports[0]
+        for port in read_ports + [write_port]:
             if port.data_width != 8 * isa.BEAT_BYTES:
                 raise ValueError(f"Accelerator: ports must be {8 * isa.BEAT_BYTES} bits, got {port.data_width}")
         if dram_size % isa.BEAT_BYTES:
@@ -94,7 +101,7 @@ class Accelerator(LiteXModule):
         # # #
 
         # DRAM read stream ------------------------------------------------------------------------
-        self.reader = reader = LiteDRAMDMAReader(read_port, fifo_depth=64)
+        self.reader = reader = BankInterleavedReader(read_ports, bank_shift, fifo_depth=64)
         # Registered both ways between the read FIFO and the units (timing: the FIFO's
         # distributed RAM sits wherever the placer compromises, and its 128 data bits feed
         # every unit across the chip).

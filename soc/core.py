@@ -22,6 +22,23 @@ from gateware.info import CoreInfo
 DRAM_WINDOW_ORIGIN = 0x8000_0000   # DRAM read/written by the host through its own native port.
 HOSTDMA_ORIGIN     = 0xa000_0000   # HostDMAWriter data port (fixed-address burst target).
 
+
+def _bank_shift(crossbar, port_width):
+    """The bit of a ``port_width``-bit port's beat address that holds the bank number's LSB,
+    from the crossbar's address mapping (ROW_BANK_COL: row | bank | column)."""
+    ctrl = crossbar.controller
+    if ctrl.settings.address_mapping != "ROW_BANK_COL":
+        raise ValueError(f"unsupported LiteDRAM address mapping {ctrl.settings.address_mapping}")
+    shift = ctrl.settings.geom.colbits - ctrl.address_align           # in controller words
+    align = getattr(ctrl.settings, "bank_byte_alignment", 0) // (ctrl.data_width // 8)
+    if align > 1:
+        shift = max(shift, log2_int(align))
+    ratio = log2_int(port_width // ctrl.data_width) if port_width >= ctrl.data_width \
+        else -log2_int(ctrl.data_width // port_width)
+    if shift < ratio:
+        raise ValueError("a bank run is shorter than one core beat")
+    return shift - ratio
+
 # LiteTransformer SoC ------------------------------------------------------------------------------
 
 class LiteTransformerSoC(SoCCore):
@@ -97,8 +114,8 @@ class LiteTransformerSoC(SoCCore):
 
     # Transformer core -----------------------------------------------------------------------------
     def add_accelerator(self, params, name="accel"):
-        """The transformer core on its own 128-bit LiteDRAM read and write ports (up-converted on
-        narrower DRAM). ``params``: a spec.isa.Params. Call after ``add_sdram``."""
+        """The transformer core on its own 128-bit LiteDRAM ports, two for reading and one for
+        writing (up-converted on narrower DRAM). ``params``: a spec.isa.Params. Call after ``add_sdram``."""
         from spec import isa
         if not hasattr(self, "sdram"):
             raise ValueError("add_accelerator: call add_sdram first")
@@ -108,9 +125,9 @@ class LiteTransformerSoC(SoCCore):
         crossbar  = self.sdram.crossbar
         dram_size = self.bus.regions["main_ram"].size
         width     = 8 * isa.BEAT_BYTES
-        core = Accelerator(crossbar.get_port(mode="read", data_width=width),
-                           crossbar.get_port(mode="write", data_width=width),
-                           dram_size=dram_size, params=params)
+        read_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(2)]
+        core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width),
+                           dram_size=dram_size, params=params, bank_shift=_bank_shift(crossbar, width))
         setattr(self, name, core)
         for key, value in isa.params_dict(params).items():
             self.add_constant(f"ACCEL_PARAM_{key.upper()}", value)

@@ -22,6 +22,8 @@ from litedram.common import LiteDRAMNativePort
 from spec import isa
 from soc.sim import cache_root, hash_inputs, _HASHED_SOURCES
 
+CORESIM_BANK_SHIFT = 2
+
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "coresim", "harness.cpp")
 
 # Top level with plain, stable port names --------------------------------------------------------
@@ -30,9 +32,11 @@ class CoreTop(Module):
     def __init__(self, params, dram_size):
         from gateware.accelerator import Accelerator
         aw = max((dram_size // isa.BEAT_BYTES - 1).bit_length(), 1) + 1
-        rp = LiteDRAMNativePort("read", address_width=aw, data_width=128)
+        rps = [LiteDRAMNativePort("read", address_width=aw, data_width=128) for _ in range(2)]
         wp = LiteDRAMNativePort("write", address_width=aw, data_width=128)
-        self.submodules.core = core = Accelerator(rp, wp, dram_size=dram_size, params=params)
+        # Bank runs of 4 beats: the read stream changes port far more often than on real DRAM.
+        self.submodules.core = core = Accelerator(rps, wp, dram_size=dram_size, params=params,
+                                                  bank_shift=CORESIM_BANK_SHIFT)
         for csr in core.get_csrs():          # bare core: CSRStatus drives its word from fields
             if hasattr(csr, "fields") and csr.__class__.__name__ == "CSRStatus":
                 csr.finalize(32, "big")
@@ -63,13 +67,14 @@ class CoreTop(Module):
             io(name, 64, driven_by=getattr(core, name).status)
         io("retired", 32, driven_by=core.retired.status)
         io("fsm_state", 8, driven_by=core.fsm_state)
-        for prefix, port in (("rd", rp), ("wr", wp)):
+        for prefix, port in (("rd0", rps[0]), ("rd1", rps[1]), ("wr", wp)):
             io(f"{prefix}_cmd_valid", 1, driven_by=port.cmd.valid)
             io(f"{prefix}_cmd_ready", 1, drive=port.cmd.ready)
             io(f"{prefix}_cmd_addr", aw, driven_by=port.cmd.addr)
-        io("rd_rdata_valid", 1, drive=rp.rdata.valid)
-        io("rd_rdata_ready", 1, driven_by=rp.rdata.ready)
-        io("rd_rdata_data", 128, drive=rp.rdata.data)
+        for prefix, port in (("rd0", rps[0]), ("rd1", rps[1])):
+            io(f"{prefix}_rdata_valid", 1, drive=port.rdata.valid)
+            io(f"{prefix}_rdata_ready", 1, driven_by=port.rdata.ready)
+            io(f"{prefix}_rdata_data", 128, drive=port.rdata.data)
         io("wr_wdata_valid", 1, driven_by=wp.wdata.valid)
         io("wr_wdata_ready", 1, drive=wp.wdata.ready)
         io("wr_wdata_data", 128, driven_by=wp.wdata.data)

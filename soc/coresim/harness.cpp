@@ -1,5 +1,6 @@
-// Core-alone Verilator harness: the Accelerator between two behavioural 128-bit native ports
-// over one flat DRAM array. Reads jobs from stdin, one per line:
+// Core-alone Verilator harness: the Accelerator between behavioural 128-bit native ports (two
+// read ports, one write port) over one flat DRAM array. Each read port returns its data in
+// order after its own latency, drawn per job, so the two ports' data arrive out of step. Reads jobs from stdin, one per line:
 //   IN_PATH OUT_PATH PROG SLOTS NSLOTS WATCHDOG STALL_PERCENT SEED MAX_CYCLES
 // loads IN_PATH at DRAM offset 0 (the rest zero), runs until done, writes the whole DRAM to
 // OUT_PATH and prints "done|hung STATUS ERR_ADDR CYCLES MAC_BUSY DRAM_STALL BYTES_READ BYTES_WRITTEN RETIRED STRAY FSM_STATE".
@@ -12,7 +13,10 @@
 #include "Vcore.h"
 #include "verilated.h"
 
-static const int READ_LATENCY = 12;
+static const int READ_LATENCY_MIN = 4, READ_LATENCY_SPREAD = 24;
+
+// The two read ports' signals by index.
+#define RD(p, field) (*((p) ? &top->rd1_##field : &top->rd0_##field))
 
 struct Rng {
     uint64_t s;
@@ -47,28 +51,37 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 4; i++) { top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval(); }
         top->sys_rst = 0;
         top->prog = prog; top->slots = slots; top->nslots = nslots; top->watchdog = watchdog; top->start = 0;
-        top->rd_cmd_ready = 0; top->rd_rdata_valid = 0; top->wr_cmd_ready = 0; top->wr_wdata_ready = 0;
-        std::deque<std::pair<uint64_t, uint64_t>> reads;   // (ready cycle, beat)
+        for (int p = 0; p < 2; p++) { RD(p, cmd_ready) = 0; RD(p, rdata_valid) = 0; }
+        top->wr_cmd_ready = 0; top->wr_wdata_ready = 0;
+        std::deque<std::pair<uint64_t, uint64_t>> reads[2];   // per read port: (ready cycle, beat)
+        uint64_t latency[2];
+        for (int p = 0; p < 2; p++) latency[p] = READ_LATENCY_MIN + rng.next() % READ_LATENCY_SPREAD;
         std::deque<uint64_t> writes;
         uint64_t cycle = 0, limit = max_cycles;
         bool started = false, bad = false;
         while (cycle < limit) {
             // Drive this cycle's inputs.
             top->start = (cycle == 2);
-            top->rd_cmd_ready = !rng.chance(stall);
+            bool rvalid[2], rd_cmd[2], rd_data[2];
+            uint64_t rd_addr[2];
+            for (int p = 0; p < 2; p++) {
+                RD(p, cmd_ready) = !rng.chance(stall);
+                rvalid[p] = !reads[p].empty() && reads[p].front().first <= cycle;
+                RD(p, rdata_valid) = rvalid[p];
+                if (rvalid[p]) {
+                    uint64_t beat = reads[p].front().second;
+                    if ((beat + 1) * 16 <= dram_bytes) set128(RD(p, rdata_data), &dram[beat * 16]);
+                    else { static const uint8_t z[16] = {0}; set128(RD(p, rdata_data), z); bad = true; }
+                }
+            }
             top->wr_cmd_ready = !rng.chance(stall);
             top->wr_wdata_ready = !rng.chance(stall);
-            bool rvalid = !reads.empty() && reads.front().first <= cycle;
-            top->rd_rdata_valid = rvalid;
-            if (rvalid) {
-                uint64_t beat = reads.front().second;
-                if ((beat + 1) * 16 <= dram_bytes) set128(top->rd_rdata_data, &dram[beat * 16]);
-                else { static const uint8_t z[16] = {0}; set128(top->rd_rdata_data, z); bad = true; }
-            }
             top->eval();
-            bool rd_cmd = top->rd_cmd_valid && top->rd_cmd_ready;
-            uint64_t rd_addr = top->rd_cmd_addr;
-            bool rd_data = rvalid && top->rd_rdata_ready;
+            for (int p = 0; p < 2; p++) {
+                rd_cmd[p] = RD(p, cmd_valid) && RD(p, cmd_ready);
+                rd_addr[p] = RD(p, cmd_addr);
+                rd_data[p] = rvalid[p] && RD(p, rdata_ready);
+            }
             bool wr_cmd = top->wr_cmd_valid && top->wr_cmd_ready;
             uint64_t wr_addr = top->wr_cmd_addr;
             bool wr_data = top->wr_wdata_valid && top->wr_wdata_ready;
@@ -76,8 +89,10 @@ int main(int argc, char** argv) {
             if (wr_data) get128(top->wr_wdata_data, wbuf);
             top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval();
             cycle++;
-            if (rd_cmd) reads.push_back({cycle + READ_LATENCY, rd_addr});
-            if (rd_data) reads.pop_front();
+            for (int p = 0; p < 2; p++) {
+                if (rd_cmd[p]) reads[p].push_back({cycle + latency[p], rd_addr[p]});
+                if (rd_data[p]) reads[p].pop_front();
+            }
             if (wr_cmd) writes.push_back(wr_addr);
             if (wr_data) {
                 if (writes.empty()) { fprintf(stderr, "wdata without command\n"); return 3; }
