@@ -85,8 +85,9 @@ class Accelerator(LiteXModule):
         self.err_addr = CSRStatus(32, description="Instruction or DRAM byte address of the error.")
         self.config   = CSRStatus(32, reset=B | (log2_int(D) << 8) | (log2_int(params.max_cols) << 16)
             | (log2_int(params.max_seq) << 24), description="slots | log2 act_depth<<8 | log2 max_cols<<16 | log2 max_seq<<24.")
-        self.config2  = CSRStatus(32, reset=log2_int(params.max_head) | (log2_int(params.mac_lanes) << 8),
-            description="log2 max_head | log2 mac_lanes<<8.")
+        self.config2  = CSRStatus(32, reset=log2_int(params.max_head) | (log2_int(params.mac_lanes) << 8)
+            | (log2_int(params.read_fifo_depth) << 16),
+            description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -101,7 +102,7 @@ class Accelerator(LiteXModule):
         # # #
 
         # DRAM read stream ------------------------------------------------------------------------
-        self.reader = reader = BankInterleavedReader(read_ports, bank_shift, fifo_depth=64)
+        self.reader = reader = BankInterleavedReader(read_ports, bank_shift, fifo_depth=params.read_fifo_depth)
         # Registered both ways between the read FIFO and the units (timing: the FIFO's
         # distributed RAM sits wherever the placer compromises, and its 128 data bits feed
         # every unit across the chip).

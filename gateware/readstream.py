@@ -39,7 +39,9 @@ class BankInterleavedReader(LiteXModule):
 
         # # #
 
-        self.readers = readers = [LiteDRAMDMAReader(port, fifo_depth=fifo_depth) for port in ports]
+        # Deep FIFOs read synchronously (block RAM on an FPGA) at one cycle's latency.
+        self.readers = readers = [LiteDRAMDMAReader(port, fifo_depth=fifo_depth, fifo_buffered=fifo_depth > 64)
+                                  for port in ports]
         for i, reader in enumerate(readers):
             self.add_module(f"reader{i}", reader)
         if len(ports) == 1:

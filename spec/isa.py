@@ -88,18 +88,22 @@ class Params:
     """Size of one core: batch slots, MAC lanes and on-chip buffer depths. The weight layout is
     fixed by the 128-bit beat (LANES int8); ``mac_lanes`` of them are multiplied per slot per
     cycle, so a beat takes LANES // mac_lanes cycles (a board whose DRAM delivers fewer than
-    16 bytes per cycle loses nothing with fewer lanes)."""
+    16 bytes per cycle loses nothing with fewer lanes). MATVEC requests its weights before its
+    two passes over the input (2 x its columns in cycles); ``read_fifo_depth`` beats per read
+    port is what DRAM can deliver meanwhile, so a depth that covers the passes lets the stream
+    run without a gap between them and the multiplies."""
     slots:     int = 4       # B: sequences (or prompt positions) per weight beat
     act_depth: int = 4096    # int32 words of activation scratchpad per slot
     max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
     max_seq:   int = 1024    # longest attention span (score buffer)
     max_head:  int = 128     # largest head size
     mac_lanes: int = 16      # L: int8 x int16 multipliers per slot
+    read_fifo_depth: int = 64    # DRAM read beats in flight per read port (see below)
 
     def validate(self):
         for name, lo, hi in (("slots", 1, 16), ("act_depth", 256, 65536), ("max_cols", LANES, 65536),
                              ("max_seq", 8, 65536), ("max_head", 8, 1024),
-                             ("mac_lanes", 2, LANES)):
+                             ("mac_lanes", 2, LANES), ("read_fifo_depth", 16, 4096)):
             v = getattr(self, name)
             if not lo <= v <= hi or v & (v - 1):
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
@@ -113,7 +117,10 @@ def params_dict(p):
 # The configuration of each target, declared once: the simulated SoC is at least as large as
 # every board's (its DRAM and cycle budget are not the limit; the ULX3S's LUTs and DSPs are).
 TARGET_PARAMS = {
-    "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128),
+    # sim: two ports x 1024 beats hold the weights DRAM delivers during the longest MATVEC
+    # input passes (2 x 1024 columns).
+    "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
+                   read_fifo_depth=1024),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3).
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4),
