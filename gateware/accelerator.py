@@ -148,8 +148,9 @@ class Accelerator(LiteXModule):
         act_wadr  = Signal(max=D)
         act_wdat  = Signal((32, True))
         act_we    = Signal()              # current slot
-        act_we_all = Signal()             # every active slot (MATVEC rows)
+        act_we_all = Signal()             # every active slot at once (MATVEC rows, RMSNORM)
         mv_out    = [Signal((32, True)) for _ in range(B)]
+        all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
         act_rdat, act_rdat2 = [], []
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
@@ -177,7 +178,7 @@ class Accelerator(LiteXModule):
             wadr_q, wdat_q, we_q = Signal(max=D), Signal(32), Signal()
             self.sync += [
                 wadr_q.eq(act_wadr),
-                If(act_we_all, wdat_q.eq(mv_out[s]), we_q.eq(s < nslots)
+                If(act_we_all, wdat_q.eq(all_wdat[s]), we_q.eq(s < nslots)
                 ).Else(wdat_q.eq(act_wdat), we_q.eq(act_we & (slot == s))),
             ]
             self.comb += [
@@ -471,23 +472,30 @@ class Accelerator(LiteXModule):
         )
 
         # RMSNORM ----------------------------------------------------------------------------------
-        sumsq = Signal(64)
+        # Every active slot at once (each slot's scratchpad has its own ports): one pass sums
+        # every slot's squares, the divider and 1/sqrt then take the slots in turn, and one pass
+        # with one read of the gains normalises every slot.
         v1, v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        sq = Signal(64)
-        st, xs = round_shift(ard, N.RMS_PRE_SHIFT, 40)
-        self.comb += st
-        ry, re_ = Signal((20, True)), Signal((8, True))
-        p1 = Signal((64, True))
-        xn = Signal((32, True))
+        sumsq = [Signal(64, name=f"rms_sumsq{x}") for x in range(B)]
+        ry = [Signal((20, True), name=f"rms_y{x}") for x in range(B)]
+        re_ = [Signal((8, True), name=f"rms_e{x}") for x in range(B)]
         gshift = Signal(6)
         fsm.act("RMSNORM",
-            NextValue(i, 0), NextValue(sumsq, 0),
+            NextValue(i, 0),
             NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             NextState("RMS_SUM")
         )
         # Pass 1, one element per cycle: read (S0, S1), round (S2), square (S3), accumulate (S4).
-        xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))     # |x| < 2**31 (timing: a narrow square)
-        self.sync += [xs_r.eq(xs), sq.eq(xs_r * xs_r)]
+        rms_sum = fsm.ongoing("RMS_SUM")
+        for x in range(B):
+            st, xs = round_shift(act_rdat[x], N.RMS_PRE_SHIFT, 40)
+            self.comb += st
+            xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))     # |x| < 2**31 (timing: a narrow square)
+            sq = Signal(64)
+            self.sync += [
+                xs_r.eq(xs), sq.eq(xs_r * xs_r),
+                If(fsm.ongoing("RMSNORM"), sumsq[x].eq(0)).Elif(rms_sum & v4, sumsq[x].eq(sumsq[x] + sq)),
+            ]
         fsm.act("RMS_SUM",
             act_radr.eq(src + i),
             If(i < n, NextValue(i, i + 1)),
@@ -495,42 +503,39 @@ class Accelerator(LiteXModule):
             NextValue(v2, v1),
             NextValue(v3, v2),
             NextValue(v4, v3),
-            If(v4, NextValue(sumsq, sumsq + sq)),
-            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextState("RMS_DIV"))
+            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextValue(slot, 0), NextState("RMS_DIV"))
         )
         eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
         ms = Signal(64)
         self.comb += rsq.m.eq(ms)
         fsm.act("RMS_DIV",
-            div.start.eq(1), div.dividend.eq(sumsq), div.divisor.eq(n),
+            div.start.eq(1), div.dividend.eq(Array(sumsq)[slot]), div.divisor.eq(n),
             NextState("RMS_DIVW")
         )
         fsm.act("RMS_DIVW",
             If(div.done, NextValue(ms, div.quotient + eps_q), NextState("RMS_RSQ"))
         )
         fsm.act("RMS_RSQ", rsq.start.eq(1), NextState("RMS_RSQW"))
+        self.sync += [If(fsm.ongoing("RMS_RSQW") & rsq.done & (slot == x), ry[x].eq(rsq.y), re_[x].eq(rsq.e))
+                      for x in range(B)]
         fsm.act("RMS_RSQW",
             If(rsq.done,
-                NextValue(ry, rsq.y), NextValue(re_, rsq.e), NextValue(i, 0),
-                *burst(waddr, f16bytes, "RMS_HDR")
+                If(slot == nslots - 1,
+                    NextValue(i, 0), *burst(waddr, f16bytes, "RMS_HDR")
+                ).Else(
+                    NextValue(slot, slot + 1), NextState("RMS_DIV")
+                )
             )
         )
         bvalid = Signal()                 # a gain beat is held in ``beat``
         # Pass 2, one element per cycle (plus one per gain beat): read (S1, S2), x*y (S3), round
         # by 15-e (S4 bias, S5 shift, S6 saturate), times the gain (S7), round by the gain shift
-        # (S8 bias, S9 shift), saturate and write (S10).
+        # (S8 bias, S9 shift), saturate and write (S10) to every active slot.
         fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
         rv = [Signal(name=f"rms_v{k}") for k in range(11)]
         ri = [Signal(16, name=f"rms_i{k}") for k in range(11)]
         g0, g1, g2, g3, g4, g5, g6 = (Signal((16, True)) for _ in range(7))
-        x1 = Signal((32, True))
-        p2 = Signal((64, True))
-        s1 = _signed(self, 15 - re_, 8)
-        # x * y is int32 x Q15 (52 bits); xn * gain is int32 x int16 (48 bits).
-        xn_finish = round_shift_split(self, p1, s1, 72, x_bits=52, sat_bits=32)
-        out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72, x_bits=48, s_range=(0, 63), sat_bits=32)
-        xn_r, out_r = Signal((len(xn_finish()), True)), Signal((len(out_finish()), True))
         issue = Signal()
         self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
         rms_run = fsm.ongoing("RMS_RUN")
@@ -538,14 +543,28 @@ class Accelerator(LiteXModule):
             rv[1].eq(issue), ri[1].eq(i), g0.eq(q16), g1.eq(g0),
             [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 11)],
             [ri[k].eq(ri[k - 1]) for k in range(2, 11)],
-            x1.eq(ard), g2.eq(g1),
-            p1.eq(x1 * ry), g3.eq(g2),
-            g4.eq(g3),
-            xn_r.eq(xn_finish()), g5.eq(g4),
-            xn.eq(saturate(self, xn_r, 32)), g6.eq(g5),
-            p2.eq(xn * g6),
-            out_r.eq(out_finish()),
+            g2.eq(g1), g3.eq(g2), g4.eq(g3), g5.eq(g4), g6.eq(g5),
         ]
+        for x in range(B):
+            x1 = Signal((32, True))
+            p1 = Signal((64, True))
+            xn = Signal((32, True))
+            p2 = Signal((64, True))
+            s1 = Signal((8, True))        # registered: a constant per instruction and slot
+            # x * y is int32 x Q15 (52 bits); xn * gain is int32 x int16 (48 bits).
+            xn_finish = round_shift_split(self, p1, s1, 72, x_bits=52, sat_bits=32)
+            out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72, x_bits=48, s_range=(0, 63), sat_bits=32)
+            xn_r, out_r = Signal((len(xn_finish()), True)), Signal((len(out_finish()), True))
+            self.sync += [
+                s1.eq(15 - re_[x]),
+                x1.eq(act_rdat[x]),
+                p1.eq(x1 * ry[x]),
+                xn_r.eq(xn_finish()),
+                xn.eq(saturate(self, xn_r, 32)),
+                p2.eq(xn * g6),
+                out_r.eq(out_finish()),
+            ]
+            self.comb += If(rms_run, all_wdat[x].eq(saturate(self, out_r, 32))).Else(all_wdat[x].eq(mv_out[x]))
         fsm.act("RMS_RUN",
             act_radr.eq(src + i),
             If(issue,
@@ -555,10 +574,9 @@ class Accelerator(LiteXModule):
                 rd.ready.eq(1), rd_wait.eq(1),
                 If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
             ),
-            act_wadr.eq(dst + ri[10]), act_wdat.eq(saturate(self, out_r, 32)), act_we.eq(rv[10]),
-            If((i == n) & ~reduce(or_, rv[1:]), next_slot("RMSNORM"))
+            act_wadr.eq(dst + ri[10]), act_we_all.eq(rv[10]),
+            If((i == n) & ~reduce(or_, rv[1:]), NextState("NEXT"))
         )
-
         # MATVEC -----------------------------------------------------------------------------------
         cp = Signal(17)                   # columns, padded to whole beats
         cpb = Signal(13)                  # beats per row
