@@ -148,7 +148,7 @@ class Accelerator(LiteXModule):
         act_wadr  = Signal(max=D)
         act_wdat  = Signal((32, True))
         act_we    = Signal()              # current slot
-        act_we_all = Signal()             # every active slot at once (MATVEC rows, RMSNORM)
+        act_we_all = Signal()             # every active slot at once (MATVEC rows, RMSNORM, SILU)
         mv_out    = [Signal((32, True)) for _ in range(B)]
         all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
         act_rdat, act_rdat2 = [], []
@@ -187,7 +187,6 @@ class Accelerator(LiteXModule):
                 wp.adr.eq(wadr_q), wp.dat_w.eq(wdat_q), wp.we.eq(we_q),
             ]
         ard = _signed(self, Array(act_rdat)[slot], 32)
-        ard2 = _signed(self, Array(act_rdat2)[slot], 32)
 
         # Instruction and architectural state ------------------------------------------------------
         op, flags = Signal(8), Signal(8)
@@ -545,6 +544,7 @@ class Accelerator(LiteXModule):
             [ri[k].eq(ri[k - 1]) for k in range(2, 11)],
             g2.eq(g1), g3.eq(g2), g4.eq(g3), g5.eq(g4), g6.eq(g5),
         ]
+        rms_out = []
         for x in range(B):
             x1 = Signal((32, True))
             p1 = Signal((64, True))
@@ -564,7 +564,7 @@ class Accelerator(LiteXModule):
                 p2.eq(xn * g6),
                 out_r.eq(out_finish()),
             ]
-            self.comb += If(rms_run, all_wdat[x].eq(saturate(self, out_r, 32))).Else(all_wdat[x].eq(mv_out[x]))
+            rms_out.append(_signed(self, saturate(self, out_r, 32), 32))
         fsm.act("RMS_RUN",
             act_radr.eq(src + i),
             If(issue,
@@ -1209,63 +1209,72 @@ class Accelerator(LiteXModule):
         )
 
         # SILU -------------------------------------------------------------------------------------
-        sig_rom = Memory(16, len(N.SIGMOID_TABLE), init=[int(v) for v in N.SIGMOID_TABLE])
-        sig_p0, sig_p1 = sig_rom.get_port(), sig_rom.get_port()
-        self.specials += sig_rom, sig_p0, sig_p1
-        sa = Signal((32, True))
-        spos = Signal(33)
+        # Every active slot at once, one element per cycle: read a and b (S0, S1), look up the
+        # sigmoid interval (S3), the interval's ends (S4), interpolate (S5), a*sigmoid (S6),
+        # round (S7), times b (S8), round (S9), saturate and write (S10) to every slot.
         step_bits = N.ACT_FRAC + (2 * N.SIGMOID_RANGE).bit_length() - 1 - N.SIGMOID_TABLE_BITS
         top = (2 * N.SIGMOID_RANGE << N.ACT_FRAC) - 1
-        shifted = _signed(self, sa + (N.SIGMOID_RANGE << N.ACT_FRAC), 34)
-        self.comb += [
-            spos.eq(Mux(shifted < 0, 0, Mux(shifted > top, top, shifted))),
-            sig_p0.adr.eq(spos >> step_bits), sig_p1.adr.eq((spos >> step_bits) + 1),
-        ]
-        sfrac = Signal(step_bits)
-        sg = Signal((18, True))
-        pa = Signal((56, True))
-        # The sigmoid is at most 2**15, so a*sigmoid/2**15 keeps within int32 (33 bits signed)
-        # and times b within 64 bits.
-        sv = Signal((34, True))
-        pb = Signal((66, True))
-        so_q = Signal((66, True))
-        st, sv_r = round_shift(pa, 15, 56)
-        self.comb += st
-        st, so_r = round_shift(pb, N.ACT_FRAC, 66)
-        self.comb += st
-        # One element per cycle: read a and b (S0, S1), look up the sigmoid interval (S3), the
-        # interval's ends (S4), interpolate (S5), a*sigmoid (S6), round (S7), times b (S8), round
-        # (S9), saturate and write (S10).
+        silu_out = []
         sv_ = [Signal(name=f"silu_v{k}") for k in range(11)]
         si_ = [Signal(16, name=f"silu_i{k}") for k in range(11)]
-        sb1, sb2, sb3, sb3b, sb4, sb5 = (Signal((32, True)) for _ in range(6))
-        sa3, sa3b, sa4 = Signal((32, True)), Signal((32, True)), Signal((32, True))
-        sig_lo, sig_d = Signal((17, True)), Signal((18, True))   # timing: the table's outputs
-        sfrac2 = Signal(step_bits)                                # registered before the product
-        run = fsm.ongoing("SI_RUN")
+        si_run = fsm.ongoing("SI_RUN")
         self.sync += [
-            sv_[1].eq(run & (i < n)), si_[1].eq(i),
-            [sv_[k].eq(sv_[k - 1] & run) for k in range(2, 11)],
+            sv_[1].eq(si_run & (i < n)), si_[1].eq(i),
+            [sv_[k].eq(sv_[k - 1] & si_run) for k in range(2, 11)],
             [si_[k].eq(si_[k - 1]) for k in range(2, 11)],
-            sa.eq(ard), sb1.eq(ard2),
-            sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
-            sig_lo.eq(sig_p0.dat_r), sig_d.eq(sig_p1.dat_r - sig_p0.dat_r), sfrac2.eq(sfrac),
-            sa3b.eq(sa3), sb3.eq(sb2),
-            sg.eq(sig_lo + (_signed(self, sig_d * sfrac2, 30) >> step_bits)),
-            sb3b.eq(sb3), sa4.eq(sa3b),
-            pa.eq(sa4 * sg), sb4.eq(sb3b),
-            sv.eq(sv_r), sb5.eq(sb4),
-            pb.eq(sv * sb5),
-            so_q.eq(so_r),
         ]
+        for x in range(B):
+            sig_rom = Memory(16, len(N.SIGMOID_TABLE), init=[int(v) for v in N.SIGMOID_TABLE])
+            sig_p0, sig_p1 = sig_rom.get_port(), sig_rom.get_port()
+            self.specials += sig_rom, sig_p0, sig_p1
+            sa = Signal((32, True))
+            spos = Signal(33)
+            shifted = _signed(self, sa + (N.SIGMOID_RANGE << N.ACT_FRAC), 34)
+            self.comb += [
+                spos.eq(Mux(shifted < 0, 0, Mux(shifted > top, top, shifted))),
+                sig_p0.adr.eq(spos >> step_bits), sig_p1.adr.eq((spos >> step_bits) + 1),
+            ]
+            sfrac = Signal(step_bits)
+            sg = Signal((18, True))
+            pa = Signal((56, True))
+            # The sigmoid is at most 2**15, so a*sigmoid/2**15 keeps within int32 (33 bits
+            # signed) and times b within 64 bits.
+            sv = Signal((34, True))
+            pb = Signal((66, True))
+            so_q = Signal((66, True))
+            st, sv_r = round_shift(pa, 15, 56)
+            self.comb += st
+            st, so_r = round_shift(pb, N.ACT_FRAC, 66)
+            self.comb += st
+            sb1, sb2, sb3, sb3b, sb4, sb5 = (Signal((32, True)) for _ in range(6))
+            sa3, sa3b, sa4 = Signal((32, True)), Signal((32, True)), Signal((32, True))
+            sig_lo, sig_d = Signal((17, True)), Signal((18, True))   # timing: the table's outputs
+            sfrac2 = Signal(step_bits)                                # registered before the product
+            self.sync += [
+                sa.eq(act_rdat[x]), sb1.eq(act_rdat2[x]),
+                sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
+                sig_lo.eq(sig_p0.dat_r), sig_d.eq(sig_p1.dat_r - sig_p0.dat_r), sfrac2.eq(sfrac),
+                sa3b.eq(sa3), sb3.eq(sb2),
+                sg.eq(sig_lo + (_signed(self, sig_d * sfrac2, 30) >> step_bits)),
+                sb3b.eq(sb3), sa4.eq(sa3b),
+                pa.eq(sa4 * sg), sb4.eq(sb3b),
+                sv.eq(sv_r), sb5.eq(sb4),
+                pb.eq(sv * sb5),
+                so_q.eq(so_r),
+            ]
+            silu_out.append(_signed(self, saturate(self, so_q, 32), 32))
         busy_pipe = reduce(or_, sv_[1:])
         fsm.act("SILU", NextValue(i, 0), NextState("SI_RUN"))
         fsm.act("SI_RUN",
             act_radr.eq(src + i), act_radr2.eq(src2 + i),
             If(i < n, NextValue(i, i + 1)),
-            act_wadr.eq(dst + si_[10]), act_wdat.eq(saturate(self, so_q, 32)), act_we.eq(sv_[10]),
-            If((i == n) & ~busy_pipe, next_slot("SILU"))
+            act_wadr.eq(dst + si_[10]), act_we_all.eq(sv_[10]),
+            If((i == n) & ~busy_pipe, NextState("NEXT"))
         )
+
+        # What an all-slot write (act_we_all) writes to each slot.
+        for x in range(B):
+            self.comb += all_wdat[x].eq(Mux(rms_run, rms_out[x], Mux(si_run, silu_out[x], mv_out[x])))
 
         # STORE / LOAD / ARGMAX --------------------------------------------------------------------
         packed32 = Signal(128)
