@@ -148,7 +148,7 @@ class Accelerator(LiteXModule):
         act_wadr  = Signal(max=D)
         act_wdat  = Signal((32, True))
         act_we    = Signal()              # current slot
-        act_we_all = Signal()             # every active slot at once (MATVEC rows, RMSNORM, SILU)
+        act_we_all = Signal()             # every active slot at once (MATVEC, RMSNORM, ROPE, SILU)
         mv_out    = [Signal((32, True)) for _ in range(B)]
         all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
         act_rdat, act_rdat2 = [], []
@@ -855,21 +855,15 @@ class Accelerator(LiteXModule):
             self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, s7_res, 32), s7_y))
 
         # ROPE -------------------------------------------------------------------------------------
+        # Each slot's (cos, sin) row (its own position) is loaded into its own buffer, slot by
+        # slot; then one pass rotates every active slot at once.
         cs_depth = max(params.max_head // 8, 2)
-        cs_mem = Memory(128, cs_depth)
-        cs_rp, cs_wp = cs_mem.get_port(), cs_mem.get_port(write_capable=True)
-        self.specials += cs_mem, cs_rp, cs_wp
         rrb = Signal(16)
         self.comb += rrb.eq(((2 * m + 15) >> 4) << 4)
         jj = Signal(16)
-        v0 = Signal((32, True))
-        csw = Signal(32)
-        ra, rb = Signal((50, True)), Signal((50, True))
-        cosv = _signed(self, csw[0:16], 16)
-        sinv = _signed(self, csw[16:32], 16)
-        self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data)]
         rope_addr, rope_off = Signal(ADDR_W), Signal(ADDR_W)
         self.sync += [rope_off.eq(cur_pos * rrb), rope_addr.eq(waddr + rope_off)]
+        cs_we = Signal()
         fsm.act("ROPE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
@@ -882,46 +876,67 @@ class Accelerator(LiteXModule):
         fsm.act("RP_LOAD",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
-                cs_wp.we.eq(1), NextValue(i, i + 1),
-                If(i == (rrb >> 4) - 1, NextValue(i, 0), NextValue(jj, 0), NextState("RP_RUN"))
+                cs_we.eq(1), NextValue(i, i + 1),
+                If(i == (rrb >> 4) - 1,
+                    NextValue(i, 0),
+                    If(slot == nslots - 1,
+                        NextValue(jj, 0), NextState("RP_RUN")
+                    ).Else(
+                        NextValue(slot, slot + 1), NextState("ROPE")
+                    )
+                )
             )
         )
-        # One element a cycle: element e is read (S0, S1), in ard (S2), the pair's operands and
-        # cos/sin registered when its odd element is in S2 (S3), the rotation products (S4), and
-        # the even element writes ra in S5, the odd one rb a cycle later. A pair's products stay
-        # in ra/rb for both writes, since the operands change only every other cycle.
+        # One element a cycle: element e is read (S0, S1), in act_rdat (S2), the pair's operands
+        # and cos/sin registered when its odd element is in S2 (S3), the rotation products (S4),
+        # and the even element writes ra in S5, the odd one rb a cycle later. A pair's products
+        # stay in ra/rb for both writes, since the operands change only every other cycle.
         rp_issue = Signal()
         self.comb += rp_issue.eq(fsm.ongoing("RP_RUN") & (i < n))
         rpv = [Signal(name=f"rope_v{k}") for k in range(6)]
         rpi = [Signal(16, name=f"rope_i{k}") for k in range(6)]
         rpj1, rpj2 = Signal(16), Signal(16)
-        d1 = Signal((32, True))
-        v1r = Signal((32, True))
         # The pair index trails the issue by two cycles, so cos/sin are read (from rpj2) the
-        # cycle before the odd element reaches ard.
-        self.comb += [rpv[0].eq(rp_issue), rpi[0].eq(i), cs_rp.adr.eq(rpj2 >> 2)]
+        # cycle before the odd element reaches act_rdat.
+        self.comb += [rpv[0].eq(rp_issue), rpi[0].eq(i)]
         self.sync += [
             [rpv[k].eq(rpv[k - 1]) for k in range(1, 6)],
             [rpi[k].eq(rpi[k - 1]) for k in range(1, 6)],
-            rpj1.eq(jj), rpj2.eq(rpj1), d1.eq(ard),
-            If(rpv[2] & rpi[2][0],
-                v0.eq(d1), v1r.eq(ard), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj2[0:2]])
-            ),
-            ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv),
+            rpj1.eq(jj), rpj2.eq(rpj1),
         ]
-        st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
-        self.comb += st
-        st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
-        self.comb += st
+        rope_out = []
+        for x in range(B):
+            cs_mem = Memory(128, cs_depth)
+            cs_rp, cs_wp = cs_mem.get_port(), cs_mem.get_port(write_capable=True)
+            self.specials += cs_mem, cs_rp, cs_wp
+            self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_wp.we.eq(cs_we & (slot == x)),
+                          cs_rp.adr.eq(rpj2 >> 2)]
+            v0, v1r, d1 = Signal((32, True)), Signal((32, True)), Signal((32, True))
+            csw = Signal(32)
+            ra, rb = Signal((50, True)), Signal((50, True))
+            cosv = _signed(self, csw[0:16], 16)
+            sinv = _signed(self, csw[16:32], 16)
+            self.sync += [
+                d1.eq(act_rdat[x]),
+                If(rpv[2] & rpi[2][0],
+                    v0.eq(d1), v1r.eq(act_rdat[x]), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj2[0:2]])
+                ),
+                ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv),
+            ]
+            st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
+            self.comb += st
+            st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
+            self.comb += st
+            rope_out.append(_signed(self, saturate(self, Mux(rpi[5][0], rb_r, ra_r), 32), 32))
+        rp_run = fsm.ongoing("RP_RUN")
         fsm.act("RP_RUN",
             act_radr.eq(src + i),
             If(rp_issue,
                 NextValue(i, i + 1),
                 If(i[0], NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)))
             ),
-            act_wadr.eq(dst + rpi[5]), act_we.eq(rpv[5]),
-            act_wdat.eq(saturate(self, Mux(rpi[5][0], rb_r, ra_r), 32)),
-            If((i == n) & ~reduce(or_, rpv[1:]), next_slot("ROPE"))
+            act_wadr.eq(dst + rpi[5]), act_we_all.eq(rpv[5]),
+            If((i == n) & ~reduce(or_, rpv[1:]), NextState("NEXT"))
         )
 
         # KVWRITE ----------------------------------------------------------------------------------
@@ -1274,7 +1289,8 @@ class Accelerator(LiteXModule):
 
         # What an all-slot write (act_we_all) writes to each slot.
         for x in range(B):
-            self.comb += all_wdat[x].eq(Mux(rms_run, rms_out[x], Mux(si_run, silu_out[x], mv_out[x])))
+            self.comb += all_wdat[x].eq(Mux(rms_run, rms_out[x], Mux(si_run, silu_out[x],
+                                        Mux(rp_run, rope_out[x], mv_out[x]))))
 
         # STORE / LOAD / ARGMAX --------------------------------------------------------------------
         packed32 = Signal(128)
