@@ -1,7 +1,8 @@
 """The LiteTransformer SoC: one class for the simulator and every board.
 
 VexRiscv + BIOS (DRAM init), LiteDRAM, a host link (UARTBone), and the project's own blocks
-on their own LiteDRAM native ports: the host->DRAM writer and the DRAM checksum engine.
+on their own LiteDRAM native ports: the host->DRAM writer, the DRAM checksum engine and the
+transformer core (two read ports, one write port).
 Board and simulator subclasses only supply the platform, the CRG, the DRAM PHY and the link PHY.
 """
 

@@ -1,7 +1,8 @@
 """The transformer core alone in Verilator, for long differential runs.
 
-The full SoC simulates ~0.6 M cycles/s and loads DRAM over the serial link; this tier verilates
-just the Accelerator between two behavioural native ports (soc/coresim/harness.cpp) and loads
+The full SoC simulates ~0.4 M cycles/s and loads DRAM over the serial link; this tier verilates
+just the Accelerator between behavioural native ports (soc/coresim/harness.cpp: two read ports,
+each with its own latency per job so their data arrive out of step, and a write port) and loads
 DRAM from files, so thousands of random programs run in minutes. Cycle counts here are not the
 SoC's (the ports never refresh or change banks); they come from the simulated SoC.
 """

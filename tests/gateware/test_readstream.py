@@ -1,0 +1,75 @@
+"""BankInterleavedReader: every beat goes through the port of its bank's parity, and the data
+leave in request order even when the two ports answer at different latencies."""
+
+import random
+
+import pytest
+from migen import passive, run_simulation
+
+from litedram.common import LiteDRAMNativePort
+
+from gateware.readstream import BankInterleavedReader
+from tests.gateware.dram_port_model import NativePortMemory
+
+BANK_SHIFT = 2          # 4-beat bank runs: the stream changes port every 4 beats
+
+
+def _run(addresses, latencies, fifo_depth=8, sink_stall=0.3, seed=0):
+    ports = [LiteDRAMNativePort("read", address_width=16, data_width=32) for _ in range(2)]
+    dut = BankInterleavedReader(ports, BANK_SHIFT, fifo_depth=fifo_depth)
+    mems = [NativePortMemory(p, seed=seed + i, stall_probability=0.3, read_latency=lat)
+            for i, (p, lat) in enumerate(zip(ports, latencies))]
+    for mem in mems:                                  # both ports see the same memory
+        for a in range(1 << 10):
+            mem.beats[a] = (a * 2654435761) & 0xffffffff
+    per_port = [[], []]
+    received = []
+    rng = random.Random(seed)
+
+    def requests():
+        for a in addresses:
+            yield dut.sink.valid.eq(1)
+            yield dut.sink.address.eq(a)
+            yield
+            while not (yield dut.sink.ready):
+                yield
+        yield dut.sink.valid.eq(0)
+
+    @passive
+    def commands():
+        while True:
+            for i, p in enumerate(ports):
+                if (yield p.cmd.valid) and (yield p.cmd.ready):
+                    per_port[i].append((yield p.cmd.addr))
+            yield
+
+    def consumer():
+        for _ in range(40 * len(addresses) + 200):
+            ready = int(rng.random() >= sink_stall)
+            yield dut.source.ready.eq(ready)
+            yield
+            if ready and (yield dut.source.valid):
+                received.append((yield dut.source.data))
+            if len(received) == len(addresses):
+                return
+
+    gens = [requests(), consumer(), commands()] + [m.generator() for m in mems]
+    run_simulation(dut, gens)
+    return per_port, received, mems[0].beats
+
+
+@pytest.mark.parametrize("latencies", [(4, 4), (2, 19), (17, 3)], ids=["same", "port1-slow", "port0-slow"])
+def test_in_order_and_by_bank(latencies):
+    addresses = list(range(37, 37 + 90)) + [5, 6, 200, 9, 13]     # a run, then scattered beats
+    per_port, received, beats = _run(addresses, latencies, seed=latencies[1])
+    assert received == [beats[a] for a in addresses]
+    for i in range(2):
+        assert per_port[i] == [a for a in addresses if (a >> BANK_SHIFT) & 1 == i]
+
+
+def test_one_port_passes_through():
+    port = LiteDRAMNativePort("read", address_width=16, data_width=32)
+    dut = BankInterleavedReader([port], None, fifo_depth=8)
+    assert not hasattr(dut, "order")
+    with pytest.raises(ValueError, match="one or two ports"):
+        BankInterleavedReader([], None)
