@@ -59,6 +59,8 @@ class Accelerator(LiteXModule):
     def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None):
         params.validate()
         read_ports = list(read_ports) if isinstance(read_ports, (list, tuple)) else [read_ports]
+        if len(read_ports) != params.read_ports:
+            raise ValueError(f"Accelerator: Params.read_ports is {params.read_ports}, got {len(read_ports)} ports")
         if len(read_ports) == 2 and bank_shift is None:
             raise ValueError("Accelerator: two read ports need bank_shift")
         read_port = read_ports[0]
@@ -86,8 +88,8 @@ class Accelerator(LiteXModule):
         self.config   = CSRStatus(32, reset=B | (log2_int(D) << 8) | (log2_int(params.max_cols) << 16)
             | (log2_int(params.max_seq) << 24), description="slots | log2 act_depth<<8 | log2 max_cols<<16 | log2 max_seq<<24.")
         self.config2  = CSRStatus(32, reset=log2_int(params.max_head) | (log2_int(params.mac_lanes) << 8)
-            | (log2_int(params.read_fifo_depth) << 16),
-            description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16.")
+            | (log2_int(params.read_fifo_depth) << 16) | (params.read_ports << 24),
+            description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")

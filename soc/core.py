@@ -2,7 +2,7 @@
 
 VexRiscv + BIOS (DRAM init), LiteDRAM, a host link (UARTBone), and the project's own blocks
 on their own LiteDRAM native ports: the host->DRAM writer, the DRAM checksum engine and the
-transformer core (two read ports, one write port).
+transformer core (one or two read ports, one write port).
 Board and simulator subclasses only supply the platform, the CRG, the DRAM PHY and the link PHY.
 """
 
@@ -115,8 +115,8 @@ class LiteTransformerSoC(SoCCore):
 
     # Transformer core -----------------------------------------------------------------------------
     def add_accelerator(self, params, name="accel"):
-        """The transformer core on its own 128-bit LiteDRAM ports, two for reading and one for
-        writing (up-converted on narrower DRAM). ``params``: a spec.isa.Params. Call after ``add_sdram``."""
+        """The transformer core on its own 128-bit LiteDRAM ports, ``params.read_ports`` for
+        reading and one for writing (up-converted on narrower DRAM). ``params``: a spec.isa.Params. Call after ``add_sdram``."""
         from spec import isa
         if not hasattr(self, "sdram"):
             raise ValueError("add_accelerator: call add_sdram first")
@@ -126,7 +126,7 @@ class LiteTransformerSoC(SoCCore):
         crossbar  = self.sdram.crossbar
         dram_size = self.bus.regions["main_ram"].size
         width     = 8 * isa.BEAT_BYTES
-        read_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(2)]
+        read_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.read_ports)]
         core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width),
                            dram_size=dram_size, params=params, bank_shift=_bank_shift(crossbar, width))
         setattr(self, name, core)

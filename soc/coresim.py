@@ -36,7 +36,8 @@ class CoreTop(Module):
         rps = [LiteDRAMNativePort("read", address_width=aw, data_width=128) for _ in range(2)]
         wp = LiteDRAMNativePort("write", address_width=aw, data_width=128)
         # Bank runs of 4 beats: the read stream changes port far more often than on real DRAM.
-        self.submodules.core = core = Accelerator(rps, wp, dram_size=dram_size, params=params,
+        # With Params.read_ports = 1 the second port stays idle.
+        self.submodules.core = core = Accelerator(rps[:params.read_ports], wp, dram_size=dram_size, params=params,
                                                   bank_shift=CORESIM_BANK_SHIFT)
         for csr in core.get_csrs():          # bare core: CSRStatus drives its word from fields
             if hasattr(csr, "fields") and csr.__class__.__name__ == "CSRStatus":

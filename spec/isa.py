@@ -91,7 +91,8 @@ class Params:
     16 bytes per cycle loses nothing with fewer lanes). MATVEC requests its weights before its
     two passes over the input (2 x its columns in cycles); ``read_fifo_depth`` beats per read
     port is what DRAM can deliver meanwhile, so a depth that covers the passes lets the stream
-    run without a gap between them and the multiplies."""
+    run without a gap between them and the multiplies. ``read_ports``: the read stream goes
+    through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py)."""
     slots:     int = 4       # B: sequences (or prompt positions) per weight beat
     act_depth: int = 4096    # int32 words of activation scratchpad per slot
     max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
@@ -99,6 +100,7 @@ class Params:
     max_head:  int = 128     # largest head size
     mac_lanes: int = 16      # L: int8 x int16 multipliers per slot
     read_fifo_depth: int = 64    # DRAM read beats in flight per read port (see below)
+    read_ports: int = 2          # LiteDRAM read ports of the read stream (1 or 2)
 
     def validate(self):
         for name, lo, hi in (("slots", 1, 16), ("act_depth", 256, 65536), ("max_cols", LANES, 65536),
@@ -107,6 +109,8 @@ class Params:
             v = getattr(self, name)
             if not lo <= v <= hi or v & (v - 1):
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
+        if self.read_ports not in (1, 2):
+            raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
         return self
 
 
@@ -122,8 +126,11 @@ TARGET_PARAMS = {
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
                    read_fifo_depth=1024),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
-    # and cost a quarter of the multipliers (timing and routing: issue 3).
-    "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4),
+    # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
+    # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not
+    # worth a second 16-to-128-bit converter and FIFO on the routing-limited board.
+    "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
+                    read_ports=1),
 }
 
 # Encoding ---------------------------------------------------------------------------------------

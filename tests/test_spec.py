@@ -48,6 +48,10 @@ def test_encode_decode_round_trip_and_field_limits():
         isa.encode("MATVEC", n=1 << 16)
     with pytest.raises(ValueError, match="slots"):
         isa.Params(slots=3).validate()
+    with pytest.raises(ValueError, match="read_ports = 3"):
+        isa.Params(read_ports=3).validate()
+    with pytest.raises(ValueError, match="read_fifo_depth"):
+        isa.Params(read_fifo_depth=100).validate()
 
 
 def test_matrix_format_round_trips():
