@@ -1,10 +1,12 @@
 """The transformer core: a sequencer that runs spec.isa programs out of DRAM.
 
-One instruction at a time, fetched from DRAM through the core's own native read port; weights,
-tables and the KV cache stream through the same port at full width and the KV cache and results
-leave through a native write port. Each batch slot has its own int32 activation scratchpad;
-MATVEC feeds every slot from each weight beat (LANES int8 x B slots multiply-accumulates per
-cycle); the other instructions walk the slots one after the other.
+One instruction at a time, fetched from DRAM through the core's own read stream (one or two
+native read ports, gateware/readstream.py); weights, tables and the KV cache stream through it
+at full width and the KV cache and results leave through a native write port. Each batch slot
+has its own int32 activation scratchpad; MATVEC feeds every slot from each weight beat (LANES
+int8 x B slots multiply-accumulates per cycle); RMSNORM, ROPE, SILU and ARGMAX work on every
+slot at once; EMBED, KVWRITE, ATTN, STORE and LOAD, whose DRAM rows differ per slot, walk the
+slots one after the other.
 
 The golden model (driver/golden.py) is the specification: every state below computes the same
 integers in the same order, including which bursts are checked against the DRAM window before
