@@ -53,14 +53,14 @@ def _unsigned(m, expr, width):
 # Accelerator --------------------------------------------------------------------------------------
 
 class Accelerator(LiteXModule):
-    """The transformer core (see the module docstring). ``read_ports``: one or two 128-bit
+    """The transformer core (see the module docstring). ``read_ports``: a list of one or two 128-bit
     LiteDRAM native read ports (two: beats alternate between them by bank, ``bank_shift`` is the
     bank number's LSB in a beat address; see gateware/readstream.py); ``write_port``: a 128-bit
     native write port; ``dram_size``: bytes of DRAM the core may touch, from address 0."""
 
     def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None):
         params.validate()
-        read_ports = list(read_ports) if isinstance(read_ports, (list, tuple)) else [read_ports]
+        read_ports = list(read_ports)
         if len(read_ports) != params.read_ports:
             raise ValueError(f"Accelerator: Params.read_ports is {params.read_ports}, got {len(read_ports)} ports")
         if len(read_ports) == 2 and bank_shift is None:

@@ -50,12 +50,13 @@ class BankInterleavedReader(LiteXModule):
 
         # Each port holds at most fifo_depth beats in flight, so the order FIFO never fills first.
         self.order = order = stream.SyncFIFO([("port", 1)], 2 * fifo_depth)
-        sel = Signal()
+        sel, port_ready = Signal(), Signal()
         self.comb += [
             sel.eq(sink.address[bank_shift]),
+            port_ready.eq(Array(r.sink.ready for r in readers)[sel]),
             order.sink.port.eq(sel),
-            order.sink.valid.eq(sink.valid & Array(r.sink.ready for r in readers)[sel]),
-            sink.ready.eq(Array(r.sink.ready for r in readers)[sel] & order.sink.ready),
+            order.sink.valid.eq(sink.valid & port_ready),
+            sink.ready.eq(port_ready & order.sink.ready),
         ]
         for i, reader in enumerate(readers):
             self.comb += [

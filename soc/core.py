@@ -127,8 +127,9 @@ class LiteTransformerSoC(SoCCore):
         dram_size = self.bus.regions["main_ram"].size
         width     = 8 * isa.BEAT_BYTES
         read_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.read_ports)]
+        bank_shift = _bank_shift(crossbar, width) if params.read_ports == 2 else None
         core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width),
-                           dram_size=dram_size, params=params, bank_shift=_bank_shift(crossbar, width))
+                           dram_size=dram_size, params=params, bank_shift=bank_shift)
         setattr(self, name, core)
         for key, value in isa.params_dict(params).items():
             self.add_constant(f"ACCEL_PARAM_{key.upper()}", value)
