@@ -325,7 +325,8 @@ class Device:
                                             max_cols=1 << ((c >> 16) & 0xff), max_seq=1 << ((c >> 24) & 0xff),
                                             max_head=1 << (c2 & 0xff), mac_lanes=1 << ((c2 >> 8) & 0xff),
                                             read_fifo_depth=1 << ((c2 >> 16) & 0xff),
-                                            read_ports=(c2 >> 24) & 0xff)
+                                            read_ports=(c2 >> 24) & 0xf,
+                                            element_units=1 << ((c2 >> 28) & 0xf))
         return self._accel_params
 
     def run_program(self, prog, slots, nslots, watchdog=0, timeout=120.0):

@@ -73,6 +73,7 @@ class Accelerator(LiteXModule):
             raise ValueError("Accelerator: dram_size must be a whole number of beats")
         self.params = params
         B, D = params.slots, params.act_depth
+        U = params.element_units          # RMSNORM/SILU/ROPE datapaths: slots per pass
         dram_beats = dram_size // isa.BEAT_BYTES
 
         # CSRs -------------------------------------------------------------------------------------
@@ -90,8 +91,10 @@ class Accelerator(LiteXModule):
         self.config   = CSRStatus(32, reset=B | (log2_int(D) << 8) | (log2_int(params.max_cols) << 16)
             | (log2_int(params.max_seq) << 24), description="slots | log2 act_depth<<8 | log2 max_cols<<16 | log2 max_seq<<24.")
         self.config2  = CSRStatus(32, reset=log2_int(params.max_head) | (log2_int(params.mac_lanes) << 8)
-            | (log2_int(params.read_fifo_depth) << 16) | (params.read_ports << 24),
-            description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24.")
+            | (log2_int(params.read_fifo_depth) << 16) | (params.read_ports << 24)
+            | (log2_int(params.element_units) << 28),
+            description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24 "
+                        "| log2 element_units<<28.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -158,6 +161,11 @@ class Accelerator(LiteXModule):
         act_rdat, act_rdat2 = [], []
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
+        # RMSNORM, SILU and ROPE take the slots in groups of U, one datapath (lane) per slot of
+        # the group; with U = B there is one group.
+        group = Signal(max=max(B // U, 2))
+        lane = Signal(max=max(U, 2))
+        unit_pass = Signal()              # an all-slot write from RMSNORM, SILU or ROPE
         for s in range(B):
             mem = Memory(32, D)
             rp, rp2 = mem.get_port(async_read=True), mem.get_port(async_read=True)
@@ -180,9 +188,10 @@ class Accelerator(LiteXModule):
             # cycle later; the ISA only lets an instruction write a range it does not read, or
             # the very element it has already read, so no read can tell.
             wadr_q, wdat_q, we_q = Signal(max=D), Signal(32), Signal()
+            in_group = ((group == s // U) | ~unit_pass) if U < B else 1   # MATVEC writes every slot
             self.sync += [
                 wadr_q.eq(act_wadr),
-                If(act_we_all, wdat_q.eq(all_wdat[s]), we_q.eq(s < nslots)
+                If(act_we_all, wdat_q.eq(all_wdat[s]), we_q.eq((s < nslots) & in_group)
                 ).Else(wdat_q.eq(act_wdat), we_q.eq(act_we & (slot == s))),
             ]
             self.comb += [
@@ -191,6 +200,15 @@ class Accelerator(LiteXModule):
                 wp.adr.eq(wadr_q), wp.dat_w.eq(wdat_q), wp.we.eq(we_q),
             ]
         ard = _signed(self, Array(act_rdat)[slot], 32)
+        if U == B:
+            lane_rdat, lane_rdat2 = act_rdat, act_rdat2
+            last_group = C(1)
+        else:
+            lane_rdat = [_signed(self, Array(act_rdat[x::U])[group], 32) for x in range(U)]
+            lane_rdat2 = [_signed(self, Array(act_rdat2[x::U])[group], 32) for x in range(U)]
+            last_group = Signal()
+            self.comb += last_group.eq(group == (nslots - 1) >> log2_int(U))
+        lane_last = (lane == U - 1) | (slot == nslots - 1)      # the group's last slot
 
         # Instruction and architectural state ------------------------------------------------------
         op, flags = Signal(8), Signal(8)
@@ -258,6 +276,15 @@ class Accelerator(LiteXModule):
             return [NextValue(err_code, isa.ERRORS[code]), NextValue(err_addr, pc_addr if where is None else where),
                     NextState("FLUSH")]
 
+        def next_group(again):
+            """After an element unit pass: the next group of slots, or the next instruction."""
+            return If(last_group,
+                NextState("NEXT")
+            ).Else(
+                NextValue(group, group + 1), NextValue(slot, (group + 1) * U), NextValue(lane, 0),
+                NextState(again)
+            )
+
         def next_slot(again):
             return If(slot == nslots - 1,
                 NextState("NEXT")
@@ -296,7 +323,13 @@ class Accelerator(LiteXModule):
                                        & (self.cycles.status >= self.watchdog.storage))
 
         # Shared units -----------------------------------------------------------------------------
-        self.divider = div = Divider(64, 32)
+        # Dividers that start at the quotient's highest possible bit. RMSNORM's mean square:
+        # |x >> RMS_PRE_SHIFT| <= 2**(31 - RMS_PRE_SHIFT), so the mean of the squares fits
+        # 63 - 2*RMS_PRE_SHIFT bits (51 cycles, not 64) whenever their sum fits int64 as
+        # spec.numerics.rmsnorm assumes. ATTN's 2**46 / sum: the sum is at least
+        # 2**15 (the max score's exponential), so the reciprocal fits 32 bits (32 cycles, not 64).
+        self.divider = div = Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT)
+        self.recip_divider = rdiv = Divider(47, 32, quotient_bits=32)
         self.rsqrt = rsq = Rsqrt()
 
         # Loop indices and scratch registers shared by the instructions.
@@ -365,7 +398,7 @@ class Accelerator(LiteXModule):
                 NextValue(dst, rd.data[16:32]), NextValue(src, rd.data[32:48]),
                 NextValue(src2, rd.data[48:64]), NextValue(n, rd.data[64:80]),
                 NextValue(m, rd.data[80:96]), NextValue(addr, rd.data[96:128]),
-                NextValue(slot, 0), NextValue(jump, 0),
+                NextValue(slot, 0), NextValue(group, 0), NextValue(lane, 0), NextValue(jump, 0),
                 NextState("PREP"),
             )
         )
@@ -478,23 +511,25 @@ class Accelerator(LiteXModule):
         )
 
         # RMSNORM ----------------------------------------------------------------------------------
-        # Every active slot at once (each slot's scratchpad has its own ports): one pass sums
-        # every slot's squares, the divider and 1/sqrt then take the slots in turn, and one pass
-        # with one read of the gains normalises every slot.
+        # Every slot of a group at once (each slot's scratchpad has its own ports): one pass sums
+        # the group's squares, the divider and 1/sqrt then take its slots in turn, and one pass
+        # with one read of the gains normalises them all.
         v1, v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        sumsq = [Signal(64, name=f"rms_sumsq{x}") for x in range(B)]
-        ry = [Signal((20, True), name=f"rms_y{x}") for x in range(B)]
-        re_ = [Signal((8, True), name=f"rms_e{x}") for x in range(B)]
+        sumsq = [Signal(64, name=f"rms_sumsq{x}") for x in range(U)]
+        ry = [Signal((20, True), name=f"rms_y{x}") for x in range(U)]
+        re_ = [Signal((8, True), name=f"rms_e{x}") for x in range(U)]
         gshift = Signal(6)
+        # The gains are requested first: their beats wait in the read FIFO during pass 1 and
+        # the division, so pass 2 does not wait for DRAM's latency.
         fsm.act("RMSNORM",
             NextValue(i, 0),
             NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            NextState("RMS_SUM")
+            *burst(waddr, f16bytes, "RMS_SUM")
         )
         # Pass 1, one element per cycle: read (S0, S1), round (S2), square (S3), accumulate (S4).
         rms_sum = fsm.ongoing("RMS_SUM")
-        for x in range(B):
-            st, xs = round_shift(act_rdat[x], N.RMS_PRE_SHIFT, 40)
+        for x in range(U):
+            st, xs = round_shift(lane_rdat[x], N.RMS_PRE_SHIFT, 40)
             self.comb += st
             xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))     # |x| < 2**31 (timing: a narrow square)
             sq = Signal(64)
@@ -509,34 +544,34 @@ class Accelerator(LiteXModule):
             NextValue(v2, v1),
             NextValue(v3, v2),
             NextValue(v4, v3),
-            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextValue(slot, 0), NextState("RMS_DIV"))
+            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextValue(lane, 0), NextState("RMS_DIV"))
         )
         eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
         ms = Signal(64)
         self.comb += rsq.m.eq(ms)
         fsm.act("RMS_DIV",
-            div.start.eq(1), div.dividend.eq(Array(sumsq)[slot]), div.divisor.eq(n),
+            div.start.eq(1), div.dividend.eq(sumsq[0] if U == 1 else Array(sumsq)[lane]), div.divisor.eq(n),
             NextState("RMS_DIVW")
         )
         fsm.act("RMS_DIVW",
             If(div.done, NextValue(ms, div.quotient + eps_q), NextState("RMS_RSQ"))
         )
         fsm.act("RMS_RSQ", rsq.start.eq(1), NextState("RMS_RSQW"))
-        self.sync += [If(fsm.ongoing("RMS_RSQW") & rsq.done & (slot == x), ry[x].eq(rsq.y), re_[x].eq(rsq.e))
-                      for x in range(B)]
+        self.sync += [If(fsm.ongoing("RMS_RSQW") & rsq.done & (lane == x), ry[x].eq(rsq.y), re_[x].eq(rsq.e))
+                      for x in range(U)]
         fsm.act("RMS_RSQW",
             If(rsq.done,
-                If(slot == nslots - 1,
-                    NextValue(i, 0), *burst(waddr, f16bytes, "RMS_HDR")
+                If(lane_last,
+                    NextValue(i, 0), NextState("RMS_HDR")
                 ).Else(
-                    NextValue(slot, slot + 1), NextState("RMS_DIV")
+                    NextValue(slot, slot + 1), NextValue(lane, lane + 1), NextState("RMS_DIV")
                 )
             )
         )
         bvalid = Signal()                 # a gain beat is held in ``beat``
         # Pass 2, one element per cycle (plus one per gain beat): read (S1, S2), x*y (S3), round
         # by 15-e (S4 bias, S5 shift, S6 saturate), times the gain (S7), round by the gain shift
-        # (S8 bias, S9 shift), saturate and write (S10) to every active slot.
+        # (S8 bias, S9 shift), saturate and write (S10) to every slot of the group.
         fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
         rv = [Signal(name=f"rms_v{k}") for k in range(11)]
@@ -552,7 +587,7 @@ class Accelerator(LiteXModule):
             g2.eq(g1), g3.eq(g2), g4.eq(g3), g5.eq(g4), g6.eq(g5),
         ]
         rms_out = []
-        for x in range(B):
+        for x in range(U):
             x1 = Signal((32, True))
             p1 = Signal((64, True))
             xn = Signal((32, True))
@@ -564,7 +599,7 @@ class Accelerator(LiteXModule):
             xn_r, out_r = Signal((len(xn_finish()), True)), Signal((len(out_finish()), True))
             self.sync += [
                 s1.eq(15 - re_[x]),
-                x1.eq(act_rdat[x]),
+                x1.eq(lane_rdat[x]),
                 p1.eq(x1 * ry[x]),
                 xn_r.eq(xn_finish()),
                 xn.eq(saturate(self, xn_r, 32)),
@@ -582,7 +617,7 @@ class Accelerator(LiteXModule):
                 If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
             ),
             act_wadr.eq(dst + ri[10]), act_we_all.eq(rv[10]),
-            If((i == n) & ~reduce(or_, rv[1:]), NextState("NEXT"))
+            If((i == n) & ~reduce(or_, rv[1:]), next_group("RMSNORM"))
         )
         # MATVEC -----------------------------------------------------------------------------------
         cp = Signal(17)                   # columns, padded to whole beats
@@ -862,8 +897,8 @@ class Accelerator(LiteXModule):
             self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, s7_res, 32), s7_y))
 
         # ROPE -------------------------------------------------------------------------------------
-        # Each slot's (cos, sin) row (its own position) is loaded into its own buffer, slot by
-        # slot; then one pass rotates every active slot at once.
+        # Each slot's (cos, sin) row (its own position) is loaded into its lane's buffer, slot by
+        # slot; then one pass rotates every slot of the group at once.
         cs_depth = max(params.max_head // 8, 2)
         rrb = Signal(16)
         self.comb += rrb.eq(((2 * m + 15) >> 4) << 4)
@@ -886,10 +921,10 @@ class Accelerator(LiteXModule):
                 cs_we.eq(1), NextValue(i, i + 1),
                 If(i == (rrb >> 4) - 1,
                     NextValue(i, 0),
-                    If(slot == nslots - 1,
+                    If(lane_last,
                         NextValue(jj, 0), NextState("RP_RUN")
                     ).Else(
-                        NextValue(slot, slot + 1), NextState("ROPE")
+                        NextValue(slot, slot + 1), NextValue(lane, lane + 1), NextState("ROPE")
                     )
                 )
             )
@@ -912,11 +947,11 @@ class Accelerator(LiteXModule):
             rpj1.eq(jj), rpj2.eq(rpj1),
         ]
         rope_out = []
-        for x in range(B):
+        for x in range(U):
             cs_mem = Memory(128, cs_depth)
             cs_rp, cs_wp = cs_mem.get_port(), cs_mem.get_port(write_capable=True)
             self.specials += cs_mem, cs_rp, cs_wp
-            self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_wp.we.eq(cs_we & (slot == x)),
+            self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_wp.we.eq(cs_we & (lane == x)),
                           cs_rp.adr.eq(rpj2 >> 2)]
             v0, v1r, d1 = Signal((32, True)), Signal((32, True)), Signal((32, True))
             csw = Signal(32)
@@ -924,9 +959,9 @@ class Accelerator(LiteXModule):
             cosv = _signed(self, csw[0:16], 16)
             sinv = _signed(self, csw[16:32], 16)
             self.sync += [
-                d1.eq(act_rdat[x]),
+                d1.eq(lane_rdat[x]),
                 If(rpv[2] & rpi[2][0],
-                    v0.eq(d1), v1r.eq(act_rdat[x]), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj2[0:2]])
+                    v0.eq(d1), v1r.eq(lane_rdat[x]), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj2[0:2]])
                 ),
                 ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv),
             ]
@@ -943,7 +978,7 @@ class Accelerator(LiteXModule):
                 If(i[0], NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)))
             ),
             act_wadr.eq(dst + rpi[5]), act_we_all.eq(rpv[5]),
-            If((i == n) & ~reduce(or_, rpv[1:]), NextState("NEXT"))
+            If((i == n) & ~reduce(or_, rpv[1:]), next_group("ROPE"))
         )
 
         # KVWRITE ----------------------------------------------------------------------------------
@@ -1087,7 +1122,9 @@ class Accelerator(LiteXModule):
             If(a_acc,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
-            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), NextState("AT_SM_RUN"))
+            # The head's V is requested now: its beats wait in the read FIFO while the softmax
+            # and the division run, so AT_V does not wait for DRAM's latency.
+            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), *burst(vhead_base, span, "AT_SM_RUN"))
         )
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         sc_r = _signed(self, sc_finish(), 80)
@@ -1151,13 +1188,12 @@ class Accelerator(LiteXModule):
             If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5, NextState("AT_DIV"))
         )
         fsm.act("AT_DIV",
-            div.start.eq(1), div.dividend.eq(1 << 46), div.divisor.eq(dsum),
+            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(dsum),
             NextState("AT_DIVW")
         )
         fsm.act("AT_DIVW",
-            If(div.done,
-                NextValue(recip, div.quotient), NextValue(t, 0), NextValue(k, 0),
-                *burst(vhead_base, span, "AT_V")
+            If(rdiv.done,
+                NextValue(recip, rdiv.quotient), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
             )
         )
         # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
@@ -1231,9 +1267,9 @@ class Accelerator(LiteXModule):
         )
 
         # SILU -------------------------------------------------------------------------------------
-        # Every active slot at once, one element per cycle: read a and b (S0, S1), look up the
-        # sigmoid interval (S3), the interval's ends (S4), interpolate (S5), a*sigmoid (S6),
-        # round (S7), times b (S8), round (S9), saturate and write (S10) to every slot.
+        # Every slot of a group at once, one element per cycle: read a and b (S0, S1), look up
+        # the sigmoid interval (S3), the interval's ends (S4), interpolate (S5), a*sigmoid (S6),
+        # round (S7), times b (S8), round (S9), saturate and write (S10) to the group's slots.
         step_bits = N.ACT_FRAC + (2 * N.SIGMOID_RANGE).bit_length() - 1 - N.SIGMOID_TABLE_BITS
         top = (2 * N.SIGMOID_RANGE << N.ACT_FRAC) - 1
         silu_out = []
@@ -1245,7 +1281,7 @@ class Accelerator(LiteXModule):
             [sv_[k].eq(sv_[k - 1] & si_run) for k in range(2, 11)],
             [si_[k].eq(si_[k - 1]) for k in range(2, 11)],
         ]
-        for x in range(B):
+        for x in range(U):
             sig_rom = Memory(16, len(N.SIGMOID_TABLE), init=[int(v) for v in N.SIGMOID_TABLE])
             sig_p0, sig_p1 = sig_rom.get_port(), sig_rom.get_port()
             self.specials += sig_rom, sig_p0, sig_p1
@@ -1273,7 +1309,7 @@ class Accelerator(LiteXModule):
             sig_lo, sig_d = Signal((17, True)), Signal((18, True))   # timing: the table's outputs
             sfrac2 = Signal(step_bits)                                # registered before the product
             self.sync += [
-                sa.eq(act_rdat[x]), sb1.eq(act_rdat2[x]),
+                sa.eq(lane_rdat[x]), sb1.eq(lane_rdat2[x]),
                 sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
                 sig_lo.eq(sig_p0.dat_r), sig_d.eq(sig_p1.dat_r - sig_p0.dat_r), sfrac2.eq(sfrac),
                 sa3b.eq(sa3), sb3.eq(sb2),
@@ -1291,13 +1327,14 @@ class Accelerator(LiteXModule):
             act_radr.eq(src + i), act_radr2.eq(src2 + i),
             If(i < n, NextValue(i, i + 1)),
             act_wadr.eq(dst + si_[10]), act_we_all.eq(sv_[10]),
-            If((i == n) & ~busy_pipe, NextState("NEXT"))
+            If((i == n) & ~busy_pipe, next_group("SILU"))
         )
 
-        # What an all-slot write (act_we_all) writes to each slot.
+        # What an all-slot write (act_we_all) writes to each slot (of the group, for the units).
+        self.comb += unit_pass.eq(rms_run | si_run | rp_run)
         for x in range(B):
-            self.comb += all_wdat[x].eq(Mux(rms_run, rms_out[x], Mux(si_run, silu_out[x],
-                                        Mux(rp_run, rope_out[x], mv_out[x]))))
+            self.comb += all_wdat[x].eq(Mux(rms_run, rms_out[x % U], Mux(si_run, silu_out[x % U],
+                                        Mux(rp_run, rope_out[x % U], mv_out[x]))))
 
         # STORE / LOAD / ARGMAX --------------------------------------------------------------------
         packed32 = Signal(128)

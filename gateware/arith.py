@@ -121,21 +121,25 @@ def saturate(m, x, bits):
 
 class Divider(LiteXModule):
     """Unsigned restoring division, one quotient bit per cycle: ``quotient = dividend // divisor``
-    (the softmax reciprocal and RMSNorm's mean). ``start`` latches the operands; ``done`` rises
-    ``width`` cycles later."""
+    (the softmax reciprocal and RMSNorm's mean). ``start`` latches the operands; ``done`` pulses
+    ``quotient_bits`` cycles after that. The caller guarantees ``dividend < divisor << quotient_bits``
+    (the quotient fits ``quotient_bits``): the division then starts from the remainder
+    ``dividend >> quotient_bits`` and skips the leading quotient bits, which are all zero."""
 
-    def __init__(self, width=64, divisor_width=32):
+    def __init__(self, width=64, divisor_width=32, quotient_bits=None):
+        q = quotient_bits or width
+        assert 1 <= q <= width and width - q <= divisor_width
         self.start    = Signal()
         self.dividend = Signal(width)
         self.divisor  = Signal(divisor_width)
-        self.quotient = Signal(width)
+        self.quotient = Signal(q)
         self.done     = Signal()
 
         # # #
 
         rem   = Signal(divisor_width + 1)
-        count = Signal(max=width + 1)
-        dvd   = Signal(width)
+        count = Signal(max=q + 1)
+        dvd   = Signal(q)                 # the dividend's low bits, still to come down
         dvs   = Signal(divisor_width)
         trial = Signal(divisor_width + 2)
         busy  = Signal()
@@ -143,8 +147,8 @@ class Divider(LiteXModule):
         self.sync += [
             self.done.eq(0),
             If(self.start,
-                dvd.eq(self.dividend), dvs.eq(self.divisor), rem.eq(0),
-                count.eq(width), busy.eq(1),
+                dvd.eq(self.dividend[:q]), dvs.eq(self.divisor), rem.eq(self.dividend[q:] if q < width else 0),
+                count.eq(q), busy.eq(1),
             ).Elif(busy,
                 If(trial[-1],           # negative: keep the remainder
                     rem.eq(Cat(dvd[-1], rem)),

@@ -92,7 +92,9 @@ class Params:
     two passes over the input (2 x its columns in cycles); ``read_fifo_depth`` beats per read
     port is what DRAM can deliver meanwhile, so a depth that covers the passes lets the stream
     run without a gap between them and the multiplies. ``read_ports``: the read stream goes
-    through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py)."""
+    through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py).
+    ``element_units``: copies of the RMSNORM, SILU and ROPE datapaths; that many slots run
+    each of those instructions at once, in groups of that many slots (0: one copy per slot)."""
     slots:     int = 4       # B: sequences (or prompt positions) per weight beat
     act_depth: int = 4096    # int32 words of activation scratchpad per slot
     max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
@@ -101,6 +103,11 @@ class Params:
     mac_lanes: int = 16      # L: int8 x int16 multipliers per slot
     read_fifo_depth: int = 64    # DRAM read beats in flight per read port (see below)
     read_ports: int = 2          # LiteDRAM read ports of the read stream (1 or 2)
+    element_units: int = 0       # RMSNORM/SILU/ROPE datapaths (0 becomes slots: one per slot)
+
+    def __post_init__(self):
+        if not self.element_units:
+            object.__setattr__(self, "element_units", self.slots)
 
     def validate(self):
         for name, lo, hi in (("slots", 1, 16), ("act_depth", 256, 65536), ("max_cols", LANES, 65536),
@@ -111,6 +118,10 @@ class Params:
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
+        u = self.element_units
+        if u < 1 or u & (u - 1) or self.slots % u:
+            raise ValueError(f"Params.element_units = {u}: must be a power of two that divides "
+                             f"slots ({self.slots})")
         return self
 
 
@@ -128,9 +139,10 @@ TARGET_PARAMS = {
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not
-    # worth a second 16-to-128-bit converter and FIFO on the routing-limited board.
+    # worth a second 16-to-128-bit converter and FIFO on the routing-limited board. One copy
+    # of the element units: a second cost ~11 DSPs and ~2 k LUT4, and the build stopped routing.
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
-                    read_ports=1),
+                    read_ports=1, element_units=1),
 }
 
 # Encoding ---------------------------------------------------------------------------------------

@@ -52,6 +52,11 @@ def test_encode_decode_round_trip_and_field_limits():
         isa.Params(read_ports=3).validate()
     with pytest.raises(ValueError, match="read_fifo_depth"):
         isa.Params(read_fifo_depth=100).validate()
+    with pytest.raises(ValueError, match="element_units = 8: must be a power of two that divides slots"):
+        isa.Params(slots=4, element_units=8).validate()
+    with pytest.raises(ValueError, match="element_units = 3"):
+        isa.Params(slots=4, element_units=3).validate()
+    assert isa.Params(slots=4).element_units == 4      # 0, the default, means one copy per slot
 
 
 def test_matrix_format_round_trips():

@@ -27,6 +27,16 @@ def test_random_programs_match_golden():
     assert result["mismatches"] == 0, result.get("first_mismatch")
 
 
+def test_random_programs_match_golden_on_the_ulx3s_config():
+    # The board's core differs in structure (one read port, 4 MAC lanes, RMSNORM/SILU/ROPE
+    # one slot at a time: element_units = 1 of 2 slots), so it is checked on its own.
+    params = isa.TARGET_PARAMS["ulx3s"]
+    assert params.element_units < params.slots and params.read_ports == 1
+    result = verify_core(100, seed=2000, params=params)
+    assert result["programs"] == 100
+    assert result["mismatches"] == 0, result.get("first_mismatch")
+
+
 @pytest.mark.parametrize("kind", sorted(ERROR_KINDS))
 def test_error_programs_stop_like_golden(core, kind):
     # The core stops with the golden model's code and address and writes nothing after the fault.

@@ -3,6 +3,7 @@
 import random
 
 import numpy as np
+import pytest
 from migen import *
 
 from gateware.arith import Divider, Rsqrt, round_shift, round_shift_split, saturate
@@ -74,11 +75,8 @@ def test_ranged_round_shift_split_matches_numerics():
             assert y == int(N.round_shift_sat(x, s, sat)), (x_bits, x, s, y)
 
 
-def test_divider_matches_floor_division():
-    dut = Divider(64, 32)
-    rng = random.Random(2)
-    cases = [(1 << 46, 32768), (1 << 46, 33554431), (12345, 1), (0, 7), (2 ** 62 - 1, 4096)]
-    cases += [(rng.randrange(1 << 62), rng.randrange(1, 1 << 31)) for _ in range(20)]
+def _divide(dut, cases):
+    """Each case's quotient and the cycles from start to done."""
     got = []
 
     def gen():
@@ -88,15 +86,41 @@ def test_divider_matches_floor_division():
             yield dut.start.eq(1)
             yield
             yield dut.start.eq(0)
-            for _ in range(80):          # bounded wait
+            for cycles in range(1, 80):          # bounded wait
                 yield
                 if (yield dut.done):
                     break
             else:
                 raise AssertionError("divider never finished")
-            got.append((yield dut.quotient))
+            got.append(((yield dut.quotient), cycles))
     run_simulation(dut, gen())
-    assert got == [a // b for a, b in cases]
+    return got
+
+
+def test_divider_matches_floor_division():
+    rng = random.Random(2)
+    cases = [(1 << 46, 32768), (1 << 46, 33554431), (12345, 1), (0, 7), (2 ** 62 - 1, 4096)]
+    cases += [(rng.randrange(1 << 62), rng.randrange(1, 1 << 31)) for _ in range(20)]
+    assert _divide(Divider(64, 32), cases) == [(a // b, 1 + 64) for a, b in cases]    # 1: the start cycle
+
+
+@pytest.mark.parametrize("width, quotient_bits, dividend_max, divisor_range", [
+    (64, 51, None, (1, 1 << 16)),           # RMSNORM: sum of n squares of at most 2**50 each
+    (47, 32, 1 << 46, (1 << 15, 1 << 25)),  # ATTN: 2**46 / a sum of exponentials >= 2**15
+])
+def test_divider_skips_the_quotients_leading_zero_bits(width, quotient_bits, dividend_max, divisor_range):
+    # The precondition dividend < divisor << quotient_bits holds at both uses (see the core);
+    # the quotient is exact and takes quotient_bits cycles.
+    rng = random.Random(quotient_bits)
+    cases = []
+    for _ in range(30):
+        b = rng.randrange(*divisor_range)
+        a = dividend_max or rng.randrange(min(b << quotient_bits, 1 << width))
+        cases.append((a, b))
+    lo, hi = divisor_range
+    cases += [(dividend_max or min(b << 50, (1 << width) - 1), b) for b in (lo, hi - 1)]   # the largest
+    assert all(a < b << quotient_bits for a, b in cases)
+    assert _divide(Divider(width, 32, quotient_bits=quotient_bits), cases) == [(a // b, 1 + quotient_bits) for a, b in cases]
 
 
 def test_rsqrt_matches_numerics():
