@@ -320,13 +320,14 @@ class Device:
         if not hasattr(self, "_accel_params"):
             if "accel_config" not in self.csr.registers:
                 raise DeviceError(f"{self.name} has no transformer core (no accel registers in its CSR map)")
-            c, c2 = self.read_reg("accel_config"), self.read_reg("accel_config2")
+            c, c2, c3 = (self.read_reg(f"accel_config{k}") for k in ("", "2", "3"))
             self._accel_params = isa.Params(slots=c & 0xff, act_depth=1 << ((c >> 8) & 0xff),
                                             max_cols=1 << ((c >> 16) & 0xff), max_seq=1 << ((c >> 24) & 0xff),
                                             max_head=1 << (c2 & 0xff), mac_lanes=1 << ((c2 >> 8) & 0xff),
                                             read_fifo_depth=1 << ((c2 >> 16) & 0xff),
                                             read_ports=(c2 >> 24) & 0xf,
-                                            element_units=1 << ((c2 >> 28) & 0xf))
+                                            element_units=1 << ((c2 >> 28) & 0xf),
+                                            fetch_beats=c3 & 0x1ff)
         return self._accel_params
 
     def run_program(self, prog, slots, nslots, watchdog=0, timeout=120.0):

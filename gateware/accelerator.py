@@ -95,6 +95,7 @@ class Accelerator(LiteXModule):
             | (log2_int(params.element_units) << 28),
             description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24 "
                         "| log2 element_units<<28.")
+        self.config3  = CSRStatus(32, reset=params.fetch_beats, description="fetch_beats (0: no instruction buffer).")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -224,6 +225,20 @@ class Accelerator(LiteXModule):
         in_loop, jump  = Signal(), Signal()
         pc_addr = Signal(32)
         self.comb += pc_addr.eq(Cat(C(0, 4), self.prog.storage[4:]) + (pc << 4))
+        # Instruction buffer (Params.fetch_beats): fb_count beats from DRAM beat fb_base.
+        FB = params.fetch_beats
+        if FB:
+            fb_mem = Memory(128, FB)
+            fb_rp, fb_wp = fb_mem.get_port(), fb_mem.get_port(write_capable=True)
+            self.specials += fb_mem, fb_rp, fb_wp
+            fb_base, pc_beat, pc_off = Signal(32), Signal(32), Signal(32)
+            fb_count, fb_fill, fb_nb = Signal(max=FB + 1), Signal(max=FB + 1), Signal(max=FB + 1)
+            fb_hit = Signal()
+            self.comb += [
+                pc_beat.eq(pc_addr[4:]), pc_off.eq(pc_beat - fb_base), fb_hit.eq(pc_off < fb_count),
+                fb_nb.eq(Mux(pc_beat + FB <= dram_beats, FB, Mux(pc_beat < dram_beats, dram_beats - pc_beat, 1))),
+                fb_rp.adr.eq(pc_off),
+            ]
         err_code = Signal(8)
         busy, done = Signal(), Signal()
         self.comb += [
@@ -349,6 +364,7 @@ class Accelerator(LiteXModule):
                 clear.eq(1),
                 NextValue(busy, 1), NextValue(done, 0), NextValue(err_code, 0), NextValue(err_addr, 0),
                 NextValue(pc, 0), NextValue(layer, 0), NextValue(in_loop, 0),
+                *([NextValue(fb_count, 0)] if FB else []),      # the host may have rewritten DRAM
                 NextValue(nslots, self.nslots.storage),
                 NextState("START"),
             )
@@ -371,9 +387,31 @@ class Accelerator(LiteXModule):
                 If(slot == nslots - 1, NextState("FETCH"))
             )
         )
-        fsm.act("FETCH",
-            *burst(pc_addr, isa.BEAT_BYTES, "DECODE")
-        )
+        if FB:
+            # FETCH reads the instruction from the buffer; on a miss it first fills the buffer
+            # with up to FB beats from pc (no further than the end of DRAM, so a fill faults
+            # only where a one-beat fetch would). A fill waits until the writes issued so far
+            # have reached LiteDRAM, so it reads what the program wrote over itself.
+            fsm.act("FETCH",
+                If(fb_hit,
+                    NextState("DECODE")
+                ).Elif(wr_pending == 0,
+                    NextValue(fb_count, 0), NextValue(fb_base, pc_beat), NextValue(fb_fill, fb_nb),
+                    NextValue(i, 0), *burst(pc_addr, fb_nb << 4, "FB_FILL")
+                )
+            )
+            self.comb += [fb_wp.adr.eq(i), fb_wp.dat_w.eq(rd.data), fb_wp.we.eq(fsm.ongoing("FB_FILL") & rd.valid)]
+            fsm.act("FB_FILL",
+                rd.ready.eq(1), rd_wait.eq(1),
+                If(rd.valid,
+                    NextValue(i, i + 1),
+                    If(i == fb_fill - 1, NextValue(fb_count, fb_fill), NextState("FETCH"))
+                )
+            )
+        else:
+            fsm.act("FETCH",
+                *burst(pc_addr, isa.BEAT_BYTES, "DECODE")
+            )
         class_index = {name: CLASSES.index(name) for name in CLASSES}
         # Field checks are registered in PREP and PREP2, the cycles between DECODE and EXECUTE
         # (timing: the n*m product, from the registered fields, is valid in PREP2, and the
@@ -391,13 +429,14 @@ class Accelerator(LiteXModule):
             return checks[key]
         need = lambda cond, *then: If(~(cond), *fail("BAD_FIELD")).Else(*then)
         kvhs_ok = (m >= 8) & (m[0:3] == 0) & (m <= params.max_head)
+        ins = fb_rp.dat_r if FB else rd.data        # FETCH addressed the buffer a cycle ago
         fsm.act("DECODE",
-            rd.ready.eq(1), rd_wait.eq(1),
-            If(rd.valid,
-                NextValue(op, rd.data[0:8]), NextValue(flags, rd.data[8:16]),
-                NextValue(dst, rd.data[16:32]), NextValue(src, rd.data[32:48]),
-                NextValue(src2, rd.data[48:64]), NextValue(n, rd.data[64:80]),
-                NextValue(m, rd.data[80:96]), NextValue(addr, rd.data[96:128]),
+            *([] if FB else [rd.ready.eq(1), rd_wait.eq(1)]),
+            If(1 if FB else rd.valid,
+                NextValue(op, ins[0:8]), NextValue(flags, ins[8:16]),
+                NextValue(dst, ins[16:32]), NextValue(src, ins[32:48]),
+                NextValue(src2, ins[48:64]), NextValue(n, ins[64:80]),
+                NextValue(m, ins[80:96]), NextValue(addr, ins[96:128]),
                 NextValue(slot, 0), NextValue(group, 0), NextValue(lane, 0), NextValue(jump, 0),
                 NextState("PREP"),
             )
@@ -434,6 +473,7 @@ class Accelerator(LiteXModule):
         )
         self.comb += [
             If(fsm.ongoing("FETCH") | fsm.ongoing("DECODE") | fsm.ongoing("PREP") | fsm.ongoing("PREP2")
+               | (fsm.ongoing("FB_FILL") if FB else 0)
                | fsm.ongoing("START")
                | fsm.ongoing("SLOTS"),
                 cls.eq(class_index["FETCH"])
@@ -1421,7 +1461,10 @@ class Accelerator(LiteXModule):
                 *fail("WINDOW", req_beat << 4)
             ).Else(
                 If(req_write,
-                    NextValue(wr_addr, req_beat)
+                    NextValue(wr_addr, req_beat),
+                    # A write over buffered instructions empties the buffer (they are refetched).
+                    *([If((req_beat < fb_base + fb_count) & (req_beat + req_beats > fb_base), NextValue(fb_count, 0))]
+                      if FB else [])
                 ).Else(
                     rd_start.eq(1)
                 ),

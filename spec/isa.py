@@ -94,7 +94,11 @@ class Params:
     run without a gap between them and the multiplies. ``read_ports``: the read stream goes
     through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py).
     ``element_units``: copies of the RMSNORM, SILU and ROPE datapaths; that many slots run
-    each of those instructions at once, in groups of that many slots (0: one copy per slot)."""
+    each of those instructions at once, in groups of that many slots (0: one copy per slot).
+    ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
+    is fetched from DRAM once per run (0: one burst per instruction). A write burst that
+    overlaps the buffered beats empties the buffer, so a program that writes its own
+    instructions still runs what the golden model runs."""
     slots:     int = 4       # B: sequences (or prompt positions) per weight beat
     act_depth: int = 4096    # int32 words of activation scratchpad per slot
     max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
@@ -104,6 +108,7 @@ class Params:
     read_fifo_depth: int = 64    # DRAM read beats in flight per read port (see below)
     read_ports: int = 2          # LiteDRAM read ports of the read stream (1 or 2)
     element_units: int = 0       # RMSNORM/SILU/ROPE datapaths (0 becomes slots: one per slot)
+    fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
         if not self.element_units:
@@ -118,6 +123,9 @@ class Params:
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
+        f = self.fetch_beats
+        if f and (not 2 <= f <= 256 or f & (f - 1)):
+            raise ValueError(f"Params.fetch_beats = {f}: must be 0 or a power of two in [2, 256]")
         u = self.element_units
         if u < 1 or u & (u - 1) or self.slots % u:
             raise ValueError(f"Params.element_units = {u}: must be a power of two that divides "
@@ -134,8 +142,9 @@ def params_dict(p):
 TARGET_PARAMS = {
     # sim: two ports x 1024 beats hold the weights DRAM delivers during the longest MATVEC
     # input passes (2 x 1024 columns).
+    # A 32-instruction buffer holds a whole decode program (25 instructions for the llama2.c models).
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
-                   read_fifo_depth=1024),
+                   read_fifo_depth=1024, fetch_beats=32),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

@@ -57,6 +57,10 @@ def test_encode_decode_round_trip_and_field_limits():
     with pytest.raises(ValueError, match="element_units = 3"):
         isa.Params(slots=4, element_units=3).validate()
     assert isa.Params(slots=4).element_units == 4      # 0, the default, means one copy per slot
+    with pytest.raises(ValueError, match="fetch_beats = 24"):
+        isa.Params(fetch_beats=24).validate()
+    with pytest.raises(ValueError, match="fetch_beats = 1:"):
+        isa.Params(fetch_beats=1).validate()
 
 
 def test_matrix_format_round_trips():

@@ -37,6 +37,29 @@ def test_random_programs_match_golden_on_the_ulx3s_config():
     assert result["mismatches"] == 0, result.get("first_mismatch")
 
 
+def test_a_program_that_writes_its_own_instructions_runs_what_golden_runs(core):
+    # The instruction buffer (Params.fetch_beats) holds the whole program after its first
+    # fetch. A STORE over a later instruction must empty it, or the core would run the old word
+    # (here an illegal opcode, which the golden model never sees).
+    from driver.golden import GoldenCore
+    assert PARAMS.fetch_beats >= 4
+    E = isa.encode
+    prog, data, slots = 0x1000, 0x2000, 0x3000
+    program = [E("LOAD", dst=0, n=4, m=1, addr=data),             # act[0:4] = a HALT, as int32
+               E("STORE", src=0, n=4, m=1, addr=prog + 3 * 16),   # written over instruction 3
+               E("SETR", dst=0, addr=7),
+               E(0xff)]                                           # illegal unless rewritten
+    dram = bytearray(DRAM)
+    dram[prog:prog + 64] = isa.program_bytes(program)
+    dram[data:data + 16] = E("HALT").to_bytes(16, "little")
+    golden = GoldenCore(DRAM, PARAMS)
+    golden.dram[:] = dram
+    assert golden.run(prog, slots, 1) == (0, 0)
+    r = core.run(bytes(dram), prog, slots, 1)
+    assert (isa.ERROR_NAMES[r.error], r.counters["retired"]) == ("NONE", golden.retired)
+    assert r.dram == bytes(golden.dram)
+
+
 @pytest.mark.parametrize("kind", sorted(ERROR_KINDS))
 def test_error_programs_stop_like_golden(core, kind):
     # The core stops with the golden model's code and address and writes nothing after the fault.
