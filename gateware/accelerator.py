@@ -338,11 +338,11 @@ class Accelerator(LiteXModule):
                                        & (self.cycles.status >= self.watchdog.storage))
 
         # Shared units -----------------------------------------------------------------------------
-        # Dividers that start at the quotient's highest possible bit. RMSNORM's mean square:
-        # |x >> RMS_PRE_SHIFT| <= 2**(31 - RMS_PRE_SHIFT), so the mean of the squares fits
-        # 63 - 2*RMS_PRE_SHIFT bits (51 cycles, not 64) whenever their sum fits int64 as
-        # spec.numerics.rmsnorm assumes. ATTN's 2**46 / sum: the sum is at least
-        # 2**15 (the max score's exponential), so the reciprocal fits 32 bits (32 cycles, not 64).
+        # Dividers (two quotient bits a cycle) that start at the quotient's highest possible
+        # bit. RMSNORM's mean square: |x >> RMS_PRE_SHIFT| <= 2**(31 - RMS_PRE_SHIFT), so the
+        # mean of the squares fits 63 - 2*RMS_PRE_SHIFT bits (26 cycles) whenever their sum fits
+        # int64 as spec.numerics.rmsnorm assumes. ATTN's 2**46 / sum: the sum is at least 2**15
+        # (the max score's exponential), so the reciprocal fits 32 bits (16 cycles).
         self.divider = div = Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT)
         self.recip_divider = rdiv = Divider(47, 32, quotient_bits=32)
         self.rsqrt = rsq = Rsqrt()
@@ -674,14 +674,21 @@ class Accelerator(LiteXModule):
         i1, i2, i3, i4, i5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         exp_ok = []
+        aw1, aw2 = Signal(), Signal()     # pass 1: the pair's second element is in range
         for s in range(B):
             mem = Memory(16 * isa.LANES, max(params.max_cols // isa.LANES, 2))
             rp, wp = mem.get_port(), mem.get_port(write_capable=True)
             self.specials += mem, rp, wp
             xin_rd.append(rp.dat_r)
             self.comb += [rp.adr.eq(xin_adr), wp.adr.eq(xin_wadr), wp.dat_w.eq(xin_wdat[s]), wp.we.eq(xin_we)]
-            ax = Signal(32)
-            self.comb += ax.eq(Mux(act_rdat[s] < 0, -act_rdat[s], act_rdat[s]))
+            # Pass 1 reads two elements a cycle (both scratchpad ports): |x| of each (S2), the
+            # pair's larger (S3), the running maximum (S4).
+            ax, ax2, pmax = Signal(32), Signal(32), Signal(32)
+            self.sync += [
+                ax.eq(Mux(act_rdat[s] < 0, -act_rdat[s], act_rdat[s])),
+                ax2.eq(Mux(~aw2, 0, Mux(act_rdat2[s] < 0, -act_rdat2[s], act_rdat2[s]))),
+                pmax.eq(Mux(ax2 > ax, ax2, ax)),
+            ]
             # round_shift(amax, ex) <= 2**15 - 1 for amax >= 0, without the shifter: amax below
             # (2**15 << ex) - 2**(ex-1), a constant per exponent (timing).
             lim = (1 << (N.QIN_BITS - 1))
@@ -702,7 +709,7 @@ class Accelerator(LiteXModule):
                 self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
-                If(fsm.ongoing("MV_AMAX") & v2 & (ax > amax[s]), amax[s].eq(ax)),
+                If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
                 If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
                 If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
             ]
@@ -711,14 +718,15 @@ class Accelerator(LiteXModule):
         # over the input.
         mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
         fsm.act("MATVEC",
-            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0),
+            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             *burst(waddr, mv_bytes, "MV_AMAX")
         )
         fsm.act("MV_AMAX",
-            act_radr.eq(src + i),
-            If(i < m, NextValue(i, i + 1)),
-            NextValue(v1, i < m), NextValue(v2, v1),
-            If((i == m) & ~v1 & ~v2, NextState("MV_EXP"))
+            act_radr.eq(src + i), act_radr2.eq(src + i + 1),
+            If(i < m, NextValue(i, i + 2)),
+            NextValue(v1, i < m), NextValue(aw1, i + 1 < m), NextValue(v2, v1), NextValue(aw2, aw1),
+            NextValue(v3, v2), NextValue(v4, v3),
+            If((i >= m) & ~v1 & ~v2 & ~v3 & ~v4, NextState("MV_EXP"))
         )
         fsm.act("MV_EXP",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),

@@ -120,44 +120,54 @@ def saturate(m, x, bits):
 # Sequential divider -------------------------------------------------------------------------------
 
 class Divider(LiteXModule):
-    """Unsigned restoring division, one quotient bit per cycle: ``quotient = dividend // divisor``
-    (the softmax reciprocal and RMSNorm's mean). ``start`` latches the operands; ``done`` pulses
-    ``quotient_bits`` cycles after that. The caller guarantees ``dividend < divisor << quotient_bits``
-    (the quotient fits ``quotient_bits``): the division then starts from the remainder
-    ``dividend >> quotient_bits`` and skips the leading quotient bits, which are all zero."""
+    """Unsigned restoring division, two quotient bits per cycle (radix 4: the remainder is tried
+    against 1, 2 and 3 times the divisor at once): ``quotient = dividend // divisor`` (the
+    softmax reciprocal and RMSNorm's mean). ``start`` latches the operands; ``done`` pulses
+    ``ceil(quotient_bits / 2)`` cycles after that. The caller guarantees
+    ``dividend < divisor << quotient_bits`` (the quotient fits ``quotient_bits``): the division
+    then starts from the remainder ``dividend >> quotient_bits`` and skips the leading quotient
+    bits, which are all zero."""
 
     def __init__(self, width=64, divisor_width=32, quotient_bits=None):
         q = quotient_bits or width
-        assert 1 <= q <= width and width - q <= divisor_width
+        q += q & 1                        # whole radix-4 digits
+        assert 2 <= q <= width + (width & 1) and width - q <= divisor_width
         self.start    = Signal()
         self.dividend = Signal(width)
         self.divisor  = Signal(divisor_width)
         self.quotient = Signal(q)
         self.done     = Signal()
+        self.cycles   = q // 2
 
         # # #
 
-        rem   = Signal(divisor_width + 1)
-        count = Signal(max=q + 1)
+        dw = divisor_width
+        rem   = Signal(dw)                # always below the divisor
+        count = Signal(max=q // 2 + 1)
         dvd   = Signal(q)                 # the dividend's low bits, still to come down
-        dvs   = Signal(divisor_width)
-        trial = Signal(divisor_width + 2)
+        d1, d2, d3 = Signal(dw), Signal(dw + 1), Signal(dw + 2)
+        r4 = Signal(dw + 2)               # rem * 4 + the next two dividend bits
+        t1, t2, t3 = (Signal(dw + 3) for _ in range(3))     # r4 - k*divisor; top bit: negative
         busy  = Signal()
-        self.comb += trial.eq(Cat(dvd[-1], rem) - dvs)
+        self.comb += [r4.eq(Cat(dvd[-2:], rem)), t1.eq(r4 - d1), t2.eq(r4 - d2), t3.eq(r4 - d3)]
+        dividend = Cat(self.dividend, C(0, q - width)) if q > width else self.dividend
         self.sync += [
             self.done.eq(0),
             If(self.start,
-                dvd.eq(self.dividend[:q]), dvs.eq(self.divisor), rem.eq(self.dividend[q:] if q < width else 0),
-                count.eq(q), busy.eq(1),
+                dvd.eq(dividend[:q]), rem.eq(dividend[q:] if q < width else 0),
+                d1.eq(self.divisor), d2.eq(self.divisor << 1), d3.eq(self.divisor + (self.divisor << 1)),
+                count.eq(q // 2), busy.eq(1),
             ).Elif(busy,
-                If(trial[-1],           # negative: keep the remainder
-                    rem.eq(Cat(dvd[-1], rem)),
-                    self.quotient.eq(Cat(0, self.quotient)),
+                If(~t3[-1],
+                    rem.eq(t3), self.quotient.eq(Cat(C(3, 2), self.quotient)),
+                ).Elif(~t2[-1],
+                    rem.eq(t2), self.quotient.eq(Cat(C(2, 2), self.quotient)),
+                ).Elif(~t1[-1],
+                    rem.eq(t1), self.quotient.eq(Cat(C(1, 2), self.quotient)),
                 ).Else(
-                    rem.eq(trial),
-                    self.quotient.eq(Cat(1, self.quotient)),
+                    rem.eq(r4), self.quotient.eq(Cat(C(0, 2), self.quotient)),
                 ),
-                dvd.eq(dvd << 1),
+                dvd.eq(dvd << 2),
                 count.eq(count - 1),
                 If(count == 1, busy.eq(0), self.done.eq(1)),
             )
