@@ -696,24 +696,27 @@ class Accelerator(LiteXModule):
             ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
             self.sync += ok.eq((amax[s] < fits_below[ex[s]]) | (s >= nslots))
             exp_ok.append(ok)
-            # Input pass: read (S0, S1), rounding bias (S2), shift (S3), saturate (S4), pack
-            # into the lane word (S5).
-            xval = _signed(self, Mux(i2 < m, act_rdat[s], 0), 32)
-            xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40,
-                                          x_bits=32, s_range=(0, 31), sat_bits=N.QIN_BITS)
-            xr = Signal((len(xr_finish()), True))
-            xm = Signal((16, True))
-            self.sync += [xr.eq(xr_finish()), xm.eq(saturate(self, xr, N.QIN_BITS))]
+            # Input pass, two elements a cycle (both scratchpad ports): read (S0, S1), rounding
+            # bias (S2), shift (S3), saturate (S4), pack the pair into the lane word (S5).
+            xms = []
+            for rdat, e in ((act_rdat[s], 0), (act_rdat2[s], 1)):
+                xval = _signed(self, Mux(i2 + e < m, rdat, 0), 32)
+                xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40,
+                                              x_bits=32, s_range=(0, 31), sat_bits=N.QIN_BITS)
+                xr = Signal((len(xr_finish()), True))
+                xm = Signal((16, True))
+                self.sync += [xr.eq(xr_finish()), xm.eq(saturate(self, xr, N.QIN_BITS))]
+                xms.append(xm)
             self.comb += xin_wdat[s].eq(xwords[s])
-            for l in range(isa.LANES):
-                self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + 1)].eq(xm))
+            for l in range(0, isa.LANES, 2):
+                self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + 2)].eq(Cat(*xms)))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
                 If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
                 If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
             ]
-        self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == 15))]
+        self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == isa.LANES - 2))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
         mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
@@ -737,8 +740,8 @@ class Accelerator(LiteXModule):
             If(reduce(and_, exp_ok), NextState("MV_XIN")).Else(NextState("MV_EXP"))
         )
         fsm.act("MV_XIN",
-            act_radr.eq(src + i),
-            If(i < cp, NextValue(i, i + 1)),
+            act_radr.eq(src + i), act_radr2.eq(src + i + 1),
+            If(i < cp, NextValue(i, i + 2)),
             NextValue(v1, i < cp), NextValue(i1, i),
             NextValue(v2, v1), NextValue(i2, i1),
             NextValue(v3, v2), NextValue(i3, i2),
