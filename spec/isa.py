@@ -149,7 +149,8 @@ TARGET_PARAMS = {
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not
     # worth a second 16-to-128-bit converter and FIFO on the routing-limited board. One copy
-    # of the element units: a second cost ~11 DSPs and ~2 k LUT4, and the build stopped routing.
+    # of the element units: with a copy per slot the board's builds had 109 MULT18 (85 with
+    # one) and ~1.9 k more LUT4, and routed at 43 MHz or not at all.
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
                     read_ports=1, element_units=1),
 }
