@@ -4,8 +4,9 @@ One instruction at a time, fetched from DRAM through the core's own read stream 
 native read ports, gateware/readstream.py); weights, tables and the KV cache stream through it
 at full width and the KV cache and results leave through a native write port. Each batch slot
 has its own int32 activation scratchpad; MATVEC feeds every slot from each weight beat (LANES
-int8 x B slots multiply-accumulates per cycle); RMSNORM, ROPE, SILU and ARGMAX work on every
-slot at once; EMBED, KVWRITE, ATTN, STORE and LOAD, whose DRAM rows differ per slot, walk the
+int8 x B slots multiply-accumulates per cycle); ARGMAX works on every slot at once, and
+RMSNORM, ROPE and SILU on Params.element_units slots at once (every slot when there is a copy
+per slot); EMBED, KVWRITE, ATTN, STORE and LOAD, whose DRAM rows differ per slot, walk the
 slots one after the other.
 
 The golden model (driver/golden.py) is the specification: every state below computes the same

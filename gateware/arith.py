@@ -131,13 +131,12 @@ class Divider(LiteXModule):
     def __init__(self, width=64, divisor_width=32, quotient_bits=None):
         q = quotient_bits or width
         q += q & 1                        # whole radix-4 digits
-        assert 2 <= q <= width + (width & 1) and width - q <= divisor_width
+        assert q <= width and width - q <= divisor_width
         self.start    = Signal()
         self.dividend = Signal(width)
         self.divisor  = Signal(divisor_width)
         self.quotient = Signal(q)
         self.done     = Signal()
-        self.cycles   = q // 2
 
         # # #
 
@@ -150,11 +149,10 @@ class Divider(LiteXModule):
         t1, t2, t3 = (Signal(dw + 3) for _ in range(3))     # r4 - k*divisor; top bit: negative
         busy  = Signal()
         self.comb += [r4.eq(Cat(dvd[-2:], rem)), t1.eq(r4 - d1), t2.eq(r4 - d2), t3.eq(r4 - d3)]
-        dividend = Cat(self.dividend, C(0, q - width)) if q > width else self.dividend
         self.sync += [
             self.done.eq(0),
             If(self.start,
-                dvd.eq(dividend[:q]), rem.eq(dividend[q:] if q < width else 0),
+                dvd.eq(self.dividend[:q]), rem.eq(self.dividend[q:] if q < width else 0),
                 d1.eq(self.divisor), d2.eq(self.divisor << 1), d3.eq(self.divisor + (self.divisor << 1)),
                 count.eq(q // 2), busy.eq(1),
             ).Elif(busy,
