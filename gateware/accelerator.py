@@ -129,11 +129,20 @@ class Accelerator(LiteXModule):
             reader.sink.valid.eq(rd_more),
             reader.sink.address.eq(rd_addr),
         ]
+        # One queued burst (ATTN's next K, already checked against the window): it starts once
+        # the burst in progress has sent its last address, so its beats follow that burst's.
+        rdq_valid, rdq_push = Signal(), Signal()
+        kv_early = Signal()               # ATTN: the current head's K is already requested
+        rdq_addr, rdq_len = Signal(read_port.address_width), Signal(32)
+        rdq_push_addr, rdq_push_len = Signal(read_port.address_width), Signal(32)
+        self.sync += If(rdq_push, rdq_valid.eq(1), rdq_addr.eq(rdq_push_addr), rdq_len.eq(rdq_push_len))
         self.sync += [
             If(rd_start,
                 rd_addr.eq(rd_start_addr), rd_remaining.eq(rd_start_len), rd_more.eq(rd_start_len != 0)
             ).Elif(reader.sink.valid & reader.sink.ready,
                 rd_addr.eq(rd_addr + 1), rd_remaining.eq(rd_remaining - 1), rd_more.eq(rd_remaining != 1)
+            ).Elif(rdq_valid & ~rd_more,
+                rd_addr.eq(rdq_addr), rd_remaining.eq(rdq_len), rd_more.eq(rdq_len != 0), rdq_valid.eq(0)
             ),
             rd_outstanding.eq(rd_outstanding + (reader.sink.valid & reader.sink.ready) - (rd.valid & rd.ready)),
         ]
@@ -364,7 +373,7 @@ class Accelerator(LiteXModule):
             If(self.control.fields.start,
                 clear.eq(1),
                 NextValue(busy, 1), NextValue(done, 0), NextValue(err_code, 0), NextValue(err_addr, 0),
-                NextValue(pc, 0), NextValue(layer, 0), NextValue(in_loop, 0),
+                NextValue(pc, 0), NextValue(layer, 0), NextValue(in_loop, 0), NextValue(kv_early, 0),
                 *([NextValue(fb_count, 0)] if FB else []),      # the host may have rewritten DRAM
                 NextValue(nslots, self.nslots.storage),
                 NextState("START"),
@@ -501,7 +510,7 @@ class Accelerator(LiteXModule):
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
         )
-        self.sync += If(fsm.ongoing("FLUSH"), rd_remaining.eq(0), rd_more.eq(0))
+        self.sync += If(fsm.ongoing("FLUSH"), rd_remaining.eq(0), rd_more.eq(0), rdq_valid.eq(0))
 
         def beat_in(then):
             """Take the next read beat into ``beat``."""
@@ -1117,6 +1126,29 @@ class Accelerator(LiteXModule):
             vhead_base.eq(kvhead_base + R["VOFF"]),
         ]
         self.comb += [q_wp.adr.eq(kvb2), q_wp.dat_w.eq(packed16), q_wp.we.eq(kvv2 & (kvl2 == 7))]
+        # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
+        # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
+        # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
+        # for early only where its burst lies inside DRAM and the next slot's position passes
+        # ATTN's checks; otherwise that head asks in AT_QD and faults there, as golden does.
+        # Registered in steps during AT_Q and AT_K (at least 10 cycles before AT_KN).
+        last_head = Signal()
+        nx_pos, nx_kvb, nx_pos_off, nx_kvaddr = Signal(32), Signal(32), Signal(ADDR_W), Signal(ADDR_W)
+        nx_base, nx_span = Signal(ADDR_W), Signal(ADDR_W)
+        nx_pos_ok, nx_ok = Signal(), Signal()
+        self.comb += last_head.eq(h == n - 1)
+        self.sync += [
+            nx_pos.eq(pos[slot + 1]), nx_kvb.eq(kvb[slot + 1]),
+            nx_pos_off.eq(nx_pos * (m << 1)),
+            nx_kvaddr.eq(nx_kvb + addr + Mux(layered, kv_layer_off, 0)),
+            nx_pos_ok.eq((nx_pos < R["SEQLEN"]) & (nx_pos < params.max_seq) & (slot != nslots - 1)),
+            If(last_head,
+                nx_base.eq(nx_kvaddr), nx_span.eq(nx_pos_off + (m << 1))
+            ).Else(
+                nx_base.eq(kvhead_base + Mux(hg == src2 - 1, R["KVHEAD"], 0)), nx_span.eq(span)
+            ),
+            nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= dram_beats) & (~last_head | nx_pos_ok)),
+        ]
         # wshift (the output shift below) is a register equal to "in AT_OUT and j < m": set on
         # entry, cleared as j reaches m. Decoded from the FSM state it fanned out to 3,072
         # flip-flops, and the routed ULX3S build's longest path crossed the chip through that
@@ -1152,7 +1184,11 @@ class Accelerator(LiteXModule):
         fsm.act("AT_QD",
             If(~kvv0 & ~kvv1 & ~kvv2,
                 NextValue(t, 0), NextValue(k, 0),
-                *burst(kvhead_base, span, "AT_K")
+                If(kv_early,
+                    NextValue(kv_early, 0), NextState("AT_K")
+                ).Else(
+                    *burst(kvhead_base, span, "AT_K")
+                )
             )
         )
         # Scores: stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums
@@ -1182,7 +1218,12 @@ class Accelerator(LiteXModule):
             ),
             # The head's V is requested now: its beats wait in the read FIFO while the softmax
             # and the division run, so AT_V does not wait for DRAM's latency.
-            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), *burst(vhead_base, span, "AT_SM_RUN"))
+            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), *burst(vhead_base, span, "AT_KN"))
+        )
+        self.comb += [rdq_push_addr.eq(nx_base >> 4), rdq_push_len.eq((nx_span + 15) >> 4)]
+        fsm.act("AT_KN",
+            If(nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
+            NextState("AT_SM_RUN")
         )
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         sc_r = _signed(self, sc_finish(), 80)

@@ -101,3 +101,56 @@ def test_verify_command_json():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert (result["programs"], result["mismatches"], result["seed"]) == (20, 0, 77)
+
+
+def _attn_program(kvhead, kv_bases, positions, seqlen=8):
+    """Two slots of a 4-head ATTN (2 KV heads, head size 8) on random K/V and queries, its
+    result stored: the case for ATTN's early K requests (the next head's, the next slot's)."""
+    import numpy as np
+    rng = np.random.default_rng(7)
+    E, R = isa.encode, isa.REGS
+    prog, data, slots, out = 0x1000, 0x2000, 0x3000, 0x4000
+    program = [E("LOAD", dst=0, n=32, m=8, addr=data),
+               E("SETR", dst=R["SEQLEN"], addr=seqlen), E("SETR", dst=R["KVSTRIDE"], addr=0),
+               E("SETR", dst=R["KVHEAD"], addr=kvhead), E("SETR", dst=R["VOFF"], addr=0x800),
+               E("SETR", dst=R["ATTSCALE"], addr=round(2 ** 15 / 8 ** 0.5)),
+               E("ATTN", dst=64, src=0, src2=2, n=4, m=8, addr=0),
+               E("STORE", src=64, n=32, m=8, addr=out),
+               E("HALT")]
+    dram = bytearray(DRAM)
+    dram[prog:prog + 16 * len(program)] = isa.program_bytes(program)
+    dram[data:data + 256] = rng.integers(-1 << 18, 1 << 18, 64).astype("<i4").tobytes()
+    dram[slots:slots + 32] = isa.pack_slots([(0, p, b) for p, b in zip(positions, kv_bases)])
+    for base in kv_bases:
+        for off in (0, kvhead, 0x800, 0x800 + kvhead):
+            a = base + off
+            if a + 128 <= DRAM:
+                dram[a:a + 128] = rng.integers(-512, 512, 64).astype("<i2").tobytes()
+    return bytes(dram), prog, slots
+
+
+@pytest.mark.parametrize("name, kvhead, kv_bases, positions, error", [
+    ("valid", 0x100, (0x10000, 0x20000), (3, 5), "NONE"),
+    ("second KV head past DRAM", DRAM - 0x10000, (0x10000, 0x20000), (3, 5), "WINDOW"),
+    ("second slot's K past DRAM", 0x100, (0x10000, DRAM - 16), (3, 5), "WINDOW"),
+    ("second slot's pos >= SEQLEN", 0x100, (0x10000, 0x20000), (3, 8), "BAD_POS"),
+])
+def test_attn_requests_the_next_heads_keys_early_without_faulting_early(core, name, kvhead, kv_bases, positions, error):
+    # ATTN asks for the next head's (or the next slot's first head's) K while the current
+    # head finishes. Where that burst would leave DRAM or the next slot's position is bad, it
+    # must not be asked early: the core faults at that head, as golden does, and the next
+    # run starts clean.
+    from driver.golden import GoldenCore
+    dram, prog, slots = _attn_program(kvhead, kv_bases, positions)
+    golden = GoldenCore(DRAM, PARAMS)
+    golden.dram[:] = dram
+    code, where = golden.run(prog, slots, 2)
+    assert isa.ERROR_NAMES[code] == error
+    r = core.run(dram, prog, slots, 2)
+    assert (isa.ERROR_NAMES[r.error], r.err_addr) == (error, where)
+    assert r.dram == bytes(golden.dram)
+    valid, prog, slots = _attn_program(0x100, (0x10000, 0x20000), (3, 5))
+    golden.dram[:] = valid
+    assert golden.run(prog, slots, 2) == (0, 0)
+    r = core.run(valid, prog, slots, 2)
+    assert r.error == 0 and r.dram == bytes(golden.dram)
