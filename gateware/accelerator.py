@@ -353,9 +353,14 @@ class Accelerator(LiteXModule):
         # mean of the squares fits 63 - 2*RMS_PRE_SHIFT bits (26 cycles) whenever their sum fits
         # int64 as spec.numerics.rmsnorm assumes. ATTN's 2**46 / sum: the sum is at least 2**15
         # (the max score's exponential), so the reciprocal fits 32 bits (16 cycles).
-        self.divider = div = Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT)
+        # RMSNORM has a divider and a 1/sqrt per element lane, so a group's slots take them at
+        # once; ATTN, which walks the slots, has one reciprocal divider.
+        divs = [Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT) for _ in range(U)]
+        rsqs = [Rsqrt() for _ in range(U)]
+        for x in range(U):
+            self.add_module(f"rms_divider{x}", divs[x])
+            self.add_module(f"rms_rsqrt{x}", rsqs[x])
         self.recip_divider = rdiv = Divider(47, 32, quotient_bits=32)
-        self.rsqrt = rsq = Rsqrt()
 
         # Loop indices and scratch registers shared by the instructions.
         i, j, k, t = Signal(32), Signal(8), Signal(16), Signal(32)
@@ -597,27 +602,23 @@ class Accelerator(LiteXModule):
             If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextValue(lane, 0), NextState("RMS_DIV"))
         )
         eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
-        ms = Signal(64)
-        self.comb += rsq.m.eq(ms)
-        fsm.act("RMS_DIV",
-            div.start.eq(1), div.dividend.eq(sumsq[0] if U == 1 else Array(sumsq)[lane]), div.divisor.eq(n),
-            NextState("RMS_DIVW")
-        )
-        fsm.act("RMS_DIVW",
-            If(div.done, NextValue(ms, div.quotient + eps_q), NextState("RMS_RSQ"))
-        )
-        fsm.act("RMS_RSQ", rsq.start.eq(1), NextState("RMS_RSQW"))
-        self.sync += [If(fsm.ongoing("RMS_RSQW") & rsq.done & (lane == x), ry[x].eq(rsq.y), re_[x].eq(rsq.e))
-                      for x in range(U)]
-        fsm.act("RMS_RSQW",
-            If(rsq.done,
-                If(lane_last,
-                    NextValue(i, 0), NextState("RMS_HDR")
-                ).Else(
-                    NextValue(slot, slot + 1), NextValue(lane, lane + 1), NextState("RMS_DIV")
-                )
-            )
-        )
+        # Every lane of the group divides and takes 1/sqrt at once; their latencies are fixed
+        # (the quotient's width, Rsqrt's steps), so lane 0's done stands for all of them.
+        rms_div, rms_rsq = fsm.ongoing("RMS_DIV"), fsm.ongoing("RMS_RSQ")
+        for x in range(U):
+            ms = Signal(64)
+            self.comb += [
+                divs[x].start.eq(rms_div), divs[x].dividend.eq(sumsq[x]), divs[x].divisor.eq(n),
+                rsqs[x].start.eq(rms_rsq), rsqs[x].m.eq(ms),
+            ]
+            self.sync += [
+                If(divs[x].done, ms.eq(divs[x].quotient + eps_q)),
+                If(rsqs[x].done, ry[x].eq(rsqs[x].y), re_[x].eq(rsqs[x].e)),
+            ]
+        fsm.act("RMS_DIV", NextState("RMS_DIVW"))
+        fsm.act("RMS_DIVW", If(divs[0].done, NextState("RMS_RSQ")))
+        fsm.act("RMS_RSQ", NextState("RMS_RSQW"))
+        fsm.act("RMS_RSQW", If(rsqs[0].done, NextValue(i, 0), NextState("RMS_HDR")))
         bvalid = Signal()                 # a gain beat is held in ``beat``
         # Pass 2, one element per cycle (plus one per gain beat): read (S1, S2), x*y (S3), round
         # by 15-e (S4 bias, S5 shift, S6 saturate), times the gain (S7), round by the gain shift
