@@ -133,6 +133,7 @@ class Accelerator(LiteXModule):
         # the burst in progress has sent its last address, so its beats follow that burst's.
         rdq_valid, rdq_push = Signal(), Signal()
         kv_early = Signal()               # ATTN: the current head's K is already requested
+        od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
         rdq_addr, rdq_len = Signal(read_port.address_width), Signal(32)
         rdq_push_addr, rdq_push_len = Signal(read_port.address_width), Signal(32)
         self.sync += If(rdq_push, rdq_valid.eq(1), rdq_addr.eq(rdq_push_addr), rdq_len.eq(rdq_push_len))
@@ -510,7 +511,7 @@ class Accelerator(LiteXModule):
             If((rd_remaining == 0) & (rd_outstanding == 0) & ~rd.valid, NextState("DRAIN"))
         )
         fsm.act("DRAIN",
-            If(wr_pending == 0, NextState("DONE"))
+            If((wr_pending == 0) & ~od_active, NextState("DONE"))
         )
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
@@ -1060,15 +1061,17 @@ class Accelerator(LiteXModule):
         kvv0, kvv1, kvv2 = Signal(), Signal(), Signal()
         kvl0, kvl1, kvl2 = Signal(3), Signal(3), Signal(3)
         kvb0, kvb1, kvb2 = Signal(13), Signal(13), Signal(13)
+        qh0, qh1, qh2 = Signal(), Signal(), Signal()      # ATTN: the half of q_mem written
         packed16 = Signal(128)
         self.comb += packed16.eq(word)
         for l in range(8):
             self.comb += If(kvl2 == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
         self.sync += [
             kv16_r.eq(kv16),
-            kvv0.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
+            kvv0.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
             kvv1.eq(kvv0), kvl1.eq(kvl0), kvb1.eq(kvb0),
             kvv2.eq(kvv1), kvl2.eq(kvl1), kvb2.eq(kvb1),
+            qh0.eq(h[0] ^ fsm.ongoing("AT_NQ")), qh1.eq(qh0), qh2.eq(qh1),
             If(kvv2, word.eq(packed16)),
         ]
         fsm.act("KVWRITE",
@@ -1104,7 +1107,10 @@ class Accelerator(LiteXModule):
         )
 
         # ATTN -------------------------------------------------------------------------------------
-        q_mem = Memory(128, max(params.max_head // 8, 2))
+        # Two heads' queries (halves h[0] and not h[0]): the next head's is loaded while this
+        # head's division runs (AT_NQ).
+        q_beats = max(params.max_head // 8, 2)
+        q_mem = Memory(128, 2 * q_beats)
         q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
         self.specials += q_mem, q_rp, q_wp
         sbuf = Memory(32, params.max_seq)
@@ -1126,7 +1132,8 @@ class Accelerator(LiteXModule):
             kvhead_base.eq(kvaddr + kvh_off),
             vhead_base.eq(kvhead_base + R["VOFF"]),
         ]
-        self.comb += [q_wp.adr.eq(kvb2), q_wp.dat_w.eq(packed16), q_wp.we.eq(kvv2 & (kvl2 == 7))]
+        self.comb += [q_wp.adr.eq(Cat(kvb2[:log2_int(q_beats)], qh2)), q_wp.dat_w.eq(packed16),
+                      q_wp.we.eq(kvv2 & (kvl2 == 7))]
         # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
         # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
         # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
@@ -1150,8 +1157,8 @@ class Accelerator(LiteXModule):
             ),
             nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= dram_beats) & (~last_head | nx_pos_ok)),
         ]
-        # wshift (the output shift below) is a register equal to "in AT_OUT and j < m": set on
-        # entry, cleared as j reaches m. Decoded from the FSM state it fanned out to 3,072
+        # wshift (the output shift below) is a register equal to "draining and oj < m": set
+        # when a head's drain starts, cleared as oj reaches m. Decoded from the FSM state it fanned out to 3,072
         # flip-flops, and the routed ULX3S build's longest path crossed the chip through that
         # shared decode and back (issue 3).
         wshift = Signal()
@@ -1171,8 +1178,6 @@ class Accelerator(LiteXModule):
                 *fail("BAD_FIELD")
             ).Else(
                 NextValue(h, 0), NextValue(hm, 0), NextValue(kvh, 0), NextValue(hg, 0), NextState("AT_H"),
-                # An ATTN stopped in AT_OUT (the watchdog) leaves the shifts on: clear them.
-                NextValue(wshift, 0), *[NextValue(w, 0) for w in wshift_g]
             )
         )
         fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + hm), NextState("AT_Q"))
@@ -1210,7 +1215,7 @@ class Accelerator(LiteXModule):
         scale = _signed(self, R["ATTSCALE"][0:16], 17)
         self.comb += [
             a_acc.eq(fsm.ongoing("AT_K") & rd.valid & (t <= cur_pos)),
-            q_rp.adr.eq(k),
+            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], h[0])),
         ]
         fsm.act("AT_K",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
@@ -1256,7 +1261,7 @@ class Accelerator(LiteXModule):
                 scount.eq(scount + 1),
                 If((scount == 0) | (sc > smax), smax.eq(sc))
             ),
-            If(fsm.ongoing("AT_Q"), scount.eq(0)),
+            If(fsm.ongoing("AT_Q") | fsm.ongoing("AT_NEXTH"), scount.eq(0)),
         ]
         # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
         u = Signal(40)
@@ -1287,19 +1292,34 @@ class Accelerator(LiteXModule):
             If(t <= cur_pos, NextValue(t, t + 1)),
             If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5, NextState("AT_DIV"))
         )
+        # While the division runs, the next head's query (same slot) goes into q_mem's other
+        # half, so that head starts with its scores; its K is already requested (kv_early).
+        nq_ii = Signal(max=D + 1)
+        self.sync += nq_ii.eq(src + hm + m)
         fsm.act("AT_DIV",
             rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(dsum),
-            NextState("AT_DIVW")
-        )
-        fsm.act("AT_DIVW",
-            If(rdiv.done,
-                NextValue(recip, rdiv.quotient), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
+            If(last_head,
+                NextState("AT_DIVW")
+            ).Else(
+                NextValue(j, 0), NextValue(ii, nq_ii), NextState("AT_NQ")
             )
+        )
+        fsm.act("AT_NQ",
+            act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
+            If(j == m - 1, NextState("AT_NQD"))
+        )
+        fsm.act("AT_NQD", If(~kvv0 & ~kvv1 & ~kvv2, NextState("AT_DIVW")))
+        # The reciprocal is kept when it is done, which may be during AT_NQ.
+        recip_ok = Signal()
+        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
+        fsm.act("AT_DIVW",
+            If(recip_ok, NextValue(t, 0), NextValue(k, 0), NextState("AT_V"))
         )
         # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
         # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
-        a_v = Signal()
-        self.comb += a_v.eq(fsm.ongoing("AT_V") & rd.valid & (t <= cur_pos))
+        # The previous head's outputs leave the accumulators first (od_active: the drain below).
+        a_v, v_take = Signal(), Signal()
+        self.comb += [v_take.eq((t <= cur_pos) & ~od_active), a_v.eq(fsm.ongoing("AT_V") & rd.valid & v_take)]
         va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
         vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
         vk1, vk2, vk3, vk4 = Signal(13), Signal(13), Signal(13), Signal(13)
@@ -1315,13 +1335,33 @@ class Accelerator(LiteXModule):
                       sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
                       sb_wp.we.eq((sm_run & smv5) | ka6)]
         fsm.act("AT_V",
-            rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
+            rd.ready.eq(v_take), rd_wait.eq(v_take),
             If(a_v,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
-            If(wdone, NextValue(j, 0), NextValue(wshift, m != 0), NextValue(ii, dst + hm), NextState("AT_OUT"),
-                *[NextValue(wshift_g[g], 8 * g < m) for g in range(groups)])
+            # The head is done: its outputs drain on their own while the next head starts.
+            If(wdone,
+                od_start.eq(1),
+                NextValue(h, h + 1), NextValue(hm, hm + m),
+                If(hg == src2 - 1,
+                    NextValue(hg, 0), NextValue(kvh, kvh + 1)
+                ).Else(
+                    NextValue(hg, hg + 1)
+                ),
+                If(last_head, NextState("AT_OUTW")).Else(NextState("AT_NEXTH"))
+            )
         )
+        # The next head of this slot: its query is in q_mem; its K was requested (kv_early), or
+        # it is requested from AT_QD after a fresh query load (where it may fault).
+        fsm.act("AT_NEXTH",
+            If(kv_early,
+                NextValue(kv_early, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_K")
+            ).Else(
+                NextState("AT_H")
+            )
+        )
+        # A new slot writes to its own scratchpad: the drain ends first.
+        fsm.act("AT_OUTW", If(~od_active, next_slot("ATTN")))
         vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
             va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
@@ -1344,27 +1384,27 @@ class Accelerator(LiteXModule):
             g = x // 8
             self.sync += If(wshift_g[g], wacc[x].eq(below)
                          ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
+        # The drain runs beside the FSM (which starts the next head meanwhile; nothing else
+        # writes the scratchpads then): output oj is in wacc0, registered (wsel), rounded,
+        # saturated and written to dst + h*m + oj.
         wsel = Signal((48, True))
         ov1 = Signal()
-        oj1 = Signal(8)
-        self.sync += [wsel.eq(wacc[0]), ov1.eq(wshift), oj1.eq(j)]
+        oj, oj1 = Signal(8), Signal(8)
+        od_base = Signal(max=D + 1)
+        self.sync += [
+            If(od_start,
+                od_active.eq(1), oj.eq(0), od_base.eq(dst + hm),
+                wshift.eq(m != 0), *[wshift_g[g].eq(8 * g < m) for g in range(groups)]
+            ).Elif(od_active,
+                If(oj < m, oj.eq(oj + 1)),
+                wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
+                If((oj == m) & ov1 & (oj1 == m - 1), od_active.eq(0))
+            ),
+            wsel.eq(wacc[0]), ov1.eq(wshift), oj1.eq(oj),
+        ]
         st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
         self.comb += st
-        fsm.act("AT_OUT",
-            act_wadr.eq(ii + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(ov1),
-            If(j < m, NextValue(j, j + 1)),
-            NextValue(wshift, j + 1 < m),
-            *[NextValue(wshift_g[g], j + 1 + 8 * g < m) for g in range(groups)],
-            If((j == m) & ov1 & (oj1 == m - 1),
-                NextValue(h, h + 1), NextValue(hm, hm + m),
-                If(hg == src2 - 1,
-                    NextValue(hg, 0), NextValue(kvh, kvh + 1)
-                ).Else(
-                    NextValue(hg, hg + 1)
-                ),
-                If(h == n - 1, next_slot("ATTN")).Else(NextState("AT_H"))
-            )
-        )
+        self.comb += If(ov1, act_wadr.eq(od_base + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(1))
 
         # SILU -------------------------------------------------------------------------------------
         # Every slot of a group at once, one element per cycle: read a and b (S0, S1), look up
