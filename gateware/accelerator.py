@@ -133,6 +133,7 @@ class Accelerator(LiteXModule):
         # the burst in progress has sent its last address, so its beats follow that burst's.
         rdq_valid, rdq_push = Signal(), Signal()
         kv_early = Signal()               # ATTN: the current head's K is already requested
+        ebvalid = Signal()                # EMBED: a row beat is held in ``beat``
         od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
         rdq_addr, rdq_len = Signal(read_port.address_width), Signal(32)
         rdq_push_addr, rdq_push_len = Signal(read_port.address_width), Signal(32)
@@ -540,35 +541,40 @@ class Accelerator(LiteXModule):
         )
         fsm.act("EMB_GO0", NextState("EMB_GO"))        # emb_off, then emb_addr settle
         fsm.act("EMB_GO", *burst(emb_addr, f16bytes, "EMB_HDR"))
-        fsm.act("EMB_HDR", *beat_in("EMB_BEAT"), If(rd.valid, NextValue(fshift, rd.data[0:6])))
-        fsm.act("EMB_BEAT", *beat_in("EMB_EL"))
+        fsm.act("EMB_HDR", rd.ready.eq(1), rd_wait.eq(1),
+            If(rd.valid, NextValue(fshift, rd.data[0:6]), NextValue(ebvalid, 0), NextState("EMB_RUN")))
         q16 = _signed(self, Array(_lanes(beat, 16, 8))[j[0:3]], 16)
         fshift_s = _signed(self, fshift - N.ACT_FRAC, 8)
-        # Four cycles per element (a row is read once per token): pick the lane (EMB_EL),
-        # rounding bias (EMB_RS), shift (EMB_SH), saturate and write (EMB_WR).
+        # One element a cycle (plus one per beat): pick the lane (S1), rounding bias (S2), shift
+        # (S3), saturate and write.
         emb_q = Signal((16, True))
         emb_finish = round_shift_split(self, emb_q, fshift_s, 64, x_bits=16, s_range=(-N.ACT_FRAC, 63 - N.ACT_FRAC),
                                        sat_bits=32)
         emb_r = Signal((len(emb_finish()), True))
-        self.sync += [emb_q.eq(q16), emb_r.eq(emb_finish())]
-        fsm.act("EMB_EL", NextState("EMB_RS"))
-        fsm.act("EMB_RS", NextState("EMB_SH"))
-        fsm.act("EMB_SH", NextState("EMB_WR"))
-        fsm.act("EMB_WR",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(1),
-            NextValue(i, i + 1), NextValue(j, j + 1),
-            If(i == n - 1,
-                next_slot("EMBED")
-            ).Elif(j == 7,
-                NextState("EMB_BEAT")
-            ).Else(
-                NextState("EMB_EL")
-            )
+        ev = [Signal(name=f"emb_v{k}") for k in range(4)]
+        ei = [Signal(16, name=f"emb_i{k}") for k in range(4)]
+        emb_issue = Signal()
+        self.comb += emb_issue.eq(fsm.ongoing("EMB_RUN") & ebvalid & (i < n))
+        self.sync += [
+            emb_q.eq(q16), emb_r.eq(emb_finish()),
+            ev[1].eq(emb_issue), ei[1].eq(i),
+            [ev[k].eq(ev[k - 1]) for k in range(2, 4)], [ei[k].eq(ei[k - 1]) for k in range(2, 4)],
+        ]
+        fsm.act("EMB_RUN",
+            If(emb_issue,
+                NextValue(i, i + 1), NextValue(j, j + 1),
+                If((j == 7) | (i == n - 1), NextValue(ebvalid, 0))
+            ).Elif(~ebvalid & (i < n),
+                rd.ready.eq(1), rd_wait.eq(1),
+                If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(ebvalid, 1))
+            ),
+            act_wadr.eq(dst + ei[3]), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(ev[3]),
+            If((i == n) & ~ev[1] & ~ev[2] & ~ev[3], next_slot("EMBED"))
         )
 
         # RMSNORM ----------------------------------------------------------------------------------
         # Every slot of a group at once (each slot's scratchpad has its own ports): one pass sums
-        # the group's squares, the divider and 1/sqrt then take its slots in turn, and one pass
+        # the group's squares, each lane's divider and 1/sqrt run at once, and one pass
         # with one read of the gains normalises them all.
         v1, v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal(), Signal()
         sumsq = [Signal(64, name=f"rms_sumsq{x}") for x in range(U)]
@@ -1083,8 +1089,8 @@ class Accelerator(LiteXModule):
         )
         # The row address is registered in steps (the slot's base, the head's offset, the
         # position's row): KVW_H..KVW_H3 let it settle after a new head or slot.
-        kvw_addr = Signal(ADDR_W)
-        self.sync += kvw_addr.eq(kvhead_base + pos_off)
+        kvw_addr, kvw_next = Signal(ADDR_W), Signal(ADDR_W)
+        self.sync += [kvw_addr.eq(kvhead_base + pos_off), kvw_next.eq(kvw_addr + R["KVHEAD"])]
         fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_H2"))
         fsm.act("KVW_H2", NextState("KVW_H3"))
         fsm.act("KVW_H3", NextState("KVW_GO"))
@@ -1098,8 +1104,10 @@ class Accelerator(LiteXModule):
             wr.valid.eq(1), wr.data.eq(word),
             If(wr.ready,
                 If(j == m,
-                    NextValue(kvh, kvh + 1),
-                    If(kvh == n - 1, next_slot("KVWRITE")).Else(NextState("KVW_H"))
+                    NextValue(kvh, kvh + 1), NextValue(j, 0),
+                    # The next head's row is one KVHEAD on (kvw_next: kvh has not changed for
+                    # the whole head, so it has settled); only a new slot waits in KVW_H..H3.
+                    If(kvh == n - 1, next_slot("KVWRITE")).Else(*burst(kvw_next, m << 1, "KVW_RD", write=True))
                 ).Else(
                     NextState("KVW_RD")
                 )
