@@ -132,6 +132,8 @@ class Accelerator(LiteXModule):
         # One queued burst (ATTN's next K, already checked against the window): it starts once
         # the burst in progress has sent its last address, so its beats follow that burst's.
         rdq_valid, rdq_push = Signal(), Signal()
+        # Flags of the units below, declared here because the sequencer's states (IDLE, DRAIN)
+        # read or clear them before those units are written out.
         kv_early = Signal()               # ATTN: the current head's K is already requested
         ebvalid = Signal()                # EMBED: a row beat is held in ``beat``
         od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
