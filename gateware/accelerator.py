@@ -525,6 +525,17 @@ class Accelerator(LiteXModule):
             """Take the next read beat into ``beat``."""
             return [rd.ready.eq(1), rd_wait.eq(1), If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextState(then))]
 
+        def fixed16_step(issue, held):
+            """Element i of a fixed16 vector (lane j of ``beat``) issues this cycle, or, with no
+            beat ``held``, the next beat is taken: EMBED's row and RMSNORM's gains."""
+            return If(issue,
+                NextValue(i, i + 1), NextValue(j, j + 1),
+                If((j == 7) | (i == n - 1), NextValue(held, 0))
+            ).Elif(~held & (i < n),
+                rd.ready.eq(1), rd_wait.eq(1),
+                If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(held, 1))
+            )
+
         # EMBED ------------------------------------------------------------------------------------
         f16bytes = Signal(20)
         self.comb += f16bytes.eq(isa.BEAT_BYTES + (((n + 7) >> 3) << 4))
@@ -563,13 +574,7 @@ class Accelerator(LiteXModule):
             [ev[k].eq(ev[k - 1]) for k in range(2, 4)], [ei[k].eq(ei[k - 1]) for k in range(2, 4)],
         ]
         fsm.act("EMB_RUN",
-            If(emb_issue,
-                NextValue(i, i + 1), NextValue(j, j + 1),
-                If((j == 7) | (i == n - 1), NextValue(ebvalid, 0))
-            ).Elif(~ebvalid & (i < n),
-                rd.ready.eq(1), rd_wait.eq(1),
-                If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(ebvalid, 1))
-            ),
+            fixed16_step(emb_issue, ebvalid),
             act_wadr.eq(dst + ei[3]), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(ev[3]),
             If((i == n) & ~ev[1] & ~ev[2] & ~ev[3], next_slot("EMBED"))
         )
@@ -669,13 +674,7 @@ class Accelerator(LiteXModule):
             rms_out.append(_signed(self, saturate(self, out_r, 32), 32))
         fsm.act("RMS_RUN",
             act_radr.eq(src + i),
-            If(issue,
-                NextValue(i, i + 1), NextValue(j, j + 1),
-                If((j == 7) | (i == n - 1), NextValue(bvalid, 0))
-            ).Elif(~bvalid & (i < n),
-                rd.ready.eq(1), rd_wait.eq(1),
-                If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(bvalid, 1))
-            ),
+            fixed16_step(issue, bvalid),
             act_wadr.eq(dst + ri[10]), act_we_all.eq(rv[10]),
             If((i == n) & ~reduce(or_, rv[1:]), next_group("RMSNORM"))
         )
