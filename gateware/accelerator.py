@@ -613,7 +613,7 @@ class Accelerator(LiteXModule):
             NextValue(v2, v1),
             NextValue(v3, v2),
             NextValue(v4, v3),
-            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextValue(lane, 0), NextState("RMS_DIV"))
+            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextState("RMS_DIV"))
         )
         eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
         # Every lane of the group divides and takes 1/sqrt at once; their latencies are fixed
@@ -1089,7 +1089,7 @@ class Accelerator(LiteXModule):
             )
         )
         # The row address is registered in steps (the slot's base, the head's offset, the
-        # position's row): KVW_H..KVW_H3 let it settle after a new head or slot.
+        # position's row): KVW_H..KVW_H3 let it settle after a new slot.
         kvw_addr, kvw_next = Signal(ADDR_W), Signal(ADDR_W)
         self.sync += [kvw_addr.eq(kvhead_base + pos_off), kvw_next.eq(kvw_addr + R["KVHEAD"])]
         fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_H2"))
@@ -1167,8 +1167,8 @@ class Accelerator(LiteXModule):
             nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= dram_beats) & (~last_head | nx_pos_ok)),
         ]
         # wshift (the output shift below) is a register equal to "draining and oj < m": set
-        # when a head's drain starts, cleared as oj reaches m. Decoded from the FSM state it fanned out to 3,072
-        # flip-flops, and the routed ULX3S build's longest path crossed the chip through that
+        # when a head's drain starts, cleared as oj reaches m. Decoded from the FSM state it
+        # fanned out to 3,072 flip-flops, and the routed ULX3S build's longest path crossed the chip through that
         # shared decode and back (issue 3).
         wshift = Signal()
         # Each group of 8 accumulators has its own shift, accumulate and first-beat registers
