@@ -128,6 +128,7 @@ class _Gen:
         self.body = []                       # instruction words
         self.reads, self.writes = [], []     # act intervals (start, n)
         self.written_starts = []
+        self.written = []                    # (start, n) of every write, for exact reuse
         self.stores = []                     # (addr, m, n) of unflagged body STOREs, for LOADs
         self.budget = MATRIX_BUDGET // 8 if small else MATRIX_BUDGET
         self.pos_ops = pos_ops
@@ -205,14 +206,17 @@ class _Gen:
         self.dram[self.slot_addr:self.slot_addr + len(table)] = table
 
     # Activation ranges ---------------------------------------------------------------------------
-    def ranges(self, specs):
+    def ranges(self, specs, pinned=None):
         """Starts for operands ``specs`` = [(kind, n)], kind 'r', 'w' or 'rw': writes overlap
-        nothing else, reads may overlap each other. None if no placement was found."""
-        for _ in range(100):
+        nothing else, reads may overlap each other. ``pinned``: {operand index: start}, tried
+        first. None if no placement was found."""
+        for attempt in range(100):
             starts = []
-            for kind, n in specs:
+            for x, (kind, n) in enumerate(specs):
                 fits = [s for s in self.written_starts if self.lo <= s <= self.hi - n]
-                if kind == "r" and fits and self.chance(0.6):
+                if pinned and x in pinned and attempt < 50:
+                    starts.append(pinned[x])
+                elif kind == "r" and fits and self.chance(0.6):
                     starts.append(int(self.rng.choice(fits)))
                 else:
                     starts.append(self.ri(self.lo, self.hi - n))
@@ -223,9 +227,9 @@ class _Gen:
                 return starts
         return None
 
-    def emit(self, op, flags=0, acts=(), **fields):
+    def emit(self, op, flags=0, acts=(), pinned=None, **fields):
         """acts: [(field, kind, n)]; places them, records them, appends the instruction."""
-        starts = self.ranges([(k, n) for _, k, n in acts])
+        starts = self.ranges([(k, n) for _, k, n in acts], pinned)
         if starts is None:
             return False
         reads, writes = [], []
@@ -236,8 +240,18 @@ class _Gen:
         self.reads += reads
         self.writes += writes
         self.written_starts += [s for s, _ in writes]
+        self.written += writes
         self.body.append(isa.encode(op, flags, **fields))
         return True
+
+    def reuse(self, limit):
+        """Often an earlier write's exact range (start, n) with n <= limit, else None: MATVEC
+        and RMSNORM then read a vector the core has gathered figures for as it was written
+        (gateware/accelerator.py, write statistics), or one written over since."""
+        fits = [(s, n) for s, n in self.written if n <= limit]
+        if fits and self.chance(0.5):
+            return fits[-1] if self.chance(0.5) else fits[self.ri(0, len(fits) - 1)]
+        return None
 
     def vec(self, limit=256, parts=2):
         """A vector length for an instruction with ``parts`` disjoint operands."""
@@ -305,15 +319,18 @@ class _Gen:
         return self.emit("EMBED", isa.FLAG_LAYER * flag, [("dst", "w", n)], n=n, m=m, addr=addr)
 
     def g_rmsnorm(self, layers=1, flag=False):
-        n = self.vec()
+        again = self.reuse((self.hi - self.lo) // 2)
+        n = again[1] if again else self.vec()
         if flag and isa.fixed16_bytes(n) > self.wstride:
             flag = False
         addr = self.operand(lambda: self.fixed16(n, 10, 20), layers, flag)
-        return self.emit("RMSNORM", isa.FLAG_LAYER * flag, [("src", "r", n), ("dst", "w", n)], n=n, addr=addr)
+        return self.emit("RMSNORM", isa.FLAG_LAYER * flag, [("src", "r", n), ("dst", "w", n)],
+                         pinned={0: again[0]} if again else None, n=n, addr=addr)
 
     def g_matvec(self, layers=1, flag=False):
         rows = self.ri(1, 64)
-        cols = self.vec(min(256, self.p.max_cols), 1)
+        again = self.reuse(min(256, self.p.max_cols, self.hi - self.lo - 1))
+        cols = again[1] if again else self.vec(min(256, self.p.max_cols), 1)
         rows = min(rows, max(1, self.hi - self.lo - cols))
         while rows > 1 and isa.matrix_bytes(rows, cols) * layers > self.budget:
             rows, cols = max(1, rows // 2), max(1, cols // 2)
@@ -326,7 +343,8 @@ class _Gen:
         acc = self.chance(0.4)
         addr = self.operand(lambda: self.matrix(rows, cols), layers, flag)
         return self.emit("MATVEC", isa.FLAG_LAYER * flag | isa.FLAG_ACC * acc,
-                         [("src", "r", cols), ("dst", "rw" if acc else "w", rows)], n=rows, m=cols, addr=addr)
+                         [("src", "r", cols), ("dst", "rw" if acc else "w", rows)],
+                         pinned={0: again[0]} if again else None, n=rows, m=cols, addr=addr)
 
     def g_rope(self, layers=1, flag=False):
         hs = int(self.rng.choice([h for h in (2, 4, 8, 16, 16, 32, 64) if h <= self.p.max_head]))

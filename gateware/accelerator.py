@@ -174,6 +174,7 @@ class Accelerator(LiteXModule):
         mv_out    = [Signal((32, True)) for _ in range(B)]
         all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
         act_rdat, act_rdat2 = [], []
+        wq_dat, wq_we = [], []            # each slot's write as it reaches the RAM
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
         # RMSNORM, SILU and ROPE take the slots in groups of U, one datapath (lane) per slot of
@@ -214,6 +215,8 @@ class Accelerator(LiteXModule):
                 rp2.adr.eq(act_radr2),
                 wp.adr.eq(wadr_q), wp.dat_w.eq(wdat_q), wp.we.eq(we_q),
             ]
+            wq_dat.append(_signed(self, wdat_q, 32))
+            wq_we.append(we_q)
         ard = _signed(self, Array(act_rdat)[slot], 32)
         if U == B:
             lane_rdat, lane_rdat2 = act_rdat, act_rdat2
@@ -521,6 +524,91 @@ class Accelerator(LiteXModule):
         )
         self.sync += If(fsm.ongoing("FLUSH"), rd_remaining.eq(0), rd_more.eq(0), rdq_valid.eq(0))
 
+        # Write statistics -------------------------------------------------------------------------
+        # MATVEC's first pass finds its input's largest |x| and RMSNORM's first pass sums its
+        # input's squares, over a vector an instruction before has just written. Both figures
+        # are gathered here as the writes reach the scratchpads, per slot, for two ranges: the
+        # last one MATVEC wrote (entry 0: the residual stream, RMSNORM's input) and the last one
+        # any other instruction wrote (entry 1: RMSNORM, ATTN and SILU outputs, MATVEC's
+        # inputs). An instruction whose input is exactly such a range, complete and not written
+        # since, takes the figures and skips its pass: the same integers, m/2 + 5 or n + 5
+        # cycles fewer. An instruction starts its entry afresh (EXECUTE), marks it complete when
+        # it retires (NEXT) and drops the other entry if it writes into that one's range.
+        writer_ops = [O[name] for name in ("EMBED", "RMSNORM", "MATVEC", "ROPE", "ATTN", "SILU", "LOAD")]
+        is_writer = Signal()
+        self.comb += is_writer.eq(reduce(or_, [op == code for code in writer_ops]))
+        st_lo = [Signal(17, name=f"wstat_lo{e}") for e in range(2)]
+        st_hi = [Signal(17, name=f"wstat_hi{e}") for e in range(2)]
+        st_valid = [Signal(name=f"wstat_valid{e}") for e in range(2)]
+        st_amax = [[Signal(32, name=f"wstat{e}_amax{s}") for s in range(B)] for e in range(2)]
+        st_sumsq = [[Signal(64, name=f"wstat{e}_sumsq{s}") for s in range(B)] for e in range(2)]
+        st_entry = Signal()               # the entry the current instruction writes
+        st_building = Signal()
+        # Registered from the fields (settled in DECODE; nm in PREP2), used in EXECUTE.
+        wr_hi, in_hi = Signal(17), Signal(17)
+        st_hit = [Signal(name=f"wstat_hit{e}") for e in range(2)]
+        st_pipe = Signal()                # writes still on their way into the figures
+        self.sync += [
+            wr_hi.eq(dst + Mux(op == O["ATTN"], nm, n)),
+            in_hi.eq(src + Mux(op == O["MATVEC"], m, n)),
+            *[st_hit[e].eq(st_valid[e] & (st_lo[e] == src) & (st_hi[e] == in_hi) & ~st_pipe) for e in range(2)],
+        ]
+        # Captured in EXECUTE, before the instruction's own entry starts afresh.
+        st_use = Signal()
+        use_amax = [Signal(32, name=f"wstat_use_amax{s}") for s in range(B)]
+        use_sumsq = [Signal(64, name=f"wstat_use_sumsq{s}") for s in range(B)]
+        execute = fsm.ongoing("EXECUTE")
+        op_entry = Signal()
+        self.comb += op_entry.eq(op != O["MATVEC"])
+        self.sync += If(execute,
+            st_use.eq(st_hit[0] | st_hit[1]),
+            *[use_amax[s].eq(Mux(st_hit[0], st_amax[0][s], st_amax[1][s])) for s in range(B)],
+            *[use_sumsq[s].eq(Mux(st_hit[0], st_sumsq[0][s], st_sumsq[1][s])) for s in range(B)],
+        )
+        for e in range(2):
+            mine = op_entry == e
+            overlaps = (dst < st_hi[e]) & (st_lo[e] < wr_hi)
+            self.sync += [
+                If(fsm.ongoing("IDLE"),
+                    st_valid[e].eq(0)
+                ).Elif(execute & is_writer,
+                    If(mine,
+                        st_valid[e].eq(0), st_lo[e].eq(dst), st_hi[e].eq(wr_hi)
+                    ).Elif(overlaps,
+                        st_valid[e].eq(0)
+                    )
+                ).Elif(fsm.ongoing("NEXT") & st_building & (st_entry == e),
+                    st_valid[e].eq(1)
+                ),
+            ]
+        self.sync += [
+            If(execute, st_building.eq(is_writer), st_entry.eq(op_entry)),
+            If(fsm.ongoing("NEXT"), st_building.eq(0)),
+        ]
+        pipe_busy = []
+        for s in range(B):
+            # A write's |x| and rounded x (S1), its square (S2), into the entry (S3).
+            v1_, v2_ = Signal(), Signal()
+            ax1, ax2 = Signal(32), Signal(32)
+            rnd, xs1 = round_shift(wq_dat[s], N.RMS_PRE_SHIFT, 40)
+            self.comb += rnd
+            xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))      # as RMSNORM's pass rounds it
+            sq = Signal(64)
+            self.sync += [
+                v1_.eq(wq_we[s]), v2_.eq(v1_),
+                If(wq_we[s], ax1.eq(Mux(wq_dat[s] < 0, -wq_dat[s], wq_dat[s])), xs_r.eq(xs1)),
+                If(v1_, ax2.eq(ax1), sq.eq(xs_r * xs_r)),
+            ]
+            for e in range(2):
+                self.sync += If(execute & is_writer & (op_entry == e),
+                    st_amax[e][s].eq(0), st_sumsq[e][s].eq(0)
+                ).Elif(v2_ & (st_entry == e),
+                    If(ax2 > st_amax[e][s], st_amax[e][s].eq(ax2)),
+                    st_sumsq[e][s].eq(st_sumsq[e][s] + sq),
+                )
+            pipe_busy += [v1_, v2_]
+        self.comb += st_pipe.eq(reduce(or_, pipe_busy) | reduce(or_, wq_we))
+
         def beat_in(then):
             """Take the next read beat into ``beat``."""
             return [rd.ready.eq(1), rd_wait.eq(1), If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextState(then))]
@@ -590,10 +678,13 @@ class Accelerator(LiteXModule):
         gshift = Signal(6)
         # The gains are requested first: their beats wait in the read FIFO during pass 1 and
         # the division, so pass 2 does not wait for DRAM's latency.
+        # With the input's sum of squares already gathered (st_use), pass 1 is skipped.
+        use_sumsq_lane = use_sumsq if U == B else \
+            [_unsigned(self, Array(use_sumsq[x::U])[group], 64) for x in range(U)]
         fsm.act("RMSNORM",
             NextValue(i, 0),
             NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            *burst(waddr, f16bytes, "RMS_SUM")
+            If(st_use, *burst(waddr, f16bytes, "RMS_DIV")).Else(*burst(waddr, f16bytes, "RMS_SUM"))
         )
         # Pass 1, one element per cycle: read (S0, S1), round (S2), square (S3), accumulate (S4).
         rms_sum = fsm.ongoing("RMS_SUM")
@@ -604,7 +695,8 @@ class Accelerator(LiteXModule):
             sq = Signal(64)
             self.sync += [
                 xs_r.eq(xs), sq.eq(xs_r * xs_r),
-                If(fsm.ongoing("RMSNORM"), sumsq[x].eq(0)).Elif(rms_sum & v4, sumsq[x].eq(sumsq[x] + sq)),
+                If(fsm.ongoing("RMSNORM"), sumsq[x].eq(Mux(st_use, use_sumsq_lane[x], 0))
+                ).Elif(rms_sum & v4, sumsq[x].eq(sumsq[x] + sq)),
             ]
         fsm.act("RMS_SUM",
             act_radr.eq(src + i),
@@ -734,7 +826,7 @@ class Accelerator(LiteXModule):
             for l in range(0, isa.LANES, 2):
                 self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + 2)].eq(Cat(*xms)))
             self.sync += [
-                If(fsm.ongoing("MATVEC"), amax[s].eq(0), ex[s].eq(0)),
+                If(fsm.ongoing("MATVEC"), amax[s].eq(Mux(st_use, use_amax[s], 0)), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
                 If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
                 If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
@@ -745,7 +837,8 @@ class Accelerator(LiteXModule):
         mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            *burst(waddr, mv_bytes, "MV_AMAX")
+            # With the input's largest |x| already gathered (st_use), pass 1 is skipped.
+            If(st_use, *burst(waddr, mv_bytes, "MV_EXP")).Else(*burst(waddr, mv_bytes, "MV_AMAX"))
         )
         fsm.act("MV_AMAX",
             act_radr.eq(src + i), act_radr2.eq(src + i + 1),
