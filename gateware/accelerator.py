@@ -139,6 +139,7 @@ class Accelerator(LiteXModule):
         od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
         rdq_addr, rdq_len = Signal(read_port.address_width), Signal(32)
         rdq_push_addr, rdq_push_len = Signal(read_port.address_width), Signal(32)
+        at_push = Signal()                # ATTN queues its next K
         self.sync += If(rdq_push, rdq_valid.eq(1), rdq_addr.eq(rdq_push_addr), rdq_len.eq(rdq_push_len))
         self.sync += [
             If(rd_start,
@@ -835,11 +836,63 @@ class Accelerator(LiteXModule):
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
         mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
+        pf_pending = Signal()             # this MATVEC's weights were requested ahead (below)
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             # With the input's largest |x| already gathered (st_use), pass 1 is skipped.
-            If(st_use, *burst(waddr, mv_bytes, "MV_EXP")).Else(*burst(waddr, mv_bytes, "MV_AMAX"))
+            If(pf_pending,
+                If(st_use, NextState("MV_EXP")).Else(NextState("MV_AMAX"))
+            ).Elif(st_use,
+                *burst(waddr, mv_bytes, "MV_EXP")
+            ).Else(
+                *burst(waddr, mv_bytes, "MV_AMAX")
+            )
         )
+        # The next MATVEC's weights, requested ahead. While RMSNORM, SILU or a MATVEC runs
+        # (instructions that write no DRAM and, once their own burst is out, read nothing
+        # more), the instruction after it is looked up in the instruction buffer; if it is a
+        # MATVEC whose weights lie inside DRAM, their burst is queued behind the current one
+        # (the read queue ATTN uses for its next K). The beats wait in the read FIFO, so the
+        # MATVEC starts with its input passes, not DRAM's latency (~30 cycles after them in
+        # the simulated SoC). Where the burst would leave DRAM, the MATVEC asks for it itself
+        # and faults there, as golden does; a fault before it drains the queued beats (FLUSH).
+        pf_push, pf_done = Signal(), Signal()
+        if FB:
+            fb_rp2 = fb_mem.get_port()
+            self.specials += fb_rp2
+            la_hit, la_mv, la_layered = Signal(), Signal(), Signal()
+            la_n, la_m, la_addr = Signal(16), Signal(16), Signal(32)
+            la_waddr = Signal(ADDR_W)
+            la_ok = Signal()
+            la_age = Signal(4)            # cycles the lookahead has had to settle
+            la_m15 = _unsigned(self, la_m + 15, 17)
+            la_bytes, _ = self._matrix_bytes(la_n, la_m15, la_m15[4:])
+            la_beats = _unsigned(self, (la_bytes + 15) >> 4, ADDR_W)
+            self.comb += fb_rp2.adr.eq(pc_off + 1)
+            self.sync += [
+                la_hit.eq(pc_off + 1 < fb_count),
+                la_mv.eq(la_hit & (fb_rp2.dat_r[0:8] == O["MATVEC"])), la_layered.eq(fb_rp2.dat_r[8]),
+                la_n.eq(fb_rp2.dat_r[64:80]), la_m.eq(fb_rp2.dat_r[80:96]), la_addr.eq(fb_rp2.dat_r[96:128]),
+                la_waddr.eq(la_addr + Mux(la_layered, w_layer_off, 0)),
+                la_ok.eq(la_mv & (la_n != 0) & ((la_waddr >> 4) + la_beats <= dram_beats)),
+                If(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE"),
+                    la_age.eq(0)
+                ).Elif(la_age != 15,
+                    la_age.eq(la_age + 1)
+                ),
+            ]
+            own_burst_out = reduce(or_, [fsm.ongoing(st) for st in
+                ("MV_AMAX", "MV_EXP", "MV_EXP2", "MV_XIN", "MV_INIT", "MV_STREAM")]) \
+                | (last_group & reduce(or_, [fsm.ongoing(st) for st in
+                    ("RMS_SUM", "RMS_DIV", "RMS_DIVW", "RMS_RSQ", "RMS_RSQW", "RMS_HDR", "RMS_RUN")])) \
+                | fsm.ongoing("SI_RUN")
+            self.comb += pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~rdq_valid
+                                    & (wr_pending == 0))
+            self.sync += [
+                If(pf_push, pf_done.eq(1)),
+                If(fsm.ongoing("NEXT"), pf_pending.eq(pf_done), pf_done.eq(0)),
+                If(fsm.ongoing("IDLE"), pf_pending.eq(0), pf_done.eq(0)),
+            ]
         fsm.act("MV_AMAX",
             act_radr.eq(src + i), act_radr2.eq(src + i + 1),
             If(i < m, NextValue(i, i + 2)),
@@ -1328,9 +1381,13 @@ class Accelerator(LiteXModule):
             # and the division run, so AT_V does not wait for DRAM's latency.
             If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), *burst(vhead_base, span, "AT_KN"))
         )
-        self.comb += [rdq_push_addr.eq(nx_base >> 4), rdq_push_len.eq((nx_span + 15) >> 4)]
+        self.comb += [
+            rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, nx_base >> 4) if FB else nx_base >> 4),
+            rdq_push_len.eq(Mux(pf_push, la_beats, (nx_span + 15) >> 4) if FB else (nx_span + 15) >> 4),
+            rdq_push.eq(at_push | pf_push),
+        ]
         fsm.act("AT_KN",
-            If(nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
+            If(nx_ok, at_push.eq(1), NextValue(kv_early, 1)),
             NextState("AT_SM_RUN")
         )
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)

@@ -219,3 +219,57 @@ def test_matvec_and_rmsnorm_take_their_input_figures_from_the_writes_before(core
         # gets its pass: the reused case is quicker by about that pass (m/2 + 5, n + 5 cycles).
         assert _run_against_golden(core, _stats_program(variant, cols=31)) - cycles >= 31 // 2
         assert _run_against_golden(core, _stats_program(variant, rms_n=15)) - cycles >= 15 - 2
+
+
+def _prefetch_program(weights_addr, cols=32):
+    """RMSNORM, then a MATVEC (its weights at ``weights_addr``, ``cols`` columns) and a second
+    MATVEC: the core requests each MATVEC's weights while the instruction before it runs."""
+    import numpy as np
+    rng = np.random.default_rng(5)
+    E = isa.encode
+    prog, data, gains, wts, slots, out = 0x1000, 0x2000, 0x3000, 0x4000, 0x7000, 0x8000
+    program = [E("LOAD", dst=0, n=32, m=8, addr=data),
+               E("RMSNORM", dst=64, src=0, n=32, addr=gains),
+               E("MATVEC", dst=128, src=64, n=16, m=cols, addr=weights_addr),
+               E("MATVEC", dst=160, src=64, n=16, m=32, addr=wts),
+               E("STORE", src=64, n=32, m=8, addr=out),
+               E("STORE", src=128, n=48, m=12, addr=out + 0x100),
+               E("HALT")]
+    dram = bytearray(DRAM)
+    dram[prog:prog + 16 * len(program)] = isa.program_bytes(program)
+    dram[data:data + 128] = rng.integers(-1 << 18, 1 << 18, 32).astype("<i4").tobytes()
+    blob = isa.pack_fixed16(rng.integers(1 << 13, 1 << 14, 32), 14)
+    dram[gains:gains + len(blob)] = blob
+    blob = isa.pack_matrix(rng.integers(-127, 128, (16, 32)), rng.integers(128, 256, (16, 4)),
+                           rng.integers(14, 18, 16))
+    for a in (wts, weights_addr):
+        if a + len(blob) <= DRAM:
+            dram[a:a + len(blob)] = blob
+    dram[slots:slots + 16] = isa.pack_slots([(0, 0, 0)])
+    return bytes(dram), prog, slots
+
+
+@pytest.mark.parametrize("name, weights_addr, cols, error", [
+    ("valid", 0x5000, 32, "NONE"),
+    ("weights past DRAM", DRAM - 0x100, 32, "WINDOW"),
+    ("too many columns", 0x5000, PARAMS.max_cols + 16, "BAD_FIELD"),
+])
+def test_matvec_weights_requested_ahead_without_faulting_early(core, name, weights_addr, cols, error):
+    # A MATVEC's weights are requested while the instruction before it runs, but only inside
+    # DRAM: past it the MATVEC faults on its own burst, as golden does. A MATVEC that faults
+    # on its fields leaves the beats requested for it behind; they are drained, and the next
+    # run (same core) matches golden.
+    from driver.golden import GoldenCore
+    dram, prog, slots = _prefetch_program(weights_addr, cols)
+    golden = GoldenCore(DRAM, PARAMS)
+    golden.dram[:] = dram
+    code, where = golden.run(prog, slots, 1)
+    assert isa.ERROR_NAMES[code] == error
+    r = core.run(dram, prog, slots, 1)
+    assert (isa.ERROR_NAMES[r.error], r.err_addr) == (error, where)
+    assert r.dram == bytes(golden.dram)
+    valid, prog, slots = _prefetch_program(0x5000)
+    golden.dram[:] = valid
+    assert golden.run(prog, slots, 1) == (0, 0)
+    r = core.run(valid, prog, slots, 1)
+    assert r.error == 0 and r.dram == bytes(golden.dram)
