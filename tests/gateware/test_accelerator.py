@@ -233,7 +233,8 @@ def _prefetch_program(weights_addr, cols=32):
                E("MATVEC", dst=128, src=64, n=16, m=cols, addr=weights_addr),
                E("MATVEC", dst=160, src=64, n=16, m=32, addr=wts),
                E("STORE", src=64, n=32, m=8, addr=out),
-               E("STORE", src=128, n=48, m=12, addr=out + 0x100),
+               E("STORE", src=128, n=16, m=4, addr=out + 0x100),      # only what this run
+               E("STORE", src=160, n=16, m=4, addr=out + 0x200),      # wrote
                E("HALT")]
     dram = bytearray(DRAM)
     dram[prog:prog + 16 * len(program)] = isa.program_bytes(program)
