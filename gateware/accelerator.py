@@ -15,7 +15,7 @@ anything moves.
 """
 
 from functools import reduce
-from operator import and_, or_
+from operator import add, and_, or_
 
 from migen import *
 
@@ -785,7 +785,6 @@ class Accelerator(LiteXModule):
         xin_we = Signal()
         i1, i2, i3, i4, i5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
-        exp_ok = []
         aw1, aw2 = Signal(), Signal()     # pass 1: the pair's second element is in range
         # Pass 2: elements i2 and i2 + 1 are columns of the input (registered beside i2: timing,
         # the add and compare stay out of the quantiser's path; ULX3S 48.2 MHz without).
@@ -805,13 +804,13 @@ class Accelerator(LiteXModule):
                 ax2.eq(Mux(~aw2, 0, Mux(act_rdat2[s] < 0, -act_rdat2[s], act_rdat2[s]))),
                 pmax.eq(Mux(ax2 > ax, ax2, ax)),
             ]
-            # round_shift(amax, ex) <= 2**15 - 1 for amax >= 0, without the shifter: amax below
-            # (2**15 << ex) - 2**(ex-1), a constant per exponent (timing).
+            # The exponent is the smallest e with round_shift(amax, e) <= 2**15 - 1, i.e. amax
+            # below (2**15 << e) - 2**(e-1), a constant per e. Those bounds increase with e, so
+            # e is the number of bounds amax reaches: compared at once in MV_EXP (registered),
+            # counted in MV_EXP2. amax <= 2**31 reaches none from e = 17 on.
             lim = (1 << (N.QIN_BITS - 1))
-            fits_below = Array(C((lim << e) - ((1 << e) >> 1), 48) for e in range(32))
-            ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
-            self.sync += ok.eq((amax[s] < fits_below[ex[s]]) | (s >= nslots))
-            exp_ok.append(ok)
+            reached = Signal(17)
+            self.sync += reached.eq(Cat(*[amax[s] >= (lim << e) - ((1 << e) >> 1) for e in range(17)]))
             # Input pass, two elements a cycle (both scratchpad ports): read (S0, S1), rounding
             # bias (S2), shift (S3), saturate (S4), pack the pair into the lane word (S5).
             xms = []
@@ -829,7 +828,7 @@ class Accelerator(LiteXModule):
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(Mux(st_use, use_amax[s], 0)), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
-                If(fsm.ongoing("MV_EXP2") & ~ok, ex[s].eq(ex[s] + 1)),
+                If(fsm.ongoing("MV_EXP2"), ex[s].eq(reduce(add, [reached[e] for e in range(17)]))),
                 If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
             ]
         self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == isa.LANES - 2))]
@@ -904,10 +903,7 @@ class Accelerator(LiteXModule):
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             NextValue(v5, 0), NextState("MV_EXP2")
         )
-        # Each slot's exponent grows until its largest magnitude fits the input mantissas.
-        fsm.act("MV_EXP2",
-            If(reduce(and_, exp_ok), NextState("MV_XIN")).Else(NextState("MV_EXP"))
-        )
+        fsm.act("MV_EXP2", NextState("MV_XIN"))      # each slot's exponent, from its largest |x|
         fsm.act("MV_XIN",
             act_radr.eq(src + i), act_radr2.eq(src + i + 1),
             If(i < cp, NextValue(i, i + 2)),
