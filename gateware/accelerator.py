@@ -96,7 +96,8 @@ class Accelerator(LiteXModule):
             | (log2_int(params.element_units) << 28),
             description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24 "
                         "| log2 element_units<<28.")
-        self.config3  = CSRStatus(32, reset=params.fetch_beats, description="fetch_beats (0: no instruction buffer).")
+        self.config3  = CSRStatus(32, reset=params.fetch_beats | (params.act_read_ports << 16),
+            description="fetch_beats (0: no instruction buffer) | act_read_ports<<16.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -175,6 +176,9 @@ class Accelerator(LiteXModule):
         mv_out    = [Signal((32, True)) for _ in range(B)]
         all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
         act_rdat, act_rdat2 = [], []
+        XR = params.act_read_ports        # MATVEC's input pass reads XR elements a cycle
+        act_radr_x = [Signal(max=D) for _ in range(XR - 2)]       # its ports beyond the two
+        act_rdat_x = [[] for _ in range(XR - 2)]
         wq_dat, wq_we = [], []            # each slot's write as it reaches the RAM
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
@@ -198,6 +202,13 @@ class Accelerator(LiteXModule):
                 rdat[0].eq(rp.dat_r), rdat[1].eq(rdat[0]),
                 rdat2[0].eq(rp2.dat_r), rdat2[1].eq(rdat2[0]),
             ]
+            for x in range(XR - 2):
+                rpx = mem.get_port(async_read=True)
+                self.specials += rpx
+                rdx = [Signal(32) for _ in range(2)]
+                self.comb += rpx.adr.eq(act_radr_x[x])
+                self.sync += [rdx[0].eq(rpx.dat_r), rdx[1].eq(rdx[0])]
+                act_rdat_x[x].append(_signed(self, rdx[1], 32))
             act_rdat.append(_signed(self, rdat[1], 32))
             act_rdat2.append(_signed(self, rdat2[1], 32))
             # Writes are registered on their way to the RAM (timing: the units' rounding and the
@@ -786,10 +797,10 @@ class Accelerator(LiteXModule):
         i1, i2, i3, i4, i5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
         xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
         aw1, aw2 = Signal(), Signal()     # pass 1: the pair's second element is in range
-        # Pass 2: elements i2 and i2 + 1 are columns of the input (registered beside i2: timing,
-        # the add and compare stay out of the quantiser's path; ULX3S 48.2 MHz without).
-        xok = [Signal(name="mv_xin_ok0"), Signal(name="mv_xin_ok1")]
-        self.sync += [xok[0].eq(i1 < m), xok[1].eq(i1 + 1 < m)]
+        # Pass 2: elements i2 .. i2 + XR - 1 are columns of the input (registered beside i2:
+        # timing, the add and compare stay out of the quantiser's path; ULX3S 48.2 MHz without).
+        xok = [Signal(name=f"mv_xin_ok{e}") for e in range(XR)]
+        self.sync += [xok[e].eq(i1 + e < m) for e in range(XR)]
         for s in range(B):
             mem = Memory(16 * isa.LANES, max(params.max_cols // isa.LANES, 2))
             rp, wp = mem.get_port(), mem.get_port(write_capable=True)
@@ -811,10 +822,10 @@ class Accelerator(LiteXModule):
             lim = (1 << (N.QIN_BITS - 1))
             reached = Signal(17)
             self.sync += reached.eq(Cat(*[amax[s] >= (lim << e) - ((1 << e) >> 1) for e in range(17)]))
-            # Input pass, two elements a cycle (both scratchpad ports): read (S0, S1), rounding
-            # bias (S2), shift (S3), saturate (S4), pack the pair into the lane word (S5).
+            # Input pass, XR elements a cycle (XR scratchpad ports): read (S0, S1), rounding
+            # bias (S2), shift (S3), saturate (S4), pack them into the lane word (S5).
             xms = []
-            for rdat, e in ((act_rdat[s], 0), (act_rdat2[s], 1)):
+            for e, rdat in enumerate([act_rdat[s], act_rdat2[s]] + [act_rdat_x[x][s] for x in range(XR - 2)]):
                 xval = _signed(self, Mux(xok[e], rdat, 0), 32)
                 xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40,
                                               x_bits=32, s_range=(0, 31), sat_bits=N.QIN_BITS)
@@ -823,15 +834,15 @@ class Accelerator(LiteXModule):
                 self.sync += [xr.eq(xr_finish()), xm.eq(saturate(self, xr, N.QIN_BITS))]
                 xms.append(xm)
             self.comb += xin_wdat[s].eq(xwords[s])
-            for l in range(0, isa.LANES, 2):
-                self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + 2)].eq(Cat(*xms)))
+            for l in range(0, isa.LANES, XR):
+                self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + XR)].eq(Cat(*xms)))
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(Mux(st_use, use_amax[s], 0)), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
                 If(fsm.ongoing("MV_EXP2"), ex[s].eq(reduce(add, [reached[e] for e in range(17)]))),
                 If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
             ]
-        self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == isa.LANES - 2))]
+        self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == isa.LANES - XR))]
         # The weight stream is requested first: DRAM fills the read FIFO during the two passes
         # over the input.
         mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
@@ -906,7 +917,8 @@ class Accelerator(LiteXModule):
         fsm.act("MV_EXP2", NextState("MV_XIN"))      # each slot's exponent, from its largest |x|
         fsm.act("MV_XIN",
             act_radr.eq(src + i), act_radr2.eq(src + i + 1),
-            If(i < cp, NextValue(i, i + 2)),
+            *[act_radr_x[x].eq(src + i + 2 + x) for x in range(XR - 2)],
+            If(i < cp, NextValue(i, i + XR)),
             NextValue(v1, i < cp), NextValue(i1, i),
             NextValue(v2, v1), NextValue(i2, i1),
             NextValue(v3, v2), NextValue(i3, i2),

@@ -95,6 +95,8 @@ class Params:
     through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py).
     ``element_units``: copies of the RMSNORM, SILU and ROPE datapaths; that many slots run
     each of those instructions at once, in groups of that many slots (0: one copy per slot).
+    ``act_read_ports``: read ports of each slot's activation scratchpad (2 or 4); MATVEC's
+    input pass quantises that many elements a cycle (a RAM copy per two ports on an FPGA).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
     is fetched from DRAM once per run (0: one burst per instruction). A write burst that
     overlaps the buffered beats empties the buffer, so a program that writes its own
@@ -108,6 +110,7 @@ class Params:
     read_fifo_depth: int = 64    # DRAM read beats in flight per read port (see below)
     read_ports: int = 2          # LiteDRAM read ports of the read stream (1 or 2)
     element_units: int = 0       # RMSNORM/SILU/ROPE datapaths (0 becomes slots: one per slot)
+    act_read_ports: int = 2      # scratchpad reads per cycle per slot (MATVEC's input pass)
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
@@ -121,6 +124,8 @@ class Params:
             v = getattr(self, name)
             if not lo <= v <= hi or v & (v - 1):
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
+        if self.act_read_ports not in (2, 4):
+            raise ValueError(f"Params.act_read_ports = {self.act_read_ports}: must be 2 or 4")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
         f = self.fetch_beats
@@ -144,7 +149,7 @@ TARGET_PARAMS = {
     # input passes (2 x 1024 columns).
     # A 32-instruction buffer holds a whole decode program (25 instructions for the llama2.c models).
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
-                   read_fifo_depth=1024, fetch_beats=32),
+                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not
