@@ -263,6 +263,13 @@ class Accelerator(LiteXModule):
             fb_base, pc_beat, pc_off = Signal(32), Signal(32), Signal(32)
             fb_count, fb_fill, fb_nb = Signal(max=FB + 1), Signal(max=FB + 1), Signal(max=FB + 1)
             fb_hit = Signal()
+            # The instruction after the current one (pc + 1), for NEXT and the weight prefetch.
+            fb_rp2 = fb_mem.get_port()
+            self.specials += fb_rp2
+            la_hit = Signal()
+            la_word = fb_rp2.dat_r
+            self.comb += fb_rp2.adr.eq(pc_off + 1)
+            self.sync += la_hit.eq(pc_off + 1 < fb_count)
             self.comb += [
                 pc_beat.eq(pc_addr[4:]), pc_off.eq(pc_beat - fb_base), fb_hit.eq(pc_off < fb_count),
                 fb_nb.eq(Mux(pc_beat + FB <= dram_beats, FB, Mux(pc_beat < dram_beats, dram_beats - pc_beat, 1))),
@@ -464,16 +471,16 @@ class Accelerator(LiteXModule):
         need = lambda cond, *then: If(~(cond), *fail("BAD_FIELD")).Else(*then)
         kvhs_ok = (m >= 8) & (m[0:3] == 0) & (m <= params.max_head)
         ins = fb_rp.dat_r if FB else rd.data        # FETCH addressed the buffer a cycle ago
+        def decode(word):
+            return [NextValue(op, word[0:8]), NextValue(flags, word[8:16]),
+                    NextValue(dst, word[16:32]), NextValue(src, word[32:48]),
+                    NextValue(src2, word[48:64]), NextValue(n, word[64:80]),
+                    NextValue(m, word[80:96]), NextValue(addr, word[96:128]),
+                    NextValue(slot, 0), NextValue(group, 0), NextValue(lane, 0), NextValue(jump, 0),
+                    NextState("PREP")]
         fsm.act("DECODE",
             *([] if FB else [rd.ready.eq(1), rd_wait.eq(1)]),
-            If(1 if FB else rd.valid,
-                NextValue(op, ins[0:8]), NextValue(flags, ins[8:16]),
-                NextValue(dst, ins[16:32]), NextValue(src, ins[32:48]),
-                NextValue(src2, ins[48:64]), NextValue(n, ins[64:80]),
-                NextValue(m, ins[80:96]), NextValue(addr, ins[96:128]),
-                NextValue(slot, 0), NextValue(group, 0), NextValue(lane, 0), NextValue(jump, 0),
-                NextState("PREP"),
-            )
+            If(1 if FB else rd.valid, *decode(ins))
         )
         fsm.act("PREP", NextState("PREP2"))
         fsm.act("PREP2", NextState("EXECUTE"))
@@ -516,10 +523,12 @@ class Accelerator(LiteXModule):
             ),
             counting.eq(busy),
         ]
+        # The next instruction in sequence is already read from the instruction buffer (pc + 1,
+        # la_word): NEXT decodes it and skips FETCH and DECODE. A jump fetches.
         fsm.act("NEXT",
             NextValue(self.retired.status, self.retired.status + 1),
             NextValue(pc, Mux(jump, loop_start, pc + 1)),
-            NextState("FETCH")
+            If(~jump & la_hit, *decode(la_word)).Else(NextState("FETCH")) if FB else NextState("FETCH")
         )
         self.comb += [rd_start_addr.eq(req_beat), rd_start_len.eq(req_beats)]
         # An error stops the sequencer; read data already requested is drained and writes
@@ -868,9 +877,7 @@ class Accelerator(LiteXModule):
         # and faults there, as golden does; a fault before it drains the queued beats (FLUSH).
         pf_push, pf_done = Signal(), Signal()
         if FB:
-            fb_rp2 = fb_mem.get_port()
-            self.specials += fb_rp2
-            la_hit, la_mv, la_layered = Signal(), Signal(), Signal()
+            la_mv, la_layered = Signal(), Signal()
             la_n, la_m, la_addr = Signal(16), Signal(16), Signal(32)
             la_waddr = Signal(ADDR_W)
             la_ok = Signal()
@@ -878,11 +885,9 @@ class Accelerator(LiteXModule):
             la_m15 = _unsigned(self, la_m + 15, 17)
             la_bytes, _ = self._matrix_bytes(la_n, la_m15, la_m15[4:])
             la_beats = _unsigned(self, (la_bytes + 15) >> 4, ADDR_W)
-            self.comb += fb_rp2.adr.eq(pc_off + 1)
             self.sync += [
-                la_hit.eq(pc_off + 1 < fb_count),
-                la_mv.eq(la_hit & (fb_rp2.dat_r[0:8] == O["MATVEC"])), la_layered.eq(fb_rp2.dat_r[8]),
-                la_n.eq(fb_rp2.dat_r[64:80]), la_m.eq(fb_rp2.dat_r[80:96]), la_addr.eq(fb_rp2.dat_r[96:128]),
+                la_mv.eq(la_hit & (la_word[0:8] == O["MATVEC"])), la_layered.eq(la_word[8]),
+                la_n.eq(la_word[64:80]), la_m.eq(la_word[80:96]), la_addr.eq(la_word[96:128]),
                 la_waddr.eq(la_addr + Mux(la_layered, w_layer_off, 0)),
                 la_ok.eq(la_mv & (la_n != 0) & ((la_waddr >> 4) + la_beats <= dram_beats)),
                 If(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE"),
@@ -890,18 +895,6 @@ class Accelerator(LiteXModule):
                 ).Elif(la_age != 15,
                     la_age.eq(la_age + 1)
                 ),
-            ]
-            own_burst_out = reduce(or_, [fsm.ongoing(st) for st in
-                ("MV_AMAX", "MV_EXP", "MV_EXP2", "MV_XIN", "MV_INIT", "MV_STREAM")]) \
-                | (last_group & reduce(or_, [fsm.ongoing(st) for st in
-                    ("RMS_SUM", "RMS_DIV", "RMS_DIVW", "RMS_RSQ", "RMS_RSQW", "RMS_HDR", "RMS_RUN")])) \
-                | fsm.ongoing("SI_RUN")
-            self.comb += pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~rdq_valid
-                                    & (wr_pending == 0))
-            self.sync += [
-                If(pf_push, pf_done.eq(1)),
-                If(fsm.ongoing("NEXT"), pf_pending.eq(pf_done), pf_done.eq(0)),
-                If(fsm.ongoing("IDLE"), pf_pending.eq(0), pf_done.eq(0)),
             ]
         fsm.act("MV_AMAX",
             act_radr.eq(src + i), act_radr2.eq(src + i + 1),
@@ -1723,6 +1716,24 @@ class Accelerator(LiteXModule):
         )
 
         # BURST returns to any state that asked for one, so it is written once they all exist.
+        # The next MATVEC's weights are queued once the current instruction's own burst is out
+        # (for ATTN: its last slot's last head, whose V burst is its last).
+        if FB:
+            own_burst_out = reduce(or_, [fsm.ongoing(st) for st in
+                ("MV_AMAX", "MV_EXP", "MV_EXP2", "MV_XIN", "MV_INIT", "MV_STREAM")]) \
+                | (last_group & reduce(or_, [fsm.ongoing(st) for st in
+                    ("RMS_SUM", "RMS_DIV", "RMS_DIVW", "RMS_RSQ", "RMS_RSQW", "RMS_HDR", "RMS_RUN")])) \
+                | fsm.ongoing("SI_RUN") \
+                | (last_head & (slot == nslots - 1) & reduce(or_, [fsm.ongoing(st) for st in
+                    ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
+            self.comb += pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~rdq_valid
+                                    & (wr_pending == 0))
+            self.sync += [
+                If(pf_push, pf_done.eq(1)),
+                If(fsm.ongoing("NEXT"), pf_pending.eq(pf_done), pf_done.eq(0)),
+                If(fsm.ongoing("IDLE"), pf_pending.eq(0), pf_done.eq(0)),
+            ]
+
         fsm.act("BURST",
             If(req_beat + req_beats > dram_beats,
                 *fail("WINDOW", req_beat << 4)

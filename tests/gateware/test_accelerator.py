@@ -103,9 +103,10 @@ def test_verify_command_json():
     assert (result["programs"], result["mismatches"], result["seed"]) == (20, 0, 77)
 
 
-def _attn_program(kvhead, kv_bases, positions, seqlen=8):
+def _attn_program(kvhead, kv_bases, positions, seqlen=8, then=()):
     """Two slots of a 4-head ATTN (2 KV heads, head size 8) on random K/V and queries, its
-    result stored: the case for ATTN's early K requests (the next head's, the next slot's)."""
+    result stored: the case for ATTN's early K requests (the next head's, the next slot's).
+    ``then``: instructions run after the ATTN."""
     import numpy as np
     rng = np.random.default_rng(7)
     E, R = isa.encode, isa.REGS
@@ -115,6 +116,7 @@ def _attn_program(kvhead, kv_bases, positions, seqlen=8):
                E("SETR", dst=R["KVHEAD"], addr=kvhead), E("SETR", dst=R["VOFF"], addr=0x800),
                E("SETR", dst=R["ATTSCALE"], addr=round(2 ** 15 / 8 ** 0.5)),
                E("ATTN", dst=64, src=0, src2=2, n=4, m=8, addr=0),
+               *then,
                E("STORE", src=64, n=32, m=8, addr=out),
                E("HALT")]
     dram = bytearray(DRAM)
@@ -274,3 +276,27 @@ def test_matvec_weights_requested_ahead_without_faulting_early(core, name, weigh
     assert golden.run(prog, slots, 1) == (0, 0)
     r = core.run(valid, prog, slots, 1)
     assert r.error == 0 and r.dram == bytes(golden.dram)
+
+
+@pytest.mark.parametrize("weights_addr, error", [(0x5000, "NONE"), (DRAM - 0x100, "WINDOW")])
+def test_matvec_weights_requested_during_attns_last_head(core, weights_addr, error):
+    # After ATTN's last V burst the next MATVEC's weights are requested, only inside DRAM.
+    import numpy as np
+    from driver.golden import GoldenCore
+    then = [isa.encode("MATVEC", dst=96, src=64, n=16, m=32, addr=weights_addr),
+            isa.encode("STORE", src=96, n=16, m=4, addr=0x4800)]
+    dram, prog, slots = _attn_program(0x100, (0x10000, 0x20000), (3, 5), then=then)
+    dram = bytearray(dram)
+    rng = np.random.default_rng(3)
+    blob = isa.pack_matrix(rng.integers(-127, 128, (16, 32)), rng.integers(128, 256, (16, 4)),
+                           rng.integers(14, 18, 16))
+    if weights_addr + len(blob) <= DRAM:
+        dram[weights_addr:weights_addr + len(blob)] = blob
+    dram = bytes(dram)
+    golden = GoldenCore(DRAM, PARAMS)
+    golden.dram[:] = dram
+    code, where = golden.run(prog, slots, 2)
+    assert isa.ERROR_NAMES[code] == error
+    r = core.run(dram, prog, slots, 2)
+    assert (isa.ERROR_NAMES[r.error], r.err_addr) == (error, where)
+    assert r.dram == bytes(golden.dram)
