@@ -96,8 +96,9 @@ class Accelerator(LiteXModule):
             | (log2_int(params.element_units) << 28),
             description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24 "
                         "| log2 element_units<<28.")
-        self.config3  = CSRStatus(32, reset=params.fetch_beats | (params.act_read_ports << 16),
-            description="fetch_beats (0: no instruction buffer) | act_read_ports<<16.")
+        self.config3  = CSRStatus(32, reset=params.fetch_beats | (params.act_read_ports << 16)
+            | (int(params.write_stats) << 24),
+            description="fetch_beats (0: no instruction buffer) | act_read_ports<<16 | write_stats<<24.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -555,80 +556,83 @@ class Accelerator(LiteXModule):
         # since, takes the figures and skips its pass: the same integers, m/2 + 5 or n + 5
         # cycles fewer. An instruction starts its entry afresh (EXECUTE), marks it complete when
         # it retires (NEXT) and drops the other entry if it writes into that one's range.
-        writer_ops = [O[name] for name in ("EMBED", "RMSNORM", "MATVEC", "ROPE", "ATTN", "SILU", "LOAD")]
-        is_writer = Signal()
-        self.comb += is_writer.eq(reduce(or_, [op == code for code in writer_ops]))
-        st_lo = [Signal(17, name=f"wstat_lo{e}") for e in range(2)]
-        st_hi = [Signal(17, name=f"wstat_hi{e}") for e in range(2)]
-        st_valid = [Signal(name=f"wstat_valid{e}") for e in range(2)]
-        st_amax = [[Signal(32, name=f"wstat{e}_amax{s}") for s in range(B)] for e in range(2)]
-        st_sumsq = [[Signal(64, name=f"wstat{e}_sumsq{s}") for s in range(B)] for e in range(2)]
-        st_entry = Signal()               # the entry the current instruction writes
-        st_building = Signal()
-        # Registered from the fields (settled in DECODE; nm in PREP2), used in EXECUTE.
-        wr_hi, in_hi = Signal(17), Signal(17)
-        st_hit = [Signal(name=f"wstat_hit{e}") for e in range(2)]
-        st_pipe = Signal()                # writes still on their way into the figures
-        self.sync += [
-            wr_hi.eq(dst + Mux(op == O["ATTN"], nm, n)),
-            in_hi.eq(src + Mux(op == O["MATVEC"], m, n)),
-            *[st_hit[e].eq(st_valid[e] & (st_lo[e] == src) & (st_hi[e] == in_hi) & ~st_pipe) for e in range(2)],
-        ]
-        # Captured in EXECUTE, before the instruction's own entry starts afresh.
+        # Params.write_stats: without it, st_use stays 0.
+        WS = params.write_stats
         st_use = Signal()
         use_amax = [Signal(32, name=f"wstat_use_amax{s}") for s in range(B)]
         use_sumsq = [Signal(64, name=f"wstat_use_sumsq{s}") for s in range(B)]
-        execute = fsm.ongoing("EXECUTE")
-        op_entry = Signal()
-        self.comb += op_entry.eq(op != O["MATVEC"])
-        self.sync += If(execute,
-            st_use.eq(st_hit[0] | st_hit[1]),
-            *[use_amax[s].eq(Mux(st_hit[0], st_amax[0][s], st_amax[1][s])) for s in range(B)],
-            *[use_sumsq[s].eq(Mux(st_hit[0], st_sumsq[0][s], st_sumsq[1][s])) for s in range(B)],
-        )
-        for e in range(2):
-            mine = op_entry == e
-            overlaps = (dst < st_hi[e]) & (st_lo[e] < wr_hi)
+        if WS:
+            writer_ops = [O[name] for name in ("EMBED", "RMSNORM", "MATVEC", "ROPE", "ATTN", "SILU", "LOAD")]
+            is_writer = Signal()
+            self.comb += is_writer.eq(reduce(or_, [op == code for code in writer_ops]))
+            st_lo = [Signal(17, name=f"wstat_lo{e}") for e in range(2)]
+            st_hi = [Signal(17, name=f"wstat_hi{e}") for e in range(2)]
+            st_valid = [Signal(name=f"wstat_valid{e}") for e in range(2)]
+            st_amax = [[Signal(32, name=f"wstat{e}_amax{s}") for s in range(B)] for e in range(2)]
+            st_sumsq = [[Signal(64, name=f"wstat{e}_sumsq{s}") for s in range(B)] for e in range(2)]
+            st_entry = Signal()               # the entry the current instruction writes
+            st_building = Signal()
+            # Registered from the fields (settled in DECODE; nm in PREP2), used in EXECUTE.
+            wr_hi, in_hi = Signal(17), Signal(17)
+            st_hit = [Signal(name=f"wstat_hit{e}") for e in range(2)]
+            st_pipe = Signal()                # writes still on their way into the figures
             self.sync += [
-                If(fsm.ongoing("IDLE"),
-                    st_valid[e].eq(0)
-                ).Elif(execute & is_writer,
-                    If(mine,
-                        st_valid[e].eq(0), st_lo[e].eq(dst), st_hi[e].eq(wr_hi)
-                    ).Elif(overlaps,
-                        st_valid[e].eq(0)
-                    )
-                ).Elif(fsm.ongoing("NEXT") & st_building & (st_entry == e),
-                    st_valid[e].eq(1)
-                ),
+                wr_hi.eq(dst + Mux(op == O["ATTN"], nm, n)),
+                in_hi.eq(src + Mux(op == O["MATVEC"], m, n)),
+                *[st_hit[e].eq(st_valid[e] & (st_lo[e] == src) & (st_hi[e] == in_hi) & ~st_pipe) for e in range(2)],
             ]
-        self.sync += [
-            If(execute, st_building.eq(is_writer), st_entry.eq(op_entry)),
-            If(fsm.ongoing("NEXT"), st_building.eq(0)),
-        ]
-        pipe_busy = []
-        for s in range(B):
-            # A write's |x| and rounded x (S1), its square (S2), into the entry (S3).
-            v1_, v2_ = Signal(), Signal()
-            ax1, ax2 = Signal(32), Signal(32)
-            rnd, xs1 = round_shift(wq_dat[s], N.RMS_PRE_SHIFT, 40)
-            self.comb += rnd
-            xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))      # as RMSNORM's pass rounds it
-            sq = Signal(64)
-            self.sync += [
-                v1_.eq(wq_we[s]), v2_.eq(v1_),
-                If(wq_we[s], ax1.eq(Mux(wq_dat[s] < 0, -wq_dat[s], wq_dat[s])), xs_r.eq(xs1)),
-                If(v1_, ax2.eq(ax1), sq.eq(xs_r * xs_r)),
-            ]
+            # Captured in EXECUTE, before the instruction's own entry starts afresh.
+            execute = fsm.ongoing("EXECUTE")
+            op_entry = Signal()
+            self.comb += op_entry.eq(op != O["MATVEC"])
+            self.sync += If(execute,
+                st_use.eq(st_hit[0] | st_hit[1]),
+                *[use_amax[s].eq(Mux(st_hit[0], st_amax[0][s], st_amax[1][s])) for s in range(B)],
+                *[use_sumsq[s].eq(Mux(st_hit[0], st_sumsq[0][s], st_sumsq[1][s])) for s in range(B)],
+            )
             for e in range(2):
-                self.sync += If(execute & is_writer & (op_entry == e),
-                    st_amax[e][s].eq(0), st_sumsq[e][s].eq(0)
-                ).Elif(v2_ & (st_entry == e),
-                    If(ax2 > st_amax[e][s], st_amax[e][s].eq(ax2)),
-                    st_sumsq[e][s].eq(st_sumsq[e][s] + sq),
-                )
-            pipe_busy += [v1_, v2_]
-        self.comb += st_pipe.eq(reduce(or_, pipe_busy) | reduce(or_, wq_we))
+                mine = op_entry == e
+                overlaps = (dst < st_hi[e]) & (st_lo[e] < wr_hi)
+                self.sync += [
+                    If(fsm.ongoing("IDLE"),
+                        st_valid[e].eq(0)
+                    ).Elif(execute & is_writer,
+                        If(mine,
+                            st_valid[e].eq(0), st_lo[e].eq(dst), st_hi[e].eq(wr_hi)
+                        ).Elif(overlaps,
+                            st_valid[e].eq(0)
+                        )
+                    ).Elif(fsm.ongoing("NEXT") & st_building & (st_entry == e),
+                        st_valid[e].eq(1)
+                    ),
+                ]
+            self.sync += [
+                If(execute, st_building.eq(is_writer), st_entry.eq(op_entry)),
+                If(fsm.ongoing("NEXT"), st_building.eq(0)),
+            ]
+            pipe_busy = []
+            for s in range(B):
+                # A write's |x| and rounded x (S1), its square (S2), into the entry (S3).
+                v1_, v2_ = Signal(), Signal()
+                ax1, ax2 = Signal(32), Signal(32)
+                rnd, xs1 = round_shift(wq_dat[s], N.RMS_PRE_SHIFT, 40)
+                self.comb += rnd
+                xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))      # as RMSNORM's pass rounds it
+                sq = Signal(64)
+                self.sync += [
+                    v1_.eq(wq_we[s]), v2_.eq(v1_),
+                    If(wq_we[s], ax1.eq(Mux(wq_dat[s] < 0, -wq_dat[s], wq_dat[s])), xs_r.eq(xs1)),
+                    If(v1_, ax2.eq(ax1), sq.eq(xs_r * xs_r)),
+                ]
+                for e in range(2):
+                    self.sync += If(execute & is_writer & (op_entry == e),
+                        st_amax[e][s].eq(0), st_sumsq[e][s].eq(0)
+                    ).Elif(v2_ & (st_entry == e),
+                        If(ax2 > st_amax[e][s], st_amax[e][s].eq(ax2)),
+                        st_sumsq[e][s].eq(st_sumsq[e][s] + sq),
+                    )
+                pipe_busy += [v1_, v2_]
+            self.comb += st_pipe.eq(reduce(or_, pipe_busy) | reduce(or_, wq_we))
 
         def beat_in(then):
             """Take the next read beat into ``beat``."""
@@ -705,7 +709,8 @@ class Accelerator(LiteXModule):
         fsm.act("RMSNORM",
             NextValue(i, 0),
             NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            If(st_use, *burst(waddr, f16bytes, "RMS_DIV")).Else(*burst(waddr, f16bytes, "RMS_SUM"))
+            If(st_use, *burst(waddr, f16bytes, "RMS_DIV")).Else(*burst(waddr, f16bytes, "RMS_SUM")) if WS
+            else burst(waddr, f16bytes, "RMS_SUM")
         )
         # Pass 1, one element per cycle: read (S0, S1), round (S2), square (S3), accumulate (S4).
         rms_sum = fsm.ongoing("RMS_SUM")
@@ -716,7 +721,7 @@ class Accelerator(LiteXModule):
             sq = Signal(64)
             self.sync += [
                 xs_r.eq(xs), sq.eq(xs_r * xs_r),
-                If(fsm.ongoing("RMSNORM"), sumsq[x].eq(Mux(st_use, use_sumsq_lane[x], 0))
+                If(fsm.ongoing("RMSNORM"), sumsq[x].eq(Mux(st_use, use_sumsq_lane[x], 0) if WS else 0)
                 ).Elif(rms_sum & v4, sumsq[x].eq(sumsq[x] + sq)),
             ]
         fsm.act("RMS_SUM",
@@ -846,7 +851,7 @@ class Accelerator(LiteXModule):
             for l in range(0, isa.LANES, XR):
                 self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + XR)].eq(Cat(*xms)))
             self.sync += [
-                If(fsm.ongoing("MATVEC"), amax[s].eq(Mux(st_use, use_amax[s], 0)), ex[s].eq(0)),
+                If(fsm.ongoing("MATVEC"), amax[s].eq(Mux(st_use, use_amax[s], 0) if WS else 0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
                 If(fsm.ongoing("MV_EXP2"), ex[s].eq(reduce(add, [reached[e] for e in range(17)]))),
                 If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
@@ -856,16 +861,14 @@ class Accelerator(LiteXModule):
         # over the input.
         mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
         pf_pending = Signal()             # this MATVEC's weights were requested ahead (below)
+
+        def mv_start(then):
+            return If(pf_pending, NextState(then)).Else(*burst(waddr, mv_bytes, then)) if FB \
+                else If(1, *burst(waddr, mv_bytes, then))
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             # With the input's largest |x| already gathered (st_use), pass 1 is skipped.
-            If(pf_pending,
-                If(st_use, NextState("MV_EXP")).Else(NextState("MV_AMAX"))
-            ).Elif(st_use,
-                *burst(waddr, mv_bytes, "MV_EXP")
-            ).Else(
-                *burst(waddr, mv_bytes, "MV_AMAX")
-            )
+            If(st_use, mv_start("MV_EXP")).Else(mv_start("MV_AMAX")) if WS else mv_start("MV_AMAX")
         )
         # The next MATVEC's weights, requested ahead. While RMSNORM, SILU or a MATVEC runs
         # (instructions that write no DRAM and, once their own burst is out, read nothing

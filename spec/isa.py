@@ -97,6 +97,9 @@ class Params:
     each of those instructions at once, in groups of that many slots (0: one copy per slot).
     ``act_read_ports``: read ports of each slot's activation scratchpad (2 or 4); MATVEC's
     input pass quantises that many elements a cycle (a RAM copy per two ports on an FPGA).
+    ``write_stats``: the core gathers each written vector's largest |x| and sum of squares as
+    it is written, so a MATVEC or RMSNORM reading it skips its first pass (a squarer per slot;
+    worth it where the element work, not DRAM's bandwidth, decides a token's time).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
     is fetched from DRAM once per run (0: one burst per instruction). A write burst that
     overlaps the buffered beats empties the buffer, so a program that writes its own
@@ -111,6 +114,7 @@ class Params:
     read_ports: int = 2          # LiteDRAM read ports of the read stream (1 or 2)
     element_units: int = 0       # RMSNORM/SILU/ROPE datapaths (0 becomes slots: one per slot)
     act_read_ports: int = 2      # scratchpad reads per cycle per slot (MATVEC's input pass)
+    write_stats: bool = True     # MATVEC/RMSNORM first passes from the writes before them
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
@@ -156,8 +160,10 @@ TARGET_PARAMS = {
     # worth a second 16-to-128-bit converter and FIFO on the routing-limited board. One copy
     # of the element units: with a copy per slot the board's builds had 109 MULT18 (85 with
     # one) and ~1.9 k more LUT4, and routed at 43 MHz or not at all.
+    # No write statistics: its SDRAM, not the element work, decides a token's time, and with
+    # them the build routed at 49.9 MHz (+1.7 k LUT4, +8 MULT18).
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
-                    read_ports=1, element_units=1),
+                    read_ports=1, element_units=1, write_stats=False),
 }
 
 # Encoding ---------------------------------------------------------------------------------------
