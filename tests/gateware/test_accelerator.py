@@ -103,6 +103,27 @@ def test_verify_command_json():
     assert (result["programs"], result["mismatches"], result["seed"]) == (20, 0, 77)
 
 
+def _random_matrix(rng, rows=16, cols=32):
+    """A matrix in the core's format: random int8 weights, mantissas and row shifts."""
+    return isa.pack_matrix(rng.integers(-127, 128, (rows, cols)), rng.integers(128, 256, (rows, cols // 8)),
+                           rng.integers(14, 18, rows))
+
+
+def _matches_golden(core, case, nslots=1, error="NONE", **run):
+    """Run ``case`` (dram, prog, slots) on the golden model and the core: the same error code
+    and address, the same DRAM. Returns the core's result."""
+    from driver.golden import GoldenCore
+    dram, prog, slots = case
+    golden = GoldenCore(DRAM, PARAMS)
+    golden.dram[:] = dram
+    code, where = golden.run(prog, slots, nslots)
+    assert isa.ERROR_NAMES[code] == error
+    r = core.run(dram, prog, slots, nslots, **run)
+    assert (isa.ERROR_NAMES[r.error], r.err_addr) == (error, where)
+    assert r.dram == bytes(golden.dram)
+    return r
+
+
 def _attn_program(kvhead, kv_bases, positions, seqlen=8, then=()):
     """Two slots of a 4-head ATTN (2 KV heads, head size 8) on random K/V and queries, its
     result stored: the case for ATTN's early K requests (the next head's, the next slot's).
@@ -142,20 +163,8 @@ def test_attn_requests_the_next_heads_keys_early_without_faulting_early(core, na
     # head finishes. Where that burst would leave DRAM or the next slot's position is bad, it
     # must not be asked early: the core faults at that head, as golden does, and the next
     # run starts clean.
-    from driver.golden import GoldenCore
-    dram, prog, slots = _attn_program(kvhead, kv_bases, positions)
-    golden = GoldenCore(DRAM, PARAMS)
-    golden.dram[:] = dram
-    code, where = golden.run(prog, slots, 2)
-    assert isa.ERROR_NAMES[code] == error
-    r = core.run(dram, prog, slots, 2)
-    assert (isa.ERROR_NAMES[r.error], r.err_addr) == (error, where)
-    assert r.dram == bytes(golden.dram)
-    valid, prog, slots = _attn_program(0x100, (0x10000, 0x20000), (3, 5))
-    golden.dram[:] = valid
-    assert golden.run(prog, slots, 2) == (0, 0)
-    r = core.run(valid, prog, slots, 2)
-    assert r.error == 0 and r.dram == bytes(golden.dram)
+    _matches_golden(core, _attn_program(kvhead, kv_bases, positions), nslots=2, error=error)
+    _matches_golden(core, _attn_program(0x100, (0x10000, 0x20000), (3, 5)), nslots=2)
 
 
 
@@ -191,8 +200,7 @@ def _stats_program(variant, cols=32, rms_n=16):
     dram[data + 0x100:data + 0x144] = np.array([1 << 24] * 16 + [1 << 30], "<i4").tobytes()
     blob = isa.pack_fixed16(rng.integers(1 << 13, 1 << 14, 32), 14)
     dram[gains:gains + len(blob)] = blob
-    blob = isa.pack_matrix(rng.integers(-127, 128, (16, 32)), rng.integers(128, 256, (16, 4)),
-                           rng.integers(14, 18, 16))
+    blob = _random_matrix(rng)
     dram[wts:wts + len(blob)] = blob
     blob = isa.pack_matrix(np.full((1, 16), 127), np.full((1, 2), 255), np.array([8]))
     dram[wbig:wbig + len(blob)] = blob
@@ -200,27 +208,17 @@ def _stats_program(variant, cols=32, rms_n=16):
     return bytes(dram), prog, slots
 
 
-def _run_against_golden(core, case):
-    from driver.golden import GoldenCore
-    dram, prog, slots = case
-    golden = GoldenCore(DRAM, PARAMS)
-    golden.dram[:] = dram
-    assert golden.run(prog, slots, 1) == (0, 0)
-    r = core.run(dram, prog, slots, 1, stall_percent=0)
-    assert r.error == 0 and r.dram == bytes(golden.dram)
-    return r.counters["cycles"]
-
-
 @pytest.mark.parametrize("variant", ["reused", "overwritten", "x overwritten"])
 def test_matvec_and_rmsnorm_take_their_input_figures_from_the_writes_before(core, variant):
     # Golden's result in each case: a stale figure (an element written into the range since)
     # would quantise or normalise with the wrong scale.
-    cycles = _run_against_golden(core, _stats_program(variant))
+    cycles = lambda **kw: _matches_golden(core, _stats_program(variant, **kw), stall_percent=0).counters["cycles"]
+    reused = cycles()
     if variant == "reused":
         # A range that is not exactly the one written (31 of 32 columns, 15 of 16 elements)
         # gets its pass: the reused case is quicker by about that pass (m/2 + 5, n + 5 cycles).
-        assert _run_against_golden(core, _stats_program(variant, cols=31)) - cycles >= 31 // 2
-        assert _run_against_golden(core, _stats_program(variant, rms_n=15)) - cycles >= 15 - 2
+        assert cycles(cols=31) - reused >= 31 // 2
+        assert cycles(rms_n=15) - reused >= 15 - 2
 
 
 def _prefetch_program(weights_addr, cols=32):
@@ -243,8 +241,7 @@ def _prefetch_program(weights_addr, cols=32):
     dram[data:data + 128] = rng.integers(-1 << 18, 1 << 18, 32).astype("<i4").tobytes()
     blob = isa.pack_fixed16(rng.integers(1 << 13, 1 << 14, 32), 14)
     dram[gains:gains + len(blob)] = blob
-    blob = isa.pack_matrix(rng.integers(-127, 128, (16, 32)), rng.integers(128, 256, (16, 4)),
-                           rng.integers(14, 18, 16))
+    blob = _random_matrix(rng)
     for a in (wts, weights_addr):
         if a + len(blob) <= DRAM:
             dram[a:a + len(blob)] = blob
@@ -262,41 +259,20 @@ def test_matvec_weights_requested_ahead_without_faulting_early(core, name, weigh
     # DRAM: past it the MATVEC faults on its own burst, as golden does. A MATVEC that faults
     # on its fields leaves the beats requested for it behind; they are drained, and the next
     # run (same core) matches golden.
-    from driver.golden import GoldenCore
-    dram, prog, slots = _prefetch_program(weights_addr, cols)
-    golden = GoldenCore(DRAM, PARAMS)
-    golden.dram[:] = dram
-    code, where = golden.run(prog, slots, 1)
-    assert isa.ERROR_NAMES[code] == error
-    r = core.run(dram, prog, slots, 1)
-    assert (isa.ERROR_NAMES[r.error], r.err_addr) == (error, where)
-    assert r.dram == bytes(golden.dram)
-    valid, prog, slots = _prefetch_program(0x5000)
-    golden.dram[:] = valid
-    assert golden.run(prog, slots, 1) == (0, 0)
-    r = core.run(valid, prog, slots, 1)
-    assert r.error == 0 and r.dram == bytes(golden.dram)
+    _matches_golden(core, _prefetch_program(weights_addr, cols), error=error)
+    _matches_golden(core, _prefetch_program(0x5000))
 
 
 @pytest.mark.parametrize("weights_addr, error", [(0x5000, "NONE"), (DRAM - 0x100, "WINDOW")])
 def test_matvec_weights_requested_during_attns_last_head(core, weights_addr, error):
     # After ATTN's last V burst the next MATVEC's weights are requested, only inside DRAM.
     import numpy as np
-    from driver.golden import GoldenCore
     then = [isa.encode("MATVEC", dst=96, src=64, n=16, m=32, addr=weights_addr),
             isa.encode("STORE", src=96, n=16, m=4, addr=0x4800)]
     dram, prog, slots = _attn_program(0x100, (0x10000, 0x20000), (3, 5), then=then)
     dram = bytearray(dram)
     rng = np.random.default_rng(3)
-    blob = isa.pack_matrix(rng.integers(-127, 128, (16, 32)), rng.integers(128, 256, (16, 4)),
-                           rng.integers(14, 18, 16))
+    blob = _random_matrix(rng)
     if weights_addr + len(blob) <= DRAM:
         dram[weights_addr:weights_addr + len(blob)] = blob
-    dram = bytes(dram)
-    golden = GoldenCore(DRAM, PARAMS)
-    golden.dram[:] = dram
-    code, where = golden.run(prog, slots, 2)
-    assert isa.ERROR_NAMES[code] == error
-    r = core.run(dram, prog, slots, 2)
-    assert (isa.ERROR_NAMES[r.error], r.err_addr) == (error, where)
-    assert r.dram == bytes(golden.dram)
+    _matches_golden(core, (bytes(dram), prog, slots), nslots=2, error=error)
