@@ -132,4 +132,4 @@ class LiteTransformerSoC(SoCCore):
                            dram_size=dram_size, params=params, bank_shift=bank_shift)
         setattr(self, name, core)
         for key, value in isa.params_dict(params).items():
-            self.add_constant(f"ACCEL_PARAM_{key.upper()}", value)
+            self.add_constant(f"ACCEL_PARAM_{key.upper()}", int(value))    # C has no True
