@@ -97,8 +97,9 @@ class Accelerator(LiteXModule):
             description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24 "
                         "| log2 element_units<<28.")
         self.config3  = CSRStatus(32, reset=params.fetch_beats | (params.act_read_ports << 16)
-            | (int(params.write_stats) << 24),
-            description="fetch_beats (0: no instruction buffer) | act_read_ports<<16 | write_stats<<24.")
+            | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25),
+            description="fetch_beats (0: no instruction buffer) | act_read_ports<<16 | write_stats<<24 "
+                        "| (divider_steps - 1)<<25.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -375,19 +376,20 @@ class Accelerator(LiteXModule):
                                        & (self.cycles.status >= self.watchdog.storage))
 
         # Shared units -----------------------------------------------------------------------------
-        # Dividers (two quotient bits a cycle) that start at the quotient's highest possible
-        # bit. RMSNORM's mean square: |x >> RMS_PRE_SHIFT| <= 2**(31 - RMS_PRE_SHIFT), so the
-        # mean of the squares fits 63 - 2*RMS_PRE_SHIFT bits (26 cycles) whenever their sum fits
-        # int64 as spec.numerics.rmsnorm assumes. ATTN's 2**46 / sum: the sum is at least 2**15
-        # (the max score's exponential), so the reciprocal fits 32 bits (16 cycles).
+        # Dividers (2 or 4 quotient bits a cycle: Params.divider_steps) that start at the
+        # quotient's highest possible bit. RMSNORM's mean square: |x >> RMS_PRE_SHIFT| <=
+        # 2**(31 - RMS_PRE_SHIFT), so the mean of the squares fits 63 - 2*RMS_PRE_SHIFT bits (26
+        # or 13 cycles) whenever their sum fits int64 as spec.numerics.rmsnorm assumes. ATTN's
+        # 2**46 / sum: the sum is at least 2**15 (the max score's exponential), so the
+        # reciprocal fits 32 bits (16 or 8 cycles).
         # RMSNORM has a divider and a 1/sqrt per element lane, so a group's slots take them at
         # once; ATTN, which walks the slots, has one reciprocal divider.
-        divs = [Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT) for _ in range(U)]
+        divs = [Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT, steps=params.divider_steps) for _ in range(U)]
         rsqs = [Rsqrt() for _ in range(U)]
         for x in range(U):
             self.add_module(f"rms_divider{x}", divs[x])
             self.add_module(f"rms_rsqrt{x}", rsqs[x])
-        self.recip_divider = rdiv = Divider(47, 32, quotient_bits=32)
+        self.recip_divider = rdiv = Divider(47, 32, quotient_bits=32, steps=params.divider_steps)
 
         # Loop indices and scratch registers shared by the instructions.
         i, j, k, t = Signal(32), Signal(8), Signal(16), Signal(32)

@@ -121,16 +121,16 @@ def saturate(m, x, bits):
 
 class Divider(LiteXModule):
     """Unsigned restoring division, two quotient bits per cycle (radix 4: the remainder is tried
-    against 1, 2 and 3 times the divisor at once): ``quotient = dividend // divisor`` (the
-    softmax reciprocal and RMSNorm's mean). ``start`` latches the operands; ``done`` pulses
-    ``ceil(quotient_bits / 2)`` cycles after that. The caller guarantees
-    ``dividend < divisor << quotient_bits`` (the quotient fits ``quotient_bits``): the division
-    then starts from the remainder ``dividend >> quotient_bits`` and skips the leading quotient
-    bits, which are all zero."""
+    against 1, 2 and 3 times the divisor at once), or ``2 * steps`` with ``steps`` radix-4 steps
+    chained in a cycle: ``quotient = dividend // divisor`` (the softmax reciprocal and RMSNorm's
+    mean). ``start`` latches the operands; ``done`` pulses ``ceil(quotient_bits / (2 * steps))``
+    cycles after that. The caller guarantees ``dividend < divisor << quotient_bits`` (the
+    quotient fits ``quotient_bits``): the division then starts from the remainder ``dividend >>
+    quotient_bits`` and skips the leading quotient bits, which are all zero."""
 
-    def __init__(self, width=64, divisor_width=32, quotient_bits=None):
+    def __init__(self, width=64, divisor_width=32, quotient_bits=None, steps=1):
         q = quotient_bits or width
-        q += q & 1                        # whole radix-4 digits
+        q += -q % (2 * steps)             # whole cycles of radix-4 digits
         assert q <= width and width - q <= divisor_width
         self.start    = Signal()
         self.dividend = Signal(width)
@@ -142,9 +142,12 @@ class Divider(LiteXModule):
 
         dw = divisor_width
         rem   = Signal(dw)                # always below the divisor
-        count = Signal(max=q // 2 + 1)
+        count = Signal(max=q // (2 * steps) + 1)
         dvd   = Signal(q)                 # the dividend's low bits, still to come down
         d1, d2, d3 = Signal(dw), Signal(dw + 1), Signal(dw + 2)
+        if steps > 1:
+            self._chained(steps, q, dw, rem, dvd, d1, d2, d3, count)
+            return
         r4 = Signal(dw + 2)               # rem * 4 + the next two dividend bits
         t1, t2, t3 = (Signal(dw + 3) for _ in range(3))     # r4 - k*divisor; top bit: negative
         busy  = Signal()
@@ -166,6 +169,36 @@ class Divider(LiteXModule):
                     rem.eq(r4), self.quotient.eq(Cat(C(0, 2), self.quotient)),
                 ),
                 dvd.eq(dvd << 2),
+                count.eq(count - 1),
+                If(count == 1, busy.eq(0), self.done.eq(1)),
+            )
+        ]
+
+    def _chained(self, steps, q, dw, rem, dvd, d1, d2, d3, count):
+        """``steps`` radix-4 steps in one cycle, most significant digit first (the simulated
+        core's dividers; the single step above is the ULX3S's, whose timing it closes)."""
+        r, digits = rem, []
+        for k in range(steps):
+            r4 = Signal(dw + 2)
+            t = [Signal(dw + 3) for _ in range(3)]
+            r_next, digit = Signal(dw), Signal(2)
+            self.comb += [r4.eq(Cat(dvd[q - 2 * k - 2:q - 2 * k], r))] + [t[x].eq(r4 - dx) for x, dx in enumerate((d1, d2, d3))]
+            self.comb += If(~t[2][-1], r_next.eq(t[2]), digit.eq(3)
+                         ).Elif(~t[1][-1], r_next.eq(t[1]), digit.eq(2)
+                         ).Elif(~t[0][-1], r_next.eq(t[0]), digit.eq(1)
+                         ).Else(r_next.eq(r4), digit.eq(0))
+            r = r_next
+            digits.append(digit)
+        busy = Signal()
+        self.sync += [
+            self.done.eq(0),
+            If(self.start,
+                dvd.eq(self.dividend[:q]), rem.eq(self.dividend[q:] if q < len(self.dividend) else 0),
+                d1.eq(self.divisor), d2.eq(self.divisor << 1), d3.eq(self.divisor + (self.divisor << 1)),
+                count.eq(q // (2 * steps)), busy.eq(1),
+            ).Elif(busy,
+                rem.eq(r), self.quotient.eq(Cat(*reversed(digits), self.quotient)),
+                dvd.eq(dvd << (2 * steps)),
                 count.eq(count - 1),
                 If(count == 1, busy.eq(0), self.done.eq(1)),
             )

@@ -100,6 +100,8 @@ class Params:
     ``write_stats``: the core gathers each written vector's largest |x| and sum of squares as
     it is written, so a MATVEC or RMSNORM reading it skips its first pass (a squarer per slot;
     worth it where the element work, not DRAM's bandwidth, decides a token's time).
+    ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
+    or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
     is fetched from DRAM once per run (0: one burst per instruction). A write burst that
     overlaps the buffered beats empties the buffer, so a program that writes its own
@@ -115,6 +117,7 @@ class Params:
     element_units: int = 0       # RMSNORM/SILU/ROPE datapaths (0 becomes slots: one per slot)
     act_read_ports: int = 2      # scratchpad reads per cycle per slot (MATVEC's input pass)
     write_stats: bool = True     # MATVEC/RMSNORM first passes from the writes before them
+    divider_steps: int = 1       # radix-4 steps per cycle of the dividers
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
@@ -128,6 +131,8 @@ class Params:
             v = getattr(self, name)
             if not lo <= v <= hi or v & (v - 1):
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
+        if self.divider_steps not in (1, 2):
+            raise ValueError(f"Params.divider_steps = {self.divider_steps}: must be 1 or 2")
         if self.act_read_ports not in (2, 4):
             raise ValueError(f"Params.act_read_ports = {self.act_read_ports}: must be 2 or 4")
         if self.read_ports not in (1, 2):
@@ -153,7 +158,7 @@ TARGET_PARAMS = {
     # input passes (2 x 1024 columns).
     # A 32-instruction buffer holds a whole decode program (25 instructions for the llama2.c models).
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
-                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4),
+                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=2),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

@@ -63,6 +63,8 @@ def test_encode_decode_round_trip_and_field_limits():
         isa.Params(fetch_beats=1).validate()
     with pytest.raises(ValueError, match="act_read_ports = 3"):
         isa.Params(act_read_ports=3).validate()
+    with pytest.raises(ValueError, match="divider_steps = 3"):
+        isa.Params(divider_steps=3).validate()
 
 
 def test_matrix_format_round_trips():

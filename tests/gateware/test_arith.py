@@ -104,13 +104,14 @@ def test_divider_matches_floor_division():
     assert _divide(Divider(64, 32), cases) == [(a // b, 1 + 32) for a, b in cases]    # 1: the start cycle
 
 
+@pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("width, quotient_bits, dividend_max, divisor_range", [
     (64, 51, None, (1, 1 << 16)),           # RMSNORM: sum of n squares of at most 2**50 each
     (47, 32, 1 << 46, (1 << 15, 1 << 25)),  # ATTN: 2**46 / a sum of exponentials >= 2**15
 ])
-def test_divider_skips_the_quotients_leading_zero_bits(width, quotient_bits, dividend_max, divisor_range):
+def test_divider_skips_the_quotients_leading_zero_bits(width, quotient_bits, dividend_max, divisor_range, steps):
     # The precondition dividend < divisor << quotient_bits holds at both uses (see the core);
-    # the quotient is exact and takes a cycle per two quotient bits.
+    # the quotient is exact and takes a cycle per 2 * steps quotient bits.
     rng = random.Random(quotient_bits)
     cases = []
     for _ in range(30):
@@ -120,7 +121,8 @@ def test_divider_skips_the_quotients_leading_zero_bits(width, quotient_bits, div
     lo, hi = divisor_range
     cases += [(dividend_max or min(b << 50, (1 << width) - 1), b) for b in (lo, hi - 1)]   # the largest
     assert all(a < b << quotient_bits for a, b in cases)
-    assert _divide(Divider(width, 32, quotient_bits=quotient_bits), cases) == [(a // b, 1 + (quotient_bits + 1) // 2) for a, b in cases]
+    cycles = 1 + -(-quotient_bits // (2 * steps))
+    assert _divide(Divider(width, 32, quotient_bits=quotient_bits, steps=steps), cases) == [(a // b, cycles) for a, b in cases]
 
 
 def test_rsqrt_matches_numerics():
