@@ -327,9 +327,10 @@ class Device:
                                             read_fifo_depth=1 << ((c2 >> 16) & 0xff),
                                             read_ports=(c2 >> 24) & 0xf,
                                             element_units=1 << ((c2 >> 28) & 0xf),
-                                            fetch_beats=c3 & 0x1ff, act_read_ports=(c3 >> 16) & 0xff,
+                                            fetch_beats=c3 & 0x1ff, act_read_ports=2 + ((c3 >> 16) & 0xff),
                                             write_stats=bool((c3 >> 24) & 1),
-                                            divider_steps=1 + ((c3 >> 25) & 1))
+                                            divider_steps=1 + ((c3 >> 25) & 1),
+                                            fast_exponent=bool((c3 >> 26) & 1))
         return self._accel_params
 
     def run_program(self, prog, slots, nslots, watchdog=0, timeout=120.0):

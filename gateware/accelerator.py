@@ -96,10 +96,11 @@ class Accelerator(LiteXModule):
             | (log2_int(params.element_units) << 28),
             description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24 "
                         "| log2 element_units<<28.")
-        self.config3  = CSRStatus(32, reset=params.fetch_beats | (params.act_read_ports << 16)
-            | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25),
-            description="fetch_beats (0: no instruction buffer) | act_read_ports<<16 | write_stats<<24 "
-                        "| (divider_steps - 1)<<25.")
+        # The fields past fetch_beats read 0 for the smallest core (a build without them).
+        self.config3  = CSRStatus(32, reset=params.fetch_beats | ((params.act_read_ports - 2) << 16)
+            | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25) | (int(params.fast_exponent) << 26),
+            description="fetch_beats (0: no instruction buffer) | (act_read_ports - 2)<<16 | write_stats<<24 "
+                        "| (divider_steps - 1)<<25 | fast_exponent<<26.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -142,7 +143,6 @@ class Accelerator(LiteXModule):
         od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
         rdq_addr, rdq_len = Signal(read_port.address_width), Signal(32)
         rdq_push_addr, rdq_push_len = Signal(read_port.address_width), Signal(32)
-        at_push = Signal()                # ATTN queues its next K
         self.sync += If(rdq_push, rdq_valid.eq(1), rdq_addr.eq(rdq_push_addr), rdq_len.eq(rdq_push_len))
         self.sync += [
             If(rd_start,
@@ -229,8 +229,9 @@ class Accelerator(LiteXModule):
                 rp2.adr.eq(act_radr2),
                 wp.adr.eq(wadr_q), wp.dat_w.eq(wdat_q), wp.we.eq(we_q),
             ]
-            wq_dat.append(_signed(self, wdat_q, 32))
-            wq_we.append(we_q)
+            if params.write_stats:
+                wq_dat.append(_signed(self, wdat_q, 32))
+                wq_we.append(we_q)
         ard = _signed(self, Array(act_rdat)[slot], 32)
         if U == B:
             lane_rdat, lane_rdat2 = act_rdat, act_rdat2
@@ -706,7 +707,7 @@ class Accelerator(LiteXModule):
         # The gains are requested first: their beats wait in the read FIFO during pass 1 and
         # the division, so pass 2 does not wait for DRAM's latency.
         # With the input's sum of squares already gathered (st_use), pass 1 is skipped.
-        use_sumsq_lane = use_sumsq if U == B else \
+        use_sumsq_lane = use_sumsq if U == B or not WS else \
             [_unsigned(self, Array(use_sumsq[x::U])[group], 64) for x in range(U)]
         fsm.act("RMSNORM",
             NextValue(i, 0),
@@ -805,6 +806,8 @@ class Accelerator(LiteXModule):
         self.sync += [cp.eq(Cat(C(0, 4), m15[4:])), cpb.eq(m15[4:])]    # m settles in DECODE
         amax = [Signal(32) for _ in range(B)]
         ex = [Signal(5) for _ in range(B)]
+        FE = params.fast_exponent
+        exp_ok = []
         xwords = [Signal(16 * isa.LANES) for _ in range(B)]
         xin_rd = []
         xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
@@ -832,12 +835,22 @@ class Accelerator(LiteXModule):
                 pmax.eq(Mux(ax2 > ax, ax2, ax)),
             ]
             # The exponent is the smallest e with round_shift(amax, e) <= 2**15 - 1, i.e. amax
-            # below (2**15 << e) - 2**(e-1), a constant per e. Those bounds increase with e, so
-            # e is the number of bounds amax reaches: compared at once in MV_EXP (registered),
-            # counted in MV_EXP2. amax <= 2**31 reaches none from e = 17 on.
+            # below (2**15 << e) - 2**(e-1), a constant per e (no shifter: timing).
             lim = (1 << (N.QIN_BITS - 1))
-            reached = Signal(17)
-            self.sync += reached.eq(Cat(*[amax[s] >= (lim << e) - ((1 << e) >> 1) for e in range(17)]))
+            if FE:
+                # Those bounds increase with e, so e is the number of bounds amax reaches:
+                # compared at once in MV_EXP (registered), counted in MV_EXP2. amax <= 2**31
+                # reaches none from e = 17 on.
+                reached = Signal(17)
+                self.sync += reached.eq(Cat(*[amax[s] >= (lim << e) - ((1 << e) >> 1) for e in range(17)]))
+                exp_step = ex[s].eq(reduce(add, [reached[e] for e in range(17)]))
+            else:
+                # e grows by one per MV_EXP, MV_EXP2 round while amax reaches its bound.
+                fits_below = Array(C((lim << e) - ((1 << e) >> 1), 48) for e in range(32))
+                ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
+                self.sync += ok.eq((amax[s] < fits_below[ex[s]]) | (s >= nslots))
+                exp_ok.append(ok)
+                exp_step = If(~ok, ex[s].eq(ex[s] + 1))
             # Input pass, XR elements a cycle (XR scratchpad ports): read (S0, S1), rounding
             # bias (S2), shift (S3), saturate (S4), pack them into the lane word (S5).
             xms = []
@@ -855,7 +868,7 @@ class Accelerator(LiteXModule):
             self.sync += [
                 If(fsm.ongoing("MATVEC"), amax[s].eq(Mux(st_use, use_amax[s], 0) if WS else 0), ex[s].eq(0)),
                 If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
-                If(fsm.ongoing("MV_EXP2"), ex[s].eq(reduce(add, [reached[e] for e in range(17)]))),
+                If(fsm.ongoing("MV_EXP2"), exp_step),
                 If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
             ]
         self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == isa.LANES - XR))]
@@ -865,12 +878,12 @@ class Accelerator(LiteXModule):
         pf_pending = Signal()             # this MATVEC's weights were requested ahead (below)
 
         def mv_start(then):
-            return If(pf_pending, NextState(then)).Else(*burst(waddr, mv_bytes, then)) if FB \
-                else If(1, *burst(waddr, mv_bytes, then))
+            return [If(pf_pending, NextState(then)).Else(*burst(waddr, mv_bytes, then))] if FB \
+                else burst(waddr, mv_bytes, then)
         fsm.act("MATVEC",
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             # With the input's largest |x| already gathered (st_use), pass 1 is skipped.
-            If(st_use, mv_start("MV_EXP")).Else(mv_start("MV_AMAX")) if WS else mv_start("MV_AMAX")
+            *([If(st_use, *mv_start("MV_EXP")).Else(*mv_start("MV_AMAX"))] if WS else mv_start("MV_AMAX"))
         )
         # The next MATVEC's weights, requested ahead. While RMSNORM, SILU or a MATVEC runs
         # (instructions that write no DRAM and, once their own burst is out, read nothing
@@ -912,7 +925,9 @@ class Accelerator(LiteXModule):
             NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
             NextValue(v5, 0), NextState("MV_EXP2")
         )
-        fsm.act("MV_EXP2", NextState("MV_XIN"))      # each slot's exponent, from its largest |x|
+        # Each slot's exponent, from its largest |x|.
+        fsm.act("MV_EXP2", NextState("MV_XIN") if FE else
+                If(reduce(and_, exp_ok), NextState("MV_XIN")).Else(NextState("MV_EXP")))
         fsm.act("MV_XIN",
             act_radr.eq(src + i), act_radr2.eq(src + i + 1),
             *[act_radr_x[x].eq(src + i + 2 + x) for x in range(XR - 2)],
@@ -1387,13 +1402,17 @@ class Accelerator(LiteXModule):
             # and the division run, so AT_V does not wait for DRAM's latency.
             If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), *burst(vhead_base, span, "AT_KN"))
         )
-        self.comb += [
-            rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, nx_base >> 4) if FB else nx_base >> 4),
-            rdq_push_len.eq(Mux(pf_push, la_beats, (nx_span + 15) >> 4) if FB else (nx_span + 15) >> 4),
-            rdq_push.eq(at_push | pf_push),
-        ]
+        # The queue also takes the next MATVEC's weights (pf_push, below; never in ATTN's AT_KN).
+        if FB:
+            self.comb += [
+                rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, nx_base >> 4)),
+                rdq_push_len.eq(Mux(pf_push, la_beats, (nx_span + 15) >> 4)),
+                If(pf_push, rdq_push.eq(1)),
+            ]
+        else:
+            self.comb += [rdq_push_addr.eq(nx_base >> 4), rdq_push_len.eq((nx_span + 15) >> 4)]
         fsm.act("AT_KN",
-            If(nx_ok, at_push.eq(1), NextValue(kv_early, 1)),
+            If(nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
             NextState("AT_SM_RUN")
         )
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)

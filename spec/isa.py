@@ -100,6 +100,8 @@ class Params:
     ``write_stats``: the core gathers each written vector's largest |x| and sum of squares as
     it is written, so a MATVEC or RMSNORM reading it skips its first pass (a squarer per slot;
     worth it where the element work, not DRAM's bandwidth, decides a token's time).
+    ``fast_exponent``: MATVEC's input exponent from all its bounds compared at once (two
+    cycles, ~0.5 k LUT4 per slot on an ECP5) instead of one bound per two cycles.
     ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
     or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
@@ -118,6 +120,7 @@ class Params:
     act_read_ports: int = 2      # scratchpad reads per cycle per slot (MATVEC's input pass)
     write_stats: bool = True     # MATVEC/RMSNORM first passes from the writes before them
     divider_steps: int = 1       # radix-4 steps per cycle of the dividers
+    fast_exponent: bool = True   # MATVEC's input exponent in two cycles
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
@@ -165,10 +168,11 @@ TARGET_PARAMS = {
     # worth a second 16-to-128-bit converter and FIFO on the routing-limited board. One copy
     # of the element units: with a copy per slot the board's builds had 109 MULT18 (85 with
     # one) and ~1.9 k more LUT4, and routed at 43 MHz or not at all.
-    # No write statistics: its SDRAM, not the element work, decides a token's time, and with
-    # them the build routed at 49.9 MHz (+1.7 k LUT4, +8 MULT18).
+    # No write statistics and no fast exponent: its SDRAM, not the element work, decides a
+    # token's time, and with the statistics the build routed at 49.9 MHz (+1.7 k LUT4, +8
+    # MULT18), with the fast exponent alone at 41.8 MHz (+1.0 k LUT4, 141 router iterations).
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
-                    read_ports=1, element_units=1, write_stats=False),
+                    read_ports=1, element_units=1, write_stats=False, fast_exponent=False),
 }
 
 # Encoding ---------------------------------------------------------------------------------------
