@@ -31,6 +31,7 @@ from gateware.readstream import BankInterleavedReader
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
+KV_FIFO_BEATS = 4   # KVWRITE's beats between its packer and the write port (4-port scratchpads)
 
 
 def _lanes(sig, width, n, signed=True):
@@ -181,6 +182,8 @@ class Accelerator(LiteXModule):
         XR = params.act_read_ports        # MATVEC's input pass reads XR elements a cycle
         act_radr_x = [Signal(max=D) for _ in range(XR - 2)]       # its ports beyond the two
         act_rdat_x = [[] for _ in range(XR - 2)]
+        if XR == 4:
+            self.kv_idle = Signal()       # KVWRITE has handed every beat it read to the port
         wq_dat, wq_we = [], []            # each slot's write as it reaches the RAM
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
@@ -542,7 +545,8 @@ class Accelerator(LiteXModule):
             If((rd_remaining == 0) & (rd_outstanding == 0) & ~rd.valid, NextState("DRAIN"))
         )
         fsm.act("DRAIN",
-            If((wr_pending == 0) & ~od_active, NextState("DONE"))
+            If(((wr_pending == 0) & ~od_active & self.kv_idle) if XR == 4 else ((wr_pending == 0) & ~od_active),
+                NextState("DONE"))
         )
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
@@ -1242,7 +1246,7 @@ class Accelerator(LiteXModule):
             self.comb += If(kvl2 == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
         self.sync += [
             kv16_r.eq(kv16),
-            kvv0.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
+            kvv0.eq((fsm.ongoing("KVW_RD") if XR == 2 else 0) | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
             kvv1.eq(kvv0), kvl1.eq(kvl0), kvb1.eq(kvb0),
             kvv2.eq(kvv1), kvl2.eq(kvl1), kvb2.eq(kvb1),
             qh0.eq(h[0] ^ fsm.ongoing("AT_NQ")), qh1.eq(qh0), qh2.eq(qh1),
@@ -1262,25 +1266,31 @@ class Accelerator(LiteXModule):
         fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_H2"))
         fsm.act("KVW_H2", NextState("KVW_H3"))
         fsm.act("KVW_H3", NextState("KVW_GO"))
-        fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
-        fsm.act("KVW_RD",
-            act_radr.eq(ii), NextValue(ii, ii + 1), NextValue(j, j + 1),
-            If(j[0:3] == 7, NextState("KVW_DR"))
-        )
-        fsm.act("KVW_DR", If(~kvv0 & ~kvv1, NextState("KVW_WR")))   # the beat's last element is packed
-        fsm.act("KVW_WR",
-            wr.valid.eq(1), wr.data.eq(word),
-            If(wr.ready,
-                If(j == m,
-                    NextValue(kvh, kvh + 1), NextValue(j, 0),
-                    # The next head's row is one KVHEAD on (kvw_next: kvh has not changed for
-                    # the whole head, so it has settled); only a new slot waits in KVW_H..H3.
-                    If(kvh == n - 1, next_slot("KVWRITE")).Else(*burst(kvw_next, m << 1, "KVW_RD", write=True))
-                ).Else(
-                    NextState("KVW_RD")
+        if XR == 4:
+            self._kvwrite_four_ports(fsm, burst, wr, B, dict(
+                j=j, ii=ii, kvh=kvh, n=n, m=m, slot=slot, nslots=nslots, kvw_addr=kvw_addr,
+                kvhead=R["KVHEAD"], act_radr=[act_radr, act_radr2] + act_radr_x,
+                act_rdat=[act_rdat, act_rdat2] + act_rdat_x))
+        else:
+            fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
+            fsm.act("KVW_RD",
+                act_radr.eq(ii), NextValue(ii, ii + 1), NextValue(j, j + 1),
+                If(j[0:3] == 7, NextState("KVW_DR"))
+            )
+            fsm.act("KVW_DR", If(~kvv0 & ~kvv1, NextState("KVW_WR")))   # the beat's last element is packed
+            fsm.act("KVW_WR",
+                wr.valid.eq(1), wr.data.eq(word),
+                If(wr.ready,
+                    If(j == m,
+                        NextValue(kvh, kvh + 1), NextValue(j, 0),
+                        # The next head's row is one KVHEAD on (kvw_next: kvh has not changed for
+                        # the whole head, so it has settled); only a new slot waits in KVW_H..H3.
+                        If(kvh == n - 1, next_slot("KVWRITE")).Else(*burst(kvw_next, m << 1, "KVW_RD", write=True))
+                    ).Else(
+                        NextState("KVW_RD")
+                    )
                 )
             )
-        )
 
         # ATTN -------------------------------------------------------------------------------------
         # Two heads' queries (halves h[0] and not h[0]): the next head's is loaded while this
@@ -1796,6 +1806,90 @@ class Accelerator(LiteXModule):
         for state, stmts in fsm.actions.items():
             if state not in ("IDLE", "FLUSH", "DRAIN", "DONE"):
                 stmts.append(If(watchdog_fired, *fail("TIMEOUT")))
+
+    def _kvwrite_four_ports(self, fsm, burst, wr, B, sig):
+        """KVWRITE with four scratchpad read ports (its own method: the constructor's locals
+        are past 256, where Migen's tracer stops naming signals, and the ULX3S's netlist keeps
+        its names). ``sig``: the constructor's signals it uses."""
+        j, ii, kvh, n, m, slot, nslots = (sig[k] for k in ("j", "ii", "kvh", "n", "m", "slot", "nslots"))
+        kvw_addr = sig["kvw_addr"]
+        # KVWRITE streams its beats through a FIFO of (beat address, data) to the write port.
+        kv_fifo = stream.SyncFIFO([("address", len(wr.address)), ("data", 128)], KV_FIFO_BEATS)
+        self.submodules.kv_fifo = kv_fifo
+        kv_idle = self.kv_idle
+        # Four elements a cycle from the four scratchpad ports, two cycles a beat; the beats
+        # go out through kv_fifo while the next ones are read. A beat's reads start only
+        # when a FIFO entry is free for it (kv_credit: entries neither full nor reserved).
+        kv_credit = Signal(max=KV_FIFO_BEATS + 1, reset=KV_FIFO_BEATS)
+        kv_row = Signal(ADDR_W)                      # the head row's byte address
+        kv_head = Signal(len(wr.address))            # and its first beat
+        # A head may take three cycles, less than kvw_next takes to follow kvh: the next head's
+        # row is this one's plus KVHEAD.
+        kv_next = kv_row + sig["kvhead"]
+        kv_go = Signal()
+        kv_v, kv_hi = [Signal() for _ in range(3)], [Signal() for _ in range(3)]
+        kv_a = [Signal(len(wr.address)) for _ in range(3)]
+        kv_lo = Signal(64)                           # the beat's first four elements
+        kv_pop = Signal()
+        # The slot moves on with the last beat's reads, so its data is selected by the slot
+        # it was read from (two cycles on).
+        kv_slot = [Signal(max=max(B, 2)) for _ in range(2)]
+        self.sync += [kv_slot[0].eq(slot), kv_slot[1].eq(kv_slot[0])]
+        kv_in = [_signed(self, Array(col)[kv_slot[1]], 32) for col in sig["act_rdat"]]
+        kv_q = []
+        for e, x in enumerate(kv_in):
+            st, xr = round_shift(x, N.ACT_FRAC - N.KV_FRAC, 40)
+            self.comb += st
+            q = Signal(16, name=f"kvw_elem{e}")        # registered: read, convert, then pack
+            self.sync += q.eq(saturate(self, xr, 16))
+            kv_q.append(q)
+        self.comb += [
+            kv_go.eq(fsm.ongoing("KVW_RD") & (j[2] | (kv_credit != 0))),
+            kv_fifo.sink.valid.eq(kv_v[2] & kv_hi[2]),
+            kv_fifo.sink.address.eq(kv_a[2]),
+            kv_fifo.sink.data.eq(Cat(kv_lo, *kv_q)),
+            kv_pop.eq(kv_fifo.source.valid & kv_fifo.source.ready),
+            # Idle: no beat in the packer or the FIFO. (A watchdog stop can leave a beat's
+            # first half reserved; the credits are restored at the next start.)
+            kv_idle.eq(~kv_fifo.source.valid & ~reduce(or_, kv_v)),
+            # The FIFO owns the write port while it holds beats: KVWRITE ends only once it
+            # is empty (and DRAIN waits for it), so no other writer is active then.
+            If(kv_fifo.source.valid,
+                wr.valid.eq(1), wr.data.eq(kv_fifo.source.data), wr.address.eq(kv_fifo.source.address)
+            ),
+            kv_fifo.source.ready.eq(wr.ready),
+        ]
+        self.sync += [
+            kv_v[0].eq(kv_go), kv_hi[0].eq(j[2]), kv_a[0].eq(kv_head + (j >> 3)),
+            [(kv_v[k_].eq(kv_v[k_ - 1]), kv_hi[k_].eq(kv_hi[k_ - 1]), kv_a[k_].eq(kv_a[k_ - 1]))
+             for k_ in (1, 2)],
+            If(kv_v[2] & ~kv_hi[2], kv_lo.eq(Cat(*kv_q))),
+            kv_credit.eq(kv_credit - (kv_go & ~j[2]) + kv_pop),
+            If(fsm.ongoing("IDLE"), kv_credit.eq(KV_FIFO_BEATS)),
+        ]
+        fsm.act("KVW_GO",
+            NextValue(kv_row, kvw_addr), NextValue(kv_head, kvw_addr >> 4),
+            *burst(kvw_addr, m << 1, "KVW_RD", write=True))
+        fsm.act("KVW_RD",
+            *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
+            If(kv_go,
+                NextValue(ii, ii + 4), NextValue(j, j + 4),
+                If(j[2] & (j + 4 == m),
+                    NextValue(kvh, kvh + 1), NextValue(j, 0),
+                    If(kvh == n - 1,
+                        If(slot == nslots - 1,
+                            NextState("KVW_END")
+                        ).Else(
+                            NextValue(slot, slot + 1), NextState("KVWRITE")
+                        )
+                    ).Else(
+                        NextValue(kv_row, kv_next), NextValue(kv_head, kv_next >> 4),
+                        *burst(kv_next, m << 1, "KVW_RD", write=True)
+                    )
+                )
+            )
+        )
+        fsm.act("KVW_END", If(kv_idle, NextState("NEXT")))
 
     def do_finalize(self):
         self.comb += self.fsm_state.eq(self.fsm.state)

@@ -168,6 +168,54 @@ def test_attn_requests_the_next_heads_keys_early_without_faulting_early(core, na
 
 
 
+def _kvwrite_program(kvhead, kv_bases, positions, heads=4, head_size=16, seqlen=64):
+    """LOAD random activations, then one KVWRITE of ``heads`` KV heads for each slot: the case
+    for KVWRITE's beats streaming out behind their reads (Params.act_read_ports = 4)."""
+    import numpy as np
+    rng = np.random.default_rng(5)
+    E, R = isa.encode, isa.REGS
+    prog, data, slots = 0x1000, 0x2000, 0x3000
+    n = heads * head_size
+    program = [E("LOAD", dst=0, n=n, m=isa.beats(4 * n), addr=data),
+               E("SETR", dst=R["SEQLEN"], addr=seqlen), E("SETR", dst=R["KVSTRIDE"], addr=0),
+               E("SETR", dst=R["KVHEAD"], addr=kvhead),
+               E("KVWRITE", src=0, n=heads, m=head_size, addr=0),
+               E("HALT")]
+    dram = bytearray(DRAM)
+    dram[prog:prog + 16 * len(program)] = isa.program_bytes(program)
+    dram[data:data + 4 * n] = rng.integers(-1 << 22, 1 << 22, n).astype("<i4").tobytes()
+    dram[slots:slots + 16 * len(kv_bases)] = isa.pack_slots([(0, p, b) for p, b in zip(positions, kv_bases)])
+    return bytes(dram), prog, slots
+
+
+@pytest.mark.parametrize("name, kvhead, kv_bases, positions, head_size, error", [
+    ("valid", 0x400, (0x10000, 0x20000, 0x30000), (3, 5, 0), 16, "NONE"),
+    ("one beat a head", 0x230, (0x10000, 0x20000, 0x30000), (1, 7, 2), 8, "NONE"),
+    ("third head past DRAM", (DRAM - 0x10000) // 2, (0x10000, 0x20000, 0x30000), (3, 5, 0), 16, "WINDOW"),
+    ("second slot past DRAM", 0x400, (0x10000, DRAM - 0x800, 0x30000), (3, 5, 0), 16, "WINDOW"),
+    ("third slot's pos >= SEQLEN", 0x400, (0x10000, 0x20000, 0x30000), (3, 5, 64), 16, "BAD_POS"),
+])
+def test_kvwrite_beats_stream_out_and_land_before_a_fault(core, name, kvhead, kv_bases, positions, head_size,
+                                                           error):
+    # Beats of the heads and slots before a fault are still on their way to the write port
+    # when the fault is found; they land (as golden writes them) and nothing after the fault.
+    case = _kvwrite_program(kvhead, kv_bases, positions, head_size=head_size)
+    _matches_golden(core, case, nslots=len(kv_bases), error=error)
+
+
+def test_watchdog_during_kvwrite_then_the_core_runs_clean(core):
+    # Stopped at every cycle of a KVWRITE (mid-beat too), the core drains its beats and stops;
+    # a full run after each matches golden.
+    case = _kvwrite_program(0x400, (0x10000, 0x20000, 0x30000), (3, 5, 0))
+    stops = set()
+    for watchdog in range(400, 520):       # the KVWRITE runs from about cycle 430 to 500
+        r = core.run(*case, 3, watchdog=watchdog)
+        stops.add((isa.ERROR_NAMES[r.error], r.counters["bytes_written"]))
+        _matches_golden(core, case, nslots=3)
+    partial = {written for error, written in stops if error == "TIMEOUT" and 0 < written < 3 * 4 * 32}
+    assert ("NONE", 3 * 4 * 32) in stops and len(partial) >= 12      # stopped after most beats
+
+
 def _stats_program(variant, cols=32, rms_n=16):
     """LOAD x, RMSNORM it, MATVEC the result (``cols`` of it), RMSNORM that (``rms_n`` of it),
     STORE: the chain where the core takes RMSNORM's sum of squares and MATVEC's largest |x|
