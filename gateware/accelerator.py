@@ -184,6 +184,7 @@ class Accelerator(LiteXModule):
         act_rdat_x = [[] for _ in range(XR - 2)]
         if XR == 4:
             self.kv_idle = Signal()       # KVWRITE has handed every beat it read to the port
+            self.pack4_idle = Signal()    # the four-element int16 packer is empty
         wq_dat, wq_we = [], []            # each slot's write as it reaches the RAM
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
@@ -1318,8 +1319,11 @@ class Accelerator(LiteXModule):
             kvhead_base.eq(kvaddr + kvh_off),
             vhead_base.eq(kvhead_base + R["VOFF"]),
         ]
-        self.comb += [q_wp.adr.eq(Cat(kvb2[:log2_int(q_beats)], qh2)), q_wp.dat_w.eq(packed16),
-                      q_wp.we.eq(kvv2 & (kvl2 == 7))]
+        if XR == 2:
+            self.comb += [q_wp.adr.eq(Cat(kvb2[:log2_int(q_beats)], qh2)), q_wp.dat_w.eq(packed16),
+                          q_wp.we.eq(kvv2 & (kvl2 == 7))]
+        else:
+            self._attn_query_four_ports(fsm, q_wp, q_beats, dict(j=j, ii=ii, m=m, h=h))
         # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
         # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
         # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
@@ -1369,12 +1373,13 @@ class Accelerator(LiteXModule):
         fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + hm), NextState("AT_Q"))
         # The head's query, one element a cycle through the int16 packer (KVWRITE's); each
         # full beat goes to q_mem.
-        fsm.act("AT_Q",
-            act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
-            If(j == m - 1, NextState("AT_QD"))
-        )
+        if XR == 2:
+            fsm.act("AT_Q",
+                act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
+                If(j == m - 1, NextState("AT_QD"))
+            )
         fsm.act("AT_QD",
-            If(~kvv0 & ~kvv1 & ~kvv2,
+            If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle,
                 NextValue(t, 0), NextValue(k, 0),
                 If(kv_early,
                     NextValue(kv_early, 0), NextState("AT_K")
@@ -1498,11 +1503,12 @@ class Accelerator(LiteXModule):
                 NextValue(j, 0), NextValue(ii, nq_ii), NextState("AT_NQ")
             )
         )
-        fsm.act("AT_NQ",
-            act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
-            If(j == m - 1, NextState("AT_NQD"))
-        )
-        fsm.act("AT_NQD", If(~kvv0 & ~kvv1 & ~kvv2, NextState("AT_DIVW")))
+        if XR == 2:
+            fsm.act("AT_NQ",
+                act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
+                If(j == m - 1, NextState("AT_NQD"))
+            )
+        fsm.act("AT_NQD", If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle, NextState("AT_DIVW")))
         # The reciprocal is kept when it is done, which may be during AT_NQ.
         recip_ok = Signal()
         self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
@@ -1808,50 +1814,60 @@ class Accelerator(LiteXModule):
                 stmts.append(If(watchdog_fired, *fail("TIMEOUT")))
 
     def _kvwrite_four_ports(self, fsm, burst, wr, B, sig):
-        """KVWRITE with four scratchpad read ports (its own method: the constructor's locals
-        are past 256, where Migen's tracer stops naming signals, and the ULX3S's netlist keeps
-        its names). ``sig``: the constructor's signals it uses."""
+        """The int16 packer with four scratchpad read ports, and KVWRITE through it (their own
+        methods: the constructor's locals are past 256, where Migen's tracer stops naming
+        signals, and the ULX3S's netlist keeps its names). ``sig``: the constructor's signals
+        they use.
+
+        Four elements a cycle, two cycles a beat: read (stage 0), arrive (2), converted and
+        registered (3), the beat's first half kept (``lo``) or the beat complete. KVWRITE's
+        beats go out through a FIFO while the next ones are read; ATTN's query beats go to
+        q_mem (_attn_query_four_ports)."""
         j, ii, kvh, n, m, slot, nslots = (sig[k] for k in ("j", "ii", "kvh", "n", "m", "slot", "nslots"))
         kvw_addr = sig["kvw_addr"]
-        # KVWRITE streams its beats through a FIFO of (beat address, data) to the write port.
         kv_fifo = stream.SyncFIFO([("address", len(wr.address)), ("data", 128)], KV_FIFO_BEATS)
         self.submodules.kv_fifo = kv_fifo
-        kv_idle = self.kv_idle
-        # Four elements a cycle from the four scratchpad ports, two cycles a beat; the beats
-        # go out through kv_fifo while the next ones are read. A beat's reads start only
-        # when a FIFO entry is free for it (kv_credit: entries neither full nor reserved).
+        # A KVWRITE beat's reads start only when a FIFO entry is free for it (kv_credit: entries
+        # neither full nor reserved).
         kv_credit = Signal(max=KV_FIFO_BEATS + 1, reset=KV_FIFO_BEATS)
         kv_row = Signal(ADDR_W)                      # the head row's byte address
         kv_head = Signal(len(wr.address))            # and its first beat
         # A head may take three cycles, less than kvw_next takes to follow kvh: the next head's
         # row is this one's plus KVHEAD.
         kv_next = kv_row + sig["kvhead"]
-        kv_go = Signal()
-        kv_v, kv_hi = [Signal() for _ in range(3)], [Signal() for _ in range(3)]
-        kv_a = [Signal(len(wr.address)) for _ in range(3)]
-        kv_lo = Signal(64)                           # the beat's first four elements
+        kv_go = Signal()                             # KVWRITE reads four elements
+        self.pack4_query = Signal()                  # ATTN's query load reads four elements
+        self.pack4_qaddr = Signal(16)                # and the q_mem beat they go to
+        p4 = self.pack4 = {
+            "v":  [Signal(name=f"pack4_v{k}") for k in range(3)],     # stage k valid
+            "hi": [Signal(name=f"pack4_hi{k}") for k in range(3)],    # the beat's second half
+            "q":  [Signal(name=f"pack4_q{k}") for k in range(3)],     # a query beat (not KVWRITE)
+            "a":  [Signal(len(wr.address), name=f"pack4_a{k}") for k in range(3)],   # its address
+            "lo": Signal(64, name="pack4_lo"),
+            "elems": [],
+        }
         kv_pop = Signal()
         # The slot moves on with the last beat's reads, so its data is selected by the slot
         # it was read from (two cycles on).
         kv_slot = [Signal(max=max(B, 2)) for _ in range(2)]
         self.sync += [kv_slot[0].eq(slot), kv_slot[1].eq(kv_slot[0])]
-        kv_in = [_signed(self, Array(col)[kv_slot[1]], 32) for col in sig["act_rdat"]]
-        kv_q = []
-        for e, x in enumerate(kv_in):
-            st, xr = round_shift(x, N.ACT_FRAC - N.KV_FRAC, 40)
+        for e, col in enumerate(sig["act_rdat"]):
+            st, xr = round_shift(_signed(self, Array(col)[kv_slot[1]], 32), N.ACT_FRAC - N.KV_FRAC, 40)
             self.comb += st
-            q = Signal(16, name=f"kvw_elem{e}")        # registered: read, convert, then pack
+            q = Signal(16, name=f"pack4_elem{e}")
             self.sync += q.eq(saturate(self, xr, 16))
-            kv_q.append(q)
+            p4["elems"].append(q)
+        v, hi, isq, a = p4["v"], p4["hi"], p4["q"], p4["a"]
         self.comb += [
             kv_go.eq(fsm.ongoing("KVW_RD") & (j[2] | (kv_credit != 0))),
-            kv_fifo.sink.valid.eq(kv_v[2] & kv_hi[2]),
-            kv_fifo.sink.address.eq(kv_a[2]),
-            kv_fifo.sink.data.eq(Cat(kv_lo, *kv_q)),
+            kv_fifo.sink.valid.eq(v[2] & hi[2] & ~isq[2]),
+            kv_fifo.sink.address.eq(a[2]),
+            kv_fifo.sink.data.eq(Cat(p4["lo"], *p4["elems"])),
             kv_pop.eq(kv_fifo.source.valid & kv_fifo.source.ready),
+            self.pack4_idle.eq(~reduce(or_, v)),
             # Idle: no beat in the packer or the FIFO. (A watchdog stop can leave a beat's
             # first half reserved; the credits are restored at the next start.)
-            kv_idle.eq(~kv_fifo.source.valid & ~reduce(or_, kv_v)),
+            self.kv_idle.eq(~kv_fifo.source.valid & self.pack4_idle),
             # The FIFO owns the write port while it holds beats: KVWRITE ends only once it
             # is empty (and DRAIN waits for it), so no other writer is active then.
             If(kv_fifo.source.valid,
@@ -1860,10 +1876,10 @@ class Accelerator(LiteXModule):
             kv_fifo.source.ready.eq(wr.ready),
         ]
         self.sync += [
-            kv_v[0].eq(kv_go), kv_hi[0].eq(j[2]), kv_a[0].eq(kv_head + (j >> 3)),
-            [(kv_v[k_].eq(kv_v[k_ - 1]), kv_hi[k_].eq(kv_hi[k_ - 1]), kv_a[k_].eq(kv_a[k_ - 1]))
-             for k_ in (1, 2)],
-            If(kv_v[2] & ~kv_hi[2], kv_lo.eq(Cat(*kv_q))),
+            v[0].eq(kv_go | self.pack4_query), hi[0].eq(j[2]), isq[0].eq(self.pack4_query),
+            a[0].eq(Mux(self.pack4_query, self.pack4_qaddr, kv_head + (j >> 3))),
+            [(v[k].eq(v[k - 1]), hi[k].eq(hi[k - 1]), isq[k].eq(isq[k - 1]), a[k].eq(a[k - 1])) for k in (1, 2)],
+            If(v[2] & ~hi[2], p4["lo"].eq(Cat(*p4["elems"]))),
             kv_credit.eq(kv_credit - (kv_go & ~j[2]) + kv_pop),
             If(fsm.ongoing("IDLE"), kv_credit.eq(KV_FIFO_BEATS)),
         ]
@@ -1889,7 +1905,27 @@ class Accelerator(LiteXModule):
                 )
             )
         )
-        fsm.act("KVW_END", If(kv_idle, NextState("NEXT")))
+        fsm.act("KVW_END", If(self.kv_idle, NextState("NEXT")))
+        self._act_radr4 = sig["act_radr"]
+
+    def _attn_query_four_ports(self, fsm, q_wp, q_beats, sig):
+        """ATTN's query loads (AT_Q: this head's; AT_NQ: the next head's, into the other half
+        of q_mem) through the four-port packer, four elements a cycle."""
+        j, ii, m, h = sig["j"], sig["ii"], sig["m"], sig["h"]
+        p4 = self.pack4
+        loading = fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")
+        self.comb += [
+            self.pack4_query.eq(loading),
+            self.pack4_qaddr.eq(Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ fsm.ongoing("AT_NQ"))),
+            q_wp.adr.eq(p4["a"][2]), q_wp.dat_w.eq(Cat(p4["lo"], *p4["elems"])),
+            q_wp.we.eq(p4["v"][2] & p4["hi"][2] & p4["q"][2]),
+        ]
+        for state, done in (("AT_Q", "AT_QD"), ("AT_NQ", "AT_NQD")):
+            fsm.act(state,
+                *[adr.eq(ii + e) for e, adr in enumerate(self._act_radr4)],
+                NextValue(j, j + 4), NextValue(ii, ii + 4),
+                If(j + 4 == m, NextState(done))
+            )
 
     def do_finalize(self):
         self.comb += self.fsm_state.eq(self.fsm.state)
