@@ -99,9 +99,10 @@ class Accelerator(LiteXModule):
                         "| log2 element_units<<28.")
         # The fields past fetch_beats read 0 for the smallest core (a build without them).
         self.config3  = CSRStatus(32, reset=params.fetch_beats | ((params.act_read_ports - 2) << 16)
-            | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25) | (int(params.fast_exponent) << 26),
+            | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25) | (int(params.fast_exponent) << 26)
+            | (int(params.attn_early_v) << 27),
             description="fetch_beats (0: no instruction buffer) | (act_read_ports - 2)<<16 | write_stats<<24 "
-                        "| (divider_steps - 1)<<25 | fast_exponent<<26.")
+                        "| (divider_steps - 1)<<25 | fast_exponent<<26 | attn_early_v<<27.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -1408,6 +1409,9 @@ class Accelerator(LiteXModule):
             a_acc.eq(fsm.ongoing("AT_K") & rd.valid & (t <= cur_pos)),
             q_rp.adr.eq(Cat(k[:log2_int(q_beats)], h[0])),
         ]
+        if params.attn_early_v:
+            self._attn_early_v(fsm, dict(vhead_base=vhead_base, span=span, dram_beats=dram_beats,
+                                         rdq_valid=rdq_valid, scores_done=scount == cur_pos + 1))
         fsm.act("AT_K",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
             If(a_acc,
@@ -1415,15 +1419,27 @@ class Accelerator(LiteXModule):
             ),
             # The head's V is requested now: its beats wait in the read FIFO while the softmax
             # and the division run, so AT_V does not wait for DRAM's latency.
-            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0), *burst(vhead_base, span, "AT_KN"))
+            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0),
+                If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
+                if params.attn_early_v else burst(vhead_base, span, "AT_KN"))
         )
         # The queue also takes the next MATVEC's weights (pf_push, below; never in ATTN's AT_KN).
-        if FB:
+        if FB and params.attn_early_v:
+            self.comb += [
+                rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, Mux(self.v_push, vhead_base >> 4, nx_base >> 4))),
+                rdq_push_len.eq(Mux(pf_push, la_beats, Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4))),
+                If(pf_push | self.v_push, rdq_push.eq(1)),
+            ]
+        elif FB:
             self.comb += [
                 rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, nx_base >> 4)),
                 rdq_push_len.eq(Mux(pf_push, la_beats, (nx_span + 15) >> 4)),
                 If(pf_push, rdq_push.eq(1)),
             ]
+        elif params.attn_early_v:
+            self.comb += [rdq_push_addr.eq(Mux(self.v_push, vhead_base >> 4, nx_base >> 4)),
+                          rdq_push_len.eq(Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4)),
+                          If(self.v_push, rdq_push.eq(1))]
         else:
             self.comb += [rdq_push_addr.eq(nx_base >> 4), rdq_push_len.eq((nx_span + 15) >> 4)]
         fsm.act("AT_KN",
@@ -1926,6 +1942,27 @@ class Accelerator(LiteXModule):
                 NextValue(j, j + 4), NextValue(ii, ii + 4),
                 If(j + 4 == m, NextState(done))
             )
+
+    def _attn_early_v(self, fsm, sig):
+        """Params.attn_early_v: a head's V goes into the read queue while AT_K computes its
+        scores, so its beats follow K's (AT_V then does not wait a DRAM latency after the
+        scores). Only where the burst lies inside DRAM: otherwise AT_K's end requests it through
+        BURST and faults there, as golden does. The V address settles four cycles after a new
+        KV head (kvh -> kvh_off -> kvhead_base -> vhead_base -> in_dram), so AT_K waits four
+        cycles before it pushes."""
+        self.v_push, self.v_queued = Signal(), Signal()
+        age = Signal(3)                   # cycles in AT_K, up to 4
+        in_dram = Signal()
+        at_k = fsm.ongoing("AT_K")
+        self.sync += [
+            in_dram.eq((sig["vhead_base"] >> 4) + ((sig["span"] + 15) >> 4) <= sig["dram_beats"]),
+            If(at_k, If(age != 4, age.eq(age + 1))).Else(age.eq(0)),
+            If(self.v_push, self.v_queued.eq(1)),
+            # Taken at AT_K's end (or dropped with the instruction, after a fault).
+            If(fsm.ongoing("AT_KN") | fsm.ongoing("ATTN"), self.v_queued.eq(0)),
+        ]
+        self.comb += self.v_push.eq(at_k & (age == 4) & in_dram & ~self.v_queued & ~sig["rdq_valid"]
+                                    & ~sig["scores_done"])
 
     def do_finalize(self):
         self.comb += self.fsm_state.eq(self.fsm.state)

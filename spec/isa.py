@@ -102,6 +102,8 @@ class Params:
     worth it where the element work, not DRAM's bandwidth, decides a token's time).
     ``fast_exponent``: MATVEC's input exponent from all its bounds compared at once (two
     cycles, ~0.5 k LUT4 per slot on an ECP5) instead of one bound per two cycles.
+    ``attn_early_v``: ATTN requests a head's V through the read queue while its scores are
+    computed, so V's beats follow K's instead of waiting a DRAM latency after the scores.
     ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
     or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
@@ -121,6 +123,7 @@ class Params:
     write_stats: bool = True     # MATVEC/RMSNORM first passes from the writes before them
     divider_steps: int = 1       # radix-4 steps per cycle of the dividers
     fast_exponent: bool = True   # MATVEC's input exponent in two cycles
+    attn_early_v: bool = True    # ATTN's V requested with its scores, not after them
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
@@ -172,7 +175,8 @@ TARGET_PARAMS = {
     # token's time, and with the statistics the build routed at 49.9 MHz (+1.7 k LUT4, +8
     # MULT18), with the fast exponent alone at 41.8 MHz (+1.0 k LUT4, 141 router iterations).
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
-                    read_ports=1, element_units=1, write_stats=False, fast_exponent=False),
+                    read_ports=1, element_units=1, write_stats=False, fast_exponent=False,
+                    attn_early_v=False),
 }
 
 # Encoding ---------------------------------------------------------------------------------------

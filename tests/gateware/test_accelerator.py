@@ -124,7 +124,7 @@ def _matches_golden(core, case, nslots=1, error="NONE", **run):
     return r
 
 
-def _attn_program(kvhead, kv_bases, positions, seqlen=8, then=()):
+def _attn_program(kvhead, kv_bases, positions, seqlen=8, then=(), voff=0x800):
     """Two slots of a 4-head ATTN (2 KV heads, head size 8) on random K/V and queries, its
     result stored: the case for ATTN's early K requests (the next head's, the next slot's).
     ``then``: instructions run after the ATTN."""
@@ -134,7 +134,7 @@ def _attn_program(kvhead, kv_bases, positions, seqlen=8, then=()):
     prog, data, slots, out = 0x1000, 0x2000, 0x3000, 0x4000
     program = [E("LOAD", dst=0, n=32, m=8, addr=data),
                E("SETR", dst=R["SEQLEN"], addr=seqlen), E("SETR", dst=R["KVSTRIDE"], addr=0),
-               E("SETR", dst=R["KVHEAD"], addr=kvhead), E("SETR", dst=R["VOFF"], addr=0x800),
+               E("SETR", dst=R["KVHEAD"], addr=kvhead), E("SETR", dst=R["VOFF"], addr=voff),
                E("SETR", dst=R["ATTSCALE"], addr=round(2 ** 15 / 8 ** 0.5)),
                E("ATTN", dst=64, src=0, src2=2, n=4, m=8, addr=0),
                *then,
@@ -145,25 +145,29 @@ def _attn_program(kvhead, kv_bases, positions, seqlen=8, then=()):
     dram[data:data + 256] = rng.integers(-1 << 18, 1 << 18, 64).astype("<i4").tobytes()
     dram[slots:slots + 32] = isa.pack_slots([(0, p, b) for p, b in zip(positions, kv_bases)])
     for base in kv_bases:
-        for off in (0, kvhead, 0x800, 0x800 + kvhead):
+        for off in (0, kvhead, voff, voff + kvhead):
             a = base + off
             if a + 128 <= DRAM:
                 dram[a:a + 128] = rng.integers(-512, 512, 64).astype("<i2").tobytes()
     return bytes(dram), prog, slots
 
 
-@pytest.mark.parametrize("name, kvhead, kv_bases, positions, error", [
-    ("valid", 0x100, (0x10000, 0x20000), (3, 5), "NONE"),
-    ("second KV head past DRAM", DRAM - 0x10000, (0x10000, 0x20000), (3, 5), "WINDOW"),
-    ("second slot's K past DRAM", 0x100, (0x10000, DRAM - 16), (3, 5), "WINDOW"),
-    ("second slot's pos >= SEQLEN", 0x100, (0x10000, 0x20000), (3, 8), "BAD_POS"),
+@pytest.mark.parametrize("name, kvhead, kv_bases, positions, voff, error", [
+    ("valid", 0x100, (0x10000, 0x20000), (3, 5), 0x800, "NONE"),
+    ("second KV head past DRAM", DRAM - 0x10000, (0x10000, 0x20000), (3, 5), 0x800, "WINDOW"),
+    ("second KV head's V past DRAM", DRAM - 0x10000 - 0x400, (0x10000, 0x20000), (3, 5), 0x800, "WINDOW"),
+    ("second slot's K past DRAM", 0x100, (0x10000, DRAM - 16), (3, 5), 0x800, "WINDOW"),
+    ("second slot's V past DRAM", 0x100, (0x10000, DRAM - 0x600), (3, 5), 0x800, "WINDOW"),
+    ("second slot's pos >= SEQLEN", 0x100, (0x10000, 0x20000), (3, 8), 0x800, "BAD_POS"),
 ])
-def test_attn_requests_the_next_heads_keys_early_without_faulting_early(core, name, kvhead, kv_bases, positions, error):
+def test_attn_requests_the_next_heads_keys_early_without_faulting_early(core, name, kvhead, kv_bases, positions,
+                                                                        voff, error):
     # ATTN asks for the next head's (or the next slot's first head's) K while the current
-    # head finishes. Where that burst would leave DRAM or the next slot's position is bad, it
-    # must not be asked early: the core faults at that head, as golden does, and the next
-    # run starts clean.
-    _matches_golden(core, _attn_program(kvhead, kv_bases, positions), nslots=2, error=error)
+    # head finishes, and a head's V while its scores are computed (Params.attn_early_v).
+    # Where that burst would leave DRAM or the next slot's position is bad, it must not be
+    # asked early: the core faults at that burst, as golden does, and the next run starts
+    # clean.
+    _matches_golden(core, _attn_program(kvhead, kv_bases, positions, voff=voff), nslots=2, error=error)
     _matches_golden(core, _attn_program(0x100, (0x10000, 0x20000), (3, 5)), nslots=2)
 
 
