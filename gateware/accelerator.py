@@ -1234,6 +1234,7 @@ class Accelerator(LiteXModule):
         # The int16 packer, shared with ATTN's query load: an element read on every cycle of
         # KVW_RD or AT_Q arrives (stage 1), is converted (stage 2) and packed into ``word``
         # (stage 3). KVW_DR drains the stages and KVW_WR sends the beat: 12 cycles a beat.
+        # With four scratchpad ports, a four-element packer instead (_kvwrite_four_ports).
         st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
         self.comb += st
         kv16 = _signed(self, saturate(self, kvr, 16), 16)
@@ -1372,8 +1373,8 @@ class Accelerator(LiteXModule):
             )
         )
         fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + hm), NextState("AT_Q"))
-        # The head's query, one element a cycle through the int16 packer (KVWRITE's); each
-        # full beat goes to q_mem.
+        # The head's query, one element a cycle through the int16 packer (KVWRITE's; four with
+        # four scratchpad ports, _attn_query_four_ports); each full beat goes to q_mem.
         if XR == 2:
             fsm.act("AT_Q",
                 act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
@@ -1417,8 +1418,9 @@ class Accelerator(LiteXModule):
             If(a_acc,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
-            # The head's V is requested now: its beats wait in the read FIFO while the softmax
-            # and the division run, so AT_V does not wait for DRAM's latency.
+            # The head's V is requested now (unless it is already queued, Params.attn_early_v):
+            # its beats wait in the read FIFO while the softmax and the division run, so AT_V
+            # does not wait for DRAM's latency.
             If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0),
                 If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
                 if params.attn_early_v else burst(vhead_base, span, "AT_KN"))

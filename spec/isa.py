@@ -96,7 +96,9 @@ class Params:
     ``element_units``: copies of the RMSNORM, SILU and ROPE datapaths; that many slots run
     each of those instructions at once, in groups of that many slots (0: one copy per slot).
     ``act_read_ports``: read ports of each slot's activation scratchpad (2 or 4); MATVEC's
-    input pass quantises that many elements a cycle (a RAM copy per two ports on an FPGA).
+    input pass quantises that many elements a cycle and ARGMAX compares that many; with 4,
+    KVWRITE and ATTN's query load pack four elements a cycle and KVWRITE's beats stream out
+    while the next are read (a RAM copy per two ports on an FPGA).
     ``write_stats``: the core gathers each written vector's largest |x| and sum of squares as
     it is written, so a MATVEC or RMSNORM reading it skips its first pass (a squarer per slot;
     worth it where the element work, not DRAM's bandwidth, decides a token's time).
