@@ -100,9 +100,9 @@ class Accelerator(LiteXModule):
         # The fields past fetch_beats read 0 for the smallest core (a build without them).
         self.config3  = CSRStatus(32, reset=params.fetch_beats | ((params.act_read_ports - 2) << 16)
             | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25) | (int(params.fast_exponent) << 26)
-            | (int(params.attn_early_v) << 27),
+            | (int(params.attn_overlap) << 27),
             description="fetch_beats (0: no instruction buffer) | (act_read_ports - 2)<<16 | write_stats<<24 "
-                        "| (divider_steps - 1)<<25 | fast_exponent<<26 | attn_early_v<<27.")
+                        "| (divider_steps - 1)<<25 | fast_exponent<<26 | attn_overlap<<27.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -186,6 +186,8 @@ class Accelerator(LiteXModule):
         if XR == 4:
             self.kv_idle = Signal()       # KVWRITE has handed every beat it read to the port
             self.pack4_idle = Signal()    # the four-element int16 packer is empty
+        if params.attn_overlap:
+            self.attn_v_busy = Signal()   # ATTN: a head's last V beats are still being summed
         wq_dat, wq_we = [], []            # each slot's write as it reaches the RAM
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
@@ -547,8 +549,7 @@ class Accelerator(LiteXModule):
             If((rd_remaining == 0) & (rd_outstanding == 0) & ~rd.valid, NextState("DRAIN"))
         )
         fsm.act("DRAIN",
-            If(((wr_pending == 0) & ~od_active & self.kv_idle) if XR == 4 else ((wr_pending == 0) & ~od_active),
-                NextState("DONE"))
+            If(self._drained(wr_pending, od_active), NextState("DONE"))
         )
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
@@ -1410,7 +1411,7 @@ class Accelerator(LiteXModule):
             a_acc.eq(fsm.ongoing("AT_K") & rd.valid & (t <= cur_pos)),
             q_rp.adr.eq(Cat(k[:log2_int(q_beats)], h[0])),
         ]
-        if params.attn_early_v:
+        if params.attn_overlap:
             self._attn_early_v(fsm, dict(vhead_base=vhead_base, span=span, dram_beats=dram_beats,
                                          rdq_valid=rdq_valid, scores_done=scount == cur_pos + 1))
         fsm.act("AT_K",
@@ -1418,15 +1419,15 @@ class Accelerator(LiteXModule):
             If(a_acc,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
-            # The head's V is requested now (unless it is already queued, Params.attn_early_v):
+            # The head's V is requested now (unless it is already queued, Params.attn_overlap):
             # its beats wait in the read FIFO while the softmax and the division run, so AT_V
             # does not wait for DRAM's latency.
             If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0),
                 If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
-                if params.attn_early_v else burst(vhead_base, span, "AT_KN"))
+                if params.attn_overlap else burst(vhead_base, span, "AT_KN"))
         )
         # The queue also takes the next MATVEC's weights (pf_push, below; never in ATTN's AT_KN).
-        if FB and params.attn_early_v:
+        if FB and params.attn_overlap:
             self.comb += [
                 rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, Mux(self.v_push, vhead_base >> 4, nx_base >> 4))),
                 rdq_push_len.eq(Mux(pf_push, la_beats, Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4))),
@@ -1438,7 +1439,7 @@ class Accelerator(LiteXModule):
                 rdq_push_len.eq(Mux(pf_push, la_beats, (nx_span + 15) >> 4)),
                 If(pf_push, rdq_push.eq(1)),
             ]
-        elif params.attn_early_v:
+        elif params.attn_overlap:
             self.comb += [rdq_push_addr.eq(Mux(self.v_push, vhead_base >> 4, nx_base >> 4)),
                           rdq_push_len.eq(Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4)),
                           If(self.v_push, rdq_push.eq(1))]
@@ -1558,8 +1559,10 @@ class Accelerator(LiteXModule):
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
             # The head is done: its outputs drain on their own while the next head starts.
-            If(wdone,
-                od_start.eq(1),
+            # With attn_overlap the next head starts as the last V beat is taken, and the drain
+            # when that beat has been summed (wdone, below).
+            If((a_v & (t == cur_pos) & (k == hsb - 1)) if params.attn_overlap else wdone,
+                *([] if params.attn_overlap else [od_start.eq(1)]),
                 NextValue(h, h + 1), NextValue(hm, hm + m),
                 If(hg == src2 - 1,
                     NextValue(hg, 0), NextValue(kvh, kvh + 1)
@@ -1579,7 +1582,8 @@ class Accelerator(LiteXModule):
             )
         )
         # A new slot writes to its own scratchpad: the drain ends first.
-        fsm.act("AT_OUTW", If(~od_active, next_slot("ATTN")))
+        fsm.act("AT_OUTW", If((~od_active & ~self.attn_v_busy) if params.attn_overlap else ~od_active,
+                              next_slot("ATTN")))
         vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
             va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
@@ -1593,6 +1597,8 @@ class Accelerator(LiteXModule):
             [wfirst_g[g].eq(vf3 & (vk3 == g)) for g in range(groups)],      # vf4, where it counts
             If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
         ]
+        if params.attn_overlap:
+            self.comb += [self.attn_v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)]
         # Output: the accumulators shift down one per output (wacc0 holds element j) rather
         # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
         # congestion into one spot (router2 heatmap, issue 3). S0 registers wacc0, S1 rounds,
@@ -1611,7 +1617,8 @@ class Accelerator(LiteXModule):
         od_base = Signal(max=D + 1)
         self.sync += [
             If(od_start,
-                od_active.eq(1), oj.eq(0), od_base.eq(dst + hm),
+                # (attn_overlap: hm has moved on to the next head by now)
+                od_active.eq(1), oj.eq(0), od_base.eq((dst + hm - m) if params.attn_overlap else (dst + hm)),
                 wshift.eq(m != 0), *[wshift_g[g].eq(8 * g < m) for g in range(groups)]
             ).Elif(od_active,
                 If(oj < m, oj.eq(oj + 1)),
@@ -1831,6 +1838,16 @@ class Accelerator(LiteXModule):
             if state not in ("IDLE", "FLUSH", "DRAIN", "DONE"):
                 stmts.append(If(watchdog_fired, *fail("TIMEOUT")))
 
+    def _drained(self, wr_pending, od_active):
+        """DRAIN's condition: every accepted write sent, ATTN's outputs written, and the
+        optional units' work in flight done."""
+        done = (wr_pending == 0) & ~od_active
+        if hasattr(self, "kv_idle"):
+            done = done & self.kv_idle
+        if hasattr(self, "attn_v_busy"):
+            done = done & ~self.attn_v_busy
+        return done
+
     def _kvwrite_four_ports(self, fsm, burst, wr, B, sig):
         """The int16 packer with four scratchpad read ports, and KVWRITE through it (their own
         methods: the constructor's locals are past 256, where Migen's tracer stops naming
@@ -1946,7 +1963,7 @@ class Accelerator(LiteXModule):
             )
 
     def _attn_early_v(self, fsm, sig):
-        """Params.attn_early_v: a head's V goes into the read queue while AT_K computes its
+        """Params.attn_overlap: a head's V goes into the read queue while AT_K computes its
         scores, so its beats follow K's (AT_V then does not wait a DRAM latency after the
         scores). Only where the burst lies inside DRAM: otherwise AT_K's end requests it through
         BURST and faults there, as golden does. The V address settles four cycles after a new

@@ -104,7 +104,7 @@ class Params:
     worth it where the element work, not DRAM's bandwidth, decides a token's time).
     ``fast_exponent``: MATVEC's input exponent from all its bounds compared at once (two
     cycles, ~0.5 k LUT4 per slot on an ECP5) instead of one bound per two cycles.
-    ``attn_early_v``: ATTN requests a head's V through the read queue while its scores are
+    ``attn_overlap``: ATTN requests a head's V through the read queue while its scores are
     computed, so V's beats follow K's instead of waiting a DRAM latency after the scores.
     ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
     or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
@@ -125,7 +125,7 @@ class Params:
     write_stats: bool = True     # MATVEC/RMSNORM first passes from the writes before them
     divider_steps: int = 1       # radix-4 steps per cycle of the dividers
     fast_exponent: bool = True   # MATVEC's input exponent in two cycles
-    attn_early_v: bool = True    # ATTN's V requested with its scores, not after them
+    attn_overlap: bool = True    # ATTN's V requested with its scores, not after them
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
@@ -178,7 +178,7 @@ TARGET_PARAMS = {
     # MULT18), with the fast exponent alone at 41.8 MHz (+1.0 k LUT4, 141 router iterations).
     "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
                     read_ports=1, element_units=1, write_stats=False, fast_exponent=False,
-                    attn_early_v=False),
+                    attn_overlap=False),
 }
 
 # Encoding ---------------------------------------------------------------------------------------

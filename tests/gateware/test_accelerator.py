@@ -163,7 +163,7 @@ def _attn_program(kvhead, kv_bases, positions, seqlen=8, then=(), voff=0x800):
 def test_attn_requests_the_next_heads_keys_early_without_faulting_early(core, name, kvhead, kv_bases, positions,
                                                                         voff, error):
     # ATTN asks for the next head's (or the next slot's first head's) K while the current
-    # head finishes, and a head's V while its scores are computed (Params.attn_early_v).
+    # head finishes, and a head's V while its scores are computed (Params.attn_overlap).
     # Where that burst would leave DRAM or the next slot's position is bad, it must not be
     # asked early: the core faults at that burst, as golden does, and the next run starts
     # clean.
