@@ -1412,10 +1412,12 @@ class Accelerator(LiteXModule):
             q_rp.adr.eq(Cat(k[:log2_int(q_beats)], h[0])),
         ]
         if params.attn_overlap:
-            self._attn_early_v(fsm, dict(vhead_base=vhead_base, span=span, dram_beats=dram_beats,
-                                         rdq_valid=rdq_valid, scores_done=scount == cur_pos + 1))
+            self._attn_overlap(fsm, dict(vhead_base=vhead_base, span=span, dram_beats=dram_beats,
+                                         rdq_valid=rdq_valid, scores_done=scount == cur_pos + 1,
+                                         next_k_ok=nx_ok, kv_early=kv_early))
         fsm.act("AT_K",
             rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
+            *([If(self.k_push, NextValue(kv_early, 1))] if params.attn_overlap else []),
             If(a_acc,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
@@ -1431,7 +1433,7 @@ class Accelerator(LiteXModule):
             self.comb += [
                 rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, Mux(self.v_push, vhead_base >> 4, nx_base >> 4))),
                 rdq_push_len.eq(Mux(pf_push, la_beats, Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4))),
-                If(pf_push | self.v_push, rdq_push.eq(1)),
+                If(pf_push | self.v_push | self.k_push, rdq_push.eq(1)),
             ]
         elif FB:
             self.comb += [
@@ -1442,11 +1444,11 @@ class Accelerator(LiteXModule):
         elif params.attn_overlap:
             self.comb += [rdq_push_addr.eq(Mux(self.v_push, vhead_base >> 4, nx_base >> 4)),
                           rdq_push_len.eq(Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4)),
-                          If(self.v_push, rdq_push.eq(1))]
+                          If(self.v_push | self.k_push, rdq_push.eq(1))]
         else:
             self.comb += [rdq_push_addr.eq(nx_base >> 4), rdq_push_len.eq((nx_span + 15) >> 4)]
         fsm.act("AT_KN",
-            If(nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
+            If((nx_ok & ~kv_early) if params.attn_overlap else nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
             NextState("AT_SM_RUN")
         )
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
@@ -1962,26 +1964,33 @@ class Accelerator(LiteXModule):
                 If(j + 4 == m, NextState(done))
             )
 
-    def _attn_early_v(self, fsm, sig):
-        """Params.attn_overlap: a head's V goes into the read queue while AT_K computes its
-        scores, so its beats follow K's (AT_V then does not wait a DRAM latency after the
-        scores). Only where the burst lies inside DRAM: otherwise AT_K's end requests it through
-        BURST and faults there, as golden does. The V address settles four cycles after a new
-        KV head (kvh -> kvh_off -> kvhead_base -> vhead_base -> in_dram), so AT_K waits four
-        cycles before it pushes."""
-        self.v_push, self.v_queued = Signal(), Signal()
-        age = Signal(3)                   # cycles in AT_K, up to 4
+    def _attn_overlap(self, fsm, sig):
+        """Params.attn_overlap, the requests: while AT_K computes a head's scores, its V goes
+        into the read queue, and once the stream has taken V, the next head's K (head h + 1, or
+        head 0 of the next slot) follows it. Their beats then wait in the read FIFO instead of
+        each waiting a DRAM latency after the scores (V) or after V's request (K). Each only
+        where its burst lies inside DRAM (and the next slot's position passes ATTN's checks):
+        otherwise the head asks at AT_K's end and AT_KN, as without the option, and faults
+        there as golden does. The addresses settle four cycles after a new KV head (kvh ->
+        kvh_off -> kvhead_base -> vhead_base -> in_dram; the next head's, one more), so AT_K
+        waits four cycles before V and seven before K."""
+        self.v_push, self.v_queued, self.k_push = Signal(), Signal(), Signal()
+        age = Signal(3)                   # cycles in AT_K, up to 7
         in_dram = Signal()
         at_k = fsm.ongoing("AT_K")
         self.sync += [
             in_dram.eq((sig["vhead_base"] >> 4) + ((sig["span"] + 15) >> 4) <= sig["dram_beats"]),
-            If(at_k, If(age != 4, age.eq(age + 1))).Else(age.eq(0)),
+            If(at_k, If(age != 7, age.eq(age + 1))).Else(age.eq(0)),
             If(self.v_push, self.v_queued.eq(1)),
             # Taken at AT_K's end (or dropped with the instruction, after a fault).
             If(fsm.ongoing("AT_KN") | fsm.ongoing("ATTN"), self.v_queued.eq(0)),
         ]
-        self.comb += self.v_push.eq(at_k & (age == 4) & in_dram & ~self.v_queued & ~sig["rdq_valid"]
-                                    & ~sig["scores_done"])
+        scoring = at_k & ~sig["scores_done"]
+        self.comb += [
+            self.v_push.eq(scoring & (age == 4) & in_dram & ~self.v_queued & ~sig["rdq_valid"]),
+            self.k_push.eq(scoring & (age == 7) & self.v_queued & ~sig["rdq_valid"] & sig["next_k_ok"]
+                           & ~sig["kv_early"]),
+        ]
 
     def do_finalize(self):
         self.comb += self.fsm_state.eq(self.fsm.state)
