@@ -104,8 +104,9 @@ class Params:
     worth it where the element work, not DRAM's bandwidth, decides a token's time).
     ``fast_exponent``: MATVEC's input exponent from all its bounds compared at once (two
     cycles, ~0.5 k LUT4 per slot on an ECP5) instead of one bound per two cycles.
-    ``attn_overlap``: ATTN requests a head's V through the read queue while its scores are
-    computed, so V's beats follow K's instead of waiting a DRAM latency after the scores.
+    ``attn_overlap``: ATTN overlaps consecutive heads further: while a head's scores are
+    computed its V and then the next head's K go into the read queue (each where its burst
+    lies inside DRAM), and the next head starts as the last V beat is taken.
     ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
     or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
@@ -125,7 +126,7 @@ class Params:
     write_stats: bool = True     # MATVEC/RMSNORM first passes from the writes before them
     divider_steps: int = 1       # radix-4 steps per cycle of the dividers
     fast_exponent: bool = True   # MATVEC's input exponent in two cycles
-    attn_overlap: bool = True    # ATTN's V requested with its scores, not after them
+    attn_overlap: bool = True    # ATTN: V and the next K asked for with the scores
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
