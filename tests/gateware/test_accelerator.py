@@ -71,7 +71,8 @@ def test_error_programs_stop_like_golden(core, kind):
 
 
 def test_watchdog_stops_a_long_run_then_the_core_runs_clean(core):
-    # TIMEOUT within the watchdog budget; the following run (same core, no reset) matches golden.
+    # TIMEOUT within the watchdog budget; the following run matches golden. (The core simulator
+    # resets the core before each run; on the SoC the next run follows without a reset.)
     big = make_case(11, PARAMS, dram_size=DRAM)
     r = core.run(big.dram, big.prog, big.slots, big.nslots, watchdog=300)
     assert isa.ERROR_NAMES[r.error] == "TIMEOUT"
