@@ -1236,26 +1236,27 @@ class Accelerator(LiteXModule):
         # KVW_RD or AT_Q arrives (stage 1), is converted (stage 2) and packed into ``word``
         # (stage 3). KVW_DR drains the stages and KVW_WR sends the beat: 12 cycles a beat.
         # With four scratchpad ports, a four-element packer instead (_kvwrite_four_ports).
-        st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
-        self.comb += st
-        kv16 = _signed(self, saturate(self, kvr, 16), 16)
-        kv16_r = Signal((16, True))       # registered (timing): read, convert, then pack
-        kvv0, kvv1, kvv2 = Signal(), Signal(), Signal()
-        kvl0, kvl1, kvl2 = Signal(3), Signal(3), Signal(3)
-        kvb0, kvb1, kvb2 = Signal(13), Signal(13), Signal(13)
-        qh0, qh1, qh2 = Signal(), Signal(), Signal()      # ATTN: the half of q_mem written
-        packed16 = Signal(128)
-        self.comb += packed16.eq(word)
-        for l in range(8):
-            self.comb += If(kvl2 == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
-        self.sync += [
-            kv16_r.eq(kv16),
-            kvv0.eq((fsm.ongoing("KVW_RD") if XR == 2 else 0) | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
-            kvv1.eq(kvv0), kvl1.eq(kvl0), kvb1.eq(kvb0),
-            kvv2.eq(kvv1), kvl2.eq(kvl1), kvb2.eq(kvb1),
-            qh0.eq(h[0] ^ fsm.ongoing("AT_NQ")), qh1.eq(qh0), qh2.eq(qh1),
-            If(kvv2, word.eq(packed16)),
-        ]
+        if XR == 2:
+            st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
+            self.comb += st
+            kv16 = _signed(self, saturate(self, kvr, 16), 16)
+            kv16_r = Signal((16, True))       # registered (timing): read, convert, then pack
+            kvv0, kvv1, kvv2 = Signal(), Signal(), Signal()
+            kvl0, kvl1, kvl2 = Signal(3), Signal(3), Signal(3)
+            kvb0, kvb1, kvb2 = Signal(13), Signal(13), Signal(13)
+            qh0, qh1, qh2 = Signal(), Signal(), Signal()      # ATTN: the half of q_mem written
+            packed16 = Signal(128)
+            self.comb += packed16.eq(word)
+            for l in range(8):
+                self.comb += If(kvl2 == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
+            self.sync += [
+                kv16_r.eq(kv16),
+                kvv0.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
+                kvv1.eq(kvv0), kvl1.eq(kvl0), kvb1.eq(kvb0),
+                kvv2.eq(kvv1), kvl2.eq(kvl1), kvb2.eq(kvb1),
+                qh0.eq(h[0] ^ fsm.ongoing("AT_NQ")), qh1.eq(qh0), qh2.eq(qh1),
+                If(kvv2, word.eq(packed16)),
+            ]
         fsm.act("KVWRITE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
@@ -1326,7 +1327,8 @@ class Accelerator(LiteXModule):
             self.comb += [q_wp.adr.eq(Cat(kvb2[:log2_int(q_beats)], qh2)), q_wp.dat_w.eq(packed16),
                           q_wp.we.eq(kvv2 & (kvl2 == 7))]
         else:
-            self._attn_query_four_ports(fsm, q_wp, q_beats, dict(j=j, ii=ii, m=m, h=h))
+            self._attn_query_four_ports(fsm, q_wp, q_beats, dict(j=j, ii=ii, m=m, h=h,
+                                                                 act_radr=[act_radr, act_radr2] + act_radr_x))
         # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
         # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
         # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
@@ -1428,25 +1430,12 @@ class Accelerator(LiteXModule):
                 If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
                 if params.attn_overlap else burst(vhead_base, span, "AT_KN"))
         )
-        # The queue also takes the next MATVEC's weights (pf_push, below; never in ATTN's AT_KN).
-        if FB and params.attn_overlap:
-            self.comb += [
-                rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, Mux(self.v_push, vhead_base >> 4, nx_base >> 4))),
-                rdq_push_len.eq(Mux(pf_push, la_beats, Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4))),
-                If(pf_push | self.v_push | self.k_push, rdq_push.eq(1)),
-            ]
-        elif FB:
-            self.comb += [
-                rdq_push_addr.eq(Mux(pf_push, la_waddr >> 4, nx_base >> 4)),
-                rdq_push_len.eq(Mux(pf_push, la_beats, (nx_span + 15) >> 4)),
-                If(pf_push, rdq_push.eq(1)),
-            ]
-        elif params.attn_overlap:
-            self.comb += [rdq_push_addr.eq(Mux(self.v_push, vhead_base >> 4, nx_base >> 4)),
-                          rdq_push_len.eq(Mux(self.v_push, (span + 15) >> 4, (nx_span + 15) >> 4)),
-                          If(self.v_push | self.k_push, rdq_push.eq(1))]
-        else:
-            self.comb += [rdq_push_addr.eq(nx_base >> 4), rdq_push_len.eq((nx_span + 15) >> 4)]
+        # The queue also takes the next MATVEC's weights (pf_push, below; never in ATTN's AT_KN)
+        # and, with attn_overlap, this head's V (v_push) and the next head's K (k_push).
+        self._read_queue_requests(rdq_push, rdq_push_addr, rdq_push_len,
+            ([(pf_push, la_waddr >> 4, la_beats)] if FB else [])
+            + ([(self.v_push, vhead_base >> 4, (span + 15) >> 4)] if params.attn_overlap else []),
+            next_k=(nx_base >> 4, (nx_span + 15) >> 4), next_k_pushes=[self.k_push] if params.attn_overlap else [])
         fsm.act("AT_KN",
             If((nx_ok & ~kv_early) if params.attn_overlap else nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
             NextState("AT_SM_RUN")
@@ -1840,6 +1829,18 @@ class Accelerator(LiteXModule):
             if state not in ("IDLE", "FLUSH", "DRAIN", "DONE"):
                 stmts.append(If(watchdog_fired, *fail("TIMEOUT")))
 
+    def _read_queue_requests(self, push, push_addr, push_len, requests, next_k, next_k_pushes):
+        """The read queue's next request: the first of ``requests`` (push, beat address,
+        beats) whose push is set, else ATTN's next head's K (``next_k``; pushed by AT_KN or by
+        one of ``next_k_pushes``)."""
+        addr, beats = next_k
+        for p, a, n in reversed(requests):
+            addr, beats = Mux(p, a, addr), Mux(p, n, beats)
+        self.comb += [push_addr.eq(addr), push_len.eq(beats)]
+        pushes = [p for p, _, _ in requests] + next_k_pushes
+        if pushes:
+            self.comb += If(reduce(or_, pushes), push.eq(1))
+
     def _drained(self, wr_pending, od_active):
         """DRAIN's condition: every accepted write sent, ATTN's outputs written, and the
         optional units' work in flight done."""
@@ -1943,7 +1944,6 @@ class Accelerator(LiteXModule):
             )
         )
         fsm.act("KVW_END", If(self.kv_idle, NextState("NEXT")))
-        self._act_radr4 = sig["act_radr"]
 
     def _attn_query_four_ports(self, fsm, q_wp, q_beats, sig):
         """ATTN's query loads (AT_Q: this head's; AT_NQ: the next head's, into the other half
@@ -1959,7 +1959,7 @@ class Accelerator(LiteXModule):
         ]
         for state, done in (("AT_Q", "AT_QD"), ("AT_NQ", "AT_NQD")):
             fsm.act(state,
-                *[adr.eq(ii + e) for e, adr in enumerate(self._act_radr4)],
+                *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
                 NextValue(j, j + 4), NextValue(ii, ii + 4),
                 If(j + 4 == m, NextState(done))
             )
