@@ -331,7 +331,8 @@ class Device:
                                             write_stats=bool((c3 >> 24) & 1),
                                             divider_steps=1 + ((c3 >> 25) & 1),
                                             fast_exponent=bool((c3 >> 26) & 1),
-                                            attn_overlap=bool((c3 >> 27) & 1))
+                                            attn_overlap=bool((c3 >> 27) & 1),
+                                            attn_pairs=bool((c3 >> 28) & 1))
         return self._accel_params
 
     def run_program(self, prog, slots, nslots, watchdog=0, timeout=120.0):

@@ -100,9 +100,9 @@ class Accelerator(LiteXModule):
         # The fields past fetch_beats read 0 for the smallest core (a build without them).
         self.config3  = CSRStatus(32, reset=params.fetch_beats | ((params.act_read_ports - 2) << 16)
             | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25) | (int(params.fast_exponent) << 26)
-            | (int(params.attn_overlap) << 27),
+            | (int(params.attn_overlap) << 27) | (int(params.attn_pairs) << 28),
             description="fetch_beats (0: no instruction buffer) | (act_read_ports - 2)<<16 | write_stats<<24 "
-                        "| (divider_steps - 1)<<25 | fast_exponent<<26 | attn_overlap<<27.")
+                        "| (divider_steps - 1)<<25 | fast_exponent<<26 | attn_overlap<<27 | attn_pairs<<28.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -188,6 +188,8 @@ class Accelerator(LiteXModule):
             self.pack4_idle = Signal()    # the four-element int16 packer is empty
         if params.attn_overlap:
             self.attn_v_busy = Signal()   # ATTN: a head's last V beats are still being summed
+        if params.attn_pairs:
+            self._attn_pair_signals()     # ATTN's heads two at a time (_attn_pairs)
         wq_dat, wq_we = [], []            # each slot's write as it reaches the RAM
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
@@ -1304,7 +1306,7 @@ class Accelerator(LiteXModule):
         q_mem = Memory(128, 2 * q_beats)
         q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
         self.specials += q_mem, q_rp, q_wp
-        sbuf = Memory(32, params.max_seq)
+        sbuf = Memory(32, params.max_seq * (2 if params.attn_pairs else 1))    # attn_pairs: a half per head of a pair
         sb_rp, sb_wp = sbuf.get_port(), sbuf.get_port(write_capable=True)
         self.specials += sbuf, sb_rp, sb_wp
         exp_rom = Memory(16, len(N.EXP2_TABLE), init=[int(v) for v in N.EXP2_TABLE])
@@ -1383,7 +1385,7 @@ class Accelerator(LiteXModule):
                 act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
                 If(j == m - 1, NextState("AT_QD"))
             )
-        fsm.act("AT_QD",
+        fsm.act("AT_QD", self._attn_pair_first(params, dict(j=j, ii=ii, src=src, hm=hm, m=m),
             If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle,
                 NextValue(t, 0), NextValue(k, 0),
                 If(kv_early,
@@ -1392,7 +1394,7 @@ class Accelerator(LiteXModule):
                     *burst(kvhead_base, span, "AT_K")
                 )
             )
-        )
+        ))
         # Scores: stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums
         # the 8 products, 2 accumulates over the head, 3 scales, 4 adds the rounding bias,
         # 5 shifts and saturates, 6 takes the max and stores.
@@ -1411,7 +1413,7 @@ class Accelerator(LiteXModule):
         scale = _signed(self, R["ATTSCALE"][0:16], 17)
         self.comb += [
             a_acc.eq(fsm.ongoing("AT_K") & rd.valid & (t <= cur_pos)),
-            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], h[0])),
+            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if params.attn_pairs else h[0])),
         ]
         if params.attn_overlap:
             self._attn_overlap(fsm, dict(vhead_base=vhead_base, span=span, dram_beats=dram_beats,
@@ -1423,18 +1425,23 @@ class Accelerator(LiteXModule):
             If(a_acc,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
+            # attn_pairs: the second head's K follows the first's.
+            *([If(a_acc & (k == hsb - 1) & (t == cur_pos) & self.ap_pair & ~self.ap_ksec,
+                NextValue(t, 0), NextValue(self.ap_ksec, 1))] if params.attn_pairs else []),
             # The head's V is requested now (unless it is already queued, Params.attn_overlap):
             # its beats wait in the read FIFO while the softmax and the division run, so AT_V
             # does not wait for DRAM's latency.
+            self._attn_pair_scores_done(params, dict(t=t, dsum=dsum, cur_pos=cur_pos, scount=scount),
             If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0),
                 If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
-                if params.attn_overlap else burst(vhead_base, span, "AT_KN"))
+                if params.attn_overlap else burst(vhead_base, span, "AT_KN")))
         )
         # The queue also takes the next MATVEC's weights (pf_push, below; never in ATTN's AT_KN)
         # and, with attn_overlap, this head's V (v_push) and the next head's K (k_push).
         self._read_queue_requests(rdq_push, rdq_push_addr, rdq_push_len,
             ([(pf_push, la_waddr >> 4, la_beats)] if FB else [])
-            + ([(self.v_push, vhead_base >> 4, (span + 15) >> 4)] if params.attn_overlap else []),
+            + ([(self.v_push, vhead_base >> 4, (span + 15) >> 4)] if params.attn_overlap else [])
+            + ([(self.ap_push, self.ap_push_beat, self.ap_push_beats)] if params.attn_pairs else []),
             next_k=(nx_base >> 4, (nx_span + 15) >> 4), next_k_pushes=[self.k_push] if params.attn_overlap else [])
         fsm.act("AT_KN",
             If((nx_ok & ~kv_early) if params.attn_overlap else nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
@@ -1466,7 +1473,7 @@ class Accelerator(LiteXModule):
             ka5.eq(ka4), kt5.eq(kt4),                     # rounding bias added
             ka6.eq(ka5), kt6.eq(kt5),
             sc.eq(saturate(self, sc_r, 32)),
-            If(ka6,
+            If(ka6 & ~self.ap_ks[-1] if params.attn_pairs else ka6,
                 scount.eq(scount + 1),
                 If((scount == 0) | (sc > smax), smax.eq(sc))
             ),
@@ -1491,7 +1498,7 @@ class Accelerator(LiteXModule):
         sm_run = fsm.ongoing("AT_SM_RUN")
         self.sync += [
             smv1.eq(sm_run & (t <= cur_pos)), smt1.eq(t),
-            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq(smax - _signed(self, sb_rp.dat_r, 32)),
+            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq((Mux(self.ap_smh, self.ap_smax1, smax) if params.attn_pairs else smax) - _signed(self, sb_rp.dat_r, 32)),
             smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
             smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
             smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
@@ -1499,7 +1506,11 @@ class Accelerator(LiteXModule):
         ]
         fsm.act("AT_SM_RUN",
             If(t <= cur_pos, NextValue(t, t + 1)),
-            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5, NextState("AT_DIV"))
+            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5,
+               If(self.ap_pair & ~self.ap_smh, NextState("AP_DIV0")
+               ).Elif(self.ap_pair, NextState("AP_DIV1W")
+               ).Else(NextState("AT_DIV"))
+               if params.attn_pairs else NextState("AT_DIV"))
         )
         # While the division runs, the next head's query (same slot) goes into q_mem's other
         # half, so that head starts with its scores; its K is already requested (kv_early).
@@ -1521,7 +1532,8 @@ class Accelerator(LiteXModule):
         fsm.act("AT_NQD", If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle, NextState("AT_DIVW")))
         # The reciprocal is kept when it is done, which may be during AT_NQ.
         recip_ok = Signal()
-        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
+        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done & ~self.ap_div1 if params.attn_pairs else rdiv.done,
+                                                         recip_ok.eq(1), recip.eq(rdiv.quotient))
         fsm.act("AT_DIVW",
             If(recip_ok, NextValue(t, 0), NextValue(k, 0), NextState("AT_V"))
         )
@@ -1529,7 +1541,11 @@ class Accelerator(LiteXModule):
         # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
         # The previous head's outputs leave the accumulators first (od_active: the drain below).
         a_v, v_take = Signal(), Signal()
-        self.comb += [v_take.eq((t <= cur_pos) & ~od_active), a_v.eq(fsm.ongoing("AT_V") & rd.valid & v_take)]
+        self.comb += [v_take.eq((t <= cur_pos) & ~od_active) if not params.attn_pairs else
+                      # attn_pairs: the drain works from its own copy of the sums (ap_osnap)
+                      v_take.eq((t <= cur_pos) & ~self.ap_od_pend
+                                & (~self.ap_vsec | (self.ap_r1ok & (self.ap_vgo | ~self.attn_v_busy)))),
+                      a_v.eq(fsm.ongoing("AT_V") & rd.valid & v_take)]
         va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
         vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
         vk1, vk2, vk3, vk4 = Signal(13), Signal(13), Signal(13), Signal(13)
@@ -1540,8 +1556,11 @@ class Accelerator(LiteXModule):
         vprod = [Signal((34, True)) for _ in range(8)]
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
-        self.comb += sb_rp.adr.eq(t)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt5, kt6)),
+        self.comb += sb_rp.adr.eq(Cat(t[:log2_int(params.max_seq)], Mux(sm_run, self.ap_smh, self.ap_vsec))
+                                  if params.attn_pairs else t)
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, Cat(smt5[:log2_int(params.max_seq)], self.ap_smh),
+                                       Cat(kt6[:log2_int(params.max_seq)], self.ap_ks[-1]))
+                                   if params.attn_pairs else Mux(sm_run, smt5, kt6)),
                       sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
                       sb_wp.we.eq((sm_run & smv5) | ka6)]
         fsm.act("AT_V",
@@ -1560,27 +1579,32 @@ class Accelerator(LiteXModule):
                 ).Else(
                     NextValue(hg, hg + 1)
                 ),
-                If(last_head, NextState("AT_OUTW")).Else(NextState("AT_NEXTH"))
+                If(last_head, NextState("AT_OUTW")).Else(NextState("AT_NEXTH")),
+                # attn_pairs: the pair's second head next (its V is next in the stream).
+                *([If(self.ap_pair & ~self.ap_vsec,
+                    NextValue(self.ap_vsec, 1), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
+                ).Elif(self.ap_pair, NextValue(self.ap_vsec, 0))] if params.attn_pairs else [])
             )
         )
         # The next head of this slot: its query is in q_mem; its K was requested (kv_early), or
         # it is requested from AT_QD after a fresh query load (where it may fault).
-        fsm.act("AT_NEXTH",
+        fsm.act("AT_NEXTH", self._attn_pair_next(params, kv_early,
             If(kv_early,
                 NextValue(kv_early, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_K")
             ).Else(
                 NextState("AT_H")
             )
-        )
+        ))
         # A new slot writes to its own scratchpad: the drain ends first.
-        fsm.act("AT_OUTW", If((~od_active & ~self.attn_v_busy) if params.attn_overlap else ~od_active,
+        fsm.act("AT_OUTW", If((~od_active & ~self.attn_v_busy & ~self.ap_busy) if params.attn_pairs
+                              else (~od_active & ~self.attn_v_busy) if params.attn_overlap else ~od_active,
                               next_slot("ATTN")))
         vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
             va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
             va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(sb_rp.dat_r),
             va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
-            prob.eq(_unsigned(self, ev_r * recip, 49) >> 31),     # widened: Verilog sizes a product by its context
+            prob.eq(_unsigned(self, ev_r * (Mux(self.ap_vh[1], self.ap_recip1, recip) if params.attn_pairs else recip), 49) >> 31),     # widened: Verilog sizes a product by its context
             va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
             [vprod[l].eq(_signed(self, prob, 18) * vals[l]) for l in range(8)],
             wdone.eq(va4 & vl4),
@@ -1589,12 +1613,16 @@ class Accelerator(LiteXModule):
             If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
         ]
         if params.attn_overlap:
-            self.comb += [self.attn_v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)]
+            self.comb += [self.attn_v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)] if not params.attn_pairs \
+                else [self.attn_v_busy.eq(va1 | va2 | va3 | va4 | wdone | self.ap_od_pend),
+                      od_start.eq((wdone | self.ap_od_pend) & ~od_active)]
         # Output: the accumulators shift down one per output (wacc0 holds element j) rather
         # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
         # congestion into one spot (router2 heatmap, issue 3). S0 registers wacc0, S1 rounds,
         # saturates and writes.
-        for x in range(params.max_head):
+        if params.attn_pairs:
+            self._attn_pair_drain(wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start)
+        for x in range(params.max_head) if not params.attn_pairs else []:
             below = wacc[x + 1] if x + 1 < params.max_head else 0
             g = x // 8
             self.sync += If(wshift_g[g], wacc[x].eq(below)
@@ -1616,11 +1644,19 @@ class Accelerator(LiteXModule):
                 wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
                 If((oj == m) & ov1 & (oj1 == m - 1), od_active.eq(0))
             ),
-            wsel.eq(wacc[0]), ov1.eq(wshift), oj1.eq(oj),
+            wsel.eq(self.ap_osnap[0] if params.attn_pairs else wacc[0]), ov1.eq(wshift), oj1.eq(oj),
         ]
         st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
         self.comb += st
         self.comb += If(ov1, act_wadr.eq(od_base + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(1))
+        if params.attn_pairs:
+            self._attn_pairs(fsm, dict(
+                burst=burst, j=j, ii=ii, k=k, t=t, h=h, n=n, m=m, src2=src2, dsum=dsum, rdiv=rdiv,
+                recip_ok=recip_ok, kv_early=kv_early, ka6=ka6, sc=sc, cur_pos=cur_pos, span=span,
+                kvaddr=kvaddr, kvhead_base=kvhead_base, vhead_base=vhead_base, nx_kvaddr=nx_kvaddr,
+                nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, dram_beats=dram_beats, rdq_valid=rdq_valid,
+                kvhead=R["KVHEAD"], voff=R["VOFF"], act_radr=[act_radr, act_radr2] + act_radr_x, src=src, hm=hm,
+                od_start=od_start, od_active=od_active, wdone=wdone))
 
         # SILU -------------------------------------------------------------------------------------
         # Every slot of a group at once, one element per cycle: read a and b (S0, S1), look up
@@ -1802,7 +1838,7 @@ class Accelerator(LiteXModule):
                 | (last_head & (slot == nslots - 1) & reduce(or_, [fsm.ongoing(st) for st in
                     ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
             self.comb += pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~rdq_valid
-                                    & (wr_pending == 0))
+                                    & (wr_pending == 0) & (~self.ap_busy if params.attn_pairs else 1))
             self.sync += [
                 If(pf_push, pf_done.eq(1)),
                 If(fsm.ongoing("NEXT"), pf_pending.eq(pf_done), pf_done.eq(0)),
@@ -1914,7 +1950,8 @@ class Accelerator(LiteXModule):
             kv_fifo.source.ready.eq(wr.ready),
         ]
         self.sync += [
-            v[0].eq(kv_go | self.pack4_query), hi[0].eq(j[2]), isq[0].eq(self.pack4_query),
+            v[0].eq(kv_go | self.pack4_query), isq[0].eq(self.pack4_query),
+            hi[0].eq(Mux(self.ap_ql_active, self.ap_ql_j[2], j[2]) if hasattr(self, "ap_ql_active") else j[2]),
             a[0].eq(Mux(self.pack4_query, self.pack4_qaddr, kv_head + (j >> 3))),
             [(v[k].eq(v[k - 1]), hi[k].eq(hi[k - 1]), isq[k].eq(isq[k - 1]), a[k].eq(a[k - 1])) for k in (1, 2)],
             If(v[2] & ~hi[2], p4["lo"].eq(Cat(*p4["elems"]))),
@@ -1951,9 +1988,15 @@ class Accelerator(LiteXModule):
         j, ii, m, h = sig["j"], sig["ii"], sig["m"], sig["h"]
         p4 = self.pack4
         loading = fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")
+        other = fsm.ongoing("AT_NQ")      # the next head's query: the other half of q_mem
+        qaddr = Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ other)
+        if hasattr(self, "ap_pair"):      # attn_pairs' loads (_attn_pairs)
+            loading = loading | fsm.ongoing("AP_Q1") | self.ap_ql_active
+            qaddr = Mux(self.ap_ql_active, Cat((self.ap_ql_j >> 3)[:log2_int(q_beats)], self.ap_ql_sec),
+                        Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ (other | fsm.ongoing("AP_Q1"))))
         self.comb += [
             self.pack4_query.eq(loading),
-            self.pack4_qaddr.eq(Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ fsm.ongoing("AT_NQ"))),
+            self.pack4_qaddr.eq(qaddr),
             q_wp.adr.eq(p4["a"][2]), q_wp.dat_w.eq(Cat(p4["lo"], *p4["elems"])),
             q_wp.we.eq(p4["v"][2] & p4["hi"][2] & p4["q"][2]),
         ]
@@ -1986,10 +2029,233 @@ class Accelerator(LiteXModule):
             If(fsm.ongoing("AT_KN") | fsm.ongoing("ATTN"), self.v_queued.eq(0)),
         ]
         scoring = at_k & ~sig["scores_done"]
+        if hasattr(self, "ap_pair"):
+            scoring = scoring & ~self.ap_pair          # a pair makes its own requests
         self.comb += [
             self.v_push.eq(scoring & (age == 4) & in_dram & ~self.v_queued & ~sig["rdq_valid"]),
             self.k_push.eq(scoring & (age == 7) & self.v_queued & ~sig["rdq_valid"] & sig["next_k_ok"]
                            & ~sig["kv_early"]),
+        ]
+
+    # Params.attn_pairs ------------------------------------------------------------------------
+    # Heads h and h + 1 of a slot as a pair: the stream brings K(h), K(h + 1), V(h), V(h + 1),
+    # so the second head's scores follow the first's without a gap, its softmax runs while the
+    # first head's reciprocal is divided, and its division while the first head's V is summed.
+    # Each head keeps a half of q_mem and of the score buffer (the head's h[0]). A slot's heads
+    # go in pairs only when every K and V burst of the slot lies inside DRAM (so none can fault,
+    # and the order of the requests cannot change what golden reports) and the query heads
+    # share K/V heads one or two at a time (src2 = 1 or 2); otherwise, and for an odd last
+    # head, a head runs alone as before.
+
+    def _attn_pair_signals(self):
+        """The pair state that the ATTN code above _attn_pairs reads."""
+        self.ap_pair = Signal()           # the current head h is the first of a pair
+        self.ap_ksec = Signal()           # AT_K takes the second head's K
+        self.ap_smh = Signal()            # AT_SM_RUN runs the second head's softmax
+        self.ap_vsec = Signal()           # AT_V takes the second head's V
+        self.ap_ks = [Signal(name=f"ap_ks{x}") for x in range(8)]    # the score pipeline's head
+        self.ap_vh = [Signal(name=f"ap_vh{x}") for x in range(2)]    # the V pipeline's head
+        self.ap_smax1 = Signal((32, True))
+        self.ap_scount1 = Signal(32)
+        self.ap_recip1 = Signal(32)
+        self.ap_r1ok = Signal()           # ap_recip1 is the second head's
+        self.ap_div1 = Signal()           # the divider works for the second head
+        self.ap_busy = Signal()           # the pair's requests are not all in the read queue
+        self.ap_push = Signal()
+        self.ap_push_beat, self.ap_push_beats = Signal(ADDR_W), Signal(32)
+        self.ap_pair_go = Signal()        # heads h and h + 1 may go as a pair
+        self.ap_slot_age = Signal(3)      # cycles since the slot's ATTN state, up to 7
+        self.ap_start = Signal()          # a pair's K phase begins: its requests start over
+        self.ap_od_pend = Signal()        # a head's sums wait for the drain before them to end
+        self.ap_vgo = Signal()            # the first head's sums are out: the second's V goes
+        # The next pair's queries load during this pair's softmax and V (_attn_pairs).
+        self.ap_ql_start, self.ap_ql_active = Signal(), Signal()
+        self.ap_ql_j, self.ap_ql_sec = Signal(8), Signal()
+
+    def _attn_pair_first(self, params, sig, alone):
+        """AT_QD: a slot's first pair loads the second head's query; ``alone``: AT_QD's own."""
+        if not params.attn_pairs:
+            return alone
+        # ap_pair_go settles within seven cycles of a new slot.
+        return If(self.ap_slot_age == 7,
+            If(self.ap_pair_go,
+                NextValue(sig["j"], 0), NextValue(sig["ii"], sig["src"] + sig["hm"] + sig["m"]),
+                NextState("AP_Q1")
+            ).Else(alone)
+        )
+
+    def _attn_pair_scores_done(self, params, sig, alone):
+        """AT_K's end: a pair's once both heads' scores are in."""
+        if not params.attn_pairs:
+            return alone
+        t, cur_pos = sig["t"], sig["cur_pos"]
+        return If(self.ap_pair,
+            If((sig["scount"] == cur_pos + 1) & (self.ap_scount1 == cur_pos + 1),
+                NextValue(t, 0), NextValue(sig["dsum"], 0), NextValue(self.ap_ksec, 0),
+                NextValue(self.ap_smh, 0), self.ap_ql_start.eq(1), NextState("AT_SM_RUN"))
+        ).Else(alone)
+
+    def _attn_pair_next(self, params, kv_early, alone):
+        """AT_NEXTH: once the pair's requests are queued, the next head alone or a new pair."""
+        if not params.attn_pairs:
+            return alone
+        return If(~self.ap_busy & self.pack4_idle,
+            NextValue(self.ap_pair, self.ap_pair_go),
+            alone,
+            If(kv_early & self.ap_pair_go, self.ap_start.eq(1))
+        )
+
+    def _attn_pair_drain(self, wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start):
+        """The accumulators only sum; a drain starts by copying them (ap_osnap) and shifts the
+        copy out, so the next head's V is summed meanwhile. A head whose sums are done while a
+        drain runs waits for it (ap_od_pend), and V waits while one waits."""
+        self.ap_osnap = [Signal((48, True), name=f"ap_osnap{x}") for x in range(len(wacc))]
+        for x in range(len(wacc)):
+            g = x // 8
+            self.sync += [
+                If(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8])),
+                If(od_start, self.ap_osnap[x].eq(wacc[x])
+                ).Elif(wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
+            ]
+
+    def _attn_pairs(self, fsm, sig):
+        """The pairs' states, per-head registers and requests."""
+        j, ii, k, t, h, n, m, src2 = (sig[x] for x in ("j", "ii", "k", "t", "h", "n", "m", "src2"))
+        rdiv, kv_early, span, cur_pos = sig["rdiv"], sig["kv_early"], sig["span"], sig["cur_pos"]
+        kvhead, voff, dram_beats = sig["kvhead"], sig["voff"], sig["dram_beats"]
+        # Whether the slot's heads may pair: its last KV head's V burst (the highest) inside
+        # DRAM. Registered in steps; valid four cycles after a new slot.
+        last_kvh = Signal(16)
+        ext, vlast = Signal(ADDR_W), Signal(ADDR_W)
+        slot_ok = Signal()
+        self.sync += [
+            last_kvh.eq(Mux(src2 == 2, (n - 1) >> 1, n - 1)),
+            ext.eq(last_kvh * kvhead + voff),
+            vlast.eq(sig["kvaddr"] + ext),
+            slot_ok.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
+                       & ((vlast >> 4) + ((span + 15) >> 4) <= dram_beats)),
+            If(fsm.ongoing("ATTN"), self.ap_slot_age.eq(0)
+            ).Elif(self.ap_slot_age != 7, self.ap_slot_age.eq(self.ap_slot_age + 1)),
+        ]
+        self.comb += self.ap_pair_go.eq(slot_ok & (h + 1 < n))
+        fsm.act("ATTN", NextValue(self.ap_pair, 0), NextValue(self.ap_ksec, 0), NextValue(self.ap_smh, 0),
+                NextValue(self.ap_vsec, 0))
+
+        self.sync += [
+            If(sig["od_start"], self.ap_od_pend.eq(0)
+            ).Elif(sig["wdone"] & sig["od_active"], self.ap_od_pend.eq(1)),
+            If(~self.ap_vsec, self.ap_vgo.eq(0)).Elif(~self.attn_v_busy, self.ap_vgo.eq(1)),
+        ]
+        # Per-head scores, softmax and reciprocal.
+        ks, sc = self.ap_ks, sig["sc"]
+        self.sync += [
+            ks[0].eq(self.ap_ksec), [ks[x].eq(ks[x - 1]) for x in range(1, 8)],
+            If(sig["ka6"] & ks[7],
+                self.ap_scount1.eq(self.ap_scount1 + 1),
+                If((self.ap_scount1 == 0) | (sc > self.ap_smax1), self.ap_smax1.eq(sc))
+            ),
+            If(fsm.ongoing("AT_Q") | fsm.ongoing("AT_NEXTH"), self.ap_scount1.eq(0)),
+            self.ap_vh[0].eq(self.ap_vsec), self.ap_vh[1].eq(self.ap_vh[0]),
+            If(rdiv.start,
+                self.ap_div1.eq(fsm.ongoing("AP_DIV1W")),
+                If(fsm.ongoing("AP_DIV1W"), self.ap_r1ok.eq(0))
+            ).Elif(rdiv.done & self.ap_div1,
+                self.ap_recip1.eq(rdiv.quotient), self.ap_r1ok.eq(1)
+            ),
+        ]
+        # The first head's division starts as its softmax ends, and the second head's softmax
+        # runs meanwhile; the second's division starts as the first's ends, and the first
+        # head's V is summed meanwhile.
+        fsm.act("AP_DIV0",
+            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(sig["dsum"]),
+            NextValue(self.ap_smh, 1), NextValue(t, 0), NextValue(sig["dsum"], 0), NextState("AT_SM_RUN")
+        )
+        fsm.act("AP_DIV1W",
+            If(sig["recip_ok"],
+                rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(sig["dsum"]),
+                NextValue(self.ap_smh, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
+            )
+        )
+
+        # Query loads through the four-element packer (_attn_query_four_ports): a slot's first
+        # pair's second head (AP_Q1); the next pair's two while this pair's softmax and V run
+        # (the loader below: the FSM's states then use no scratchpad read port).
+        fsm.act("AP_Q1",
+            *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
+            NextValue(j, j + 4), NextValue(ii, ii + 4),
+            If(j + 4 == m, NextState("AP_Q1D"))
+        )
+        ql_ii, ql_two = Signal(32), Signal()
+        qj = self.ap_ql_j
+        self.sync += If(self.ap_ql_start,
+            self.ap_ql_active.eq(h + 2 < n), qj.eq(0), self.ap_ql_sec.eq(0), ql_two.eq(h + 3 < n),
+            ql_ii.eq(sig["src"] + sig["hm"] + (m << 1))
+        ).Elif(self.ap_ql_active,
+            qj.eq(qj + 4), ql_ii.eq(ql_ii + 4),
+            If(qj + 4 == m,
+                qj.eq(0), self.ap_ql_sec.eq(1),
+                If(self.ap_ql_sec | ~ql_two, self.ap_ql_active.eq(0))
+            )
+        )
+        self.comb += If(self.ap_ql_active, *[adr.eq(ql_ii + e) for e, adr in enumerate(sig["act_radr"])])
+        fsm.act("AP_Q1D",
+            If(self.pack4_idle,
+                NextValue(t, 0), NextValue(k, 0), NextValue(self.ap_pair, 1), self.ap_start.eq(1),
+                If(kv_early,
+                    NextValue(kv_early, 0), NextState("AT_K")
+                ).Else(
+                    *sig["burst"](sig["kvhead_base"], span, "AT_K")
+                )
+            )
+        )
+
+        # Requests, in the order the pair takes them: K(h + 1) (unless the pair before asked
+        # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
+        # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early) and
+        # K(h + 3). With src2 = 2, h is even and heads h, h + 1 share a KV head.
+        kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
+        f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
+        f1_ok, f2_ok = Signal(), Signal()
+        next_span = Signal(ADDR_W)
+        kq2 = Signal()                    # K(h + 1) of the next pair is queued
+        step = Signal(3)                  # 0..4: the request to make; 5: all made
+        age = Signal(3)                   # cycles since the pair began, up to 7
+        self.sync += [
+            kb1.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead, 0)),
+            vb1.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead, 0) + voff),
+            kb2.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead << 1, kvhead)),
+            kb3.eq(sig["kvhead_base"] + Mux(src2 == 1, (kvhead << 1) + kvhead, kvhead)),
+            next_span.eq(sig["nx_pos_off"] + (m << 1)),
+            If(h + 2 < n,
+                f1.eq(kb2), f1_len.eq(span), f1_ok.eq(1)
+            ).Else(
+                f1.eq(sig["nx_kvaddr"]), f1_len.eq(next_span),
+                f1_ok.eq(sig["nx_pos_ok"] & ((sig["nx_kvaddr"] >> 4) + ((next_span + 15) >> 4) <= dram_beats))
+            ),
+            f2_ok.eq(h + 3 < n),
+        ]
+        pairing = self.ap_pair & reduce(or_, [fsm.ongoing(st) for st in
+            ("AT_K", "AT_SM_RUN", "AP_DIV0", "AP_DIV1W", "AT_V")])
+        # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
+        # settled with the slot); the others once the pair's own addresses have settled.
+        ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
+        skip = ((step == 3) & ~f1_ok) | ((step == 4) & ~f2_ok)
+        self.comb += [
+            self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
+            self.ap_push.eq(ready & ~skip & ~sig["rdq_valid"]),
+            self.ap_push_beat.eq(Array([kb1, sig["vhead_base"], vb1, f1, kb3, kb3, kb3, kb3])[step] >> 4),
+            self.ap_push_beats.eq(Mux(step == 3, (f1_len + 15) >> 4, (span + 15) >> 4)),
+        ]
+        self.sync += [
+            If(self.ap_start,
+                step.eq(Mux(kq2, 1, 0)), kq2.eq(0), age.eq(0)
+            ).Else(
+                If(age != 7, age.eq(age + 1)),
+                If(self.ap_push | (ready & skip), step.eq(step + 1)),
+                If(self.ap_push & (step == 3), kv_early.eq(1)),
+                If(self.ap_push & (step == 4), kq2.eq(1)),
+            ),
+            If(fsm.ongoing("ATTN") | fsm.ongoing("IDLE"), kq2.eq(0)),
         ]
 
     def do_finalize(self):

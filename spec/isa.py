@@ -107,6 +107,10 @@ class Params:
     ``attn_overlap``: ATTN overlaps consecutive heads further: while a head's scores are
     computed its V and then the next head's K go into the read queue (each where its burst
     lies inside DRAM), and the next head starts as the last V beat is taken.
+    ``attn_pairs`` (needs attn_overlap and four scratchpad ports): ATTN takes a slot's heads two
+    at a time where every K and V burst of the slot lies inside DRAM and src2 is 1 or 2: the
+    second head's scores follow the first's, its softmax runs during the first's division and
+    its division during the first's weighted sum (a second half of the score buffer).
     ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
     or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
@@ -127,6 +131,7 @@ class Params:
     divider_steps: int = 1       # radix-4 steps per cycle of the dividers
     fast_exponent: bool = True   # MATVEC's input exponent in two cycles
     attn_overlap: bool = True    # ATTN: V and the next K asked for with the scores
+    attn_pairs: bool = False     # ATTN: two heads of a slot at a time
     fetch_beats: int = 0         # instruction buffer (0: none)
 
     def __post_init__(self):
@@ -144,6 +149,8 @@ class Params:
             raise ValueError(f"Params.divider_steps = {self.divider_steps}: must be 1 or 2")
         if self.act_read_ports not in (2, 4):
             raise ValueError(f"Params.act_read_ports = {self.act_read_ports}: must be 2 or 4")
+        if self.attn_pairs and not (self.attn_overlap and self.act_read_ports == 4):
+            raise ValueError("Params.attn_pairs needs attn_overlap and act_read_ports = 4")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
         f = self.fetch_beats
@@ -167,7 +174,7 @@ TARGET_PARAMS = {
     # input passes (2 x 1024 columns).
     # A 32-instruction buffer holds a whole decode program (25 instructions for the llama2.c models).
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
-                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=2),
+                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=2, attn_pairs=True),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

@@ -5,6 +5,7 @@
 // loads IN_PATH at DRAM offset 0 (the rest zero), runs until done, writes the whole DRAM to
 // OUT_PATH and prints "done|hung STATUS ERR_ADDR CYCLES MAC_BUSY DRAM_STALL BYTES_READ BYTES_WRITTEN RETIRED STRAY FSM_STATE".
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -59,6 +60,10 @@ int main(int argc, char** argv) {
         std::deque<uint64_t> writes;
         uint64_t cycle = 0, limit = max_cycles;
         bool started = false, bad = false;
+        // LT_CORESIM_TRACE=FILE appends "cycle state" at every FSM state change (profiling).
+        const char *trace_path = getenv("LT_CORESIM_TRACE");
+        FILE *trace = trace_path ? fopen(trace_path, "a") : nullptr;
+        int last_state = -1;
         while (cycle < limit) {
             // Drive this cycle's inputs.
             top->start = (cycle == 2);
@@ -100,9 +105,14 @@ int main(int argc, char** argv) {
                 if ((beat + 1) * 16 <= dram_bytes) memcpy(&dram[beat * 16], wbuf, 16);
                 else bad = true;
             }
+            if (trace && top->fsm_state != last_state) {
+                last_state = top->fsm_state;
+                fprintf(trace, "%llu %d\n", (unsigned long long)cycle, last_state);
+            }
             if (top->busy) started = true;
             if (started && top->done) break;
         }
+        if (trace) fclose(trace);
         f = fopen(out_path, "wb");
         if (!f) { perror(out_path); return 2; }
         fwrite(dram.data(), 1, dram_bytes, f);

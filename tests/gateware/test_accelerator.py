@@ -173,6 +173,67 @@ def test_attn_requests_the_next_heads_keys_early_without_faulting_early(core, na
 
 
 
+def _attn_heads_program(heads, kv_mul, head_size, kv_bases, positions, kvhead=0x400, voff=0x2000, seqlen=8):
+    """One ATTN of ``heads`` query heads over ``heads // kv_mul`` KV heads on random K/V and
+    queries for each slot, its result stored: the case for Params.attn_pairs."""
+    import numpy as np
+    rng = np.random.default_rng(heads * 100 + kv_mul * 10 + head_size)
+    E, R = isa.encode, isa.REGS
+    prog, data, slots, out = 0x1000, 0x2000, 0x3000, 0x4000
+    n = heads * head_size
+    program = [E("LOAD", dst=0, n=n, m=isa.beats(4 * n), addr=data),
+               E("SETR", dst=R["SEQLEN"], addr=seqlen), E("SETR", dst=R["KVSTRIDE"], addr=0),
+               E("SETR", dst=R["KVHEAD"], addr=kvhead), E("SETR", dst=R["VOFF"], addr=voff),
+               E("SETR", dst=R["ATTSCALE"], addr=round(2 ** 15 / head_size ** 0.5)),
+               E("ATTN", dst=n, src=0, src2=kv_mul, n=heads, m=head_size, addr=0),
+               E("STORE", src=n, n=n, m=isa.beats(4 * n), addr=out),
+               E("HALT")]
+    dram = bytearray(DRAM)
+    dram[prog:prog + 16 * len(program)] = isa.program_bytes(program)
+    dram[data:data + 4 * n] = rng.integers(-1 << 18, 1 << 18, n).astype("<i4").tobytes()
+    dram[slots:slots + 16 * len(kv_bases)] = isa.pack_slots([(0, p, b) for p, b in zip(positions, kv_bases)])
+    rows = seqlen * head_size
+    for base in kv_bases:
+        for kvh in range(-(-heads // kv_mul)):
+            for a in (base + kvh * kvhead, base + kvh * kvhead + voff):
+                if a + 2 * rows <= DRAM:
+                    dram[a:a + 2 * rows] = rng.integers(-512, 512, rows).astype("<i2").tobytes()
+    return bytes(dram), prog, slots
+
+
+@pytest.mark.parametrize("name, heads, kv_mul, head_size, kv_bases, positions, error", [
+    ("pairs and an odd last head", 3, 1, 8, (0x10000, 0x20000, 0x30000), (0, 6, 3), "NONE"),
+    ("pairs sharing KV heads", 6, 2, 16, (0x10000, 0x20000, 0x30000), (5, 0, 7), "NONE"),
+    ("one pair, three-beat heads", 2, 1, 24, (0x10000, 0x20000, 0x30000), (2, 7, 1), "NONE"),
+    ("no pairs: five heads per KV head", 5, 5, 8, (0x10000, 0x20000, 0x30000), (4, 1, 6), "NONE"),
+    ("third slot's last V past DRAM", 4, 1, 8, (0x10000, 0x20000, DRAM - 0x2000 - 0xc00), (3, 5, 6), "WINDOW"),
+    ("third slot's first K past DRAM", 4, 2, 8, (0x10000, 0x20000, DRAM - 0x40), (3, 5, 6), "WINDOW"),
+    ("third slot's pos >= SEQLEN", 4, 2, 8, (0x10000, 0x20000, 0x30000), (3, 5, 8), "BAD_POS"),
+])
+def test_attn_heads_in_pairs_match_golden(core, name, heads, kv_mul, head_size, kv_bases, positions, error):
+    # Params.attn_pairs: a slot's heads two at a time where all of its bursts lie inside DRAM
+    # and kv_mul is 1 or 2; otherwise (and an odd last head) one at a time. Faults come at
+    # the burst golden faults at, and the next run starts clean.
+    case = _attn_heads_program(heads, kv_mul, head_size, kv_bases, positions)
+    _matches_golden(core, case, nslots=3, error=error)
+    _matches_golden(core, _attn_heads_program(4, 2, 8, (0x10000, 0x20000), (3, 5)), nslots=2)
+
+
+def test_attn_pairs_are_taken(tmp_path, monkeypatch):
+    # The pairs' states run (the state trace of the core simulator), so the cases above test
+    # them and not only the one-head path.
+    import json
+    import os
+    from soc.coresim import CoreSim
+    assert PARAMS.attn_pairs
+    trace = tmp_path / "states.txt"
+    monkeypatch.setenv("LT_CORESIM_TRACE", str(trace))
+    with CoreSim(PARAMS, DRAM) as sim:
+        _matches_golden(sim, _attn_heads_program(6, 2, 16, (0x10000, 0x20000), (5, 0)), nslots=2)
+        names = sim.states
+    seen = [names[int(line.split()[1])] for line in trace.read_text().splitlines()]
+    assert seen.count("AP_DIV1W") == 2 * 3 and seen.count("AP_Q1") == 2    # 3 pairs in each slot
+
 def _kvwrite_program(kvhead, kv_bases, positions, heads=4, head_size=16, seqlen=64):
     """LOAD random activations, then one KVWRITE of ``heads`` KV heads for each slot: the case
     for KVWRITE's beats streaming out behind their reads (Params.act_read_ports = 4)."""
