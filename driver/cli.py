@@ -165,8 +165,10 @@ def cmd_verify(args):
         raise ValueError("--programs must be positive")
     if args.config != "sim" and args.target != "core":
         raise ValueError("--config picks the configuration of --target core; a device has its own")
+    if args.stall_percent is not None and args.target != "core":
+        raise ValueError("--stall-percent is the core simulator's port backpressure (--target core)")
     result = verify(args.target, args.programs, args.seed, csr=args.csr, progress=None if args.quiet else _err,
-                    config=args.config)
+                    config=args.config, stall_percent=10 if args.stall_percent is None else args.stall_percent)
     line = (f"verify {result['target']}: {result['programs']} programs from seed {result['seed']}, "
             f"{result['mismatches']} mismatches, {result['cycles']} core cycles, {result['seconds']} s")
     _err(line)
@@ -405,6 +407,8 @@ def make_parser():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--config", default="sim",
                    help="--target core only: build the core with this target's parameters (spec.isa.TARGET_PARAMS)")
+    p.add_argument("--stall-percent", type=int, default=None,
+                   help="--target core only: chance in %% per cycle that a DRAM port refuses a request (default 10)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)

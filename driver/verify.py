@@ -39,14 +39,19 @@ def _used_extent(*images):
     return -(-hi // isa.BEAT_BYTES) * isa.BEAT_BYTES
 
 
-def verify_core(programs, seed, params=None, progress=None):
+def verify_core(programs, seed, params=None, progress=None, stall_percent=10):
+    """``stall_percent``: the chance per cycle that each simulated DRAM port refuses a command
+    or a write beat (the simulator's backpressure)."""
     from soc.coresim import CoreSim
+    if not 0 <= stall_percent <= 95:
+        raise ValueError(f"verify: stall percent {stall_percent} outside 0..95")
     params = params or isa.TARGET_PARAMS["sim"]
-    result = {"target": "core", "programs": 0, "mismatches": 0, "seed": seed, "cycles": 0}
+    result = {"target": "core", "programs": 0, "mismatches": 0, "seed": seed, "cycles": 0,
+              "stall_percent": stall_percent}
     with CoreSim(params, CASE_DRAM, progress=progress) as sim:
         for k in range(programs):
             case = make_case(seed + k, params, dram_size=CASE_DRAM)
-            r = sim.run(case.dram, case.prog, case.slots, case.nslots, seed=seed + k)
+            r = sim.run(case.dram, case.prog, case.slots, case.nslots, seed=seed + k, stall_percent=stall_percent)
             result["programs"] += 1
             result["cycles"] += r.counters["cycles"]
             where = _first_difference(case.expected_dram, r.dram)
@@ -93,13 +98,15 @@ def verify_device(device, programs, seed, progress=None):
     return result
 
 
-def verify(target, programs, seed, csr=None, progress=None, config="sim"):
-    """``config`` (core target only): which spec.isa.TARGET_PARAMS the core is built with."""
+def verify(target, programs, seed, csr=None, progress=None, config="sim", stall_percent=10):
+    """``config``, ``stall_percent`` (core target only): which spec.isa.TARGET_PARAMS the core is
+    built with, and how often its simulated DRAM ports refuse a request."""
     t0 = time.monotonic()
     if target == "core":
         if config not in isa.TARGET_PARAMS:
             raise ValueError(f"verify: unknown configuration {config!r} (one of {', '.join(isa.TARGET_PARAMS)})")
-        result = verify_core(programs, seed, params=isa.TARGET_PARAMS[config], progress=progress)
+        result = verify_core(programs, seed, params=isa.TARGET_PARAMS[config], progress=progress,
+                             stall_percent=stall_percent)
         result["config"] = config
     else:
         from driver.device import Device

@@ -231,7 +231,8 @@ class Accelerator(LiteXModule):
             self.sync += [
                 wadr_q.eq(act_wadr),
                 If(act_we_all, wdat_q.eq(all_wdat[s]), we_q.eq((s < nslots) & in_group)
-                ).Else(wdat_q.eq(act_wdat), we_q.eq(act_we & (slot == s))),
+                ).Else(wdat_q.eq(act_wdat), we_q.eq(act_we & (((Mux(self.ap_od_wr, self.ap_od_slot, slot)
+                                                                  if params.attn_pairs else slot)) == s))),
             ]
             self.comb += [
                 rp.adr.eq(act_radr),
@@ -1306,7 +1307,7 @@ class Accelerator(LiteXModule):
         q_mem = Memory(128, 2 * q_beats)
         q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
         self.specials += q_mem, q_rp, q_wp
-        sbuf = Memory(32, params.max_seq * (2 if params.attn_pairs else 1))    # attn_pairs: a half per head of a pair
+        sbuf = Memory(32, params.max_seq)
         sb_rp, sb_wp = sbuf.get_port(), sbuf.get_port(write_capable=True)
         self.specials += sbuf, sb_rp, sb_wp
         exp_rom = Memory(16, len(N.EXP2_TABLE), init=[int(v) for v in N.EXP2_TABLE])
@@ -1329,7 +1330,7 @@ class Accelerator(LiteXModule):
             self.comb += [q_wp.adr.eq(Cat(kvb2[:log2_int(q_beats)], qh2)), q_wp.dat_w.eq(packed16),
                           q_wp.we.eq(kvv2 & (kvl2 == 7))]
         else:
-            self._attn_query_four_ports(fsm, q_wp, q_beats, dict(j=j, ii=ii, m=m, h=h,
+            self._attn_query_four_ports(fsm, q_wp, q_beats, dict(j=j, ii=ii, m=m, h=h, n=n,
                                                                  act_radr=[act_radr, act_radr2] + act_radr_x))
         # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
         # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
@@ -1385,7 +1386,8 @@ class Accelerator(LiteXModule):
                 act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
                 If(j == m - 1, NextState("AT_QD"))
             )
-        fsm.act("AT_QD", self._attn_pair_first(params, dict(j=j, ii=ii, src=src, hm=hm, m=m),
+        fsm.act("AT_QD", self._attn_pair_first(params, dict(t=t, k=k, kv_early=kv_early, burst=burst,
+                                                             kvhead_base=kvhead_base, span=span),
             If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle,
                 NextValue(t, 0), NextValue(k, 0),
                 If(kv_early,
@@ -1432,7 +1434,7 @@ class Accelerator(LiteXModule):
             # its beats wait in the read FIFO while the softmax and the division run, so AT_V
             # does not wait for DRAM's latency.
             self._attn_pair_scores_done(params, dict(t=t, dsum=dsum, cur_pos=cur_pos, scount=scount),
-            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(dsum, 0),
+            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(self.ap_esum if params.attn_pairs else dsum, 0),
                 If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
                 if params.attn_overlap else burst(vhead_base, span, "AT_KN")))
         )
@@ -1497,15 +1499,16 @@ class Accelerator(LiteXModule):
         smt1, smt2, smt3, smt4, smt5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
         sm_run = fsm.ongoing("AT_SM_RUN")
         self.sync += [
-            smv1.eq(sm_run & (t <= cur_pos)), smt1.eq(t),
-            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq((Mux(self.ap_smh, self.ap_smax1, smax) if params.attn_pairs else smax) - _signed(self, sb_rp.dat_r, 32)),
+            smv1.eq(sm_run & (t <= cur_pos) & self.ap_sm_go if params.attn_pairs else sm_run & (t <= cur_pos)), smt1.eq(t),
+            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq((Mux(self.ap_smh, self.ap_smax1, smax) if params.attn_pairs else smax)
+                                                         - _signed(self, self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r, 32)),
             smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
             smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
             smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
-            If(smv5 & sm_run, dsum.eq(dsum + ev5)),
+            If(smv5 & sm_run, self.ap_esum.eq(self.ap_esum + ev5) if params.attn_pairs else dsum.eq(dsum + ev5)),
         ]
         fsm.act("AT_SM_RUN",
-            If(t <= cur_pos, NextValue(t, t + 1)),
+            If((t <= cur_pos) & self.ap_sm_go if params.attn_pairs else t <= cur_pos, NextValue(t, t + 1)),
             If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5,
                If(self.ap_pair & ~self.ap_smh, NextState("AP_DIV0")
                ).Elif(self.ap_pair, NextState("AP_DIV1W")
@@ -1517,7 +1520,7 @@ class Accelerator(LiteXModule):
         nq_ii = Signal(max=D + 1)
         self.sync += nq_ii.eq(src + hm + m)
         fsm.act("AT_DIV",
-            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(dsum),
+            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum if params.attn_pairs else dsum),
             If(last_head,
                 NextState("AT_DIVW")
             ).Else(
@@ -1556,13 +1559,11 @@ class Accelerator(LiteXModule):
         vprod = [Signal((34, True)) for _ in range(8)]
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
         wdone = Signal()
-        self.comb += sb_rp.adr.eq(Cat(t[:log2_int(params.max_seq)], Mux(sm_run, self.ap_smh, self.ap_vsec))
-                                  if params.attn_pairs else t)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, Cat(smt5[:log2_int(params.max_seq)], self.ap_smh),
-                                       Cat(kt6[:log2_int(params.max_seq)], self.ap_ks[-1]))
-                                   if params.attn_pairs else Mux(sm_run, smt5, kt6)),
+        self.comb += sb_rp.adr.eq(t)
+        # (attn_pairs: each head of a pair has its own score memory, _attn_pairs)
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt5, kt6)),
                       sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
-                      sb_wp.we.eq((sm_run & smv5) | ka6)]
+                      sb_wp.we.eq((sm_run & smv5) | ka6)] if not params.attn_pairs else []
         fsm.act("AT_V",
             rd.ready.eq(v_take), rd_wait.eq(v_take),
             If(a_v,
@@ -1596,13 +1597,15 @@ class Accelerator(LiteXModule):
             )
         ))
         # A new slot writes to its own scratchpad: the drain ends first.
-        fsm.act("AT_OUTW", If((~od_active & ~self.attn_v_busy & ~self.ap_busy) if params.attn_pairs
+        # (attn_pairs: the drain writes the slot it started in; only the last waits for it)
+        fsm.act("AT_OUTW", If((~self.attn_v_busy & ~self.ap_busy & (~od_active | (slot != nslots - 1)))
+                              if params.attn_pairs
                               else (~od_active & ~self.attn_v_busy) if params.attn_overlap else ~od_active,
                               next_slot("ATTN")))
         vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
             va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
-            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(sb_rp.dat_r),
+            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r),
             va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
             prob.eq(_unsigned(self, ev_r * (Mux(self.ap_vh[1], self.ap_recip1, recip) if params.attn_pairs else recip), 49) >> 31),     # widened: Verilog sizes a product by its context
             va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
@@ -1656,7 +1659,8 @@ class Accelerator(LiteXModule):
                 kvaddr=kvaddr, kvhead_base=kvhead_base, vhead_base=vhead_base, nx_kvaddr=nx_kvaddr,
                 nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, dram_beats=dram_beats, rdq_valid=rdq_valid,
                 kvhead=R["KVHEAD"], voff=R["VOFF"], act_radr=[act_radr, act_radr2] + act_radr_x, src=src, hm=hm,
-                od_start=od_start, od_active=od_active, wdone=wdone))
+                od_start=od_start, od_active=od_active, wdone=wdone, slot=slot, od_write=ov1,
+                sb_rp=sb_rp, sb_wp=sb_wp, max_seq=params.max_seq, sm_run=sm_run, smv5=smv5, smt5=smt5, ev5=ev5, kt6=kt6))
 
         # SILU -------------------------------------------------------------------------------------
         # Every slot of a group at once, one element per cycle: read a and b (S0, S1), look up
@@ -2001,10 +2005,13 @@ class Accelerator(LiteXModule):
             q_wp.we.eq(p4["v"][2] & p4["hi"][2] & p4["q"][2]),
         ]
         for state, done in (("AT_Q", "AT_QD"), ("AT_NQ", "AT_NQD")):
+            # (attn_pairs: AT_Q goes on with the next head's query, AP_Q1)
+            then = If(sig["h"] + 1 < sig["n"], NextValue(j, 0), NextState("AP_Q1")).Else(NextState(done)) \
+                if hasattr(self, "ap_pair") and state == "AT_Q" else NextState(done)
             fsm.act(state,
                 *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
                 NextValue(j, j + 4), NextValue(ii, ii + 4),
-                If(j + 4 == m, NextState(done))
+                If(j + 4 == m, then)
             )
 
     def _attn_overlap(self, fsm, sig):
@@ -2071,16 +2078,26 @@ class Accelerator(LiteXModule):
         # The next pair's queries load during this pair's softmax and V (_attn_pairs).
         self.ap_ql_start, self.ap_ql_active = Signal(), Signal()
         self.ap_ql_j, self.ap_ql_sec = Signal(8), Signal()
+        self.ap_esum = Signal(48)         # the softmax's sum (the score pipeline keeps dsum)
+        self.ap_sb_rdat = Signal(32)      # the score memory read, of the head being read
+        self.ap_sm_go = Signal()          # the softmax may read: the second head's scores are in
+        self.ap_od_wr, self.ap_od_slot = Signal(), Signal(8)    # the drain's write, and its slot
 
     def _attn_pair_first(self, params, sig, alone):
-        """AT_QD: a slot's first pair loads the second head's query; ``alone``: AT_QD's own."""
+        """AT_QD: a slot's first pair (both queries loaded: AT_Q, AP_Q1) asks for its first
+        K; ``alone``: AT_QD's own."""
         if not params.attn_pairs:
             return alone
+        kv_early = sig["kv_early"]
         # ap_pair_go settles within seven cycles of a new slot.
         return If(self.ap_slot_age == 7,
-            If(self.ap_pair_go,
-                NextValue(sig["j"], 0), NextValue(sig["ii"], sig["src"] + sig["hm"] + sig["m"]),
-                NextState("AP_Q1")
+            If(self.ap_pair_go & self.pack4_idle,
+                NextValue(sig["t"], 0), NextValue(sig["k"], 0), NextValue(self.ap_pair, 1), self.ap_start.eq(1),
+                If(kv_early,
+                    NextValue(kv_early, 0), NextState("AT_K")
+                ).Else(
+                    *sig["burst"](sig["kvhead_base"], sig["span"], "AT_K")
+                )
             ).Else(alone)
         )
 
@@ -2089,9 +2106,11 @@ class Accelerator(LiteXModule):
         if not params.attn_pairs:
             return alone
         t, cur_pos = sig["t"], sig["cur_pos"]
+        # The first head's softmax starts once its scores are in and the second head's keys
+        # are all taken (its scores finish meanwhile, into the other score memory).
         return If(self.ap_pair,
-            If((sig["scount"] == cur_pos + 1) & (self.ap_scount1 == cur_pos + 1),
-                NextValue(t, 0), NextValue(sig["dsum"], 0), NextValue(self.ap_ksec, 0),
+            If(self.ap_ksec & (t > cur_pos) & (sig["scount"] == cur_pos + 1),
+                NextValue(t, 0), NextValue(self.ap_esum, 0), NextValue(self.ap_ksec, 0),
                 NextValue(self.ap_smh, 0), self.ap_ql_start.eq(1), NextState("AT_SM_RUN"))
         ).Else(alone)
 
@@ -2146,8 +2165,27 @@ class Accelerator(LiteXModule):
             ).Elif(sig["wdone"] & sig["od_active"], self.ap_od_pend.eq(1)),
             If(~self.ap_vsec, self.ap_vgo.eq(0)).Elif(~self.attn_v_busy, self.ap_vgo.eq(1)),
         ]
+        self.sync += If(sig["od_start"], self.ap_od_slot.eq(sig["slot"]))
+        self.comb += self.ap_od_wr.eq(sig["od_write"])
         # Per-head scores, softmax and reciprocal.
         ks, sc = self.ap_ks, sig["sc"]
+        self.comb += self.ap_sm_go.eq(~self.ap_smh | (self.ap_scount1 == cur_pos + 1))
+        # The score memories: the first head's is the one-head path's (sbuf), the second's its
+        # own, so the first head's softmax writes while the second's scores still arrive.
+        sb0_rp, sb0_wp = sig["sb_rp"], sig["sb_wp"]
+        sbuf1 = Memory(32, sig["max_seq"])
+        sb1_rp, sb1_wp = sbuf1.get_port(), sbuf1.get_port(write_capable=True)
+        self.specials += sbuf1, sb1_rp, sb1_wp
+        sm_run, smv5, smt5, ev5, kt6 = (sig[x] for x in ("sm_run", "smv5", "smt5", "ev5", "kt6"))
+        read_half = Signal()              # the head of the read issued a cycle ago
+        self.sync += read_half.eq(Mux(sm_run, self.ap_smh, self.ap_vsec))
+        self.comb += [sb1_rp.adr.eq(t), self.ap_sb_rdat.eq(Mux(read_half, sb1_rp.dat_r, sb0_rp.dat_r))]
+        for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
+            sm_write = sm_run & smv5 & (self.ap_smh == half)
+            self.comb += [
+                port.adr.eq(Mux(sm_write, smt5, kt6)), port.dat_w.eq(Mux(sm_write, ev5, sc)),
+                port.we.eq(sm_write | (sig["ka6"] & (ks[7] == half))),
+            ]
         self.sync += [
             ks[0].eq(self.ap_ksec), [ks[x].eq(ks[x - 1]) for x in range(1, 8)],
             If(sig["ka6"] & ks[7],
@@ -2167,23 +2205,23 @@ class Accelerator(LiteXModule):
         # runs meanwhile; the second's division starts as the first's ends, and the first
         # head's V is summed meanwhile.
         fsm.act("AP_DIV0",
-            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(sig["dsum"]),
-            NextValue(self.ap_smh, 1), NextValue(t, 0), NextValue(sig["dsum"], 0), NextState("AT_SM_RUN")
+            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum),
+            NextValue(self.ap_smh, 1), NextValue(t, 0), NextValue(self.ap_esum, 0), NextState("AT_SM_RUN")
         )
         fsm.act("AP_DIV1W",
             If(sig["recip_ok"],
-                rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(sig["dsum"]),
+                rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum),
                 NextValue(self.ap_smh, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
             )
         )
 
-        # Query loads through the four-element packer (_attn_query_four_ports): a slot's first
-        # pair's second head (AP_Q1); the next pair's two while this pair's softmax and V run
-        # (the loader below: the FSM's states then use no scratchpad read port).
+        # Query loads through the four-element packer (_attn_query_four_ports): head h + 1's
+        # right behind head h's in AT_Q (AP_Q1); the next pair's two while this pair's softmax
+        # and V run (the loader below: the FSM's states then use no scratchpad read port).
         fsm.act("AP_Q1",
             *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
             NextValue(j, j + 4), NextValue(ii, ii + 4),
-            If(j + 4 == m, NextState("AP_Q1D"))
+            If(j + 4 == m, NextState("AT_QD"))
         )
         ql_ii, ql_two = Signal(32), Signal()
         qj = self.ap_ql_j
@@ -2198,16 +2236,6 @@ class Accelerator(LiteXModule):
             )
         )
         self.comb += If(self.ap_ql_active, *[adr.eq(ql_ii + e) for e, adr in enumerate(sig["act_radr"])])
-        fsm.act("AP_Q1D",
-            If(self.pack4_idle,
-                NextValue(t, 0), NextValue(k, 0), NextValue(self.ap_pair, 1), self.ap_start.eq(1),
-                If(kv_early,
-                    NextValue(kv_early, 0), NextState("AT_K")
-                ).Else(
-                    *sig["burst"](sig["kvhead_base"], span, "AT_K")
-                )
-            )
-        )
 
         # Requests, in the order the pair takes them: K(h + 1) (unless the pair before asked
         # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
@@ -2234,17 +2262,26 @@ class Accelerator(LiteXModule):
             ),
             f2_ok.eq(h + 3 < n),
         ]
+        # Latched when the pair's addresses have settled (age 5): the later requests may leave
+        # after the pair has moved on to its second head (kvh and h with it), when the read
+        # port is slow to take the bursts before them.
+        vb0_l, vb1_l, f1_l, f1_len_l, kb3_l = (Signal(ADDR_W) for _ in range(5))
+        f1_ok_l, f2_ok_l = Signal(), Signal()
+        self.sync += If(age == 5,
+            vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), kb3_l.eq(kb3),
+            f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
+        )
         pairing = self.ap_pair & reduce(or_, [fsm.ongoing(st) for st in
             ("AT_K", "AT_SM_RUN", "AP_DIV0", "AP_DIV1W", "AT_V")])
         # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
         # settled with the slot); the others once the pair's own addresses have settled.
         ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
-        skip = ((step == 3) & ~f1_ok) | ((step == 4) & ~f2_ok)
+        skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l)
         self.comb += [
             self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
             self.ap_push.eq(ready & ~skip & ~sig["rdq_valid"]),
-            self.ap_push_beat.eq(Array([kb1, sig["vhead_base"], vb1, f1, kb3, kb3, kb3, kb3])[step] >> 4),
-            self.ap_push_beats.eq(Mux(step == 3, (f1_len + 15) >> 4, (span + 15) >> 4)),
+            self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, kb3_l, kb3_l, kb3_l, kb3_l])[step] >> 4),
+            self.ap_push_beats.eq(Mux(step == 3, (f1_len_l + 15) >> 4, (span + 15) >> 4)),
         ]
         self.sync += [
             If(self.ap_start,
