@@ -1500,19 +1500,22 @@ class Accelerator(LiteXModule):
         sm_run = fsm.ongoing("AT_SM_RUN")
         self.sync += [
             smv1.eq(sm_run & (t <= cur_pos) & self.ap_sm_go if params.attn_pairs else sm_run & (t <= cur_pos)), smt1.eq(t),
-            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq((Mux(self.ap_smh, self.ap_smax1, smax) if params.attn_pairs else smax)
+            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq((Mux(self.ap_sh[0], self.ap_smax1, smax) if params.attn_pairs else smax)
                                                          - _signed(self, self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r, 32)),
             smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
             smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
             smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
-            If(smv5 & sm_run, self.ap_esum.eq(self.ap_esum + ev5) if params.attn_pairs else dsum.eq(dsum + ev5)),
+            If(smv5 & sm_run, dsum.eq(dsum + ev5)) if not params.attn_pairs else
+            If(smv5 & sm_run & ~self.ap_sh[4], self.ap_esum.eq(self.ap_esum + ev5)
+            ).Elif(smv5 & sm_run, self.ap_esum1.eq(self.ap_esum1 + ev5)),
         ]
         fsm.act("AT_SM_RUN",
             If((t <= cur_pos) & self.ap_sm_go if params.attn_pairs else t <= cur_pos, NextValue(t, t + 1)),
+            # attn_pairs: the second head's softmax right behind the first's
+            *([If(self.ap_pair & ~self.ap_smh & (t == cur_pos), NextValue(t, 0), NextValue(self.ap_smh, 1))]
+              if params.attn_pairs else []),
             If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5,
-               If(self.ap_pair & ~self.ap_smh, NextState("AP_DIV0")
-               ).Elif(self.ap_pair, NextState("AP_DIV1W")
-               ).Else(NextState("AT_DIV"))
+               If(self.ap_pair, NextState("AP_DIV1W")).Else(NextState("AT_DIV"))
                if params.attn_pairs else NextState("AT_DIV"))
         )
         # While the division runs, the next head's query (same slot) goes into q_mem's other
@@ -1535,8 +1538,7 @@ class Accelerator(LiteXModule):
         fsm.act("AT_NQD", If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle, NextState("AT_DIVW")))
         # The reciprocal is kept when it is done, which may be during AT_NQ.
         recip_ok = Signal()
-        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done & ~self.ap_div1 if params.attn_pairs else rdiv.done,
-                                                         recip_ok.eq(1), recip.eq(rdiv.quotient))
+        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
         fsm.act("AT_DIVW",
             If(recip_ok, NextValue(t, 0), NextValue(k, 0), NextState("AT_V"))
         )
@@ -1660,7 +1662,7 @@ class Accelerator(LiteXModule):
                 nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, dram_beats=dram_beats, rdq_valid=rdq_valid,
                 kvhead=R["KVHEAD"], voff=R["VOFF"], act_radr=[act_radr, act_radr2] + act_radr_x, src=src, hm=hm,
                 od_start=od_start, od_active=od_active, wdone=wdone, slot=slot, od_write=ov1,
-                sb_rp=sb_rp, sb_wp=sb_wp, max_seq=params.max_seq, sm_run=sm_run, smv5=smv5, smt5=smt5, ev5=ev5, kt6=kt6))
+                sb_rp=sb_rp, sb_wp=sb_wp, max_seq=params.max_seq, divider_steps=params.divider_steps, sm_run=sm_run, smv5=smv5, smt5=smt5, ev5=ev5, kt6=kt6))
 
         # SILU -------------------------------------------------------------------------------------
         # Every slot of a group at once, one element per cycle: read a and b (S0, S1), look up
@@ -2066,7 +2068,8 @@ class Accelerator(LiteXModule):
         self.ap_scount1 = Signal(32)
         self.ap_recip1 = Signal(32)
         self.ap_r1ok = Signal()           # ap_recip1 is the second head's
-        self.ap_div1 = Signal()           # the divider works for the second head
+        self.ap_sh = [Signal(name=f"ap_sh{x}") for x in range(5)]    # the softmax pipeline's head
+        self.ap_esum1 = Signal(48)        # the second head's softmax sum
         self.ap_busy = Signal()           # the pair's requests are not all in the read queue
         self.ap_push = Signal()
         self.ap_push_beat, self.ap_push_beats = Signal(ADDR_W), Signal(32)
@@ -2110,7 +2113,7 @@ class Accelerator(LiteXModule):
         # are all taken (its scores finish meanwhile, into the other score memory).
         return If(self.ap_pair,
             If(self.ap_ksec & (t > cur_pos) & (sig["scount"] == cur_pos + 1),
-                NextValue(t, 0), NextValue(self.ap_esum, 0), NextValue(self.ap_ksec, 0),
+                NextValue(t, 0), NextValue(self.ap_esum, 0), NextValue(self.ap_esum1, 0), NextValue(self.ap_ksec, 0),
                 NextValue(self.ap_smh, 0), self.ap_ql_start.eq(1), NextState("AT_SM_RUN"))
         ).Else(alone)
 
@@ -2178,10 +2181,10 @@ class Accelerator(LiteXModule):
         self.specials += sbuf1, sb1_rp, sb1_wp
         sm_run, smv5, smt5, ev5, kt6 = (sig[x] for x in ("sm_run", "smv5", "smt5", "ev5", "kt6"))
         read_half = Signal()              # the head of the read issued a cycle ago
-        self.sync += read_half.eq(Mux(sm_run, self.ap_smh, self.ap_vsec))
+        self.sync += read_half.eq(Mux(sm_run, self.ap_smh, self.ap_vsec))    # (= ap_sh[0] in a softmax)
         self.comb += [sb1_rp.adr.eq(t), self.ap_sb_rdat.eq(Mux(read_half, sb1_rp.dat_r, sb0_rp.dat_r))]
         for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
-            sm_write = sm_run & smv5 & (self.ap_smh == half)
+            sm_write = sm_run & smv5 & (self.ap_sh[4] == half)
             self.comb += [
                 port.adr.eq(Mux(sm_write, smt5, kt6)), port.dat_w.eq(Mux(sm_write, ev5, sc)),
                 port.we.eq(sm_write | (sig["ka6"] & (ks[7] == half))),
@@ -2194,23 +2197,26 @@ class Accelerator(LiteXModule):
             ),
             If(fsm.ongoing("AT_Q") | fsm.ongoing("AT_NEXTH"), self.ap_scount1.eq(0)),
             self.ap_vh[0].eq(self.ap_vsec), self.ap_vh[1].eq(self.ap_vh[0]),
-            If(rdiv.start,
-                self.ap_div1.eq(fsm.ongoing("AP_DIV1W")),
-                If(fsm.ongoing("AP_DIV1W"), self.ap_r1ok.eq(0))
-            ).Elif(rdiv.done & self.ap_div1,
-                self.ap_recip1.eq(rdiv.quotient), self.ap_r1ok.eq(1)
-            ),
         ]
-        # The first head's division starts as its softmax ends, and the second head's softmax
-        # runs meanwhile; the second's division starts as the first's ends, and the first
-        # head's V is summed meanwhile.
-        fsm.act("AP_DIV0",
-            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum),
-            NextValue(self.ap_smh, 1), NextValue(t, 0), NextValue(self.ap_esum, 0), NextState("AT_SM_RUN")
-        )
+        # The softmax issues the first head's elements, then the second's; each head's division
+        # starts as its last element leaves the pipeline (the second on a divider of its own),
+        # and the first head's V is summed while the second's divides.
+        smt5, smv5 = sig["smt5"], sig["smv5"]
+        sh = self.ap_sh
+        div0_go, div1_go = Signal(), Signal()
+        self.ap_rdiv1 = rdiv1 = Divider(47, 32, quotient_bits=32, steps=sig["divider_steps"])
+        self.sync += [
+            sh[0].eq(self.ap_smh), [sh[x].eq(sh[x - 1]) for x in range(1, 5)],
+            div0_go.eq(self.ap_pair & sm_run & smv5 & ~sh[4] & (smt5 == cur_pos)),
+            div1_go.eq(self.ap_pair & sm_run & smv5 & sh[4] & (smt5 == cur_pos)),
+            If(div1_go, self.ap_r1ok.eq(0)).Elif(rdiv1.done, self.ap_recip1.eq(rdiv1.quotient), self.ap_r1ok.eq(1)),
+        ]
+        self.comb += [
+            If(div0_go, rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum)),
+            rdiv1.start.eq(div1_go), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(self.ap_esum1),
+        ]
         fsm.act("AP_DIV1W",
             If(sig["recip_ok"],
-                rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum),
                 NextValue(self.ap_smh, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
             )
         )
@@ -2272,7 +2278,7 @@ class Accelerator(LiteXModule):
             f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
         )
         pairing = self.ap_pair & reduce(or_, [fsm.ongoing(st) for st in
-            ("AT_K", "AT_SM_RUN", "AP_DIV0", "AP_DIV1W", "AT_V")])
+            ("AT_K", "AT_SM_RUN", "AP_DIV1W", "AT_V")])
         # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
         # settled with the slot); the others once the pair's own addresses have settled.
         ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
