@@ -2245,11 +2245,15 @@ class Accelerator(LiteXModule):
 
         # Requests, in the order the pair takes them: K(h + 1) (unless the pair before asked
         # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
-        # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early) and
-        # K(h + 3). With src2 = 2, h is even and heads h, h + 1 share a KV head.
+        # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early), and
+        # K(h + 3) or the next slot's second head (where that slot will pair its heads: the
+        # same test as its own, on its KV base and position). With src2 = 2, h is even and
+        # heads h, h + 1 share a KV head.
         kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
         f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
         f1_ok, f2_ok = Signal(), Signal()
+        f2, f2_len = Signal(ADDR_W), Signal(ADDR_W)
+        next_pairs = Signal()             # the next slot will pair its heads
         next_span = Signal(ADDR_W)
         kq2 = Signal()                    # K(h + 1) of the next pair is queued
         step = Signal(3)                  # 0..4: the request to make; 5: all made
@@ -2266,16 +2270,25 @@ class Accelerator(LiteXModule):
                 f1.eq(sig["nx_kvaddr"]), f1_len.eq(next_span),
                 f1_ok.eq(sig["nx_pos_ok"] & ((sig["nx_kvaddr"] >> 4) + ((next_span + 15) >> 4) <= dram_beats))
             ),
-            f2_ok.eq(h + 3 < n),
+            next_pairs.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
+                          & (((sig["nx_kvaddr"] + ext) >> 4) + ((next_span + 15) >> 4) <= dram_beats)),
+            If(h + 3 < n,
+                f2.eq(kb3), f2_len.eq(span), f2_ok.eq(1)
+            ).Elif(h + 2 >= n,
+                f2.eq(sig["nx_kvaddr"] + Mux(src2 == 1, kvhead, 0)), f2_len.eq(next_span),
+                f2_ok.eq(f1_ok & next_pairs)
+            ).Else(
+                f2_ok.eq(0)
+            ),
         ]
         # Latched when the pair's addresses have settled (age 5): the later requests may leave
         # after the pair has moved on to its second head (kvh and h with it), when the read
         # port is slow to take the bursts before them.
-        vb0_l, vb1_l, f1_l, f1_len_l, kb3_l = (Signal(ADDR_W) for _ in range(5))
+        vb0_l, vb1_l, f1_l, f1_len_l, f2_l, f2_len_l = (Signal(ADDR_W) for _ in range(6))
         f1_ok_l, f2_ok_l = Signal(), Signal()
         self.sync += If(age == 5,
-            vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), kb3_l.eq(kb3),
-            f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
+            vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), f2_l.eq(f2),
+            f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
         )
         pairing = self.ap_pair & reduce(or_, [fsm.ongoing(st) for st in
             ("AT_K", "AT_SM_RUN", "AP_DIV1W", "AT_V")])
@@ -2286,8 +2299,9 @@ class Accelerator(LiteXModule):
         self.comb += [
             self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
             self.ap_push.eq(ready & ~skip & ~sig["rdq_valid"]),
-            self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, kb3_l, kb3_l, kb3_l, kb3_l])[step] >> 4),
-            self.ap_push_beats.eq(Mux(step == 3, (f1_len_l + 15) >> 4, (span + 15) >> 4)),
+            self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, f2_l, f2_l, f2_l, f2_l])[step] >> 4),
+            self.ap_push_beats.eq(Mux(step == 3, (f1_len_l + 15) >> 4,
+                                      Mux(step == 4, (f2_len_l + 15) >> 4, (span + 15) >> 4))),
         ]
         self.sync += [
             If(self.ap_start,
@@ -2298,7 +2312,7 @@ class Accelerator(LiteXModule):
                 If(self.ap_push & (step == 3), kv_early.eq(1)),
                 If(self.ap_push & (step == 4), kq2.eq(1)),
             ),
-            If(fsm.ongoing("ATTN") | fsm.ongoing("IDLE"), kq2.eq(0)),
+            If(fsm.ongoing("IDLE"), kq2.eq(0)),   # (kept into the next slot, whose first pair takes it)
         ]
 
     def do_finalize(self):
