@@ -2048,9 +2048,11 @@ class Accelerator(LiteXModule):
 
     # Params.attn_pairs ------------------------------------------------------------------------
     # Heads h and h + 1 of a slot as a pair: the stream brings K(h), K(h + 1), V(h), V(h + 1),
-    # so the second head's scores follow the first's without a gap, its softmax runs while the
-    # first head's reciprocal is divided, and its division while the first head's V is summed.
-    # Each head keeps a half of q_mem and of the score buffer (the head's h[0]). A slot's heads
+    # so the second head's scores follow the first's without a gap, the first head's softmax
+    # starts as its scores are in, the second's follows it through the softmax pipeline, each
+    # divides as its last element leaves (the second on a divider of its own), and the first
+    # head's V is summed while the second divides. Each head keeps a half of q_mem (the head's
+    # h[0]) and a score memory of its own; a drain works from a copy of the accumulators. A slot's heads
     # go in pairs only when every K and V burst of the slot lies inside DRAM (so none can fault,
     # and the order of the requests cannot change what golden reports) and the query heads
     # share K/V heads one or two at a time (src2 = 1 or 2); otherwise, and for an odd last
