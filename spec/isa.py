@@ -109,8 +109,9 @@ class Params:
     lies inside DRAM), and the next head starts as the last V beat is taken.
     ``attn_pairs`` (needs attn_overlap and four scratchpad ports): ATTN takes a slot's heads two
     at a time where every K and V burst of the slot lies inside DRAM and src2 is 1 or 2: the
-    second head's scores follow the first's, its softmax runs during the first's division and
-    its division during the first's weighted sum (a second half of the score buffer).
+    second head's scores follow the first's, its softmax follows the first's through the
+    softmax pipeline, and its division (on a second divider) runs during the first's weighted
+    sum (a score memory per head of a pair, a copy of the accumulators for the drain).
     ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
     or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
