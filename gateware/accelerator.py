@@ -1386,8 +1386,7 @@ class Accelerator(LiteXModule):
                 act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
                 If(j == m - 1, NextState("AT_QD"))
             )
-        fsm.act("AT_QD", self._attn_pair_first(params, dict(t=t, k=k, kv_early=kv_early, burst=burst,
-                                                             kvhead_base=kvhead_base, span=span),
+        fsm.act("AT_QD", self._attn_pair_first(params,
             If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle,
                 NextValue(t, 0), NextValue(k, 0),
                 If(kv_early,
@@ -2088,22 +2087,15 @@ class Accelerator(LiteXModule):
         self.ap_sm_go = Signal()          # the softmax may read: the second head's scores are in
         self.ap_od_wr, self.ap_od_slot = Signal(), Signal(8)    # the drain's write, and its slot
 
-    def _attn_pair_first(self, params, sig, alone):
-        """AT_QD: a slot's first pair (both queries loaded: AT_Q, AP_Q1) asks for its first
-        K; ``alone``: AT_QD's own."""
+    def _attn_pair_first(self, params, alone):
+        """AT_QD (``alone``: its own statements, which ask for the first K): a slot's first pair
+        (both queries loaded: AT_Q, AP_Q1) starts there as a pair."""
         if not params.attn_pairs:
             return alone
-        kv_early = sig["kv_early"]
         # ap_pair_go settles within seven cycles of a new slot.
         return If(self.ap_slot_age == 7,
-            If(self.ap_pair_go & self.pack4_idle,
-                NextValue(sig["t"], 0), NextValue(sig["k"], 0), NextValue(self.ap_pair, 1), self.ap_start.eq(1),
-                If(kv_early,
-                    NextValue(kv_early, 0), NextState("AT_K")
-                ).Else(
-                    *sig["burst"](sig["kvhead_base"], sig["span"], "AT_K")
-                )
-            ).Else(alone)
+            alone,
+            If(self.ap_pair_go & self.pack4_idle, NextValue(self.ap_pair, 1), self.ap_start.eq(1))
         )
 
     def _attn_pair_scores_done(self, params, sig, alone):
@@ -2262,7 +2254,7 @@ class Accelerator(LiteXModule):
         age = Signal(3)                   # cycles since the pair began, up to 7
         self.sync += [
             kb1.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead, 0)),
-            vb1.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead, 0) + voff),
+            vb1.eq(kb1 + voff),
             kb2.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead << 1, kvhead)),
             kb3.eq(sig["kvhead_base"] + Mux(src2 == 1, (kvhead << 1) + kvhead, kvhead)),
             next_span.eq(sig["nx_pos_off"] + (m << 1)),
