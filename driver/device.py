@@ -329,7 +329,7 @@ class Device:
                                             element_units=1 << ((c2 >> 28) & 0xf),
                                             fetch_beats=c3 & 0x1ff, act_read_ports=2 + ((c3 >> 16) & 0xff),
                                             write_stats=bool((c3 >> 24) & 1),
-                                            divider_steps=1 + ((c3 >> 25) & 1),
+                                            divider_steps=4 if (c3 >> 29) & 1 else 1 + ((c3 >> 25) & 1),
                                             fast_exponent=bool((c3 >> 26) & 1),
                                             attn_overlap=bool((c3 >> 27) & 1),
                                             attn_pairs=bool((c3 >> 28) & 1))

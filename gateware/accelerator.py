@@ -99,10 +99,11 @@ class Accelerator(LiteXModule):
                         "| log2 element_units<<28.")
         # The fields past fetch_beats read 0 for the smallest core (a build without them).
         self.config3  = CSRStatus(32, reset=params.fetch_beats | ((params.act_read_ports - 2) << 16)
-            | (int(params.write_stats) << 24) | ((params.divider_steps - 1) << 25) | (int(params.fast_exponent) << 26)
-            | (int(params.attn_overlap) << 27) | (int(params.attn_pairs) << 28),
+            | (int(params.write_stats) << 24) | (int(params.divider_steps >= 2) << 25) | (int(params.fast_exponent) << 26)
+            | (int(params.attn_overlap) << 27) | (int(params.attn_pairs) << 28) | (int(params.divider_steps == 4) << 29),
             description="fetch_beats (0: no instruction buffer) | (act_read_ports - 2)<<16 | write_stats<<24 "
-                        "| (divider_steps - 1)<<25 | fast_exponent<<26 | attn_overlap<<27 | attn_pairs<<28.")
+                        "| (divider_steps >= 2)<<25 | fast_exponent<<26 | attn_overlap<<27 | attn_pairs<<28 "
+                        "| (divider_steps = 4)<<29.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -387,12 +388,12 @@ class Accelerator(LiteXModule):
                                        & (self.cycles.status >= self.watchdog.storage))
 
         # Shared units -----------------------------------------------------------------------------
-        # Dividers (2 or 4 quotient bits a cycle: Params.divider_steps) that start at the
+        # Dividers (2, 4 or 8 quotient bits a cycle: Params.divider_steps) that start at the
         # quotient's highest possible bit. RMSNORM's mean square: |x >> RMS_PRE_SHIFT| <=
-        # 2**(31 - RMS_PRE_SHIFT), so the mean of the squares fits 63 - 2*RMS_PRE_SHIFT bits (26
-        # or 13 cycles) whenever their sum fits int64 as spec.numerics.rmsnorm assumes. ATTN's
+        # 2**(31 - RMS_PRE_SHIFT), so the mean of the squares fits 63 - 2*RMS_PRE_SHIFT bits (26,
+        # 13 or 7 cycles) whenever their sum fits int64 as spec.numerics.rmsnorm assumes. ATTN's
         # 2**46 / sum: the sum is at least 2**15 (the max score's exponential), so the
-        # reciprocal fits 32 bits (16 or 8 cycles).
+        # reciprocal fits 32 bits (16, 8 or 4 cycles).
         # RMSNORM has a divider and a 1/sqrt per element lane, so a group's slots take them at
         # once; ATTN, which walks the slots, has one reciprocal divider.
         divs = [Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT, steps=params.divider_steps) for _ in range(U)]
@@ -1148,8 +1149,10 @@ class Accelerator(LiteXModule):
             self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, s7_res, 32), s7_y))
 
         # ROPE -------------------------------------------------------------------------------------
-        # Each slot's (cos, sin) row (its own position) is loaded into its lane's buffer, slot by
-        # slot; then one pass rotates every slot of the group at once.
+        # Each slot's (cos, sin) row (its own position) is loaded into its lane's buffer: the
+        # group's rows are requested slot after slot without waiting for their data (so DRAM's
+        # latency is paid once per group), then their beats are taken in the same order; then
+        # one pass rotates every slot of the group at once.
         cs_depth = max(params.max_head // 8, 2)
         # A table row's bytes, registered (timing: m's add in front of the pos x rrb DSP was the
         # ULX3S build's 20 ns critical path at 79a18b1).
@@ -1167,7 +1170,21 @@ class Accelerator(LiteXModule):
             )
         )
         fsm.act("RP_GO0", NextState("RP_GO"))        # rope_off, then rope_addr settle
-        fsm.act("RP_GO", *burst(rope_addr, rrb, "RP_LOAD"))
+        # (Only where a group's rows fit one read port's FIFO: the port takes no more requests
+        # than its FIFO holds, and nothing takes the rows out before the last is requested.)
+        self.rope_rows_ahead = U > 1 and U * (params.max_head // 8) <= params.read_fifo_depth
+        if self.rope_rows_ahead:
+            # A burst starts once the one before it has sent its last address.
+            fsm.act("RP_GO", If(~rd_more, *burst(rope_addr, rrb, "RP_ASKED")))
+            fsm.act("RP_ASKED",
+                If(lane_last,
+                    NextValue(slot, group * U), NextValue(lane, 0), NextState("RP_LOAD")
+                ).Else(
+                    NextValue(slot, slot + 1), NextValue(lane, lane + 1), NextState("ROPE")
+                )
+            )
+        else:
+            fsm.act("RP_GO", *burst(rope_addr, rrb, "RP_LOAD"))
         fsm.act("RP_LOAD",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
@@ -1177,7 +1194,8 @@ class Accelerator(LiteXModule):
                     If(lane_last,
                         NextValue(jj, 0), NextState("RP_RUN")
                     ).Else(
-                        NextValue(slot, slot + 1), NextValue(lane, lane + 1), NextState("ROPE")
+                        NextValue(slot, slot + 1), NextValue(lane, lane + 1),
+                        *([] if self.rope_rows_ahead else [NextState("ROPE")])
                     )
                 )
             )

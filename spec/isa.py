@@ -112,8 +112,8 @@ class Params:
     second head's scores follow the first's, its softmax follows the first's through the
     softmax pipeline, and its division (on a second divider) runs during the first's weighted
     sum (a score memory per head of a pair, a copy of the accumulators for the drain).
-    ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1 or 2: two
-    or four quotient bits a cycle; 2 chains two subtract-and-compare stages in a cycle).
+    ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1, 2 or 4: two,
+    four or eight quotient bits a cycle, chaining that many subtract-and-compare stages).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
     is fetched from DRAM once per run (0: one burst per instruction). A write burst that
     overlaps the buffered beats empties the buffer, so a program that writes its own
@@ -146,8 +146,8 @@ class Params:
             v = getattr(self, name)
             if not lo <= v <= hi or v & (v - 1):
                 raise ValueError(f"Params.{name} = {v}: must be a power of two in [{lo}, {hi}]")
-        if self.divider_steps not in (1, 2):
-            raise ValueError(f"Params.divider_steps = {self.divider_steps}: must be 1 or 2")
+        if self.divider_steps not in (1, 2, 4):
+            raise ValueError(f"Params.divider_steps = {self.divider_steps}: must be 1, 2 or 4")
         if self.act_read_ports not in (2, 4):
             raise ValueError(f"Params.act_read_ports = {self.act_read_ports}: must be 2 or 4")
         if self.attn_pairs and not (self.attn_overlap and self.act_read_ports == 4):
@@ -175,7 +175,7 @@ TARGET_PARAMS = {
     # input passes (2 x 1024 columns).
     # A 32-instruction buffer holds a whole decode program (25 instructions for the llama2.c models).
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
-                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=2, attn_pairs=True),
+                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

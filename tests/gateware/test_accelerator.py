@@ -247,6 +247,47 @@ def test_attn_pairs_are_taken(tmp_path, monkeypatch):
     seen = [names[int(line.split()[1])] for line in trace.read_text().splitlines()]
     assert seen.count("AP_DIV1W") == 2 * 3 and seen.count("AP_Q1") == 2    # 3 pairs in each slot
 
+def _rope_program(head_size, positions, table, seqlen=64):
+    """ROPE of two heads per slot on random inputs with a random (cos, sin) table at ``table``,
+    its result stored: the case for ROPE's rows requested slot after slot."""
+    import numpy as np
+    rng = np.random.default_rng(head_size * 10 + len(positions))
+    E, R = isa.encode, isa.REGS
+    prog, data, slots, out = 0x1000, 0x2000, 0x3000, 0x4000
+    n = 2 * head_size
+    program = [E("LOAD", dst=0, n=n, m=isa.beats(4 * n), addr=data),
+               E("SETR", dst=R["SEQLEN"], addr=seqlen),
+               E("ROPE", dst=n, src=0, n=n, m=head_size, addr=table),
+               E("STORE", src=n, n=n, m=isa.beats(4 * n), addr=out),
+               E("HALT")]
+    dram = bytearray(DRAM)
+    dram[prog:prog + 16 * len(program)] = isa.program_bytes(program)
+    dram[data:data + 4 * n] = rng.integers(-1 << 20, 1 << 20, n).astype("<i4").tobytes()
+    dram[slots:slots + 16 * len(positions)] = isa.pack_slots([(0, p, 0x80000) for p in positions])
+    row = isa.rope_row_bytes(head_size)
+    end = min(table + seqlen * row, DRAM)
+    dram[table:end] = rng.integers(-1 << 15, 1 << 15, (end - table) // 2).astype("<i2").tobytes()
+    return bytes(dram), prog, slots
+
+
+@pytest.mark.parametrize("name, head_size, positions, table, error", [
+    ("one-beat rows", 8, (0, 5, 63, 2, 9, 40, 7, 1), 0x10000, "NONE"),
+    ("six-beat rows", 48, (3, 0, 17, 60, 5, 5, 31, 2), 0x10000, "NONE"),
+    ("sixth slot's pos >= SEQLEN", 16, (3, 0, 17, 60, 5, 64, 31, 2), 0x10000, "BAD_POS"),
+    ("sixth slot's row past DRAM", 16, (3, 0, 17, 10, 5, 40, 31, 2), DRAM - 32 * 32, "WINDOW"),
+])
+def test_rope_rows_requested_ahead_match_golden(core, name, head_size, positions, table, error):
+    # With a datapath per slot, ROPE asks for every slot's (cos, sin) row before it takes the
+    # first one. A bad position or a row past DRAM faults at that slot, as golden does (the
+    # rows asked for before it are drained), and the next run starts clean.
+    assert PARAMS.element_units == PARAMS.slots == len(positions)
+    case = _rope_program(head_size, positions, table)
+    _matches_golden(core, case, nslots=8, error=error)
+    for seed in range(2):
+        _matches_golden(core, case, nslots=8, error=error, stall_percent=80, seed=seed)
+    _matches_golden(core, _rope_program(8, (1, 2, 3, 4, 5, 6, 7, 8), 0x10000), nslots=8)
+
+
 def _kvwrite_program(kvhead, kv_bases, positions, heads=4, head_size=16, seqlen=64):
     """LOAD random activations, then one KVWRITE of ``heads`` KV heads for each slot: the case
     for KVWRITE's beats streaming out behind their reads (Params.act_read_ports = 4)."""
