@@ -332,7 +332,8 @@ class Device:
                                             divider_steps=4 if (c3 >> 29) & 1 else 1 + ((c3 >> 25) & 1),
                                             fast_exponent=bool((c3 >> 26) & 1),
                                             attn_overlap=bool((c3 >> 27) & 1),
-                                            attn_pairs=bool((c3 >> 28) & 1))
+                                            attn_pairs=bool((c3 >> 28) & 1),
+                                            write_ports=1 + ((c3 >> 30) & 1))
         return self._accel_params
 
     def run_program(self, prog, slots, nslots, watchdog=0, timeout=120.0):

@@ -27,7 +27,7 @@ from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, numerics as N
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
-from gateware.readstream import BankInterleavedReader
+from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -58,7 +58,9 @@ class Accelerator(LiteXModule):
     """The transformer core (see the module docstring). ``read_ports``: a list of one or two 128-bit
     LiteDRAM native read ports (two: beats alternate between them by bank, ``bank_shift`` is the
     bank number's LSB in a beat address; see gateware/readstream.py); ``write_port``: a 128-bit
-    native write port; ``dram_size``: bytes of DRAM the core may touch, from address 0."""
+    native write port, or a list of two (Params.write_ports; beats go to one or the other by
+    bank, which needs ``bank_shift`` too); ``dram_size``: bytes of DRAM the core may touch,
+    from address 0."""
 
     def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None):
         params.validate()
@@ -68,7 +70,8 @@ class Accelerator(LiteXModule):
         if len(read_ports) == 2 and bank_shift is None:
             raise ValueError("Accelerator: two read ports need bank_shift")
         read_port = read_ports[0]
-        for port in read_ports + [write_port]:
+        write_port = self._write_ports(write_port, params, bank_shift)
+        for port in read_ports + self.write_ports:
             if port.data_width != 8 * isa.BEAT_BYTES:
                 raise ValueError(f"Accelerator: ports must be {8 * isa.BEAT_BYTES} bits, got {port.data_width}")
         if dram_size % isa.BEAT_BYTES:
@@ -100,10 +103,11 @@ class Accelerator(LiteXModule):
         # The fields past fetch_beats read 0 for the smallest core (a build without them).
         self.config3  = CSRStatus(32, reset=params.fetch_beats | ((params.act_read_ports - 2) << 16)
             | (int(params.write_stats) << 24) | (int(params.divider_steps >= 2) << 25) | (int(params.fast_exponent) << 26)
-            | (int(params.attn_overlap) << 27) | (int(params.attn_pairs) << 28) | (int(params.divider_steps == 4) << 29),
+            | (int(params.attn_overlap) << 27) | (int(params.attn_pairs) << 28) | (int(params.divider_steps == 4) << 29)
+            | ((params.write_ports - 1) << 30),
             description="fetch_beats (0: no instruction buffer) | (act_read_ports - 2)<<16 | write_stats<<24 "
                         "| (divider_steps >= 2)<<25 | fast_exponent<<26 | attn_overlap<<27 | attn_pairs<<28 "
-                        "| (divider_steps = 4)<<29.")
+                        "| (divider_steps = 4)<<29 | (write_ports - 1)<<30.")
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -159,7 +163,10 @@ class Accelerator(LiteXModule):
         ]
 
         # DRAM write stream -----------------------------------------------------------------------
-        self.writer = writer = LiteDRAMDMAWriter(write_port, fifo_depth=16)
+        if params.write_ports == 1:
+            self.writer = writer = LiteDRAMDMAWriter(write_port, fifo_depth=16)
+        else:
+            self.writer = writer = BankInterleavedWriter(self.write_ports, bank_shift, fifo_depth=16)
         self.wr_buffer = wr_buffer = stream.Buffer(writer.sink.description, pipe_valid=True, pipe_ready=True)
         self.comb += wr_buffer.source.connect(writer.sink)
         wr = wr_buffer.sink
@@ -167,7 +174,8 @@ class Accelerator(LiteXModule):
         wr_pending = Signal(8)
         self.comb += wr.address.eq(wr_addr)
         self.sync += [
-            wr_pending.eq(wr_pending + (wr.valid & wr.ready) - (write_port.wdata.valid & write_port.wdata.ready)),
+            wr_pending.eq(wr_pending + (wr.valid & wr.ready) - (writer.wdata_beats if params.write_ports == 2
+                                                                 else write_port.wdata.valid & write_port.wdata.ready)),
             If(wr.valid & wr.ready, wr_addr.eq(wr_addr + 1)),
         ]
 
@@ -376,7 +384,8 @@ class Accelerator(LiteXModule):
                 If(rd_wait & ~rd.valid, self.dram_stall.status.eq(self.dram_stall.status + 1)),
                 If(rd.valid & rd.ready, self.bytes_read.status.eq(self.bytes_read.status + isa.BEAT_BYTES)),
                 If(write_port.wdata.valid & write_port.wdata.ready,
-                    self.bytes_written.status.eq(self.bytes_written.status + isa.BEAT_BYTES)),
+                    self.bytes_written.status.eq(self.bytes_written.status + isa.BEAT_BYTES)) if params.write_ports == 1 else
+                self.bytes_written.status.eq(self.bytes_written.status + isa.BEAT_BYTES * writer.wdata_beats),
             )
         ]
         # Each class counter increments on its own (timing: no 14-way read-modify-write mux).
@@ -1868,10 +1877,14 @@ class Accelerator(LiteXModule):
                 If(fsm.ongoing("IDLE"), pf_pending.eq(0), pf_done.eq(0)),
             ]
 
+        # A read waits until every write before it has been handed to LiteDRAM: the crossbar
+        # does not order one port's read after another port's write to the same bank (a write
+        # port held by another bank can lose the arbitration), e.g. ATTN's keys and values
+        # right after KVWRITE's, or a LOAD after a STORE.
         fsm.act("BURST",
             If(req_beat + req_beats > dram_beats,
                 *fail("WINDOW", req_beat << 4)
-            ).Else(
+            ).Elif(req_write | (wr_pending == 0),
                 If(req_write,
                     NextValue(wr_addr, req_beat),
                     # A write over buffered instructions empties the buffer (they are refetched).
@@ -1887,6 +1900,17 @@ class Accelerator(LiteXModule):
         for state, stmts in fsm.actions.items():
             if state not in ("IDLE", "FLUSH", "DRAIN", "DONE"):
                 stmts.append(If(watchdog_fired, *fail("TIMEOUT")))
+
+    def _write_ports(self, write_port, params, bank_shift):
+        """The write ports as a list (``self.write_ports``), checked against Params.write_ports;
+        returns the first."""
+        self.write_ports = list(write_port) if isinstance(write_port, (list, tuple)) else [write_port]
+        if len(self.write_ports) != params.write_ports:
+            raise ValueError(f"Accelerator: Params.write_ports is {params.write_ports}, "
+                             f"got {len(self.write_ports)} ports")
+        if params.write_ports == 2 and bank_shift is None:
+            raise ValueError("Accelerator: two write ports need bank_shift")
+        return self.write_ports[0]
 
     def _read_queue_requests(self, push, push_addr, push_len, requests, next_k, next_k_pushes):
         """The read queue's next request: the first of ``requests`` (push, beat address,

@@ -1,4 +1,5 @@
-"""The core's DRAM read stream over two LiteDRAM read ports, one per bank parity.
+"""The core's DRAM read stream over two LiteDRAM read ports, one per bank parity, and its write
+stream over one or two write ports.
 
 Why two ports: LiteDRAM's crossbar locks a port to a bank while that bank machine still holds
 any of the port's commands (``litedram/core/crossbar.py``, ``bank.lock``). A single sequential
@@ -13,12 +14,15 @@ Commands are accepted in address order; a one-bit FIFO records which port each o
 so the data leaves in the same order whichever port's data returns first.
 """
 
+from functools import reduce
+from operator import xor
+
 from migen import *
 
 from litex.gen import LiteXModule
 from litex.soc.interconnect import stream
 
-from litedram.frontend.dma import LiteDRAMDMAReader
+from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
 
 class BankInterleavedReader(LiteXModule):
@@ -73,3 +77,46 @@ class BankInterleavedReader(LiteXModule):
         ]
         for i, reader in enumerate(readers):
             self.comb += reader.source.ready.eq(order.source.valid & (head == i) & source.ready)
+
+
+class BankInterleavedWriter(LiteXModule):
+    """``sink`` takes (beat address, data) (``LiteDRAMDMAWriter``'s sink). With two write ports,
+    each beat goes to the port given by the XOR of its bank number's three low bits (from
+    ``bank_shift``), so writes to two banks are in flight at once: the crossbar holds a port
+    while its bank still has the port's command, and KVWRITE's one-beat heads each open a row.
+    (By parity alone, heads whose rows are four banks apart, as stories260K's are, would all
+    share a port.) A beat address always maps to the same port, so two writes to one address
+    land in order; writes to different addresses have no order, as with any two ports.
+    ``wdata_beats``: how many beats the ports hand to the controller this cycle."""
+
+    def __init__(self, ports, bank_shift, fifo_depth=16):
+        if not 1 <= len(ports) <= 2:
+            raise ValueError("BankInterleavedWriter: one or two ports")
+        aw, dw = ports[0].address_width, ports[0].data_width
+        for port in ports:
+            if (port.address_width, port.data_width) != (aw, dw):
+                raise ValueError("BankInterleavedWriter: the ports must have the same shape")
+        self.sink = sink = stream.Endpoint([("address", aw), ("data", dw)])
+        self.wdata_beats = Signal(2)
+
+        # # #
+
+        self.writers = writers = [LiteDRAMDMAWriter(port, fifo_depth=fifo_depth) for port in ports]
+        for i, writer in enumerate(writers):
+            self.add_module(f"writer{i}", writer)
+        fires = [port.wdata.valid & port.wdata.ready for port in ports]
+        self.comb += self.wdata_beats.eq(sum(fires))
+        if len(ports) == 1:
+            self.comb += sink.connect(writers[0].sink)
+            return
+        sel = Signal()
+        self.comb += [
+            sel.eq(reduce(xor, [sink.address[bank_shift + k] for k in range(3)])),
+            sink.ready.eq(Array(w.sink.ready for w in writers)[sel]),
+        ]
+        for i, writer in enumerate(writers):
+            self.comb += [
+                writer.sink.valid.eq(sink.valid & (sel == i)),
+                writer.sink.address.eq(sink.address),
+                writer.sink.data.eq(sink.data),
+            ]

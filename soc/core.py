@@ -127,8 +127,9 @@ class LiteTransformerSoC(SoCCore):
         dram_size = self.bus.regions["main_ram"].size
         width     = 8 * isa.BEAT_BYTES
         read_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.read_ports)]
-        bank_shift = _bank_shift(crossbar, width) if params.read_ports == 2 else None
-        core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width),
+        bank_shift = _bank_shift(crossbar, width) if 2 in (params.read_ports, params.write_ports) else None
+        core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width) if params.write_ports == 1
+                           else [crossbar.get_port(mode="write", data_width=width) for _ in range(2)],
                            dram_size=dram_size, params=params, bank_shift=bank_shift)
         setattr(self, name, core)
         for key, value in isa.params_dict(params).items():

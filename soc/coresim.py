@@ -34,10 +34,12 @@ class CoreTop(Module):
         from gateware.accelerator import Accelerator
         aw = max((dram_size // isa.BEAT_BYTES - 1).bit_length(), 1) + 1
         rps = [LiteDRAMNativePort("read", address_width=aw, data_width=128) for _ in range(2)]
-        wp = LiteDRAMNativePort("write", address_width=aw, data_width=128)
+        wps = [LiteDRAMNativePort("write", address_width=aw, data_width=128) for _ in range(2)]
         # Bank runs of 4 beats: the read stream changes port far more often than on real DRAM.
-        # With Params.read_ports = 1 the second port stays idle.
-        self.submodules.core = core = Accelerator(rps[:params.read_ports], wp, dram_size=dram_size, params=params,
+        # With Params.read_ports (write_ports) = 1 the second read (write) port stays idle.
+        self.submodules.core = core = Accelerator(rps[:params.read_ports],
+                                                  wps if params.write_ports == 2 else wps[0],
+                                                  dram_size=dram_size, params=params,
                                                   bank_shift=CORESIM_BANK_SHIFT)
         for csr in core.get_csrs():          # bare core: CSRStatus drives its word from fields
             if hasattr(csr, "fields") and csr.__class__.__name__ == "CSRStatus":
@@ -69,7 +71,7 @@ class CoreTop(Module):
             io(name, 64, driven_by=getattr(core, name).status)
         io("retired", 32, driven_by=core.retired.status)
         io("fsm_state", 8, driven_by=core.fsm_state)
-        for prefix, port in (("rd0", rps[0]), ("rd1", rps[1]), ("wr", wp)):
+        for prefix, port in (("rd0", rps[0]), ("rd1", rps[1]), ("wr0", wps[0]), ("wr1", wps[1])):
             io(f"{prefix}_cmd_valid", 1, driven_by=port.cmd.valid)
             io(f"{prefix}_cmd_ready", 1, drive=port.cmd.ready)
             io(f"{prefix}_cmd_addr", aw, driven_by=port.cmd.addr)
@@ -77,9 +79,10 @@ class CoreTop(Module):
             io(f"{prefix}_rdata_valid", 1, drive=port.rdata.valid)
             io(f"{prefix}_rdata_ready", 1, driven_by=port.rdata.ready)
             io(f"{prefix}_rdata_data", 128, drive=port.rdata.data)
-        io("wr_wdata_valid", 1, driven_by=wp.wdata.valid)
-        io("wr_wdata_ready", 1, drive=wp.wdata.ready)
-        io("wr_wdata_data", 128, driven_by=wp.wdata.data)
+        for prefix, port in (("wr0", wps[0]), ("wr1", wps[1])):
+            io(f"{prefix}_wdata_valid", 1, driven_by=port.wdata.valid)
+            io(f"{prefix}_wdata_ready", 1, drive=port.wdata.ready)
+            io(f"{prefix}_wdata_data", 128, driven_by=port.wdata.data)
 
 # Build, cached by a hash of its inputs ----------------------------------------------------------
 

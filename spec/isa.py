@@ -92,7 +92,10 @@ class Params:
     two passes over the input (2 x its columns in cycles); ``read_fifo_depth`` beats per read
     port is what DRAM can deliver meanwhile, so a depth that covers the passes lets the stream
     run without a gap between them and the multiplies. ``read_ports``: the read stream goes
-    through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py).
+    through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py);
+    ``write_ports`` likewise for the write stream (two: a write to one bank need not wait for
+    the row another bank is opening, which KVWRITE's one-beat heads, each in a row of its own,
+    spend most of their time on).
     ``element_units``: copies of the RMSNORM, SILU and ROPE datapaths; that many slots run
     each of those instructions at once, in groups of that many slots (0: one copy per slot).
     ``act_read_ports``: read ports of each slot's activation scratchpad (2 or 4); MATVEC's
@@ -126,6 +129,7 @@ class Params:
     mac_lanes: int = 16      # L: int8 x int16 multipliers per slot
     read_fifo_depth: int = 64    # DRAM read beats in flight per read port (see below)
     read_ports: int = 2          # LiteDRAM read ports of the read stream (1 or 2)
+    write_ports: int = 1         # LiteDRAM write ports of the write stream (1 or 2)
     element_units: int = 0       # RMSNORM/SILU/ROPE datapaths (0 becomes slots: one per slot)
     act_read_ports: int = 2      # scratchpad reads per cycle per slot (MATVEC's input pass)
     write_stats: bool = True     # MATVEC/RMSNORM first passes from the writes before them
@@ -154,6 +158,8 @@ class Params:
             raise ValueError("Params.attn_pairs needs attn_overlap and act_read_ports = 4")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
+        if self.write_ports not in (1, 2):
+            raise ValueError(f"Params.write_ports = {self.write_ports}: must be 1 or 2")
         f = self.fetch_beats
         if f and (not 2 <= f <= 256 or f & (f - 1)):
             raise ValueError(f"Params.fetch_beats = {f}: must be 0 or a power of two in [2, 256]")
@@ -175,7 +181,8 @@ TARGET_PARAMS = {
     # input passes (2 x 1024 columns).
     # A 32-instruction buffer holds a whole decode program (25 instructions for the llama2.c models).
     "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
-                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True),
+                   read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
+                   write_ports=2),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

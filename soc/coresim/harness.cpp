@@ -1,5 +1,5 @@
 // Core-alone Verilator harness: the Accelerator between behavioural 128-bit native ports (two
-// read ports, one write port) over one flat DRAM array. Each read port returns its data in
+// read ports, two write ports) over one flat DRAM array. Each read port returns its data in
 // order after its own latency, drawn per job, so the two ports' data arrive out of step. Reads jobs from stdin, one per line:
 //   IN_PATH OUT_PATH PROG SLOTS NSLOTS WATCHDOG STALL_PERCENT SEED MAX_CYCLES
 // loads IN_PATH at DRAM offset 0 (the rest zero), runs until done, writes the whole DRAM to
@@ -18,6 +18,8 @@ static const int READ_LATENCY_MIN = 4, READ_LATENCY_SPREAD = 24;
 
 // The two read ports' signals by index.
 #define RD(p, field) (*((p) ? &top->rd1_##field : &top->rd0_##field))
+// And the two write ports'.
+#define WR(p, field) (*((p) ? &top->wr1_##field : &top->wr0_##field))
 
 struct Rng {
     uint64_t s;
@@ -53,11 +55,11 @@ int main(int argc, char** argv) {
         top->sys_rst = 0;
         top->prog = prog; top->slots = slots; top->nslots = nslots; top->watchdog = watchdog; top->start = 0;
         for (int p = 0; p < 2; p++) { RD(p, cmd_ready) = 0; RD(p, rdata_valid) = 0; }
-        top->wr_cmd_ready = 0; top->wr_wdata_ready = 0;
+        for (int p = 0; p < 2; p++) { WR(p, cmd_ready) = 0; WR(p, wdata_ready) = 0; }
         std::deque<std::pair<uint64_t, uint64_t>> reads[2];   // per read port: (ready cycle, beat)
         uint64_t latency[2];
         for (int p = 0; p < 2; p++) latency[p] = READ_LATENCY_MIN + rng.next() % READ_LATENCY_SPREAD;
-        std::deque<uint64_t> writes;
+        std::deque<uint64_t> writes[2];                       // per write port: beats commanded
         uint64_t cycle = 0, limit = max_cycles;
         bool started = false, bad = false;
         // LT_CORESIM_TRACE=FILE appends "cycle state" at every FSM state change (profiling).
@@ -79,31 +81,39 @@ int main(int argc, char** argv) {
                     else { static const uint8_t z[16] = {0}; set128(RD(p, rdata_data), z); bad = true; }
                 }
             }
-            top->wr_cmd_ready = !rng.chance(stall);
-            top->wr_wdata_ready = !rng.chance(stall);
+            for (int p = 0; p < 2; p++) {
+                WR(p, cmd_ready) = !rng.chance(stall);
+                WR(p, wdata_ready) = !rng.chance(stall);
+            }
             top->eval();
             for (int p = 0; p < 2; p++) {
                 rd_cmd[p] = RD(p, cmd_valid) && RD(p, cmd_ready);
                 rd_addr[p] = RD(p, cmd_addr);
                 rd_data[p] = rvalid[p] && RD(p, rdata_ready);
             }
-            bool wr_cmd = top->wr_cmd_valid && top->wr_cmd_ready;
-            uint64_t wr_addr = top->wr_cmd_addr;
-            bool wr_data = top->wr_wdata_valid && top->wr_wdata_ready;
-            uint8_t wbuf[16];
-            if (wr_data) get128(top->wr_wdata_data, wbuf);
+            bool wr_cmd[2], wr_data[2];
+            uint64_t wr_addr[2];
+            uint8_t wbuf[2][16];
+            for (int p = 0; p < 2; p++) {
+                wr_cmd[p] = WR(p, cmd_valid) && WR(p, cmd_ready);
+                wr_addr[p] = WR(p, cmd_addr);
+                wr_data[p] = WR(p, wdata_valid) && WR(p, wdata_ready);
+                if (wr_data[p]) get128(WR(p, wdata_data), wbuf[p]);
+            }
             top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval();
             cycle++;
             for (int p = 0; p < 2; p++) {
                 if (rd_cmd[p]) reads[p].push_back({cycle + latency[p], rd_addr[p]});
                 if (rd_data[p]) reads[p].pop_front();
             }
-            if (wr_cmd) writes.push_back(wr_addr);
-            if (wr_data) {
-                if (writes.empty()) { fprintf(stderr, "wdata without command\n"); return 3; }
-                uint64_t beat = writes.front(); writes.pop_front();
-                if ((beat + 1) * 16 <= dram_bytes) memcpy(&dram[beat * 16], wbuf, 16);
-                else bad = true;
+            for (int p = 0; p < 2; p++) {
+                if (wr_cmd[p]) writes[p].push_back(wr_addr[p]);
+                if (wr_data[p]) {
+                    if (writes[p].empty()) { fprintf(stderr, "wdata without command\n"); return 3; }
+                    uint64_t beat = writes[p].front(); writes[p].pop_front();
+                    if ((beat + 1) * 16 <= dram_bytes) memcpy(&dram[beat * 16], wbuf[p], 16);
+                    else bad = true;
+                }
             }
             if (trace && top->fsm_state != last_state) {
                 last_state = top->fsm_state;

@@ -1,5 +1,7 @@
 """BankInterleavedReader: every beat goes through the port of its bank's parity, and the data
-leave in request order even when the two ports answer at different latencies."""
+leave in request order even when the two ports answer at different latencies.
+BankInterleavedWriter: every beat goes through the port of its bank bits' XOR, and each port
+writes its beats in the order they came."""
 
 import random
 
@@ -8,7 +10,7 @@ from migen import passive, run_simulation
 
 from litedram.common import LiteDRAMNativePort
 
-from gateware.readstream import BankInterleavedReader
+from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from tests.gateware.dram_port_model import NativePortMemory
 
 BANK_SHIFT = 2          # 4-beat bank runs: the stream changes port every 4 beats
@@ -73,3 +75,52 @@ def test_one_port_passes_through():
     assert not hasattr(dut, "order")
     with pytest.raises(ValueError, match="one or two ports"):
         BankInterleavedReader([], None)
+
+
+def _bank_xor(a):
+    return ((a >> BANK_SHIFT) ^ (a >> (BANK_SHIFT + 1)) ^ (a >> (BANK_SHIFT + 2))) & 1
+
+
+def test_writes_by_bank_xor_in_order_per_port():
+    ports = [LiteDRAMNativePort("write", address_width=16, data_width=32) for _ in range(2)]
+    dut = BankInterleavedWriter(ports, BANK_SHIFT, fifo_depth=4)
+    mems = [NativePortMemory(p, seed=i, stall_probability=0.4) for i, p in enumerate(ports)]
+    rng = random.Random(3)
+    # A run, heads 16 beats (four banks) apart as KVWRITE's are, and one address twice.
+    addresses = list(range(3, 40)) + [100 + 16 * h for h in range(8)] + [7]
+    data = [rng.getrandbits(32) for _ in addresses]
+    handed = []
+
+    def writes():
+        for a, d in zip(addresses, data):
+            yield dut.sink.valid.eq(1)
+            yield dut.sink.address.eq(a)
+            yield dut.sink.data.eq(d)
+            yield
+            while not (yield dut.sink.ready):
+                yield
+        yield dut.sink.valid.eq(0)
+        for _ in range(200):
+            yield
+
+    @passive
+    def count():
+        while True:
+            handed.append((yield dut.wdata_beats))
+            yield
+
+    run_simulation(dut, [writes(), count()] + [m.generator() for m in mems])
+    for i in range(2):
+        mine = [(a, d) for a, d in zip(addresses, data) if _bank_xor(a) == i]
+        assert mems[i].writes == [a for a, _ in mine]
+        assert all(mems[i].beats[a] == d for a, d in dict(mine).items())     # the later 7 wins
+    assert sum(handed) == len(addresses)
+    # The KVWRITE-like heads alternate ports (by parity alone they would share one).
+    assert {_bank_xor(100 + 16 * h) for h in range(8)} == {0, 1}
+
+
+def test_one_write_port_passes_through():
+    port = LiteDRAMNativePort("write", address_width=16, data_width=32)
+    BankInterleavedWriter([port], None)
+    with pytest.raises(ValueError, match="one or two ports"):
+        BankInterleavedWriter([], None)
