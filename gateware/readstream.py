@@ -25,6 +25,16 @@ from litex.soc.interconnect import stream
 from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
 
+def _port_shape(ports, who):
+    """The (address width, data width) of one or two ports of the same shape."""
+    if not 1 <= len(ports) <= 2:
+        raise ValueError(f"{who}: one or two ports")
+    shape = ports[0].address_width, ports[0].data_width
+    if any((p.address_width, p.data_width) != shape for p in ports):
+        raise ValueError(f"{who}: the ports must have the same shape")
+    return shape
+
+
 class BankInterleavedReader(LiteXModule):
     """``sink`` takes beat addresses (``LiteDRAMDMAReader``'s sink); ``source`` gives their data
     in the order the addresses were accepted. ``ports``: one or two native read ports on the
@@ -32,12 +42,7 @@ class BankInterleavedReader(LiteXModule):
     one port it is unused). ``fifo_depth``: read data each port may hold in flight."""
 
     def __init__(self, ports, bank_shift, fifo_depth=64):
-        if not 1 <= len(ports) <= 2:
-            raise ValueError("BankInterleavedReader: one or two ports")
-        aw, dw = ports[0].address_width, ports[0].data_width
-        for port in ports:
-            if (port.address_width, port.data_width) != (aw, dw):
-                raise ValueError("BankInterleavedReader: the ports must have the same shape")
+        aw, dw = _port_shape(ports, "BankInterleavedReader")
         self.sink   = sink   = stream.Endpoint([("address", aw)])
         self.source = source = stream.Endpoint([("data", dw)])
 
@@ -90,12 +95,7 @@ class BankInterleavedWriter(LiteXModule):
     ``wdata_beats``: how many beats the ports hand to the controller this cycle."""
 
     def __init__(self, ports, bank_shift, fifo_depth=16):
-        if not 1 <= len(ports) <= 2:
-            raise ValueError("BankInterleavedWriter: one or two ports")
-        aw, dw = ports[0].address_width, ports[0].data_width
-        for port in ports:
-            if (port.address_width, port.data_width) != (aw, dw):
-                raise ValueError("BankInterleavedWriter: the ports must have the same shape")
+        aw, dw = _port_shape(ports, "BankInterleavedWriter")
         self.sink = sink = stream.Endpoint([("address", aw), ("data", dw)])
         self.wdata_beats = Signal(2)
 
