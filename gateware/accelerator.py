@@ -455,12 +455,13 @@ class Accelerator(LiteXModule):
         if FB:
             # FETCH reads the instruction from the buffer; on a miss it first fills the buffer
             # with up to FB beats from pc (no further than the end of DRAM, so a fill faults
-            # only where a one-beat fetch would). A fill waits until the writes issued so far
-            # have reached LiteDRAM, so it reads what the program wrote over itself.
+            # only where a one-beat fetch would). Like every read burst, a fill waits until the
+            # writes issued so far have reached LiteDRAM (BURST), so it reads what the program
+            # wrote over itself.
             fsm.act("FETCH",
                 If(fb_hit,
                     NextState("DECODE")
-                ).Elif(wr_pending == 0,
+                ).Else(
                     NextValue(fb_count, 0), NextValue(fb_base, pc_beat), NextValue(fb_fill, fb_nb),
                     NextValue(i, 0), *burst(pc_addr, fb_nb << 4, "FB_FILL")
                 )

@@ -1,5 +1,5 @@
 """The core's DRAM read stream over two LiteDRAM read ports, one per bank parity, and its write
-stream over one or two write ports.
+stream over two write ports.
 
 Why two ports: LiteDRAM's crossbar locks a port to a bank while that bank machine still holds
 any of the port's commands (``litedram/core/crossbar.py``, ``bank.lock``). A single sequential
@@ -85,8 +85,8 @@ class BankInterleavedReader(LiteXModule):
 
 
 class BankInterleavedWriter(LiteXModule):
-    """``sink`` takes (beat address, data) (``LiteDRAMDMAWriter``'s sink). With two write ports,
-    each beat goes to the port given by the XOR of its bank number's three low bits (from
+    """``sink`` takes (beat address, data) (``LiteDRAMDMAWriter``'s sink). Of its two write
+    ports, each beat goes to the port given by the XOR of its bank number's three low bits (from
     ``bank_shift``), so writes to two banks are in flight at once: the crossbar holds a port
     while its bank still has the port's command, and KVWRITE's one-beat heads each open a row.
     (By parity alone, heads whose rows are four banks apart, as stories260K's are, would all
@@ -96,6 +96,8 @@ class BankInterleavedWriter(LiteXModule):
 
     def __init__(self, ports, bank_shift, fifo_depth=16):
         aw, dw = _port_shape(ports, "BankInterleavedWriter")
+        if len(ports) != 2:       # (one port: the core uses LiteDRAM's writer as it is)
+            raise ValueError("BankInterleavedWriter: two ports")
         self.sink = sink = stream.Endpoint([("address", aw), ("data", dw)])
         self.wdata_beats = Signal(2)
 
@@ -104,11 +106,7 @@ class BankInterleavedWriter(LiteXModule):
         self.writers = writers = [LiteDRAMDMAWriter(port, fifo_depth=fifo_depth) for port in ports]
         for i, writer in enumerate(writers):
             self.add_module(f"writer{i}", writer)
-        fires = [port.wdata.valid & port.wdata.ready for port in ports]
-        self.comb += self.wdata_beats.eq(sum(fires))
-        if len(ports) == 1:
-            self.comb += sink.connect(writers[0].sink)
-            return
+        self.comb += self.wdata_beats.eq(sum(port.wdata.valid & port.wdata.ready for port in ports))
         sel = Signal()
         self.comb += [
             sel.eq(reduce(xor, [sink.address[bank_shift + k] for k in range(3)])),

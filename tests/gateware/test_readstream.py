@@ -119,8 +119,9 @@ def test_writes_by_bank_xor_in_order_per_port():
     assert {_bank_xor(100 + 16 * h) for h in range(8)} == {0, 1}
 
 
-def test_one_write_port_passes_through():
+def test_the_writer_takes_two_ports():
     port = LiteDRAMNativePort("write", address_width=16, data_width=32)
-    BankInterleavedWriter([port], None)
+    with pytest.raises(ValueError, match="two ports"):
+        BankInterleavedWriter([port], 2)
     with pytest.raises(ValueError, match="one or two ports"):
         BankInterleavedWriter([], None)
