@@ -14,7 +14,7 @@ import urllib.parse
 import zlib
 
 import spec
-from spec import isa
+from spec import isa, registers
 from driver.csr import CSRMap
 from driver.errors import (AcceleratorError, ChecksumMismatch, DeviceError, LinkError, SimulatorDied,
                            SpecMismatch)
@@ -320,20 +320,8 @@ class Device:
         if not hasattr(self, "_accel_params"):
             if "accel_config" not in self.csr.registers:
                 raise DeviceError(f"{self.name} has no transformer core (no accel registers in its CSR map)")
-            c, c2, c3 = (self.read_reg(f"accel_config{k}") for k in ("", "2", "3"))
-            self._accel_params = isa.Params(slots=c & 0xff, act_depth=1 << ((c >> 8) & 0xff),
-                                            max_cols=1 << ((c >> 16) & 0xff), max_seq=1 << ((c >> 24) & 0xff),
-                                            max_head=1 << (c2 & 0xff), mac_lanes=1 << ((c2 >> 8) & 0xff),
-                                            read_fifo_depth=1 << ((c2 >> 16) & 0xff),
-                                            read_ports=(c2 >> 24) & 0xf,
-                                            element_units=1 << ((c2 >> 28) & 0xf),
-                                            fetch_beats=c3 & 0x1ff, act_read_ports=2 + ((c3 >> 16) & 0xff),
-                                            write_stats=bool((c3 >> 24) & 1),
-                                            divider_steps=4 if (c3 >> 29) & 1 else 1 + ((c3 >> 25) & 1),
-                                            fast_exponent=bool((c3 >> 26) & 1),
-                                            attn_overlap=bool((c3 >> 27) & 1),
-                                            attn_pairs=bool((c3 >> 28) & 1),
-                                            write_ports=1 + ((c3 >> 30) & 1))
+            words = (self.read_reg(f"accel_config{k}") for k in ("", "2", "3"))
+            self._accel_params = registers.params_from_config(*words)
         return self._accel_params
 
     def run_program(self, prog, slots, nslots, watchdog=0, timeout=120.0):
@@ -350,14 +338,15 @@ class Device:
         delay = 0.0005
         while True:
             status = self.read_reg("accel_status")
-            if status & 2 and not status & 1:
+            state = registers.unpack(registers.STATUS, status)
+            if state["done"] and not state["busy"]:
                 break
             if time.monotonic() > deadline:
                 raise DeviceError(f"{self.name}: the transformer core is still busy after {timeout:.0f} s "
                                   f"(status 0x{status:x}); set a watchdog to bound a run in cycles")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
-        code = (status >> 8) & 0xff
+        code = state["error"]
         if code:
             addr = self.read_reg("accel_err_addr")
             name = isa.ERROR_NAMES.get(code, f"code {code}")

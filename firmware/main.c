@@ -88,10 +88,10 @@ static int32_t run_position(const struct mailbox *mb, uint32_t token, uint32_t p
 	accel_control_write(1);
 	do {
 		status = accel_status_read();
-	} while ((status & (1 << CSR_ACCEL_STATUS_BUSY_OFFSET)) || !(status & (1 << CSR_ACCEL_STATUS_DONE_OFFSET)));
+	} while ((status & (1 << LT_STATUS_BUSY_OFFSET)) || !(status & (1 << LT_STATUS_DONE_OFFSET)));
 	*cycles += accel_cycles_read();
 
-	code = (status >> CSR_ACCEL_STATUS_ERROR_OFFSET) & ((1 << CSR_ACCEL_STATUS_ERROR_SIZE) - 1);
+	code = (status >> LT_STATUS_ERROR_OFFSET) & ((1 << LT_STATUS_ERROR_SIZE) - 1);
 	if (code != LT_ERROR_NONE) {
 		printf("E %lu 0x%08lx\n", (unsigned long)code, (unsigned long)accel_err_addr_read());
 		return -1;

@@ -25,9 +25,12 @@ from litex.soc.interconnect import stream
 
 from litedram.frontend.dma import LiteDRAMDMAWriter
 
-from spec import isa, numerics as N
+from spec import isa, numerics as N, registers as reglayout
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
 from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
+from gateware.core.counters import Counters
+from gateware.core.readbursts import ReadBursts
+from gateware.core.scratchpad import Scratchpads
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -87,27 +90,14 @@ class Accelerator(LiteXModule):
         self.slots    = CSRStorage(32, description="DRAM byte address of the slot table.")
         self.nslots   = CSRStorage(8, reset=1, description="Active batch slots (1..B).")
         self.watchdog = CSRStorage(32, description="Stop with TIMEOUT after this many cycles (0: never).")
-        self.status   = CSRStatus(fields=[
-            CSRField("busy",  size=1, offset=0),
-            CSRField("done",  size=1, offset=1, description="Finished (cleanly or with an error)."),
-            CSRField("error", size=8, offset=8, description="spec.isa.ERRORS code; 0 = none."),
-        ])
+        self.status   = CSRStatus(fields=[CSRField(name, size=width, offset=lsb) for name, lsb, width in reglayout.STATUS],
+            description="Run state (spec.registers.STATUS): busy, done (cleanly or with an error), "
+                        "error (spec.isa.ERRORS code; 0 = none).")
         self.err_addr = CSRStatus(32, description="Instruction or DRAM byte address of the error.")
-        self.config   = CSRStatus(32, reset=B | (log2_int(D) << 8) | (log2_int(params.max_cols) << 16)
-            | (log2_int(params.max_seq) << 24), description="slots | log2 act_depth<<8 | log2 max_cols<<16 | log2 max_seq<<24.")
-        self.config2  = CSRStatus(32, reset=log2_int(params.max_head) | (log2_int(params.mac_lanes) << 8)
-            | (log2_int(params.read_fifo_depth) << 16) | (params.read_ports << 24)
-            | (log2_int(params.element_units) << 28),
-            description="log2 max_head | log2 mac_lanes<<8 | log2 read_fifo_depth<<16 | read_ports<<24 "
-                        "| log2 element_units<<28.")
-        # The fields past fetch_beats read 0 for the smallest core (a build without them).
-        self.config3  = CSRStatus(32, reset=params.fetch_beats | ((params.act_read_ports - 2) << 16)
-            | (int(params.write_stats) << 24) | (int(params.divider_steps >= 2) << 25) | (int(params.fast_exponent) << 26)
-            | (int(params.attn_overlap) << 27) | (int(params.attn_pairs) << 28) | (int(params.divider_steps == 4) << 29)
-            | ((params.write_ports - 1) << 30),
-            description="fetch_beats (0: no instruction buffer) | (act_read_ports - 2)<<16 | write_stats<<24 "
-                        "| (divider_steps >= 2)<<25 | fast_exponent<<26 | attn_overlap<<27 | attn_pairs<<28 "
-                        "| (divider_steps = 4)<<29 | (write_ports - 1)<<30.")
+        # What the core was built with (spec.registers: the driver compiles for the core it finds).
+        for name, word in zip(("config", "config2", "config3"), reglayout.config_words(params)):
+            setattr(self, name, CSRStatus(32, reset=word, name=name,
+                                          description=f"Params, as spec.registers.{name.upper()} lays them out."))
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
         self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
@@ -129,38 +119,18 @@ class Accelerator(LiteXModule):
         self.rd_buffer = rd_buffer = stream.Buffer(reader.source.description, pipe_valid=True, pipe_ready=True)
         self.comb += reader.source.connect(rd_buffer.sink)
         rd = rd_buffer.source
-        rd_addr      = Signal(read_port.address_width)
-        rd_remaining = Signal(32)
-        rd_outstanding = Signal(32)
-        rd_start_addr = Signal(read_port.address_width)
-        rd_start_len  = Signal(32)
-        rd_start      = Signal()
-        rd_more = Signal()                # registered rd_remaining != 0 (timing: it feeds
-        self.comb += [                    # LiteDRAM's crossbar arbitration)
-            reader.sink.valid.eq(rd_more),
-            reader.sink.address.eq(rd_addr),
-        ]
-        # One queued burst (ATTN's next K, already checked against the window): it starts once
-        # the burst in progress has sent its last address, so its beats follow that burst's.
-        rdq_valid, rdq_push = Signal(), Signal()
+        # Its address side (gateware/core/readbursts.py): the burst in progress and one queued
+        # (ATTN's next K, already checked against the window).
+        self.bursts = bursts = ReadBursts(reader.sink, read_port.address_width, rd.valid & rd.ready)
+        rd_remaining, rd_outstanding, rd_more = bursts.remaining, bursts.outstanding, bursts.more
+        rd_start, rd_start_addr, rd_start_len = bursts.start, bursts.start_addr, bursts.start_len
+        rdq_valid, rdq_push = bursts.queued, bursts.push
+        rdq_push_addr, rdq_push_len = bursts.push_addr, bursts.push_len
         # Flags of the units below, declared here because the sequencer's states (IDLE, DRAIN)
         # read or clear them before those units are written out.
         kv_early = Signal()               # ATTN: the current head's K is already requested
         ebvalid = Signal()                # EMBED: a row beat is held in ``beat``
         od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
-        rdq_addr, rdq_len = Signal(read_port.address_width), Signal(32)
-        rdq_push_addr, rdq_push_len = Signal(read_port.address_width), Signal(32)
-        self.sync += If(rdq_push, rdq_valid.eq(1), rdq_addr.eq(rdq_push_addr), rdq_len.eq(rdq_push_len))
-        self.sync += [
-            If(rd_start,
-                rd_addr.eq(rd_start_addr), rd_remaining.eq(rd_start_len), rd_more.eq(rd_start_len != 0)
-            ).Elif(reader.sink.valid & reader.sink.ready,
-                rd_addr.eq(rd_addr + 1), rd_remaining.eq(rd_remaining - 1), rd_more.eq(rd_remaining != 1)
-            ).Elif(rdq_valid & ~rd_more,
-                rd_addr.eq(rdq_addr), rd_remaining.eq(rdq_len), rd_more.eq(rdq_len != 0), rdq_valid.eq(0)
-            ),
-            rd_outstanding.eq(rd_outstanding + (reader.sink.valid & reader.sink.ready) - (rd.valid & rd.ready)),
-        ]
 
         # DRAM write stream -----------------------------------------------------------------------
         if params.write_ports == 1:
@@ -179,19 +149,19 @@ class Accelerator(LiteXModule):
             If(wr.valid & wr.ready, wr_addr.eq(wr_addr + 1)),
         ]
 
-        # Activation scratchpads, one per slot ----------------------------------------------------
-        act_radr  = Signal(max=D)
-        act_radr2 = Signal(max=D)         # second read port (SILU reads both operands at once)
+        # Activation scratchpads, one per slot (gateware/core/scratchpad.py) -----------------------
+        XR = params.act_read_ports        # MATVEC's input pass reads XR elements a cycle
+        self.act = act = Scratchpads(B, D, XR, write_taps=params.write_stats)
+        act_radr, act_radr2 = act.radr[:2]    # the second: SILU reads both operands at once
+        act_rdat, act_rdat2 = act.rdat[:2]
+        act_radr_x, act_rdat_x = act.radr[2:], act.rdat[2:]    # MATVEC's ports beyond the two
+        wq_dat, wq_we = act.wq_dat, act.wq_we                  # each slot's write as it reaches the RAM
         act_wadr  = Signal(max=D)
         act_wdat  = Signal((32, True))
         act_we    = Signal()              # current slot
         act_we_all = Signal()             # every active slot at once (MATVEC, RMSNORM, ROPE, SILU)
         mv_out    = [Signal((32, True)) for _ in range(B)]
         all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
-        act_rdat, act_rdat2 = [], []
-        XR = params.act_read_ports        # MATVEC's input pass reads XR elements a cycle
-        act_radr_x = [Signal(max=D) for _ in range(XR - 2)]       # its ports beyond the two
-        act_rdat_x = [[] for _ in range(XR - 2)]
         if XR == 4:
             self.kv_idle = Signal()       # KVWRITE has handed every beat it read to the port
             self.pack4_idle = Signal()    # the four-element int16 packer is empty
@@ -199,7 +169,6 @@ class Accelerator(LiteXModule):
             self.attn_v_busy = Signal()   # ATTN: a head's last V beats are still being summed
         if params.attn_pairs:
             self._attn_pair_signals()     # ATTN's heads two at a time (_attn_pairs)
-        wq_dat, wq_we = [], []            # each slot's write as it reaches the RAM
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
         # RMSNORM, SILU and ROPE take the slots in groups of U, one datapath (lane) per slot of
@@ -207,50 +176,13 @@ class Accelerator(LiteXModule):
         group = Signal(max=max(B // U, 2))
         lane = Signal(max=max(U, 2))
         unit_pass = Signal()              # an all-slot write from RMSNORM, SILU or ROPE
+        # The sequencer's write mux: one slot's element, or every active slot's at once.
+        self.comb += act.wadr.eq(act_wadr)
+        wslot = Mux(self.ap_od_wr, self.ap_od_slot, slot) if params.attn_pairs else slot
         for s in range(B):
-            mem = Memory(32, D)
-            rp, rp2 = mem.get_port(async_read=True), mem.get_port(async_read=True)
-            wp = mem.get_port(write_capable=True)
-            self.specials += mem, rp, rp2, wp
-            # Each read goes through two registers: the block RAM's own (Yosys merges the first
-            # into it) and one next to it, so an element is in act_rdat two cycles after its
-            # address (timing: a DP16KD's clock-to-out is 5.8 ns, too much to also cross the chip
-            # into a unit's logic in one cycle). With a synchronous Migen port, Yosys would merge
-            # the data register and leave the address register in the fabric instead.
-            rdat, rdat2 = [Signal(32) for _ in range(2)], [Signal(32) for _ in range(2)]
-            self.sync += [
-                rdat[0].eq(rp.dat_r), rdat[1].eq(rdat[0]),
-                rdat2[0].eq(rp2.dat_r), rdat2[1].eq(rdat2[0]),
-            ]
-            for x in range(XR - 2):
-                rpx = mem.get_port(async_read=True)
-                self.specials += rpx
-                rdx = [Signal(32) for _ in range(2)]
-                self.comb += rpx.adr.eq(act_radr_x[x])
-                self.sync += [rdx[0].eq(rpx.dat_r), rdx[1].eq(rdx[0])]
-                act_rdat_x[x].append(_signed(self, rdx[1], 32))
-            act_rdat.append(_signed(self, rdat[1], 32))
-            act_rdat2.append(_signed(self, rdat2[1], 32))
-            # Writes are registered on their way to the RAM (timing: the units' rounding and the
-            # FSM's write mux end in a register, not at a block RAM far away). A write lands one
-            # cycle later; the ISA only lets an instruction write a range it does not read, or
-            # the very element it has already read, so no read can tell.
-            wadr_q, wdat_q, we_q = Signal(max=D), Signal(32), Signal()
             in_group = ((group == s // U) | ~unit_pass) if U < B else 1   # MATVEC writes every slot
-            self.sync += [
-                wadr_q.eq(act_wadr),
-                If(act_we_all, wdat_q.eq(all_wdat[s]), we_q.eq((s < nslots) & in_group)
-                ).Else(wdat_q.eq(act_wdat), we_q.eq(act_we & (((Mux(self.ap_od_wr, self.ap_od_slot, slot)
-                                                                  if params.attn_pairs else slot)) == s))),
-            ]
-            self.comb += [
-                rp.adr.eq(act_radr),
-                rp2.adr.eq(act_radr2),
-                wp.adr.eq(wadr_q), wp.dat_w.eq(wdat_q), wp.we.eq(we_q),
-            ]
-            if params.write_stats:
-                wq_dat.append(_signed(self, wdat_q, 32))
-                wq_we.append(we_q)
+            self.comb += If(act_we_all, act.wdat[s].eq(all_wdat[s]), act.we[s].eq((s < nslots) & in_group)
+                         ).Else(act.wdat[s].eq(act_wdat), act.we[s].eq(act_we & (wslot == s)))
         ard = _signed(self, Array(act_rdat)[slot], 32)
         if U == B:
             lane_rdat, lane_rdat2 = act_rdat, act_rdat2
@@ -365,36 +297,19 @@ class Accelerator(LiteXModule):
                 NextValue(slot, slot + 1), NextState(again)
             )
 
-        # Counters ---------------------------------------------------------------------------------
-        cls = Signal(max=len(CLASSES))
-        cls_q = Signal(max=len(CLASSES))          # registered: the class decode stays off the counters' path
-        self.sync += cls_q.eq(cls)
-        class_cycles = Array(Signal(64, name=f"cycles_{c.lower()}") for c in CLASSES)
-        counting = Signal()
-        mac_beat, rd_wait = Signal(), Signal()
-        clear = Signal()
-        self.sync += [
-            If(clear,
-                self.cycles.status.eq(0), self.mac_busy.status.eq(0), self.dram_stall.status.eq(0),
-                self.bytes_read.status.eq(0), self.bytes_written.status.eq(0), self.retired.status.eq(0),
-                *[c.eq(0) for c in class_cycles],
-            ).Elif(counting,
-                self.cycles.status.eq(self.cycles.status + 1),
-                If(mac_beat, self.mac_busy.status.eq(self.mac_busy.status + 1)),
-                If(rd_wait & ~rd.valid, self.dram_stall.status.eq(self.dram_stall.status + 1)),
-                If(rd.valid & rd.ready, self.bytes_read.status.eq(self.bytes_read.status + isa.BEAT_BYTES)),
-                If(write_port.wdata.valid & write_port.wdata.ready,
-                    self.bytes_written.status.eq(self.bytes_written.status + isa.BEAT_BYTES)) if params.write_ports == 1 else
-                self.bytes_written.status.eq(self.bytes_written.status + isa.BEAT_BYTES * writer.wdata_beats),
-            )
+        # Counters (gateware/core/counters.py) -----------------------------------------------------
+        self.counters = counters = Counters(len(CLASSES))
+        cls, counting, clear = counters.cls, counters.counting, counters.clear
+        mac_beat, rd_wait = counters.mac_beat, Signal()
+        watchdog_fired = counters.watchdog_fired
+        wbeats = (write_port.wdata.valid & write_port.wdata.ready) if params.write_ports == 1 else writer.wdata_beats
+        self.comb += [
+            counters.stall.eq(rd_wait & ~rd.valid), counters.read_beat.eq(rd.valid & rd.ready),
+            counters.write_beats.eq(wbeats),
+            counters.class_sel.eq(self.class_sel.storage), counters.watchdog.eq(self.watchdog.storage),
+            *[getattr(self, name).status.eq(getattr(counters, name)) for name in
+              ("cycles", "mac_busy", "dram_stall", "bytes_read", "bytes_written", "retired", "class_cycles")],
         ]
-        # Each class counter increments on its own (timing: no 14-way read-modify-write mux).
-        for c, counter in enumerate(class_cycles):
-            self.sync += If(~clear & counting & (cls_q == c), counter.eq(counter + 1))
-        self.comb += self.class_cycles.status.eq(class_cycles[self.class_sel.storage])
-        watchdog_fired = Signal()       # registered: a 64-bit compare stays off every state's path
-        self.sync += watchdog_fired.eq(~clear & counting & (self.watchdog.storage != 0)
-                                       & (self.cycles.status >= self.watchdog.storage))
 
         # Shared units -----------------------------------------------------------------------------
         # Dividers (2, 4 or 8 quotient bits a cycle: Params.divider_steps) that start at the
@@ -512,7 +427,7 @@ class Accelerator(LiteXModule):
         O = isa.OPCODES
         fsm.act("EXECUTE",
             Case(op, {
-                O["HALT"]:    [NextValue(self.retired.status, self.retired.status + 1), NextState("DRAIN")],
+                O["HALT"]:    [counters.retire.eq(1), NextState("DRAIN")],
                 O["SETR"]:    need(dst < isa.N_REGS, NextValue(regs[dst[0:3]], addr), NextState("NEXT")),
                 O["LOOP"]:    need(~in_loop & (n >= 1),
                                    NextValue(in_loop, 1), NextValue(loop_n, n), NextValue(layer, 0),
@@ -551,7 +466,7 @@ class Accelerator(LiteXModule):
         # The next instruction in sequence is already read from the instruction buffer (pc + 1,
         # la_word): NEXT decodes it and skips FETCH and DECODE. A jump fetches.
         fsm.act("NEXT",
-            NextValue(self.retired.status, self.retired.status + 1),
+            counters.retire.eq(1),
             NextValue(pc, Mux(jump, loop_start, pc + 1)),
             If(~jump & la_hit, *decode(la_word)).Else(NextState("FETCH")) if FB else NextState("FETCH")
         )
@@ -568,7 +483,7 @@ class Accelerator(LiteXModule):
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
         )
-        self.sync += If(fsm.ongoing("FLUSH"), rd_remaining.eq(0), rd_more.eq(0), rdq_valid.eq(0))
+        self.comb += bursts.flush.eq(fsm.ongoing("FLUSH"))
 
         # Write statistics -------------------------------------------------------------------------
         # MATVEC's first pass finds its input's largest |x| and RMSNORM's first pass sums its

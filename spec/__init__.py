@@ -2,8 +2,9 @@
 
 Pure Python on purpose (no migen, no litex): the driver and the golden model import it on
 machines without the HDL toolchain. This file holds the host link contract (bulk path, checksum
-engine, info block); spec.isa the instruction set, parameters and DRAM formats; spec.numerics
-the integer formats and functions. The hash covers all three.
+engine, info block); spec.isa the instruction set, parameters and DRAM formats; spec.registers
+the core's register word layouts; spec.numerics the integer formats and functions. The hash
+covers all four.
 
 The SoC exposes ``SPEC_VERSION`` and ``spec_hash()`` in read-only registers; the driver refuses
 to talk to a device whose values differ from its own.
@@ -52,12 +53,13 @@ def crc32_reference(data, crc=0):
 
 
 def _spec_contents():
-    from spec import isa, numerics
+    from spec import isa, numerics, registers
     num = {k: v for k, v in vars(numerics).items() if k.isupper() and isinstance(v, (int, float))}
     tables = {k: hashlib.sha256(getattr(numerics, k).tobytes()).hexdigest()
               for k in ("EXP2_TABLE", "SIGMOID_TABLE", "RSQRT_TABLE")}
     return {
         "isa": isa.spec_contents(),
+        "registers": registers.spec_contents(),
         "numerics": num,
         "tables": tables,
         "version": list(SPEC_VERSION),

@@ -325,7 +325,8 @@ def pack_slots(slots):
 
 
 def c_header():
-    """The ISA as a C header for firmware (opcodes, field positions, flags, registers, errors)."""
+    """The ISA as a C header for firmware (opcodes, field positions, flags, registers, errors, and
+    the register word layouts of spec.registers)."""
     lines = ["/* Generated from spec/isa.py: do not edit. */", "#ifndef LITETRANSFORMER_ISA_H",
              "#define LITETRANSFORMER_ISA_H", "", f"#define LT_BEAT_BYTES {BEAT_BYTES}", f"#define LT_LANES {LANES}"]
     lines += [f"#define LT_FIELD_{k.upper()}_LSB {lsb}\n#define LT_FIELD_{k.upper()}_WIDTH {w}"
@@ -334,6 +335,8 @@ def c_header():
     lines += [f"#define LT_FLAG_LAYER {FLAG_LAYER}", f"#define LT_FLAG_ACC {FLAG_ACC}"]
     lines += [f"#define LT_REG_{k} {v}" for k, v in REGS.items()]
     lines += [f"#define LT_ERROR_{k} {v}" for k, v in ERRORS.items()]
+    from spec import registers
+    lines += registers.c_header_lines()
     lines += ["", "#endif", ""]
     return "\n".join(lines)
 
