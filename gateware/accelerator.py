@@ -31,6 +31,9 @@ from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from gateware.core.counters import Counters
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
+from gateware.core.silu import Silu
+from gateware.core.unpack import BeatUnpacker
+from gateware.core.writestats import WriteStats
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -129,7 +132,6 @@ class Accelerator(LiteXModule):
         # Flags of the units below, declared here because the sequencer's states (IDLE, DRAIN)
         # read or clear them before those units are written out.
         kv_early = Signal()               # ATTN: the current head's K is already requested
-        ebvalid = Signal()                # EMBED: a row beat is held in ``beat``
         od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
 
         # DRAM write stream -----------------------------------------------------------------------
@@ -277,9 +279,11 @@ class Accelerator(LiteXModule):
 
         err_addr = self.err_addr.status
 
+        abort = Signal()                  # a fault: the units stop where they are
+
         def fail(code, where=None):
             return [NextValue(err_code, isa.ERRORS[code]), NextValue(err_addr, pc_addr if where is None else where),
-                    NextState("FLUSH")]
+                    abort.eq(1), NextState("FLUSH")]
 
         def next_group(again):
             """After an element unit pass: the next group of slots, or the next instruction."""
@@ -334,9 +338,7 @@ class Accelerator(LiteXModule):
         hm = Signal(32)                   # h * m, kept by adding m per head (timing: no multiplier
                                           # between the FSM's registers; its DSP was placed 70
                                           # tiles from both, a 23 ns path on the ULX3S)
-        beat = Signal(128)
         word = Signal(128)
-        fshift = Signal(6)
 
         # Control: fetch, decode, next ------------------------------------------------------------
         fsm.act("IDLE",
@@ -485,108 +487,28 @@ class Accelerator(LiteXModule):
         )
         self.comb += bursts.flush.eq(fsm.ongoing("FLUSH"))
 
-        # Write statistics -------------------------------------------------------------------------
-        # MATVEC's first pass finds its input's largest |x| and RMSNORM's first pass sums its
-        # input's squares, over a vector an instruction before has just written. Both figures
-        # are gathered here as the writes reach the scratchpads, per slot, for two ranges: the
-        # last one MATVEC wrote (entry 0: the residual stream, RMSNORM's input) and the last one
-        # any other instruction wrote (entry 1: RMSNORM, ATTN and SILU outputs, MATVEC's
-        # inputs). An instruction whose input is exactly such a range, complete and not written
-        # since, takes the figures and skips its pass: the same integers, m/2 + 5 or n + 5
-        # cycles fewer. An instruction starts its entry afresh (EXECUTE), marks it complete when
-        # it retires (NEXT) and drops the other entry if it writes into that one's range.
-        # Params.write_stats: without it, st_use stays 0.
+        # Write statistics (gateware/core/writestats.py): an input vector's largest |x| and sum of
+        # squares, gathered as an instruction before wrote it (Params.write_stats; without it,
+        # st_use stays 0 and MATVEC and RMSNORM take their first passes).
         WS = params.write_stats
-        st_use = Signal()
-        use_amax = [Signal(32, name=f"wstat_use_amax{s}") for s in range(B)]
-        use_sumsq = [Signal(64, name=f"wstat_use_sumsq{s}") for s in range(B)]
         if WS:
-            writer_ops = [O[name] for name in ("EMBED", "RMSNORM", "MATVEC", "ROPE", "ATTN", "SILU", "LOAD")]
-            is_writer = Signal()
-            self.comb += is_writer.eq(reduce(or_, [op == code for code in writer_ops]))
-            st_lo = [Signal(17, name=f"wstat_lo{e}") for e in range(2)]
-            st_hi = [Signal(17, name=f"wstat_hi{e}") for e in range(2)]
-            st_valid = [Signal(name=f"wstat_valid{e}") for e in range(2)]
-            st_amax = [[Signal(32, name=f"wstat{e}_amax{s}") for s in range(B)] for e in range(2)]
-            st_sumsq = [[Signal(64, name=f"wstat{e}_sumsq{s}") for s in range(B)] for e in range(2)]
-            st_entry = Signal()               # the entry the current instruction writes
-            st_building = Signal()
-            # Registered from the fields (settled in DECODE; nm in PREP2), used in EXECUTE.
-            wr_hi, in_hi = Signal(17), Signal(17)
-            st_hit = [Signal(name=f"wstat_hit{e}") for e in range(2)]
-            st_pipe = Signal()                # writes still on their way into the figures
-            self.sync += [
-                wr_hi.eq(dst + Mux(op == O["ATTN"], nm, n)),
-                in_hi.eq(src + Mux(op == O["MATVEC"], m, n)),
-                *[st_hit[e].eq(st_valid[e] & (st_lo[e] == src) & (st_hi[e] == in_hi) & ~st_pipe) for e in range(2)],
+            self.wstats = wstats = WriteStats(B)
+            self.comb += [
+                wstats.op.eq(op), wstats.dst.eq(dst), wstats.src.eq(src), wstats.n.eq(n), wstats.m.eq(m),
+                wstats.nm.eq(nm), wstats.issue.eq(fsm.ongoing("EXECUTE")), wstats.advance.eq(fsm.ongoing("NEXT")),
+                wstats.reset.eq(fsm.ongoing("IDLE")),
+                *[wstats.wdat[s].eq(wq_dat[s]) for s in range(B)], *[wstats.we[s].eq(wq_we[s]) for s in range(B)],
             ]
-            # Captured in EXECUTE, before the instruction's own entry starts afresh.
-            execute = fsm.ongoing("EXECUTE")
-            op_entry = Signal()
-            self.comb += op_entry.eq(op != O["MATVEC"])
-            self.sync += If(execute,
-                st_use.eq(st_hit[0] | st_hit[1]),
-                *[use_amax[s].eq(Mux(st_hit[0], st_amax[0][s], st_amax[1][s])) for s in range(B)],
-                *[use_sumsq[s].eq(Mux(st_hit[0], st_sumsq[0][s], st_sumsq[1][s])) for s in range(B)],
-            )
-            for e in range(2):
-                mine = op_entry == e
-                overlaps = (dst < st_hi[e]) & (st_lo[e] < wr_hi)
-                self.sync += [
-                    If(fsm.ongoing("IDLE"),
-                        st_valid[e].eq(0)
-                    ).Elif(execute & is_writer,
-                        If(mine,
-                            st_valid[e].eq(0), st_lo[e].eq(dst), st_hi[e].eq(wr_hi)
-                        ).Elif(overlaps,
-                            st_valid[e].eq(0)
-                        )
-                    ).Elif(fsm.ongoing("NEXT") & st_building & (st_entry == e),
-                        st_valid[e].eq(1)
-                    ),
-                ]
-            self.sync += [
-                If(execute, st_building.eq(is_writer), st_entry.eq(op_entry)),
-                If(fsm.ongoing("NEXT"), st_building.eq(0)),
-            ]
-            pipe_busy = []
-            for s in range(B):
-                # A write's |x| and rounded x (S1), its square (S2), into the entry (S3).
-                v1_, v2_ = Signal(), Signal()
-                ax1, ax2 = Signal(32), Signal(32)
-                rnd, xs1 = round_shift(wq_dat[s], N.RMS_PRE_SHIFT, 40)
-                self.comb += rnd
-                xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))      # as RMSNORM's pass rounds it
-                sq = Signal(64)
-                self.sync += [
-                    v1_.eq(wq_we[s]), v2_.eq(v1_),
-                    If(wq_we[s], ax1.eq(Mux(wq_dat[s] < 0, -wq_dat[s], wq_dat[s])), xs_r.eq(xs1)),
-                    If(v1_, ax2.eq(ax1), sq.eq(xs_r * xs_r)),
-                ]
-                for e in range(2):
-                    self.sync += If(execute & is_writer & (op_entry == e),
-                        st_amax[e][s].eq(0), st_sumsq[e][s].eq(0)
-                    ).Elif(v2_ & (st_entry == e),
-                        If(ax2 > st_amax[e][s], st_amax[e][s].eq(ax2)),
-                        st_sumsq[e][s].eq(st_sumsq[e][s] + sq),
-                    )
-                pipe_busy += [v1_, v2_]
-            self.comb += st_pipe.eq(reduce(or_, pipe_busy) | reduce(or_, wq_we))
+            st_use, use_amax, use_sumsq = wstats.use, wstats.amax, wstats.sumsq
+        else:
+            st_use = Signal()
+            use_amax = [Signal(32, name=f"wstat_use_amax{s}") for s in range(B)]
+            use_sumsq = [Signal(64, name=f"wstat_use_sumsq{s}") for s in range(B)]
 
-        def beat_in(then):
-            """Take the next read beat into ``beat``."""
-            return [rd.ready.eq(1), rd_wait.eq(1), If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextState(then))]
-
-        def fixed16_step(issue, held):
-            """Element i of a fixed16 vector (lane j of ``beat``) issues this cycle, or, with no
-            beat ``held``, the next beat is taken: EMBED's row and RMSNORM's gains."""
-            return If(issue,
-                NextValue(i, i + 1), NextValue(j, j + 1),
-                If((j == 7) | (i == n - 1), NextValue(held, 0))
-            ).Elif(~held & (i < n),
-                rd.ready.eq(1), rd_wait.eq(1),
-                If(rd.valid, NextValue(beat, rd.data), NextValue(j, 0), NextValue(held, 1))
-            )
+        # Beats into elements (gateware/core/unpack.py): EMBED's row, RMSNORM's gains, LOAD.
+        self.unpack = unp = BeatUnpacker()
+        self.comb += [unp.rd_valid.eq(rd.valid), unp.rd_data.eq(rd.data), unp.n.eq(n)]
+        unp_rd = [rd.ready.eq(unp.rd_ready), rd_wait.eq(unp.rd_wait)]     # while a state lends it the stream
 
         # EMBED ------------------------------------------------------------------------------------
         f16bytes = Signal(20)
@@ -601,15 +523,13 @@ class Accelerator(LiteXModule):
             If(tok[slot] >= m,
                 *fail("BAD_TOKEN")
             ).Else(
-                NextValue(i, 0), NextState("EMB_GO0")
+                NextState("EMB_GO0")
             )
         )
         fsm.act("EMB_GO0", NextState("EMB_GO"))        # emb_off, then emb_addr settle
         fsm.act("EMB_GO", *burst(emb_addr, f16bytes, "EMB_HDR"))
-        fsm.act("EMB_HDR", rd.ready.eq(1), rd_wait.eq(1),
-            If(rd.valid, NextValue(fshift, rd.data[0:6]), NextValue(ebvalid, 0), NextState("EMB_RUN")))
-        q16 = _signed(self, Array(_lanes(beat, 16, 8))[j[0:3]], 16)
-        fshift_s = _signed(self, fshift - N.ACT_FRAC, 8)
+        fsm.act("EMB_HDR", unp.header.eq(1), *unp_rd, If(unp.header_taken, NextState("EMB_RUN")))
+        fshift_s = _signed(self, unp.shift - N.ACT_FRAC, 8)
         # One element a cycle (plus one per beat): pick the lane (S1), rounding bias (S2), shift
         # (S3), saturate and write.
         emb_q = Signal((16, True))
@@ -618,17 +538,15 @@ class Accelerator(LiteXModule):
         emb_r = Signal((len(emb_finish()), True))
         ev = [Signal(name=f"emb_v{k}") for k in range(4)]
         ei = [Signal(16, name=f"emb_i{k}") for k in range(4)]
-        emb_issue = Signal()
-        self.comb += emb_issue.eq(fsm.ongoing("EMB_RUN") & ebvalid & (i < n))
         self.sync += [
-            emb_q.eq(q16), emb_r.eq(emb_finish()),
-            ev[1].eq(emb_issue), ei[1].eq(i),
+            emb_q.eq(unp.element), emb_r.eq(emb_finish()),
+            ev[1].eq(unp.issue & fsm.ongoing("EMB_RUN")), ei[1].eq(unp.i),
             [ev[k].eq(ev[k - 1]) for k in range(2, 4)], [ei[k].eq(ei[k - 1]) for k in range(2, 4)],
         ]
         fsm.act("EMB_RUN",
-            fixed16_step(emb_issue, ebvalid),
+            unp.run.eq(1), *unp_rd,
             act_wadr.eq(dst + ei[3]), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(ev[3]),
-            If((i == n) & ~ev[1] & ~ev[2] & ~ev[3], next_slot("EMBED"))
+            If((unp.i == n) & ~ev[1] & ~ev[2] & ~ev[3], next_slot("EMBED"))
         )
 
         # RMSNORM ----------------------------------------------------------------------------------
@@ -639,7 +557,6 @@ class Accelerator(LiteXModule):
         sumsq = [Signal(64, name=f"rms_sumsq{x}") for x in range(U)]
         ry = [Signal((20, True), name=f"rms_y{x}") for x in range(U)]
         re_ = [Signal((8, True), name=f"rms_e{x}") for x in range(U)]
-        gshift = Signal(6)
         # The gains are requested first: their beats wait in the read FIFO during pass 1 and
         # the division, so pass 2 does not wait for DRAM's latency.
         # With the input's sum of squares already gathered (st_use), pass 1 is skipped.
@@ -689,21 +606,17 @@ class Accelerator(LiteXModule):
         fsm.act("RMS_DIV", NextState("RMS_DIVW"))
         fsm.act("RMS_DIVW", If(divs[0].done, NextState("RMS_RSQ")))
         fsm.act("RMS_RSQ", NextState("RMS_RSQW"))
-        fsm.act("RMS_RSQW", If(rsqs[0].done, NextValue(i, 0), NextState("RMS_HDR")))
-        bvalid = Signal()                 # a gain beat is held in ``beat``
+        fsm.act("RMS_RSQW", If(rsqs[0].done, NextState("RMS_HDR")))
         # Pass 2, one element per cycle (plus one per gain beat): read (S1, S2), x*y (S3), round
         # by 15-e (S4 bias, S5 shift, S6 saturate), times the gain (S7), round by the gain shift
         # (S8 bias, S9 shift), saturate and write (S10) to every slot of the group.
-        fsm.act("RMS_HDR", rd.ready.eq(1), rd_wait.eq(1),
-            If(rd.valid, NextValue(gshift, rd.data[0:6]), NextValue(bvalid, 0), NextState("RMS_RUN")))
+        fsm.act("RMS_HDR", unp.header.eq(1), *unp_rd, If(unp.header_taken, NextState("RMS_RUN")))
         rv = [Signal(name=f"rms_v{k}") for k in range(11)]
         ri = [Signal(16, name=f"rms_i{k}") for k in range(11)]
         g0, g1, g2, g3, g4, g5, g6 = (Signal((16, True)) for _ in range(7))
-        issue = Signal()
-        self.comb += issue.eq(fsm.ongoing("RMS_RUN") & bvalid & (i < n))
         rms_run = fsm.ongoing("RMS_RUN")
         self.sync += [
-            rv[1].eq(issue), ri[1].eq(i), g0.eq(q16), g1.eq(g0),
+            rv[1].eq(unp.issue & rms_run), ri[1].eq(unp.i), g0.eq(unp.element), g1.eq(g0),
             [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 11)],
             [ri[k].eq(ri[k - 1]) for k in range(2, 11)],
             g2.eq(g1), g3.eq(g2), g4.eq(g3), g5.eq(g4), g6.eq(g5),
@@ -717,7 +630,7 @@ class Accelerator(LiteXModule):
             s1 = Signal((8, True))        # registered: a constant per instruction and slot
             # x * y is int32 x Q15 (52 bits); xn * gain is int32 x int16 (48 bits).
             xn_finish = round_shift_split(self, p1, s1, 72, x_bits=52, sat_bits=32)
-            out_finish = round_shift_split(self, p2, _signed(self, gshift, 8), 72, x_bits=48, s_range=(0, 63), sat_bits=32)
+            out_finish = round_shift_split(self, p2, _signed(self, unp.shift, 8), 72, x_bits=48, s_range=(0, 63), sat_bits=32)
             xn_r, out_r = Signal((len(xn_finish()), True)), Signal((len(out_finish()), True))
             self.sync += [
                 s1.eq(15 - re_[x]),
@@ -730,10 +643,10 @@ class Accelerator(LiteXModule):
             ]
             rms_out.append(_signed(self, saturate(self, out_r, 32), 32))
         fsm.act("RMS_RUN",
-            act_radr.eq(src + i),
-            fixed16_step(issue, bvalid),
+            act_radr.eq(src + unp.i),
+            unp.run.eq(1), *unp_rd,
             act_wadr.eq(dst + ri[10]), act_we_all.eq(rv[10]),
-            If((i == n) & ~reduce(or_, rv[1:]), next_group("RMSNORM"))
+            If((unp.i == n) & ~reduce(or_, rv[1:]), next_group("RMSNORM"))
         )
         # MATVEC -----------------------------------------------------------------------------------
         cp = Signal(17)                   # columns, padded to whole beats
@@ -1606,68 +1519,19 @@ class Accelerator(LiteXModule):
                 od_start=od_start, od_active=od_active, wdone=wdone, slot=slot, od_write=ov1,
                 sb_rp=sb_rp, sb_wp=sb_wp, max_seq=params.max_seq, divider_steps=params.divider_steps, sm_run=sm_run, smv5=smv5, smt5=smt5, ev5=ev5, kt6=kt6))
 
-        # SILU -------------------------------------------------------------------------------------
-        # Every slot of a group at once, one element per cycle: read a and b (S0, S1), look up
-        # the sigmoid interval (S3), the interval's ends (S4), interpolate (S5), a*sigmoid (S6),
-        # round (S7), times b (S8), round (S9), saturate and write (S10) to the group's slots.
-        step_bits = N.ACT_FRAC + (2 * N.SIGMOID_RANGE).bit_length() - 1 - N.SIGMOID_TABLE_BITS
-        top = (2 * N.SIGMOID_RANGE << N.ACT_FRAC) - 1
-        silu_out = []
-        sv_ = [Signal(name=f"silu_v{k}") for k in range(11)]
-        si_ = [Signal(16, name=f"silu_i{k}") for k in range(11)]
-        si_run = fsm.ongoing("SI_RUN")
-        self.sync += [
-            sv_[1].eq(si_run & (i < n)), si_[1].eq(i),
-            [sv_[k].eq(sv_[k - 1] & si_run) for k in range(2, 11)],
-            [si_[k].eq(si_[k - 1]) for k in range(2, 11)],
+        # SILU (gateware/core/silu.py): one group of slots per pass ---------------------------------
+        self.silu = silu = Silu(U)
+        si_run = silu.running
+        self.comb += [
+            silu.src.eq(src), silu.src2.eq(src2), silu.dst.eq(dst), silu.n.eq(n), silu.abort.eq(abort),
+            *[silu.a[x].eq(lane_rdat[x]) for x in range(U)], *[silu.b[x].eq(lane_rdat2[x]) for x in range(U)],
         ]
-        for x in range(U):
-            sig_rom = Memory(16, len(N.SIGMOID_TABLE), init=[int(v) for v in N.SIGMOID_TABLE])
-            sig_p0, sig_p1 = sig_rom.get_port(), sig_rom.get_port()
-            self.specials += sig_rom, sig_p0, sig_p1
-            sa = Signal((32, True))
-            spos = Signal(33)
-            shifted = _signed(self, sa + (N.SIGMOID_RANGE << N.ACT_FRAC), 34)
-            self.comb += [
-                spos.eq(Mux(shifted < 0, 0, Mux(shifted > top, top, shifted))),
-                sig_p0.adr.eq(spos >> step_bits), sig_p1.adr.eq((spos >> step_bits) + 1),
-            ]
-            sfrac = Signal(step_bits)
-            sg = Signal((18, True))
-            pa = Signal((56, True))
-            # The sigmoid is at most 2**15, so a*sigmoid/2**15 keeps within int32 (33 bits
-            # signed) and times b within 64 bits.
-            sv = Signal((34, True))
-            pb = Signal((66, True))
-            so_q = Signal((66, True))
-            st, sv_r = round_shift(pa, 15, 56)
-            self.comb += st
-            st, so_r = round_shift(pb, N.ACT_FRAC, 66)
-            self.comb += st
-            sb1, sb2, sb3, sb3b, sb4, sb5 = (Signal((32, True)) for _ in range(6))
-            sa3, sa3b, sa4 = Signal((32, True)), Signal((32, True)), Signal((32, True))
-            sig_lo, sig_d = Signal((17, True)), Signal((18, True))   # timing: the table's outputs
-            sfrac2 = Signal(step_bits)                                # registered before the product
-            self.sync += [
-                sa.eq(lane_rdat[x]), sb1.eq(lane_rdat2[x]),
-                sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
-                sig_lo.eq(sig_p0.dat_r), sig_d.eq(sig_p1.dat_r - sig_p0.dat_r), sfrac2.eq(sfrac),
-                sa3b.eq(sa3), sb3.eq(sb2),
-                sg.eq(sig_lo + (_signed(self, sig_d * sfrac2, 30) >> step_bits)),
-                sb3b.eq(sb3), sa4.eq(sa3b),
-                pa.eq(sa4 * sg), sb4.eq(sb3b),
-                sv.eq(sv_r), sb5.eq(sb4),
-                pb.eq(sv * sb5),
-                so_q.eq(so_r),
-            ]
-            silu_out.append(_signed(self, saturate(self, so_q, 32), 32))
-        busy_pipe = reduce(or_, sv_[1:])
-        fsm.act("SILU", NextValue(i, 0), NextState("SI_RUN"))
+        silu_out = silu.out
+        fsm.act("SILU", silu.start.eq(1), NextState("SI_RUN"))
         fsm.act("SI_RUN",
-            act_radr.eq(src + i), act_radr2.eq(src2 + i),
-            If(i < n, NextValue(i, i + 1)),
-            act_wadr.eq(dst + si_[10]), act_we_all.eq(sv_[10]),
-            If((i == n) & ~busy_pipe, next_group("SILU"))
+            act_radr.eq(silu.radr), act_radr2.eq(silu.radr2),
+            act_wadr.eq(silu.wadr), act_we_all.eq(silu.we),
+            If(silu.done, next_group("SILU"))
         )
 
         # What an all-slot write (act_we_all) writes to each slot (of the group, for the units).
@@ -1709,18 +1573,12 @@ class Accelerator(LiteXModule):
             If(v2, NextValue(word, packed32), If(last_lane2, NextValue(full, 1))),
             If((i == n) & ~v1 & ~v2 & (~full | push), next_slot("STORE"))
         )
-        fsm.act("LOAD", NextValue(i, 0), NextState("LD_GO"))
-        fsm.act("LD_GO", *burst(waddr + slot_off, n << 2, "LD_BEAT"))
-        fsm.act("LD_BEAT", *beat_in("LD_EL"))
-        l32 = _signed(self, Array(_lanes(beat, 32, 4))[j[0:2]], 32)
-        fsm.act("LD_EL",
-            act_wadr.eq(dst + i), act_wdat.eq(saturate(self, l32, 32)), act_we.eq(1),
-            NextValue(i, i + 1), NextValue(j, j + 1),
-            If(i == n - 1,
-                next_slot("LOAD")
-            ).Elif(j[0:2] == 3,
-                NextState("LD_BEAT")
-            )
+        fsm.act("LOAD", unp.clear.eq(1), NextState("LD_GO"))
+        fsm.act("LD_GO", *burst(waddr + slot_off, n << 2, "LD_RUN"))
+        fsm.act("LD_RUN",
+            unp.run.eq(1), unp.wide.eq(1), *unp_rd,
+            act_wadr.eq(dst + unp.i), act_wdat.eq(saturate(self, unp.element, 32)), act_we.eq(unp.issue),
+            If(unp.issue & (unp.i == n - 1), next_slot("LOAD"))
         )
         # ARGMAX: one pass over the elements finds every slot's maximum at once (each slot's
         # scratchpad has its own read ports), two elements a cycle: read (S0, S1), the pair's

@@ -26,8 +26,10 @@ class Scratchpads(Module):
 
         # # #
 
+        self.mems = []                    # for simulations that load or read a RAM directly
         for s in range(slots):
             mem = Memory(32, depth)
+            self.mems.append(mem)
             wp = mem.get_port(write_capable=True)
             self.specials += mem, wp
             # Each read goes through two registers: the block RAM's own (Yosys merges the first

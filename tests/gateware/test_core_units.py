@@ -1,10 +1,12 @@
-"""The core's infrastructure units alone (Migen simulation), each against a plain-Python model
-of its contract: ReadBursts (the read stream's addresses, one burst queued, a flush), Counters
-(the benchmark's counters and the watchdog) and Scratchpads (two-cycle reads, registered
-writes, every slot its own RAM)."""
+"""The core's units alone (Migen simulation): the infrastructure against a plain-Python model
+of its contract — ReadBursts (the read stream's addresses, one burst queued, a flush), Counters
+(the benchmark's counters and the watchdog), Scratchpads (two-cycle reads, registered writes,
+every slot its own RAM) — and the opcode units against the golden model's function for their
+opcode (SILU: spec.numerics.silu_mul), on real scratchpads."""
 
 import random
 
+import numpy as np
 import pytest
 from migen import Module, Signal, passive, run_simulation
 from litex.soc.interconnect import stream
@@ -12,7 +14,10 @@ from litex.soc.interconnect import stream
 from gateware.core.counters import Counters
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
-from spec import isa
+from gateware.core.silu import Silu
+from gateware.core.unpack import BeatUnpacker
+from gateware.core.writestats import WriteStats
+from spec import isa, numerics as N
 
 
 # ReadBursts --------------------------------------------------------------------------------------
@@ -216,3 +221,224 @@ def test_scratchpads_read_two_cycles_after_the_address_and_write_one_later(read_
 
     run_simulation(dut, gen())
     assert set(taps) == set(range(slots))
+
+
+# SILU --------------------------------------------------------------------------------------------
+
+class _SiluOnScratchpads(Module):
+    """Silu wired to real scratchpads as the core wires it (every lane's slot written at once)."""
+
+    def __init__(self, lanes, depth=256):
+        self.submodules.act = act = Scratchpads(lanes, depth, 2)
+        self.submodules.silu = silu = Silu(lanes)
+        self.comb += [
+            act.radr[0].eq(silu.radr), act.radr[1].eq(silu.radr2), act.wadr.eq(silu.wadr),
+            *[act.we[x].eq(silu.we) for x in range(lanes)],
+            *[act.wdat[x].eq(silu.out[x]) for x in range(lanes)],
+            *[silu.a[x].eq(act.rdat[0][x]) for x in range(lanes)],
+            *[silu.b[x].eq(act.rdat[1][x]) for x in range(lanes)],
+        ]
+
+
+def _silu_operands(rng, count):
+    """Values across the sigmoid table's range, its clamps and int32's ends."""
+    edge = [0, 1, -1, N.SIGMOID_RANGE << N.ACT_FRAC, -(N.SIGMOID_RANGE << N.ACT_FRAC), 2 ** 31 - 1, -2 ** 31 + 1]
+    return np.array([rng.choice(edge) if rng.random() < 0.15 else
+                     int(rng.gauss(0, 3 << N.ACT_FRAC)) for _ in range(count)], np.int64)
+
+
+@pytest.mark.parametrize("lanes,seed", [(1, 0), (2, 1), (4, 2)])
+def test_silu_matches_the_golden_function(lanes, seed):
+    rng = random.Random(seed)
+    top = _SiluOnScratchpads(lanes)
+    n = rng.randrange(1, 40)
+    src, src2, dst = 0, 64, 128 + rng.randrange(0, 64)
+    a = [_silu_operands(rng, n) for _ in range(lanes)]
+    b = [_silu_operands(rng, n) for _ in range(lanes)]
+    cycles = []
+
+    def gen():
+        for x in range(lanes):
+            for k in range(n):
+                yield top.act.mems[x][src + k].eq(int(a[x][k]) & 0xffffffff)
+                yield top.act.mems[x][src2 + k].eq(int(b[x][k]) & 0xffffffff)
+        yield top.silu.src.eq(src)
+        yield top.silu.src2.eq(src2)
+        yield top.silu.dst.eq(dst)
+        yield top.silu.n.eq(n)
+        yield top.silu.start.eq(1)
+        yield
+        yield top.silu.start.eq(0)
+        for c in range(n + 40):
+            yield
+            if (yield top.silu.done):
+                cycles.append(c)
+                break
+        for _ in range(3):              # the last write lands
+            yield
+        for x in range(lanes):
+            got = []
+            for k in range(n):
+                got.append((yield top.act.mems[x][dst + k]))
+            got = np.array(got, np.int64)
+            got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+            assert (got == N.silu_mul(a[x], b[x])).all(), x
+
+    run_simulation(top, gen())
+    assert cycles and cycles[0] <= n + 12           # one element a cycle, then the pipeline
+
+
+def test_silu_abort_stops_its_writes():
+    top = _SiluOnScratchpads(1)
+    writes = []
+
+    def gen():
+        yield top.silu.n.eq(30)
+        yield top.silu.dst.eq(100)
+        yield top.silu.start.eq(1)
+        yield
+        yield top.silu.start.eq(0)
+        for _ in range(12):
+            yield
+        yield top.silu.abort.eq(1)
+        yield
+        yield top.silu.abort.eq(0)
+        for _ in range(40):
+            yield
+            writes.append((yield top.silu.we))
+        assert not (yield top.silu.running) and not (yield top.silu.done)
+
+    run_simulation(top, gen())
+    assert not any(writes[1:])
+
+
+# Write statistics --------------------------------------------------------------------------------
+
+def _issue(dut, op, **fields):
+    """One instruction through the sequencer's side: fields settle, it issues, it retires."""
+    for name in ("dst", "src", "n", "m"):
+        yield getattr(dut, name).eq(fields.get(name, 0))
+    yield dut.nm.eq(fields.get("n", 0) * fields.get("m", 0))
+    yield dut.op.eq(isa.OPCODES[op])
+    yield
+    yield
+    yield dut.issue.eq(1)
+    yield
+    yield dut.issue.eq(0)
+    yield
+    use, amax, sumsq = (yield dut.use), [], []
+    for a, q in zip(dut.amax, dut.sumsq):
+        amax.append((yield a))
+        sumsq.append((yield q))
+    return use, amax, sumsq
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_write_stats_give_the_figures_of_a_vector_just_written(seed):
+    """A MATVEC writes a vector; the RMSNORM that reads exactly it gets its largest |x| and its
+    sum of squares of x rounded by RMS_PRE_SHIFT; one that reads another range, or reads it
+    after a SILU wrote into it, does not."""
+    slots, rng = 2, np.random.default_rng(seed)
+    dut = WriteStats(slots)
+    n, dst = int(rng.integers(1, 30)), int(rng.integers(0, 100))
+    x = rng.integers(-2 ** 31 + 1, 2 ** 31, (slots, n))
+    seen = {}
+
+    def write(values, base):
+        for k in range(values.shape[1]):
+            for s in range(slots):
+                yield dut.wdat[s].eq(int(values[s, k]))
+                yield dut.we[s].eq(1)
+            yield
+        for s in range(slots):
+            yield dut.we[s].eq(0)
+
+    def gen():
+        yield dut.reset.eq(1)
+        yield
+        yield dut.reset.eq(0)
+        yield from _issue(dut, "MATVEC", dst=dst, src=200, n=n, m=8)          # entry 0
+        yield from write(x, dst)
+        yield dut.advance.eq(1)
+        yield
+        yield dut.advance.eq(0)
+        for _ in range(4):
+            yield
+        seen["hit"] = yield from _issue(dut, "RMSNORM", dst=300, src=dst, n=n)
+        yield dut.advance.eq(1)
+        yield
+        yield dut.advance.eq(0)
+        seen["other"] = yield from _issue(dut, "RMSNORM", dst=300, src=dst + 1, n=n)
+        yield dut.advance.eq(1)
+        yield
+        yield dut.advance.eq(0)
+        yield from _issue(dut, "SILU", dst=dst + n - 1, src=400, n=1)      # entry 1, into entry 0
+        yield from write(x[:, :1], dst + n - 1)
+        yield dut.advance.eq(1)
+        yield
+        yield dut.advance.eq(0)
+        for _ in range(4):
+            yield
+        seen["after"] = yield from _issue(dut, "RMSNORM", dst=300, src=dst, n=n)
+
+    run_simulation(dut, gen())
+    use, amax, sumsq = seen["hit"]
+    xs = N.round_shift(x, N.RMS_PRE_SHIFT)
+    assert use == 1
+    assert amax == [int(v) for v in np.abs(x).max(axis=1)]
+    assert sumsq == [int(v) for v in (xs * xs).sum(axis=1)]
+    assert seen["other"][0] == 0 and seen["after"][0] == 0
+
+
+# Beats into elements -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wide,seed", [(0, 0), (0, 1), (1, 2), (1, 3)])
+def test_unpacker_issues_every_element_in_order_from_a_stalling_stream(wide, seed):
+    """A fixed16 vector (header beat, eight int16 a beat) or an int32 one (four a beat) read
+    from a stream that has a beat only some cycles: the elements issue in order, one a cycle
+    while a beat is held, each beat taking one cycle of its own."""
+    rng = np.random.default_rng(seed)
+    dut = BeatUnpacker()
+    n = int(rng.integers(1, 40))
+    per = 4 if wide else 8
+    values = rng.integers(-2 ** 31, 2 ** 31, n) if wide else rng.integers(-2 ** 15, 2 ** 15, n)
+    dtype = "<i4" if wide else "<i2"
+    body = values.astype(dtype).tobytes()
+    body += bytes(-len(body) % 16)
+    beats = [int.from_bytes(body[k:k + 16], "little") for k in range(0, len(body), 16)]
+    if not wide:
+        beats = [37] + beats                     # the header: shift 37 in its low 6 bits
+    issued, stream_cycles = [], []
+
+    def gen():
+        yield dut.n.eq(n)
+        yield dut.wide.eq(wide)
+        if wide:
+            yield dut.clear.eq(1)
+            yield
+            yield dut.clear.eq(0)
+        queue = list(beats)
+        phase = "run" if wide else "header"
+        for cycle in range(20 * n + 100):
+            have = bool(queue) and rng.random() < 0.5
+            yield dut.rd_valid.eq(int(have))
+            yield dut.rd_data.eq(queue[0] if have else 0)
+            yield dut.header.eq(int(phase == "header"))
+            yield dut.run.eq(int(phase == "run"))
+            yield                               # the values above are seen from here on
+            if (yield dut.issue):
+                issued.append(((yield dut.i), (yield dut.element)))
+            if have and (yield dut.rd_ready):
+                queue.pop(0)
+                stream_cycles.append(cycle)
+            if phase == "header" and (yield dut.header_taken):
+                phase = "run"
+            if len(issued) == n:
+                break
+        if not wide:
+            assert (yield dut.shift) == 37
+
+    run_simulation(dut, gen())
+    assert [i for i, _ in issued] == list(range(n))
+    assert [e for _, e in issued] == [int(v) for v in values]
+    assert len(stream_cycles) == len(beats) and -(-n // per) + (0 if wide else 1) == len(beats)

@@ -1,0 +1,52 @@
+"""Read beats into elements, one a cycle: EMBED's row and RMSNORM's gains (fixed16: a header
+beat, then eight int16 a beat) and LOAD's vector (four int32 a beat).
+
+While ``run`` is high an element issues every cycle a beat is held; with none held, the next
+beat is taken from the read stream (one cycle a beat on top of one a element, as DRAM's 16
+bytes a cycle outrun the element units anyway).
+"""
+
+from migen import *
+
+
+class BeatUnpacker(Module):
+    """Read-stream side: ``rd_valid``/``rd_data`` in, ``rd_ready`` and ``rd_wait`` (a beat is
+    wanted: the stall counter's) out. Control: ``clear`` (the next element is 0, no beat held),
+    ``header`` (take the next beat as a fixed16 header: its shift into ``shift``; also clears),
+    ``run`` (elements may issue), ``wide`` (0: eight int16 a beat; 1: four int32), ``n`` (the
+    elements). Out: ``header_taken``, ``issue`` (element ``i`` is ``element`` this cycle)."""
+
+    def __init__(self):
+        self.rd_valid, self.rd_data = Signal(), Signal(128)
+        self.rd_ready, self.rd_wait = Signal(), Signal()
+        self.clear, self.header, self.run, self.wide = Signal(), Signal(), Signal(), Signal()
+        self.n = Signal(16)
+        self.shift = Signal(6)
+        self.header_taken, self.issue = Signal(), Signal()
+        self.i = Signal(17)
+        self.element = Signal((32, True))
+
+        # # #
+
+        beat, j, held = Signal(128), Signal(3), Signal()
+        i, n = self.i, self.n
+        q16 = Array(beat[16 * k:16 * (k + 1)] for k in range(8))[j]
+        q32 = Array(beat[32 * k:32 * (k + 1)] for k in range(4))[j[0:2]]
+        last_lane = Mux(self.wide, j[0:2] == 3, j == 7)
+        take = ~held & (i < n) & self.run
+        self.comb += [
+            self.element.eq(Mux(self.wide, q32, Cat(q16, Replicate(q16[15], 16)))),
+            self.issue.eq(self.run & held & (i < n)),
+            self.header_taken.eq(self.header & self.rd_valid),
+            self.rd_ready.eq(self.header | take), self.rd_wait.eq(self.header | take),
+        ]
+        self.sync += [
+            If(self.issue,
+                i.eq(i + 1), j.eq(j + 1),
+                If(last_lane | (i == n - 1), held.eq(0))
+            ).Elif(take & self.rd_valid,
+                beat.eq(self.rd_data), j.eq(0), held.eq(1)
+            ),
+            If(self.header_taken, self.shift.eq(self.rd_data[0:6])),
+            If(self.clear | self.header_taken, i.eq(0), held.eq(0)),
+        ]
