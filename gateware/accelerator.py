@@ -18,6 +18,7 @@ from functools import reduce
 from operator import add, and_, or_
 
 from migen import *
+from migen.fhdl.structure import _Assign
 
 from litex.gen import LiteXModule
 from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSRField
@@ -31,6 +32,7 @@ from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from gateware.core.counters import Counters
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
+from gateware.core.rmsnorm import Rmsnorm
 from gateware.core.silu import Silu
 from gateware.core.unpack import BeatUnpacker
 from gateware.core.writestats import WriteStats
@@ -57,6 +59,18 @@ def _unsigned(m, expr, width):
     s = Signal(width)
     m.comb += s.eq(expr)
     return s
+
+
+def _check_no_dead_states(fsm):
+    """Raise if a state is only ever asked about (``fsm.ongoing``) and has no action of its own:
+    a state moved into a unit, still named where the sequencer tests for it, would never be
+    entered and the test would silently read 0."""
+    def marker(st):
+        return isinstance(st, _Assign) and isinstance(st.l, Signal) and st.l.backtrace \
+            and st.l.backtrace[-1][0] == "is_ongoing"
+    dead = [state for state, stmts in fsm.actions.items() if all(marker(st) for st in stmts)]
+    if dead:
+        raise RuntimeError(f"Accelerator: states tested but never defined: {', '.join(dead)}")
 
 # Accelerator --------------------------------------------------------------------------------------
 
@@ -280,6 +294,7 @@ class Accelerator(LiteXModule):
         err_addr = self.err_addr.status
 
         abort = Signal()                  # a fault: the units stop where they are
+        burst_granted = Signal()          # BURST has sent the request it was given (to DRAM)
 
         def fail(code, where=None):
             return [NextValue(err_code, isa.ERRORS[code]), NextValue(err_addr, pc_addr if where is None else where),
@@ -322,13 +337,8 @@ class Accelerator(LiteXModule):
         # 13 or 7 cycles) whenever their sum fits int64 as spec.numerics.rmsnorm assumes. ATTN's
         # 2**46 / sum: the sum is at least 2**15 (the max score's exponential), so the
         # reciprocal fits 32 bits (16, 8 or 4 cycles).
-        # RMSNORM has a divider and a 1/sqrt per element lane, so a group's slots take them at
-        # once; ATTN, which walks the slots, has one reciprocal divider.
-        divs = [Divider(64, 32, quotient_bits=63 - 2 * N.RMS_PRE_SHIFT, steps=params.divider_steps) for _ in range(U)]
-        rsqs = [Rsqrt() for _ in range(U)]
-        for x in range(U):
-            self.add_module(f"rms_divider{x}", divs[x])
-            self.add_module(f"rms_rsqrt{x}", rsqs[x])
+        # RMSNORM has a divider and a 1/sqrt per element lane (gateware/core/rmsnorm.py); ATTN,
+        # which walks the slots, has one reciprocal divider.
         self.recip_divider = rdiv = Divider(47, 32, quotient_bits=32, steps=params.divider_steps)
 
         # Loop indices and scratch registers shared by the instructions.
@@ -549,105 +559,30 @@ class Accelerator(LiteXModule):
             If((unp.i == n) & ~ev[1] & ~ev[2] & ~ev[3], next_slot("EMBED"))
         )
 
-        # RMSNORM ----------------------------------------------------------------------------------
-        # Every slot of a group at once (each slot's scratchpad has its own ports): one pass sums
-        # the group's squares, each lane's divider and 1/sqrt run at once, and one pass
-        # with one read of the gains normalises them all.
+        # Loop flags shared by MATVEC, STORE and ARGMAX's passes.
         v1, v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        sumsq = [Signal(64, name=f"rms_sumsq{x}") for x in range(U)]
-        ry = [Signal((20, True), name=f"rms_y{x}") for x in range(U)]
-        re_ = [Signal((8, True), name=f"rms_e{x}") for x in range(U)]
-        # The gains are requested first: their beats wait in the read FIFO during pass 1 and
-        # the division, so pass 2 does not wait for DRAM's latency.
-        # With the input's sum of squares already gathered (st_use), pass 1 is skipped.
+
+        # RMSNORM (gateware/core/rmsnorm.py): one group of slots per pass -------------------------
+        self.rmsnorm = rms = Rmsnorm(U, params.divider_steps, write_stats=WS)
         use_sumsq_lane = use_sumsq if U == B or not WS else \
             [_unsigned(self, Array(use_sumsq[x::U])[group], 64) for x in range(U)]
-        fsm.act("RMSNORM",
-            NextValue(i, 0),
-            NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            If(st_use, *burst(waddr, f16bytes, "RMS_DIV")).Else(*burst(waddr, f16bytes, "RMS_SUM")) if WS
-            else burst(waddr, f16bytes, "RMS_SUM")
-        )
-        # Pass 1, one element per cycle: read (S0, S1), round (S2), square (S3), accumulate (S4).
-        rms_sum = fsm.ongoing("RMS_SUM")
-        for x in range(U):
-            st, xs = round_shift(lane_rdat[x], N.RMS_PRE_SHIFT, 40)
-            self.comb += st
-            xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))     # |x| < 2**31 (timing: a narrow square)
-            sq = Signal(64)
-            self.sync += [
-                xs_r.eq(xs), sq.eq(xs_r * xs_r),
-                If(fsm.ongoing("RMSNORM"), sumsq[x].eq(Mux(st_use, use_sumsq_lane[x], 0) if WS else 0)
-                ).Elif(rms_sum & v4, sumsq[x].eq(sumsq[x] + sq)),
-            ]
-        fsm.act("RMS_SUM",
-            act_radr.eq(src + i),
-            If(i < n, NextValue(i, i + 1)),
-            NextValue(v1, i < n),
-            NextValue(v2, v1),
-            NextValue(v3, v2),
-            NextValue(v4, v3),
-            If((i == n) & ~v1 & ~v2 & ~v3 & ~v4, NextState("RMS_DIV"))
-        )
-        eps_q = int(round(N.RMS_EPS * (1 << (2 * (N.ACT_FRAC - N.RMS_PRE_SHIFT)))))
-        # Every lane of the group divides and takes 1/sqrt at once; their latencies are fixed
-        # (the quotient's width, Rsqrt's steps), so lane 0's done stands for all of them.
-        rms_div, rms_rsq = fsm.ongoing("RMS_DIV"), fsm.ongoing("RMS_RSQ")
-        for x in range(U):
-            ms = Signal(64)
-            self.comb += [
-                divs[x].start.eq(rms_div), divs[x].dividend.eq(sumsq[x]), divs[x].divisor.eq(n),
-                rsqs[x].start.eq(rms_rsq), rsqs[x].m.eq(ms),
-            ]
-            self.sync += [
-                If(divs[x].done, ms.eq(divs[x].quotient + eps_q)),
-                If(rsqs[x].done, ry[x].eq(rsqs[x].y), re_[x].eq(rsqs[x].e)),
-            ]
-        fsm.act("RMS_DIV", NextState("RMS_DIVW"))
-        fsm.act("RMS_DIVW", If(divs[0].done, NextState("RMS_RSQ")))
-        fsm.act("RMS_RSQ", NextState("RMS_RSQW"))
-        fsm.act("RMS_RSQW", If(rsqs[0].done, NextState("RMS_HDR")))
-        # Pass 2, one element per cycle (plus one per gain beat): read (S1, S2), x*y (S3), round
-        # by 15-e (S4 bias, S5 shift, S6 saturate), times the gain (S7), round by the gain shift
-        # (S8 bias, S9 shift), saturate and write (S10) to every slot of the group.
-        fsm.act("RMS_HDR", unp.header.eq(1), *unp_rd, If(unp.header_taken, NextState("RMS_RUN")))
-        rv = [Signal(name=f"rms_v{k}") for k in range(11)]
-        ri = [Signal(16, name=f"rms_i{k}") for k in range(11)]
-        g0, g1, g2, g3, g4, g5, g6 = (Signal((16, True)) for _ in range(7))
-        rms_run = fsm.ongoing("RMS_RUN")
-        self.sync += [
-            rv[1].eq(unp.issue & rms_run), ri[1].eq(unp.i), g0.eq(unp.element), g1.eq(g0),
-            [rv[k].eq(rv[k - 1] & rms_run) for k in range(2, 11)],
-            [ri[k].eq(ri[k - 1]) for k in range(2, 11)],
-            g2.eq(g1), g3.eq(g2), g4.eq(g3), g5.eq(g4), g6.eq(g5),
+        self.comb += [
+            rms.src.eq(src), rms.dst.eq(dst), rms.n.eq(n), rms.abort.eq(abort), rms.granted.eq(burst_granted),
+            *[rms.x[x].eq(lane_rdat[x]) for x in range(U)],
+            rms.f16_taken.eq(unp.header_taken), rms.f16_issue.eq(unp.issue), rms.f16_i.eq(unp.i),
+            rms.f16_element.eq(unp.element), rms.f16_shift.eq(unp.shift),
         ]
-        rms_out = []
-        for x in range(U):
-            x1 = Signal((32, True))
-            p1 = Signal((64, True))
-            xn = Signal((32, True))
-            p2 = Signal((64, True))
-            s1 = Signal((8, True))        # registered: a constant per instruction and slot
-            # x * y is int32 x Q15 (52 bits); xn * gain is int32 x int16 (48 bits).
-            xn_finish = round_shift_split(self, p1, s1, 72, x_bits=52, sat_bits=32)
-            out_finish = round_shift_split(self, p2, _signed(self, unp.shift, 8), 72, x_bits=48, s_range=(0, 63), sat_bits=32)
-            xn_r, out_r = Signal((len(xn_finish()), True)), Signal((len(out_finish()), True))
-            self.sync += [
-                s1.eq(15 - re_[x]),
-                x1.eq(lane_rdat[x]),
-                p1.eq(x1 * ry[x]),
-                xn_r.eq(xn_finish()),
-                xn.eq(saturate(self, xn_r, 32)),
-                p2.eq(xn * g6),
-                out_r.eq(out_finish()),
-            ]
-            rms_out.append(_signed(self, saturate(self, out_r, 32), 32))
-        fsm.act("RMS_RUN",
-            act_radr.eq(src + unp.i),
-            unp.run.eq(1), *unp_rd,
-            act_wadr.eq(dst + ri[10]), act_we_all.eq(rv[10]),
-            If((unp.i == n) & ~reduce(or_, rv[1:]), next_group("RMSNORM"))
+        if WS:
+            self.comb += [rms.use.eq(st_use), *[rms.use_sumsq[x].eq(use_sumsq_lane[x]) for x in range(U)]]
+        rms_run, rms_out = rms.pass2, rms.out
+        # The gains' burst goes out as the unit starts (their beats wait in the read FIFO).
+        fsm.act("RMSNORM", rms.start.eq(1), *burst(waddr, f16bytes, "RMS_WAIT"))
+        fsm.act("RMS_WAIT",
+            act_radr.eq(rms.radr), act_wadr.eq(rms.wadr), act_we_all.eq(rms.we),
+            unp.header.eq(rms.f16_header), unp.run.eq(rms.f16_run), *unp_rd,
+            If(rms.done, next_group("RMSNORM"))
         )
+
         # MATVEC -----------------------------------------------------------------------------------
         cp = Signal(17)                   # columns, padded to whole beats
         cpb = Signal(13)                  # beats per row
@@ -1638,8 +1573,7 @@ class Accelerator(LiteXModule):
         if FB:
             own_burst_out = reduce(or_, [fsm.ongoing(st) for st in
                 ("MV_AMAX", "MV_EXP", "MV_EXP2", "MV_XIN", "MV_INIT", "MV_STREAM")]) \
-                | (last_group & reduce(or_, [fsm.ongoing(st) for st in
-                    ("RMS_SUM", "RMS_DIV", "RMS_DIVW", "RMS_RSQ", "RMS_RSQW", "RMS_HDR", "RMS_RUN")])) \
+                | (last_group & fsm.ongoing("RMS_WAIT")) \
                 | fsm.ongoing("SI_RUN") \
                 | (last_head & (slot == nslots - 1) & reduce(or_, [fsm.ongoing(st) for st in
                     ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
@@ -1667,9 +1601,11 @@ class Accelerator(LiteXModule):
                 ).Else(
                     rd_start.eq(1)
                 ),
+                burst_granted.eq(1),
                 Case(ret_id, {idx: NextState(name) for idx, name in enumerate(ret_states)})
             )
         )
+        _check_no_dead_states(fsm)
         # The watchdog stops any state but the ones that are already stopping.
         for state, stmts in fsm.actions.items():
             if state not in ("IDLE", "FLUSH", "DRAIN", "DONE"):

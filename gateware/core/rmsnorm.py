@@ -62,7 +62,7 @@ class Rmsnorm(Module):
         re_ = [Signal((8, True), name=f"rms_e{x}") for x in range(lanes)]
 
         fsm.act("IDLE", If(self.start, NextValue(i, 0), NextState("WAIT")))
-        fsm.act("WAIT", If(self.granted, NextState("DIV") if not write_stats else
+        fsm.act("WAIT", If(self.granted, NextState("SUM") if not write_stats else
                            If(self.use, NextState("DIV")).Else(NextState("SUM"))))
         fsm.act("SUM",
             self.radr.eq(self.src + i),

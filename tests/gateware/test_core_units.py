@@ -2,7 +2,7 @@
 of its contract — ReadBursts (the read stream's addresses, one burst queued, a flush), Counters
 (the benchmark's counters and the watchdog), Scratchpads (two-cycle reads, registered writes,
 every slot its own RAM) — and the opcode units against the golden model's function for their
-opcode (SILU: spec.numerics.silu_mul), on real scratchpads."""
+opcode (SILU: spec.numerics.silu_mul; RMSNORM: spec.numerics.rmsnorm; ROPE: spec.numerics.rope), on real scratchpads."""
 
 import random
 
@@ -14,6 +14,8 @@ from litex.soc.interconnect import stream
 from gateware.core.counters import Counters
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
+from gateware.core.rmsnorm import Rmsnorm
+from gateware.core.rope import Rope
 from gateware.core.silu import Silu
 from gateware.core.unpack import BeatUnpacker
 from gateware.core.writestats import WriteStats
@@ -442,3 +444,168 @@ def test_unpacker_issues_every_element_in_order_from_a_stalling_stream(wide, see
     assert [i for i, _ in issued] == list(range(n))
     assert [e for _, e in issued] == [int(v) for v in values]
     assert len(stream_cycles) == len(beats) and -(-n // per) + (0 if wide else 1) == len(beats)
+
+
+# RMSNORM -----------------------------------------------------------------------------------------
+
+class _RmsnormOnScratchpads(Module):
+    """Rmsnorm wired as the core wires it: real scratchpads, its gains through a BeatUnpacker."""
+
+    def __init__(self, lanes, write_stats, depth=256):
+        self.submodules.act = act = Scratchpads(lanes, depth, 2)
+        self.submodules.unp = unp = BeatUnpacker()
+        self.submodules.rms = rms = Rmsnorm(lanes, divider_steps=2, write_stats=write_stats)
+        self.rd_valid, self.rd_data = unp.rd_valid, unp.rd_data
+        self.comb += [
+            act.radr[0].eq(rms.radr), act.wadr.eq(rms.wadr),
+            *[act.we[x].eq(rms.we) for x in range(lanes)], *[act.wdat[x].eq(rms.out[x]) for x in range(lanes)],
+            *[rms.x[x].eq(act.rdat[0][x]) for x in range(lanes)],
+            unp.n.eq(rms.n), unp.header.eq(rms.f16_header), unp.run.eq(rms.f16_run),
+            rms.f16_taken.eq(unp.header_taken), rms.f16_issue.eq(unp.issue), rms.f16_i.eq(unp.i),
+            rms.f16_element.eq(unp.element), rms.f16_shift.eq(unp.shift),
+        ]
+
+
+@pytest.mark.parametrize("lanes,use_stats,seed", [(1, False, 0), (2, False, 1), (2, True, 2), (4, True, 3)])
+def test_rmsnorm_matches_the_golden_function(lanes, use_stats, seed):
+    """Each lane's slot normalised with one read of the gains (a fixed16 vector from a stream
+    that stalls), against spec.numerics.rmsnorm; with the write statistics' sum of squares
+    the first pass is skipped and the result is the same."""
+    rng = np.random.default_rng(seed)
+    top = _RmsnormOnScratchpads(lanes, write_stats=use_stats)
+    n = int(rng.integers(1, 48))
+    src, dst = 0, 128
+    x = rng.integers(-2 ** 24, 2 ** 24, (lanes, n))
+    gains, gshift = N.quantize_fixed16(rng.normal(1.0, 0.3, n))
+    blob = isa.pack_fixed16(gains, int(gshift))
+    beats = [int.from_bytes(blob[k:k + 16], "little") for k in range(0, len(blob), 16)]
+    xs = N.round_shift(x, N.RMS_PRE_SHIFT)
+
+    @passive
+    def stream():                            # the gains arrive some cycles, as DRAM's would
+        queue = list(beats)
+        while True:
+            have = bool(queue) and rng.random() < 0.4
+            yield top.rd_valid.eq(int(have))
+            yield top.rd_data.eq(queue[0] if have else 0)
+            yield
+            if have and (yield top.unp.rd_ready):
+                queue.pop(0)
+
+    def gen():
+        for l in range(lanes):
+            for k in range(n):
+                yield top.act.mems[l][src + k].eq(int(x[l, k]) & 0xffffffff)
+        rms = top.rms
+        yield rms.src.eq(src)
+        yield rms.dst.eq(dst)
+        yield rms.n.eq(n)
+        if use_stats:
+            yield rms.use.eq(1)
+            for l in range(lanes):
+                yield rms.use_sumsq[l].eq(int((xs[l] * xs[l]).sum()))
+        yield rms.start.eq(1)
+        yield
+        yield rms.start.eq(0)
+        for _ in range(3):                   # the sequencer's BURST sends the gains' request
+            yield
+        yield rms.granted.eq(1)
+        yield
+        yield rms.granted.eq(0)
+        for _ in range(30 * n + 200):
+            yield
+            if (yield rms.done):
+                break
+        else:
+            raise AssertionError("RMSNORM did not finish")
+        for _ in range(3):
+            yield
+        for l in range(lanes):
+            got = []
+            for k in range(n):
+                got.append((yield top.act.mems[l][dst + k]))
+            got = np.array(got, np.int64)
+            got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+            assert (got == N.rmsnorm(x[l], gains, gshift)).all(), l
+
+    run_simulation(top, [gen(), stream()])
+
+
+def test_a_state_tested_but_never_defined_is_refused():
+    """A state moved into a unit but still named where the sequencer tests for it is an error
+    at elaboration, not a condition that silently reads 0."""
+    from migen import FSM, NextState
+    from gateware.accelerator import _check_no_dead_states
+    fsm = FSM()
+    fsm.act("A", NextState("B"))
+    fsm.act("B", NextState("A"))
+    fsm.ongoing("A")
+    _check_no_dead_states(fsm)
+    fsm.ongoing("MOVED")
+    with pytest.raises(RuntimeError, match="MOVED"):
+        _check_no_dead_states(fsm)
+
+
+# ROPE --------------------------------------------------------------------------------------------
+
+class _RopeOnScratchpads(Module):
+    def __init__(self, lanes, depth_beats, depth=256):
+        self.submodules.act = act = Scratchpads(lanes, depth, 2)
+        self.submodules.rope = rope = Rope(lanes, depth_beats)
+        self.comb += [
+            act.radr[0].eq(rope.radr), act.wadr.eq(rope.wadr),
+            *[act.we[x].eq(rope.we) for x in range(lanes)], *[act.wdat[x].eq(rope.out[x]) for x in range(lanes)],
+            *[rope.x[x].eq(act.rdat[0][x]) for x in range(lanes)],
+        ]
+
+
+@pytest.mark.parametrize("lanes,head_size,heads,seed", [(1, 8, 2, 0), (2, 16, 3, 1), (4, 32, 1, 2), (2, 2, 5, 3)])
+def test_rope_matches_the_golden_function(lanes, head_size, heads, seed):
+    """Each lane's slot rotated by its own (cos, sin) row, loaded beat by beat as the sequencer
+    loads it, against spec.numerics.rope."""
+    rng = np.random.default_rng(seed)
+    row_beats = isa.rope_row_bytes(head_size) // isa.BEAT_BYTES
+    top = _RopeOnScratchpads(lanes, max(row_beats, 2))
+    n = head_size * heads
+    src, dst = 0, 128
+    x = rng.integers(-2 ** 30, 2 ** 30, (lanes, n))
+    cos = rng.integers(-2 ** 14, 2 ** 14 + 1, (lanes, head_size // 2))
+    sin = rng.integers(-2 ** 14, 2 ** 14 + 1, (lanes, head_size // 2))
+
+    def gen():
+        rope = top.rope
+        for l in range(lanes):
+            for k in range(n):
+                yield top.act.mems[l][src + k].eq(int(x[l, k]) & 0xffffffff)
+            row = isa.pack_rope(cos[l:l + 1], sin[l:l + 1])
+            for b in range(row_beats):
+                yield rope.load_we.eq(1)
+                yield rope.load_lane.eq(l)
+                yield rope.load_adr.eq(b)
+                yield rope.load_data.eq(int.from_bytes(row[16 * b:16 * (b + 1)], "little"))
+                yield
+        yield rope.load_we.eq(0)
+        yield rope.src.eq(src)
+        yield rope.dst.eq(dst)
+        yield rope.n.eq(n)
+        yield rope.m.eq(head_size)
+        yield rope.start.eq(1)
+        yield
+        yield rope.start.eq(0)
+        for _ in range(n + 40):
+            yield
+            if (yield rope.done):
+                break
+        else:
+            raise AssertionError("ROPE did not finish")
+        for _ in range(3):
+            yield
+        for l in range(lanes):
+            got = []
+            for k in range(n):
+                got.append((yield top.act.mems[l][dst + k]))
+            got = np.array(got, np.int64)
+            got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+            assert (got == N.rope(x[l], cos[l], sin[l], head_size)).all(), l
+
+    run_simulation(top, gen())
