@@ -33,6 +33,7 @@ from gateware.core.counters import Counters
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
 from gateware.core.rmsnorm import Rmsnorm
+from gateware.core.rope import Rope
 from gateware.core.silu import Silu
 from gateware.core.unpack import BeatUnpacker
 from gateware.core.writestats import WriteStats
@@ -931,10 +932,15 @@ class Accelerator(LiteXModule):
         # ULX3S build's 20 ns critical path at 79a18b1).
         rrb = Signal(16)
         self.sync += rrb.eq(((2 * m + 15) >> 4) << 4)
-        jj = Signal(16)
         rope_addr, rope_off = Signal(ADDR_W), Signal(ADDR_W)
         self.sync += [rope_off.eq(cur_pos * rrb), rope_addr.eq(waddr + rope_off)]
-        cs_we = Signal()
+        # The rotation (gateware/core/rope.py): each lane's row buffer and one pass over the group.
+        self.rope = rope = Rope(U, cs_depth)
+        self.comb += [
+            rope.src.eq(src), rope.dst.eq(dst), rope.n.eq(n), rope.m.eq(m), rope.abort.eq(abort),
+            *[rope.x[x].eq(lane_rdat[x]) for x in range(U)],
+            rope.load_lane.eq(lane), rope.load_adr.eq(i), rope.load_data.eq(rd.data),
+        ]
         fsm.act("ROPE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
@@ -961,11 +967,11 @@ class Accelerator(LiteXModule):
         fsm.act("RP_LOAD",
             rd.ready.eq(1), rd_wait.eq(1),
             If(rd.valid,
-                cs_we.eq(1), NextValue(i, i + 1),
+                rope.load_we.eq(1), NextValue(i, i + 1),
                 If(i == (rrb >> 4) - 1,
                     NextValue(i, 0),
                     If(lane_last,
-                        NextValue(jj, 0), NextState("RP_RUN")
+                        rope.start.eq(1), NextState("RP_RUN")
                     ).Else(
                         NextValue(slot, slot + 1), NextValue(lane, lane + 1),
                         *([] if self.rope_rows_ahead else [NextState("ROPE")])
@@ -973,56 +979,10 @@ class Accelerator(LiteXModule):
                 )
             )
         )
-        # One element a cycle: element e is read (S0, S1), in act_rdat (S2), the pair's operands
-        # and cos/sin registered when its odd element is in S2 (S3), the rotation products (S4),
-        # and the even element writes ra in S5, the odd one rb a cycle later. A pair's products
-        # stay in ra/rb for both writes, since the operands change only every other cycle.
-        rp_issue = Signal()
-        self.comb += rp_issue.eq(fsm.ongoing("RP_RUN") & (i < n))
-        rpv = [Signal(name=f"rope_v{k}") for k in range(6)]
-        rpi = [Signal(16, name=f"rope_i{k}") for k in range(6)]
-        rpj1, rpj2 = Signal(16), Signal(16)
-        # The pair index trails the issue by two cycles, so cos/sin are read (from rpj2) the
-        # cycle before the odd element reaches act_rdat.
-        self.comb += [rpv[0].eq(rp_issue), rpi[0].eq(i)]
-        self.sync += [
-            [rpv[k].eq(rpv[k - 1]) for k in range(1, 6)],
-            [rpi[k].eq(rpi[k - 1]) for k in range(1, 6)],
-            rpj1.eq(jj), rpj2.eq(rpj1),
-        ]
-        rope_out = []
-        for x in range(U):
-            cs_mem = Memory(128, cs_depth)
-            cs_rp, cs_wp = cs_mem.get_port(), cs_mem.get_port(write_capable=True)
-            self.specials += cs_mem, cs_rp, cs_wp
-            self.comb += [cs_wp.adr.eq(i), cs_wp.dat_w.eq(rd.data), cs_wp.we.eq(cs_we & (lane == x)),
-                          cs_rp.adr.eq(rpj2 >> 2)]
-            v0, v1r, d1 = Signal((32, True)), Signal((32, True)), Signal((32, True))
-            csw = Signal(32)
-            ra, rb = Signal((50, True)), Signal((50, True))
-            cosv = _signed(self, csw[0:16], 16)
-            sinv = _signed(self, csw[16:32], 16)
-            self.sync += [
-                d1.eq(lane_rdat[x]),
-                If(rpv[2] & rpi[2][0],
-                    v0.eq(d1), v1r.eq(lane_rdat[x]), csw.eq(Array(_lanes(cs_rp.dat_r, 32, 4))[rpj2[0:2]])
-                ),
-                ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv),
-            ]
-            st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
-            self.comb += st
-            st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
-            self.comb += st
-            rope_out.append(_signed(self, saturate(self, Mux(rpi[5][0], rb_r, ra_r), 32), 32))
-        rp_run = fsm.ongoing("RP_RUN")
+        rp_run, rope_out = rope.running, rope.out
         fsm.act("RP_RUN",
-            act_radr.eq(src + i),
-            If(rp_issue,
-                NextValue(i, i + 1),
-                If(i[0], NextValue(jj, Mux(jj == (m >> 1) - 1, 0, jj + 1)))
-            ),
-            act_wadr.eq(dst + rpi[5]), act_we_all.eq(rpv[5]),
-            If((i == n) & ~reduce(or_, rpv[1:]), next_group("ROPE"))
+            act_radr.eq(rope.radr), act_wadr.eq(rope.wadr), act_we_all.eq(rope.we),
+            If(rope.done, next_group("ROPE"))
         )
 
         # KVWRITE ----------------------------------------------------------------------------------

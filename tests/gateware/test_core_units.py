@@ -2,7 +2,7 @@
 of its contract — ReadBursts (the read stream's addresses, one burst queued, a flush), Counters
 (the benchmark's counters and the watchdog), Scratchpads (two-cycle reads, registered writes,
 every slot its own RAM) — and the opcode units against the golden model's function for their
-opcode (SILU: spec.numerics.silu_mul; RMSNORM: spec.numerics.rmsnorm; ROPE: spec.numerics.rope), on real scratchpads."""
+opcode (SILU: spec.numerics.silu_mul; RMSNORM: spec.numerics.rmsnorm; ROPE: spec.numerics.rope; ARGMAX: numpy's argmax), on real scratchpads."""
 
 import random
 
@@ -11,6 +11,7 @@ import pytest
 from migen import Module, Signal, passive, run_simulation
 from litex.soc.interconnect import stream
 
+from gateware.core.argmax import Argmax
 from gateware.core.counters import Counters
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
@@ -607,5 +608,49 @@ def test_rope_matches_the_golden_function(lanes, head_size, heads, seed):
             got = np.array(got, np.int64)
             got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
             assert (got == N.rope(x[l], cos[l], sin[l], head_size)).all(), l
+
+    run_simulation(top, gen())
+
+
+# ARGMAX ------------------------------------------------------------------------------------------
+
+class _ArgmaxOnScratchpads(Module):
+    def __init__(self, slots, read_ports, depth=256):
+        self.submodules.act = act = Scratchpads(slots, depth, read_ports)
+        self.submodules.am = am = Argmax(slots, read_ports)
+        self.comb += [act.radr[p].eq(am.radr[p]) for p in range(read_ports)]
+        self.comb += [am.rdat[p][s].eq(act.rdat[p][s]) for p in range(read_ports) for s in range(slots)]
+
+
+@pytest.mark.parametrize("read_ports,seed", [(2, 0), (2, 1), (4, 2), (4, 3)])
+def test_argmax_matches_numpy_first_on_a_tie(read_ports, seed):
+    rng = np.random.default_rng(seed)
+    slots = 3
+    top = _ArgmaxOnScratchpads(slots, read_ports)
+    n = int(rng.integers(1, 60))
+    src = int(rng.integers(0, 100))
+    # Few distinct values, so ties are common; int32's ends included.
+    x = rng.choice([-2 ** 31 + 1, -5, 0, 7, 7, 2 ** 31 - 1, 3], (slots, n)) if seed % 2 else \
+        rng.integers(-2 ** 31 + 1, 2 ** 31, (slots, n))
+
+    def gen():
+        for s in range(slots):
+            for k in range(n):
+                yield top.act.mems[s][src + k].eq(int(x[s, k]) & 0xffffffff)
+        yield top.am.src.eq(src)
+        yield top.am.n.eq(n)
+        yield top.am.start.eq(1)
+        yield
+        yield top.am.start.eq(0)
+        for _ in range(n + 20):
+            yield
+            if (yield top.am.done):
+                break
+        else:
+            raise AssertionError("ARGMAX did not finish")
+        yield
+        for s in range(slots):
+            assert (yield top.am.best_i[s]) == int(np.argmax(x[s])), s
+            assert (yield top.am.best[s]) == int(x[s].max()), s
 
     run_simulation(top, gen())

@@ -1,0 +1,73 @@
+"""ARGMAX's pass: every slot's largest element of act[src:+n] and its index, the first on a tie
+(as numpy's argmax), all slots at once.
+
+Each slot's scratchpad has its own read ports, so the pass reads ``read_ports`` elements of
+every slot a cycle. Two: read (S0, S1), the pair's larger, the first on a tie (S2), against
+the running maximum (S3). Four: the two pairs' larger (S2), the larger pair, the first on a
+tie (S3), the running maximum (S4). The sequencer then writes one result beat per slot.
+"""
+
+from migen import *
+
+
+class Argmax(Module):
+    """Start/done: ``start`` begins a pass over ``n`` elements from ``src`` (they hold still
+    until ``done``, high in the pass's last cycle); ``abort`` stops it. Scratchpad side:
+    ``radr[p]`` (element src + i + p; data ``rdat[p][s]`` two cycles later). Out: ``best[s]``
+    and ``best_i[s]``, valid from ``done`` until the next start."""
+
+    def __init__(self, slots, read_ports):
+        XR = read_ports
+        self.start, self.abort, self.done, self.running = Signal(), Signal(), Signal(), Signal()
+        self.src, self.n = Signal(16), Signal(16)
+        self.radr = [Signal(17, name=f"am_radr{p}") for p in range(XR)]
+        self.rdat = [[Signal((32, True), name=f"am_rdat{p}_{s}") for s in range(slots)] for p in range(XR)]
+        self.best = [Signal((32, True), name=f"am_best{s}") for s in range(slots)]
+        self.best_i = [Signal(32, name=f"am_index{s}") for s in range(slots)]
+
+        # # #
+
+        n, run = self.n, self.running
+        i, i1, i2 = Signal(17), Signal(17), Signal(17)      # the pair (quad) read, and 1, 2 cycles on
+        v1, v2, two1, two2 = Signal(), Signal(), Signal(), Signal()
+        v3, first3 = Signal(), Signal()
+        self.comb += [self.radr[p].eq(self.src + i + p) for p in range(XR)]
+        self.sync += [
+            If(self.start,
+                i.eq(0), v1.eq(0), v2.eq(0), run.eq(1)
+            ).Elif(run,
+                If(i < n, i.eq(i + XR)),
+                v1.eq(i < n), i1.eq(i), two1.eq(i + 1 < n),
+                v2.eq(v1), i2.eq(i1), two2.eq(two1),
+                If(self.done, run.eq(0)),
+            ),
+            If(self.abort, run.eq(0)),
+            v3.eq(run & v2), first3.eq(i2 == 0),
+        ]
+        tail = ~v3
+        if XR == 4:
+            in1, in2 = Signal(4), Signal(4)      # elements i1 + e, i2 + e are in range
+            v4, first4, p23ok = Signal(), Signal(), Signal()
+            self.sync += [in1.eq(Cat(*[i + e < n for e in range(4)])), in2.eq(in1),
+                          v4.eq(v3 & run), first4.eq(first3), p23ok.eq(in2[2])]
+            tail = tail & ~v4
+        self.comb += self.done.eq(run & (i >= n) & ~v1 & ~v2 & tail)
+        for s in range(slots):
+            r0, r1 = self.rdat[0][s], self.rdat[1][s]
+            pair, pair_i = Signal((32, True)), Signal(32)
+            second = two2 & (r1 > r0)
+            self.sync += [pair.eq(Mux(second, r1, r0)), pair_i.eq(Mux(second, i2 + 1, i2))]
+            best, best_i = self.best[s], self.best_i[s]
+            if XR == 4:
+                r2, r3 = self.rdat[2][s], self.rdat[3][s]
+                fourth = in2[3] & (r3 > r2)
+                pair2, pair2_i = Signal((32, True)), Signal(32)
+                quad, quad_i = Signal((32, True)), Signal(32)
+                upper = p23ok & (pair2 > pair)
+                self.sync += [
+                    pair2.eq(Mux(fourth, r3, r2)), pair2_i.eq(Mux(fourth, i2 + 3, i2 + 2)),
+                    quad.eq(Mux(upper, pair2, pair)), quad_i.eq(Mux(upper, pair2_i, pair_i)),
+                    If(run & v4 & (first4 | (quad > best)), best.eq(quad), best_i.eq(quad_i)),
+                ]
+            else:
+                self.sync += If(run & v3 & (first3 | (pair > best)), best.eq(pair), best_i.eq(pair_i))
