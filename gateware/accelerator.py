@@ -29,6 +29,7 @@ from litedram.frontend.dma import LiteDRAMDMAWriter
 from spec import isa, numerics as N, registers as reglayout
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
 from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
+from gateware.core.argmax import Argmax
 from gateware.core.counters import Counters
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
@@ -1475,51 +1476,18 @@ class Accelerator(LiteXModule):
             act_wadr.eq(dst + unp.i), act_wdat.eq(saturate(self, unp.element, 32)), act_we.eq(unp.issue),
             If(unp.issue & (unp.i == n - 1), next_slot("LOAD"))
         )
-        # ARGMAX: one pass over the elements finds every slot's maximum at once (each slot's
-        # scratchpad has its own read ports), two elements a cycle: read (S0, S1), the pair's
-        # larger, the first on a tie (S2), against the running maximum (S3); then one result beat
-        # per slot. With four read ports (Params.act_read_ports) four elements a cycle: the two
-        # pairs' larger (S2), the larger pair, the first on a tie (S3), the running maximum (S4).
-        best = [Signal((32, True), name=f"am_best{x}") for x in range(B)]
-        best_i = [Signal(32, name=f"am_index{x}") for x in range(B)]
-        pair = [Signal((32, True), name=f"am_pair{x}") for x in range(B)]
-        pair_i = [Signal(32, name=f"am_pair_index{x}") for x in range(B)]
-        am_two1, am_two2, am_v3, am_first3 = Signal(), Signal(), Signal(), Signal()
-        am_run = fsm.ongoing("AM_RUN")
-        if XR == 4:
-            am_in1, am_in2 = Signal(4), Signal(4)      # elements i1 + e, i2 + e are in range
-            am_v4, am_first4, am_p23ok = Signal(), Signal(), Signal()
-            self.sync += [am_in1.eq(Cat(*[i + e < n for e in range(4)])), am_in2.eq(am_in1),
-                          am_v4.eq(am_v3 & am_run), am_first4.eq(am_first3), am_p23ok.eq(am_in2[2])]
-        for x in range(B):
-            second = am_two2 & (act_rdat2[x] > act_rdat[x])
-            self.sync += [
-                pair[x].eq(Mux(second, act_rdat2[x], act_rdat[x])),
-                pair_i[x].eq(Mux(second, i2 + 1, i2)),
-            ]
-            if XR == 4:
-                r2, r3 = act_rdat_x[0][x], act_rdat_x[1][x]
-                fourth = am_in2[3] & (r3 > r2)
-                pair2, pair2_i = Signal((32, True)), Signal(32)
-                quad, quad_i = Signal((32, True)), Signal(32)
-                upper = am_p23ok & (pair2 > pair[x])
-                self.sync += [
-                    pair2.eq(Mux(fourth, r3, r2)), pair2_i.eq(Mux(fourth, i2 + 3, i2 + 2)),
-                    quad.eq(Mux(upper, pair2, pair[x])), quad_i.eq(Mux(upper, pair2_i, pair_i[x])),
-                    If(am_run & am_v4 & (am_first4 | (quad > best[x])), best[x].eq(quad), best_i[x].eq(quad_i)),
-                ]
-            else:
-                self.sync += If(am_run & am_v3 & (am_first3 | (pair[x] > best[x])),
-                                best[x].eq(pair[x]), best_i[x].eq(pair_i[x]))
-        self.sync += [am_v3.eq(am_run & v2), am_first3.eq(i2 == 0)]
-        fsm.act("ARGMAX", NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextState("AM_RUN"))
+        # ARGMAX (gateware/core/argmax.py): one pass finds every slot's maximum at once; then one
+        # result beat per slot.
+        self.argmax = am = Argmax(B, XR)
+        self.comb += [
+            am.src.eq(src), am.n.eq(n), am.abort.eq(abort),
+            *[am.rdat[p][x].eq(act.rdat[p][x]) for p in range(XR) for x in range(B)],
+        ]
+        best, best_i = am.best, am.best_i
+        fsm.act("ARGMAX", am.start.eq(1), NextState("AM_RUN"))
         fsm.act("AM_RUN",
-            act_radr.eq(src + i), act_radr2.eq(src + i + 1),
-            *[act_radr_x[x].eq(src + i + 2 + x) for x in range(XR - 2)],
-            If(i < n, NextValue(i, i + XR)),
-            NextValue(v1, i < n), NextValue(i1, i), NextValue(am_two1, i + 1 < n),
-            NextValue(v2, v1), NextValue(i2, i1), NextValue(am_two2, am_two1),
-            If((i >= n) & ~v1 & ~v2 & ~am_v3 & (~am_v4 if XR == 4 else 1), NextState("AM_GO"))
+            *[act.radr[p].eq(am.radr[p]) for p in range(XR)],
+            If(am.done, NextState("AM_GO"))
         )
         fsm.act("AM_GO", *burst(waddr + (slot << 4), isa.BEAT_BYTES, "AM_WR", write=True))
         fsm.act("AM_WR",

@@ -2,7 +2,7 @@
 of its contract — ReadBursts (the read stream's addresses, one burst queued, a flush), Counters
 (the benchmark's counters and the watchdog), Scratchpads (two-cycle reads, registered writes,
 every slot its own RAM) — and the opcode units against the golden model's function for their
-opcode (SILU: spec.numerics.silu_mul; RMSNORM: spec.numerics.rmsnorm; ROPE: spec.numerics.rope; ARGMAX: numpy's argmax), on real scratchpads."""
+opcode (SILU: spec.numerics.silu_mul; RMSNORM: spec.numerics.rmsnorm; ROPE: spec.numerics.rope; ARGMAX: numpy's argmax; EMBED: spec.numerics.embed), on real scratchpads."""
 
 import random
 
@@ -13,11 +13,13 @@ from litex.soc.interconnect import stream
 
 from gateware.core.argmax import Argmax
 from gateware.core.counters import Counters
+from gateware.core.embed import Embed
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
 from gateware.core.rmsnorm import Rmsnorm
 from gateware.core.rope import Rope
 from gateware.core.silu import Silu
+from gateware.core.store import Store
 from gateware.core.unpack import BeatUnpacker
 from gateware.core.writestats import WriteStats
 from spec import isa, numerics as N
@@ -654,3 +656,120 @@ def test_argmax_matches_numpy_first_on_a_tie(read_ports, seed):
             assert (yield top.am.best[s]) == int(x[s].max()), s
 
     run_simulation(top, gen())
+
+
+# EMBED -------------------------------------------------------------------------------------------
+
+class _EmbedOnScratchpads(Module):
+    def __init__(self, depth=256):
+        self.submodules.act = act = Scratchpads(1, depth, 2)
+        self.submodules.unp = unp = BeatUnpacker()
+        self.submodules.emb = emb = Embed()
+        self.comb += [
+            act.wadr.eq(emb.wadr), act.wdat[0].eq(emb.wdat), act.we[0].eq(emb.we),
+            unp.n.eq(emb.n), unp.header.eq(emb.f16_header), unp.run.eq(emb.f16_run),
+            emb.f16_taken.eq(unp.header_taken), emb.f16_issue.eq(unp.issue), emb.f16_i.eq(unp.i),
+            emb.f16_element.eq(unp.element), emb.f16_shift.eq(unp.shift),
+        ]
+
+
+@pytest.mark.parametrize("shift,seed", [(20, 0), (0, 1), (63, 2), (5, 3)])
+def test_embed_matches_the_golden_function(shift, seed):
+    """A fixed16 row from a stalling stream, converted to Q16 as spec.numerics.embed does (row
+    shifts that round, that shift left and that saturate)."""
+    rng = np.random.default_rng(seed)
+    top = _EmbedOnScratchpads()
+    n = int(rng.integers(1, 50))
+    dst = int(rng.integers(0, 150))
+    row = rng.integers(-2 ** 15 + 1, 2 ** 15, n)
+    blob = isa.pack_fixed16(row, shift)
+    beats = [int.from_bytes(blob[k:k + 16], "little") for k in range(0, len(blob), 16)]
+
+    @passive
+    def stream():
+        queue = list(beats)
+        while True:
+            have = bool(queue) and rng.random() < 0.5
+            yield top.unp.rd_valid.eq(int(have))
+            yield top.unp.rd_data.eq(queue[0] if have else 0)
+            yield
+            if have and (yield top.unp.rd_ready):
+                queue.pop(0)
+
+    def gen():
+        emb = top.emb
+        yield emb.dst.eq(dst)
+        yield emb.n.eq(n)
+        yield emb.start.eq(1)
+        yield
+        yield emb.start.eq(0)
+        yield emb.granted.eq(1)
+        yield
+        yield emb.granted.eq(0)
+        for _ in range(20 * n + 100):
+            yield
+            if (yield emb.done):
+                break
+        else:
+            raise AssertionError("EMBED did not finish")
+        for _ in range(3):
+            yield
+        got = []
+        for k in range(n):
+            got.append((yield top.act.mems[0][dst + k]))
+        got = np.array(got, np.int64)
+        got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+        assert (got == N.embed(row, shift)).all()
+
+    run_simulation(top, [gen(), stream()])
+
+
+# STORE -------------------------------------------------------------------------------------------
+
+class _StoreOnScratchpads(Module):
+    def __init__(self, depth=256):
+        self.submodules.act = act = Scratchpads(1, depth, 2)
+        self.submodules.st = st = Store()
+        self.comb += [act.radr[0].eq(st.radr), st.x.eq(act.rdat[0][0])]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_store_writes_the_int32_vector_as_golden_does_into_a_stalling_stream(seed):
+    rng = np.random.default_rng(seed)
+    top = _StoreOnScratchpads()
+    n = int(rng.integers(1, 45))
+    src = int(rng.integers(0, 150))
+    x = rng.integers(-2 ** 31, 2 ** 31, n)
+    beats = []
+
+    @passive
+    def sink():
+        while True:
+            ready = int(rng.random() < 0.4)
+            yield top.st.wr_ready.eq(ready)
+            yield
+            if ready and (yield top.st.wr_valid):
+                beats.append((yield top.st.wr_data))
+
+    def gen():
+        for k in range(n):
+            yield top.act.mems[0][src + k].eq(int(x[k]) & 0xffffffff)
+        yield top.st.src.eq(src)
+        yield top.st.n.eq(n)
+        yield top.st.start.eq(1)
+        yield
+        yield top.st.start.eq(0)
+        yield top.st.granted.eq(1)
+        yield
+        yield top.st.granted.eq(0)
+        for _ in range(30 * n + 100):
+            yield
+            if (yield top.st.done):
+                break
+        else:
+            raise AssertionError("STORE did not finish")
+
+    run_simulation(top, [gen(), sink()])
+    blob = b"".join(b.to_bytes(16, "little") for b in beats)
+    expected = x.astype("<i4").tobytes()
+    assert blob == expected + bytes(len(blob) - len(expected)) and len(beats) == -(-n // 4)
