@@ -31,11 +31,13 @@ from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rs
 from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from gateware.core.argmax import Argmax
 from gateware.core.counters import Counters
+from gateware.core.embed import Embed
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
 from gateware.core.rmsnorm import Rmsnorm
 from gateware.core.rope import Rope
 from gateware.core.silu import Silu
+from gateware.core.store import Store
 from gateware.core.unpack import BeatUnpacker
 from gateware.core.writestats import WriteStats
 
@@ -539,29 +541,21 @@ class Accelerator(LiteXModule):
             )
         )
         fsm.act("EMB_GO0", NextState("EMB_GO"))        # emb_off, then emb_addr settle
-        fsm.act("EMB_GO", *burst(emb_addr, f16bytes, "EMB_HDR"))
-        fsm.act("EMB_HDR", unp.header.eq(1), *unp_rd, If(unp.header_taken, NextState("EMB_RUN")))
-        fshift_s = _signed(self, unp.shift - N.ACT_FRAC, 8)
-        # One element a cycle (plus one per beat): pick the lane (S1), rounding bias (S2), shift
-        # (S3), saturate and write.
-        emb_q = Signal((16, True))
-        emb_finish = round_shift_split(self, emb_q, fshift_s, 64, x_bits=16, s_range=(-N.ACT_FRAC, 63 - N.ACT_FRAC),
-                                       sat_bits=32)
-        emb_r = Signal((len(emb_finish()), True))
-        ev = [Signal(name=f"emb_v{k}") for k in range(4)]
-        ei = [Signal(16, name=f"emb_i{k}") for k in range(4)]
-        self.sync += [
-            emb_q.eq(unp.element), emb_r.eq(emb_finish()),
-            ev[1].eq(unp.issue & fsm.ongoing("EMB_RUN")), ei[1].eq(unp.i),
-            [ev[k].eq(ev[k - 1]) for k in range(2, 4)], [ei[k].eq(ei[k - 1]) for k in range(2, 4)],
+        # The conversion (gateware/core/embed.py) starts as the row's burst goes out.
+        self.embed = emb = Embed()
+        self.comb += [
+            emb.dst.eq(dst), emb.n.eq(n), emb.abort.eq(abort), emb.granted.eq(burst_granted),
+            emb.f16_taken.eq(unp.header_taken), emb.f16_issue.eq(unp.issue), emb.f16_i.eq(unp.i),
+            emb.f16_element.eq(unp.element), emb.f16_shift.eq(unp.shift),
         ]
-        fsm.act("EMB_RUN",
-            unp.run.eq(1), *unp_rd,
-            act_wadr.eq(dst + ei[3]), act_wdat.eq(saturate(self, emb_r, 32)), act_we.eq(ev[3]),
-            If((unp.i == n) & ~ev[1] & ~ev[2] & ~ev[3], next_slot("EMBED"))
+        fsm.act("EMB_GO", emb.start.eq(1), *burst(emb_addr, f16bytes, "EMB_WAIT"))
+        fsm.act("EMB_WAIT",
+            act_wadr.eq(emb.wadr), act_wdat.eq(emb.wdat), act_we.eq(emb.we),
+            unp.header.eq(emb.f16_header), unp.run.eq(emb.f16_run), *unp_rd,
+            If(emb.done, next_slot("EMBED"))
         )
 
-        # Loop flags shared by MATVEC, STORE and ARGMAX's passes.
+        # MATVEC's input passes: their stages' valid flags.
         v1, v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal(), Signal()
 
         # RMSNORM (gateware/core/rmsnorm.py): one group of slots per pass -------------------------
@@ -1437,37 +1431,17 @@ class Accelerator(LiteXModule):
                                         Mux(rp_run, rope_out[x % U], mv_out[x]))))
 
         # STORE / LOAD / ARGMAX --------------------------------------------------------------------
-        packed32 = Signal(128)
-        self.comb += packed32.eq(word)
-        for l in range(4):
-            self.comb += If(i2[0:2] == l, packed32[32 * l:32 * (l + 1)].eq(ard))
         slot_off = Signal(ADDR_W)
         self.sync += slot_off.eq(slot * (m << 4))         # registered: ST_GO/LD_GO wait for a new slot's
-        # One element per cycle into a beat: read (S0, S1), packed (S2). No element is read while
-        # a beat's last one is on its way, so a beat leaves while the next one's first is read.
-        full = Signal()
-        push = Signal()
-        last_lane1, last_lane2 = Signal(), Signal()
-        st_issue = Signal()
-        self.comb += [
-            push.eq(fsm.ongoing("ST_RUN") & full & wr.ready),
-            last_lane1.eq(v1 & ((i1[0:2] == 3) | (i1 == n - 1))),
-            last_lane2.eq(v2 & ((i2[0:2] == 3) | (i2 == n - 1))),
-            st_issue.eq((i < n) & (~full | push) & ~last_lane1 & ~last_lane2),
-        ]
-        fsm.act("STORE",
-            NextValue(i, 0), NextValue(word, 0), NextValue(full, 0), NextValue(v1, 0), NextValue(v2, 0),
-            NextState("ST_GO"))
-        fsm.act("ST_GO", *burst(waddr + slot_off, n << 2, "ST_RUN", write=True))
-        fsm.act("ST_RUN",
-            act_radr.eq(src + i),
-            If(st_issue, NextValue(i, i + 1)),
-            NextValue(v1, st_issue), NextValue(i1, i),
-            NextValue(v2, v1), NextValue(i2, i1),
-            wr.valid.eq(full), wr.data.eq(word),
-            If(push, NextValue(full, 0), NextValue(word, 0)),
-            If(v2, NextValue(word, packed32), If(last_lane2, NextValue(full, 1))),
-            If((i == n) & ~v1 & ~v2 & (~full | push), next_slot("STORE"))
+        # STORE's packer (gateware/core/store.py) starts as the slot's write burst goes out.
+        self.store = st = Store()
+        self.comb += [st.src.eq(src), st.n.eq(n), st.abort.eq(abort), st.granted.eq(burst_granted),
+                      st.x.eq(ard), st.wr_ready.eq(wr.ready)]
+        fsm.act("STORE", st.start.eq(1), NextState("ST_GO"))
+        fsm.act("ST_GO", *burst(waddr + slot_off, n << 2, "ST_WAIT", write=True))
+        fsm.act("ST_WAIT",
+            act_radr.eq(st.radr), wr.valid.eq(st.wr_valid), wr.data.eq(st.wr_data),
+            If(st.done, next_slot("STORE"))
         )
         fsm.act("LOAD", unp.clear.eq(1), NextState("LD_GO"))
         fsm.act("LD_GO", *burst(waddr + slot_off, n << 2, "LD_RUN"))
