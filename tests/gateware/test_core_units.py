@@ -25,6 +25,30 @@ from gateware.core.writestats import WriteStats
 from spec import isa, numerics as N
 
 
+
+def _read_int32(mem, base, n):
+    """Words base .. base + n - 1 of a scratchpad RAM as int32 (a simulation generator)."""
+    got = []
+    for k in range(n):
+        got.append((yield mem[base + k]))
+    got = np.array(got, np.int64)
+    return np.where(got >= 2 ** 31, got - 2 ** 32, got)
+
+
+@passive
+def _beat_stream(unp, beats, rng, p=0.5):
+    """The read stream a BeatUnpacker takes ``beats`` from: a beat on offer only some cycles,
+    as DRAM's would be."""
+    queue = list(beats)
+    while True:
+        have = bool(queue) and rng.random() < p
+        yield unp.rd_valid.eq(int(have))
+        yield unp.rd_data.eq(queue[0] if have else 0)
+        yield
+        if have and (yield unp.rd_ready):
+            queue.pop(0)
+
+
 # ReadBursts --------------------------------------------------------------------------------------
 
 class _Bursts(Module):
@@ -282,11 +306,7 @@ def test_silu_matches_the_golden_function(lanes, seed):
         for _ in range(3):              # the last write lands
             yield
         for x in range(lanes):
-            got = []
-            for k in range(n):
-                got.append((yield top.act.mems[x][dst + k]))
-            got = np.array(got, np.int64)
-            got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+            got = yield from _read_int32(top.act.mems[x], dst, n)
             assert (got == N.silu_mul(a[x], b[x])).all(), x
 
     run_simulation(top, gen())
@@ -484,17 +504,6 @@ def test_rmsnorm_matches_the_golden_function(lanes, use_stats, seed):
     beats = [int.from_bytes(blob[k:k + 16], "little") for k in range(0, len(blob), 16)]
     xs = N.round_shift(x, N.RMS_PRE_SHIFT)
 
-    @passive
-    def stream():                            # the gains arrive some cycles, as DRAM's would
-        queue = list(beats)
-        while True:
-            have = bool(queue) and rng.random() < 0.4
-            yield top.rd_valid.eq(int(have))
-            yield top.rd_data.eq(queue[0] if have else 0)
-            yield
-            if have and (yield top.unp.rd_ready):
-                queue.pop(0)
-
     def gen():
         for l in range(lanes):
             for k in range(n):
@@ -524,14 +533,10 @@ def test_rmsnorm_matches_the_golden_function(lanes, use_stats, seed):
         for _ in range(3):
             yield
         for l in range(lanes):
-            got = []
-            for k in range(n):
-                got.append((yield top.act.mems[l][dst + k]))
-            got = np.array(got, np.int64)
-            got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+            got = yield from _read_int32(top.act.mems[l], dst, n)
             assert (got == N.rmsnorm(x[l], gains, gshift)).all(), l
 
-    run_simulation(top, [gen(), stream()])
+    run_simulation(top, [gen(), _beat_stream(top.unp, beats, rng)])
 
 
 def test_a_state_tested_but_never_defined_is_refused():
@@ -604,11 +609,7 @@ def test_rope_matches_the_golden_function(lanes, head_size, heads, seed):
         for _ in range(3):
             yield
         for l in range(lanes):
-            got = []
-            for k in range(n):
-                got.append((yield top.act.mems[l][dst + k]))
-            got = np.array(got, np.int64)
-            got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+            got = yield from _read_int32(top.act.mems[l], dst, n)
             assert (got == N.rope(x[l], cos[l], sin[l], head_size)).all(), l
 
     run_simulation(top, gen())
@@ -685,17 +686,6 @@ def test_embed_matches_the_golden_function(shift, seed):
     blob = isa.pack_fixed16(row, shift)
     beats = [int.from_bytes(blob[k:k + 16], "little") for k in range(0, len(blob), 16)]
 
-    @passive
-    def stream():
-        queue = list(beats)
-        while True:
-            have = bool(queue) and rng.random() < 0.5
-            yield top.unp.rd_valid.eq(int(have))
-            yield top.unp.rd_data.eq(queue[0] if have else 0)
-            yield
-            if have and (yield top.unp.rd_ready):
-                queue.pop(0)
-
     def gen():
         emb = top.emb
         yield emb.dst.eq(dst)
@@ -714,14 +704,10 @@ def test_embed_matches_the_golden_function(shift, seed):
             raise AssertionError("EMBED did not finish")
         for _ in range(3):
             yield
-        got = []
-        for k in range(n):
-            got.append((yield top.act.mems[0][dst + k]))
-        got = np.array(got, np.int64)
-        got = np.where(got >= 2 ** 31, got - 2 ** 32, got)
+        got = yield from _read_int32(top.act.mems[0], dst, n)
         assert (got == N.embed(row, shift)).all()
 
-    run_simulation(top, [gen(), stream()])
+    run_simulation(top, [gen(), _beat_stream(top.unp, beats, rng)])
 
 
 # STORE -------------------------------------------------------------------------------------------
