@@ -27,7 +27,8 @@ from litex.soc.interconnect import stream
 from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, numerics as N, registers as reglayout
-from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
+from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt, as_signed, \
+    as_unsigned
 from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from gateware.core.argmax import Argmax
 from gateware.core.counters import Counters
@@ -48,21 +49,6 @@ KV_FIFO_BEATS = 4   # KVWRITE's beats between its packer and the write port (4-p
 
 def _lanes(sig, width, n, signed=True):
     return [sig[width * k:width * (k + 1)] for k in range(n)]
-
-
-def _signed(m, expr, width):
-    """``expr`` through a signed signal of ``width`` bits. Verilog sizes an expression by its
-    widest operand, so a sum or product compared or saturated in place can wrap; assigning it
-    to a wide enough signal first keeps every bit (Migen's own simulator never wraps)."""
-    s = Signal((width, True))
-    m.comb += s.eq(expr)
-    return s
-
-
-def _unsigned(m, expr, width):
-    s = Signal(width)
-    m.comb += s.eq(expr)
-    return s
 
 
 def _check_no_dead_states(fsm):
@@ -203,13 +189,13 @@ class Accelerator(LiteXModule):
             in_group = ((group == s // U) | ~unit_pass) if U < B else 1   # MATVEC writes every slot
             self.comb += If(act_we_all, act.wdat[s].eq(all_wdat[s]), act.we[s].eq((s < nslots) & in_group)
                          ).Else(act.wdat[s].eq(act_wdat), act.we[s].eq(act_we & (wslot == s)))
-        ard = _signed(self, Array(act_rdat)[slot], 32)
+        ard = as_signed(self, Array(act_rdat)[slot], 32)
         if U == B:
             lane_rdat, lane_rdat2 = act_rdat, act_rdat2
             last_group = C(1)
         else:
-            lane_rdat = [_signed(self, Array(act_rdat[x::U])[group], 32) for x in range(U)]
-            lane_rdat2 = [_signed(self, Array(act_rdat2[x::U])[group], 32) for x in range(U)]
+            lane_rdat = [as_signed(self, Array(act_rdat[x::U])[group], 32) for x in range(U)]
+            lane_rdat2 = [as_signed(self, Array(act_rdat2[x::U])[group], 32) for x in range(U)]
             last_group = Signal()
             self.comb += last_group.eq(group == (nslots - 1) >> log2_int(U))
         lane_last = (lane == U - 1) | (slot == nslots - 1)      # the group's last slot
@@ -421,7 +407,7 @@ class Accelerator(LiteXModule):
             key = (id(base), id(count))
             if key not in checks:
                 ok = Signal(name="act_ok")
-                self.sync += ok.eq((count >= 1) & (_unsigned(self, base + count, 34) <= D))
+                self.sync += ok.eq((count >= 1) & (as_unsigned(self, base + count, 34) <= D))
                 checks[key] = ok
             return checks[key]
         need = lambda cond, *then: If(~(cond), *fail("BAD_FIELD")).Else(*then)
@@ -561,7 +547,7 @@ class Accelerator(LiteXModule):
         # RMSNORM (gateware/core/rmsnorm.py): one group of slots per pass -------------------------
         self.rmsnorm = rms = Rmsnorm(U, params.divider_steps, write_stats=WS)
         use_sumsq_lane = use_sumsq if U == B or not WS else \
-            [_unsigned(self, Array(use_sumsq[x::U])[group], 64) for x in range(U)]
+            [as_unsigned(self, Array(use_sumsq[x::U])[group], 64) for x in range(U)]
         self.comb += [
             rms.src.eq(src), rms.dst.eq(dst), rms.n.eq(n), rms.abort.eq(abort), rms.granted.eq(burst_granted),
             *[rms.x[x].eq(lane_rdat[x]) for x in range(U)],
@@ -582,7 +568,7 @@ class Accelerator(LiteXModule):
         # MATVEC -----------------------------------------------------------------------------------
         cp = Signal(17)                   # columns, padded to whole beats
         cpb = Signal(13)                  # beats per row
-        m15 = _unsigned(self, m + 15, 17)
+        m15 = as_unsigned(self, m + 15, 17)
         self.sync += [cp.eq(Cat(C(0, 4), m15[4:])), cpb.eq(m15[4:])]    # m settles in DECODE
         amax = [Signal(32) for _ in range(B)]
         ex = [Signal(5) for _ in range(B)]
@@ -635,8 +621,8 @@ class Accelerator(LiteXModule):
             # bias (S2), shift (S3), saturate (S4), pack them into the lane word (S5).
             xms = []
             for e, rdat in enumerate([act_rdat[s], act_rdat2[s]] + [act_rdat_x[x][s] for x in range(XR - 2)]):
-                xval = _signed(self, Mux(xok[e], rdat, 0), 32)
-                xr_finish = round_shift_split(self, xval, _signed(self, ex[s], 7), 40,
+                xval = as_signed(self, Mux(xok[e], rdat, 0), 32)
+                xr_finish = round_shift_split(self, xval, as_signed(self, ex[s], 7), 40,
                                               x_bits=32, s_range=(0, 31), sat_bits=N.QIN_BITS)
                 xr = Signal((len(xr_finish()), True))
                 xm = Signal((16, True))
@@ -680,9 +666,9 @@ class Accelerator(LiteXModule):
             la_waddr = Signal(ADDR_W)
             la_ok = Signal()
             la_age = Signal(4)            # cycles the lookahead has had to settle
-            la_m15 = _unsigned(self, la_m + 15, 17)
+            la_m15 = as_unsigned(self, la_m + 15, 17)
             la_bytes, _ = self._matrix_bytes(la_n, la_m15, la_m15[4:])
-            la_beats = _unsigned(self, (la_bytes + 15) >> 4, ADDR_W)
+            la_beats = as_unsigned(self, (la_bytes + 15) >> 4, ADDR_W)
             self.sync += [
                 la_mv.eq(la_hit & (la_word[0:8] == O["MATVEC"])), la_layered.eq(la_word[8]),
                 la_n.eq(la_word[64:80]), la_m.eq(la_word[80:96]), la_addr.eq(la_word[96:128]),
@@ -864,7 +850,7 @@ class Accelerator(LiteXModule):
                     w_chunk.eq(w_rest[:8 * L]), w_rest.eq(w_rest[8 * L:])
                 )
             )
-        w = [_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
+        w = [as_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
         for s in range(B):
             # The input word is read the cycle after its beat is accepted (chunk 0); the rest
             # of it shifts out for the beat's later chunks (the read address moves on with the
@@ -881,13 +867,13 @@ class Accelerator(LiteXModule):
                         x_chunk.eq(x_rest[:16 * L]), x_rest.eq(x_rest[16 * L:])
                     )
                 )
-            x = [_signed(self, v, 16) for v in _lanes(x_chunk, 16, L)]
+            x = [as_signed(self, v, 16) for v in _lanes(x_chunk, 16, L)]
             prod = [Signal((24, True), name=f"mv_prod{l}") for l in range(L)]
             q0, q1 = Signal((28, True)), Signal((28, True))
             g0, g1 = Signal((28, True)), Signal((28, True))
             pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
             # The row shift is 0..63 and the input exponent 0..31.
-            finish = round_shift_split(self, s4_acc, _signed(self, s4_rsh - ex[s], 8), 72,
+            finish = round_shift_split(self, s4_acc, as_signed(self, s4_rsh - ex[s], 8), 72,
                                        x_bits=len(s4_acc), s_range=(-31, 63), sat_bits=32)
             s5_y, s6_y, s7_y = Signal((len(finish()), True)), Signal((32, True)), Signal((32, True))
             s7_res = Signal((34, True))
@@ -988,7 +974,7 @@ class Accelerator(LiteXModule):
         if XR == 2:
             st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
             self.comb += st
-            kv16 = _signed(self, saturate(self, kvr, 16), 16)
+            kv16 = as_signed(self, saturate(self, kvr, 16), 16)
             kv16_r = Signal((16, True))       # registered (timing): read, convert, then pack
             kvv0, kvv1, kvv2 = Signal(), Signal(), Signal()
             kvl0, kvl1, kvl2 = Signal(3), Signal(3), Signal(3)
@@ -1157,7 +1143,7 @@ class Accelerator(LiteXModule):
         dprod = Signal((72, True))
         scount = Signal(32)
         smax = Signal((32, True))
-        scale = _signed(self, R["ATTSCALE"][0:16], 17)
+        scale = as_signed(self, R["ATTSCALE"][0:16], 17)
         self.comb += [
             a_acc.eq(fsm.ongoing("AT_K") & rd.valid & (t <= cur_pos)),
             q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if params.attn_pairs else h[0])),
@@ -1195,15 +1181,15 @@ class Accelerator(LiteXModule):
             NextState("AT_SM_RUN")
         )
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
-        sc_r = _signed(self, sc_finish(), 80)
+        sc_r = as_signed(self, sc_finish(), 80)
         sc = Signal((32, True))
         ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
         kp = [Signal((32, True), name=f"at_kp{l}") for l in range(8)]
         ka1a, kf1a, kl1a, kt1a = Signal(), Signal(), Signal(), Signal(32)
         ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
         kbeat_r, qword_r = Signal(128), Signal(128)
-        keys_r = [_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
-        qs_r = [_signed(self, v, 16) for v in _lanes(qword_r, 16, 8)]
+        keys_r = [as_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
+        qs_r = [as_signed(self, v, 16) for v in _lanes(qword_r, 16, 8)]
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             kbeat_r.eq(kbeat), qword_r.eq(q_rp.dat_r),               # operands (timing: registered
@@ -1229,7 +1215,7 @@ class Accelerator(LiteXModule):
         # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
         u = Signal(40)
         dd = Signal((34, True))
-        st, u_r = round_shift(_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
+        st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
         self.comb += st
         # One score per cycle: read (S0), distance to the max (S1), scale it (S2), table (S3),
         # shift (S4), accumulate the sum and write back (S5).
@@ -1246,7 +1232,7 @@ class Accelerator(LiteXModule):
         self.sync += [
             smv1.eq(sm_run & (t <= cur_pos) & self.ap_sm_go if params.attn_pairs else sm_run & (t <= cur_pos)), smt1.eq(t),
             smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq((Mux(self.ap_sh[0], self.ap_smax1, smax) if params.attn_pairs else smax)
-                                                         - _signed(self, self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r, 32)),
+                                                         - as_signed(self, self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r, 32)),
             smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
             smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
             smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
@@ -1349,14 +1335,14 @@ class Accelerator(LiteXModule):
                               if params.attn_pairs
                               else (~od_active & ~self.attn_v_busy) if params.attn_overlap else ~od_active,
                               next_slot("ATTN")))
-        vals = [_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
+        vals = [as_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
         self.sync += [
             va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
             va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r),
             va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
-            prob.eq(_unsigned(self, ev_r * (Mux(self.ap_vh[1], self.ap_recip1, recip) if params.attn_pairs else recip), 49) >> 31),     # widened: Verilog sizes a product by its context
+            prob.eq(as_unsigned(self, ev_r * (Mux(self.ap_vh[1], self.ap_recip1, recip) if params.attn_pairs else recip), 49) >> 31),     # widened: Verilog sizes a product by its context
             va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
-            [vprod[l].eq(_signed(self, prob, 18) * vals[l]) for l in range(8)],
+            [vprod[l].eq(as_signed(self, prob, 18) * vals[l]) for l in range(8)],
             wdone.eq(va4 & vl4),
             [wacc_en_g[g].eq(va3 & (vk3 == g)) for g in range(groups)],     # va4 & (vk4 == g)
             [wfirst_g[g].eq(vf3 & (vk3 == g)) for g in range(groups)],      # vf4, where it counts
@@ -1585,7 +1571,7 @@ class Accelerator(LiteXModule):
         kv_slot = [Signal(max=max(B, 2)) for _ in range(2)]
         self.sync += [kv_slot[0].eq(slot), kv_slot[1].eq(kv_slot[0])]
         for e, col in enumerate(sig["act_rdat"]):
-            st, xr = round_shift(_signed(self, Array(col)[kv_slot[1]], 32), N.ACT_FRAC - N.KV_FRAC, 40)
+            st, xr = round_shift(as_signed(self, Array(col)[kv_slot[1]], 32), N.ACT_FRAC - N.KV_FRAC, 40)
             self.comb += st
             q = Signal(16, name=f"pack4_elem{e}")
             self.sync += q.eq(saturate(self, xr, 16))

@@ -9,6 +9,23 @@ from spec import numerics as N
 
 # Combinational helpers ----------------------------------------------------------------------------
 
+def as_signed(m, expr, width):
+    """``expr`` through a signed signal of ``width`` bits of ``m``. Verilog sizes an expression
+    by its widest operand, so a sum or product compared or saturated in place can wrap;
+    assigning it to a wide enough signal first keeps every bit (Migen's own simulator never
+    wraps)."""
+    s = Signal((width, True))
+    m.comb += s.eq(expr)
+    return s
+
+
+def as_unsigned(m, expr, width):
+    """``expr`` through an unsigned signal of ``width`` bits of ``m`` (see as_signed)."""
+    s = Signal(width)
+    m.comb += s.eq(expr)
+    return s
+
+
 def round_shift(x, s, width):
     """(statements, result): spec.numerics.round_shift(x, s) for a signed ``x`` and a signed or
     constant ``s`` (negative shifts left), computed in ``width`` bits. Half away from zero, as one

@@ -9,16 +9,11 @@ cycle (plus one a beat): the element (S1), rounding bias (S2), shift (S3), satur
 from migen import *
 
 from spec import numerics as N
-from gateware.arith import round_shift_split, saturate
+from gateware.arith import round_shift_split, saturate, as_signed
 from gateware.core.pipeline import delay_chain
 
 LATENCY = 3           # cycles from an element's issue to its write
 
-
-def _signed(m, expr, width):
-    s = Signal((width, True))
-    m.comb += s.eq(expr)
-    return s
 
 
 class Embed(Module):
@@ -42,7 +37,7 @@ class Embed(Module):
         self.submodules.fsm = fsm
         run = fsm.ongoing("RUN")
         emb_q = Signal((16, True))
-        shift = _signed(self, self.f16_shift - N.ACT_FRAC, 8)
+        shift = as_signed(self, self.f16_shift - N.ACT_FRAC, 8)
         finish = round_shift_split(self, emb_q, shift, 64, x_bits=16, s_range=(-N.ACT_FRAC, 63 - N.ACT_FRAC),
                                    sat_bits=32)
         emb_r = Signal((len(finish()), True))

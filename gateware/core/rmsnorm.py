@@ -15,16 +15,11 @@ beats wait in the read FIFO during pass 1 and the division, so pass 2 does not w
 from migen import *
 
 from spec import numerics as N
-from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt
+from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt, as_signed
 from gateware.core.pipeline import delay_chain
 
 LATENCY = 10          # pass 2: cycles from an element's read address to its write
 
-
-def _signed(m, expr, width):
-    s = Signal((width, True))
-    m.comb += s.eq(expr)
-    return s
 
 
 class Rmsnorm(Module):
@@ -107,7 +102,7 @@ class Rmsnorm(Module):
         self.comb += self.pass2.eq(fsm.ongoing("RUN"))
         rv = delay_chain(self, self.f16_issue & self.pass2, LATENCY, keep=self.pass2, name="rms_v")
         ri = delay_chain(self, self.f16_i[:16], LATENCY, name="rms_i")
-        g = delay_chain(self, _signed(self, self.f16_element[:16], 16), 7, name="rms_g")
+        g = delay_chain(self, as_signed(self, self.f16_element[:16], 16), 7, name="rms_g")
         for x in range(lanes):
             x1 = Signal((32, True))
             p1 = Signal((64, True))
@@ -116,7 +111,7 @@ class Rmsnorm(Module):
             s1 = Signal((8, True))        # registered: a constant per instruction and slot
             # x * y is int32 x Q15 (52 bits); xn * gain is int32 x int16 (48 bits).
             xn_finish = round_shift_split(self, p1, s1, 72, x_bits=52, sat_bits=32)
-            out_finish = round_shift_split(self, p2, _signed(self, self.f16_shift, 8), 72, x_bits=48,
+            out_finish = round_shift_split(self, p2, as_signed(self, self.f16_shift, 8), 72, x_bits=48,
                                            s_range=(0, 63), sat_bits=32)
             xn_r, out_r = Signal((len(xn_finish()), True)), Signal((len(out_finish()), True))
             self.sync += [

@@ -12,16 +12,11 @@ operands change only every other cycle.
 from migen import *
 
 from spec import numerics as N
-from gateware.arith import round_shift, saturate
+from gateware.arith import round_shift, saturate, as_signed
 from gateware.core.pipeline import delay_chain
 
 LATENCY = 5           # cycles from an element's read address to its write
 
-
-def _signed(m, expr, width):
-    s = Signal((width, True))
-    m.comb += s.eq(expr)
-    return s
 
 
 class Rope(Module):
@@ -77,8 +72,8 @@ class Rope(Module):
             v0, v1r, d1 = Signal((32, True)), Signal((32, True)), Signal((32, True))
             csw = Signal(32)
             ra, rb = Signal((50, True)), Signal((50, True))
-            cosv = _signed(self, csw[0:16], 16)
-            sinv = _signed(self, csw[16:32], 16)
+            cosv = as_signed(self, csw[0:16], 16)
+            sinv = as_signed(self, csw[16:32], 16)
             self.sync += [
                 d1.eq(self.x[x]),
                 If(valid[2] & index[2][0],

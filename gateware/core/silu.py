@@ -9,16 +9,11 @@ interpolate (S5), a*sigmoid (S6), round (S7), times b (S8), round (S9), saturate
 from migen import *
 
 from spec import numerics as N
-from gateware.arith import round_shift, saturate
+from gateware.arith import round_shift, saturate, as_signed
 from gateware.core.pipeline import delay_chain
 
 LATENCY = 10          # cycles from an element's read address to its write
 
-
-def _signed(m, expr, width):
-    s = Signal((width, True))
-    m.comb += s.eq(expr)
-    return s
 
 
 class Silu(Module):
@@ -70,7 +65,7 @@ class Silu(Module):
         self.specials += sig_rom, sig_p0, sig_p1
         sa = Signal((32, True))
         spos = Signal(33)
-        shifted = _signed(self, sa + (N.SIGMOID_RANGE << N.ACT_FRAC), 34)
+        shifted = as_signed(self, sa + (N.SIGMOID_RANGE << N.ACT_FRAC), 34)
         self.comb += [
             spos.eq(Mux(shifted < 0, 0, Mux(shifted > top, top, shifted))),
             sig_p0.adr.eq(spos >> step_bits), sig_p1.adr.eq((spos >> step_bits) + 1),
@@ -96,11 +91,11 @@ class Silu(Module):
             sfrac.eq(spos[0:step_bits]), sa3.eq(sa), sb2.eq(sb1),
             sig_lo.eq(sig_p0.dat_r), sig_d.eq(sig_p1.dat_r - sig_p0.dat_r), sfrac2.eq(sfrac),
             sa3b.eq(sa3), sb3.eq(sb2),
-            sg.eq(sig_lo + (_signed(self, sig_d * sfrac2, 30) >> step_bits)),
+            sg.eq(sig_lo + (as_signed(self, sig_d * sfrac2, 30) >> step_bits)),
             sb3b.eq(sb3), sa4.eq(sa3b),
             pa.eq(sa4 * sg), sb4.eq(sb3b),
             sv.eq(sv_r), sb5.eq(sb4),
             pb.eq(sv * sb5),
             so_q.eq(so_r),
         ]
-        return _signed(self, saturate(self, so_q, 32), 32)
+        return as_signed(self, saturate(self, so_q, 32), 32)
