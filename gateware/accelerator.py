@@ -11,7 +11,10 @@ slots one after the other.
 
 The golden model (driver/golden.py) is the specification: every state below computes the same
 integers in the same order, including which bursts are checked against the DRAM window before
-anything moves.
+anything moves. The units with interfaces of their own (gateware/core/: EMBED, RMSNORM, ROPE,
+SILU, STORE, ARGMAX, the scratchpads, the read bursts, the counters, the write statistics) are
+instantiated here; the sequencer starts each and lends it the scratchpads and the streams
+(docs/isa.md, "Where each part is").
 """
 
 from functools import reduce
