@@ -286,12 +286,15 @@ class Accelerator(LiteXModule):
 
         err_addr = self.err_addr.status
 
-        abort = Signal()                  # a fault: the units stop where they are
+        # A fault stops the units in FLUSH, the cycle after it is recorded (registered, timing:
+        # the error checks' compares stay off the paths into every unit's registers). Their
+        # outputs are cut off a cycle sooner, as the sequencer leaves the state that lent them.
+        abort = Signal()
         burst_granted = Signal()          # BURST has sent the request it was given (to DRAM)
 
         def fail(code, where=None):
             return [NextValue(err_code, isa.ERRORS[code]), NextValue(err_addr, pc_addr if where is None else where),
-                    abort.eq(1), NextState("FLUSH")]
+                    NextState("FLUSH")]
 
         def next_group(again):
             """After an element unit pass: the next group of slots, or the next instruction."""
@@ -488,7 +491,7 @@ class Accelerator(LiteXModule):
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
         )
-        self.comb += bursts.flush.eq(fsm.ongoing("FLUSH"))
+        self.comb += [bursts.flush.eq(fsm.ongoing("FLUSH")), abort.eq(fsm.ongoing("FLUSH"))]
 
         # Write statistics (gateware/core/writestats.py): an input vector's largest |x| and sum of
         # squares, gathered as an instruction before wrote it (Params.write_stats; without it,
