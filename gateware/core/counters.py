@@ -37,6 +37,15 @@ class Counters(Module):
 
         cls_q = Signal(max=nclasses)      # registered: the class decode stays off the counters' path
         self.sync += cls_q.eq(self.cls)
+        # The events are registered on their way in (timing: they are decoded from the
+        # sequencer's state and the streams' handshakes across the chip), so each is counted
+        # a cycle late. The last of a run (a write beat in DRAIN, a read beat in FLUSH) comes
+        # two or more cycles before the run ends, so every count is complete when ``done``
+        # rises. ``cycles`` takes no input: the watchdog compares it as it is.
+        mac_beat, stall, read_beat = Signal(), Signal(), Signal()
+        write_beats = Signal(2)
+        self.sync += [mac_beat.eq(self.mac_beat), stall.eq(self.stall), read_beat.eq(self.read_beat),
+                      write_beats.eq(self.write_beats)]
         per_class = Array(Signal(64, name=f"cycles_{c.lower()}") for c in isa.CLASSES[:nclasses])
         self.sync += [
             If(self.clear,
@@ -45,10 +54,10 @@ class Counters(Module):
                 *[c.eq(0) for c in per_class],
             ).Elif(self.counting,
                 self.cycles.eq(self.cycles + 1),
-                If(self.mac_beat, self.mac_busy.eq(self.mac_busy + 1)),
-                If(self.stall, self.dram_stall.eq(self.dram_stall + 1)),
-                If(self.read_beat, self.bytes_read.eq(self.bytes_read + isa.BEAT_BYTES)),
-                self.bytes_written.eq(self.bytes_written + isa.BEAT_BYTES * self.write_beats),
+                If(mac_beat, self.mac_busy.eq(self.mac_busy + 1)),
+                If(stall, self.dram_stall.eq(self.dram_stall + 1)),
+                If(read_beat, self.bytes_read.eq(self.bytes_read + isa.BEAT_BYTES)),
+                self.bytes_written.eq(self.bytes_written + isa.BEAT_BYTES * write_beats),
             ),
             If(self.retire, self.retired.eq(self.retired + 1)),
         ]

@@ -154,6 +154,8 @@ def test_read_bursts_flush_drops_the_rest_and_the_queue():
 # Counters ----------------------------------------------------------------------------------------
 
 def test_counters_count_each_event_while_counting_and_clear():
+    """Each event counts in the cycle after it (registered inputs) while counting; a clear
+    zeroes everything; the watchdog fires once the budget is reached."""
     n = len(isa.CLASSES)
     dut = Counters(n)
     rng = random.Random(1)
@@ -167,6 +169,7 @@ def test_counters_count_each_event_while_counting_and_clear():
         yield
         yield dut.clear.eq(0)
         prev_cls = 0                    # the class register's value as counting starts
+        prev_ev, prev_wb = {"mac_beat": 0, "stall": 0, "read_beat": 0}, 0     # events are registered too
         for cycle in range(300):
             counting = int(cycle < 250)
             ev = {k: int(rng.random() < 0.5) for k in ("mac_beat", "stall", "read_beat", "retire")}
@@ -179,13 +182,13 @@ def test_counters_count_each_event_while_counting_and_clear():
             yield
             if counting:
                 model["cycles"] += 1
-                model["mac_busy"] += ev["mac_beat"]
-                model["dram_stall"] += ev["stall"]
-                model["bytes_read"] += isa.BEAT_BYTES * ev["read_beat"]
-                model["bytes_written"] += isa.BEAT_BYTES * wb
+                model["mac_busy"] += prev_ev["mac_beat"]
+                model["dram_stall"] += prev_ev["stall"]
+                model["bytes_read"] += isa.BEAT_BYTES * prev_ev["read_beat"]
+                model["bytes_written"] += isa.BEAT_BYTES * prev_wb
                 per_class[prev_cls] += 1        # the class is registered before it counts
             model["retired"] += ev["retire"]
-            prev_cls = cls
+            prev_cls, prev_ev, prev_wb = cls, ev, wb
             fired.append((yield dut.watchdog_fired))
         yield dut.counting.eq(0)
         yield
