@@ -35,6 +35,30 @@ def _read_int32(mem, base, n):
     return np.where(got >= 2 ** 31, got - 2 ** 32, got)
 
 
+def _run_unit(unit, budget, grant_after=None):
+    """Pulse ``unit.start`` (and, ``grant_after`` cycles later, ``granted``: the sequencer's
+    BURST sending the unit's request), wait up to ``budget`` cycles for ``done``, then let
+    the last write land (a simulation generator). Returns the cycles until done."""
+    yield unit.start.eq(1)
+    yield
+    yield unit.start.eq(0)
+    if grant_after is not None:
+        for _ in range(grant_after):
+            yield
+        yield unit.granted.eq(1)
+        yield
+        yield unit.granted.eq(0)
+    for cycle in range(budget):
+        yield
+        if (yield unit.done):
+            break
+    else:
+        raise AssertionError(f"{type(unit).__name__} did not finish in {budget} cycles")
+    for _ in range(3):
+        yield
+    return cycle
+
+
 @passive
 def _beat_stream(unp, beats, rng, p=0.5):
     """The read stream a BeatUnpacker takes ``beats`` from: a beat on offer only some cycles,
@@ -298,22 +322,13 @@ def test_silu_matches_the_golden_function(lanes, seed):
         yield top.silu.src2.eq(src2)
         yield top.silu.dst.eq(dst)
         yield top.silu.n.eq(n)
-        yield top.silu.start.eq(1)
-        yield
-        yield top.silu.start.eq(0)
-        for c in range(n + 40):
-            yield
-            if (yield top.silu.done):
-                cycles.append(c)
-                break
-        for _ in range(3):              # the last write lands
-            yield
+        cycles.append((yield from _run_unit(top.silu, n + 40)))
         for x in range(lanes):
             got = yield from _read_int32(top.act.mems[x], dst, n)
             assert (got == N.silu_mul(a[x], b[x])).all(), x
 
     run_simulation(top, gen())
-    assert cycles and cycles[0] <= n + 12           # one element a cycle, then the pipeline
+    assert cycles[0] <= n + 12                      # one element a cycle, then the pipeline
 
 
 def test_silu_abort_stops_its_writes():
@@ -519,22 +534,7 @@ def test_rmsnorm_matches_the_golden_function(lanes, use_stats, seed):
             yield rms.use.eq(1)
             for l in range(lanes):
                 yield rms.use_sumsq[l].eq(int((xs[l] * xs[l]).sum()))
-        yield rms.start.eq(1)
-        yield
-        yield rms.start.eq(0)
-        for _ in range(3):                   # the sequencer's BURST sends the gains' request
-            yield
-        yield rms.granted.eq(1)
-        yield
-        yield rms.granted.eq(0)
-        for _ in range(30 * n + 200):
-            yield
-            if (yield rms.done):
-                break
-        else:
-            raise AssertionError("RMSNORM did not finish")
-        for _ in range(3):
-            yield
+        yield from _run_unit(rms, 30 * n + 200, grant_after=3)
         for l in range(lanes):
             got = yield from _read_int32(top.act.mems[l], dst, n)
             assert (got == N.rmsnorm(x[l], gains, gshift)).all(), l
@@ -600,17 +600,7 @@ def test_rope_matches_the_golden_function(lanes, head_size, heads, seed):
         yield rope.dst.eq(dst)
         yield rope.n.eq(n)
         yield rope.m.eq(head_size)
-        yield rope.start.eq(1)
-        yield
-        yield rope.start.eq(0)
-        for _ in range(n + 40):
-            yield
-            if (yield rope.done):
-                break
-        else:
-            raise AssertionError("ROPE did not finish")
-        for _ in range(3):
-            yield
+        yield from _run_unit(rope, n + 40)
         for l in range(lanes):
             got = yield from _read_int32(top.act.mems[l], dst, n)
             assert (got == N.rope(x[l], cos[l], sin[l], head_size)).all(), l
@@ -645,16 +635,7 @@ def test_argmax_matches_numpy_first_on_a_tie(read_ports, seed):
                 yield top.act.mems[s][src + k].eq(int(x[s, k]) & 0xffffffff)
         yield top.am.src.eq(src)
         yield top.am.n.eq(n)
-        yield top.am.start.eq(1)
-        yield
-        yield top.am.start.eq(0)
-        for _ in range(n + 20):
-            yield
-            if (yield top.am.done):
-                break
-        else:
-            raise AssertionError("ARGMAX did not finish")
-        yield
+        yield from _run_unit(top.am, n + 20)
         for s in range(slots):
             assert (yield top.am.best_i[s]) == int(np.argmax(x[s])), s
             assert (yield top.am.best[s]) == int(x[s].max()), s
@@ -693,20 +674,7 @@ def test_embed_matches_the_golden_function(shift, seed):
         emb = top.emb
         yield emb.dst.eq(dst)
         yield emb.n.eq(n)
-        yield emb.start.eq(1)
-        yield
-        yield emb.start.eq(0)
-        yield emb.granted.eq(1)
-        yield
-        yield emb.granted.eq(0)
-        for _ in range(20 * n + 100):
-            yield
-            if (yield emb.done):
-                break
-        else:
-            raise AssertionError("EMBED did not finish")
-        for _ in range(3):
-            yield
+        yield from _run_unit(emb, 20 * n + 100, grant_after=0)
         got = yield from _read_int32(top.act.mems[0], dst, n)
         assert (got == N.embed(row, shift)).all()
 
@@ -745,18 +713,7 @@ def test_store_writes_the_int32_vector_as_golden_does_into_a_stalling_stream(see
             yield top.act.mems[0][src + k].eq(int(x[k]) & 0xffffffff)
         yield top.st.src.eq(src)
         yield top.st.n.eq(n)
-        yield top.st.start.eq(1)
-        yield
-        yield top.st.start.eq(0)
-        yield top.st.granted.eq(1)
-        yield
-        yield top.st.granted.eq(0)
-        for _ in range(30 * n + 100):
-            yield
-            if (yield top.st.done):
-                break
-        else:
-            raise AssertionError("STORE did not finish")
+        yield from _run_unit(top.st, 30 * n + 100, grant_after=0)
 
     run_simulation(top, [gen(), sink()])
     blob = b"".join(b.to_bytes(16, "little") for b in beats)
