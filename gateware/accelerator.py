@@ -536,14 +536,12 @@ class Accelerator(LiteXModule):
         # The conversion (gateware/core/embed.py) starts as the row's burst goes out.
         self.embed = emb = Embed()
         self.comb += [
-            emb.dst.eq(dst), emb.n.eq(n), emb.abort.eq(abort), emb.granted.eq(burst_granted),
-            emb.f16_taken.eq(unp.header_taken), emb.f16_issue.eq(unp.issue), emb.f16_i.eq(unp.i),
-            emb.f16_element.eq(unp.element), emb.f16_shift.eq(unp.shift),
+            emb.dst.eq(dst), emb.n.eq(n), emb.abort.eq(abort), emb.granted.eq(burst_granted), *unp.feed(emb),
         ]
         fsm.act("EMB_GO", emb.start.eq(1), *burst(emb_addr, f16bytes, "EMB_WAIT"))
         fsm.act("EMB_WAIT",
             act_wadr.eq(emb.wadr), act_wdat.eq(emb.wdat), act_we.eq(emb.we),
-            unp.header.eq(emb.f16_header), unp.run.eq(emb.f16_run), *unp_rd,
+            *unp.lend_to(emb), *unp_rd,
             If(emb.done, next_slot("EMBED"))
         )
 
@@ -556,9 +554,7 @@ class Accelerator(LiteXModule):
             [as_unsigned(self, Array(use_sumsq[x::U])[group], 64) for x in range(U)]
         self.comb += [
             rms.src.eq(src), rms.dst.eq(dst), rms.n.eq(n), rms.abort.eq(abort), rms.granted.eq(burst_granted),
-            *[rms.x[x].eq(lane_rdat[x]) for x in range(U)],
-            rms.f16_taken.eq(unp.header_taken), rms.f16_issue.eq(unp.issue), rms.f16_i.eq(unp.i),
-            rms.f16_element.eq(unp.element), rms.f16_shift.eq(unp.shift),
+            *[rms.x[x].eq(lane_rdat[x]) for x in range(U)], *unp.feed(rms),
         ]
         if WS:
             self.comb += [rms.use.eq(st_use), *[rms.use_sumsq[x].eq(use_sumsq_lane[x]) for x in range(U)]]
@@ -567,7 +563,7 @@ class Accelerator(LiteXModule):
         fsm.act("RMSNORM", rms.start.eq(1), *burst(waddr, f16bytes, "RMS_WAIT"))
         fsm.act("RMS_WAIT",
             act_radr.eq(rms.radr), act_wadr.eq(rms.wadr), act_we_all.eq(rms.we),
-            unp.header.eq(rms.f16_header), unp.run.eq(rms.f16_run), *unp_rd,
+            *unp.lend_to(rms), *unp_rd,
             If(rms.done, next_group("RMSNORM"))
         )
 

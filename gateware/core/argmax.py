@@ -9,6 +9,8 @@ tie (S3), the running maximum (S4). The sequencer then writes one result beat pe
 
 from migen import *
 
+from gateware.core.pipeline import drive_running
+
 
 class Argmax(Module):
     """Start/done: ``start`` begins a pass over ``n`` elements from ``src`` (they hold still
@@ -34,16 +36,15 @@ class Argmax(Module):
         self.comb += [self.radr[p].eq(self.src + i + p) for p in range(XR)]
         self.sync += [
             If(self.start,
-                i.eq(0), v1.eq(0), v2.eq(0), run.eq(1)
+                i.eq(0), v1.eq(0), v2.eq(0)
             ).Elif(run,
                 If(i < n, i.eq(i + XR)),
                 v1.eq(i < n), i1.eq(i), two1.eq(i + 1 < n),
                 v2.eq(v1), i2.eq(i1), two2.eq(two1),
-                If(self.done, run.eq(0)),
             ),
-            If(self.abort, run.eq(0)),
             v3.eq(run & v2), first3.eq(i2 == 0),
         ]
+        drive_running(self, run, self.start, self.done, self.abort)
         tail = ~v3
         if XR == 4:
             in1, in2 = Signal(4), Signal(4)      # elements i1 + e, i2 + e are in range

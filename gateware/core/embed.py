@@ -10,7 +10,8 @@ from migen import *
 
 from spec import numerics as N
 from gateware.arith import round_shift_split, saturate, as_signed
-from gateware.core.pipeline import delay_chain
+from gateware.core.pipeline import delay_chain, stop_on_abort
+from gateware.core.unpack import add_unpacker_port
 
 LATENCY = 3           # cycles from an element's issue to its write
 
@@ -26,9 +27,7 @@ class Embed(Module):
     def __init__(self):
         self.start, self.granted, self.abort, self.done = Signal(), Signal(), Signal(), Signal()
         self.dst, self.n = Signal(16), Signal(16)
-        self.f16_header, self.f16_run = Signal(), Signal()
-        self.f16_taken, self.f16_issue, self.f16_i = Signal(), Signal(), Signal(17)
-        self.f16_element, self.f16_shift = Signal((32, True)), Signal(6)
+        add_unpacker_port(self)
         self.wadr, self.wdat, self.we = Signal(17), Signal((32, True)), Signal()
 
         # # #
@@ -54,6 +53,4 @@ class Embed(Module):
             self.wadr.eq(self.dst + index[LATENCY]), self.we.eq(valid[LATENCY]),
             If((self.f16_i == self.n) & (Cat(*valid[1:]) == 0), self.done.eq(1), NextState("IDLE"))
         )
-        for state in list(fsm.actions):
-            if state != "IDLE":
-                fsm.act(state, If(self.abort, NextState("IDLE")))
+        stop_on_abort(fsm, self.abort)

@@ -1,4 +1,5 @@
-"""Pipeline stage registers, from one helper: a valid bit or a value carried down N stages."""
+"""The units' common mechanics, from one helper each: pipeline stage registers (a valid bit or a
+value carried down N stages), a unit's running flag, and a unit FSM's stop on ``abort``."""
 
 from migen import *
 
@@ -13,3 +14,20 @@ def delay_chain(m, first, depth, keep=None, name="stage"):
     for k in range(1, depth + 1):
         m.sync += chain[k].eq(chain[k - 1] & keep if keep is not None and k > 1 else chain[k - 1])
     return chain
+
+
+def drive_running(m, running, start, done, abort):
+    """A unit's ``running`` register, in ``m``: set by ``start``, cleared after ``done`` (which
+    is high only while running) or ``abort``."""
+    m.sync += [
+        If(start, running.eq(1)).Elif(running, If(done, running.eq(0))),
+        If(abort, running.eq(0)),
+    ]
+
+
+def stop_on_abort(fsm, abort):
+    """Every state of a unit's ``fsm`` but IDLE returns to IDLE on ``abort``: a fault stops the
+    unit wherever it is. Call once all states are written."""
+    for state in list(fsm.actions):
+        if state != "IDLE":
+            fsm.act(state, If(abort, NextState("IDLE")))

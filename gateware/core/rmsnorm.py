@@ -16,7 +16,8 @@ from migen import *
 
 from spec import numerics as N
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt, as_signed
-from gateware.core.pipeline import delay_chain
+from gateware.core.pipeline import delay_chain, stop_on_abort
+from gateware.core.unpack import add_unpacker_port
 
 LATENCY = 10          # pass 2: cycles from an element's read address to its write
 
@@ -40,9 +41,7 @@ class Rmsnorm(Module):
         self.x = [Signal((32, True), name=f"rms_x{x}") for x in range(lanes)]
         self.radr, self.wadr, self.we = Signal(17), Signal(17), Signal()
         self.out = [Signal((32, True), name=f"rms_out{x}") for x in range(lanes)]
-        self.f16_header, self.f16_run = Signal(), Signal()
-        self.f16_taken, self.f16_issue, self.f16_i = Signal(), Signal(), Signal(17)
-        self.f16_element, self.f16_shift = Signal((32, True)), Signal(6)
+        add_unpacker_port(self)
         self.pass2 = Signal()
 
         # # #
@@ -129,6 +128,4 @@ class Rmsnorm(Module):
             self.wadr.eq(self.dst + ri[LATENCY]), self.we.eq(rv[LATENCY]),
             If((self.f16_i == n) & (Cat(*rv[1:]) == 0), self.done.eq(1), NextState("IDLE"))
         )
-        for state in list(fsm.actions):
-            if state != "IDLE":
-                fsm.act(state, If(self.abort, NextState("IDLE")))
+        stop_on_abort(fsm, self.abort)

@@ -13,7 +13,7 @@ from migen import *
 
 from spec import numerics as N
 from gateware.arith import round_shift, saturate, as_signed
-from gateware.core.pipeline import delay_chain
+from gateware.core.pipeline import delay_chain, drive_running
 
 LATENCY = 5           # cycles from an element's read address to its write
 
@@ -51,18 +51,15 @@ class Rope(Module):
             self.wadr.eq(self.dst + index[LATENCY]), self.we.eq(valid[LATENCY] & self.running),
             self.done.eq(self.running & (i == self.n) & (Cat(*valid[1:]) == 0)),
         ]
-        self.sync += [
-            If(self.start,
-                i.eq(0), jj.eq(0), self.running.eq(1)
-            ).Elif(self.running,
-                If(issue,
-                    i.eq(i + 1),
-                    If(i[0], jj.eq(Mux(jj == (self.m >> 1) - 1, 0, jj + 1)))
-                ),
-                If(self.done, self.running.eq(0)),
-            ),
-            If(self.abort, self.running.eq(0)),
-        ]
+        self.sync += If(self.start,
+            i.eq(0), jj.eq(0)
+        ).Elif(self.running,
+            If(issue,
+                i.eq(i + 1),
+                If(i[0], jj.eq(Mux(jj == (self.m >> 1) - 1, 0, jj + 1)))
+            )
+        )
+        drive_running(self, self.running, self.start, self.done, self.abort)
         for x in range(lanes):
             cs_mem = Memory(128, depth)
             cs_rp, cs_wp = cs_mem.get_port(), cs_mem.get_port(write_capable=True)

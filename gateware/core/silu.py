@@ -10,7 +10,7 @@ from migen import *
 
 from spec import numerics as N
 from gateware.arith import round_shift, saturate, as_signed
-from gateware.core.pipeline import delay_chain
+from gateware.core.pipeline import delay_chain, drive_running
 
 LATENCY = 10          # cycles from an element's read address to its write
 
@@ -44,15 +44,8 @@ class Silu(Module):
             self.wadr.eq(self.dst + index[LATENCY]), self.we.eq(valid[LATENCY] & self.running),
             self.done.eq(self.running & (i == self.n) & ~busy),
         ]
-        self.sync += [
-            If(self.start,
-                i.eq(0), self.running.eq(1)
-            ).Elif(self.running,
-                If(i < self.n, i.eq(i + 1)),
-                If(self.done, self.running.eq(0)),
-            ),
-            If(self.abort, self.running.eq(0)),
-        ]
+        self.sync += If(self.start, i.eq(0)).Elif(self.running, If(i < self.n, i.eq(i + 1)))
+        drive_running(self, self.running, self.start, self.done, self.abort)
         for x in range(lanes):
             self.comb += self.out[x].eq(self._lane(self.a[x], self.b[x]))
 

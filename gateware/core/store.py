@@ -7,6 +7,8 @@ sequencer issues the slot's write burst (the beats' addresses) as it starts the 
 
 from migen import *
 
+from gateware.core.pipeline import stop_on_abort
+
 
 class Store(Module):
     """Start/granted/done/abort as Rmsnorm's. ``src`` and ``n`` hold still until ``done``.
@@ -57,6 +59,4 @@ class Store(Module):
             If(v2, NextValue(word, packed), If(last_lane2, NextValue(full, 1))),
             If((i == n) & ~v1 & ~v2 & (~full | push), self.done.eq(1), NextState("IDLE"))
         )
-        for state in list(fsm.actions):
-            if state != "IDLE":
-                fsm.act(state, If(self.abort, NextState("IDLE")))
+        stop_on_abort(fsm, self.abort)

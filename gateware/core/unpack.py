@@ -9,6 +9,15 @@ bytes a cycle outrun the element units anyway).
 from migen import *
 
 
+def add_unpacker_port(unit):
+    """Give ``unit`` the signals it reads through a BeatUnpacker with: it drives ``f16_header``
+    and ``f16_run``; ``f16_taken``, ``f16_issue``, ``f16_i``, ``f16_element`` and ``f16_shift``
+    come back (BeatUnpacker.feed and .lend_to connect them)."""
+    unit.f16_header, unit.f16_run = Signal(), Signal()
+    unit.f16_taken, unit.f16_issue, unit.f16_i = Signal(), Signal(), Signal(17)
+    unit.f16_element, unit.f16_shift = Signal((32, True)), Signal(6)
+
+
 class BeatUnpacker(Module):
     """Read-stream side: ``rd_valid``/``rd_data`` in, ``rd_ready`` and ``rd_wait`` (a beat is
     wanted: the stall counter's) out. Control: ``clear`` (the next element is 0, no beat held),
@@ -50,3 +59,13 @@ class BeatUnpacker(Module):
             If(self.header_taken, self.shift.eq(self.rd_data[0:6])),
             If(self.clear | self.header_taken, i.eq(0), held.eq(0)),
         ]
+
+    def feed(self, unit):
+        """What goes back to a unit with an unpacker port (combinational statements)."""
+        return [unit.f16_taken.eq(self.header_taken), unit.f16_issue.eq(self.issue), unit.f16_i.eq(self.i),
+                unit.f16_element.eq(self.element), unit.f16_shift.eq(self.shift)]
+
+    def lend_to(self, unit):
+        """The unpacker's control taken from a unit with an unpacker port (statements for
+        whoever lends it the unpacker)."""
+        return [self.header.eq(unit.f16_header), self.run.eq(unit.f16_run)]

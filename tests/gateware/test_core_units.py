@@ -501,9 +501,7 @@ class _RmsnormOnScratchpads(Module):
             act.radr[0].eq(rms.radr), act.wadr.eq(rms.wadr),
             *[act.we[x].eq(rms.we) for x in range(lanes)], *[act.wdat[x].eq(rms.out[x]) for x in range(lanes)],
             *[rms.x[x].eq(act.rdat[0][x]) for x in range(lanes)],
-            unp.n.eq(rms.n), unp.header.eq(rms.f16_header), unp.run.eq(rms.f16_run),
-            rms.f16_taken.eq(unp.header_taken), rms.f16_issue.eq(unp.issue), rms.f16_i.eq(unp.i),
-            rms.f16_element.eq(unp.element), rms.f16_shift.eq(unp.shift),
+            unp.n.eq(rms.n), *unp.lend_to(rms), *unp.feed(rms),
         ]
 
 
@@ -652,9 +650,7 @@ class _EmbedOnScratchpads(Module):
         self.submodules.emb = emb = Embed()
         self.comb += [
             act.wadr.eq(emb.wadr), act.wdat[0].eq(emb.wdat), act.we[0].eq(emb.we),
-            unp.n.eq(emb.n), unp.header.eq(emb.f16_header), unp.run.eq(emb.f16_run),
-            emb.f16_taken.eq(unp.header_taken), emb.f16_issue.eq(unp.issue), emb.f16_i.eq(unp.i),
-            emb.f16_element.eq(unp.element), emb.f16_shift.eq(unp.shift),
+            unp.n.eq(emb.n), *unp.lend_to(emb), *unp.feed(emb),
         ]
 
 
