@@ -11,14 +11,15 @@ slots one after the other.
 
 The golden model (driver/golden.py) is the specification: every state below computes the same
 integers in the same order, including which bursts are checked against the DRAM window before
-anything moves. The units with interfaces of their own (gateware/core/: EMBED, RMSNORM, ROPE,
-SILU, STORE, ARGMAX, the scratchpads, the read bursts, the counters, the write statistics) are
+anything moves. The units with interfaces of their own (gateware/core/: MATVEC and its input
+quantiser, EMBED, RMSNORM, ROPE, SILU, STORE, ARGMAX, the scratchpads, the read bursts, the
+counters, the write statistics) are
 instantiated here; the sequencer starts each and lends it the scratchpads and the streams
 (docs/isa.md, "Where each part is").
 """
 
 from functools import reduce
-from operator import add, and_, or_
+from operator import or_
 
 from migen import *
 from migen.fhdl.structure import _Assign
@@ -30,12 +31,13 @@ from litex.soc.interconnect import stream
 from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, numerics as N, registers as reglayout
-from gateware.arith import round_shift, round_shift_split, saturate, Divider, Rsqrt, as_signed, \
+from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed, \
     as_unsigned
 from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from gateware.core.argmax import Argmax
 from gateware.core.counters import Counters
 from gateware.core.embed import Embed
+from gateware.core.matvec import Matvec, matrix_bytes
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
 from gateware.core.rmsnorm import Rmsnorm
@@ -169,7 +171,6 @@ class Accelerator(LiteXModule):
         act_wdat  = Signal((32, True))
         act_we    = Signal()              # current slot
         act_we_all = Signal()             # every active slot at once (MATVEC, RMSNORM, ROPE, SILU)
-        mv_out    = [Signal((32, True)) for _ in range(B)]
         all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
         if XR == 4:
             self.kv_idle = Signal()       # KVWRITE has handed every beat it read to the port
@@ -545,8 +546,6 @@ class Accelerator(LiteXModule):
             If(emb.done, next_slot("EMBED"))
         )
 
-        # MATVEC's input passes: their stages' valid flags.
-        v1, v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal(), Signal()
 
         # RMSNORM (gateware/core/rmsnorm.py): one group of slots per pass -------------------------
         self.rmsnorm = rms = Rmsnorm(U, params.divider_steps, write_stats=WS)
@@ -567,91 +566,29 @@ class Accelerator(LiteXModule):
             If(rms.done, next_group("RMSNORM"))
         )
 
-        # MATVEC -----------------------------------------------------------------------------------
-        cp = Signal(17)                   # columns, padded to whole beats
-        cpb = Signal(13)                  # beats per row
-        m15 = as_unsigned(self, m + 15, 17)
-        self.sync += [cp.eq(Cat(C(0, 4), m15[4:])), cpb.eq(m15[4:])]    # m settles in DECODE
-        amax = [Signal(32) for _ in range(B)]
-        ex = [Signal(5) for _ in range(B)]
-        FE = params.fast_exponent
-        exp_ok = []
-        xwords = [Signal(16 * isa.LANES) for _ in range(B)]
-        xin_rd = []
-        xin_adr = Signal(max=max(params.max_cols // isa.LANES, 2))
-        xin_wadr = Signal(max=max(params.max_cols // isa.LANES, 2))
-        xin_we = Signal()
-        i1, i2, i3, i4, i5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
-        xin_wdat = [Signal(16 * isa.LANES) for _ in range(B)]
-        aw1, aw2 = Signal(), Signal()     # pass 1: the pair's second element is in range
-        # Pass 2: elements i2 .. i2 + XR - 1 are columns of the input (registered beside i2:
-        # timing, the add and compare stay out of the quantiser's path; ULX3S 48.2 MHz without).
-        xok = [Signal(name=f"mv_xin_ok{e}") for e in range(XR)]
-        self.sync += [xok[e].eq(i1 + e < m) for e in range(XR)]
-        for s in range(B):
-            mem = Memory(16 * isa.LANES, max(params.max_cols // isa.LANES, 2))
-            rp, wp = mem.get_port(), mem.get_port(write_capable=True)
-            self.specials += mem, rp, wp
-            xin_rd.append(rp.dat_r)
-            self.comb += [rp.adr.eq(xin_adr), wp.adr.eq(xin_wadr), wp.dat_w.eq(xin_wdat[s]), wp.we.eq(xin_we)]
-            # Pass 1 reads two elements a cycle (both scratchpad ports): |x| of each (S2), the
-            # pair's larger (S3), the running maximum (S4).
-            ax, ax2, pmax = Signal(32), Signal(32), Signal(32)
-            self.sync += [
-                ax.eq(Mux(act_rdat[s] < 0, -act_rdat[s], act_rdat[s])),
-                ax2.eq(Mux(~aw2, 0, Mux(act_rdat2[s] < 0, -act_rdat2[s], act_rdat2[s]))),
-                pmax.eq(Mux(ax2 > ax, ax2, ax)),
-            ]
-            # The exponent is the smallest e with round_shift(amax, e) <= 2**15 - 1, i.e. amax
-            # below (2**15 << e) - 2**(e-1), a constant per e (no shifter: timing).
-            lim = (1 << (N.QIN_BITS - 1))
-            if FE:
-                # Those bounds increase with e, so e is the number of bounds amax reaches:
-                # compared at once in MV_EXP (registered), counted in MV_EXP2. amax <= 2**31
-                # reaches none from e = 17 on.
-                reached = Signal(17)
-                self.sync += reached.eq(Cat(*[amax[s] >= (lim << e) - ((1 << e) >> 1) for e in range(17)]))
-                exp_step = ex[s].eq(reduce(add, [reached[e] for e in range(17)]))
-            else:
-                # e grows by one per MV_EXP, MV_EXP2 round while amax reaches its bound.
-                fits_below = Array(C((lim << e) - ((1 << e) >> 1), 48) for e in range(32))
-                ok = Signal()       # registered in MV_EXP, used in MV_EXP2 (timing)
-                self.sync += ok.eq((amax[s] < fits_below[ex[s]]) | (s >= nslots))
-                exp_ok.append(ok)
-                exp_step = If(~ok, ex[s].eq(ex[s] + 1))
-            # Input pass, XR elements a cycle (XR scratchpad ports): read (S0, S1), rounding
-            # bias (S2), shift (S3), saturate (S4), pack them into the lane word (S5).
-            xms = []
-            for e, rdat in enumerate([act_rdat[s], act_rdat2[s]] + [act_rdat_x[x][s] for x in range(XR - 2)]):
-                xval = as_signed(self, Mux(xok[e], rdat, 0), 32)
-                xr_finish = round_shift_split(self, xval, as_signed(self, ex[s], 7), 40,
-                                              x_bits=32, s_range=(0, 31), sat_bits=N.QIN_BITS)
-                xr = Signal((len(xr_finish()), True))
-                xm = Signal((16, True))
-                self.sync += [xr.eq(xr_finish()), xm.eq(saturate(self, xr, N.QIN_BITS))]
-                xms.append(xm)
-            self.comb += xin_wdat[s].eq(xwords[s])
-            for l in range(0, isa.LANES, XR):
-                self.comb += If(i5[0:4] == l, xin_wdat[s][16 * l:16 * (l + XR)].eq(Cat(*xms)))
-            self.sync += [
-                If(fsm.ongoing("MATVEC"), amax[s].eq(Mux(st_use, use_amax[s], 0) if WS else 0), ex[s].eq(0)),
-                If(fsm.ongoing("MV_AMAX") & v4 & (pmax > amax[s]), amax[s].eq(pmax)),
-                If(fsm.ongoing("MV_EXP2"), exp_step),
-                If(fsm.ongoing("MV_XIN") & v5, xwords[s].eq(xin_wdat[s])),
-            ]
-        self.comb += [xin_wadr.eq(i5 >> 4), xin_we.eq(fsm.ongoing("MV_XIN") & v5 & (i5[0:4] == isa.LANES - XR))]
-        # The weight stream is requested first: DRAM fills the read FIFO during the two passes
-        # over the input.
-        mv_bytes, part_beats = self._matrix_bytes(n, m15, cpb)
+        # MATVEC (gateware/core/matvec.py): the input quantiser and the MAC array, every slot at
+        # once -------------------------------------------------------------------------------------
+        self.matvec = mv = Matvec(params, write_stats=WS)
         pf_pending = Signal()             # this MATVEC's weights were requested ahead (below)
-
-        def mv_start(then):
-            return [If(pf_pending, NextState(then)).Else(*burst(waddr, mv_bytes, then))] if FB \
-                else burst(waddr, mv_bytes, then)
-        fsm.act("MATVEC",
-            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            # With the input's largest |x| already gathered (st_use), pass 1 is skipped.
-            *([If(st_use, *mv_start("MV_EXP")).Else(*mv_start("MV_AMAX"))] if WS else mv_start("MV_AMAX"))
+        self.comb += [
+            mv.src.eq(src), mv.dst.eq(dst), mv.n.eq(n), mv.m.eq(m), mv.accumulate.eq(flags[1]),
+            mv.nslots.eq(nslots), mv.abort.eq(abort), mv.granted.eq(burst_granted), mv.queued.eq(pf_pending),
+            *[mv.rdat[p][s].eq(act.rdat[p][s]) for p in range(XR) for s in range(B)],
+            mv.rd_valid.eq(rd.valid), mv.rd_data.eq(rd.data), mac_beat.eq(mv.mac_beat),
+        ]
+        if WS:
+            self.comb += [mv.use.eq(st_use), *[mv.use_amax[s].eq(use_amax[s]) for s in range(B)]]
+        mv_out = mv.out
+        # The weight stream is requested first: DRAM fills the read FIFO during the passes over
+        # the input.
+        fsm.act("MATVEC", mv.start.eq(1),
+            *([If(pf_pending, NextState("MV_WAIT")).Else(*burst(waddr, mv.bytes, "MV_WAIT"))] if FB
+              else burst(waddr, mv.bytes, "MV_WAIT"))
+        )
+        fsm.act("MV_WAIT",
+            *[act.radr[p].eq(mv.radr[p]) for p in range(XR)],
+            act_wadr.eq(mv.wadr), act_we_all.eq(mv.we), rd.ready.eq(mv.rd_ready), rd_wait.eq(mv.rd_wait),
+            If(mv.done, NextState("NEXT"))
         )
         # The next MATVEC's weights, requested ahead. While RMSNORM, SILU or a MATVEC runs
         # (instructions that write no DRAM and, once their own burst is out, read nothing
@@ -669,7 +606,7 @@ class Accelerator(LiteXModule):
             la_ok = Signal()
             la_age = Signal(4)            # cycles the lookahead has had to settle
             la_m15 = as_unsigned(self, la_m + 15, 17)
-            la_bytes, _ = self._matrix_bytes(la_n, la_m15, la_m15[4:])
+            la_bytes, _ = matrix_bytes(self, la_n, la_m15, la_m15[4:])
             la_beats = as_unsigned(self, (la_bytes + 15) >> 4, ADDR_W)
             self.sync += [
                 la_mv.eq(la_hit & (la_word[0:8] == O["MATVEC"])), la_layered.eq(la_word[8]),
@@ -682,228 +619,6 @@ class Accelerator(LiteXModule):
                     la_age.eq(la_age + 1)
                 ),
             ]
-        fsm.act("MV_AMAX",
-            act_radr.eq(src + i), act_radr2.eq(src + i + 1),
-            If(i < m, NextValue(i, i + 2)),
-            NextValue(v1, i < m), NextValue(aw1, i + 1 < m), NextValue(v2, v1), NextValue(aw2, aw1),
-            NextValue(v3, v2), NextValue(v4, v3),
-            If((i >= m) & ~v1 & ~v2 & ~v3 & ~v4, NextState("MV_EXP"))
-        )
-        fsm.act("MV_EXP",
-            NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-            NextValue(v5, 0), NextState("MV_EXP2")
-        )
-        # Each slot's exponent, from its largest |x|.
-        fsm.act("MV_EXP2", NextState("MV_XIN") if FE else
-                If(reduce(and_, exp_ok), NextState("MV_XIN")).Else(NextState("MV_EXP")))
-        fsm.act("MV_XIN",
-            act_radr.eq(src + i), act_radr2.eq(src + i + 1),
-            *[act_radr_x[x].eq(src + i + 2 + x) for x in range(XR - 2)],
-            If(i < cp, NextValue(i, i + XR)),
-            NextValue(v1, i < cp), NextValue(i1, i),
-            NextValue(v2, v1), NextValue(i2, i1),
-            NextValue(v3, v2), NextValue(i3, i2),
-            NextValue(v4, v3), NextValue(i4, i3),
-            NextValue(v5, v4), NextValue(i5, i4),
-            If((i == cp) & ~v1 & ~v2 & ~v3 & ~v4 & ~v5, NextState("MV_INIT"))
-        )
-        # Stream parser: per block of 16 rows a shift beat, then a mantissa beat before every
-        # 8 weight beats (spec.isa.pack_matrix).
-        phase = Signal(2)          # 0: shifts, 1: mantissas, 2: weights
-        shifts, mants = Signal(128), Signal(128)
-        row, rows_done = Signal(16), Signal(16)
-        rib = Signal(4)
-        blk_left = Signal(32)
-        sb = Signal(3)
-        blk_rows = Signal(5)
-        self.comb += blk_rows.eq(Mux(n - row >= isa.ROW_BLOCK, isa.ROW_BLOCK, n - row))
-        accept = Signal()
-        fsm.act("MV_INIT",
-            NextValue(phase, 0), NextValue(row, 0), NextValue(rows_done, 0), NextValue(k, 0),
-            NextValue(rib, 0), NextState("MV_STREAM")
-        )
-        # Stage 0: accept a beat, address the input mantissas for its columns. A weight beat
-        # is multiplied in P = LANES/mac_lanes chunks of mac_lanes weights (M), each chunk's
-        # products summed (T) and added into its group's sum (G); the beat's group sums then
-        # get their mantissas (stage 2), are accumulated over the row (3), rounded (4, 4b) and
-        # written with the residual (5). Integer sums are exact, so any P gives the same row.
-        L = params.mac_lanes
-        P = isa.LANES // L
-        half = isa.LANES // 2
-        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
-        s2_m0, s2_m1, s2_rsh, s2_row = Signal(8), Signal(8), Signal(6), Signal(16)
-        s3_valid, s3_first, s3_last, s3_rsh, s3_row = Signal(), Signal(), Signal(), Signal(6), Signal(16)
-        s4_valid, s4_rsh, s4_row = Signal(), Signal(6), Signal(16)
-        s4b_valid, s4b_row = Signal(), Signal(16)
-        s5_valid, s5_row = Signal(), Signal(16)
-        s6_valid, s6_row = Signal(), Signal(16)
-        s7_valid, s7_row = Signal(), Signal(16)
-
-        s1_first, s1_last = Signal(), Signal()
-        s1_w = Signal(128)
-        s1_m0, s1_m1 = Signal(8), Signal(8)
-        s1_rsh = Signal(6)
-        s1_row = Signal(16)
-        mul_busy = Signal()               # a weight beat is in the multipliers
-        sub = Signal(max=max(P, 2))       # its chunk being multiplied
-        mul_last = Signal()
-        mac_free = Signal()
-        is_weight = Signal()
-        self.comb += [
-            is_weight.eq(phase == 2),
-            mul_last.eq(mul_busy & (sub == P - 1)),
-            mac_free.eq(~mul_busy | mul_last),
-            xin_adr.eq(Mux(fsm.ongoing("MV_STREAM"), k, 0)),
-            accept.eq(fsm.ongoing("MV_STREAM") & rd.valid & (row < n) & (~is_weight | mac_free)),
-            mac_beat.eq(mul_busy),
-        ]
-        fsm.act("MV_STREAM",
-            rd.ready.eq((row < n) & (~is_weight | mac_free)), rd_wait.eq((row < n) & (~is_weight | mac_free)),
-            act_radr.eq(dst + s4b_row), act_wadr.eq(dst + s7_row), act_we_all.eq(s7_valid),
-            If(rows_done == n, NextState("NEXT"))
-        )
-        self.sync += [
-            If(accept & is_weight,
-                mul_busy.eq(1), sub.eq(0)
-            ).Elif(mul_busy,
-                If(mul_last, mul_busy.eq(0)).Else(sub.eq(sub + 1))
-            ),
-            If(accept,
-                Case(phase, {
-                    0: [shifts.eq(rd.data), phase.eq(1), sb.eq(0), rib.eq(0),
-                        blk_left.eq(Mux(blk_rows == isa.ROW_BLOCK, cp, part_beats))],
-                    1: [mants.eq(rd.data), phase.eq(2), sb.eq(0)],
-                    2: [
-                        s1_w.eq(rd.data),
-                        s1_m0.eq(Array(_lanes(mants, 8, 16))[Cat(C(0, 1), sb)]),
-                        s1_m1.eq(Array(_lanes(mants, 8, 16))[Cat(C(1, 1), sb)]),
-                        s1_first.eq(k == 0), s1_last.eq(k == cpb - 1),
-                        s1_rsh.eq(Array(_lanes(shifts, 8, 16))[rib][0:6]),
-                        s1_row.eq(row),
-                        If(k == cpb - 1,
-                            k.eq(0), rib.eq(rib + 1), row.eq(row + 1)
-                        ).Else(
-                            k.eq(k + 1)
-                        ),
-                        sb.eq(sb + 1),
-                        blk_left.eq(blk_left - 1),
-                        If(blk_left == 1,
-                            phase.eq(0)
-                        ).Elif(sb == 7,
-                            phase.eq(1)
-                        ),
-                    ],
-                })
-            ),
-            If(fsm.ongoing("MV_INIT"), phase.eq(0), k.eq(0), row.eq(0), rib.eq(0), mul_busy.eq(0)),
-        ]
-        # The beat's fields ride along its last chunk: C (the chunk's operands registered next
-        # to the multipliers), M (products), T (chunk sums), then G hands the group sums and
-        # fields to stage 2.
-        cm_valid, cm_c, cm_last = Signal(), Signal(max=max(P, 2)), Signal()
-        cm_f = [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)]
-        mt_valid, mt_c, mt_last = Signal(), Signal(max=max(P, 2)), Signal()
-        tg_valid, tg_c, tg_last = Signal(), Signal(max=max(P, 2)), Signal()
-        mt_f, tg_f = [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)], \
-                     [Signal(len(x)) for x in (s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row)]
-        fields = [s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row]
-        self.sync += [
-            cm_valid.eq(mul_busy), cm_c.eq(sub), cm_last.eq(mul_last),
-            [a.eq(b) for a, b in zip(cm_f, fields)],
-            mt_valid.eq(cm_valid), mt_c.eq(cm_c), mt_last.eq(cm_last),
-            [a.eq(b) for a, b in zip(mt_f, cm_f)],
-            tg_valid.eq(mt_valid), tg_c.eq(mt_c), tg_last.eq(mt_last),
-            [a.eq(b) for a, b in zip(tg_f, mt_f)],
-            s2_valid.eq(tg_valid & tg_last),
-            s2_first.eq(tg_f[0]), s2_last.eq(tg_f[1]), s2_m0.eq(tg_f[2]), s2_m1.eq(tg_f[3]),
-            s2_rsh.eq(tg_f[4]), s2_row.eq(tg_f[5]),
-        ]
-        # Stages 2-7 per slot: scale the group sums by their mantissas (2), accumulate over the
-        # row (3), round: bias add (4b; the residual's address) | shift (5) | saturate (6; the
-        # residual arrives), add the residual (7), saturate and write.
-        self.sync += [
-            s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last), s3_rsh.eq(s2_rsh), s3_row.eq(s2_row),
-            s4_valid.eq(s3_valid & s3_last), s4_rsh.eq(s3_rsh), s4_row.eq(s3_row),
-            s4b_valid.eq(s4_valid), s4b_row.eq(s4_row),
-            s5_valid.eq(s4b_valid), s5_row.eq(s4b_row),
-            s6_valid.eq(s5_valid), s6_row.eq(s5_row),
-            s7_valid.eq(s6_valid), s7_row.eq(s6_row),
-            If(s7_valid, rows_done.eq(rows_done + 1)),
-            If(fsm.ongoing("MV_INIT"), rows_done.eq(0)),
-        ]
-        accumulate = flags[1]
-        w_chunks = _lanes(s1_w, 8 * L, P)
-        w_chunk = Signal(8 * L)
-        # Every stage's registers load only when the stage holds data (in hardware a clock
-        # enable; in Verilator an idle core then costs less).
-        # With P > 1 a beat's chunks shift out of a register, chunk 0 straight from the beat
-        # (timing: no P:1 multiplexer steered by ``sub`` over the whole beat). ``mul_first``
-        # flags chunk 0, multiplied the cycle after its beat is accepted.
-        mul_first = Signal()
-        self.sync += mul_first.eq(accept & is_weight)
-        if P == 1:
-            self.sync += If(mul_busy, w_chunk.eq(s1_w))
-        else:
-            w_rest = Signal(len(s1_w) - 8 * L)
-            self.sync += If(mul_busy,
-                If(mul_first,
-                    w_chunk.eq(w_chunks[0]), w_rest.eq(s1_w[8 * L:])
-                ).Else(
-                    w_chunk.eq(w_rest[:8 * L]), w_rest.eq(w_rest[8 * L:])
-                )
-            )
-        w = [as_signed(self, v, 8) for v in _lanes(w_chunk, 8, L)]
-        for s in range(B):
-            # The input word is read the cycle after its beat is accepted (chunk 0); the rest
-            # of it shifts out for the beat's later chunks (the read address moves on with the
-            # next beat's k).
-            x_chunk = Signal(16 * L)
-            if P == 1:
-                self.sync += If(mul_busy, x_chunk.eq(xin_rd[s]))
-            else:
-                x_rest = Signal(16 * (isa.LANES - L))
-                self.sync += If(mul_busy,
-                    If(mul_first,
-                        x_chunk.eq(xin_rd[s][:16 * L]), x_rest.eq(xin_rd[s][16 * L:])
-                    ).Else(
-                        x_chunk.eq(x_rest[:16 * L]), x_rest.eq(x_rest[16 * L:])
-                    )
-                )
-            x = [as_signed(self, v, 16) for v in _lanes(x_chunk, 16, L)]
-            prod = [Signal((24, True), name=f"mv_prod{l}") for l in range(L)]
-            q0, q1 = Signal((28, True)), Signal((28, True))
-            g0, g1 = Signal((28, True)), Signal((28, True))
-            pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
-            # The row shift is 0..63 and the input exponent 0..31.
-            finish = round_shift_split(self, s4_acc, as_signed(self, s4_rsh - ex[s], 8), 72,
-                                       x_bits=len(s4_acc), s_range=(-31, 63), sat_bits=32)
-            s5_y, s6_y, s7_y = Signal((len(finish()), True)), Signal((32, True)), Signal((32, True))
-            s7_res = Signal((34, True))
-            self.sync += If(cm_valid, *[prod[l].eq(w[l] * x[l]) for l in range(L)])
-            if P == 1:
-                self.sync += [If(mt_valid, q0.eq(sum(prod[:half])), q1.eq(sum(prod[half:]))),
-                              If(tg_valid, g0.eq(q0), g1.eq(q1))]
-            else:
-                # Chunks 0..P/2-1 hold the first 8 lanes (mantissa group 0), the rest group 1.
-                self.sync += [
-                    If(mt_valid, q0.eq(sum(prod))),
-                    If(tg_valid,
-                        If(tg_c < P // 2,
-                            g0.eq(Mux(tg_c == 0, 0, g0) + q0)
-                        ).Else(
-                            g1.eq(Mux(tg_c == P // 2, 0, g1) + q0)
-                        )
-                    ),
-                ]
-            self.sync += [
-                If(s2_valid, pp.eq(g0 * s2_m0 + g1 * s2_m1)),
-                If(s3_valid, acc.eq(Mux(s3_first, 0, acc) + pp)),
-                If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
-                If(s4b_valid, s5_y.eq(finish())),
-                If(s5_valid, s6_y.eq(saturate(self, s5_y, 32))),
-                If(s6_valid, s7_y.eq(s6_y), s7_res.eq(act_rdat[s] + s6_y)),
-            ]
-            self.comb += mv_out[s].eq(Mux(accumulate, saturate(self, s7_res, 32), s7_y))
 
         # ROPE -------------------------------------------------------------------------------------
         # Each slot's (cos, sin) row (its own position) is loaded into its lane's buffer: the
@@ -1461,8 +1176,7 @@ class Accelerator(LiteXModule):
         # The next MATVEC's weights are queued once the current instruction's own burst is out
         # (for ATTN: its last slot's last head, whose V burst is its last).
         if FB:
-            own_burst_out = reduce(or_, [fsm.ongoing(st) for st in
-                ("MV_AMAX", "MV_EXP", "MV_EXP2", "MV_XIN", "MV_INIT", "MV_STREAM")]) \
+            own_burst_out = fsm.ongoing("MV_WAIT") \
                 | (last_group & fsm.ongoing("RMS_WAIT")) \
                 | fsm.ongoing("SI_RUN") \
                 | (last_head & (slot == nslots - 1) & reduce(or_, [fsm.ongoing(st) for st in
@@ -1957,25 +1671,3 @@ class Accelerator(LiteXModule):
         # 7-bit compare fanned out over the chip. Yosys re-encodes a state register only when
         # asked, since Migen gives every register an initial value.
         self.fsm.state.attr.add(("fsm_encoding", "one-hot"))
-
-    def _matrix_bytes(self, rows, m15, cpb):
-        """spec.isa.matrix_bytes in gateware: full 16-row blocks, then the partial one. Returns
-        the matrix's bytes and the partial block's weight beats.
-
-        Registered in three steps, so each product's operands come straight from registers
-        (timing): the operands (PREP), the products (PREP2), their sum (EXECUTE). n and m
-        settle in DECODE; MATVEC issues its burst the cycle after EXECUTE."""
-        full, rem = Signal(12), Signal(4)
-        # A full block: its shift beat, 16 rows of cpb weight beats, a mantissa beat per 8 of
-        # those. From m15 (not the registered cpb) so that it is ready in PREP2.
-        block_beats = Signal(ADDR_W)
-        wb = Signal(32)                   # the partial block's weight beats
-        full_beats = Signal(ADDR_W)
-        total = Signal(ADDR_W)
-        self.sync += [
-            full.eq(rows >> 4), rem.eq(rows[0:4]),
-            block_beats.eq(1 + (m15[4:] << 4) + (m15[4:] << 1)),
-            wb.eq(rem * cpb), full_beats.eq(full * block_beats),
-            total.eq((full_beats + Mux(rem != 0, 1 + wb + ((wb + 7) >> 3), 0)) << 4),
-        ]
-        return total, wb
