@@ -37,7 +37,9 @@ from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from gateware.core.argmax import Argmax
 from gateware.core.counters import Counters
 from gateware.core.embed import Embed
+from gateware.core.kvwrite import Kvwrite, Kvwrite4
 from gateware.core.matvec import Matvec, matrix_bytes
+from gateware.core.pack16 import Pack16, Pack16x4
 from gateware.core.readbursts import ReadBursts
 from gateware.core.scratchpad import Scratchpads
 from gateware.core.rmsnorm import Rmsnorm
@@ -49,7 +51,6 @@ from gateware.core.writestats import WriteStats
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
-KV_FIFO_BEATS = 4   # KVWRITE's beats between its packer and the write port (4-port scratchpads)
 
 
 def _lanes(sig, width, n, signed=True):
@@ -345,7 +346,6 @@ class Accelerator(LiteXModule):
         hm = Signal(32)                   # h * m, kept by adding m per head (timing: no multiplier
                                           # between the FSM's registers; its DSP was placed 70
                                           # tiles from both, a 23 ns path on the ULX3S)
-        word = Signal(128)
 
         # Control: fetch, decode, next ------------------------------------------------------------
         fsm.act("IDLE",
@@ -683,71 +683,65 @@ class Accelerator(LiteXModule):
             If(rope.done, next_group("ROPE"))
         )
 
-        # KVWRITE ----------------------------------------------------------------------------------
-        # The int16 packer, shared with ATTN's query load: an element read on every cycle of
-        # KVW_RD or AT_Q arrives (stage 1), is converted (stage 2) and packed into ``word``
-        # (stage 3). KVW_DR drains the stages and KVW_WR sends the beat: 12 cycles a beat.
-        # With four scratchpad ports, a four-element packer instead (_kvwrite_four_ports).
+        # KVWRITE (gateware/core/kvwrite.py) and the int16 packer (gateware/core/pack16.py) that
+        # it shares with ATTN's query load ---------------------------------------------------------
+        # The sequencer walks the slots: it checks the slot's position and lets the row address
+        # settle (KVW_H..KVW_H3: the slot's base, the head's offset, the position's row), then
+        # starts the unit, which asks for each head's write burst in turn.
         if XR == 2:
-            st, kvr = round_shift(ard, N.ACT_FRAC - N.KV_FRAC, 40)
-            self.comb += st
-            kv16 = as_signed(self, saturate(self, kvr, 16), 16)
-            kv16_r = Signal((16, True))       # registered (timing): read, convert, then pack
-            kvv0, kvv1, kvv2 = Signal(), Signal(), Signal()
-            kvl0, kvl1, kvl2 = Signal(3), Signal(3), Signal(3)
-            kvb0, kvb1, kvb2 = Signal(13), Signal(13), Signal(13)
-            qh0, qh1, qh2 = Signal(), Signal(), Signal()      # ATTN: the half of q_mem written
-            packed16 = Signal(128)
-            self.comb += packed16.eq(word)
-            for l in range(8):
-                self.comb += If(kvl2 == l, packed16[16 * l:16 * (l + 1)].eq(kv16_r))
-            self.sync += [
-                kv16_r.eq(kv16),
-                kvv0.eq(fsm.ongoing("KVW_RD") | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")), kvl0.eq(j[0:3]), kvb0.eq(j >> 3),
-                kvv1.eq(kvv0), kvl1.eq(kvl0), kvb1.eq(kvb0),
-                kvv2.eq(kvv1), kvl2.eq(kvl1), kvb2.eq(kvb1),
-                qh0.eq(h[0] ^ fsm.ongoing("AT_NQ")), qh1.eq(qh0), qh2.eq(qh1),
-                If(kvv2, word.eq(packed16)),
+            self.pack16 = pk = Pack16()
+            self.kvwrite = kvw = Kvwrite()
+            self.comb += [
+                pk.read.eq(kvw.pk_read | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")),
+                pk.idx.eq(Mux(kvw.pk_read, kvw.pk_idx, j)), pk.half.eq(h[0] ^ fsm.ongoing("AT_NQ")),
+                pk.x.eq(ard), *[a.eq(b) for a, b in zip(kvw.pk_v, pk.v)], kvw.pk_word.eq(pk.word),
             ]
+        else:
+            self.pack16 = pk = Pack16x4(B, len(wr.address))
+            self.kvwrite = kvw = Kvwrite4(len(wr.address))
+            self.pack4_query = Signal()   # ATTN's query load reads four elements
+            self.pack4_qaddr = Signal(16)     # and the q_mem beat they go to
+            attn_hi = Mux(self.ap_ql_active, self.ap_ql_j[2], j[2]) if params.attn_pairs else j[2]
+            self.comb += [
+                pk.read.eq(kvw.pk_read | self.pack4_query), pk.query.eq(self.pack4_query),
+                pk.hi.eq(Mux(self.pack4_query, attn_hi, kvw.pk_hi)),
+                pk.tag.eq(Mux(self.pack4_query, self.pack4_qaddr, kvw.pk_tag)), pk.slot.eq(slot),
+                *[pk.rdat[e][s].eq(act.rdat[e][s]) for e in range(4) for s in range(B)],
+                kvw.beat_valid.eq(pk.beat_valid & ~pk.beat_query), kvw.beat_addr.eq(pk.beat_tag),
+                kvw.beat_data.eq(pk.beat), kvw.pk_idle.eq(pk.idle),
+                kvw.clear.eq(fsm.ongoing("IDLE")), kvw.last.eq(slot == nslots - 1),
+                self.pack4_idle.eq(pk.idle), self.kv_idle.eq(kvw.idle),
+            ]
+        # The row address is registered in steps (the slot's base, the head's offset, the
+        # position's row): KVW_H..KVW_H3 let it settle after a new slot.
+        kvw_addr = Signal(ADDR_W)
+        self.sync += kvw_addr.eq(kvhead_base + pos_off)
+        self.comb += [
+            kvw.src.eq(src), kvw.n.eq(n), kvw.m.eq(m), kvw.stride.eq(R["KVHEAD"]), kvw.base.eq(kvw_addr),
+            kvw.abort.eq(abort), kvw.granted.eq(burst_granted), kvw.wr_ready.eq(wr.ready),
+            # The unit's beats own the write stream while it offers them (the four-port FIFO's
+            # also after the unit is done: KVWRITE's last slot ends only once it is empty, and
+            # DRAIN waits for it, so no other writer is active then).
+            If(kvw.wr_valid,
+                wr.valid.eq(1), wr.data.eq(kvw.wr_data),
+                *([wr.address.eq(kvw.wr_address)] if kvw.wr_address is not None else [])
+            ),
+        ]
         fsm.act("KVWRITE",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
             ).Else(
-                NextValue(kvh, 0), NextValue(ii, src), NextState("KVW_H")
+                NextValue(kvh, 0), NextState("KVW_H")
             )
         )
-        # The row address is registered in steps (the slot's base, the head's offset, the
-        # position's row): KVW_H..KVW_H3 let it settle after a new slot.
-        kvw_addr, kvw_next = Signal(ADDR_W), Signal(ADDR_W)
-        self.sync += [kvw_addr.eq(kvhead_base + pos_off), kvw_next.eq(kvw_addr + R["KVHEAD"])]
-        fsm.act("KVW_H", NextValue(j, 0), NextState("KVW_H2"))
+        fsm.act("KVW_H", NextState("KVW_H2"))
         fsm.act("KVW_H2", NextState("KVW_H3"))
-        fsm.act("KVW_H3", NextState("KVW_GO"))
-        if XR == 4:
-            self._kvwrite_four_ports(fsm, burst, wr, B, dict(
-                j=j, ii=ii, kvh=kvh, n=n, m=m, slot=slot, nslots=nslots, kvw_addr=kvw_addr,
-                kvhead=R["KVHEAD"], act_radr=[act_radr, act_radr2] + act_radr_x,
-                act_rdat=[act_rdat, act_rdat2] + act_rdat_x))
-        else:
-            fsm.act("KVW_GO", *burst(kvw_addr, m << 1, "KVW_RD", write=True))
-            fsm.act("KVW_RD",
-                act_radr.eq(ii), NextValue(ii, ii + 1), NextValue(j, j + 1),
-                If(j[0:3] == 7, NextState("KVW_DR"))
-            )
-            fsm.act("KVW_DR", If(~kvv0 & ~kvv1, NextState("KVW_WR")))   # the beat's last element is packed
-            fsm.act("KVW_WR",
-                wr.valid.eq(1), wr.data.eq(word),
-                If(wr.ready,
-                    If(j == m,
-                        NextValue(kvh, kvh + 1), NextValue(j, 0),
-                        # The next head's row is one KVHEAD on (kvw_next: kvh has not changed for
-                        # the whole head, so it has settled); only a new slot waits in KVW_H..H3.
-                        If(kvh == n - 1, next_slot("KVWRITE")).Else(*burst(kvw_next, m << 1, "KVW_RD", write=True))
-                    ).Else(
-                        NextState("KVW_RD")
-                    )
-                )
-            )
+        fsm.act("KVW_H3", kvw.start.eq(1), NextState("KVW_RUN"))
+        fsm.act("KVW_RUN",
+            *[act.radr[p].eq(kvw.radr[p]) for p in range(len(kvw.radr))],
+            If(kvw.req, *burst(kvw.req_addr, m << 1, "KVW_RUN", write=True)),
+            If(kvw.done, next_slot("KVWRITE"))
+        )
 
         # ATTN -------------------------------------------------------------------------------------
         # Two heads' queries (halves h[0] and not h[0]): the next head's is loaded while this
@@ -776,8 +770,8 @@ class Accelerator(LiteXModule):
             vhead_base.eq(kvhead_base + R["VOFF"]),
         ]
         if XR == 2:
-            self.comb += [q_wp.adr.eq(Cat(kvb2[:log2_int(q_beats)], qh2)), q_wp.dat_w.eq(packed16),
-                          q_wp.we.eq(kvv2 & (kvl2 == 7))]
+            self.comb += [q_wp.adr.eq(Cat(pk.beat_idx[:log2_int(q_beats)], pk.beat_half)), q_wp.dat_w.eq(pk.beat),
+                          q_wp.we.eq(pk.beat_done)]
         else:
             self._attn_query_four_ports(fsm, q_wp, q_beats, dict(j=j, ii=ii, m=m, h=h, n=n,
                                                                  act_radr=[act_radr, act_radr2] + act_radr_x))
@@ -836,7 +830,7 @@ class Accelerator(LiteXModule):
                 If(j == m - 1, NextState("AT_QD"))
             )
         fsm.act("AT_QD", self._attn_pair_first(params,
-            If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle,
+            If(pk.idle,
                 NextValue(t, 0), NextValue(k, 0),
                 If(kv_early,
                     NextValue(kv_early, 0), NextState("AT_K")
@@ -983,7 +977,7 @@ class Accelerator(LiteXModule):
                 act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
                 If(j == m - 1, NextState("AT_NQD"))
             )
-        fsm.act("AT_NQD", If((~kvv0 & ~kvv1 & ~kvv2) if XR == 2 else self.pack4_idle, NextState("AT_DIVW")))
+        fsm.act("AT_NQD", If(pk.idle, NextState("AT_DIVW")))
         # The reciprocal is kept when it is done, which may be during AT_NQ.
         recip_ok = Signal()
         self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
@@ -1248,106 +1242,11 @@ class Accelerator(LiteXModule):
             done = done & ~self.attn_v_busy
         return done
 
-    def _kvwrite_four_ports(self, fsm, burst, wr, B, sig):
-        """The int16 packer with four scratchpad read ports, and KVWRITE through it (their own
-        methods: the constructor's locals are past 256, where Migen's tracer stops naming
-        signals, and the ULX3S's netlist keeps its names). ``sig``: the constructor's signals
-        they use.
-
-        Four elements a cycle, two cycles a beat: read (stage 0), arrive (2), converted and
-        registered (3), the beat's first half kept (``lo``) or the beat complete. KVWRITE's
-        beats go out through a FIFO while the next ones are read; ATTN's query beats go to
-        q_mem (_attn_query_four_ports)."""
-        j, ii, kvh, n, m, slot, nslots = (sig[k] for k in ("j", "ii", "kvh", "n", "m", "slot", "nslots"))
-        kvw_addr = sig["kvw_addr"]
-        kv_fifo = stream.SyncFIFO([("address", len(wr.address)), ("data", 128)], KV_FIFO_BEATS)
-        self.submodules.kv_fifo = kv_fifo
-        # A KVWRITE beat's reads start only when a FIFO entry is free for it (kv_credit: entries
-        # neither full nor reserved).
-        kv_credit = Signal(max=KV_FIFO_BEATS + 1, reset=KV_FIFO_BEATS)
-        kv_row = Signal(ADDR_W)                      # the head row's byte address
-        kv_head = Signal(len(wr.address))            # and its first beat
-        # A head may take three cycles, less than kvw_next takes to follow kvh: the next head's
-        # row is this one's plus KVHEAD.
-        kv_next = kv_row + sig["kvhead"]
-        kv_go = Signal()                             # KVWRITE reads four elements
-        self.pack4_query = Signal()                  # ATTN's query load reads four elements
-        self.pack4_qaddr = Signal(16)                # and the q_mem beat they go to
-        p4 = self.pack4 = {
-            "v":  [Signal(name=f"pack4_v{k}") for k in range(3)],     # stage k valid
-            "hi": [Signal(name=f"pack4_hi{k}") for k in range(3)],    # the beat's second half
-            "q":  [Signal(name=f"pack4_q{k}") for k in range(3)],     # a query beat (not KVWRITE)
-            "a":  [Signal(len(wr.address), name=f"pack4_a{k}") for k in range(3)],   # its address
-            "lo": Signal(64, name="pack4_lo"),
-            "elems": [],
-        }
-        kv_pop = Signal()
-        # The slot moves on with the last beat's reads, so its data is selected by the slot
-        # it was read from (two cycles on).
-        kv_slot = [Signal(max=max(B, 2)) for _ in range(2)]
-        self.sync += [kv_slot[0].eq(slot), kv_slot[1].eq(kv_slot[0])]
-        for e, col in enumerate(sig["act_rdat"]):
-            st, xr = round_shift(as_signed(self, Array(col)[kv_slot[1]], 32), N.ACT_FRAC - N.KV_FRAC, 40)
-            self.comb += st
-            q = Signal(16, name=f"pack4_elem{e}")
-            self.sync += q.eq(saturate(self, xr, 16))
-            p4["elems"].append(q)
-        v, hi, isq, a = p4["v"], p4["hi"], p4["q"], p4["a"]
-        self.comb += [
-            kv_go.eq(fsm.ongoing("KVW_RD") & (j[2] | (kv_credit != 0))),
-            kv_fifo.sink.valid.eq(v[2] & hi[2] & ~isq[2]),
-            kv_fifo.sink.address.eq(a[2]),
-            kv_fifo.sink.data.eq(Cat(p4["lo"], *p4["elems"])),
-            kv_pop.eq(kv_fifo.source.valid & kv_fifo.source.ready),
-            self.pack4_idle.eq(~reduce(or_, v)),
-            # Idle: no beat in the packer or the FIFO. (A watchdog stop can leave a beat's
-            # first half reserved; the credits are restored at the next start.)
-            self.kv_idle.eq(~kv_fifo.source.valid & self.pack4_idle),
-            # The FIFO owns the write port while it holds beats: KVWRITE ends only once it
-            # is empty (and DRAIN waits for it), so no other writer is active then.
-            If(kv_fifo.source.valid,
-                wr.valid.eq(1), wr.data.eq(kv_fifo.source.data), wr.address.eq(kv_fifo.source.address)
-            ),
-            kv_fifo.source.ready.eq(wr.ready),
-        ]
-        self.sync += [
-            v[0].eq(kv_go | self.pack4_query), isq[0].eq(self.pack4_query),
-            hi[0].eq(Mux(self.ap_ql_active, self.ap_ql_j[2], j[2]) if hasattr(self, "ap_ql_active") else j[2]),
-            a[0].eq(Mux(self.pack4_query, self.pack4_qaddr, kv_head + (j >> 3))),
-            [(v[k].eq(v[k - 1]), hi[k].eq(hi[k - 1]), isq[k].eq(isq[k - 1]), a[k].eq(a[k - 1])) for k in (1, 2)],
-            If(v[2] & ~hi[2], p4["lo"].eq(Cat(*p4["elems"]))),
-            kv_credit.eq(kv_credit - (kv_go & ~j[2]) + kv_pop),
-            If(fsm.ongoing("IDLE"), kv_credit.eq(KV_FIFO_BEATS)),
-        ]
-        fsm.act("KVW_GO",
-            NextValue(kv_row, kvw_addr), NextValue(kv_head, kvw_addr >> 4),
-            *burst(kvw_addr, m << 1, "KVW_RD", write=True))
-        fsm.act("KVW_RD",
-            *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
-            If(kv_go,
-                NextValue(ii, ii + 4), NextValue(j, j + 4),
-                If(j[2] & (j + 4 == m),
-                    NextValue(kvh, kvh + 1), NextValue(j, 0),
-                    If(kvh == n - 1,
-                        If(slot == nslots - 1,
-                            NextState("KVW_END")
-                        ).Else(
-                            NextValue(slot, slot + 1), NextState("KVWRITE")
-                        )
-                    ).Else(
-                        NextValue(kv_row, kv_next), NextValue(kv_head, kv_next >> 4),
-                        *burst(kv_next, m << 1, "KVW_RD", write=True)
-                    )
-                )
-            )
-        )
-        fsm.act("KVW_END", If(self.kv_idle, NextState("NEXT")))
-
     def _attn_query_four_ports(self, fsm, q_wp, q_beats, sig):
         """ATTN's query loads (AT_Q: this head's; AT_NQ: the next head's, into the other half
         of q_mem) through the four-port packer, four elements a cycle."""
         j, ii, m, h = sig["j"], sig["ii"], sig["m"], sig["h"]
-        p4 = self.pack4
+        pk = self.pack16
         loading = fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")
         other = fsm.ongoing("AT_NQ")      # the next head's query: the other half of q_mem
         qaddr = Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ other)
@@ -1358,8 +1257,7 @@ class Accelerator(LiteXModule):
         self.comb += [
             self.pack4_query.eq(loading),
             self.pack4_qaddr.eq(qaddr),
-            q_wp.adr.eq(p4["a"][2]), q_wp.dat_w.eq(Cat(p4["lo"], *p4["elems"])),
-            q_wp.we.eq(p4["v"][2] & p4["hi"][2] & p4["q"][2]),
+            q_wp.adr.eq(pk.beat_tag), q_wp.dat_w.eq(pk.beat), q_wp.we.eq(pk.beat_valid & pk.beat_query),
         ]
         for state, done in (("AT_Q", "AT_QD"), ("AT_NQ", "AT_NQD")):
             # (attn_pairs: AT_Q goes on with the next head's query, AP_Q1)
