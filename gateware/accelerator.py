@@ -30,11 +30,11 @@ from litex.soc.interconnect import stream
 
 from litedram.frontend.dma import LiteDRAMDMAWriter
 
-from spec import isa, numerics as N, registers as reglayout
-from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed, \
-    as_unsigned
+from spec import isa, registers as reglayout
+from gateware.arith import saturate, as_signed, as_unsigned
 from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
 from gateware.core.argmax import Argmax
+from gateware.core.attention import Attention
 from gateware.core.counters import Counters
 from gateware.core.embed import Embed
 from gateware.core.kvwrite import Kvwrite, Kvwrite4
@@ -51,10 +51,6 @@ from gateware.core.writestats import WriteStats
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
-
-
-def _lanes(sig, width, n, signed=True):
-    return [sig[width * k:width * (k + 1)] for k in range(n)]
 
 
 def _check_no_dead_states(fsm):
@@ -120,7 +116,8 @@ class Accelerator(LiteXModule):
         self.class_sel   = CSRStorage(8, description="Instruction class for class_cycles (CLASSES order).")
         self.class_cycles = CSRStatus(64, description="Cycles spent in the selected instruction class.")
 
-        self.fsm_state = Signal(8)        # for simulation harnesses
+        self.fsm_state = Signal(8)        # for simulation harnesses: the sequencer's state
+        self.attn_state = Signal(8)       # and the attention unit's
 
         # # #
 
@@ -139,10 +136,6 @@ class Accelerator(LiteXModule):
         rd_start, rd_start_addr, rd_start_len = bursts.start, bursts.start_addr, bursts.start_len
         rdq_valid, rdq_push = bursts.queued, bursts.push
         rdq_push_addr, rdq_push_len = bursts.push_addr, bursts.push_len
-        # Flags of the units below, declared here because the sequencer's states (IDLE, DRAIN)
-        # read or clear them before those units are written out.
-        kv_early = Signal()               # ATTN: the current head's K is already requested
-        od_active, od_start = Signal(), Signal()    # ATTN: a head's outputs are being written
 
         # DRAM write stream -----------------------------------------------------------------------
         if params.write_ports == 1:
@@ -175,11 +168,8 @@ class Accelerator(LiteXModule):
         all_wdat  = [Signal((32, True)) for _ in range(B)]     # what act_we_all writes per slot
         if XR == 4:
             self.kv_idle = Signal()       # KVWRITE has handed every beat it read to the port
-            self.pack4_idle = Signal()    # the four-element int16 packer is empty
-        if params.attn_overlap:
-            self.attn_v_busy = Signal()   # ATTN: a head's last V beats are still being summed
-        if params.attn_pairs:
-            self._attn_pair_signals()     # ATTN's heads two at a time (_attn_pairs)
+        # ATTN (gateware/core/attention.py), wired below; its drain writes beside the states.
+        self.attention = attn = Attention(params, dram_beats)
         slot = Signal(max=max(B, 2))
         nslots = Signal(max=B + 1)
         # RMSNORM, SILU and ROPE take the slots in groups of U, one datapath (lane) per slot of
@@ -189,7 +179,7 @@ class Accelerator(LiteXModule):
         unit_pass = Signal()              # an all-slot write from RMSNORM, SILU or ROPE
         # The sequencer's write mux: one slot's element, or every active slot's at once.
         self.comb += act.wadr.eq(act_wadr)
-        wslot = Mux(self.ap_od_wr, self.ap_od_slot, slot) if params.attn_pairs else slot
+        wslot = Mux(attn.od_we, attn.od_slot, slot) if params.attn_pairs else slot
         for s in range(B):
             in_group = ((group == s // U) | ~unit_pass) if U < B else 1   # MATVEC writes every slot
             self.comb += If(act_we_all, act.wdat[s].eq(all_wdat[s]), act.we[s].eq((s < nslots) & in_group)
@@ -264,10 +254,8 @@ class Accelerator(LiteXModule):
             waddr.eq(addr + Mux(layered, w_layer_off, 0)),
             kvaddr.eq(kv_slot_base + addr + Mux(layered, kv_layer_off, 0)),
         ]
-        # The current KV head's offset and the slot position's row offset, shared by KVWRITE
-        # and ATTN.
-        kvh_off, pos_off = Signal(ADDR_W), Signal(ADDR_W)
-        kvhead_base = Signal(ADDR_W)
+        # The slot position's row offset (pos * 2m), shared by KVWRITE and ATTN.
+        pos_off = Signal(ADDR_W)
 
         # Bursts: every DRAM access goes through BURST, which checks the window first -------------
         req_addr, req_bytes = Signal(ADDR_W), Signal(ADDR_W)
@@ -328,31 +316,14 @@ class Accelerator(LiteXModule):
               ("cycles", "mac_busy", "dram_stall", "bytes_read", "bytes_written", "retired", "class_cycles")],
         ]
 
-        # Shared units -----------------------------------------------------------------------------
-        # Dividers (2, 4 or 8 quotient bits a cycle: Params.divider_steps) that start at the
-        # quotient's highest possible bit. RMSNORM's mean square: |x >> RMS_PRE_SHIFT| <=
-        # 2**(31 - RMS_PRE_SHIFT), so the mean of the squares fits 63 - 2*RMS_PRE_SHIFT bits (26,
-        # 13 or 7 cycles) whenever their sum fits int64 as spec.numerics.rmsnorm assumes. ATTN's
-        # 2**46 / sum: the sum is at least 2**15 (the max score's exponential), so the
-        # reciprocal fits 32 bits (16, 8 or 4 cycles).
-        # RMSNORM has a divider and a 1/sqrt per element lane (gateware/core/rmsnorm.py); ATTN,
-        # which walks the slots, has one reciprocal divider.
-        self.recip_divider = rdiv = Divider(47, 32, quotient_bits=32, steps=params.divider_steps)
-
-        # Loop indices and scratch registers shared by the instructions.
-        i, j, k, t = Signal(32), Signal(8), Signal(16), Signal(32)
-        ii = Signal(max=D + 1)
-        h, kvh, hg = Signal(16), Signal(16), Signal(16)
-        hm = Signal(32)                   # h * m, kept by adding m per head (timing: no multiplier
-                                          # between the FSM's registers; its DSP was placed 70
-                                          # tiles from both, a 23 ns path on the ULX3S)
+        i = Signal(32)                    # FB_FILL's and ROPE's beat
 
         # Control: fetch, decode, next ------------------------------------------------------------
         fsm.act("IDLE",
             If(self.control.fields.start,
                 clear.eq(1),
                 NextValue(busy, 1), NextValue(done, 0), NextValue(err_code, 0), NextValue(err_addr, 0),
-                NextValue(pc, 0), NextValue(layer, 0), NextValue(in_loop, 0), NextValue(kv_early, 0),
+                NextValue(pc, 0), NextValue(layer, 0), NextValue(in_loop, 0),
                 *([NextValue(fb_count, 0)] if FB else []),      # the host may have rewritten DRAM
                 NextValue(nslots, self.nslots.storage),
                 NextState("START"),
@@ -487,7 +458,7 @@ class Accelerator(LiteXModule):
             If((rd_remaining == 0) & (rd_outstanding == 0) & ~rd.valid, NextState("DRAIN"))
         )
         fsm.act("DRAIN",
-            If(self._drained(wr_pending, od_active), NextState("DONE"))
+            If(self._drained(wr_pending, attn), NextState("DONE"))
         )
         fsm.act("DONE",
             NextValue(busy, 0), NextValue(done, 1), NextState("IDLE")
@@ -692,30 +663,32 @@ class Accelerator(LiteXModule):
             self.pack16 = pk = Pack16()
             self.kvwrite = kvw = Kvwrite()
             self.comb += [
-                pk.read.eq(kvw.pk_read | fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")),
-                pk.idx.eq(Mux(kvw.pk_read, kvw.pk_idx, j)), pk.half.eq(h[0] ^ fsm.ongoing("AT_NQ")),
+                pk.read.eq(kvw.pk_read | attn.pk_read),
+                pk.idx.eq(Mux(kvw.pk_read, kvw.pk_idx, attn.pk_idx)), pk.half.eq(attn.pk_half),
+                attn.pk_beat_done.eq(pk.beat_done), attn.pk_beat_idx.eq(pk.beat_idx),
+                attn.pk_beat_half.eq(pk.beat_half),
                 pk.x.eq(ard), *[a.eq(b) for a, b in zip(kvw.pk_v, pk.v)], kvw.pk_word.eq(pk.word),
             ]
         else:
             self.pack16 = pk = Pack16x4(B, len(wr.address))
             self.kvwrite = kvw = Kvwrite4(len(wr.address))
-            self.pack4_query = Signal()   # ATTN's query load reads four elements
-            self.pack4_qaddr = Signal(16)     # and the q_mem beat they go to
-            attn_hi = Mux(self.ap_ql_active, self.ap_ql_j[2], j[2]) if params.attn_pairs else j[2]
             self.comb += [
-                pk.read.eq(kvw.pk_read | self.pack4_query), pk.query.eq(self.pack4_query),
-                pk.hi.eq(Mux(self.pack4_query, attn_hi, kvw.pk_hi)),
-                pk.tag.eq(Mux(self.pack4_query, self.pack4_qaddr, kvw.pk_tag)), pk.slot.eq(slot),
+                pk.read.eq(kvw.pk_read | attn.pk_query), pk.query.eq(attn.pk_query),
+                pk.hi.eq(Mux(attn.pk_query, attn.pk_hi, kvw.pk_hi)),
+                pk.tag.eq(Mux(attn.pk_query, attn.pk_qaddr, kvw.pk_tag)), pk.slot.eq(slot),
+                attn.pk_beat_valid.eq(pk.beat_valid), attn.pk_beat_query.eq(pk.beat_query),
+                attn.pk_beat_tag.eq(pk.beat_tag),
                 *[pk.rdat[e][s].eq(act.rdat[e][s]) for e in range(4) for s in range(B)],
                 kvw.beat_valid.eq(pk.beat_valid & ~pk.beat_query), kvw.beat_addr.eq(pk.beat_tag),
                 kvw.beat_data.eq(pk.beat), kvw.pk_idle.eq(pk.idle),
                 kvw.clear.eq(fsm.ongoing("IDLE")), kvw.last.eq(slot == nslots - 1),
-                self.pack4_idle.eq(pk.idle), self.kv_idle.eq(kvw.idle),
+                self.kv_idle.eq(kvw.idle),
             ]
         # The row address is registered in steps (the slot's base, the head's offset, the
         # position's row): KVW_H..KVW_H3 let it settle after a new slot.
         kvw_addr = Signal(ADDR_W)
-        self.sync += kvw_addr.eq(kvhead_base + pos_off)
+        self.sync += kvw_addr.eq(kvaddr + pos_off)
+        self.comb += [attn.pk_idle.eq(pk.idle), attn.pk_beat.eq(pk.beat)]
         self.comb += [
             kvw.src.eq(src), kvw.n.eq(n), kvw.m.eq(m), kvw.stride.eq(R["KVHEAD"]), kvw.base.eq(kvw_addr),
             kvw.abort.eq(abort), kvw.granted.eq(burst_granted), kvw.wr_ready.eq(wr.ready),
@@ -731,7 +704,7 @@ class Accelerator(LiteXModule):
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
             ).Else(
-                NextValue(kvh, 0), NextState("KVW_H")
+                NextState("KVW_H")
             )
         )
         fsm.act("KVW_H", NextState("KVW_H2"))
@@ -743,368 +716,42 @@ class Accelerator(LiteXModule):
             If(kvw.done, next_slot("KVWRITE"))
         )
 
-        # ATTN -------------------------------------------------------------------------------------
-        # Two heads' queries (halves h[0] and not h[0]): the next head's is loaded while this
-        # head's division runs (AT_NQ).
-        q_beats = max(params.max_head // 8, 2)
-        q_mem = Memory(128, 2 * q_beats)
-        q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
-        self.specials += q_mem, q_rp, q_wp
-        sbuf = Memory(32, params.max_seq)
-        sb_rp, sb_wp = sbuf.get_port(), sbuf.get_port(write_capable=True)
-        self.specials += sbuf, sb_rp, sb_wp
-        exp_rom = Memory(16, len(N.EXP2_TABLE), init=[int(v) for v in N.EXP2_TABLE])
-        exp_rp = exp_rom.get_port()
-        self.specials += exp_rom, exp_rp
-        hsb = Signal(13)
-        self.comb += hsb.eq(m >> 3)
-        # Registered: the head's K and V addresses and the causal span settle during
-        # AT_H and AT_Q (the first burst leaves from AT_QD, at least 10 cycles later).
-        span = Signal(ADDR_W)
-        vhead_base = Signal(ADDR_W)
-        self.sync += [
-            kvh_off.eq(kvh * R["KVHEAD"]),
-            pos_off.eq(cur_pos * (m << 1)),
-            span.eq(pos_off + (m << 1)),
-            kvhead_base.eq(kvaddr + kvh_off),
-            vhead_base.eq(kvhead_base + R["VOFF"]),
+        # ATTN (gateware/core/attention.py): the sequencer checks each slot's position and starts
+        # the unit, which runs the slot's heads, asks for its bursts (BURST checks them) and
+        # queues the reads it makes ahead behind the next MATVEC's weights (pf_push first).
+        self.sync += pos_off.eq(cur_pos * (m << 1))
+        self.comb += [
+            attn.src.eq(src), attn.dst.eq(dst), attn.n.eq(n), attn.m.eq(m), attn.src2.eq(src2),
+            attn.cur_pos.eq(cur_pos), attn.pos_off.eq(pos_off), attn.kvaddr.eq(kvaddr),
+            attn.slot.eq(slot), attn.last_slot.eq(slot == nslots - 1),
+            attn.next_pos.eq(pos[slot + 1]), attn.next_kvb.eq(kvb[slot + 1]),
+            attn.kv_off.eq(addr + Mux(layered, kv_layer_off, 0)),
+            attn.seqlen.eq(R["SEQLEN"]), attn.kvhead.eq(R["KVHEAD"]), attn.voff.eq(R["VOFF"]),
+            attn.attscale.eq(R["ATTSCALE"]),
+            attn.abort.eq(abort), attn.clear.eq(fsm.ongoing("IDLE")), attn.granted.eq(burst_granted),
+            attn.rd_valid.eq(rd.valid), attn.rd_data.eq(rd.data), attn.rdq_valid.eq(rdq_valid),
+            # Its query loads and its drain use the scratchpads beside its states (the drain
+            # while the next head starts; nothing else reads or writes them then).
+            If(attn.reading, *[act.radr[p].eq(attn.radr[p]) for p in range(XR)]),
+            If(attn.od_we, act_wadr.eq(attn.od_wadr), act_wdat.eq(attn.od_wdat), act_we.eq(1)),
         ]
-        if XR == 2:
-            self.comb += [q_wp.adr.eq(Cat(pk.beat_idx[:log2_int(q_beats)], pk.beat_half)), q_wp.dat_w.eq(pk.beat),
-                          q_wp.we.eq(pk.beat_done)]
-        else:
-            self._attn_query_four_ports(fsm, q_wp, q_beats, dict(j=j, ii=ii, m=m, h=h, n=n,
-                                                                 act_radr=[act_radr, act_radr2] + act_radr_x))
-        # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
-        # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
-        # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
-        # for early only where its burst lies inside DRAM and the next slot's position passes
-        # ATTN's checks; otherwise that head asks in AT_QD and faults there, as golden does.
-        # Registered in steps during AT_Q and AT_K (at least 10 cycles before AT_KN).
-        last_head = Signal()
-        nx_pos, nx_kvb, nx_pos_off, nx_kvaddr = Signal(32), Signal(32), Signal(ADDR_W), Signal(ADDR_W)
-        nx_base, nx_span = Signal(ADDR_W), Signal(ADDR_W)
-        nx_pos_ok, nx_ok = Signal(), Signal()
-        self.comb += last_head.eq(h == n - 1)
-        self.sync += [
-            nx_pos.eq(pos[slot + 1]), nx_kvb.eq(kvb[slot + 1]),
-            nx_pos_off.eq(nx_pos * (m << 1)),
-            nx_kvaddr.eq(nx_kvb + addr + Mux(layered, kv_layer_off, 0)),
-            nx_pos_ok.eq((nx_pos < R["SEQLEN"]) & (nx_pos < params.max_seq) & (slot != nslots - 1)),
-            If(last_head,
-                nx_base.eq(nx_kvaddr), nx_span.eq(nx_pos_off + (m << 1))
-            ).Else(
-                nx_base.eq(kvhead_base + Mux(hg == src2 - 1, R["KVHEAD"], 0)), nx_span.eq(span)
-            ),
-            nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= dram_beats) & (~last_head | nx_pos_ok)),
-        ]
-        # wshift (the output shift below) is a register equal to "draining and oj < m": set
-        # when a head's drain starts, cleared as oj reaches m. Decoded from the FSM state it
-        # fanned out to 3,072 flip-flops, and the routed ULX3S build's longest path crossed the chip through that
-        # shared decode and back (issue 3).
-        wshift = Signal()
-        # Each group of 8 accumulators has its own shift, accumulate and first-beat registers
-        # (timing: one register steering all 3,072 flip-flops took a 16.5 ns route with placer
-        # seed 2). They differ on purpose, so synthesis cannot merge them back into one: group g
-        # shifts while j + 8g < m (it holds no element that is still to come after that), and
-        # accumulates only the beats addressed to it.
-        groups = (params.max_head + 7) // 8
-        wshift_g = [Signal(name=f"wshift{g}") for g in range(groups)]
-        wacc_en_g = [Signal(name=f"wacc_en{g}") for g in range(groups)]
-        wfirst_g = [Signal(name=f"wacc_first{g}") for g in range(groups)]
+        self._read_queue_requests(rdq_push, rdq_push_addr, rdq_push_len,
+            [(pf_push, la_waddr >> 4, la_beats)] if FB else [],
+            next_k=(attn.q_addr, attn.q_len), next_k_pushes=[attn.q_push])
         fsm.act("ATTN",
             If(cur_pos >= R["SEQLEN"],
                 *fail("BAD_POS")
             ).Elif(cur_pos >= params.max_seq,
                 *fail("BAD_FIELD")
             ).Else(
-                NextValue(h, 0), NextValue(hm, 0), NextValue(kvh, 0), NextValue(hg, 0), NextState("AT_H"),
+                attn.start.eq(1), NextState("AT_RUN")
             )
         )
-        fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + hm), NextState("AT_Q"))
-        # The head's query, one element a cycle through the int16 packer (KVWRITE's; four with
-        # four scratchpad ports, _attn_query_four_ports); each full beat goes to q_mem.
-        if XR == 2:
-            fsm.act("AT_Q",
-                act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
-                If(j == m - 1, NextState("AT_QD"))
-            )
-        fsm.act("AT_QD", self._attn_pair_first(params,
-            If(pk.idle,
-                NextValue(t, 0), NextValue(k, 0),
-                If(kv_early,
-                    NextValue(kv_early, 0), NextState("AT_K")
-                ).Else(
-                    *burst(kvhead_base, span, "AT_K")
-                )
-            )
-        ))
-        # Scores: stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums
-        # the 8 products, 2 accumulates over the head, 3 scales, 4 adds the rounding bias,
-        # 5 shifts and saturates, 6 takes the max and stores.
-        a_acc = Signal()
-        kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
-        ka1, kf1, kl1 = Signal(), Signal(), Signal()
-        ka2, kf2, kl2 = Signal(), Signal(), Signal()
-        ka3, ka4 = Signal(), Signal()
-        kbeat = Signal(128)
-        dot8 = Signal((40, True))
-        dacc = Signal((48, True))
-        dsum = Signal((48, True))
-        dprod = Signal((72, True))
-        scount = Signal(32)
-        smax = Signal((32, True))
-        scale = as_signed(self, R["ATTSCALE"][0:16], 17)
-        self.comb += [
-            a_acc.eq(fsm.ongoing("AT_K") & rd.valid & (t <= cur_pos)),
-            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if params.attn_pairs else h[0])),
-        ]
-        if params.attn_overlap:
-            self._attn_overlap(fsm, dict(vhead_base=vhead_base, span=span, dram_beats=dram_beats,
-                                         rdq_valid=rdq_valid, scores_done=scount == cur_pos + 1,
-                                         next_k_ok=nx_ok, kv_early=kv_early))
-        fsm.act("AT_K",
-            rd.ready.eq(t <= cur_pos), rd_wait.eq(t <= cur_pos),
-            *([If(self.k_push, NextValue(kv_early, 1))] if params.attn_overlap else []),
-            If(a_acc,
-                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
-            ),
-            # attn_pairs: the second head's K follows the first's.
-            *([If(a_acc & (k == hsb - 1) & (t == cur_pos) & self.ap_pair & ~self.ap_ksec,
-                NextValue(t, 0), NextValue(self.ap_ksec, 1))] if params.attn_pairs else []),
-            # The head's V is requested now (unless it is already queued, Params.attn_overlap):
-            # its beats wait in the read FIFO while the softmax and the division run, so AT_V
-            # does not wait for DRAM's latency.
-            self._attn_pair_scores_done(params, dict(t=t, dsum=dsum, cur_pos=cur_pos, scount=scount),
-            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(self.ap_esum if params.attn_pairs else dsum, 0),
-                If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
-                if params.attn_overlap else burst(vhead_base, span, "AT_KN")))
+        fsm.act("AT_RUN",
+            rd.ready.eq(attn.rd_ready), rd_wait.eq(attn.rd_wait),
+            If(attn.req, *burst(attn.req_addr, attn.req_bytes, "AT_RUN")),
+            If(attn.done, next_slot("ATTN"))
         )
-        # The queue also takes the next MATVEC's weights (pf_push, below; never in ATTN's AT_KN)
-        # and, with attn_overlap, this head's V (v_push) and the next head's K (k_push).
-        self._read_queue_requests(rdq_push, rdq_push_addr, rdq_push_len,
-            ([(pf_push, la_waddr >> 4, la_beats)] if FB else [])
-            + ([(self.v_push, vhead_base >> 4, (span + 15) >> 4)] if params.attn_overlap else [])
-            + ([(self.ap_push, self.ap_push_beat, self.ap_push_beats)] if params.attn_pairs else []),
-            next_k=(nx_base >> 4, (nx_span + 15) >> 4), next_k_pushes=[self.k_push] if params.attn_overlap else [])
-        fsm.act("AT_KN",
-            If((nx_ok & ~kv_early) if params.attn_overlap else nx_ok, rdq_push.eq(1), NextValue(kv_early, 1)),
-            NextState("AT_SM_RUN")
-        )
-        sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
-        sc_r = as_signed(self, sc_finish(), 80)
-        sc = Signal((32, True))
-        ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
-        kp = [Signal((32, True), name=f"at_kp{l}") for l in range(8)]
-        ka1a, kf1a, kl1a, kt1a = Signal(), Signal(), Signal(), Signal(32)
-        ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
-        kbeat_r, qword_r = Signal(128), Signal(128)
-        keys_r = [as_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
-        qs_r = [as_signed(self, v, 16) for v in _lanes(qword_r, 16, 8)]
-        self.sync += [
-            ka1.eq(a_acc), kbeat.eq(rd.data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
-            kbeat_r.eq(kbeat), qword_r.eq(q_rp.dat_r),               # operands (timing: registered
-            ka1a.eq(ka1), kf1a.eq(kf1), kl1a.eq(kl1), kt1a.eq(kt1),  # next to the multipliers),
-            [kp[l].eq(keys_r[l] * qs_r[l]) for l in range(8)],       # products (registered
-            ka1b.eq(ka1a), kf1b.eq(kf1a), kl1b.eq(kl1a), kt1b.eq(kt1a),  # before the 8-way sum)
-            ka2.eq(ka1b), kf2.eq(kf1b), kl2.eq(kl1b), kt2.eq(kt1b),
-            dot8.eq(sum(kp)),
-            If(ka2, dacc.eq(Mux(kf2, 0, dacc) + dot8)),
-            ka3.eq(ka2 & kl2), kt3.eq(kt2),
-            If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),
-            ka4.eq(ka3), kt4.eq(kt3),
-            dprod.eq(dsum * scale),
-            ka5.eq(ka4), kt5.eq(kt4),                     # rounding bias added
-            ka6.eq(ka5), kt6.eq(kt5),
-            sc.eq(saturate(self, sc_r, 32)),
-            If(ka6 & ~self.ap_ks[-1] if params.attn_pairs else ka6,
-                scount.eq(scount + 1),
-                If((scount == 0) | (sc > smax), smax.eq(sc))
-            ),
-            If(fsm.ongoing("AT_Q") | fsm.ongoing("AT_NEXTH"), scount.eq(0)),
-        ]
-        # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
-        u = Signal(40)
-        dd = Signal((34, True))
-        st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
-        self.comb += st
-        # One score per cycle: read (S0), distance to the max (S1), scale it (S2), table (S3),
-        # shift (S4), accumulate the sum and write back (S5).
-        u4 = Signal(40)
-        ev, ev5 = Signal(17), Signal(17)
-        self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
-                      ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
-        # 1/sum in Q46: the max score's exponential is 2**15, so the sum is at least that and
-        # the reciprocal fits 32 bits.
-        recip = Signal(32)
-        smv1, smv2, smv3, smv4, smv5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        smt1, smt2, smt3, smt4, smt5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
-        sm_run = fsm.ongoing("AT_SM_RUN")
-        self.sync += [
-            smv1.eq(sm_run & (t <= cur_pos) & self.ap_sm_go if params.attn_pairs else sm_run & (t <= cur_pos)), smt1.eq(t),
-            smv2.eq(smv1 & sm_run), smt2.eq(smt1), dd.eq((Mux(self.ap_sh[0], self.ap_smax1, smax) if params.attn_pairs else smax)
-                                                         - as_signed(self, self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r, 32)),
-            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
-            smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
-            smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
-            If(smv5 & sm_run, dsum.eq(dsum + ev5)) if not params.attn_pairs else
-            If(smv5 & sm_run & ~self.ap_sh[4], self.ap_esum.eq(self.ap_esum + ev5)
-            ).Elif(smv5 & sm_run, self.ap_esum1.eq(self.ap_esum1 + ev5)),
-        ]
-        fsm.act("AT_SM_RUN",
-            If((t <= cur_pos) & self.ap_sm_go if params.attn_pairs else t <= cur_pos, NextValue(t, t + 1)),
-            # attn_pairs: the second head's softmax right behind the first's
-            *([If(self.ap_pair & ~self.ap_smh & (t == cur_pos), NextValue(t, 0), NextValue(self.ap_smh, 1))]
-              if params.attn_pairs else []),
-            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5,
-               If(self.ap_pair, NextState("AP_DIV1W")).Else(NextState("AT_DIV"))
-               if params.attn_pairs else NextState("AT_DIV"))
-        )
-        # While the division runs, the next head's query (same slot) goes into q_mem's other
-        # half, so that head starts with its scores; its K is already requested (kv_early).
-        nq_ii = Signal(max=D + 1)
-        self.sync += nq_ii.eq(src + hm + m)
-        fsm.act("AT_DIV",
-            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum if params.attn_pairs else dsum),
-            If(last_head,
-                NextState("AT_DIVW")
-            ).Else(
-                NextValue(j, 0), NextValue(ii, nq_ii), NextState("AT_NQ")
-            )
-        )
-        if XR == 2:
-            fsm.act("AT_NQ",
-                act_radr.eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
-                If(j == m - 1, NextState("AT_NQD"))
-            )
-        fsm.act("AT_NQD", If(pk.idle, NextState("AT_DIVW")))
-        # The reciprocal is kept when it is done, which may be during AT_NQ.
-        recip_ok = Signal()
-        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
-        fsm.act("AT_DIVW",
-            If(recip_ok, NextValue(t, 0), NextValue(k, 0), NextState("AT_V"))
-        )
-        # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
-        # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
-        # The previous head's outputs leave the accumulators first (od_active: the drain below).
-        a_v, v_take = Signal(), Signal()
-        self.comb += [v_take.eq((t <= cur_pos) & ~od_active) if not params.attn_pairs else
-                      # attn_pairs: the drain works from its own copy of the sums (ap_osnap)
-                      v_take.eq((t <= cur_pos) & ~self.ap_od_pend
-                                & (~self.ap_vsec | (self.ap_r1ok & (self.ap_vgo | ~self.attn_v_busy)))),
-                      a_v.eq(fsm.ongoing("AT_V") & rd.valid & v_take)]
-        va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
-        vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
-        vk1, vk2, vk3, vk4 = Signal(13), Signal(13), Signal(13), Signal(13)
-        vl1, vl2, vl3, vl4 = Signal(), Signal(), Signal(), Signal()
-        vbeat1, vbeat2, vbeat3 = Signal(128), Signal(128), Signal(128)
-        ev_r = Signal(17)
-        prob = Signal(17)
-        vprod = [Signal((34, True)) for _ in range(8)]
-        wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
-        wdone = Signal()
-        self.comb += sb_rp.adr.eq(t)
-        # (attn_pairs: each head of a pair has its own score memory, _attn_pairs)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt5, kt6)),
-                      sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
-                      sb_wp.we.eq((sm_run & smv5) | ka6)] if not params.attn_pairs else []
-        fsm.act("AT_V",
-            rd.ready.eq(v_take), rd_wait.eq(v_take),
-            If(a_v,
-                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
-            ),
-            # The head is done: its outputs drain on their own while the next head starts.
-            # With attn_overlap the next head starts as the last V beat is taken, and the drain
-            # when that beat has been summed (wdone, below).
-            If((a_v & (t == cur_pos) & (k == hsb - 1)) if params.attn_overlap else wdone,
-                *([] if params.attn_overlap else [od_start.eq(1)]),
-                NextValue(h, h + 1), NextValue(hm, hm + m),
-                If(hg == src2 - 1,
-                    NextValue(hg, 0), NextValue(kvh, kvh + 1)
-                ).Else(
-                    NextValue(hg, hg + 1)
-                ),
-                If(last_head, NextState("AT_OUTW")).Else(NextState("AT_NEXTH")),
-                # attn_pairs: the pair's second head next (its V is next in the stream).
-                *([If(self.ap_pair & ~self.ap_vsec,
-                    NextValue(self.ap_vsec, 1), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
-                ).Elif(self.ap_pair, NextValue(self.ap_vsec, 0))] if params.attn_pairs else [])
-            )
-        )
-        # The next head of this slot: its query is in q_mem; its K was requested (kv_early), or
-        # it is requested from AT_QD after a fresh query load (where it may fault).
-        fsm.act("AT_NEXTH", self._attn_pair_next(params, kv_early,
-            If(kv_early,
-                NextValue(kv_early, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_K")
-            ).Else(
-                NextState("AT_H")
-            )
-        ))
-        # A new slot writes to its own scratchpad: the drain ends first.
-        # (attn_pairs: the drain writes the slot it started in; only the last waits for it)
-        fsm.act("AT_OUTW", If((~self.attn_v_busy & ~self.ap_busy & (~od_active | (slot != nslots - 1)))
-                              if params.attn_pairs
-                              else (~od_active & ~self.attn_v_busy) if params.attn_overlap else ~od_active,
-                              next_slot("ATTN")))
-        vals = [as_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
-        self.sync += [
-            va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(rd.data),
-            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(self.ap_sb_rdat if params.attn_pairs else sb_rp.dat_r),
-            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
-            prob.eq(as_unsigned(self, ev_r * (Mux(self.ap_vh[1], self.ap_recip1, recip) if params.attn_pairs else recip), 49) >> 31),     # widened: Verilog sizes a product by its context
-            va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
-            [vprod[l].eq(as_signed(self, prob, 18) * vals[l]) for l in range(8)],
-            wdone.eq(va4 & vl4),
-            [wacc_en_g[g].eq(va3 & (vk3 == g)) for g in range(groups)],     # va4 & (vk4 == g)
-            [wfirst_g[g].eq(vf3 & (vk3 == g)) for g in range(groups)],      # vf4, where it counts
-            If(fsm.ongoing("AT_DIVW"), wdone.eq(0)),
-        ]
-        if params.attn_overlap:
-            self.comb += [self.attn_v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)] if not params.attn_pairs \
-                else [self.attn_v_busy.eq(va1 | va2 | va3 | va4 | wdone | self.ap_od_pend),
-                      od_start.eq((wdone | self.ap_od_pend) & ~od_active)]
-        # Output: the accumulators shift down one per output (wacc0 holds element j) rather
-        # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
-        # congestion into one spot (router2 heatmap, issue 3). S0 registers wacc0, S1 rounds,
-        # saturates and writes.
-        if params.attn_pairs:
-            self._attn_pair_drain(wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start)
-        for x in range(params.max_head) if not params.attn_pairs else []:
-            below = wacc[x + 1] if x + 1 < params.max_head else 0
-            g = x // 8
-            self.sync += If(wshift_g[g], wacc[x].eq(below)
-                         ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
-        # The drain runs beside the FSM (which starts the next head meanwhile; nothing else
-        # writes the scratchpads then): output oj is in wacc0, registered (wsel), rounded,
-        # saturated and written to dst + h*m + oj.
-        wsel = Signal((48, True))
-        ov1 = Signal()
-        oj, oj1 = Signal(8), Signal(8)
-        od_base = Signal(max=D + 1)
-        self.sync += [
-            If(od_start,
-                # (attn_overlap: hm has moved on to the next head by now)
-                od_active.eq(1), oj.eq(0), od_base.eq((dst + hm - m) if params.attn_overlap else (dst + hm)),
-                wshift.eq(m != 0), *[wshift_g[g].eq(8 * g < m) for g in range(groups)]
-            ).Elif(od_active,
-                If(oj < m, oj.eq(oj + 1)),
-                wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
-                If((oj == m) & ov1 & (oj1 == m - 1), od_active.eq(0))
-            ),
-            wsel.eq(self.ap_osnap[0] if params.attn_pairs else wacc[0]), ov1.eq(wshift), oj1.eq(oj),
-        ]
-        st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
-        self.comb += st
-        self.comb += If(ov1, act_wadr.eq(od_base + oj1), act_wdat.eq(saturate(self, wo_r, 32)), act_we.eq(1))
-        if params.attn_pairs:
-            self._attn_pairs(fsm, dict(
-                burst=burst, j=j, ii=ii, k=k, t=t, h=h, n=n, m=m, src2=src2, dsum=dsum, rdiv=rdiv,
-                recip_ok=recip_ok, kv_early=kv_early, ka6=ka6, sc=sc, cur_pos=cur_pos, span=span,
-                kvaddr=kvaddr, kvhead_base=kvhead_base, vhead_base=vhead_base, nx_kvaddr=nx_kvaddr,
-                nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, dram_beats=dram_beats, rdq_valid=rdq_valid,
-                kvhead=R["KVHEAD"], voff=R["VOFF"], act_radr=[act_radr, act_radr2] + act_radr_x, src=src, hm=hm,
-                od_start=od_start, od_active=od_active, wdone=wdone, slot=slot, od_write=ov1,
-                sb_rp=sb_rp, sb_wp=sb_wp, max_seq=params.max_seq, divider_steps=params.divider_steps, sm_run=sm_run, smv5=smv5, smt5=smt5, ev5=ev5, kt6=kt6))
 
         # SILU (gateware/core/silu.py): one group of slots per pass ---------------------------------
         self.silu = silu = Silu(U)
@@ -1173,10 +820,9 @@ class Accelerator(LiteXModule):
             own_burst_out = fsm.ongoing("MV_WAIT") \
                 | (last_group & fsm.ongoing("RMS_WAIT")) \
                 | fsm.ongoing("SI_RUN") \
-                | (last_head & (slot == nslots - 1) & reduce(or_, [fsm.ongoing(st) for st in
-                    ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
+                | attn.burst_out
             self.comb += pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~rdq_valid
-                                    & (wr_pending == 0) & (~self.ap_busy if params.attn_pairs else 1))
+                                    & (wr_pending == 0) & ~attn.pair_busy)
             self.sync += [
                 If(pf_push, pf_done.eq(1)),
                 If(fsm.ongoing("NEXT"), pf_pending.eq(pf_done), pf_done.eq(0)),
@@ -1232,339 +878,16 @@ class Accelerator(LiteXModule):
         if pushes:
             self.comb += If(reduce(or_, pushes), push.eq(1))
 
-    def _drained(self, wr_pending, od_active):
-        """DRAIN's condition: every accepted write sent, ATTN's outputs written, and the
-        optional units' work in flight done."""
-        done = (wr_pending == 0) & ~od_active
+    def _drained(self, wr_pending, attn):
+        """DRAIN's condition: every accepted write sent, ATTN's outputs summed and written, and
+        KVWRITE's FIFO (four scratchpad ports) empty."""
+        done = (wr_pending == 0) & ~attn.od_active & ~attn.v_busy
         if hasattr(self, "kv_idle"):
             done = done & self.kv_idle
-        if hasattr(self, "attn_v_busy"):
-            done = done & ~self.attn_v_busy
         return done
 
-    def _attn_query_four_ports(self, fsm, q_wp, q_beats, sig):
-        """ATTN's query loads (AT_Q: this head's; AT_NQ: the next head's, into the other half
-        of q_mem) through the four-port packer, four elements a cycle."""
-        j, ii, m, h = sig["j"], sig["ii"], sig["m"], sig["h"]
-        pk = self.pack16
-        loading = fsm.ongoing("AT_Q") | fsm.ongoing("AT_NQ")
-        other = fsm.ongoing("AT_NQ")      # the next head's query: the other half of q_mem
-        qaddr = Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ other)
-        if hasattr(self, "ap_pair"):      # attn_pairs' loads (_attn_pairs)
-            loading = loading | fsm.ongoing("AP_Q1") | self.ap_ql_active
-            qaddr = Mux(self.ap_ql_active, Cat((self.ap_ql_j >> 3)[:log2_int(q_beats)], self.ap_ql_sec),
-                        Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ (other | fsm.ongoing("AP_Q1"))))
-        self.comb += [
-            self.pack4_query.eq(loading),
-            self.pack4_qaddr.eq(qaddr),
-            q_wp.adr.eq(pk.beat_tag), q_wp.dat_w.eq(pk.beat), q_wp.we.eq(pk.beat_valid & pk.beat_query),
-        ]
-        for state, done in (("AT_Q", "AT_QD"), ("AT_NQ", "AT_NQD")):
-            # (attn_pairs: AT_Q goes on with the next head's query, AP_Q1)
-            then = If(sig["h"] + 1 < sig["n"], NextValue(j, 0), NextState("AP_Q1")).Else(NextState(done)) \
-                if hasattr(self, "ap_pair") and state == "AT_Q" else NextState(done)
-            fsm.act(state,
-                *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
-                NextValue(j, j + 4), NextValue(ii, ii + 4),
-                If(j + 4 == m, then)
-            )
-
-    def _attn_overlap(self, fsm, sig):
-        """Params.attn_overlap, the requests: while AT_K computes a head's scores, its V goes
-        into the read queue, and once the stream has taken V, the next head's K (head h + 1, or
-        head 0 of the next slot) follows it. Their beats then wait in the read FIFO instead of
-        each waiting a DRAM latency after the scores (V) or after V's request (K). Each only
-        where its burst lies inside DRAM (and the next slot's position passes ATTN's checks):
-        otherwise the head asks at AT_K's end and AT_KN, as without the option, and faults
-        there as golden does. The addresses settle four cycles after a new KV head (kvh ->
-        kvh_off -> kvhead_base -> vhead_base -> in_dram; the next head's, one more), so AT_K
-        waits four cycles before V and seven before K."""
-        self.v_push, self.v_queued, self.k_push = Signal(), Signal(), Signal()
-        age = Signal(3)                   # cycles in AT_K, up to 7
-        in_dram = Signal()
-        at_k = fsm.ongoing("AT_K")
-        self.sync += [
-            in_dram.eq((sig["vhead_base"] >> 4) + ((sig["span"] + 15) >> 4) <= sig["dram_beats"]),
-            If(at_k, If(age != 7, age.eq(age + 1))).Else(age.eq(0)),
-            If(self.v_push, self.v_queued.eq(1)),
-            # Taken at AT_K's end (or dropped with the instruction, after a fault).
-            If(fsm.ongoing("AT_KN") | fsm.ongoing("ATTN"), self.v_queued.eq(0)),
-        ]
-        scoring = at_k & ~sig["scores_done"]
-        if hasattr(self, "ap_pair"):
-            scoring = scoring & ~self.ap_pair          # a pair makes its own requests
-        self.comb += [
-            self.v_push.eq(scoring & (age == 4) & in_dram & ~self.v_queued & ~sig["rdq_valid"]),
-            self.k_push.eq(scoring & (age == 7) & self.v_queued & ~sig["rdq_valid"] & sig["next_k_ok"]
-                           & ~sig["kv_early"]),
-        ]
-
-    # Params.attn_pairs ------------------------------------------------------------------------
-    # Heads h and h + 1 of a slot as a pair: the stream brings K(h), K(h + 1), V(h), V(h + 1),
-    # so the second head's scores follow the first's without a gap, the first head's softmax
-    # starts as its scores are in, the second's follows it through the softmax pipeline, each
-    # divides as its last element leaves (the second on a divider of its own), and the first
-    # head's V is summed while the second divides. Each head keeps a half of q_mem (the head's
-    # h[0]) and a score memory of its own; a drain works from a copy of the accumulators. A slot's heads
-    # go in pairs only when every K and V burst of the slot lies inside DRAM (so none can fault,
-    # and the order of the requests cannot change what golden reports) and the query heads
-    # share K/V heads one or two at a time (src2 = 1 or 2); otherwise, and for an odd last
-    # head, a head runs alone as before.
-
-    def _attn_pair_signals(self):
-        """The pair state that the ATTN code above _attn_pairs reads."""
-        self.ap_pair = Signal()           # the current head h is the first of a pair
-        self.ap_ksec = Signal()           # AT_K takes the second head's K
-        self.ap_smh = Signal()            # AT_SM_RUN runs the second head's softmax
-        self.ap_vsec = Signal()           # AT_V takes the second head's V
-        self.ap_ks = [Signal(name=f"ap_ks{x}") for x in range(8)]    # the score pipeline's head
-        self.ap_vh = [Signal(name=f"ap_vh{x}") for x in range(2)]    # the V pipeline's head
-        self.ap_smax1 = Signal((32, True))
-        self.ap_scount1 = Signal(32)
-        self.ap_recip1 = Signal(32)
-        self.ap_r1ok = Signal()           # ap_recip1 is the second head's
-        self.ap_sh = [Signal(name=f"ap_sh{x}") for x in range(5)]    # the softmax pipeline's head
-        self.ap_esum1 = Signal(48)        # the second head's softmax sum
-        self.ap_busy = Signal()           # the pair's requests are not all in the read queue
-        self.ap_push = Signal()
-        self.ap_push_beat, self.ap_push_beats = Signal(ADDR_W), Signal(32)
-        self.ap_pair_go = Signal()        # heads h and h + 1 may go as a pair
-        self.ap_slot_age = Signal(3)      # cycles since the slot's ATTN state, up to 7
-        self.ap_start = Signal()          # a pair's K phase begins: its requests start over
-        self.ap_od_pend = Signal()        # a head's sums wait for the drain before them to end
-        self.ap_vgo = Signal()            # the first head's sums are out: the second's V goes
-        # The next pair's queries load during this pair's softmax and V (_attn_pairs).
-        self.ap_ql_start, self.ap_ql_active = Signal(), Signal()
-        self.ap_ql_j, self.ap_ql_sec = Signal(8), Signal()
-        self.ap_esum = Signal(48)         # the softmax's sum (the score pipeline keeps dsum)
-        self.ap_sb_rdat = Signal(32)      # the score memory read, of the head being read
-        self.ap_sm_go = Signal()          # the softmax may read: the second head's scores are in
-        self.ap_od_wr, self.ap_od_slot = Signal(), Signal(8)    # the drain's write, and its slot
-
-    def _attn_pair_first(self, params, alone):
-        """AT_QD (``alone``: its own statements, which ask for the first K): a slot's first pair
-        (both queries loaded: AT_Q, AP_Q1) starts there as a pair."""
-        if not params.attn_pairs:
-            return alone
-        # ap_pair_go settles within seven cycles of a new slot.
-        return If(self.ap_slot_age == 7,
-            alone,
-            If(self.ap_pair_go & self.pack4_idle, NextValue(self.ap_pair, 1), self.ap_start.eq(1))
-        )
-
-    def _attn_pair_scores_done(self, params, sig, alone):
-        """AT_K's end: a pair's once both heads' scores are in."""
-        if not params.attn_pairs:
-            return alone
-        t, cur_pos = sig["t"], sig["cur_pos"]
-        # The first head's softmax starts once its scores are in and the second head's keys
-        # are all taken (its scores finish meanwhile, into the other score memory).
-        return If(self.ap_pair,
-            If(self.ap_ksec & (t > cur_pos) & (sig["scount"] == cur_pos + 1),
-                NextValue(t, 0), NextValue(self.ap_esum, 0), NextValue(self.ap_esum1, 0), NextValue(self.ap_ksec, 0),
-                NextValue(self.ap_smh, 0), self.ap_ql_start.eq(1), NextState("AT_SM_RUN"))
-        ).Else(alone)
-
-    def _attn_pair_next(self, params, kv_early, alone):
-        """AT_NEXTH: once the pair's requests are queued, the next head alone or a new pair."""
-        if not params.attn_pairs:
-            return alone
-        return If(~self.ap_busy & self.pack4_idle,
-            NextValue(self.ap_pair, self.ap_pair_go),
-            alone,
-            If(kv_early & self.ap_pair_go, self.ap_start.eq(1))
-        )
-
-    def _attn_pair_drain(self, wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start):
-        """The accumulators only sum; a drain starts by copying them (ap_osnap) and shifts the
-        copy out, so the next head's V is summed meanwhile. A head whose sums are done while a
-        drain runs waits for it (ap_od_pend), and V waits while one waits."""
-        self.ap_osnap = [Signal((48, True), name=f"ap_osnap{x}") for x in range(len(wacc))]
-        for x in range(len(wacc)):
-            g = x // 8
-            self.sync += [
-                If(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8])),
-                If(od_start, self.ap_osnap[x].eq(wacc[x])
-                ).Elif(wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
-            ]
-
-    def _attn_pairs(self, fsm, sig):
-        """The pairs' states, per-head registers and requests."""
-        j, ii, k, t, h, n, m, src2 = (sig[x] for x in ("j", "ii", "k", "t", "h", "n", "m", "src2"))
-        rdiv, kv_early, span, cur_pos = sig["rdiv"], sig["kv_early"], sig["span"], sig["cur_pos"]
-        kvhead, voff, dram_beats = sig["kvhead"], sig["voff"], sig["dram_beats"]
-        # Whether the slot's heads may pair: its last KV head's V burst (the highest) inside
-        # DRAM. Registered in steps; valid four cycles after a new slot.
-        last_kvh = Signal(16)
-        ext, vlast = Signal(ADDR_W), Signal(ADDR_W)
-        slot_ok = Signal()
-        self.sync += [
-            last_kvh.eq(Mux(src2 == 2, (n - 1) >> 1, n - 1)),
-            ext.eq(last_kvh * kvhead + voff),
-            vlast.eq(sig["kvaddr"] + ext),
-            slot_ok.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
-                       & ((vlast >> 4) + ((span + 15) >> 4) <= dram_beats)),
-            If(fsm.ongoing("ATTN"), self.ap_slot_age.eq(0)
-            ).Elif(self.ap_slot_age != 7, self.ap_slot_age.eq(self.ap_slot_age + 1)),
-        ]
-        self.comb += self.ap_pair_go.eq(slot_ok & (h + 1 < n))
-        fsm.act("ATTN", NextValue(self.ap_pair, 0), NextValue(self.ap_ksec, 0), NextValue(self.ap_smh, 0),
-                NextValue(self.ap_vsec, 0))
-
-        self.sync += [
-            If(sig["od_start"], self.ap_od_pend.eq(0)
-            ).Elif(sig["wdone"] & sig["od_active"], self.ap_od_pend.eq(1)),
-            If(~self.ap_vsec, self.ap_vgo.eq(0)).Elif(~self.attn_v_busy, self.ap_vgo.eq(1)),
-        ]
-        self.sync += If(sig["od_start"], self.ap_od_slot.eq(sig["slot"]))
-        self.comb += self.ap_od_wr.eq(sig["od_write"])
-        # Per-head scores, softmax and reciprocal.
-        ks, sc = self.ap_ks, sig["sc"]
-        self.comb += self.ap_sm_go.eq(~self.ap_smh | (self.ap_scount1 == cur_pos + 1))
-        # The score memories: the first head's is the one-head path's (sbuf), the second's its
-        # own, so the first head's softmax writes while the second's scores still arrive.
-        sb0_rp, sb0_wp = sig["sb_rp"], sig["sb_wp"]
-        sbuf1 = Memory(32, sig["max_seq"])
-        sb1_rp, sb1_wp = sbuf1.get_port(), sbuf1.get_port(write_capable=True)
-        self.specials += sbuf1, sb1_rp, sb1_wp
-        sm_run, smv5, smt5, ev5, kt6 = (sig[x] for x in ("sm_run", "smv5", "smt5", "ev5", "kt6"))
-        read_half = Signal()              # the head of the read issued a cycle ago
-        self.sync += read_half.eq(Mux(sm_run, self.ap_smh, self.ap_vsec))    # (= ap_sh[0] in a softmax)
-        self.comb += [sb1_rp.adr.eq(t), self.ap_sb_rdat.eq(Mux(read_half, sb1_rp.dat_r, sb0_rp.dat_r))]
-        for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
-            sm_write = sm_run & smv5 & (self.ap_sh[4] == half)
-            self.comb += [
-                port.adr.eq(Mux(sm_write, smt5, kt6)), port.dat_w.eq(Mux(sm_write, ev5, sc)),
-                port.we.eq(sm_write | (sig["ka6"] & (ks[7] == half))),
-            ]
-        self.sync += [
-            ks[0].eq(self.ap_ksec), [ks[x].eq(ks[x - 1]) for x in range(1, 8)],
-            If(sig["ka6"] & ks[7],
-                self.ap_scount1.eq(self.ap_scount1 + 1),
-                If((self.ap_scount1 == 0) | (sc > self.ap_smax1), self.ap_smax1.eq(sc))
-            ),
-            If(fsm.ongoing("AT_Q") | fsm.ongoing("AT_NEXTH"), self.ap_scount1.eq(0)),
-            self.ap_vh[0].eq(self.ap_vsec), self.ap_vh[1].eq(self.ap_vh[0]),
-        ]
-        # The softmax issues the first head's elements, then the second's; each head's division
-        # starts as its last element leaves the pipeline (the second on a divider of its own),
-        # and the first head's V is summed while the second's divides.
-        smt5, smv5 = sig["smt5"], sig["smv5"]
-        sh = self.ap_sh
-        div0_go, div1_go = Signal(), Signal()
-        self.ap_rdiv1 = rdiv1 = Divider(47, 32, quotient_bits=32, steps=sig["divider_steps"])
-        self.sync += [
-            sh[0].eq(self.ap_smh), [sh[x].eq(sh[x - 1]) for x in range(1, 5)],
-            div0_go.eq(self.ap_pair & sm_run & smv5 & ~sh[4] & (smt5 == cur_pos)),
-            div1_go.eq(self.ap_pair & sm_run & smv5 & sh[4] & (smt5 == cur_pos)),
-            If(div1_go, self.ap_r1ok.eq(0)).Elif(rdiv1.done, self.ap_recip1.eq(rdiv1.quotient), self.ap_r1ok.eq(1)),
-        ]
-        self.comb += [
-            If(div0_go, rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum)),
-            rdiv1.start.eq(div1_go), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(self.ap_esum1),
-        ]
-        fsm.act("AP_DIV1W",
-            If(sig["recip_ok"],
-                NextValue(self.ap_smh, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
-            )
-        )
-
-        # Query loads through the four-element packer (_attn_query_four_ports): head h + 1's
-        # right behind head h's in AT_Q (AP_Q1); the next pair's two while this pair's softmax
-        # and V run (the loader below: the FSM's states then use no scratchpad read port).
-        fsm.act("AP_Q1",
-            *[adr.eq(ii + e) for e, adr in enumerate(sig["act_radr"])],
-            NextValue(j, j + 4), NextValue(ii, ii + 4),
-            If(j + 4 == m, NextState("AT_QD"))
-        )
-        ql_ii, ql_two = Signal(32), Signal()
-        qj = self.ap_ql_j
-        self.sync += If(self.ap_ql_start,
-            self.ap_ql_active.eq(h + 2 < n), qj.eq(0), self.ap_ql_sec.eq(0), ql_two.eq(h + 3 < n),
-            ql_ii.eq(sig["src"] + sig["hm"] + (m << 1))
-        ).Elif(self.ap_ql_active,
-            qj.eq(qj + 4), ql_ii.eq(ql_ii + 4),
-            If(qj + 4 == m,
-                qj.eq(0), self.ap_ql_sec.eq(1),
-                If(self.ap_ql_sec | ~ql_two, self.ap_ql_active.eq(0))
-            )
-        )
-        self.comb += If(self.ap_ql_active, *[adr.eq(ql_ii + e) for e, adr in enumerate(sig["act_radr"])])
-
-        # Requests, in the order the pair takes them: K(h + 1) (unless the pair before asked
-        # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
-        # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early), and
-        # K(h + 3) or the next slot's second head (where that slot will pair its heads: the
-        # same test as its own, on its KV base and position). With src2 = 2, h is even and
-        # heads h, h + 1 share a KV head.
-        kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
-        f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
-        f1_ok, f2_ok = Signal(), Signal()
-        f2, f2_len = Signal(ADDR_W), Signal(ADDR_W)
-        next_pairs = Signal()             # the next slot will pair its heads
-        next_span = Signal(ADDR_W)
-        kq2 = Signal()                    # K(h + 1) of the next pair is queued
-        step = Signal(3)                  # 0..4: the request to make; 5: all made
-        age = Signal(3)                   # cycles since the pair began, up to 7
-        self.sync += [
-            kb1.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead, 0)),
-            vb1.eq(kb1 + voff),
-            kb2.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead << 1, kvhead)),
-            kb3.eq(sig["kvhead_base"] + Mux(src2 == 1, (kvhead << 1) + kvhead, kvhead)),
-            next_span.eq(sig["nx_pos_off"] + (m << 1)),
-            If(h + 2 < n,
-                f1.eq(kb2), f1_len.eq(span), f1_ok.eq(1)
-            ).Else(
-                f1.eq(sig["nx_kvaddr"]), f1_len.eq(next_span),
-                f1_ok.eq(sig["nx_pos_ok"] & ((sig["nx_kvaddr"] >> 4) + ((next_span + 15) >> 4) <= dram_beats))
-            ),
-            next_pairs.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
-                          & (((sig["nx_kvaddr"] + ext) >> 4) + ((next_span + 15) >> 4) <= dram_beats)),
-            If(h + 3 < n,
-                f2.eq(kb3), f2_len.eq(span), f2_ok.eq(1)
-            ).Elif(h + 2 >= n,
-                f2.eq(sig["nx_kvaddr"] + Mux(src2 == 1, kvhead, 0)), f2_len.eq(next_span),
-                f2_ok.eq(f1_ok & next_pairs)
-            ).Else(
-                f2_ok.eq(0)
-            ),
-        ]
-        # Latched when the pair's addresses have settled (age 5): the later requests may leave
-        # after the pair has moved on to its second head (kvh and h with it), when the read
-        # port is slow to take the bursts before them.
-        vb0_l, vb1_l, f1_l, f1_len_l, f2_l, f2_len_l = (Signal(ADDR_W) for _ in range(6))
-        f1_ok_l, f2_ok_l = Signal(), Signal()
-        self.sync += If(age == 5,
-            vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), f2_l.eq(f2),
-            f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
-        )
-        pairing = self.ap_pair & reduce(or_, [fsm.ongoing(st) for st in
-            ("AT_K", "AT_SM_RUN", "AP_DIV1W", "AT_V")])
-        # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
-        # settled with the slot); the others once the pair's own addresses have settled.
-        ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
-        skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l)
-        self.comb += [
-            self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
-            self.ap_push.eq(ready & ~skip & ~sig["rdq_valid"]),
-            self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, f2_l, f2_l, f2_l, f2_l])[step] >> 4),
-            self.ap_push_beats.eq(Mux(step == 3, (f1_len_l + 15) >> 4,
-                                      Mux(step == 4, (f2_len_l + 15) >> 4, (span + 15) >> 4))),
-        ]
-        self.sync += [
-            If(self.ap_start,
-                step.eq(Mux(kq2, 1, 0)), kq2.eq(0), age.eq(0)
-            ).Else(
-                If(age != 7, age.eq(age + 1)),
-                If(self.ap_push | (ready & skip), step.eq(step + 1)),
-                If(self.ap_push & (step == 3), kv_early.eq(1)),
-                If(self.ap_push & (step == 4), kq2.eq(1)),
-            ),
-            If(fsm.ongoing("IDLE"), kq2.eq(0)),   # (kept into the next slot, whose first pair takes it)
-        ]
-
     def do_finalize(self):
-        self.comb += self.fsm_state.eq(self.fsm.state)
+        self.comb += [self.fsm_state.eq(self.fsm.state), self.attn_state.eq(self.attention.fsm.state)]
         # One-hot on the FPGA (timing): each state's decode is one flip-flop instead of a
         # 7-bit compare fanned out over the chip. Yosys re-encodes a state register only when
         # asked, since Migen gives every register an initial value.

@@ -71,6 +71,7 @@ class CoreTop(Module):
             io(name, 64, driven_by=getattr(core, name).status)
         io("retired", 32, driven_by=core.retired.status)
         io("fsm_state", 8, driven_by=core.fsm_state)
+        io("attn_state", 8, driven_by=core.attn_state)
         for prefix, port in (("rd0", rps[0]), ("rd1", rps[1]), ("wr0", wps[0]), ("wr1", wps[1])):
             io(f"{prefix}_cmd_valid", 1, driven_by=port.cmd.valid)
             io(f"{prefix}_cmd_ready", 1, drive=port.cmd.ready)
@@ -115,6 +116,8 @@ def build(params, dram_size, progress=None):
             f.write(contents)
     with open(os.path.join(tmp, "fsm_states.json"), "w") as f:
         json.dump({int(v): k for k, v in top.core.fsm.encoding.items()}, f)
+    with open(os.path.join(tmp, "attn_states.json"), "w") as f:
+        json.dump({int(v): k for k, v in top.core.attention.fsm.encoding.items()}, f)
     shutil.copy(HARNESS, tmp)
     cmd = ["verilator", "--cc", "core.v", "--exe", "harness.cpp", "--top-module", "core", "--build",
            "-j", "1", "-O3", "-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE", "-Wno-lint",
@@ -146,6 +149,8 @@ class CoreSim:
         binary = build(params, dram_size, progress)
         with open(os.path.join(os.path.dirname(os.path.dirname(binary)), "fsm_states.json")) as f:
             self.states = {int(k): v for k, v in json.load(f).items()}
+        with open(os.path.join(os.path.dirname(os.path.dirname(binary)), "attn_states.json")) as f:
+            self.attn_states = {int(k): v for k, v in json.load(f).items()}
         self.tmp = tempfile.mkdtemp(prefix="lt-coresim-")
         self.proc = subprocess.Popen([binary, str(dram_size)], cwd=os.path.dirname(os.path.dirname(binary)),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -62,10 +62,11 @@ int main(int argc, char** argv) {
         std::deque<uint64_t> writes[2];                       // per write port: beats commanded
         uint64_t cycle = 0, limit = max_cycles;
         bool started = false, bad = false;
-        // LT_CORESIM_TRACE=FILE appends "cycle state" at every FSM state change (profiling).
+        // LT_CORESIM_TRACE=FILE appends "cycle state attn_state" whenever the sequencer's or the
+        // attention unit's FSM changes state (profiling).
         const char *trace_path = getenv("LT_CORESIM_TRACE");
         FILE *trace = trace_path ? fopen(trace_path, "a") : nullptr;
-        int last_state = -1;
+        int last_state = -1, last_attn = -1;
         while (cycle < limit) {
             // Drive this cycle's inputs.
             top->start = (cycle == 2);
@@ -115,9 +116,10 @@ int main(int argc, char** argv) {
                     else bad = true;
                 }
             }
-            if (trace && top->fsm_state != last_state) {
+            if (trace && (top->fsm_state != last_state || top->attn_state != last_attn)) {
                 last_state = top->fsm_state;
-                fprintf(trace, "%llu %d\n", (unsigned long long)cycle, last_state);
+                last_attn = top->attn_state;
+                fprintf(trace, "%llu %d %d\n", (unsigned long long)cycle, last_state, last_attn);
             }
             if (top->busy) started = true;
             if (started && top->done) break;

@@ -233,8 +233,8 @@ def test_attn_heads_in_pairs_match_golden(core, name, heads, kv_mul, head_size, 
 
 
 def test_attn_pairs_are_taken(tmp_path, monkeypatch):
-    # The pairs' states run (the state trace of the core simulator), so the cases above test
-    # them and not only the one-head path.
+    # The pairs' states run (the attention unit's state trace in the core simulator), so the
+    # cases above test them and not only the one-head path.
     import json
     import os
     from soc.coresim import CoreSim
@@ -243,8 +243,9 @@ def test_attn_pairs_are_taken(tmp_path, monkeypatch):
     monkeypatch.setenv("LT_CORESIM_TRACE", str(trace))
     with CoreSim(PARAMS, DRAM) as sim:
         _matches_golden(sim, _attn_heads_program(6, 2, 16, (0x10000, 0x20000), (5, 0)), nslots=2)
-        names = sim.states
-    seen = [names[int(line.split()[1])] for line in trace.read_text().splitlines()]
+        names = sim.attn_states
+    states = [int(line.split()[2]) for line in trace.read_text().splitlines()]
+    seen = [names[a] for a, b in zip(states, [None] + states) if a != b]      # each entry once
     assert seen.count("AP_DIV1W") == 2 * 3 and seen.count("AP_Q1") == 2    # 3 pairs in each slot
 
 def test_a_read_after_a_write_sees_the_write(core):

@@ -1,0 +1,549 @@
+"""ATTN: for each head h < n of one slot, out[dst + h*m:][:m] = softmax(q·K / sqrt(m)) · V over
+positions 0..pos, q the head's query act[src + h*m:][:m] and K, V the slot's cached rows of KV
+head h // src2 (spec.numerics.scores, softmax, weighted_sum). The sequencer walks the slots: it
+checks each slot's position and starts the unit, which runs the slot's heads and answers
+``done`` once the slot's outputs may be overtaken.
+
+Per head: the query is packed into int16 (the packer, gateware/core/pack16.py, lent to the
+unit) into one half of the query memory; K streams in and every position's score is computed
+(stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums the 8 products,
+2 accumulates over the head, 3 scales, 4 adds the rounding bias, 5 shifts and saturates, 6
+takes the max and stores it in the score memory); the softmax rewrites the scores as
+exponentials and sums them; a divider takes 1/sum while the next head's query loads into the
+other half; then V streams in and is summed into the accumulators, which drain to the
+scratchpad beside the next head's work.
+
+Bursts go through the sequencer (``req``, ``req_addr``, ``req_bytes``: BURST checks them
+against the DRAM window, ``granted``); requests made ahead (this head's V, the next head's K)
+go into the read queue (``q_push``, ``q_addr``, ``q_len``) only where their burst lies inside
+DRAM, so any fault is reported where golden reports it. ``attn_overlap`` asks for V and the
+next K while the scores run; ``attn_pairs`` takes two heads at a time
+(gateware/core/attn_pairs.py).
+"""
+
+from functools import reduce
+from operator import or_
+
+from migen import *
+
+from spec import numerics as N
+from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed, as_unsigned
+from gateware.core.attn_pairs import AttnPairs
+from gateware.core.pipeline import stop_on_abort
+
+ADDR_W = 50
+
+
+def _lanes(sig, width, n):
+    return [sig[width * k:width * (k + 1)] for k in range(n)]
+
+
+class Attention(Module, AttnPairs):
+    """Start/done: ``start`` begins a slot (its position passed the checks), ``done`` is high in
+    its last cycle; ``abort`` stops the unit at once: nothing its states drive happens in that
+    cycle, as the sequencer has left them; ``clear`` (a run's start) forgets requests made
+    ahead. Operands hold still until done: ``src``, ``dst``, ``n``, ``m``, ``src2``; the slot's
+    ``cur_pos``, ``pos_off`` (pos * 2m), ``kvaddr`` (its KV base for the layer), ``slot``,
+    ``last_slot``; the next slot's ``next_pos`` and ``next_kvb``, ``kv_off`` (the instruction's
+    KV offset for the layer); registers ``seqlen``, ``kvhead``, ``voff``, ``attscale``.
+    Scratchpad: ``radr[p]`` while ``reading``; the drain's ``od_we``, ``od_wadr``, ``od_wdat``
+    (with ``attn_pairs``, into slot ``od_slot``). Read stream: ``rd_valid``/``rd_data``,
+    ``rd_ready``/``rd_wait``; the read queue's ``rdq_valid``. Packer: see ``_packer_ports``.
+    Status: ``od_active`` (a drain runs), ``v_busy`` (V beats still being summed),
+    ``pair_busy`` (a pair's requests or query loads are not all made), ``burst_out`` (the
+    instruction's last burst has gone out: the sequencer may ask for the next one's weights)."""
+
+    def __init__(self, params, dram_beats):
+        XR, D = params.act_read_ports, params.act_depth
+        self.overlap, self.pairs = params.attn_overlap, params.attn_pairs
+        self.start, self.abort, self.clear, self.done = Signal(), Signal(), Signal(), Signal()
+        self.src, self.dst, self.n, self.m, self.src2 = (Signal(16, name=f"attn_{x}") for x in
+                                                          ("src", "dst", "n", "m", "src2"))
+        self.cur_pos, self.next_pos, self.next_kvb = Signal(32), Signal(32), Signal(32)
+        self.pos_off, self.kvaddr, self.kv_off = Signal(ADDR_W), Signal(ADDR_W), Signal(ADDR_W)
+        self.slot, self.last_slot = Signal(8), Signal()
+        self.seqlen, self.kvhead, self.voff, self.attscale = (Signal(32) for _ in range(4))
+        self.req, self.req_addr, self.req_bytes, self.granted = Signal(), Signal(ADDR_W), Signal(ADDR_W), Signal()
+        self.rd_valid, self.rd_data, self.rd_ready, self.rd_wait = Signal(), Signal(128), Signal(), Signal()
+        self.rdq_valid = Signal()
+        self.q_push, self.q_addr, self.q_len = Signal(), Signal(ADDR_W), Signal(ADDR_W)
+        self.radr = [Signal(17, name=f"attn_radr{p}") for p in range(XR)]
+        self.reading = Signal()
+        self.od_we, self.od_wadr, self.od_wdat = Signal(), Signal(18), Signal((32, True))
+        self.od_slot = Signal(8)
+        self.od_active, self.v_busy, self.pair_busy, self.burst_out = Signal(), Signal(), Signal(), Signal()
+        self._packer_ports(XR)
+
+        # # #
+
+        src, dst, n, m, src2, cur_pos = self.src, self.dst, self.n, self.m, self.src2, self.cur_pos
+        fsm = FSM(reset_state="IDLE")
+        self.submodules.fsm = fsm
+        on = self.on = lambda state: fsm.ongoing(state) & ~self.abort
+        # The unit's registers: loop indices, the head, its KV head (kvh) and its place in the
+        # KV head's group (hg), h * m kept by adding m per head (timing: no multiplier between
+        # the FSM's registers).
+        j, k, t = Signal(8), Signal(16), Signal(32)
+        ii = Signal(max=D + 1)
+        h, kvh, hg = Signal(16), Signal(16), Signal(16)
+        hm = Signal(32)
+        kv_early = Signal()               # the current head's K is already requested
+        od_active, od_start = self.od_active, Signal()
+        self.sync += If(self.clear, kv_early.eq(0))
+        if self.pairs:
+            self._pair_signals()
+        ret, ret_states = Signal(4), []
+
+        def burst(addr, nbytes, then):
+            if then not in ret_states:
+                ret_states.append(then)
+            return [self.req.eq(1), self.req_addr.eq(addr), self.req_bytes.eq(nbytes),
+                    NextValue(ret, ret_states.index(then)), NextState("BURST")]
+
+        # One reciprocal divider: 2**46 / sum. The sum is at least 2**15 (the max score's
+        # exponential), so the reciprocal fits 32 bits.
+        self.submodules.recip_divider = rdiv = Divider(47, 32, quotient_bits=32, steps=params.divider_steps)
+
+        # Two heads' queries (halves h[0] and not h[0]): the next head's is loaded while this
+        # head's division runs (AT_NQ).
+        q_beats = max(params.max_head // 8, 2)
+        q_mem = Memory(128, 2 * q_beats)
+        q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
+        self.specials += q_mem, q_rp, q_wp
+        sbuf = Memory(32, params.max_seq)
+        sb_rp, sb_wp = sbuf.get_port(), sbuf.get_port(write_capable=True)
+        self.specials += sbuf, sb_rp, sb_wp
+        exp_rom = Memory(16, len(N.EXP2_TABLE), init=[int(v) for v in N.EXP2_TABLE])
+        exp_rp = exp_rom.get_port()
+        self.specials += exp_rom, exp_rp
+        hsb = Signal(13)
+        self.comb += hsb.eq(m >> 3)
+        # Registered: the head's K and V addresses and the causal span settle during
+        # AT_H and AT_Q (the first burst leaves from AT_QD, at least 10 cycles later).
+        kvh_off, kvhead_base = Signal(ADDR_W), Signal(ADDR_W)
+        span, vhead_base = Signal(ADDR_W), Signal(ADDR_W)
+        self.sync += [
+            kvh_off.eq(kvh * self.kvhead),
+            span.eq(self.pos_off + (m << 1)),
+            kvhead_base.eq(self.kvaddr + kvh_off),
+            vhead_base.eq(kvhead_base + self.voff),
+        ]
+        pk = self
+        if XR == 2:
+            self.comb += [q_wp.adr.eq(Cat(pk.pk_beat_idx[:log2_int(q_beats)], pk.pk_beat_half)),
+                          q_wp.dat_w.eq(pk.pk_beat), q_wp.we.eq(pk.pk_beat_done),
+                          self.pk_read.eq(on("AT_Q") | on("AT_NQ")), self.pk_idx.eq(j),
+                          self.pk_half.eq(h[0] ^ on("AT_NQ")), self.reading.eq(self.pk_read)]
+        else:
+            self._query_four_ports(fsm, q_wp, q_beats, j, ii, h)
+        # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
+        # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
+        # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
+        # for early only where its burst lies inside DRAM and the next slot's position passes
+        # ATTN's checks; otherwise that head asks in AT_QD and faults there, as golden does.
+        # Registered in steps during AT_Q and AT_K (at least 10 cycles before AT_KN).
+        last_head = Signal()
+        nx_pos, nx_kvb, nx_pos_off, nx_kvaddr = Signal(32), Signal(32), Signal(ADDR_W), Signal(ADDR_W)
+        nx_base, nx_span = Signal(ADDR_W), Signal(ADDR_W)
+        nx_pos_ok, nx_ok = Signal(), Signal()
+        self.comb += last_head.eq(h == n - 1)
+        self.sync += [
+            nx_pos.eq(self.next_pos), nx_kvb.eq(self.next_kvb),
+            nx_pos_off.eq(nx_pos * (m << 1)),
+            nx_kvaddr.eq(nx_kvb + self.kv_off),
+            nx_pos_ok.eq((nx_pos < self.seqlen) & (nx_pos < params.max_seq) & ~self.last_slot),
+            If(last_head,
+                nx_base.eq(nx_kvaddr), nx_span.eq(nx_pos_off + (m << 1))
+            ).Else(
+                nx_base.eq(kvhead_base + Mux(hg == src2 - 1, self.kvhead, 0)), nx_span.eq(span)
+            ),
+            nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= dram_beats) & (~last_head | nx_pos_ok)),
+        ]
+        # wshift (the output shift below) is a register equal to "draining and oj < m": set
+        # when a head's drain starts, cleared as oj reaches m (decoded from the FSM state it
+        # fanned out to 3,072 flip-flops across the chip).
+        wshift = Signal()
+        # Each group of 8 accumulators has its own shift, accumulate and first-beat registers
+        # (timing: one register steering all 3,072 flip-flops took a 16.5 ns route with placer
+        # seed 2). They differ on purpose, so synthesis cannot merge them back into one: group g
+        # shifts while j + 8g < m (it holds no element that is still to come after that), and
+        # accumulates only the beats addressed to it.
+        groups = (params.max_head + 7) // 8
+        wshift_g = [Signal(name=f"wshift{g}") for g in range(groups)]
+        wacc_en_g = [Signal(name=f"wacc_en{g}") for g in range(groups)]
+        wfirst_g = [Signal(name=f"wacc_first{g}") for g in range(groups)]
+        fsm.act("IDLE",
+            If(self.start,
+                NextValue(h, 0), NextValue(hm, 0), NextValue(kvh, 0), NextValue(hg, 0),
+                *(self._pair_reset() if self.pairs else []), NextState("AT_H"),
+            )
+        )
+        fsm.act("AT_H", NextValue(j, 0), NextValue(ii, src + hm), NextState("AT_Q"))
+        # The head's query, one element a cycle through the int16 packer (four with four
+        # scratchpad ports, _query_four_ports); each full beat goes to q_mem.
+        if XR == 2:
+            fsm.act("AT_Q",
+                self.radr[0].eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
+                If(j == m - 1, NextState("AT_QD"))
+            )
+        fsm.act("AT_QD", self._pair_first(
+            If(self.pk_idle,
+                NextValue(t, 0), NextValue(k, 0),
+                If(kv_early,
+                    NextValue(kv_early, 0), NextState("AT_K")
+                ).Else(
+                    *burst(kvhead_base, span, "AT_K")
+                )
+            )
+        ))
+        # Scores.
+        a_acc = Signal()
+        kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
+        ka1, kf1, kl1 = Signal(), Signal(), Signal()
+        ka2, kf2, kl2 = Signal(), Signal(), Signal()
+        ka3, ka4 = Signal(), Signal()
+        kbeat = Signal(128)
+        dot8 = Signal((40, True))
+        dacc = Signal((48, True))
+        dsum = Signal((48, True))
+        dprod = Signal((72, True))
+        scount = Signal(32)
+        smax = Signal((32, True))
+        scale = as_signed(self, self.attscale[0:16], 17)
+        self.comb += [
+            a_acc.eq(on("AT_K") & self.rd_valid & (t <= cur_pos)),
+            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if self.pairs else h[0])),
+        ]
+        if self.overlap:
+            self._overlap(fsm, vhead_base, span, dram_beats, scount == cur_pos + 1, nx_ok, kv_early)
+        fsm.act("AT_K",
+            self.rd_ready.eq(t <= cur_pos), self.rd_wait.eq(t <= cur_pos),
+            *([If(self.k_push, NextValue(kv_early, 1))] if self.overlap else []),
+            If(a_acc,
+                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
+            ),
+            # attn_pairs: the second head's K follows the first's.
+            *([If(a_acc & (k == hsb - 1) & (t == cur_pos) & self.ap_pair & ~self.ap_ksec,
+                NextValue(t, 0), NextValue(self.ap_ksec, 1))] if self.pairs else []),
+            # The head's V is requested now (unless it is already queued, Params.attn_overlap):
+            # its beats wait in the read FIFO while the softmax and the division run, so AT_V
+            # does not wait for DRAM's latency.
+            self._pair_scores_done(t, scount,
+            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(self.ap_esum if self.pairs else dsum, 0),
+                If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
+                if self.overlap else burst(vhead_base, span, "AT_KN")))
+        )
+        # The read queue takes, with attn_overlap, this head's V (v_push) and the next head's K
+        # (k_push), with attn_pairs the pair's requests (ap_push), and the next head's K in AT_KN.
+        kn_push = Signal()
+        q_addr, q_len = nx_base >> 4, (nx_span + 15) >> 4
+        for p, a, b in reversed(([(self.v_push, vhead_base >> 4, (span + 15) >> 4)] if self.overlap else [])
+                                + ([(self.ap_push, self.ap_push_beat, self.ap_push_beats)] if self.pairs else [])):
+            q_addr, q_len = Mux(p, a, q_addr), Mux(p, b, q_len)
+        self.comb += [self.q_addr.eq(q_addr), self.q_len.eq(q_len),
+                      self.q_push.eq(kn_push | (self.v_push | self.k_push if self.overlap else 0)
+                                     | (self.ap_push if self.pairs else 0))]
+        fsm.act("AT_KN",
+            If((nx_ok & ~kv_early) if self.overlap else nx_ok, kn_push.eq(1), NextValue(kv_early, 1)),
+            NextState("AT_SM_RUN")
+        )
+        sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        sc_r = as_signed(self, sc_finish(), 80)
+        sc = Signal((32, True))
+        ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
+        kp = [Signal((32, True), name=f"at_kp{l}") for l in range(8)]
+        ka1a, kf1a, kl1a, kt1a = Signal(), Signal(), Signal(), Signal(32)
+        ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
+        kbeat_r, qword_r = Signal(128), Signal(128)
+        keys_r = [as_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
+        qs_r = [as_signed(self, v, 16) for v in _lanes(qword_r, 16, 8)]
+        self.sync += [
+            ka1.eq(a_acc), kbeat.eq(self.rd_data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
+            kbeat_r.eq(kbeat), qword_r.eq(q_rp.dat_r),               # operands (timing: registered
+            ka1a.eq(ka1), kf1a.eq(kf1), kl1a.eq(kl1), kt1a.eq(kt1),  # next to the multipliers),
+            [kp[l].eq(keys_r[l] * qs_r[l]) for l in range(8)],       # products (registered
+            ka1b.eq(ka1a), kf1b.eq(kf1a), kl1b.eq(kl1a), kt1b.eq(kt1a),  # before the 8-way sum)
+            ka2.eq(ka1b), kf2.eq(kf1b), kl2.eq(kl1b), kt2.eq(kt1b),
+            dot8.eq(sum(kp)),
+            If(ka2, dacc.eq(Mux(kf2, 0, dacc) + dot8)),
+            ka3.eq(ka2 & kl2), kt3.eq(kt2),
+            If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),
+            ka4.eq(ka3), kt4.eq(kt3),
+            dprod.eq(dsum * scale),
+            ka5.eq(ka4), kt5.eq(kt4),                     # rounding bias added
+            ka6.eq(ka5), kt6.eq(kt5),
+            sc.eq(saturate(self, sc_r, 32)),
+            If(ka6 & ~self.ap_ks[-1] if self.pairs else ka6,
+                scount.eq(scount + 1),
+                If((scount == 0) | (sc > smax), smax.eq(sc))
+            ),
+            If(on("AT_Q") | on("AT_NEXTH"), scount.eq(0)),
+        ]
+        # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
+        u = Signal(40)
+        dd = Signal((34, True))
+        st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
+        self.comb += st
+        # One score per cycle: read (S0), distance to the max (S1), scale it (S2), table (S3),
+        # shift (S4), accumulate the sum and write back (S5).
+        u4 = Signal(40)
+        ev, ev5 = Signal(17), Signal(17)
+        self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
+                      ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
+        # 1/sum in Q46.
+        recip = Signal(32)
+        smv1, smv2, smv3, smv4, smv5 = Signal(), Signal(), Signal(), Signal(), Signal()
+        smt1, smt2, smt3, smt4, smt5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
+        sm_run = on("AT_SM_RUN")
+        sb_rdat = self.ap_sb_rdat if self.pairs else sb_rp.dat_r
+        self.sync += [
+            smv1.eq(sm_run & (t <= cur_pos) & self.ap_sm_go if self.pairs else sm_run & (t <= cur_pos)), smt1.eq(t),
+            smv2.eq(smv1 & sm_run), smt2.eq(smt1),
+            dd.eq((Mux(self.ap_sh[0], self.ap_smax1, smax) if self.pairs else smax) - as_signed(self, sb_rdat, 32)),
+            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
+            smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
+            smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
+            If(smv5 & sm_run, dsum.eq(dsum + ev5)) if not self.pairs else
+            If(smv5 & sm_run & ~self.ap_sh[4], self.ap_esum.eq(self.ap_esum + ev5)
+            ).Elif(smv5 & sm_run, self.ap_esum1.eq(self.ap_esum1 + ev5)),
+        ]
+        fsm.act("AT_SM_RUN",
+            If((t <= cur_pos) & self.ap_sm_go if self.pairs else t <= cur_pos, NextValue(t, t + 1)),
+            # attn_pairs: the second head's softmax right behind the first's
+            *([If(self.ap_pair & ~self.ap_smh & (t == cur_pos), NextValue(t, 0), NextValue(self.ap_smh, 1))]
+              if self.pairs else []),
+            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5,
+               If(self.ap_pair, NextState("AP_DIV1W")).Else(NextState("AT_DIV"))
+               if self.pairs else NextState("AT_DIV"))
+        )
+        # While the division runs, the next head's query (same slot) goes into q_mem's other
+        # half, so that head starts with its scores; its K is already requested (kv_early).
+        nq_ii = Signal(max=D + 1)
+        self.sync += nq_ii.eq(src + hm + m)
+        fsm.act("AT_DIV",
+            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum if self.pairs else dsum),
+            If(last_head,
+                NextState("AT_DIVW")
+            ).Else(
+                NextValue(j, 0), NextValue(ii, nq_ii), NextState("AT_NQ")
+            )
+        )
+        if XR == 2:
+            fsm.act("AT_NQ",
+                self.radr[0].eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
+                If(j == m - 1, NextState("AT_NQD"))
+            )
+        fsm.act("AT_NQD", If(self.pk_idle, NextState("AT_DIVW")))
+        # The reciprocal is kept when it is done, which may be during AT_NQ.
+        recip_ok = Signal()
+        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
+        fsm.act("AT_DIVW",
+            If(recip_ok, NextValue(t, 0), NextValue(k, 0), NextState("AT_V"))
+        )
+        # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
+        # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
+        # The previous head's outputs leave the accumulators first (od_active: the drain below).
+        a_v, v_take = Signal(), Signal()
+        self.comb += [v_take.eq((t <= cur_pos) & ~od_active) if not self.pairs else
+                      # attn_pairs: the drain works from its own copy of the sums (ap_osnap)
+                      v_take.eq((t <= cur_pos) & ~self.ap_od_pend
+                                & (~self.ap_vsec | (self.ap_r1ok & (self.ap_vgo | ~self.v_busy)))),
+                      a_v.eq(on("AT_V") & self.rd_valid & v_take)]
+        va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
+        vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
+        vk1, vk2, vk3, vk4 = Signal(13), Signal(13), Signal(13), Signal(13)
+        vl1, vl2, vl3, vl4 = Signal(), Signal(), Signal(), Signal()
+        vbeat1, vbeat2, vbeat3 = Signal(128), Signal(128), Signal(128)
+        ev_r = Signal(17)
+        prob = Signal(17)
+        vprod = [Signal((34, True)) for _ in range(8)]
+        wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
+        wdone = Signal()
+        self.comb += sb_rp.adr.eq(t)
+        # (attn_pairs: each head of a pair has its own score memory, _pairs)
+        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt5, kt6)),
+                      sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
+                      sb_wp.we.eq((sm_run & smv5) | ka6)] if not self.pairs else []
+        fsm.act("AT_V",
+            self.rd_ready.eq(v_take), self.rd_wait.eq(v_take),
+            If(a_v,
+                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
+            ),
+            # The head is done: its outputs drain on their own while the next head starts.
+            # With attn_overlap the next head starts as the last V beat is taken, and the drain
+            # when that beat has been summed (wdone, below).
+            If((a_v & (t == cur_pos) & (k == hsb - 1)) if self.overlap else wdone,
+                *([] if self.overlap else [od_start.eq(1)]),
+                NextValue(h, h + 1), NextValue(hm, hm + m),
+                If(hg == src2 - 1,
+                    NextValue(hg, 0), NextValue(kvh, kvh + 1)
+                ).Else(
+                    NextValue(hg, hg + 1)
+                ),
+                If(last_head, NextState("AT_OUTW")).Else(NextState("AT_NEXTH")),
+                # attn_pairs: the pair's second head next (its V is next in the stream).
+                *([If(self.ap_pair & ~self.ap_vsec,
+                    NextValue(self.ap_vsec, 1), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
+                ).Elif(self.ap_pair, NextValue(self.ap_vsec, 0))] if self.pairs else [])
+            )
+        )
+        # The next head of this slot: its query is in q_mem; its K was requested (kv_early), or
+        # it is requested from AT_QD after a fresh query load (where it may fault).
+        fsm.act("AT_NEXTH", self._pair_next(kv_early,
+            If(kv_early,
+                NextValue(kv_early, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_K")
+            ).Else(
+                NextState("AT_H")
+            )
+        ))
+        # A new slot writes to its own scratchpad: the drain ends first.
+        # (attn_pairs: the drain writes the slot it started in; only the last waits for it)
+        fsm.act("AT_OUTW", If((~self.v_busy & ~self.ap_busy & (~od_active | ~self.last_slot))
+                              if self.pairs
+                              else (~od_active & ~self.v_busy) if self.overlap else ~od_active,
+                              self.done.eq(1), NextState("IDLE")))
+        vals = [as_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
+        self.sync += [
+            va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(self.rd_data),
+            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(sb_rdat),
+            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
+            # (widened: Verilog sizes a product by its context)
+            prob.eq(as_unsigned(self, ev_r * (Mux(self.ap_vh[1], self.ap_recip1, recip) if self.pairs else recip),
+                                49) >> 31),
+            va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
+            [vprod[l].eq(as_signed(self, prob, 18) * vals[l]) for l in range(8)],
+            wdone.eq(va4 & vl4),
+            [wacc_en_g[g].eq(va3 & (vk3 == g)) for g in range(groups)],     # va4 & (vk4 == g)
+            [wfirst_g[g].eq(vf3 & (vk3 == g)) for g in range(groups)],      # vf4, where it counts
+            If(on("AT_DIVW"), wdone.eq(0)),
+        ]
+        if self.overlap:
+            self.comb += [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)] if not self.pairs \
+                else [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone | self.ap_od_pend),
+                      od_start.eq((wdone | self.ap_od_pend) & ~od_active)]
+        # Output: the accumulators shift down one per output (wacc0 holds element j) rather
+        # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
+        # congestion into one spot. S0 registers wacc0, S1 rounds, saturates and writes.
+        if self.pairs:
+            self._pair_drain(wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start)
+        for x in range(params.max_head) if not self.pairs else []:
+            below = wacc[x + 1] if x + 1 < params.max_head else 0
+            g = x // 8
+            self.sync += If(wshift_g[g], wacc[x].eq(below)
+                         ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
+        # The drain runs beside the FSM (which starts the next head meanwhile; nothing else
+        # writes the scratchpads then): output oj is in wacc0, registered (wsel), rounded,
+        # saturated and written to dst + h*m + oj.
+        wsel = Signal((48, True))
+        ov1 = Signal()
+        oj, oj1 = Signal(8), Signal(8)
+        od_base = Signal(max=D + 1)
+        self.sync += [
+            If(od_start,
+                # (attn_overlap: hm has moved on to the next head by now)
+                od_active.eq(1), oj.eq(0), od_base.eq((dst + hm - m) if self.overlap else (dst + hm)),
+                wshift.eq(m != 0), *[wshift_g[g].eq(8 * g < m) for g in range(groups)]
+            ).Elif(od_active,
+                If(oj < m, oj.eq(oj + 1)),
+                wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
+                If((oj == m) & ov1 & (oj1 == m - 1), od_active.eq(0))
+            ),
+            wsel.eq(self.ap_osnap[0] if self.pairs else wacc[0]), ov1.eq(wshift), oj1.eq(oj),
+        ]
+        st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
+        self.comb += st
+        self.comb += [self.od_we.eq(ov1), self.od_wadr.eq(od_base + oj1), self.od_wdat.eq(saturate(self, wo_r, 32))]
+        if self.pairs:
+            self._pairs(fsm, dict(
+                j=j, ii=ii, k=k, t=t, h=h, hm=hm, rdiv=rdiv, recip_ok=recip_ok, kv_early=kv_early, ka6=ka6,
+                sc=sc, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base, nx_kvaddr=nx_kvaddr,
+                nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, dram_beats=dram_beats, od_start=od_start,
+                wdone=wdone, sb_rp=sb_rp, sb_wp=sb_wp, max_seq=params.max_seq,
+                divider_steps=params.divider_steps, sm_run=sm_run, smv5=smv5, smt5=smt5, ev5=ev5, kt6=kt6))
+        # The instruction's last burst is out once its last slot's last head has asked for V.
+        self.comb += self.burst_out.eq(last_head & self.last_slot & reduce(or_, [on(st) for st in
+            ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
+        if not self.pairs:
+            self.ap_busy = C(0)
+        self.comb += self.pair_busy.eq(self.ap_busy)
+        fsm.act("BURST", If(self.granted, Case(ret, {i: NextState(s) for i, s in enumerate(ret_states)})))
+        # In the cycle the sequencer has left for FLUSH, nothing a state drives happens.
+        for state in list(fsm.actions):
+            if state != "IDLE":
+                fsm.actions[state] = [If(~self.abort, *fsm.actions[state])]
+        stop_on_abort(fsm, self.abort)
+
+    def do_finalize(self):
+        # One-hot on the FPGA, as the sequencer's (timing): each state's decode is one flip-flop.
+        self.fsm.state.attr.add(("fsm_encoding", "one-hot"))
+
+    def _packer_ports(self, ports):
+        """The int16 packer's side (gateware/core/pack16.py). Two ports (Pack16): ``pk_read``,
+        ``pk_idx``, ``pk_half`` out; ``pk_beat``, ``pk_beat_done``, ``pk_beat_idx``,
+        ``pk_beat_half`` in. Four (Pack16x4): ``pk_query`` (the unit reads), ``pk_qaddr`` (the
+        query memory's beat), ``pk_hi`` out; ``pk_beat``, ``pk_beat_valid``, ``pk_beat_query``,
+        ``pk_beat_tag`` in. Both: ``pk_idle`` in."""
+        self.pk_idle, self.pk_beat = Signal(), Signal(128)
+        if ports == 2:
+            self.pk_read, self.pk_idx, self.pk_half = Signal(), Signal(8), Signal()
+            self.pk_beat_done, self.pk_beat_idx, self.pk_beat_half = Signal(), Signal(13), Signal()
+        else:
+            self.pk_query, self.pk_qaddr, self.pk_hi = Signal(), Signal(16), Signal()
+            self.pk_beat_valid, self.pk_beat_query, self.pk_beat_tag = Signal(), Signal(), Signal(32)
+
+    def _query_four_ports(self, fsm, q_wp, q_beats, j, ii, h):
+        """The query loads (AT_Q: this head's; AT_NQ: the next head's, into the other half of
+        q_mem) through the four-port packer, four elements a cycle."""
+        on, m, n = self.on, self.m, self.n
+        loading = on("AT_Q") | on("AT_NQ")
+        other = on("AT_NQ")               # the next head's query: the other half of q_mem
+        qaddr = Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ other)
+        hi = j[2]
+        if self.pairs:                    # attn_pairs' loads (_pairs)
+            loading = loading | on("AP_Q1") | self.ap_ql_active
+            qaddr = Mux(self.ap_ql_active, Cat((self.ap_ql_j >> 3)[:log2_int(q_beats)], self.ap_ql_sec),
+                        Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ (other | on("AP_Q1"))))
+            hi = Mux(self.ap_ql_active, self.ap_ql_j[2], j[2])
+        self.comb += [
+            self.pk_query.eq(loading), self.pk_qaddr.eq(qaddr), self.pk_hi.eq(hi), self.reading.eq(loading),
+            q_wp.adr.eq(self.pk_beat_tag), q_wp.dat_w.eq(self.pk_beat),
+            q_wp.we.eq(self.pk_beat_valid & self.pk_beat_query),
+        ]
+        for state, done in (("AT_Q", "AT_QD"), ("AT_NQ", "AT_NQD")):
+            # (attn_pairs: AT_Q goes on with the next head's query, AP_Q1)
+            then = If(h + 1 < n, NextValue(j, 0), NextState("AP_Q1")).Else(NextState(done)) \
+                if self.pairs and state == "AT_Q" else NextState(done)
+            fsm.act(state,
+                *[adr.eq(ii + e) for e, adr in enumerate(self.radr)],
+                NextValue(j, j + 4), NextValue(ii, ii + 4),
+                If(j + 4 == m, then)
+            )
+
+    def _overlap(self, fsm, vhead_base, span, dram_beats, scores_done, next_k_ok, kv_early):
+        """Params.attn_overlap, the requests: while AT_K computes a head's scores, its V goes
+        into the read queue, and once the stream has taken V, the next head's K (head h + 1, or
+        head 0 of the next slot) follows it. Their beats then wait in the read FIFO instead of
+        each waiting a DRAM latency after the scores (V) or after V's request (K). Each only
+        where its burst lies inside DRAM (and the next slot's position passes ATTN's checks):
+        otherwise the head asks at AT_K's end and AT_KN, as without the option, and faults
+        there as golden does. The addresses settle four cycles after a new KV head (kvh ->
+        kvh_off -> kvhead_base -> vhead_base -> in_dram; the next head's, one more), so AT_K
+        waits four cycles before V and seven before K."""
+        self.v_push, self.v_queued, self.k_push = Signal(), Signal(), Signal()
+        age = Signal(3)                   # cycles in AT_K, up to 7
+        in_dram = Signal()
+        at_k = self.on("AT_K")
+        self.sync += [
+            in_dram.eq((vhead_base >> 4) + ((span + 15) >> 4) <= dram_beats),
+            If(at_k, If(age != 7, age.eq(age + 1))).Else(age.eq(0)),
+            If(self.v_push, self.v_queued.eq(1)),
+            # Taken at AT_K's end (or dropped with the instruction, after a fault).
+            If(self.on("AT_KN") | self.start | self.clear, self.v_queued.eq(0)),
+        ]
+        scoring = at_k & ~scores_done
+        if self.pairs:
+            scoring = scoring & ~self.ap_pair          # a pair makes its own requests
+        self.comb += [
+            self.v_push.eq(scoring & (age == 4) & in_dram & ~self.v_queued & ~self.rdq_valid),
+            self.k_push.eq(scoring & (age == 7) & self.v_queued & ~self.rdq_valid & next_k_ok & ~kv_early),
+        ]

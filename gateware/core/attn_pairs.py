@@ -1,0 +1,279 @@
+"""Params.attn_pairs: ATTN takes heads h and h + 1 of a slot as a pair. The stream brings K(h),
+K(h + 1), V(h), V(h + 1), so the second head's scores follow the first's without a gap, the
+first head's softmax starts as its scores are in, the second's follows it through the softmax
+pipeline, each divides as its last element leaves (the second on a divider of its own), and
+the first head's V is summed while the second divides. Each head keeps a half of the query
+memory (the head's h[0]) and a score memory of its own; a drain works from a copy of the
+accumulators. A slot's heads go in pairs only when every K and V burst of the slot lies inside
+DRAM (so none can fault, and the order of the requests cannot change what golden reports) and
+the query heads share K/V heads one or two at a time (src2 = 1 or 2); otherwise, and for an odd
+last head, a head runs alone as without the option.
+
+A mixin of gateware/core/attention.py's Attention: its states call these hooks, which return
+the one-head statements unchanged when the option is off.
+"""
+
+from functools import reduce
+from operator import or_
+
+from migen import *
+
+from gateware.arith import Divider
+
+ADDR_W = 50
+
+
+class AttnPairs:
+    def _pair_signals(self):
+        """The pair state that the one-head code reads."""
+        self.ap_pair = Signal()           # the current head h is the first of a pair
+        self.ap_ksec = Signal()           # AT_K takes the second head's K
+        self.ap_smh = Signal()            # AT_SM_RUN runs the second head's softmax
+        self.ap_vsec = Signal()           # AT_V takes the second head's V
+        self.ap_ks = [Signal(name=f"ap_ks{x}") for x in range(8)]    # the score pipeline's head
+        self.ap_vh = [Signal(name=f"ap_vh{x}") for x in range(2)]    # the V pipeline's head
+        self.ap_smax1 = Signal((32, True))
+        self.ap_scount1 = Signal(32)
+        self.ap_recip1 = Signal(32)
+        self.ap_r1ok = Signal()           # ap_recip1 is the second head's
+        self.ap_sh = [Signal(name=f"ap_sh{x}") for x in range(5)]    # the softmax pipeline's head
+        self.ap_esum1 = Signal(48)        # the second head's softmax sum
+        self.ap_busy = Signal()           # the pair's requests are not all in the read queue
+        self.ap_push = Signal()
+        self.ap_push_beat, self.ap_push_beats = Signal(ADDR_W), Signal(32)
+        self.ap_pair_go = Signal()        # heads h and h + 1 may go as a pair
+        self.ap_slot_age = Signal(3)      # cycles since the slot started, up to 7
+        self.ap_start = Signal()          # a pair's K phase begins: its requests start over
+        self.ap_od_pend = Signal()        # a head's sums wait for the drain before them to end
+        self.ap_vgo = Signal()            # the first head's sums are out: the second's V goes
+        # The next pair's queries load during this pair's softmax and V (_pairs).
+        self.ap_ql_start, self.ap_ql_active = Signal(), Signal()
+        self.ap_ql_j, self.ap_ql_sec = Signal(8), Signal()
+        self.ap_esum = Signal(48)         # the softmax's sum (the score pipeline keeps dsum)
+        self.ap_sb_rdat = Signal(32)      # the score memory read, of the head being read
+        self.ap_sm_go = Signal()          # the softmax may read: the second head's scores are in
+
+    def _pair_reset(self):
+        """A slot starts with no pair."""
+        return [NextValue(self.ap_pair, 0), NextValue(self.ap_ksec, 0), NextValue(self.ap_smh, 0),
+                NextValue(self.ap_vsec, 0)]
+
+    def _pair_first(self, alone):
+        """AT_QD (``alone``: its own statements, which ask for the first K): a slot's first pair
+        (both queries loaded: AT_Q, AP_Q1) starts there as a pair."""
+        if not self.pairs:
+            return alone
+        # ap_pair_go settles within seven cycles of a new slot.
+        return If(self.ap_slot_age == 7,
+            alone,
+            If(self.ap_pair_go & self.pk_idle, NextValue(self.ap_pair, 1), self.ap_start.eq(1))
+        )
+
+    def _pair_scores_done(self, t, scount, alone):
+        """AT_K's end: a pair's once both heads' scores are in."""
+        if not self.pairs:
+            return alone
+        cur_pos = self.cur_pos
+        # The first head's softmax starts once its scores are in and the second head's keys
+        # are all taken (its scores finish meanwhile, into the other score memory).
+        return If(self.ap_pair,
+            If(self.ap_ksec & (t > cur_pos) & (scount == cur_pos + 1),
+                NextValue(t, 0), NextValue(self.ap_esum, 0), NextValue(self.ap_esum1, 0), NextValue(self.ap_ksec, 0),
+                NextValue(self.ap_smh, 0), self.ap_ql_start.eq(1), NextState("AT_SM_RUN"))
+        ).Else(alone)
+
+    def _pair_next(self, kv_early, alone):
+        """AT_NEXTH: once the pair's requests are queued, the next head alone or a new pair."""
+        if not self.pairs:
+            return alone
+        return If(~self.ap_busy & self.pk_idle,
+            NextValue(self.ap_pair, self.ap_pair_go),
+            alone,
+            If(kv_early & self.ap_pair_go, self.ap_start.eq(1))
+        )
+
+    def _pair_drain(self, wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start):
+        """The accumulators only sum; a drain starts by copying them (ap_osnap) and shifts the
+        copy out, so the next head's V is summed meanwhile. A head whose sums are done while a
+        drain runs waits for it (ap_od_pend), and V waits while one waits."""
+        self.ap_osnap = [Signal((48, True), name=f"ap_osnap{x}") for x in range(len(wacc))]
+        for x in range(len(wacc)):
+            g = x // 8
+            self.sync += [
+                If(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8])),
+                If(od_start, self.ap_osnap[x].eq(wacc[x])
+                ).Elif(wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
+            ]
+
+    def _pairs(self, fsm, sig):
+        """The pairs' states, per-head registers and requests."""
+        on = self.on
+        j, ii, k, t, h = (sig[x] for x in ("j", "ii", "k", "t", "h"))
+        n, m, src2, cur_pos = self.n, self.m, self.src2, self.cur_pos
+        rdiv, kv_early, span = sig["rdiv"], sig["kv_early"], sig["span"]
+        kvhead, voff, dram_beats = self.kvhead, self.voff, sig["dram_beats"]
+        # Whether the slot's heads may pair: its last KV head's V burst (the highest) inside
+        # DRAM. Registered in steps; valid four cycles after a new slot.
+        last_kvh = Signal(16)
+        ext, vlast = Signal(ADDR_W), Signal(ADDR_W)
+        slot_ok = Signal()
+        self.sync += [
+            last_kvh.eq(Mux(src2 == 2, (n - 1) >> 1, n - 1)),
+            ext.eq(last_kvh * kvhead + voff),
+            vlast.eq(self.kvaddr + ext),
+            slot_ok.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
+                       & ((vlast >> 4) + ((span + 15) >> 4) <= dram_beats)),
+            If(self.start, self.ap_slot_age.eq(0)
+            ).Elif(self.ap_slot_age != 7, self.ap_slot_age.eq(self.ap_slot_age + 1)),
+        ]
+        self.comb += self.ap_pair_go.eq(slot_ok & (h + 1 < n))
+
+        self.sync += [
+            If(sig["od_start"], self.ap_od_pend.eq(0)
+            ).Elif(sig["wdone"] & self.od_active, self.ap_od_pend.eq(1)),
+            If(~self.ap_vsec, self.ap_vgo.eq(0)).Elif(~self.v_busy, self.ap_vgo.eq(1)),
+        ]
+        self.sync += If(sig["od_start"], self.od_slot.eq(self.slot))
+        # Per-head scores, softmax and reciprocal.
+        ks, sc = self.ap_ks, sig["sc"]
+        self.comb += self.ap_sm_go.eq(~self.ap_smh | (self.ap_scount1 == cur_pos + 1))
+        # The score memories: the first head's is the one-head path's (sbuf), the second's its
+        # own, so the first head's softmax writes while the second's scores still arrive.
+        sb0_rp, sb0_wp = sig["sb_rp"], sig["sb_wp"]
+        sbuf1 = Memory(32, sig["max_seq"])
+        sb1_rp, sb1_wp = sbuf1.get_port(), sbuf1.get_port(write_capable=True)
+        self.specials += sbuf1, sb1_rp, sb1_wp
+        sm_run, smv5, smt5, ev5, kt6 = (sig[x] for x in ("sm_run", "smv5", "smt5", "ev5", "kt6"))
+        read_half = Signal()              # the head of the read issued a cycle ago
+        self.sync += read_half.eq(Mux(sm_run, self.ap_smh, self.ap_vsec))    # (= ap_sh[0] in a softmax)
+        self.comb += [sb1_rp.adr.eq(t), self.ap_sb_rdat.eq(Mux(read_half, sb1_rp.dat_r, sb0_rp.dat_r))]
+        for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
+            sm_write = sm_run & smv5 & (self.ap_sh[4] == half)
+            self.comb += [
+                port.adr.eq(Mux(sm_write, smt5, kt6)), port.dat_w.eq(Mux(sm_write, ev5, sc)),
+                port.we.eq(sm_write | (sig["ka6"] & (ks[7] == half))),
+            ]
+        self.sync += [
+            ks[0].eq(self.ap_ksec), [ks[x].eq(ks[x - 1]) for x in range(1, 8)],
+            If(sig["ka6"] & ks[7],
+                self.ap_scount1.eq(self.ap_scount1 + 1),
+                If((self.ap_scount1 == 0) | (sc > self.ap_smax1), self.ap_smax1.eq(sc))
+            ),
+            If(on("AT_Q") | on("AT_NEXTH"), self.ap_scount1.eq(0)),
+            self.ap_vh[0].eq(self.ap_vsec), self.ap_vh[1].eq(self.ap_vh[0]),
+        ]
+        # The softmax issues the first head's elements, then the second's; each head's division
+        # starts as its last element leaves the pipeline (the second on a divider of its own),
+        # and the first head's V is summed while the second's divides.
+        sh = self.ap_sh
+        div0_go, div1_go = Signal(), Signal()
+        self.submodules.ap_rdiv1 = rdiv1 = Divider(47, 32, quotient_bits=32, steps=sig["divider_steps"])
+        self.sync += [
+            sh[0].eq(self.ap_smh), [sh[x].eq(sh[x - 1]) for x in range(1, 5)],
+            div0_go.eq(self.ap_pair & sm_run & smv5 & ~sh[4] & (smt5 == cur_pos)),
+            div1_go.eq(self.ap_pair & sm_run & smv5 & sh[4] & (smt5 == cur_pos)),
+            If(div1_go, self.ap_r1ok.eq(0)).Elif(rdiv1.done, self.ap_recip1.eq(rdiv1.quotient), self.ap_r1ok.eq(1)),
+        ]
+        self.comb += [
+            If(div0_go, rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum)),
+            rdiv1.start.eq(div1_go), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(self.ap_esum1),
+        ]
+        fsm.act("AP_DIV1W",
+            If(sig["recip_ok"],
+                NextValue(self.ap_smh, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
+            )
+        )
+
+        # Query loads through the four-element packer (_query_four_ports): head h + 1's right
+        # behind head h's in AT_Q (AP_Q1); the next pair's two while this pair's softmax and V
+        # run (the loader below: the FSM's states then use no scratchpad read port).
+        fsm.act("AP_Q1",
+            *[adr.eq(ii + e) for e, adr in enumerate(self.radr)],
+            NextValue(j, j + 4), NextValue(ii, ii + 4),
+            If(j + 4 == m, NextState("AT_QD"))
+        )
+        ql_ii, ql_two = Signal(32), Signal()
+        qj = self.ap_ql_j
+        self.sync += If(self.ap_ql_start,
+            self.ap_ql_active.eq(h + 2 < n), qj.eq(0), self.ap_ql_sec.eq(0), ql_two.eq(h + 3 < n),
+            ql_ii.eq(self.src + sig["hm"] + (m << 1))
+        ).Elif(self.ap_ql_active,
+            qj.eq(qj + 4), ql_ii.eq(ql_ii + 4),
+            If(qj + 4 == m,
+                qj.eq(0), self.ap_ql_sec.eq(1),
+                If(self.ap_ql_sec | ~ql_two, self.ap_ql_active.eq(0))
+            )
+        )
+        self.comb += If(self.ap_ql_active, *[adr.eq(ql_ii + e) for e, adr in enumerate(self.radr)])
+
+        # Requests, in the order the pair takes them: K(h + 1) (unless the pair before asked
+        # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
+        # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early), and
+        # K(h + 3) or the next slot's second head (where that slot will pair its heads: the
+        # same test as its own, on its KV base and position). With src2 = 2, h is even and
+        # heads h, h + 1 share a KV head.
+        kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
+        f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
+        f1_ok, f2_ok = Signal(), Signal()
+        f2, f2_len = Signal(ADDR_W), Signal(ADDR_W)
+        next_pairs = Signal()             # the next slot will pair its heads
+        next_span = Signal(ADDR_W)
+        kq2 = Signal()                    # K(h + 1) of the next pair is queued
+        step = Signal(3)                  # 0..4: the request to make; 5: all made
+        age = Signal(3)                   # cycles since the pair began, up to 7
+        nx_kvaddr = sig["nx_kvaddr"]
+        self.sync += [
+            kb1.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead, 0)),
+            vb1.eq(kb1 + voff),
+            kb2.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead << 1, kvhead)),
+            kb3.eq(sig["kvhead_base"] + Mux(src2 == 1, (kvhead << 1) + kvhead, kvhead)),
+            next_span.eq(sig["nx_pos_off"] + (m << 1)),
+            If(h + 2 < n,
+                f1.eq(kb2), f1_len.eq(span), f1_ok.eq(1)
+            ).Else(
+                f1.eq(nx_kvaddr), f1_len.eq(next_span),
+                f1_ok.eq(sig["nx_pos_ok"] & ((nx_kvaddr >> 4) + ((next_span + 15) >> 4) <= dram_beats))
+            ),
+            next_pairs.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
+                          & (((nx_kvaddr + ext) >> 4) + ((next_span + 15) >> 4) <= dram_beats)),
+            If(h + 3 < n,
+                f2.eq(kb3), f2_len.eq(span), f2_ok.eq(1)
+            ).Elif(h + 2 >= n,
+                f2.eq(nx_kvaddr + Mux(src2 == 1, kvhead, 0)), f2_len.eq(next_span),
+                f2_ok.eq(f1_ok & next_pairs)
+            ).Else(
+                f2_ok.eq(0)
+            ),
+        ]
+        # Latched when the pair's addresses have settled (age 5): the later requests may leave
+        # after the pair has moved on to its second head (kvh and h with it), when the read
+        # port is slow to take the bursts before them.
+        vb0_l, vb1_l, f1_l, f1_len_l, f2_l, f2_len_l = (Signal(ADDR_W) for _ in range(6))
+        f1_ok_l, f2_ok_l = Signal(), Signal()
+        self.sync += If(age == 5,
+            vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), f2_l.eq(f2),
+            f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
+        )
+        pairing = self.ap_pair & reduce(or_, [on(st) for st in ("AT_K", "AT_SM_RUN", "AP_DIV1W", "AT_V")])
+        # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
+        # settled with the slot); the others once the pair's own addresses have settled.
+        ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
+        skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l)
+        self.comb += [
+            self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
+            self.ap_push.eq(ready & ~skip & ~self.rdq_valid),
+            self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, f2_l, f2_l, f2_l, f2_l])[step] >> 4),
+            self.ap_push_beats.eq(Mux(step == 3, (f1_len_l + 15) >> 4,
+                                      Mux(step == 4, (f2_len_l + 15) >> 4, (span + 15) >> 4))),
+        ]
+        self.sync += [
+            If(self.ap_start,
+                step.eq(Mux(kq2, 1, 0)), kq2.eq(0), age.eq(0)
+            ).Else(
+                If(age != 7, age.eq(age + 1)),
+                If(self.ap_push | (ready & skip), step.eq(step + 1)),
+                If(self.ap_push & (step == 3), kv_early.eq(1)),
+                If(self.ap_push & (step == 4), kq2.eq(1)),
+            ),
+            If(self.clear, kq2.eq(0)),    # (kept into the next slot, whose first pair takes it)
+        ]
