@@ -22,6 +22,7 @@ next K while the scores run; ``attn_pairs`` takes two heads at a time
 """
 
 from functools import reduce
+from types import SimpleNamespace
 from operator import or_
 
 from migen import *
@@ -136,29 +137,14 @@ class Attention(Module, AttnPairs):
                           self.pk_half.eq(h[0] ^ on("AT_NQ")), self.reading.eq(self.pk_read)]
         else:
             self._query_four_ports(fsm, q_wp, q_beats, j, ii, h)
-        # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
-        # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
-        # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
-        # for early only where its burst lies inside DRAM and the next slot's position passes
-        # ATTN's checks; otherwise that head asks in AT_QD and faults there, as golden does.
-        # Registered in steps during AT_Q and AT_K (at least 10 cycles before AT_KN).
-        last_head = Signal()
-        nx_pos, nx_kvb, nx_pos_off, nx_kvaddr = Signal(32), Signal(32), Signal(ADDR_W), Signal(ADDR_W)
-        nx_base, nx_span = Signal(ADDR_W), Signal(ADDR_W)
-        nx_pos_ok, nx_ok = Signal(), Signal()
-        self.comb += last_head.eq(h == n - 1)
-        self.sync += [
-            nx_pos.eq(self.next_pos), nx_kvb.eq(self.next_kvb),
-            nx_pos_off.eq(nx_pos * (m << 1)),
-            nx_kvaddr.eq(nx_kvb + self.kv_off),
-            nx_pos_ok.eq((nx_pos < self.seqlen) & (nx_pos < params.max_seq) & ~self.last_slot),
-            If(last_head,
-                nx_base.eq(nx_kvaddr), nx_span.eq(nx_pos_off + (m << 1))
-            ).Else(
-                nx_base.eq(kvhead_base + Mux(hg == src2 - 1, self.kvhead, 0)), nx_span.eq(span)
-            ),
-            nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= dram_beats) & (~last_head | nx_pos_ok)),
-        ]
+        # What the datapath's parts below share: the unit's registers, memories and helpers.
+        r = SimpleNamespace(
+            fsm=fsm, on=on, burst=burst, j=j, k=k, t=t, ii=ii, h=h, kvh=kvh, hg=hg, hm=hm, kv_early=kv_early,
+            od_active=od_active, od_start=od_start, rdiv=rdiv, q_beats=q_beats, q_rp=q_rp, sb_rp=sb_rp,
+            sb_wp=sb_wp, exp_rp=exp_rp, hsb=hsb, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base,
+            D=D, XR=XR, src=src, dst=dst, n=n, m=m, src2=src2, cur_pos=cur_pos, dram_beats=dram_beats,
+            max_seq=params.max_seq, max_head=params.max_head, divider_steps=params.divider_steps)
+        self._next_head(r)
         # wshift (the output shift below) is a register equal to "draining and oj < m": set
         # when a head's drain starts, cleared as oj reaches m (decoded from the FSM state it
         # fanned out to 3,072 flip-flops across the chip).
@@ -196,6 +182,62 @@ class Attention(Module, AttnPairs):
                 )
             )
         ))
+        vars(r).update(groups=groups, wshift=wshift, wshift_g=wshift_g, wacc_en_g=wacc_en_g,
+                       wfirst_g=wfirst_g)
+        self._scores(r)
+        self._softmax(r)
+        self._values(r)
+        self._drain(r)
+        if self.pairs:
+            self._pairs(r)
+        # The instruction's last burst is out once its last slot's last head has asked for V.
+        self.comb += self.burst_out.eq(r.last_head & self.last_slot & reduce(or_, [on(st) for st in
+            ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
+        if not self.pairs:
+            self.ap_busy = C(0)
+        self.comb += self.pair_busy.eq(self.ap_busy)
+        fsm.act("BURST", If(self.granted, Case(ret, {i: NextState(s) for i, s in enumerate(ret_states)})))
+        # In the cycle the sequencer has left for FLUSH, nothing a state drives happens.
+        for state in list(fsm.actions):
+            if state != "IDLE":
+                fsm.actions[state] = [If(~self.abort, *fsm.actions[state])]
+        stop_on_abort(fsm, self.abort)
+
+    def _next_head(self, r):
+        """The next head's K address and whether it may be asked for ahead (registered in steps)."""
+        h, hg, kvhead_base, m, n, span, src2 = r.h, r.hg, r.kvhead_base, r.m, r.n, r.span, r.src2
+        # The next head's K is requested right behind this head's V (AT_KN), so its beats wait
+        # in the read FIFO and the next AT_K does not wait for DRAM's latency (~25 cycles a
+        # head). The next head is h + 1 of this slot, or head 0 of the next slot. It is asked
+        # for early only where its burst lies inside DRAM and the next slot's position passes
+        # ATTN's checks; otherwise that head asks in AT_QD and faults there, as golden does.
+        # Registered in steps during AT_Q and AT_K (at least 10 cycles before AT_KN).
+        last_head = Signal()
+        nx_pos, nx_kvb, nx_pos_off, nx_kvaddr = Signal(32), Signal(32), Signal(ADDR_W), Signal(ADDR_W)
+        nx_base, nx_span = Signal(ADDR_W), Signal(ADDR_W)
+        nx_pos_ok, nx_ok = Signal(), Signal()
+        self.comb += last_head.eq(h == n - 1)
+        self.sync += [
+            nx_pos.eq(self.next_pos), nx_kvb.eq(self.next_kvb),
+            nx_pos_off.eq(nx_pos * (m << 1)),
+            nx_kvaddr.eq(nx_kvb + self.kv_off),
+            nx_pos_ok.eq((nx_pos < self.seqlen) & (nx_pos < r.max_seq) & ~self.last_slot),
+            If(last_head,
+                nx_base.eq(nx_kvaddr), nx_span.eq(nx_pos_off + (m << 1))
+            ).Else(
+                nx_base.eq(kvhead_base + Mux(hg == src2 - 1, self.kvhead, 0)), nx_span.eq(span)
+            ),
+            nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= r.dram_beats) & (~last_head | nx_pos_ok)),
+        ]
+        vars(r).update(last_head=last_head, nx_base=nx_base, nx_kvaddr=nx_kvaddr, nx_ok=nx_ok,
+                       nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, nx_span=nx_span)
+
+    def _scores(self, r):
+        """AT_K, AT_KN: each position's score from the key beats, the requests for V and the next K."""
+        (burst, cur_pos, fsm, h, hsb, k, kv_early, nx_base, nx_ok, nx_span, on, q_beats, q_rp,
+         span, t, vhead_base) = (
+            r.burst, r.cur_pos, r.fsm, r.h, r.hsb, r.k, r.kv_early, r.nx_base, r.nx_ok,
+            r.nx_span, r.on, r.q_beats, r.q_rp, r.span, r.t, r.vhead_base)
         # Scores.
         a_acc = Signal()
         kt1, kt2, kt3, kt4 = (Signal(32) for _ in range(4))
@@ -215,7 +257,7 @@ class Attention(Module, AttnPairs):
             q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if self.pairs else h[0])),
         ]
         if self.overlap:
-            self._overlap(fsm, vhead_base, span, dram_beats, scount == cur_pos + 1, nx_ok, kv_early)
+            self._overlap(fsm, vhead_base, span, r.dram_beats, scount == cur_pos + 1, nx_ok, kv_early)
         fsm.act("AT_K",
             self.rd_ready.eq(t <= cur_pos), self.rd_wait.eq(t <= cur_pos),
             *([If(self.k_push, NextValue(kv_early, 1))] if self.overlap else []),
@@ -279,6 +321,14 @@ class Attention(Module, AttnPairs):
             ),
             If(on("AT_Q") | on("AT_NEXTH"), scount.eq(0)),
         ]
+        vars(r).update(dsum=dsum, ka6=ka6, kt6=kt6, sc=sc, smax=smax)
+
+    def _softmax(self, r):
+        """AT_SM_RUN..AT_DIVW: the exponentials in place over the scores, 1/sum, the next head's query."""
+        (D, XR, cur_pos, dsum, exp_rp, fsm, hm, ii, j, k, last_head, m, on, rdiv, sb_rp, smax,
+         src, t) = (
+            r.D, r.XR, r.cur_pos, r.dsum, r.exp_rp, r.fsm, r.hm, r.ii, r.j, r.k, r.last_head,
+            r.m, r.on, r.rdiv, r.sb_rp, r.smax, r.src, r.t)
         # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
         u = Signal(40)
         dd = Signal((34, True))
@@ -340,6 +390,18 @@ class Attention(Module, AttnPairs):
         fsm.act("AT_DIVW",
             If(recip_ok, NextValue(t, 0), NextValue(k, 0), NextState("AT_V"))
         )
+        vars(r).update(ev5=ev5, recip=recip, recip_ok=recip_ok, sb_rdat=sb_rdat, sm_run=sm_run,
+                       smt5=smt5, smv5=smv5)
+
+    def _values(self, r):
+        """AT_V..AT_OUTW: the weighted sum of V into the accumulators, the next head or slot."""
+        (cur_pos, ev5, fsm, groups, h, hg, hm, hsb, k, ka6, kt6, kv_early, kvh, last_head, m,
+         od_active, od_start, on, recip, sb_rdat, sb_rp, sb_wp, sc, sm_run, smt5, smv5, src2, t,
+         wacc_en_g, wfirst_g) = (
+            r.cur_pos, r.ev5, r.fsm, r.groups, r.h, r.hg, r.hm, r.hsb, r.k, r.ka6, r.kt6,
+            r.kv_early, r.kvh, r.last_head, r.m, r.od_active, r.od_start, r.on, r.recip,
+            r.sb_rdat, r.sb_rp, r.sb_wp, r.sc, r.sm_run, r.smt5, r.smv5, r.src2, r.t,
+            r.wacc_en_g, r.wfirst_g)
         # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
         # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
         # The previous head's outputs leave the accumulators first (od_active: the drain below).
@@ -357,7 +419,7 @@ class Attention(Module, AttnPairs):
         ev_r = Signal(17)
         prob = Signal(17)
         vprod = [Signal((34, True)) for _ in range(8)]
-        wacc = [Signal((48, True), name=f"wacc{x}") for x in range(params.max_head)]
+        wacc = [Signal((48, True), name=f"wacc{x}") for x in range(r.max_head)]
         wdone = Signal()
         self.comb += sb_rp.adr.eq(t)
         # (attn_pairs: each head of a pair has its own score memory, _pairs)
@@ -421,13 +483,21 @@ class Attention(Module, AttnPairs):
             self.comb += [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)] if not self.pairs \
                 else [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone | self.ap_od_pend),
                       od_start.eq((wdone | self.ap_od_pend) & ~od_active)]
+        vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone)
+
+    def _drain(self, r):
+        """The drain: the accumulators shift out, rounded and saturated, into the scratchpad."""
+        (D, dst, groups, hm, m, od_active, od_start, vprod, wacc, wacc_en_g, wfirst_g, wshift,
+         wshift_g) = (
+            r.D, r.dst, r.groups, r.hm, r.m, r.od_active, r.od_start, r.vprod, r.wacc,
+            r.wacc_en_g, r.wfirst_g, r.wshift, r.wshift_g)
         # Output: the accumulators shift down one per output (wacc0 holds element j) rather
         # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
         # congestion into one spot. S0 registers wacc0, S1 rounds, saturates and writes.
         if self.pairs:
             self._pair_drain(wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start)
-        for x in range(params.max_head) if not self.pairs else []:
-            below = wacc[x + 1] if x + 1 < params.max_head else 0
+        for x in range(r.max_head) if not self.pairs else []:
+            below = wacc[x + 1] if x + 1 < r.max_head else 0
             g = x // 8
             self.sync += If(wshift_g[g], wacc[x].eq(below)
                          ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
@@ -453,25 +523,6 @@ class Attention(Module, AttnPairs):
         st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
         self.comb += st
         self.comb += [self.od_we.eq(ov1), self.od_wadr.eq(od_base + oj1), self.od_wdat.eq(saturate(self, wo_r, 32))]
-        if self.pairs:
-            self._pairs(fsm, dict(
-                j=j, ii=ii, k=k, t=t, h=h, hm=hm, rdiv=rdiv, recip_ok=recip_ok, kv_early=kv_early, ka6=ka6,
-                sc=sc, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base, nx_kvaddr=nx_kvaddr,
-                nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, dram_beats=dram_beats, od_start=od_start,
-                wdone=wdone, sb_rp=sb_rp, sb_wp=sb_wp, max_seq=params.max_seq,
-                divider_steps=params.divider_steps, sm_run=sm_run, smv5=smv5, smt5=smt5, ev5=ev5, kt6=kt6))
-        # The instruction's last burst is out once its last slot's last head has asked for V.
-        self.comb += self.burst_out.eq(last_head & self.last_slot & reduce(or_, [on(st) for st in
-            ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
-        if not self.pairs:
-            self.ap_busy = C(0)
-        self.comb += self.pair_busy.eq(self.ap_busy)
-        fsm.act("BURST", If(self.granted, Case(ret, {i: NextState(s) for i, s in enumerate(ret_states)})))
-        # In the cycle the sequencer has left for FLUSH, nothing a state drives happens.
-        for state in list(fsm.actions):
-            if state != "IDLE":
-                fsm.actions[state] = [If(~self.abort, *fsm.actions[state])]
-        stop_on_abort(fsm, self.abort)
 
     def do_finalize(self):
         # One-hot on the FPGA, as the sequencer's (timing): each state's decode is one flip-flop.

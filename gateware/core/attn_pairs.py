@@ -105,9 +105,10 @@ class AttnPairs:
                 ).Elif(wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
             ]
 
-    def _pairs(self, fsm, sig):
-        """The pairs' states, per-head registers and requests."""
-        on = self.on
+    def _pairs(self, r):
+        """The pairs' states, per-head registers and requests (``r``: what Attention's parts
+        share)."""
+        fsm, on, sig = r.fsm, self.on, vars(r)
         j, ii, k, t, h = (sig[x] for x in ("j", "ii", "k", "t", "h"))
         n, m, src2, cur_pos = self.n, self.m, self.src2, self.cur_pos
         rdiv, kv_early, span = sig["rdiv"], sig["kv_early"], sig["span"]
@@ -206,6 +207,15 @@ class AttnPairs:
         )
         self.comb += If(self.ap_ql_active, *[adr.eq(ql_ii + e) for e, adr in enumerate(self.radr)])
 
+        self._pair_requests(r, ext)
+
+    def _pair_requests(self, r, ext):
+        """A pair's reads, asked for ahead into the read queue (``ext``: the last KV head's V
+        offset from the slot's KV base)."""
+        fsm, on, sig = r.fsm, self.on, vars(r)
+        h, kv_early, span = r.h, r.kv_early, r.span
+        n, m, src2 = self.n, self.m, self.src2
+        kvhead, voff, dram_beats = self.kvhead, self.voff, r.dram_beats
         # Requests, in the order the pair takes them: K(h + 1) (unless the pair before asked
         # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
         # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early), and

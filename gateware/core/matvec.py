@@ -11,6 +11,8 @@ the input exponent (4, 4b, 5, 6), and written, with the residual added when ``ac
 (7). Integer sums are exact, so any P gives the same rows.
 """
 
+from types import SimpleNamespace
+
 from migen import *
 
 from spec import isa, numerics as N
@@ -93,7 +95,37 @@ class Matvec(Module):
         fsm = FSM(reset_state="IDLE")
         self.submodules.fsm = fsm
         streaming = fsm.ongoing("STREAM")
+        # What the parts below share.
+        r = SimpleNamespace(B=B, L=L, P=P, half=half, n=n, cp=cp, cpb=cpb, part_beats=part_beats, q=q,
+                            fsm=fsm, streaming=streaming)
+        self._parser(r)
+        self._stages(r)
+        self._mac_array(r)
+        want, rows_done, s4b_row, s7_row, s7_valid = r.want, r.rows_done, r.s4b_row, r.s7_row, r.s7_valid
+        # The sequence: wait for the weights' burst, quantise the input (the beats wait in the
+        # read FIFO meanwhile), then stream the rows.
+        fsm.act("IDLE",
+            If(self.start,
+                If(self.queued, q.start.eq(1), NextState("QUANT")).Else(NextState("WAIT"))
+            )
+        )
+        fsm.act("WAIT", If(self.granted, q.start.eq(1), NextState("QUANT")))
+        fsm.act("QUANT",
+            *[self.radr[p].eq(q.radr[p]) for p in range(XR)],
+            If(q.done, NextState("INIT"))
+        )
+        fsm.act("INIT", NextState("STREAM"))
+        fsm.act("STREAM",
+            self.rd_ready.eq(want), self.rd_wait.eq(want),
+            self.radr[0].eq(dst + s4b_row), self.wadr.eq(dst + s7_row), self.we.eq(s7_valid),
+            If(rows_done == n, self.done.eq(1), NextState("IDLE"))
+        )
+        stop_on_abort(fsm, self.abort)
 
+    def _parser(self, r):
+        """The weight stream's parser: shift, mantissa and weight beats; a weight beat to the multipliers."""
+        (P, cp, cpb, fsm, n, part_beats, q, streaming) = (
+            r.P, r.cp, r.cpb, r.fsm, r.n, r.part_beats, r.q, r.streaming)
         # Stream parser: stage 0 accepts a beat and addresses the input words for its columns.
         phase = Signal(2)                 # 0: shifts, 1: mantissas, 2: weights
         shifts, mants = Signal(128), Signal(128)
@@ -161,7 +193,16 @@ class Matvec(Module):
             ),
             If(fsm.ongoing("INIT"), phase.eq(0), k.eq(0), row.eq(0), rib.eq(0), mul_busy.eq(0)),
         ]
+        vars(r).update(accept=accept, is_weight=is_weight, mul_busy=mul_busy, mul_last=mul_last,
+                       rows_done=rows_done, s1_first=s1_first, s1_last=s1_last, s1_m0=s1_m0,
+                       s1_m1=s1_m1, s1_row=s1_row, s1_rsh=s1_rsh, s1_w=s1_w, sub=sub, want=want)
 
+    def _stages(self, r):
+        """The stage registers that carry a beat's fields along its chunks and through the row's rounding."""
+        (P, fsm, mul_busy, mul_last, rows_done, s1_first, s1_last, s1_m0, s1_m1, s1_row, s1_rsh,
+         sub) = (
+            r.P, r.fsm, r.mul_busy, r.mul_last, r.rows_done, r.s1_first, r.s1_last, r.s1_m0,
+            r.s1_m1, r.s1_row, r.s1_rsh, r.sub)
         # The beat's fields ride along its last chunk: C (the chunk's operands registered next
         # to the multipliers), M (products), T (chunk sums), then G hands the group sums and
         # fields to stage 2.
@@ -200,7 +241,20 @@ class Matvec(Module):
             If(s7_valid, rows_done.eq(rows_done + 1)),
             If(fsm.ongoing("INIT"), rows_done.eq(0)),
         ]
+        vars(r).update(cm_valid=cm_valid, mt_valid=mt_valid, s2_m0=s2_m0, s2_m1=s2_m1,
+                       s2_valid=s2_valid, s3_first=s3_first, s3_last=s3_last, s3_valid=s3_valid,
+                       s4_rsh=s4_rsh, s4b_row=s4b_row, s4b_valid=s4b_valid, s5_valid=s5_valid,
+                       s6_valid=s6_valid, s7_row=s7_row, s7_valid=s7_valid, tg_c=tg_c,
+                       tg_valid=tg_valid)
 
+    def _mac_array(self, r):
+        """Every slot's multipliers, group sums, row accumulator, rounding and residual."""
+        (B, L, P, accept, cm_valid, half, is_weight, mt_valid, mul_busy, q, s1_w, s2_m0, s2_m1,
+         s2_valid, s3_first, s3_last, s3_valid, s4_rsh, s4b_valid, s5_valid, s6_valid, tg_c,
+         tg_valid) = (
+            r.B, r.L, r.P, r.accept, r.cm_valid, r.half, r.is_weight, r.mt_valid, r.mul_busy,
+            r.q, r.s1_w, r.s2_m0, r.s2_m1, r.s2_valid, r.s3_first, r.s3_last, r.s3_valid,
+            r.s4_rsh, r.s4b_valid, r.s5_valid, r.s6_valid, r.tg_c, r.tg_valid)
         # The MAC array. Every stage's registers load only when the stage holds data (in
         # hardware a clock enable; in Verilator an idle core then costs less). With P > 1 a
         # beat's chunks shift out of a register, chunk 0 straight from the beat (timing: no P:1
@@ -272,23 +326,3 @@ class Matvec(Module):
                 If(s6_valid, s7_y.eq(s6_y), s7_res.eq(self.rdat[0][s] + s6_y)),
             ]
             self.comb += self.out[s].eq(Mux(self.accumulate, saturate(self, s7_res, 32), s7_y))
-
-        # The sequence: wait for the weights' burst, quantise the input (the beats wait in the
-        # read FIFO meanwhile), then stream the rows.
-        fsm.act("IDLE",
-            If(self.start,
-                If(self.queued, q.start.eq(1), NextState("QUANT")).Else(NextState("WAIT"))
-            )
-        )
-        fsm.act("WAIT", If(self.granted, q.start.eq(1), NextState("QUANT")))
-        fsm.act("QUANT",
-            *[self.radr[p].eq(q.radr[p]) for p in range(XR)],
-            If(q.done, NextState("INIT"))
-        )
-        fsm.act("INIT", NextState("STREAM"))
-        fsm.act("STREAM",
-            self.rd_ready.eq(want), self.rd_wait.eq(want),
-            self.radr[0].eq(dst + s4b_row), self.wadr.eq(dst + s7_row), self.we.eq(s7_valid),
-            If(rows_done == n, self.done.eq(1), NextState("IDLE"))
-        )
-        stop_on_abort(fsm, self.abort)
