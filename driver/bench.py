@@ -84,8 +84,18 @@ def parse_batches(text):
 def check_fits(params, config):
     """Raise ValueError naming the first limit of the core (``params``) the shape exceeds (the
     compiler's check), so that a list of shapes is refused before anything is measured."""
-    from driver.compiler import _check_fits
+    from driver.compiler import _act_map, _check_fits
     _check_fits(config, params, min(config.seq_len, params.max_seq))
+    _act_map(config, params)
+
+
+def fits(params, config):
+    """Whether a core of ``params`` compiles ``config`` (check_fits without the message)."""
+    try:
+        check_fits(params, config)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_model(name_or_model, seed=1):
@@ -213,18 +223,21 @@ def _summary(label, c, params, phase, batch, steps, positions):
         "class_cycles_per_token": {k: round(v / tokens, 1) for k, v in sorted(classes.items(), key=lambda kv: -kv[1])},
     }
     out["projected_tokens_per_s"] = project(out["cycles_per_token"], out["bytes_read_per_token"], batch,
-                                            out["class_cycles_per_token"].get("MATVEC", 0))
+                                            out["class_cycles_per_token"].get("MATVEC", 0), c)
     return out
 
 
-def project(cycles_per_token, bytes_per_token, batch, stream_cycles_per_token):
+def project(cycles_per_token, bytes_per_token, batch, stream_cycles_per_token, config=None):
     """Tokens/s on each board. The core runs one instruction at a time, so a token takes its
     non-streaming cycles at the board's clock plus its weight stream (``stream_cycles_per_token``,
     the MATVEC cycles), which a board's DRAM may slow to bytes/token over its bandwidth. None
-    where the board's core has fewer slots than ``batch``."""
+    where the board's build has fewer slots than ``batch``, or (given the model's ``config``)
+    cannot hold the model."""
     out = {}
     for name, b in BOARDS.items():
-        if b["slots"] is not None and batch > b["slots"]:
+        build = isa.TARGET_PARAMS.get(name)
+        if (b["slots"] is not None and batch > b["slots"]) or \
+                (config is not None and build is not None and not fits(build, config)):
             out[name] = None
             continue
         stream = max(stream_cycles_per_token / b["clock_hz"], bytes_per_token / b["dram_bytes_per_s"])
