@@ -148,8 +148,11 @@ class Matvec(Module):
         mac_free = Signal()
         is_weight = Signal()
         # A beat is taken while rows remain and the multipliers can take it (~abort: not in the
-        # cycle the sequencer has left for FLUSH).
-        want = (row < n) & (~is_weight | mac_free) & ~self.abort
+        # cycle the sequencer has left for FLUSH). "Rows remain" (row < n) is a register, set as
+        # the row count moves (timing: the instruction's n, far away, and the compare's carry
+        # chain were the ULX3S's critical path into the read stream's handshake, 44.86 MHz).
+        rows_left = Signal()
+        want = rows_left & (~is_weight | mac_free) & ~self.abort
         self.comb += [
             is_weight.eq(phase == 2),
             mul_last.eq(mul_busy & (sub == P - 1)),
@@ -177,7 +180,7 @@ class Matvec(Module):
                         s1_rsh.eq(Array(_lanes(shifts, 8, 16))[rib][0:6]),
                         s1_row.eq(row),
                         If(k == cpb - 1,
-                            k.eq(0), rib.eq(rib + 1), row.eq(row + 1)
+                            k.eq(0), rib.eq(rib + 1), row.eq(row + 1), rows_left.eq(row + 1 < n)
                         ).Else(
                             k.eq(k + 1)
                         ),
@@ -191,7 +194,8 @@ class Matvec(Module):
                     ],
                 })
             ),
-            If(fsm.ongoing("INIT"), phase.eq(0), k.eq(0), row.eq(0), rib.eq(0), mul_busy.eq(0)),
+            If(fsm.ongoing("INIT"), phase.eq(0), k.eq(0), row.eq(0), rows_left.eq(n != 0), rib.eq(0),
+               mul_busy.eq(0)),
         ]
         vars(r).update(accept=accept, is_weight=is_weight, mul_busy=mul_busy, mul_last=mul_last,
                        rows_done=rows_done, s1_first=s1_first, s1_last=s1_last, s1_m0=s1_m0,
