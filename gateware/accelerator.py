@@ -9,13 +9,13 @@ RMSNORM, ROPE and SILU on Params.element_units slots at once (every slot when th
 per slot); EMBED, KVWRITE, ATTN, STORE and LOAD, whose DRAM rows differ per slot, walk the
 slots one after the other.
 
-The golden model (driver/golden.py) is the specification: every state below computes the same
-integers in the same order, including which bursts are checked against the DRAM window before
-anything moves. The units with interfaces of their own (gateware/core/: MATVEC and its input
-quantiser, EMBED, RMSNORM, ROPE, SILU, STORE, ARGMAX, the scratchpads, the read bursts, the
-counters, the write statistics) are
-instantiated here; the sequencer starts each and lends it the scratchpads and the streams
-(docs/isa.md, "Where each part is").
+The golden model (driver/golden.py) is the specification: the sequencer and its units compute
+the same integers in the same order, including which bursts are checked against the DRAM window
+before anything moves. Every instruction's datapath is a unit with an interface of its own
+(gateware/core/: MATVEC and its input quantiser, KVWRITE and the int16 packer, ATTN, EMBED,
+RMSNORM, ROPE, SILU, STORE, ARGMAX; and the scratchpads, the read bursts, the counters, the write
+statistics). They are instantiated here; the sequencer starts each, answers its burst requests
+(BURST) and lends it the scratchpads and the streams (docs/isa.md, "Where each part is").
 """
 
 from functools import reduce
