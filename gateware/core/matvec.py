@@ -106,6 +106,7 @@ class Matvec(Module):
         # read FIFO meanwhile), then stream the rows.
         fsm.act("IDLE",
             If(self.start,
+                q.prepare.eq(1),
                 If(self.queued, q.start.eq(1), NextState("QUANT")).Else(NextState("WAIT"))
             )
         )

@@ -21,8 +21,11 @@ from gateware.core.pipeline import stop_on_abort
 
 
 class InputQuantiser(Module):
-    """Start/done: ``start`` begins the passes, ``done`` is high in their last cycle, ``abort``
-    stops the unit at once. Operands ``src``, ``m`` (columns), ``cp`` (columns padded to whole
+    """Start/done: ``prepare`` readies the passes (their registers cleared), ``start`` begins them
+    (in the same cycle as ``prepare`` or any later one), ``done`` is high in their last cycle,
+    ``abort`` stops the unit at once. (Two strobes, for timing: MATVEC prepares the unit as the
+    instruction starts and starts it when the weights' burst is granted, the end of the window
+    check's carry chains, which then reaches the quantiser's state alone, not its wide clears.) Operands ``src``, ``m`` (columns), ``cp`` (columns padded to whole
     lane words), ``nslots`` and, with ``write_stats``, ``use`` and ``use_amax[s]`` hold still
     until ``done``. Scratchpad side: ``radr[p]`` for each of the ``read_ports`` ports, their data
     ``rdat[p][s]`` two cycles later. Results: ``ex[s]``, each slot's exponent, and its lane
@@ -31,7 +34,7 @@ class InputQuantiser(Module):
     def __init__(self, slots, read_ports, max_cols, fast_exponent, write_stats=False):
         B, XR = slots, read_ports
         words = max(max_cols // isa.LANES, 2)
-        self.start, self.abort, self.done = Signal(), Signal(), Signal()
+        self.prepare, self.start, self.abort, self.done = Signal(), Signal(), Signal(), Signal()
         self.src, self.m, self.cp = Signal(16), Signal(16), Signal(17)
         self.nslots = Signal(max=B + 1)
         self.use = Signal()
@@ -61,7 +64,7 @@ class InputQuantiser(Module):
         # timing, the add and compare stay out of the quantiser's path; ULX3S 48.2 MHz without).
         xok = [Signal(name=f"quant_xok{e}") for e in range(XR)]
         self.sync += [xok[e].eq(i1 + e < m) for e in range(XR)]
-        starting = fsm.ongoing("IDLE") & self.start
+        starting = fsm.ongoing("IDLE") & self.prepare
         lim = 1 << (N.QIN_BITS - 1)
         for s in range(B):
             mem = Memory(16 * isa.LANES, words)
@@ -116,11 +119,12 @@ class InputQuantiser(Module):
 
         first = If(self.use, NextState("EXP")).Else(NextState("AMAX")) if write_stats else NextState("AMAX")
         fsm.act("IDLE",
-            If(self.start,
+            If(self.prepare,
                 NextValue(i, 0), NextValue(v1, 0), NextValue(v2, 0), NextValue(v3, 0), NextValue(v4, 0),
-                first
+                If(self.start, first).Else(NextState("READY"))
             )
         )
+        fsm.act("READY", If(self.start, first))
         fsm.act("AMAX",
             self.radr[0].eq(src + i), self.radr[1].eq(src + i + 1),
             If(i < m, NextValue(i, i + 2)),
