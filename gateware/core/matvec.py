@@ -150,8 +150,8 @@ class Matvec(Module):
         is_weight = Signal()
         # A beat is taken while rows remain and the multipliers can take it (~abort: not in the
         # cycle the sequencer has left for FLUSH). "Rows remain" (row < n) is a register, set as
-        # the row count moves (timing: the instruction's n, far away, and the compare's carry
-        # chain were the ULX3S's critical path into the read stream's handshake, 44.86 MHz).
+        # the row count moves (timing: the instruction's n is far away, and the compare's carry
+        # chain would sit in front of the read stream's handshake).
         rows_left = Signal()
         want = rows_left & (~is_weight | mac_free) & ~self.abort
         self.comb += [

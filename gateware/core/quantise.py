@@ -60,8 +60,8 @@ class InputQuantiser(Module):
         exp_ok = []
         fsm = FSM(reset_state="IDLE")
         self.submodules.fsm = fsm
-        # Pass 2: elements i2 .. i2 + XR - 1 are columns of the input (registered beside i2:
-        # timing, the add and compare stay out of the quantiser's path; ULX3S 48.2 MHz without).
+        # Pass 2: elements i2 .. i2 + XR - 1 are columns of the input (registered beside i2,
+        # timing: the add and compare stay out of the quantiser's path).
         xok = [Signal(name=f"quant_xok{e}") for e in range(XR)]
         self.sync += [xok[e].eq(i1 + e < m) for e in range(XR)]
         starting = fsm.ongoing("IDLE") & self.prepare
