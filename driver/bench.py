@@ -52,7 +52,7 @@ BOARDS = {
 def weight_bytes(c):
     """DRAM bytes of the weights every step streams once for all its slots: the matrices in the
     core's format (with their scales) and the RMSNorm gains."""
-    mb, fb = isa.matrix_bytes, isa.fixed16_bytes
+    mb, fb = isa.tiled_matrix_bytes, isa.fixed16_bytes
     layer = (mb(c.dim + 2 * c.kv_dim, c.dim) + mb(c.dim, c.dim) + mb(2 * c.hidden_dim, c.dim)
              + mb(c.dim, c.hidden_dim) + 2 * fb(c.dim))
     return c.n_layers * layer + mb(c.vocab_size, c.dim) + fb(c.dim)
@@ -115,7 +115,7 @@ def bench(device, model, batches=(1, 2, 4, 8), positions=4, start_pos=0, prompt_
           label=None, progress=None):
     """Measure prefill and decode of ``model`` (see resolve_model; ``label`` names it in the
     runs) at each batch size on ``device``. Returns {"shape", "config", "runs": [one per
-    (phase, batch)], "simulator", "upload_seconds"}."""
+    (phase, batch)], "simulator", "upload_seconds", "seq_len" (the context compiled)}."""
     say = progress or (lambda msg: None)
     if not hasattr(device, "accel_counters"):
         raise ValueError(f"bench reads the core's cycle counters; {getattr(device, 'name', 'this target')} "
@@ -143,7 +143,7 @@ def bench(device, model, batches=(1, 2, 4, 8), positions=4, start_pos=0, prompt_
             last["t"] = time.monotonic()
             say(f"[bench] {label}: uploaded {done / 1e6:.1f} / {total / 1e6:.1f} MB")
 
-    lm = device.load(model, seq_len=seq_len, progress=upload_progress)
+    lm, seq_len = _load_fitting(device, model, seq_len, need, upload_progress, say, label)
     runner, rng = lm.runner, np.random.default_rng(seed)
     say(f"[bench] {label}: compiled and uploaded in {time.monotonic() - t0:.0f} s")
     wall0, soc0 = time.monotonic(), device.cycles()
@@ -191,7 +191,21 @@ def bench(device, model, batches=(1, 2, 4, 8), positions=4, start_pos=0, prompt_
             "simulator": {"soc_cycles": soc_cycles, "seconds": round(wall, 1),
                           "cycles_per_second": round(soc_cycles / wall),
                           "core_cycles": core_cycles, "core_busy_fraction": round(core_cycles / soc_cycles, 3)},
-            "upload_seconds": round(wall0 - t0, 1)}
+            "upload_seconds": round(wall0 - t0, 1), "seq_len": seq_len}
+
+
+def _load_fitting(device, model, seq_len, need, progress, say, label):
+    """device.load at the model's context, or, where the image and the slots' KV regions do
+    not fit the device's DRAM, at the longest halving of it that holds the ``need`` positions
+    measured (a shorter context moves no byte a step reads: each slot reads rows 0..pos)."""
+    while True:
+        try:
+            return device.load(model, seq_len=seq_len, progress=progress), seq_len
+        except ValueError as e:
+            if "bytes of DRAM" not in str(e) or seq_len // 2 < need:
+                raise
+            say(f"[bench] {label}: {e}; trying a context of {seq_len // 2}")
+            seq_len //= 2
 
 
 def _summary(label, c, params, phase, batch, steps, positions):

@@ -24,6 +24,10 @@ import zlib
 
 from driver.errors import LiteTransformerError
 
+# driver.bench.SHAPES's names, for --help without importing numpy (tests/driver/test_bench.py
+# checks that they agree).
+BENCH_SHAPES = ("aidreams260K", "stories260K", "stories15M", "stories42M", "stories110M")
+
 
 def _err(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -443,7 +447,7 @@ def make_parser():
                                      "MAC use, projections, CPU baseline")
     p.add_argument("model", nargs="?", default=None, help="a checkpoint to bench instead of a named shape")
     p.add_argument("--shape", default=None, help="comma-separated, random weights: " + ", ".join(
-        ["aidreams260K", "stories260K", "stories15M", "stories42M"]) + " (default stories260K)")
+        BENCH_SHAPES) + " (default stories260K)")
     p.add_argument("--batch", default="1,2,4,8", help="batch sizes, comma-separated (at most the core's slots)")
     p.add_argument("--positions", type=int, default=4, help="decode steps per batch size")
     p.add_argument("--start-pos", type=int, default=0, help="first decode position (earlier ones are prefilled, untimed)")
@@ -460,7 +464,7 @@ def make_parser():
     p = sub.add_parser("yardstick", help="the CPU yardsticks on this machine: the C kernel and llama.cpp "
                                          "(F32, Q8_0; one thread and all; one sequence and a batch)")
     p.add_argument("--shape", default="stories15M", help="comma-separated, random weights: " + ", ".join(
-        ["aidreams260K", "stories260K", "stories15M", "stories42M", "stories110M"]))
+        BENCH_SHAPES))
     p.add_argument("--batch", type=int, default=8, help="the batched runs' sequences")
     p.add_argument("--positions", type=int, default=32, help="decode positions per pass")
     p.add_argument("--seed", type=int, default=1, help="random weights and tokens")

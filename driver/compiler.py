@@ -20,7 +20,9 @@ DRAM, in bytes from ``base`` (every piece starts on a beat):
     kv           kv_regions * kv_bytes: [layer][K, V][kv_head][seq_len][head_size] int16
 
 Fusing wq|wk|wv (and w1|w3) into one MATVEC is exact: every row is quantised on its own, and
-the input vector is quantised once per MATVEC either way.
+the input vector is quantised once per MATVEC either way. A matrix wider than
+spec.numerics.TILE_COLS is stored as its column tiles one after the other, and runs as one
+MATVEC per tile, the later ones with FLAG_ACC (spec.numerics.matvec_tiled).
 """
 
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import numpy as np
 
 from driver.golden import CoreError, GoldenCore
 from spec import isa
+from spec import numerics as N
 
 DEFAULT_DRAM_SIZE = 32 << 20      # the ULX3S's SDRAM
 
@@ -70,10 +73,23 @@ def _fuse(*mats):
 
 
 def _pack_matrix(name, qms):
+    """A matrix's column tiles in the streamed format, one after the other."""
+    q, mant, shift = qms
     try:
-        return isa.pack_matrix(*qms)
+        return b"".join(isa.pack_matrix(*t) for t in N.tile_weights(q, mant, shift, q.shape[1]))
     except ValueError as e:
         raise ValueError(f"compile: matrix {name}: {e}") from None
+
+
+def _matvec(flags, dst, src, rows, cols, addr):
+    """The MATVEC instructions of a (rows, cols) matrix at ``addr``: one per column tile, each
+    after the first adding to dst (_pack_matrix lays the tiles out in that order)."""
+    out = []
+    for k, (c0, w) in enumerate(N.tiles(cols)):
+        out.append(isa.encode("MATVEC", flags | (isa.FLAG_ACC if k else 0), dst=dst, src=src + c0, n=rows, m=w,
+                              addr=addr))
+        addr += isa.matrix_bytes(rows, w)
+    return out
 
 
 def _pack_fixed16(name, q, shift):
@@ -93,8 +109,10 @@ def _check_fits(c, params, seq_len):
     if seq_len > params.max_seq:
         raise ValueError(f"compile: seq_len {seq_len} exceeds Params.max_seq {params.max_seq}")
     for what, cols in (("dim", c.dim), ("hidden_dim", c.hidden_dim)):
-        if cols > params.max_cols:
-            raise ValueError(f"compile: {what} {cols} exceeds Params.max_cols {params.max_cols}")
+        widest = max(w for _, w in N.tiles(cols))
+        if widest > params.max_cols:
+            raise ValueError(f"compile: {what} {cols} needs MATVEC inputs of {widest} columns "
+                             f"(tiles of at most {N.TILE_COLS}); Params.max_cols is {params.max_cols}")
     for what, v in (("vocab_size", c.vocab_size), ("2 * hidden_dim", 2 * c.hidden_dim),
                     ("dim + 2 * kv_dim", c.dim + 2 * c.kv_dim), ("n_layers", c.n_layers)):
         if v >= 1 << 16:
@@ -193,19 +211,19 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
         E("EMBED", dst=A["x"], n=dim, m=c.vocab_size, addr=layout["embedding"]),
         E("LOOP", n=L),
         E("RMSNORM", LF, dst=A["xb"], src=A["x"], n=dim, addr=layout["rms_att"]),
-        E("MATVEC", LF, dst=A["qkv"], src=A["xb"], n=dim + 2 * kv_dim, m=dim, addr=layout["wqkv"]),
+        *_matvec(LF, dst=A["qkv"], src=A["xb"], rows=dim + 2 * kv_dim, cols=dim, addr=layout["wqkv"]),
         E("ROPE", dst=A["qk"], src=A["qkv"], n=dim + kv_dim, m=hs, addr=layout["rope"]),
         E("KVWRITE", LF, src=A["qk"] + dim, n=c.n_kv_heads, m=hs, addr=0),
         E("KVWRITE", LF, src=A["qkv"] + dim + kv_dim, n=c.n_kv_heads, m=hs, addr=voff),
         E("ATTN", LF, dst=A["att"], src=A["qk"], src2=kv_mul, n=c.n_heads, m=hs, addr=0),
-        E("MATVEC", LF | ACC, dst=A["x"], src=A["att"], n=dim, m=dim, addr=layout["wo"]),
+        *_matvec(LF | ACC, dst=A["x"], src=A["att"], rows=dim, cols=dim, addr=layout["wo"]),
         E("RMSNORM", LF, dst=A["xb"], src=A["x"], n=dim, addr=layout["rms_ffn"]),
-        E("MATVEC", LF, dst=A["hb"], src=A["xb"], n=2 * hidden, m=dim, addr=layout["w13"]),
+        *_matvec(LF, dst=A["hb"], src=A["xb"], rows=2 * hidden, cols=dim, addr=layout["w13"]),
         E("SILU", dst=A["hh"], src=A["hb"], src2=A["hb"] + hidden, n=hidden),
-        E("MATVEC", LF | ACC, dst=A["x"], src=A["hh"], n=dim, m=hidden, addr=layout["w2"]),
+        *_matvec(LF | ACC, dst=A["x"], src=A["hh"], rows=dim, cols=hidden, addr=layout["w2"]),
         E("ENDLOOP"),
         E("RMSNORM", dst=A["xb"], src=A["x"], n=dim, addr=layout["rms_final"]),
-        E("MATVEC", dst=A["logits"], src=A["xb"], n=c.vocab_size, m=dim, addr=layout["wcls"]),
+        *_matvec(0, dst=A["logits"], src=A["xb"], rows=c.vocab_size, cols=dim, addr=layout["wcls"]),
         E("STORE", src=A["logits"], n=c.vocab_size, m=m_logits, addr=layout["logits"]),
         E("ARGMAX", src=A["logits"], n=c.vocab_size, addr=layout["argmax"]),
         E("HALT"),

@@ -36,10 +36,8 @@ class QuantizedModel:
         self.inv_sqrt_hs = round((1 << 15) / math.sqrt(hs))
 
 
-def _mv(wqms, x):
-    q, mant, shift = wqms
-    xm, e = N.quantize_input(x)
-    return N.matvec(q, mant, shift, xm, e)
+def _mv(wqms, x, acc=None):
+    return N.matvec_tiled(wqms, x, acc)
 
 
 class IntTransformer:
@@ -72,8 +70,8 @@ class IntTransformer:
                 p = N.softmax(N.scores(qkv[h * hs:(h + 1) * hs], keys, qm.inv_sqrt_hs))
                 vals = self.value_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]
                 att_out[h * hs:(h + 1) * hs] = N.weighted_sum(p, vals)
-            x = N.saturate(x + _mv(qm.wo[l], att_out), 32)
+            x = _mv(qm.wo[l], att_out, acc=x)
             xb = N.rmsnorm(x, *qm.rms_ffn[l])
             hb = N.silu_mul(_mv(qm.w1[l], xb), _mv(qm.w3[l], xb))
-            x = N.saturate(x + _mv(qm.w2[l], hb), 32)
+            x = _mv(qm.w2[l], hb, acc=x)
         return _mv(qm.wcls, N.rmsnorm(x, *qm.rms_final))

@@ -252,6 +252,13 @@ def matrix_bytes(rows, cols):
     return total * BEAT_BYTES
 
 
+def tiled_matrix_bytes(rows, cols):
+    """Bytes of a matrix stored as its column tiles (spec.numerics.tiles), as the compiler lays
+    out any matrix: matrix_bytes itself up to TILE_COLS columns."""
+    from spec import numerics as N
+    return sum(matrix_bytes(rows, w) for _, w in N.tiles(cols))
+
+
 def pack_matrix(q, mant, shift):
     """Matrix in (q int8 (rows, cp8), mant (rows, cp8/8), shift (rows,)) form -> the byte stream
     MATVEC reads: per block of 16 rows one beat of row shifts (int8), then for every 8 weight

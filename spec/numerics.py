@@ -6,7 +6,8 @@ precision) except the host-side quantisers, which turn float weights into the in
 
 Formats (see docs/numerics.md for the measured errors):
 - residual stream, matvec outputs, q/k/v before the cache: int32, ``ACT_FRAC`` fraction bits;
-- matvec inputs: ``QIN_BITS``-bit mantissas with one power-of-two exponent per vector;
+- matvec inputs: ``QIN_BITS``-bit mantissas with one power-of-two exponent per vector, or per
+  column tile of ``TILE_COLS`` for wider matrices (see ``matvec_tiled``);
 - weights: int8, one scale per (row, group of ``WEIGHT_GROUP`` columns): an 8-bit mantissa per
   group and one shift per row;
 - K/V cache: int16 with ``KV_FRAC`` fraction bits;
@@ -21,6 +22,7 @@ ACT_FRAC = 16            # int32 activations: value = v / 2**16
 QIN_BITS = 16           # matvec input mantissa bits (signed): int8 lost 1.6 points teacher-forced on aidreams260K
 WEIGHT_BITS = 8
 WEIGHT_GROUP = 8         # columns per weight scale; rows are zero-padded to a multiple
+TILE_COLS = 1024        # widest MATVEC input: wider matrices run as column tiles, each with its own exponent
 SCALE_MANT_BITS = 8      # group scale mantissas: the row's largest in [2**7, 2**8)
 KV_FRAC = 8              # int16 K/V cache entries: value = v / 2**8
 ROPE_FRAC = 14           # cos/sin table entries
@@ -184,6 +186,36 @@ def matvec(q, mant, shift, xm, e):
     acc = (q.astype(np.int64).reshape(rows, -1, WEIGHT_GROUP) * xp.reshape(-1, WEIGHT_GROUP)).sum(axis=2)
     total = (acc * mant).sum(axis=1)                                  # int64
     return round_shift_sat(total, shift - e, 32)          # shift - e < 0 shifts left
+
+
+def tiles(cols):
+    """A matrix's column tiles [(first column, columns)]: TILE_COLS each, the last the rest.
+    A fixed width (a multiple of WEIGHT_GROUP), not the core's Params.max_cols, so that a model
+    computes the same integers on every board."""
+    return [(c0, min(TILE_COLS, cols - c0)) for c0 in range(0, cols, TILE_COLS)]
+
+
+def tile_weights(q, mant, shift, cols):
+    """The (q, mant, shift) matrix of ``cols`` columns as one (q, mant, shift) per column tile;
+    a tile keeps its rows' shifts and its groups' mantissas, so it holds the same weights."""
+    out = []
+    for c0, w in tiles(cols):
+        wp = padded(w)
+        out.append((q[:, c0:c0 + wp], mant[:, c0 // WEIGHT_GROUP:(c0 + wp) // WEIGHT_GROUP], shift))
+    return out
+
+
+def matvec_tiled(wqms, x, acc=None):
+    """y = W @ x as a program computes it: one MATVEC per column tile (tiles), each quantising
+    its slice of ``x`` on its own, the first writing y (or adding to ``acc``, FLAG_ACC) and the
+    rest adding to it, each addition saturating to int32. ``wqms``: quantize_weights's result."""
+    x = np.asarray(x, dtype=np.int64)
+    y = None if acc is None else np.asarray(acc, dtype=np.int64)
+    for (c0, w), (q, mant, shift) in zip(tiles(x.shape[0]), tile_weights(*wqms, x.shape[0])):
+        xm, e = quantize_input(x[c0:c0 + w])
+        t = matvec(q, mant, shift, xm, e)
+        y = t if y is None else saturate(y + t, 32)
+    return y
 
 
 def rmsnorm(x, gain_q, gain_shift):

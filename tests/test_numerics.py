@@ -71,6 +71,36 @@ def test_matvec_matches_float():
     assert np.max(np.abs(y - ref)) < 0.02 * np.max(np.abs(ref))
 
 
+@pytest.mark.parametrize("cols", [172, N.TILE_COLS, N.TILE_COLS + 8, 2 * N.TILE_COLS + 352])
+def test_tiled_matvec_matches_float_and_each_tiles_own_matvec(cols):
+    # Wider than a tile: the tiles cover the columns once, hold the very weights of the whole
+    # matrix, and their saturating sum is W @ x to the same relative bound as one MATVEC.
+    r = np.random.default_rng(cols)                  # the module's rng stays the other tests'
+    w = r.standard_normal((24, cols)) * 0.04
+    x = r.standard_normal(cols) * 2
+    x[-5:] *= 40                                    # the last tile's exponent is not the first's
+    wq = N.quantize_weights(w)
+    spans = N.tiles(cols)
+    assert spans[0][0] == 0 and sum(n for _, n in spans) == cols
+    assert all(n == N.TILE_COLS for _, n in spans[:-1]) and 0 < spans[-1][1] <= N.TILE_COLS
+    parts = N.tile_weights(*wq, cols)
+    assert np.array_equal(np.concatenate([q for q, _, _ in parts], axis=1), wq[0])
+    assert np.array_equal(np.concatenate([m for _, m, _ in parts], axis=1), wq[1])
+    xq = N.to_fixed(x, N.ACT_FRAC)
+    acc = N.to_fixed(r.standard_normal(24), N.ACT_FRAC)
+    y = N.matvec_tiled(wq, xq, acc)
+    want = acc
+    for (c0, n), (q, mant, shift) in zip(spans, parts):
+        xm, e = N.quantize_input(xq[c0:c0 + n])
+        want = N.saturate(want + N.matvec(q, mant, shift, xm, e), 32)
+    assert np.array_equal(y, want)
+    ref = w @ x
+    assert np.max(np.abs((y - acc) / Q - ref)) < 0.02 * np.max(np.abs(ref))
+    if cols <= N.TILE_COLS:
+        xm, e = N.quantize_input(xq)
+        assert np.array_equal(N.matvec_tiled(wq, xq), N.matvec(*wq, xm, e))
+
+
 def test_rmsnorm_softmax_silu_match_float():
     x = rng.standard_normal(288) * 3
     g = rng.uniform(0.5, 2.0, 288)

@@ -33,11 +33,14 @@ class FakeDevice:
 
     def __init__(self, slots=4):
         self.params, self.calls, self.clock = isa.Params(slots=slots), [], 0
+        self.max_context = 1 << 20              # a DRAM of this many positions' KV regions
 
     def accel_params(self):
         return self.params
 
     def load(self, model, seq_len=None, progress=None):
+        if seq_len > self.max_context:
+            raise ValueError(f"compile: the model needs {seq_len} bytes of DRAM from 0x0 (…)")
         self.model = model
         return type("Loaded", (), {"runner": FakeRunner(self)})()
 
@@ -102,10 +105,29 @@ def test_no_projection_for_a_board_whose_build_cannot_hold_the_model():
     from spec import isa
     assert not bench.fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories15M"])
     assert bench.fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories260K"])
+    # Wider than a MATVEC tile (hidden_dim 1376 and 2048): their w2 runs as column tiles.
+    assert all(bench.fits(isa.TARGET_PARAMS["sim"], bench.SHAPES[s]) for s in ("stories42M", "stories110M"))
     p = bench.project(100_000, 1_000_000, 1, 80_000, bench.SHAPES["stories15M"])
     assert p["ulx3s"] is None and p["arty"] == pytest.approx(1000.0)
     with pytest.raises(ValueError, match="activations need 36608 words per slot"):
         bench.check_fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories15M"])
+
+
+def test_a_context_too_long_for_the_dram_is_halved_down_to_the_positions_measured():
+    # TINY's 32 positions do not fit; 8 do, and hold the 8 the runs need (prefill 4, decode 4).
+    dev = FakeDevice()
+    dev.max_context = 10
+    out = bench.bench(dev, Model(TINY, _weights()), batches=[1, 2, 4], positions=4, start_pos=4)
+    assert out["seq_len"] == 8 and dev.calls
+    dev = FakeDevice()
+    dev.max_context = 4
+    with pytest.raises(ValueError, match="bytes of DRAM"):
+        bench.bench(dev, Model(TINY, _weights()), batches=[1, 2, 4], positions=4, start_pos=4)
+    assert not dev.calls
+
+
+def test_the_cli_names_the_benchs_shapes():
+    assert list(cli.BENCH_SHAPES) == list(bench.SHAPES)
 
 
 def test_refused_options():

@@ -11,6 +11,7 @@ from driver.golden import CoreError
 from driver.intforward import IntTransformer, QuantizedModel
 from driver.model import Config, load_legacy, random_model
 from spec import isa
+from spec import numerics as N
 from tests.shared import shared_path
 
 
@@ -18,6 +19,10 @@ from tests.shared import shared_path
 # RoPE table scale with it).
 SHAPES = {name: dataclasses.replace(BENCH_SHAPES[bench], seq_len=32)
           for name, bench in (("aidreams260K", "aidreams260K"), ("stories260K-gqa", "stories260K"))}
+# And one whose FFN is wider than a MATVEC tile (w2 runs as two column tiles, as stories42M's
+# and stories110M's do).
+SHAPES["wide-ffn"] = Config(dim=64, hidden_dim=N.TILE_COLS + 16, n_layers=2, n_heads=4, n_kv_heads=2,
+                            vocab_size=512, seq_len=32, shared_classifier=True)
 
 _qmodels = {}
 
@@ -42,6 +47,22 @@ def test_one_slot_matches_intforward(name):
         want = ref.forward(tok, pos)
         assert np.array_equal(logits[0], want), f"position {pos}"
         assert argmax == [int(np.argmax(want))]
+
+
+def test_a_matrix_wider_than_a_tile_runs_as_column_tiles():
+    # w2 (hidden_dim columns) is two MATVECs over consecutive tiles of hh, the second adding to
+    # x like the first; every other matrix is one MATVEC; no MATVEC is wider than a tile.
+    qm = qmodel("wide-ffn")
+    cm = compile_model(qm, params=isa.Params(act_depth=8192))
+    mv = [isa.decode(w) for w in cm.program if isa.decode(w)["op"] == isa.OPCODES["MATVEC"]]
+    assert len(mv) == 6 and max(i["m"] for i in mv) == N.TILE_COLS
+    w2 = [i for i in mv if i["addr"] >= cm.layout["w2"] and i["addr"] < cm.layout["layers"] + cm.regs["WSTRIDE"]]
+    hh, _ = cm.acts["hh"]
+    assert [(i["src"] - hh, i["m"]) for i in w2] == N.tiles(qm.config.hidden_dim)
+    assert all(i["flags"] & isa.FLAG_ACC and i["dst"] == cm.acts["x"][0] for i in w2)
+    assert w2[1]["addr"] - w2[0]["addr"] == isa.matrix_bytes(qm.config.dim, N.TILE_COLS)
+    assert cm.regs["WSTRIDE"] - (cm.layout["w2"] - cm.layout["layers"]) == \
+        isa.tiled_matrix_bytes(qm.config.dim, qm.config.hidden_dim)
 
 
 def test_writes_stay_in_their_regions():
@@ -152,7 +173,8 @@ def test_layout():
 
 @pytest.mark.parametrize("params, match", [
     (isa.Params(act_depth=1024), "activations need 1540 words per slot, Params.act_depth is 1024"),
-    (isa.Params(max_cols=128), "hidden_dim 172 exceeds Params.max_cols 128"),
+    (isa.Params(max_cols=128), r"hidden_dim 172 needs MATVEC inputs of 172 columns \(tiles of at most 1024\); "
+                               r"Params.max_cols is 128"),
     (isa.Params(max_seq=16), "seq_len 32 exceeds Params.max_seq 16"),
     (isa.Params(max_head=8), "head size 16 exceeds Params.max_head 8"),
 ])

@@ -11,16 +11,21 @@ from driver.bench import SHAPES as BENCH_SHAPES
 from driver.compiler import GoldenRunner, compile_model
 from driver.errors import AcceleratorError
 from driver.intforward import QuantizedModel
-from driver.model import random_model
+from driver.model import Config, random_model
 from driver.runtime import DeviceRunner
 from driver.verify import verify_device
 from spec import isa
+from spec import numerics as N
 
 pytestmark = pytest.mark.sim
 
 # The real checkpoints' shapes (driver.bench.SHAPES) with a 32-position context.
 SHAPES = {name: dataclasses.replace(BENCH_SHAPES[bench], seq_len=32)
           for name, bench in (("aidreams260K", "aidreams260K"), ("stories260K-gqa", "stories260K"))}
+# And one whose FFN is wider than a MATVEC tile (w2 runs as two column tiles, as stories42M's
+# and stories110M's do).
+SHAPES["wide-ffn"] = Config(dim=64, hidden_dim=N.TILE_COLS + 16, n_layers=2, n_heads=4, n_kv_heads=2,
+                            vocab_size=512, seq_len=32, shared_classifier=True)
 
 
 def test_core_is_present_with_the_declared_params(device):
