@@ -115,7 +115,7 @@ def build(params, dram_size, progress=None):
         with open(os.path.join(tmp, name), "w") as f:
             f.write(contents)
     with open(os.path.join(tmp, "fsm_states.json"), "w") as f:
-        json.dump({int(v): k for k, v in top.core.fsm.encoding.items()}, f)
+        json.dump({int(v): k for k, v in top.core.sequencer.fsm.encoding.items()}, f)
     with open(os.path.join(tmp, "attn_states.json"), "w") as f:
         json.dump({int(v): k for k, v in top.core.attention.fsm.encoding.items()}, f)
     shutil.copy(HARNESS, tmp)

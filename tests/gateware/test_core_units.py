@@ -544,7 +544,7 @@ def test_a_state_tested_but_never_defined_is_refused():
     """A state moved into a unit but still named where the sequencer tests for it is an error
     at elaboration, not a condition that silently reads 0."""
     from migen import FSM, NextState
-    from gateware.accelerator import _check_no_dead_states
+    from gateware.core.sequencer import _check_no_dead_states
     fsm = FSM()
     fsm.act("A", NextState("B"))
     fsm.act("B", NextState("A"))
