@@ -81,14 +81,31 @@ def _pack_matrix(name, qms):
         raise ValueError(f"compile: matrix {name}: {e}") from None
 
 
-def _matvec(flags, dst, src, rows, cols, addr):
-    """The MATVEC instructions of a (rows, cols) matrix at ``addr``: one per column tile, each
-    after the first adding to dst (_pack_matrix lays the tiles out in that order)."""
+def _matvec(flags, dst, src, rows, cols, addr, row0=0, all_rows=None):
+    """The MATVEC instructions of rows ``row0``.. ``row0 + rows`` of an (``all_rows``, cols)
+    matrix at ``addr``: one per column tile, each after the first adding to dst (_pack_matrix
+    lays the tiles out in that order; ``row0``, a multiple of 16, starts a row block)."""
+    all_rows = rows if all_rows is None else all_rows
     out = []
     for k, (c0, w) in enumerate(N.tiles(cols)):
         out.append(isa.encode("MATVEC", flags | (isa.FLAG_ACC if k else 0), dst=dst, src=src + c0, n=rows, m=w,
-                              addr=addr))
-        addr += isa.matrix_bytes(rows, w)
+                              addr=addr + isa.matrix_bytes(row0, w)))
+        addr += isa.matrix_bytes(all_rows, w)
+    return out
+
+
+def _classifier(c, A, layout, m_logits, chunk):
+    """The classifier in row chunks of ``chunk`` (one chunk when the logits fit the scratchpad):
+    per chunk its MATVEC, its STORE into the slot's logits row, and its ARGMAX, which after the
+    first keeps the held result unless beaten (FLAG_ACC) and counts rows from the chunk's first."""
+    out = []
+    for r0 in range(0, c.vocab_size, chunk):
+        rows = min(chunk, c.vocab_size - r0)
+        out += _matvec(0, dst=A["logits"], src=A["xb"], rows=rows, cols=c.dim, addr=layout["wcls"], row0=r0,
+                       all_rows=c.vocab_size)
+        out.append(isa.encode("STORE", src=A["logits"], n=rows, m=m_logits, addr=layout["logits"] + 4 * r0))
+        out.append(isa.encode("ARGMAX", isa.FLAG_ACC if r0 else 0, src=A["logits"], n=rows, m=r0,
+                              addr=layout["argmax"]))
     return out
 
 
@@ -119,17 +136,40 @@ def _check_fits(c, params, seq_len):
             raise ValueError(f"compile: {what} {v} does not fit a 16-bit instruction field")
 
 
-def _act_map(c, params):
-    """Activation buffers, disjoint so that no instruction writes a range it reads (except the
-    residual ``x``, which MATVEC FLAG_ACC reads and writes by definition)."""
-    sizes = [("x", c.dim), ("xb", c.dim), ("qkv", c.dim + 2 * c.kv_dim), ("qk", c.dim + c.kv_dim),
-             ("att", c.dim), ("hb", 2 * c.hidden_dim), ("hh", c.hidden_dim), ("logits", c.vocab_size)]
-    acts, at = {}, 0
+def _place(sizes, at=0):
+    acts = {}
     for name, n in sizes:
         acts[name] = (at, n)
         at += n
-    if at > params.act_depth:
-        raise ValueError(f"compile: activations need {at} words per slot, Params.act_depth is {params.act_depth}")
+    return acts, at
+
+
+def _act_map(c, params):
+    """Activation buffers {name: (first word, words)}. No instruction writes a range it reads
+    unless it is the same range (the residual ``x``, which MATVEC FLAG_ACC reads and writes by
+    definition; SILU's output over its first input in the compact map).
+
+    Where everything fits, each vector has its own range and the logits (``logits``: the
+    classifier's rows per chunk) follow them all. Otherwise the map is compact: after x and xb,
+    the attention's vectors (qkv, qk, att: dead once the output MATVEC has read att) share
+    their range with the FFN's (hb, and hh over hb's first half: dead once w2 has read hh), and
+    the logits overlay both (dead after the last layer), in chunks of what the scratchpad holds
+    after x and xb (a multiple of 16 rows)."""
+    D, dim, hidden = params.act_depth, c.dim, c.hidden_dim
+    attn = [("qkv", dim + 2 * c.kv_dim), ("qk", dim + c.kv_dim), ("att", dim)]
+    acts, at = _place([("x", dim), ("xb", dim), *attn, ("hb", 2 * hidden), ("hh", hidden)])
+    if at + c.vocab_size <= D:
+        acts["logits"] = (at, c.vocab_size)
+        return acts
+    acts, attn_end = _place([("x", dim), ("xb", dim), *attn])
+    ffn, ffn_end = _place([("hb", 2 * hidden)], 2 * dim)
+    acts.update(ffn, hh=(ffn["hb"][0], hidden))
+    chunk = min(c.vocab_size, (D - 2 * dim) // isa.ROW_BLOCK * isa.ROW_BLOCK)
+    need = max(attn_end, ffn_end, 2 * dim + min(c.vocab_size, isa.ROW_BLOCK))
+    if need > D:
+        raise ValueError(f"compile: activations need {need} words per slot (x, xb, then the larger of the "
+                         f"attention's and the FFN's vectors, the classifier in chunks), Params.act_depth is {D}")
+    acts["logits"] = (2 * dim, chunk)
     return acts
 
 
@@ -223,9 +263,7 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
         *_matvec(LF | ACC, dst=A["x"], src=A["hh"], rows=dim, cols=hidden, addr=layout["w2"]),
         E("ENDLOOP"),
         E("RMSNORM", dst=A["xb"], src=A["x"], n=dim, addr=layout["rms_final"]),
-        *_matvec(0, dst=A["logits"], src=A["xb"], rows=c.vocab_size, cols=dim, addr=layout["wcls"]),
-        E("STORE", src=A["logits"], n=c.vocab_size, m=m_logits, addr=layout["logits"]),
-        E("ARGMAX", src=A["logits"], n=c.vocab_size, addr=layout["argmax"]),
+        *_classifier(c, A, layout, m_logits, acts["logits"][1]),
         E("HALT"),
     ]
     place("program", len(prog) * isa.BEAT_BYTES)

@@ -184,12 +184,18 @@ class GoldenCore:
             self.write(self._waddr(ins) + s * ins["m"] * BEAT_BYTES, self.act[s, src:src + n].astype("<i4").tobytes())
 
     def op_argmax(self, ins):
+        # Every slot's result is taken (and held) before the first is written, so a write
+        # that faults leaves the held results of all slots updated, as in the hardware.
         n, src = ins["n"], ins["src"]
         self._act_range(src, n)
         for s in range(self.nslots):
             v = self.act[s, src:src + n]
             i = int(np.argmax(v))
-            self.write(self._waddr(ins) + s * BEAT_BYTES, np.array([i, v[i], 0, 0], "<i4").tobytes())
+            if not ins["flags"] & isa.FLAG_ACC or v[i] > self.argmax_held[s][1]:
+                self.argmax_held[s] = (ins["m"] + i, int(v[i]))
+        for s in range(self.nslots):
+            i, v = self.argmax_held[s]
+            self.write(self._waddr(ins) + s * BEAT_BYTES, np.array([i, v, 0, 0], "<i4").tobytes())
 
     def op_load(self, ins):
         n, dst = ins["n"], ins["dst"]
@@ -203,6 +209,7 @@ class GoldenCore:
         """Run the program at byte address ``prog`` with ``nslots`` slots from the table at
         ``slots``. Returns (error code, error address); 0 means it halted cleanly."""
         self.pc, self.layer, self.in_loop, self.loop_n, self.loop_start = 0, 0, False, 0, 0
+        self.argmax_held = [(0, -(1 << 31))] * self.params.slots     # (index, max): ARGMAX FLAG_ACC's
         self.pc_addr = prog & ~0xf
         try:
             if not 1 <= nslots <= self.params.slots:

@@ -393,7 +393,11 @@ class _Gen:
         if flag and self.nslots * BEAT > self.wstride:
             flag = False
         addr = self.alloc((layers - 1) * self.wstride * flag + self.nslots * BEAT)
-        return self.emit("ARGMAX", isa.FLAG_LAYER * flag, [("src", "r", n)], n=n, addr=addr)
+        # Half of them against the held results (a classifier's later row chunks), with an
+        # index base (the chunk's first row) up to the field's largest.
+        acc, base = self.chance(0.5), (self.ri(0, 0xffff) if self.chance(0.5) else 0)
+        return self.emit("ARGMAX", isa.FLAG_LAYER * flag | isa.FLAG_ACC * acc, [("src", "r", n)], n=n, m=base,
+                         addr=addr)
 
     def g_load(self, layers=1, flag=False):
         if self.stores and not flag and self.chance(0.3):        # read back an earlier STORE

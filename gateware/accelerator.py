@@ -267,7 +267,8 @@ class Accelerator(LiteXModule):
             *[silu.a[x].eq(lane_rdat[x]) for x in range(U)], *[silu.b[x].eq(lane_rdat2[x]) for x in range(U)],
             st.src.eq(seq.src), st.n.eq(n), st.abort.eq(seq.abort), st.granted.eq(seq.granted),
             st.x.eq(ard), st.wr_ready.eq(self.wr.ready),
-            am.src.eq(seq.src), am.n.eq(n), am.abort.eq(seq.abort),
+            am.src.eq(seq.src), am.n.eq(n), am.abort.eq(seq.abort), am.base.eq(seq.m), am.acc.eq(seq.flags[1]),
+            am.clear.eq(seq.clear),
             *[am.rdat[p][x].eq(act.rdat[p][x]) for p in range(XR) for x in range(B)],
         ]
         if WS:

@@ -46,7 +46,7 @@ OPCODES = {
                        # src2 = query heads per KV head)
     "SILU":    0x16,   # act[dst:+n] = silu(act[src:+n]) * act[src2:+n]
     "STORE":   0x17,   # DRAM[addr + slot*m*16:] = act[src:+n] as int32
-    "ARGMAX":  0x18,   # DRAM[addr + slot*16] = (argmax act[src:+n], max, 0, 0)
+    "ARGMAX":  0x18,   # DRAM[addr + slot*16] = (m + argmax act[src:+n], max, 0, 0); FLAG_ACC: vs the last
     "LOAD":    0x19,   # act[dst:+n] = DRAM[addr + slot*m*16:] as int32 (saturated)
 }
 OPNAMES = {v: k for k, v in OPCODES.items()}
@@ -55,7 +55,7 @@ CLASSES = list(OPCODES) + ["FETCH"]
 
 # Flags.
 FLAG_LAYER = 1 << 0   # addr += layer * reg[WSTRIDE] (KVWRITE, ATTN: layer * reg[KVSTRIDE])
-FLAG_ACC   = 1 << 1   # MATVEC: dst = saturate(dst + W @ x)
+FLAG_ACC   = 1 << 1   # MATVEC: dst = saturate(dst + W @ x); ARGMAX: keep the held result unless beaten
 
 # Registers written by SETR.
 REGS = {

@@ -5,6 +5,11 @@ Each slot's scratchpad has its own read ports, so the pass reads ``read_ports`` 
 every slot a cycle. Two: read (S0, S1), the pair's larger, the first on a tie (S2), against
 the running maximum (S3). Four: the two pairs' larger (S2), the larger pair, the first on a
 tie (S3), the running maximum (S4). The sequencer then writes one result beat per slot.
+
+The results are held between passes: with ``acc`` a pass starts from them (a later element
+replaces a held one only if it is greater), so a classifier's row chunks, each its own ARGMAX
+with its first row in ``base``, find the first index of the maximum of all of them. ``clear``
+(a run's start) holds (0, -2**31).
 """
 
 from migen import *
@@ -14,14 +19,16 @@ from gateware.core.pipeline import drive_running
 
 class Argmax(Module):
     """Start/done: ``start`` begins a pass over ``n`` elements from ``src`` (they hold still
-    until ``done``, high in the pass's last cycle); ``abort`` stops it. Scratchpad side:
-    ``radr[p]`` (element src + i + p; data ``rdat[p][s]`` two cycles later). Out: ``best[s]``
-    and ``best_i[s]``, valid from ``done`` until the next start."""
+    until ``done``, high in the pass's last cycle); ``abort`` stops it; ``base`` is added to
+    every index, ``acc`` keeps the held results unless beaten, ``clear`` resets them. Scratchpad
+    side: ``radr[p]`` (element src + i + p; data ``rdat[p][s]`` two cycles later). Out:
+    ``best[s]`` and ``best_i[s]``, the held results, valid from ``done`` until the next start."""
 
     def __init__(self, slots, read_ports):
         XR = read_ports
         self.start, self.abort, self.done, self.running = Signal(), Signal(), Signal(), Signal()
-        self.src, self.n = Signal(16), Signal(16)
+        self.src, self.n, self.base = Signal(16), Signal(16), Signal(16)
+        self.acc, self.clear = Signal(), Signal()
         self.radr = [Signal(17, name=f"am_radr{p}") for p in range(XR)]
         self.rdat = [[Signal((32, True), name=f"am_rdat{p}_{s}") for s in range(slots)] for p in range(XR)]
         self.best = [Signal((32, True), name=f"am_best{s}") for s in range(slots)]
@@ -57,7 +64,7 @@ class Argmax(Module):
             r0, r1 = self.rdat[0][s], self.rdat[1][s]
             pair, pair_i = Signal((32, True)), Signal(32)
             second = two2 & (r1 > r0)
-            self.sync += [pair.eq(Mux(second, r1, r0)), pair_i.eq(Mux(second, i2 + 1, i2))]
+            self.sync += [pair.eq(Mux(second, r1, r0)), pair_i.eq(Mux(second, i2 + 1, i2) + self.base)]
             best, best_i = self.best[s], self.best_i[s]
             if XR == 4:
                 r2, r3 = self.rdat[2][s], self.rdat[3][s]
@@ -66,9 +73,10 @@ class Argmax(Module):
                 quad, quad_i = Signal((32, True)), Signal(32)
                 upper = p23ok & (pair2 > pair)
                 self.sync += [
-                    pair2.eq(Mux(fourth, r3, r2)), pair2_i.eq(Mux(fourth, i2 + 3, i2 + 2)),
+                    pair2.eq(Mux(fourth, r3, r2)), pair2_i.eq(Mux(fourth, i2 + 3, i2 + 2) + self.base),
                     quad.eq(Mux(upper, pair2, pair)), quad_i.eq(Mux(upper, pair2_i, pair_i)),
-                    If(run & v4 & (first4 | (quad > best)), best.eq(quad), best_i.eq(quad_i)),
+                    If(run & v4 & ((first4 & ~self.acc) | (quad > best)), best.eq(quad), best_i.eq(quad_i)),
                 ]
             else:
-                self.sync += If(run & v3 & (first3 | (pair > best)), best.eq(pair), best_i.eq(pair_i))
+                self.sync += If(run & v3 & ((first3 & ~self.acc) | (pair > best)), best.eq(pair), best_i.eq(pair_i))
+            self.sync += If(self.clear, best.eq(-(1 << 31)), best_i.eq(0))

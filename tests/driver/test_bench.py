@@ -101,7 +101,8 @@ def test_projection_caps_the_weight_stream_by_board_bandwidth():
 
 
 def test_no_projection_for_a_board_whose_build_cannot_hold_the_model():
-    # stories15M's vectors need 36,608 words a slot; the ULX3S build's scratchpads hold 2,048.
+    # stories15M's working vectors need 2,304 words a slot (x, xb, the FFN's; the classifier in
+    # chunks); the ULX3S build's scratchpads hold 2,048.
     from spec import isa
     assert not bench.fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories15M"])
     assert bench.fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories260K"])
@@ -109,7 +110,7 @@ def test_no_projection_for_a_board_whose_build_cannot_hold_the_model():
     assert all(bench.fits(isa.TARGET_PARAMS["sim"], bench.SHAPES[s]) for s in ("stories42M", "stories110M"))
     p = bench.project(100_000, 1_000_000, 1, 80_000, bench.SHAPES["stories15M"])
     assert p["ulx3s"] is None and p["arty"] == pytest.approx(1000.0)
-    with pytest.raises(ValueError, match="activations need 36608 words per slot"):
+    with pytest.raises(ValueError, match="activations need 2304 words per slot"):
         bench.check_fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories15M"])
 
 

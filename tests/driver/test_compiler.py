@@ -65,6 +65,35 @@ def test_a_matrix_wider_than_a_tile_runs_as_column_tiles():
         isa.tiled_matrix_bytes(qm.config.dim, qm.config.hidden_dim)
 
 
+# Too long a vocabulary for a 512-word scratchpad: the map is compact (the attention's and the
+# FFN's vectors share a range, SILU writes over its first input) and the classifier runs in
+# chunks of 448 rows over them.
+COMPACT = Config(dim=32, hidden_dim=144, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=1000, seq_len=32,
+                 shared_classifier=False)
+COMPACT_PARAMS = isa.Params(act_depth=512)
+
+
+def test_a_scratchpad_too_small_for_the_logits_runs_the_classifier_in_chunks():
+    # Two slots decoding 6 positions: every chunk's logits land in the slot's logits row and
+    # the ARGMAX over the chunks is the first index of the maximum of them all.
+    qm = QuantizedModel(random_model(COMPACT, seed=5))
+    cm = compile_model(qm, params=COMPACT_PARAMS)
+    assert cm.acts["logits"] == (64, 448) and cm.acts["hh"][0] == cm.acts["hb"][0] == cm.acts["qkv"][0] == 64
+    ops = [isa.decode(w) for w in cm.program]
+    am = [i for i in ops if i["op"] == isa.OPCODES["ARGMAX"]]
+    assert [(i["m"], i["n"], bool(i["flags"] & isa.FLAG_ACC)) for i in am] == \
+        [(0, 448, False), (448, 448, True), (896, 104, True)]
+    run, refs = GoldenRunner(cm), [IntTransformer(qm), IntTransformer(qm)]
+    toks = [3, 999]
+    for pos in range(6):
+        logits, argmax = run.step([(toks[0], pos), (toks[1], pos)])
+        for s in range(2):
+            want = refs[s].forward(toks[s], pos)
+            assert np.array_equal(logits[s], want), (pos, s)
+            assert argmax[s] == int(np.argmax(want))
+        toks = argmax
+
+
 def test_writes_stay_in_their_regions():
     # Two slots: the image from the weights on is unchanged, KV regions 2 and 3 stay untouched,
     # and each used KV region holds exactly the K/V entries of the positions run so far.
@@ -172,7 +201,8 @@ def test_layout():
 
 
 @pytest.mark.parametrize("params, match", [
-    (isa.Params(act_depth=1024), "activations need 1540 words per slot, Params.act_depth is 1024"),
+    (isa.Params(act_depth=256), r"activations need 512 words per slot \(x, xb, then the larger of the attention's "
+                                r"and the FFN's vectors, the classifier in chunks\), Params.act_depth is 256"),
     (isa.Params(max_cols=128), r"hidden_dim 172 needs MATVEC inputs of 172 columns \(tiles of at most 1024\); "
                                r"Params.max_cols is 128"),
     (isa.Params(max_seq=16), "seq_len 32 exceeds Params.max_seq 16"),

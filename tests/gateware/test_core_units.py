@@ -641,6 +641,42 @@ def test_argmax_matches_numpy_first_on_a_tie(read_ports, seed):
     run_simulation(top, gen())
 
 
+@pytest.mark.parametrize("read_ports,seed", [(2, 4), (2, 5), (4, 6), (4, 7)])
+def test_argmax_over_row_chunks_finds_the_first_maximum_of_them_all(read_ports, seed):
+    # A vector in chunks (as the compiler runs a classifier too long for the scratchpad), each
+    # chunk loaded into the same scratchpad range and passed with its first row as the base,
+    # FLAG_ACC after the first: the held result is numpy's argmax of the whole vector. Ties
+    # across chunks are common, so a later chunk's equal maximum must not replace the held one.
+    rng = np.random.default_rng(seed)
+    slots = 2
+    top = _ArgmaxOnScratchpads(slots, read_ports)
+    total = int(rng.integers(20, 200))
+    x = rng.choice([-2 ** 31 + 1, -5, 0, 7, 2 ** 31 - 1], (slots, total)) if seed % 2 else \
+        rng.integers(-50, 50, (slots, total))
+    cuts = sorted(set(int(c) for c in rng.integers(1, total, 4)))
+    chunks = list(zip([0] + cuts, cuts + [total]))
+
+    def gen():
+        yield top.am.clear.eq(1)
+        yield
+        yield top.am.clear.eq(0)
+        for k, (r0, r1) in enumerate(chunks):
+            for sl in range(slots):
+                for j in range(r1 - r0):
+                    yield top.act.mems[sl][10 + j].eq(int(x[sl, r0 + j]) & 0xffffffff)
+            yield top.am.src.eq(10)
+            yield top.am.n.eq(r1 - r0)
+            yield top.am.base.eq(r0)
+            yield top.am.acc.eq(int(k > 0))
+            yield from _run_unit(top.am, r1 - r0 + 20)
+        for sl in range(slots):
+            assert (yield top.am.best_i[sl]) == int(np.argmax(x[sl])), sl
+            best = yield top.am.best[sl]
+            assert best == int(x[sl].max()), sl
+
+    run_simulation(top, gen())
+
+
 # EMBED -------------------------------------------------------------------------------------------
 
 class _EmbedOnScratchpads(Module):

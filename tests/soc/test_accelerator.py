@@ -58,6 +58,24 @@ def test_forward_pass_matches_golden(device, shape):
     assert np.array_equal(lh, lg) and ah == ag
 
 
+def test_a_classifier_in_chunks_matches_golden(device):
+    # Compiled for a 512-word scratchpad: the compact map (SILU over its input, the attention's
+    # and the FFN's vectors in one range) and the classifier in chunks of 448 rows, each with
+    # its STORE and an ARGMAX against the held result; two slots, logits and argmax as golden's.
+    config = Config(dim=32, hidden_dim=144, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=1000, seq_len=32,
+                    shared_classifier=False)
+    params = dataclasses.replace(isa.TARGET_PARAMS["sim"], act_depth=512)
+    cm = compile_model(QuantizedModel(random_model(config, seed=5)), params=params)
+    assert cm.acts["logits"] == (64, 448)
+    hw, golden = DeviceRunner(device, cm), GoldenRunner(cm)
+    tokens = [7, 998]
+    for pos in range(4):
+        step = [(t, pos) for t in tokens]
+        (lh, ah), (lg, ag) = hw.step(step), golden.step(step)
+        assert np.array_equal(lh, lg) and ah == ag, f"position {pos}"
+        tokens = ah
+
+
 def test_core_error_is_reported_and_the_next_run_is_clean(device):
     # An illegal opcode stops the core with ILLEGAL_OP at its address; a valid run follows.
     base = 0x10_0000
