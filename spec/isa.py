@@ -179,8 +179,12 @@ def params_dict(p):
 TARGET_PARAMS = {
     # sim: two ports x 1024 beats hold the weights DRAM delivers during the longest MATVEC
     # input passes (2 x 1024 columns).
-    # A 32-instruction buffer holds a whole decode program (25 instructions for the llama2.c models).
-    "sim":   Params(slots=8, act_depth=65536, max_cols=1024, max_seq=1024, max_head=128,
+    # A 32-instruction buffer holds a whole decode layer loop (a program refills it once more
+    # for the classifier's chunks).
+    # 8192 scratchpad words a slot hold stories110M's working vectors (6,144; the classifier
+    # runs in chunks over them), and with a copy per read port the scratchpads stay within an
+    # XC7A200T's block RAM (scripts/xilinx_resources.py).
+    "sim":   Params(slots=8, act_depth=8192, max_cols=1024, max_seq=1024, max_head=128,
                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
                    write_ports=2),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
