@@ -247,7 +247,7 @@ class _Gen:
     def reuse(self, limit):
         """Often an earlier write's exact range (start, n) with n <= limit, else None: MATVEC
         and RMSNORM then read a vector the core has gathered figures for as it was written
-        (gateware/accelerator.py, write statistics), or one written over since."""
+        (gateware/core/writestats.py), or one written over since."""
         fits = [(s, n) for s, n in self.written if n <= limit]
         if fits and self.chance(0.5):
             return fits[-1] if self.chance(0.5) else fits[self.ri(0, len(fits) - 1)]

@@ -1,5 +1,5 @@
 """The transformer core's units, each a module with its own interface and test.
 
-gateware/accelerator.py instantiates them and holds the sequencer; docs/isa.md lists which part
-of the core is where.
+The sequencer (sequencer.py) starts them; gateware/accelerator.py instantiates and connects
+them; docs/isa.md lists which part of the core is where.
 """
