@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/performance.md's tables, docs/performance.png and the raw docs/performance*.json
-# on the simulated SoC (~15 min here; stories15M's 37 MB upload is a few of them). The prose of
+# on the simulated SoC (~65 min here: the uploads of stories15M, 42M and 110M, 37, 81 and 174 MB over the simulated serial link, take ~45 of them). The prose of
 # the page is kept; each command rewrites only its own <!-- bench:SECTION --> block.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +10,10 @@ LT=("${LITETRANSFORMER_VENV:-$ROOT/.venv}/bin/python" -m driver.cli bench --targ
 # Prefill and decode near position 0 for the three shapes, the roofline plot, the CPU baseline.
 "${LT[@]}" --shape aidreams260K,stories260K,stories15M \
     --plot docs/performance.png --markdown docs/performance.md --section results > docs/performance.json
+# stories42M and stories110M (their w2 runs as column tiles): batch 1 and 8 only, since their
+# uploads take ~8 and ~30 min over the simulated serial link (the later --batch wins).
+"${LT[@]}" --shape stories42M,stories110M --batch 1,8 --no-cpu \
+    --markdown docs/performance.md --section tiled > docs/performance-tiled.json
 # Decode at the end of a 256-position context, where every slot reads 256 K/V rows per layer.
 "${LT[@]}" --shape aidreams260K,stories260K --start-pos 248 --positions 8 --no-cpu \
     --markdown docs/performance.md --section late > docs/performance-late.json

