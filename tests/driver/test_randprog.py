@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from driver.golden import GoldenCore
-from driver.randprog import ERROR_KINDS, disassemble, make_case, make_error_case
+from driver.randfaults import ERROR_KINDS, make_error_case
+from driver.randprog import disassemble, make_case
 from spec import isa
 
 SMALL = isa.Params(slots=1, act_depth=256, max_cols=16, max_seq=8, max_head=8)

@@ -4,7 +4,8 @@ compare the error code, the error address and DRAM (nothing written past the fau
 
 import pytest
 
-from driver.randprog import ERROR_KINDS, make_case, make_error_case
+from driver.randfaults import ERROR_KINDS, make_error_case
+from driver.randprog import make_case
 from driver.verify import verify_core
 from spec import isa
 

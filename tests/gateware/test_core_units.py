@@ -616,6 +616,25 @@ class _ArgmaxOnScratchpads(Module):
         self.comb += [am.rdat[p][s].eq(act.rdat[p][s]) for p in range(read_ports) for s in range(slots)]
 
 
+def _argmax_pass(top, x, src, base=0, acc=False):
+    """One ARGMAX pass over ``x`` (slots × n), loaded at ``src`` (a simulation generator)."""
+    for s in range(x.shape[0]):
+        for k in range(x.shape[1]):
+            yield top.act.mems[s][src + k].eq(int(x[s, k]) & 0xffffffff)
+    yield top.am.src.eq(src)
+    yield top.am.n.eq(x.shape[1])
+    yield top.am.base.eq(base)
+    yield top.am.acc.eq(int(acc))
+    yield from _run_unit(top.am, x.shape[1] + 20)
+
+
+def _assert_argmax(top, x):
+    """Every slot's held result is numpy's first index of the maximum of its row of ``x``."""
+    for s in range(x.shape[0]):
+        assert (yield top.am.best_i[s]) == int(np.argmax(x[s])), s
+        assert (yield top.am.best[s]) == int(x[s].max()), s
+
+
 @pytest.mark.parametrize("read_ports,seed", [(2, 0), (2, 1), (4, 2), (4, 3)])
 def test_argmax_matches_numpy_first_on_a_tie(read_ports, seed):
     rng = np.random.default_rng(seed)
@@ -628,15 +647,8 @@ def test_argmax_matches_numpy_first_on_a_tie(read_ports, seed):
         rng.integers(-2 ** 31 + 1, 2 ** 31, (slots, n))
 
     def gen():
-        for s in range(slots):
-            for k in range(n):
-                yield top.act.mems[s][src + k].eq(int(x[s, k]) & 0xffffffff)
-        yield top.am.src.eq(src)
-        yield top.am.n.eq(n)
-        yield from _run_unit(top.am, n + 20)
-        for s in range(slots):
-            assert (yield top.am.best_i[s]) == int(np.argmax(x[s])), s
-            assert (yield top.am.best[s]) == int(x[s].max()), s
+        yield from _argmax_pass(top, x, src)
+        yield from _assert_argmax(top, x)
 
     run_simulation(top, gen())
 
@@ -661,18 +673,8 @@ def test_argmax_over_row_chunks_finds_the_first_maximum_of_them_all(read_ports, 
         yield
         yield top.am.clear.eq(0)
         for k, (r0, r1) in enumerate(chunks):
-            for sl in range(slots):
-                for j in range(r1 - r0):
-                    yield top.act.mems[sl][10 + j].eq(int(x[sl, r0 + j]) & 0xffffffff)
-            yield top.am.src.eq(10)
-            yield top.am.n.eq(r1 - r0)
-            yield top.am.base.eq(r0)
-            yield top.am.acc.eq(int(k > 0))
-            yield from _run_unit(top.am, r1 - r0 + 20)
-        for sl in range(slots):
-            assert (yield top.am.best_i[sl]) == int(np.argmax(x[sl])), sl
-            best = yield top.am.best[sl]
-            assert best == int(x[sl].max()), sl
+            yield from _argmax_pass(top, x[:, r0:r1], 10, base=r0, acc=k > 0)
+        yield from _assert_argmax(top, x)
 
     run_simulation(top, gen())
 
