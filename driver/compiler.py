@@ -10,9 +10,10 @@ DRAM, in bytes from ``base`` (every piece starts on a beat):
     argmax       params.slots beats: (index, max, 0, 0) per slot
     logits       params.slots * logits_stride: int32 vocab per slot
     layers       n_layers * WSTRIDE: rms_att, wq|wk|wv, wo, rms_ffn, w1|w3, w2
-    embedding    vocab fixed16 rows of dim
     rms_final    fixed16
-    wcls         matrix (vocab, dim); also when the classifier is shared: its format differs
+    wcls         matrix (vocab, dim), column tiles
+    embedding    matrix (vocab, dim), one tile; none where the classifier is shared and one
+                 tile wide: EMBED then reads the classifier's rows
     rope         seq_len rows of (cos, sin) pairs
     program      the instructions
     program_greedy  the same without the logits STORE
@@ -81,6 +82,14 @@ def _pack_matrix(name, qms):
         raise ValueError(f"compile: matrix {name}: {e}") from None
 
 
+def _pack_tile(name, qms):
+    """A matrix as one tile, however wide (EMBED's table)."""
+    try:
+        return isa.pack_matrix(*qms)
+    except ValueError as e:
+        raise ValueError(f"compile: matrix {name}: {e}") from None
+
+
 def _matvec(flags, dst, src, rows, cols, addr, row0=0, all_rows=None):
     """The MATVEC instructions of rows ``row0``.. ``row0 + rows`` of an (``all_rows``, cols)
     matrix at ``addr``: one per column tile, each after the first adding to dst (_pack_matrix
@@ -130,6 +139,9 @@ def _check_fits(c, params, seq_len):
         if widest > params.max_cols:
             raise ValueError(f"compile: {what} {cols} needs MATVEC inputs of {widest} columns "
                              f"(tiles of at most {N.TILE_COLS}); Params.max_cols is {params.max_cols}")
+    if c.dim > params.max_cols:
+        raise ValueError(f"compile: dim {c.dim} exceeds Params.max_cols {params.max_cols} (EMBED reads a "
+                         f"row of the embedding matrix of at most max_cols)")
     for what, v in (("vocab_size", c.vocab_size), ("2 * hidden_dim", 2 * c.hidden_dim),
                     ("dim + 2 * kv_dim", c.dim + 2 * c.kv_dim), ("n_layers", c.n_layers)):
         if v >= 1 << 16:
@@ -225,15 +237,15 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
     for name, blob in blocks[0]:
         layout[name] = off
         off += len(blob)
-    row = isa.fixed16_bytes(dim)
-    embed = b"".join(_pack_fixed16(f"embedding[{t}]", qmodel.embed_q[t], qmodel.embed_shift[t])
-                     for t in range(c.vocab_size))
     rms_final = _pack_fixed16("rms_final", *qmodel.rms_final)
     wcls = _pack_matrix("wcls", qmodel.wcls)
+    # EMBED reads its rows from a matrix of one tile: the classifier where the model shares it.
+    shared = qmodel.shared_classifier and len(N.tiles(dim)) == 1
+    embed = b"" if shared else _pack_tile("embedding", qmodel.embedding)
     rope = isa.pack_rope(qmodel.rope_cos[:seq_len], qmodel.rope_sin[:seq_len])
-    place("embedding", len(embed))
     place("rms_final", len(rms_final))
     place("wcls", len(wcls))
+    layout["embedding"] = layout["wcls"] if shared else place("embedding", len(embed))
     place("rope", len(rope))
 
     kvhead = seq_len * hs * 2
@@ -291,13 +303,12 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
         for _, blob in block:
             put(a, blob)
             a += len(blob)
-    put(layout["embedding"], embed)
     put(layout["rms_final"], rms_final)
     put(layout["wcls"], wcls)
+    put(layout["embedding"], embed)
     put(layout["rope"], rope)
     put(layout["program"], isa.program_bytes(prog))
     put(layout["program_greedy"], isa.program_bytes(prog_greedy))
-    assert len(embed) == c.vocab_size * row
 
     return CompiledModel(config=c, params=params, seq_len=seq_len, dram_size=dram_size, base=base,
                          image=bytes(image), program=prog, prog=layout["program"],

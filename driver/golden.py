@@ -100,12 +100,15 @@ class GoldenCore:
     def op_embed(self, ins):
         n, dst = ins["n"], ins["dst"]
         self._act_range(dst, n)
+        self._need(n <= self.params.max_cols)
         for s in range(self.nslots):
             token = self.slots[s][0]
             if token >= ins["m"]:
                 raise CoreError(ERRORS["BAD_TOKEN"], self.pc_addr)
-            q, shift = self._fixed16(self._waddr(ins) + token * isa.fixed16_bytes(n), n)
-            self.act[s, dst:dst + n] = N.embed(q, shift)
+            (hdr, hdr_bytes), (span, span_bytes), skip = isa.matrix_row_reads(token, n)
+            shift = self.read(self._waddr(ins) + hdr, hdr_bytes)[token % isa.ROW_BLOCK] & 63
+            q, mant = matrix_row(self.read(self._waddr(ins) + span, span_bytes), skip, n)
+            self.act[s, dst:dst + n] = N.embed(q, mant, shift)[:n]
 
     def op_rmsnorm(self, ins):
         n, dst, src = ins["n"], ins["dst"], ins["src"]
@@ -234,6 +237,25 @@ class GoldenCore:
             raise RuntimeError("golden model: instruction budget exhausted")
         except CoreError as e:
             return e.code, e.addr
+
+
+def matrix_row(span, skip, cols):
+    """(q (cp,), mant (cp/8,)) of one matrix row from the superblocks spec.isa.matrix_row_reads
+    names: a mantissa beat before every 8 weight beats, the first ``skip`` weight beats
+    another row's."""
+    beats = np.frombuffer(span, np.uint8).reshape(-1, BEAT_BYTES)
+    q, mant, w = [], [], -skip
+    for k, beat in enumerate(beats):
+        j = k % (isa.SUPERBLOCK + 1)
+        if j == 0:
+            mbeat = beat
+            continue
+        if w >= 0:
+            q.append(beat.view(np.int8).astype(np.int64))
+            mant.append(mbeat[2 * (j - 1):2 * j].astype(np.int64))
+        w += 1
+    cp = isa.matvec_cols_padded(cols)
+    return np.concatenate(q)[:cp], np.concatenate(mant)[:cp // N.WEIGHT_GROUP]
 
 
 def unpack_matrix(blob, rows, cols):

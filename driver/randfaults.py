@@ -62,7 +62,7 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
                  lambda: E("STORE", src=over(n), n=n, m=isa.beats(4 * n), addr=gen.alloc(p.slots * 4 * n)),
                  lambda: E("LOAD", dst=over(n), n=n, m=0, addr=gen.alloc(4 * n)),
                  lambda: E("ARGMAX", src=over(n), n=n, addr=gen.alloc(p.slots * BEAT)),
-                 lambda: E("EMBED", dst=0xffff, n=n, m=gen.vocab, addr=gen.alloc(gen.vocab * isa.fixed16_bytes(n))),
+                 lambda: E("EMBED", dst=0xffff, n=n, m=gen.vocab, addr=gen.alloc(isa.matrix_bytes(gen.vocab, n))),
                  lambda: E("ATTN", dst=over(8 * gen.nkv), src=acts(8 * gen.nkv), n=gen.nkv, m=8, src2=1, addr=0),
                  lambda: E("KVWRITE", src=depth - 8, n=2, m=8, addr=0),
                  ][gen.ri(0, 10)]()
@@ -85,10 +85,11 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
             fault = E("LOAD", dst=acts(n), n=n, m=isa.beats(4 * n), addr=addr)
             want["addr"] = addr
         elif choice == 3:
-            n = gen.ri(1, 32)
-            addr = dram_size - BEAT * gen.ri(1, isa.beats(2 * n))
+            n = gen.ri(1, min(32, p.max_cols))
+            _, (span, span_bytes), _ = isa.matrix_row_reads(gen.tokens[0], n)
+            addr = dram_size - span - BEAT * gen.ri(0, span_bytes // BEAT - 1)   # slot 0's row ends past DRAM
             fault = E("EMBED", dst=acts(n), n=n, m=gen.vocab, addr=addr)
-            want["addr"] = addr + gen.tokens[0] * isa.fixed16_bytes(n)
+            want["addr"] = addr + span
         else:
             addr = dram_size + BEAT * gen.ri(0, 16)
             hs = 2 * gen.ri(1, min(8, p.max_head // 2))
@@ -112,8 +113,8 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
             want["addr"] = addr
     elif kind == "bad_token":
         m = gen.ri(0, gen.tokens[0])                      # slot 0's token is out of range
-        n = gen.ri(1, 32)
-        fault = E("EMBED", dst=acts(n), n=n, m=m, addr=gen.alloc(max(1, m) * isa.fixed16_bytes(n)))
+        n = gen.ri(1, min(32, p.max_cols))
+        fault = E("EMBED", dst=acts(n), n=n, m=m, addr=gen.alloc(isa.matrix_bytes(max(1, m), n)))
     elif kind == "bad_pos":
         pre.append(E("SETR", dst=isa.REGS["SEQLEN"], addr=gen.ri(0, gen.pos[0])))
         hs = int(rng.choice(gen.hs_kv))

@@ -257,14 +257,14 @@ class _Gen:
         pad = BEAT * isa.beats(2 * n) - 2 * n
         return bytes(head) + body + (self.junk(pad) if self.chance(0.3) else bytes(pad))
 
-    def matrix(self, rows, cols):
+    def matrix(self, rows, cols, shifts=(8, 30)):
         cp = isa.matvec_cols_padded(cols)
         q = self.rng.integers(-128, 128, (rows, cp))
         if self.chance(0.6):
             q[:, cols:] = 0
         lo = 0 if self.chance(0.1) else 1
         mant = self.rng.integers(lo, 256, (rows, cp // N.WEIGHT_GROUP))
-        shift = self.rng.integers(8, 31, rows)
+        shift = self.rng.integers(shifts[0], shifts[1] + 1, rows)
         blob = bytearray(isa.pack_matrix(q, mant, shift))
         if self.chance(0.3):                  # junk in the bytes the core must ignore
             off = 0
@@ -293,11 +293,12 @@ class _Gen:
 
     # Instructions -------------------------------------------------------------------------------
     def g_embed(self, layers=1, flag=False):
-        n = self.vec(128, 1)
+        n = self.vec(min(128, self.p.max_cols), 1)
         m = self.vocab + self.ri(0, 3)
-        if flag and m * isa.fixed16_bytes(n) > self.wstride:
+        if flag and isa.matrix_bytes(m, n) > self.wstride:
             flag = False
-        addr = self.operand(lambda: b"".join(self.fixed16(n, 8, 24) for _ in range(m)), layers, flag)
+        # Shifts down to 0: the largest row values (q * mant * 2**16) just fit int32.
+        addr = self.operand(lambda: self.matrix(m, n, shifts=(0, 40)), layers, flag)
         return self.emit("EMBED", isa.FLAG_LAYER * flag, [("dst", "w", n)], n=n, m=m, addr=addr)
 
     def g_rmsnorm(self, layers=1, flag=False):

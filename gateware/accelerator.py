@@ -173,7 +173,7 @@ class Accelerator(LiteXModule):
 
     def _units(self, params, dram_beats):
         U, WS = params.element_units, params.write_stats
-        self.unpack = BeatUnpacker()      # beats into elements: EMBED's row, RMSNORM's gains, LOAD
+        self.unpack = BeatUnpacker()      # beats into elements: RMSNORM's gains, LOAD
         self.embed = Embed()
         self.rmsnorm = Rmsnorm(U, params.divider_steps, write_stats=WS)
         self.matvec = Matvec(params, write_stats=WS)
@@ -253,7 +253,8 @@ class Accelerator(LiteXModule):
         unp, emb, rms, mv, rope, silu, st, am = u.unpack, u.embed, u.rmsnorm, u.matvec, u.rope, u.silu, u.store, u.argmax
         self.comb += [
             unp.rd_valid.eq(rd.valid), unp.rd_data.eq(rd.data), unp.n.eq(n),
-            emb.dst.eq(seq.dst), emb.n.eq(n), emb.abort.eq(seq.abort), emb.granted.eq(seq.granted), *unp.feed(emb),
+            emb.dst.eq(seq.dst), emb.n.eq(n), emb.abort.eq(seq.abort), emb.granted.eq(seq.granted),
+            emb.row.eq(seq.emb_row), emb.skip.eq(seq.emb_skip), emb.rd_valid.eq(rd.valid), emb.rd_data.eq(rd.data),
             rms.src.eq(seq.src), rms.dst.eq(seq.dst), rms.n.eq(n), rms.abort.eq(seq.abort), rms.granted.eq(seq.granted),
             *[rms.x[x].eq(lane_rdat[x]) for x in range(U)], *unp.feed(rms),
             mv.src.eq(seq.src), mv.dst.eq(seq.dst), mv.n.eq(n), mv.m.eq(seq.m), mv.accumulate.eq(seq.flags[1]),
@@ -355,7 +356,7 @@ class Accelerator(LiteXModule):
             If(seq.rd_ready, rd.ready.eq(1)), If(seq.rd_wait, self.rd_wait.eq(1)),
             If(own.embed,
                 self.act_wadr.eq(emb.wadr), self.act_wdat.eq(emb.wdat), self.act_we.eq(emb.we),
-                *unp.lend_to(emb), *unp_rd),
+                rd.ready.eq(emb.rd_ready), self.rd_wait.eq(emb.rd_wait)),
             If(own.rmsnorm,
                 act_radr.eq(rms.radr), self.act_wadr.eq(rms.wadr), self.act_we_all.eq(rms.we),
                 *unp.lend_to(rms), *unp_rd),

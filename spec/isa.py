@@ -37,7 +37,7 @@ OPCODES = {
     "SETR":    0x01,   # reg[dst] = addr
     "LOOP":    0x02,   # begin the layer loop: n iterations, layer = 0
     "ENDLOOP": 0x03,   # layer += 1; back to the instruction after LOOP while layer < n
-    "EMBED":   0x10,   # act[dst:+n] = fixed16 row `token` of the table at addr (m = vocab)
+    "EMBED":   0x10,   # act[dst:+n] = row `token` of the (m, n) matrix at addr (m = vocab, n <= max_cols)
     "RMSNORM": 0x11,   # act[dst:+n] = rmsnorm(act[src:+n]) with the fixed16 gains at addr
     "MATVEC":  0x12,   # act[dst:+n] (+)= W[n, m] @ act[src:+m], W streamed from addr
     "ROPE":    0x13,   # act[dst:+n] = rope(act[src:+n]) with head size m, table row `pos` at addr
@@ -254,6 +254,23 @@ def matrix_bytes(rows, cols):
         wbeats = min(ROW_BLOCK, rows - r0) * cp // LANES
         total += 1 + wbeats + -(-wbeats // SUPERBLOCK)
     return total * BEAT_BYTES
+
+
+def matrix_row_reads(row, cols):
+    """The two reads that fetch one row of a matrix in pack_matrix's format (EMBED's table):
+    the beat of row shifts of the row's block, then the superblocks from the one holding the
+    row's first weight beat up to the row's last weight beat. Returns ((offset, bytes),
+    (offset, bytes), skip): byte offsets from the matrix's start, and how many weight beats
+    of the first superblock come before the row's. Every block before the row's is full, so
+    its offset is the row's block times 1 + 18 beats per row (1 shift beat, 16 rows of
+    weight beats, one mantissa beat per 8 of them)."""
+    bpr = matvec_cols_padded(cols) // LANES
+    block_beats = 1 + ROW_BLOCK * bpr + ROW_BLOCK * bpr // SUPERBLOCK
+    block_off = (row // ROW_BLOCK) * block_beats * BEAT_BYTES
+    sb0, skip = divmod((row % ROW_BLOCK) * bpr, SUPERBLOCK)
+    superblocks = (skip + bpr - 1) // SUPERBLOCK + 1
+    span_off = block_off + (1 + sb0 * (SUPERBLOCK + 1)) * BEAT_BYTES
+    return (block_off, BEAT_BYTES), (span_off, (superblocks + skip + bpr) * BEAT_BYTES), skip
 
 
 def tiled_matrix_bytes(rows, cols):

@@ -1,4 +1,4 @@
-"""Read beats into elements, one a cycle: EMBED's row and RMSNORM's gains (fixed16: a header
+"""Read beats into elements, one a cycle: RMSNORM's gains (fixed16: a header
 beat, then eight int16 a beat) and LOAD's vector (four int32 a beat).
 
 While ``run`` is high an element issues every cycle a beat is held; with none held, the next
