@@ -328,7 +328,7 @@ class Accelerator(LiteXModule):
         slot, R = seq.slot, seq.R
         self.comb += [
             attn.src.eq(seq.src), attn.dst.eq(seq.dst), attn.n.eq(seq.n), attn.m.eq(seq.m), attn.src2.eq(seq.src2),
-            attn.cur_pos.eq(seq.cur_pos), attn.pos_off.eq(seq.pos_off), attn.kvaddr.eq(seq.kvaddr),
+            attn.cur_pos.eq(seq.attn_pos), attn.pos_off.eq(seq.pos_off), attn.kvaddr.eq(seq.kvaddr),
             attn.slot.eq(slot), attn.last_slot.eq(slot == seq.nslots - 1),
             attn.next_pos.eq(seq.pos[slot + 1]), attn.next_kvb.eq(seq.kvb[slot + 1]),
             attn.kv_off.eq(seq.kv_off),

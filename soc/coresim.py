@@ -188,3 +188,50 @@ class CoreSim:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def decode_steps(shape, batch, config, positions, stall_percent=0, seed=1, dram_mib=None, progress=None):
+    """Greedy decode steps of a model shape (driver.bench.SHAPES) with random weights on the
+    core alone and on golden, every DRAM byte compared after each measured step (positions
+    before them run on golden only). ``dram_mib``: compile for a board's DRAM (less the
+    decode-loop firmware's reserve, as litetransformer does on the SoC) and simulate that
+    much; by default 1 GiB. Used by scripts/core_cycles.py."""
+    from driver.bench import SHAPES
+    from driver.compiler import compile_model, GoldenRunner
+    from driver.firmware import RESERVED_BYTES
+    from driver.intforward import QuantizedModel
+    from driver.model import random_model
+    params = isa.TARGET_PARAMS[config]
+    if batch > params.slots:
+        raise ValueError(f"--batch {batch}: the {config} core has {params.slots} slots")
+    c = SHAPES[shape]
+    seq_len = min(c.seq_len, params.max_seq)
+    if max(positions) >= seq_len:
+        raise ValueError(f"--positions: {max(positions)} is past the context of {seq_len}")
+    budget = (dram_mib << 20) - RESERVED_BYTES if dram_mib else 1 << 30
+    cm = compile_model(QuantizedModel(random_model(c, seed=seed)), params, seq_len=seq_len,
+                       dram_size=budget, kv_regions=batch)
+    dram_size = dram_mib << 20 if dram_mib else -(-(cm.base + cm.total_bytes) // (1 << 20)) << 20
+    golden = GoldenRunner(cm)
+    golden.core.dram = bytearray(golden.core.dram) + bytearray(dram_size - len(golden.core.dram))
+    tokens = [(17 * s + 3) % c.vocab_size for s in range(batch)]
+    steps = []
+    with CoreSim(params, dram_size, progress=progress) as sim:
+        for pos in range(max(positions) + 1):
+            slots = [(t, pos) for t in tokens]
+            table = isa.pack_slots([(t, p, cm.kv_base(s)) for s, (t, p) in enumerate(slots)])
+            golden.core.dram[cm.slots:cm.slots + len(table)] = table
+            before = bytes(golden.core.dram)
+            _, argmax = golden.step(slots, want_logits=False)      # the greedy program, as bench runs
+            if pos not in positions:            # fill the KV cache on golden only
+                tokens = argmax
+                continue
+            # The hardware starts from golden's DRAM before this step and must end where it did.
+            r = sim.run(before, cm.prog_greedy, cm.slots, batch, stall_percent=stall_percent, seed=seed + pos)
+            same = r.error == 0 and r.dram == bytes(golden.core.dram)
+            steps.append({"pos": pos, "cycles": r.counters["cycles"], "bit_exact": same,
+                          **{k: r.counters[k] for k in ("mac_busy", "dram_stall", "bytes_read", "bytes_written",
+                                                        "retired")}})
+            tokens = argmax
+    return {"shape": shape, "batch": batch, "config": config, "stall_percent": stall_percent,
+            "dram_bytes": dram_size, "model_bytes": cm.total_bytes, "steps": steps}

@@ -193,10 +193,13 @@ TARGET_PARAMS = {
     # worth a second 16-to-128-bit converter and FIFO on the routing-limited board. One copy
     # of the element units: with a copy per slot the board's builds had 109 MULT18 (85 with
     # one) and ~1.9 k more LUT4, and routed at 43 MHz or not at all.
+    # 4096 scratchpad words a slot hold stories15M's working vectors (2,304; its image, 17.4 MB
+    # with the classifier as the embedding table, and 2 slots' K/V fit the 32 MB SDRAM): 8
+    # more DP16KD than 2048.
     # No write statistics and no fast exponent: its SDRAM, not the element work, decides a
     # token's time, and with the statistics the build routed at 49.9 MHz (+1.7 k LUT4, +8
     # MULT18), with the fast exponent alone at 41.8 MHz (+1.0 k LUT4, 141 router iterations).
-    "ulx3s": Params(slots=2, act_depth=2048, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
+    "ulx3s": Params(slots=2, act_depth=4096, max_cols=1024, max_seq=512, max_head=64, mac_lanes=4,
                     read_ports=1, element_units=1, write_stats=False, fast_exponent=False,
                     attn_overlap=False),
 }

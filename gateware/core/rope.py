@@ -4,18 +4,19 @@ on a group of ``lanes`` slots at once, each with its own position's (cos, sin) r
 The sequencer loads each lane's table row into its buffer (``load_*``: one beat a cycle, as
 they arrive), then starts the pass. One element a cycle: element e is read (S0, S1), in the
 scratchpad's output (S2), the pair's operands and cos/sin registered when its odd element is
-in S2 (S3), the rotation products (S4), and the even element writes the first in S5, the odd
-one the second a cycle later. A pair's products stay put for both writes, since the
-operands change only every other cycle.
+in S2 (S3), the rotation products (S4), their rounding bias (S5: timing, a 50-bit add
+and the saturation in one cycle did not route at 50 MHz on the ULX3S), and the even element
+writes the first in S6, the odd one the second a cycle later. A pair's products stay put for
+both writes, since the operands change only every other cycle.
 """
 
 from migen import *
 
 from spec import numerics as N
-from gateware.arith import round_shift, saturate, as_signed
+from gateware.arith import round_shift_split, saturate, as_signed
 from gateware.core.pipeline import delay_chain, drive_running
 
-LATENCY = 5           # cycles from an element's read address to its write
+LATENCY = 6           # cycles from an element's read address to its write
 
 
 
@@ -79,8 +80,6 @@ class Rope(Module):
                 ),
                 ra.eq(v0 * cosv - v1r * sinv), rb.eq(v0 * sinv + v1r * cosv),
             ]
-            st, ra_r = round_shift(ra, N.ROPE_FRAC, 56)
-            self.comb += st
-            st, rb_r = round_shift(rb, N.ROPE_FRAC, 56)
-            self.comb += st
+            ra_r = round_shift_split(self, ra, N.ROPE_FRAC, 56)()
+            rb_r = round_shift_split(self, rb, N.ROPE_FRAC, 56)()
             self.comb += self.out[x].eq(saturate(self, Mux(index[LATENCY][0], rb_r, ra_r), 32))

@@ -168,6 +168,10 @@ class Sequencer(LiteXModule):
         # Each product and each slot pick is registered before the add that uses it: the layer
         # products change only at ENDLOOP, the slot's KV base a cycle after a new slot.
         self.comb += self.cur_pos.eq(self.pos[self.slot])
+        # ATTN's copy, registered (timing: the slot pick fed its 48-bit sums' resets); the unit
+        # first reads it after the cycle it starts in, a cycle after a new slot.
+        self.attn_pos = Signal(32)
+        self.sync += self.attn_pos.eq(self.cur_pos)
         self.w_layer_off, kv_layer_off = Signal(ADDR_W), Signal(ADDR_W)
         kv_slot_base = Signal(32)
         self.sync += [

@@ -469,3 +469,14 @@ def test_matvec_weights_requested_during_attns_last_head(core, weights_addr, err
     if weights_addr + len(blob) <= DRAM:
         dram[weights_addr:weights_addr + len(blob)] = blob
     _matches_golden(core, (bytes(dram), prog, slots), nslots=2, error=error)
+
+
+def test_ulx3s_core_runs_stories15m_in_its_32_mib():
+    # The board's core and DRAM size: stories15M's image (the classifier doubling as the
+    # embedding table), both slots' K/V and the firmware's reserve fit 32 MiB, its working
+    # vectors fit the 4,096-word scratchpads, and a decode step is bit-exact with golden.
+    from soc.coresim import decode_steps
+    out = decode_steps("stories15M", 2, "ulx3s", [0], dram_mib=32)
+    assert out["model_bytes"] <= out["dram_bytes"]
+    assert [s["bit_exact"] for s in out["steps"]] == [True]
+    assert out["steps"][0]["retired"] > 0
