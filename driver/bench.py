@@ -43,7 +43,7 @@ BOARDS = {
     "orangecrab": {"clock_hz": 48e6, "dram_bytes_per_s": 384e6, "slots": None,
                    "what": "OrangeCrab, DDR3 16-bit, 48 MHz"},
     "ulx3s":      {"clock_hz": 50e6, "dram_bytes_per_s": 100e6, "slots": isa.TARGET_PARAMS["ulx3s"].slots,
-                   "what": "ULX3S, SDRAM 16-bit, 50 MHz"},
+                   "dram_bytes": 32 << 20, "what": "ULX3S, SDRAM 16-bit, 50 MHz"},
 }
 
 
@@ -59,9 +59,10 @@ def weight_bytes(c):
 
 
 def slot_bytes(c, pos):
-    """DRAM bytes one slot at position ``pos`` must read on its own: its embedding row, and the
-    K and V rows 0..pos of every layer (each KV head once, int16)."""
-    return isa.fixed16_bytes(c.dim) + c.n_layers * 2 * c.kv_dim * 2 * (pos + 1)
+    """DRAM bytes one slot at position ``pos`` must read on its own: its embedding row (as a
+    one-row matrix: its shift beat, weight beats and mantissa beats), and the K and V rows
+    0..pos of every layer (each KV head once, int16)."""
+    return isa.matrix_bytes(1, c.dim) + c.n_layers * 2 * c.kv_dim * 2 * (pos + 1)
 
 
 def matrix_macs(c):
@@ -81,18 +82,35 @@ def parse_batches(text):
     return batches
 
 
-def check_fits(params, config):
+def dram_need(params, config):
+    """DRAM bytes of ``config`` compiled for a core of ``params`` at its full context with a
+    K/V region per slot: the weights, the embedding table where the classifier is not it, the
+    RoPE rows and the K/V (the slot table, results and program add a few kilobytes)."""
+    c, seq = config, min(config.seq_len, params.max_seq)
+    shared = c.shared_classifier and c.dim <= 1024
+    embedding = 0 if shared else isa.matrix_bytes(c.vocab_size, c.dim)
+    kv = params.slots * c.n_layers * 2 * c.n_kv_heads * seq * c.head_size * 2
+    return weight_bytes(c) + embedding + seq * isa.rope_row_bytes(c.head_size) + kv
+
+
+def check_fits(params, config, dram_bytes=None):
     """Raise ValueError naming the first limit of the core (``params``) the shape exceeds (the
-    compiler's check), so that a list of shapes is refused before anything is measured."""
+    compiler's check), so that a list of shapes is refused before anything is measured; with
+    ``dram_bytes`` (a board's DRAM), also where the model and its K/V would not fit it beside
+    the decode-loop firmware."""
     from driver.compiler import _act_map, _check_fits
+    from driver.firmware import RESERVED_BYTES
     _check_fits(config, params, min(config.seq_len, params.max_seq))
     _act_map(config, params)
+    if dram_bytes is not None and dram_need(params, config) > dram_bytes - RESERVED_BYTES:
+        raise ValueError(f"the model and {params.slots} slots' K/V need {dram_need(params, config)} bytes of DRAM; "
+                         f"{dram_bytes - RESERVED_BYTES} are free beside the firmware")
 
 
-def fits(params, config):
+def fits(params, config, dram_bytes=None):
     """Whether a core of ``params`` compiles ``config`` (check_fits without the message)."""
     try:
-        check_fits(params, config)
+        check_fits(params, config, dram_bytes)
     except ValueError:
         return False
     return True
@@ -246,12 +264,12 @@ def project(cycles_per_token, bytes_per_token, batch, stream_cycles_per_token, c
     non-streaming cycles at the board's clock plus its weight stream (``stream_cycles_per_token``,
     the MATVEC cycles), which a board's DRAM may slow to bytes/token over its bandwidth. None
     where the board's build has fewer slots than ``batch``, or (given the model's ``config``)
-    cannot hold the model."""
+    cannot hold the model in its scratchpads or its DRAM."""
     out = {}
     for name, b in BOARDS.items():
         build = isa.TARGET_PARAMS.get(name)
         if (b["slots"] is not None and batch > b["slots"]) or \
-                (config is not None and build is not None and not fits(build, config)):
+                (config is not None and build is not None and not fits(build, config, b.get("dram_bytes"))):
             out[name] = None
             continue
         stream = max(stream_cycles_per_token / b["clock_hz"], bytes_per_token / b["dram_bytes_per_s"])

@@ -101,17 +101,38 @@ def test_projection_caps_the_weight_stream_by_board_bandwidth():
 
 
 def test_no_projection_for_a_board_whose_build_cannot_hold_the_model():
-    # stories15M's working vectors need 2,304 words a slot (x, xb, the FFN's; the classifier in
-    # chunks); the ULX3S build's scratchpads hold 2,048.
+    # The ULX3S build holds stories15M: working vectors of 2,304 words a slot (x, xb, the
+    # attention's; the classifier in chunks) in its 4,096, and the image (the shared classifier
+    # doubling as the embedding table) with two slots' K/V in its 32 MiB. stories42M's working
+    # vectors fit too, but not its weights.
     from spec import isa
-    assert not bench.fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories15M"])
-    assert bench.fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories260K"])
+    ulx3s, dram = isa.TARGET_PARAMS["ulx3s"], bench.BOARDS["ulx3s"]["dram_bytes"]
+    assert bench.fits(ulx3s, bench.SHAPES["stories15M"], dram)
+    assert bench.fits(ulx3s, bench.SHAPES["stories260K"], dram)
+    assert bench.fits(ulx3s, bench.SHAPES["stories42M"]) and not bench.fits(ulx3s, bench.SHAPES["stories42M"], dram)
+    with pytest.raises(ValueError, match=r"the model and 2 slots' K/V need \d+ bytes of DRAM; 33292288 are free"):
+        bench.check_fits(ulx3s, bench.SHAPES["stories42M"], dram)
     # Wider than a MATVEC tile (hidden_dim 1376 and 2048): their w2 runs as column tiles.
     assert all(bench.fits(isa.TARGET_PARAMS["sim"], bench.SHAPES[s]) for s in ("stories42M", "stories110M"))
-    p = bench.project(100_000, 1_000_000, 1, 80_000, bench.SHAPES["stories15M"])
+    p = bench.project(100_000, 1_000_000, 1, 80_000, bench.SHAPES["stories42M"])
     assert p["ulx3s"] is None and p["arty"] == pytest.approx(1000.0)
+    assert bench.project(100_000, 1_000_000, 1, 80_000, bench.SHAPES["stories15M"])["ulx3s"] is not None
+    small = isa.Params(slots=2, act_depth=2048)
     with pytest.raises(ValueError, match="activations need 2304 words per slot"):
-        bench.check_fits(isa.TARGET_PARAMS["ulx3s"], bench.SHAPES["stories15M"])
+        bench.check_fits(small, bench.SHAPES["stories15M"])
+
+
+def test_dram_need_matches_the_compiled_image():
+    # The estimate the projection uses against what the compiler lays out (stories260K shape,
+    # random weights): within the slot table, results and program (a few kilobytes).
+    from driver.compiler import compile_model
+    from driver.intforward import QuantizedModel
+    from driver.model import random_model
+    from spec import isa
+    params = isa.TARGET_PARAMS["ulx3s"]
+    c = bench.SHAPES["stories260K"]
+    cm = compile_model(QuantizedModel(random_model(c, seed=2)), params, dram_size=1 << 30)
+    assert 0 <= cm.total_bytes - bench.dram_need(params, c) <= 16 << 10
 
 
 def test_a_context_too_long_for_the_dram_is_halved_down_to_the_positions_measured():
