@@ -174,7 +174,7 @@ class Accelerator(LiteXModule):
     def _units(self, params, dram_beats):
         U, WS = params.element_units, params.write_stats
         self.unpack = BeatUnpacker()      # beats into elements: RMSNORM's gains, LOAD
-        self.embed = Embed()
+        self.embed = Embed(params.max_cols)
         self.rmsnorm = Rmsnorm(U, params.divider_steps, write_stats=WS)
         self.matvec = Matvec(params, write_stats=WS)
         self.rope = Rope(U, max(params.max_head // 8, 2))
@@ -254,7 +254,7 @@ class Accelerator(LiteXModule):
         self.comb += [
             unp.rd_valid.eq(rd.valid), unp.rd_data.eq(rd.data), unp.n.eq(n),
             emb.dst.eq(seq.dst), emb.n.eq(n), emb.abort.eq(seq.abort), emb.granted.eq(seq.granted),
-            emb.row.eq(seq.emb_row), emb.skip.eq(seq.emb_skip), emb.rd_valid.eq(rd.valid), emb.rd_data.eq(rd.data),
+            emb.token.eq(seq.cur_tok), emb.base.eq(seq.waddr), emb.rd_valid.eq(rd.valid), emb.rd_data.eq(rd.data),
             rms.src.eq(seq.src), rms.dst.eq(seq.dst), rms.n.eq(n), rms.abort.eq(seq.abort), rms.granted.eq(seq.granted),
             *[rms.x[x].eq(lane_rdat[x]) for x in range(U)], *unp.feed(rms),
             mv.src.eq(seq.src), mv.dst.eq(seq.dst), mv.n.eq(n), mv.m.eq(seq.m), mv.accumulate.eq(seq.flags[1]),

@@ -19,21 +19,26 @@ LATENCY = 3           # cycles from an element's issue to its write
 
 
 class Embed(Module):
-    """Start/granted/done/abort as Rmsnorm's: ``start`` as the sequencer issues the first read,
-    ``granted`` each time BURST has sent one (the unit reads once both are out), ``done`` in
-    the last cycle. ``dst``, ``n``, ``row`` (the token's row within its block of 16) and
-    ``skip`` hold still until then. Read stream: ``rd_valid``, ``rd_data`` in; ``rd_ready``
-    and ``rd_wait`` (a beat is wanted) out. Out: one slot's write, ``wadr``, ``wdat``, ``we``."""
+    """The row's reads: from ``token`` (the slot's), ``base`` (the table's byte address) and
+    ``n``, two register stages later, ``hdr_addr`` (the block's shift beat) and ``span_addr``,
+    ``span_bytes`` (the superblocks). Start/granted/done/abort as Rmsnorm's: ``start`` as the
+    sequencer issues the first read, ``granted`` each time BURST has sent one (the unit reads
+    once both are out), ``done`` in the last cycle; ``dst``, ``n``, ``token`` and ``base`` hold
+    still until then. Read stream: ``rd_valid``, ``rd_data`` in; ``rd_ready`` and ``rd_wait``
+    (a beat is wanted) out. Out: one slot's write, ``wadr``, ``wdat``, ``we``."""
 
-    def __init__(self):
+    def __init__(self, max_cols, addr_w=50):
         self.start, self.granted, self.abort, self.done = Signal(), Signal(), Signal(), Signal()
-        self.dst, self.n = Signal(16), Signal(16)
-        self.row, self.skip = Signal(4), Signal(3)
+        self.dst, self.n, self.token, self.base = Signal(16), Signal(16), Signal(16), Signal(addr_w)
+        self.hdr_addr, self.span_addr, self.span_bytes = Signal(addr_w), Signal(addr_w), Signal(20)
         self.rd_valid, self.rd_data = Signal(), Signal(128)
         self.rd_ready, self.rd_wait = Signal(), Signal()
         self.wadr, self.wdat, self.we = Signal(17), Signal((32, True)), Signal()
 
         # # #
+
+        self.row, self.skip = Signal(4), Signal(3)
+        self._reads(max_cols, addr_w)
 
         SB = isa.SUPERBLOCK
         fsm = FSM(reset_state="IDLE")
@@ -105,3 +110,21 @@ class Embed(Module):
             If(issued & (Cat(*valid[1:]) == 0), self.done.eq(1), NextState("IDLE"))
         )
         stop_on_abort(fsm, self.abort)
+
+    def _reads(self, max_cols, addr_w):
+        """spec.isa.matrix_row_reads in hardware: the full blocks before the row's (1 + 18 beats
+        per row each) and the row's first weight beat (products, registered), then the
+        addresses (registered)."""
+        SB, RB = isa.SUPERBLOCK, isa.ROW_BLOCK
+        bpr = Signal(max=max_cols // isa.LANES + 1)        # n <= max_cols: checked at decode
+        blk_off, w0 = Signal(addr_w), Signal(len(bpr) + 4)
+        skip = w0[0:3]
+        self.comb += [bpr.eq((self.n + isa.LANES - 1) >> 4), self.row.eq(self.token[0:4])]
+        self.sync += [
+            blk_off.eq(self.token[4:] * (1 + (RB + RB // SB) * bpr)),
+            w0.eq(self.token[0:4] * bpr),
+            self.hdr_addr.eq(self.base + (blk_off << 4)),
+            self.span_addr.eq(self.base + ((blk_off + 1 + (SB + 1) * (w0 >> 3)) << 4)),
+            self.span_bytes.eq(((((skip + bpr - 1) >> 3) + 1 + skip + bpr) << 4)),
+            self.skip.eq(skip),
+        ]

@@ -379,29 +379,6 @@ class Sequencer(LiteXModule):
 
     # Element units: EMBED, RMSNORM, ROPE, SILU ----------------------------------------------------
 
-    def _embed_reads(self, r):
-        """EMBED's reads of the slot's row, two register stages from its token: the block's beat
-        of row shifts at ``emb_hdr``, then ``emb_span_bytes`` of superblocks at ``emb_span``;
-        ``emb_row`` and ``emb_skip`` tell the unit where the row starts in each."""
-        SB, RB = isa.SUPERBLOCK, isa.ROW_BLOCK
-        tok16 = Signal(16)                # EMBED fails unless tok < m < 2**16
-        bpr = Signal(max=r.params.max_cols // isa.LANES + 1)      # n <= max_cols: checked at decode
-        self.comb += [tok16.eq(self.tok[self.slot][0:16]), bpr.eq((self.n + isa.LANES - 1) >> 4)]
-        self.emb_row, self.emb_skip = Signal(4), Signal(3)
-        self.emb_hdr, self.emb_span, self.emb_span_bytes = Signal(ADDR_W), Signal(ADDR_W), Signal(20)
-        blk_off, w0 = Signal(ADDR_W), Signal(len(bpr) + 4)
-        skip = w0[0:3]
-        self.comb += self.emb_row.eq(tok16[0:4])
-        self.sync += [
-            blk_off.eq(tok16[4:] * (1 + (RB + RB // SB) * bpr)),        # beats of the full blocks before
-            w0.eq(tok16[0:4] * bpr),                                    # the row's first weight beat
-            self.emb_hdr.eq(self.waddr + (blk_off << 4)),
-            self.emb_span.eq(self.waddr + ((blk_off + 1 + (SB + 1) * (w0 >> 3)) << 4)),
-            self.emb_span_bytes.eq(((((skip + bpr - 1) >> 3) + 1 + skip + bpr) << 4)),
-            self.emb_skip.eq(skip),
-        ]
-
-
     def _element_units(self, r):
         fsm, u, U, params = r.fsm, r.u, r.U, r.params
         burst, fail = self.burst, self.fail
@@ -409,9 +386,10 @@ class Sequencer(LiteXModule):
         # A fixed16 vector's bytes (RMSNORM's gains).
         f16bytes = Signal(20)
         self.comb += f16bytes.eq(isa.BEAT_BYTES + (((n + 7) >> 3) << 4))
-        # EMBED: the row's two reads (spec.isa.matrix_row_reads), from registered products while
-        # EMBED checks the token; the conversion starts as the first read goes out.
-        self._embed_reads(r)
+        # EMBED: the unit works out the row's two reads (spec.isa.matrix_row_reads) from the
+        # slot's token while EMBED checks it; the conversion starts as the first read goes out.
+        self.cur_tok = Signal(16)         # EMBED fails unless tok < m < 2**16
+        self.comb += self.cur_tok.eq(self.tok[slot][0:16])
         fsm.act("EMBED",
             If(self.tok[slot] >= m,
                 *fail("BAD_TOKEN")
@@ -420,9 +398,9 @@ class Sequencer(LiteXModule):
             )
         )
         fsm.act("EMB_GO0", NextState("EMB_GO"))        # the block's offset, then the addresses settle
-        fsm.act("EMB_GO", u.embed.start.eq(1), *burst(self.emb_hdr, isa.BEAT_BYTES, "EMB_GO2"))
+        fsm.act("EMB_GO", u.embed.start.eq(1), *burst(u.embed.hdr_addr, isa.BEAT_BYTES, "EMB_GO2"))
         # A read replaces one whose addresses are not all sent: the span waits for the header's.
-        fsm.act("EMB_GO2", If(~self.rd_more, *burst(self.emb_span, self.emb_span_bytes, "EMB_WAIT")))
+        fsm.act("EMB_GO2", If(~self.rd_more, *burst(u.embed.span_addr, u.embed.span_bytes, "EMB_WAIT")))
         fsm.act("EMB_WAIT", If(u.embed.done, self.next_slot("EMBED")))
 
         # RMSNORM: the gains' burst goes out as the unit starts (their beats wait in the read

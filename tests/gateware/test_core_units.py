@@ -684,14 +684,14 @@ def test_argmax_over_row_chunks_finds_the_first_maximum_of_them_all(read_ports, 
 class _EmbedOnScratchpads(Module):
     def __init__(self, depth=256):
         self.submodules.act = act = Scratchpads(1, depth, 2)
-        self.submodules.emb = emb = Embed()
+        self.submodules.emb = emb = Embed(max_cols=128)
         self.comb += [act.wadr.eq(emb.wadr), act.wdat[0].eq(emb.wdat), act.we[0].eq(emb.we)]
 
 
 @pytest.mark.parametrize("shifts,seed", [((8, 30), 0), ((0, 0), 1), ((63, 63), 2), ((0, 63), 3), ((0, 20), 4)])
 def test_embed_matches_the_golden_function(shifts, seed):
-    """Rows of a random matrix in pack_matrix's format, each read as the sequencer reads it
-    (spec.isa.matrix_row_reads) from a stalling stream, converted to Q16 as spec.numerics.embed
+    """Rows of a random matrix in pack_matrix's format: the unit's read addresses are
+    spec.isa.matrix_row_reads', and each row from a stalling stream is converted to Q16 as spec.numerics.embed
     does: shifts that round, that shift left, that round to zero; rows that start anywhere in
     a superblock; int8 -128 and mantissas up to 255."""
     rng = np.random.default_rng(seed)
@@ -703,6 +703,7 @@ def test_embed_matches_the_golden_function(shifts, seed):
     blob = isa.pack_matrix(q, mant, shift)
     tokens = [int(t) for t in rng.integers(0, rows, 4)] + [rows - 1]
     top = _EmbedOnScratchpads()
+    base = 16 * int(rng.integers(0, 1 << 20))
     beats = []
     for t in tokens:
         for off, nbytes in isa.matrix_row_reads(t, n)[:2]:
@@ -714,8 +715,14 @@ def test_embed_matches_the_golden_function(shifts, seed):
             dst = int(rng.integers(0, 150))
             yield emb.dst.eq(dst)
             yield emb.n.eq(n)
-            yield emb.row.eq(t % isa.ROW_BLOCK)
-            yield emb.skip.eq(isa.matrix_row_reads(t, n)[2])
+            yield emb.token.eq(t)
+            yield emb.base.eq(base)
+            yield
+            yield
+            yield
+            (hdr, _), (span, span_bytes), _ = isa.matrix_row_reads(t, n)
+            assert ((yield emb.hdr_addr), (yield emb.span_addr), (yield emb.span_bytes)) == \
+                (base + hdr, base + span, span_bytes)
             yield emb.start.eq(1)
             yield
             yield emb.start.eq(0)
