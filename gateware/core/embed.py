@@ -112,16 +112,19 @@ class Embed(Module):
         stop_on_abort(fsm, self.abort)
 
     def _reads(self, max_cols, addr_w):
-        """spec.isa.matrix_row_reads in hardware: the full blocks before the row's (1 + 18 beats
-        per row each) and the row's first weight beat (products, registered), then the
+        """spec.isa.matrix_row_reads in hardware: the beats per row and per block from ``n``
+        (registered: ``n`` holds still from the instruction's decode on), the full blocks
+        before the row's and the row's first weight beat (products, registered), then the
         addresses (registered)."""
         SB, RB = isa.SUPERBLOCK, isa.ROW_BLOCK
         bpr = Signal(max=max_cols // isa.LANES + 1)        # n <= max_cols: checked at decode
+        block_beats = Signal(len(bpr) + 5)
         blk_off, w0 = Signal(addr_w), Signal(len(bpr) + 4)
         skip = w0[0:3]
-        self.comb += [bpr.eq((self.n + isa.LANES - 1) >> 4), self.row.eq(self.token[0:4])]
+        self.comb += self.row.eq(self.token[0:4])
         self.sync += [
-            blk_off.eq(self.token[4:] * (1 + (RB + RB // SB) * bpr)),
+            bpr.eq((self.n + isa.LANES - 1) >> 4), block_beats.eq(1 + (RB + RB // SB) * bpr),
+            blk_off.eq(self.token[4:] * block_beats),
             w0.eq(self.token[0:4] * bpr),
             self.hdr_addr.eq(self.base + (blk_off << 4)),
             self.span_addr.eq(self.base + ((blk_off + 1 + (SB + 1) * (w0 >> 3)) << 4)),

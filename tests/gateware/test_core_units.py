@@ -717,9 +717,8 @@ def test_embed_matches_the_golden_function(shifts, seed):
             yield emb.n.eq(n)
             yield emb.token.eq(t)
             yield emb.base.eq(base)
-            yield
-            yield
-            yield
+            for _ in range(5):                      # n and token land, then four register stages
+                yield
             (hdr, _), (span, span_bytes), _ = isa.matrix_row_reads(t, n)
             assert ((yield emb.hdr_addr), (yield emb.span_addr), (yield emb.span_bytes)) == \
                 (base + hdr, base + span, span_bytes)
