@@ -77,14 +77,18 @@ class Attention(Module, AttnPairs):
 
         # # #
 
-        src, dst, n, m, src2, cur_pos = self.src, self.dst, self.n, self.m, self.src2, self.cur_pos
+        # The position is below max_seq (checked before the start): t and its compares are that
+        # wide (timing: t <= pos is the read stream's ready, a 32-bit carry chain on the ULX3S).
+        self.pos_n = Signal(max=params.max_seq + 1)
+        self.comb += self.pos_n.eq(self.cur_pos)
+        src, dst, n, m, src2, cur_pos = self.src, self.dst, self.n, self.m, self.src2, self.pos_n
         fsm = FSM(reset_state="IDLE")
         self.submodules.fsm = fsm
         on = self.on = lambda state: fsm.ongoing(state) & ~self.abort
         # The unit's registers: loop indices, the head, its KV head (kvh) and its place in the
         # KV head's group (hg), h * m kept by adding m per head (timing: no multiplier between
         # the FSM's registers).
-        j, k, t = Signal(8), Signal(16), Signal(32)
+        j, k, t = Signal(8), Signal(16), Signal(max=params.max_seq + 2)
         ii = Signal(max=D + 1)
         h, kvh, hg = Signal(16), Signal(16), Signal(16)
         hm = Signal(32)

@@ -73,7 +73,7 @@ class AttnPairs:
         """AT_K's end: a pair's once both heads' scores are in."""
         if not self.pairs:
             return alone
-        cur_pos = self.cur_pos
+        cur_pos = self.pos_n
         # The first head's softmax starts once its scores are in and the second head's keys
         # are all taken (its scores finish meanwhile, into the other score memory).
         return If(self.ap_pair,
@@ -110,7 +110,7 @@ class AttnPairs:
         share)."""
         fsm, on, sig = r.fsm, self.on, vars(r)
         j, ii, k, t, h = (sig[x] for x in ("j", "ii", "k", "t", "h"))
-        n, m, src2, cur_pos = self.n, self.m, self.src2, self.cur_pos
+        n, m, src2, cur_pos = self.n, self.m, self.src2, self.pos_n
         rdiv, kv_early, span = sig["rdiv"], sig["kv_early"], sig["span"]
         kvhead, voff, dram_beats = self.kvhead, self.voff, sig["dram_beats"]
         # Whether the slot's heads may pair: its last KV head's V burst (the highest) inside
