@@ -168,8 +168,9 @@ class Sequencer(LiteXModule):
         # Each product and each slot pick is registered before the add that uses it: the layer
         # products change only at ENDLOOP, the slot's KV base a cycle after a new slot.
         self.comb += self.cur_pos.eq(self.pos[self.slot])
-        # ATTN's copy, registered (timing: the slot pick fed its 48-bit sums' resets); the unit
-        # first reads it after the cycle it starts in, a cycle after a new slot.
+        # The slot's position, registered (timing: the slot pick, a route across the chip, fed
+        # ATTN's compares and the position products' DSPs): valid a cycle after a new slot.
+        # ATTN first reads it after the cycle it starts in; the products below follow it.
         self.attn_pos = Signal(32)
         self.sync += self.attn_pos.eq(self.cur_pos)
         self.w_layer_off, kv_layer_off = Signal(ADDR_W), Signal(ADDR_W)
@@ -185,7 +186,7 @@ class Sequencer(LiteXModule):
         # address from it, registered in steps (the slot's base, the head's offset, the
         # position's row): KVW_H..KVW_H3 let it settle after a new slot.
         self.pos_off, self.kvw_addr = Signal(ADDR_W), Signal(ADDR_W)
-        self.sync += [self.pos_off.eq(self.cur_pos * (self.m << 1)), self.kvw_addr.eq(self.kvaddr + self.pos_off)]
+        self.sync += [self.pos_off.eq(self.attn_pos * (self.m << 1)), self.kvw_addr.eq(self.kvaddr + self.pos_off)]
         # STORE's and LOAD's row (registered: ST_GO/LD_GO wait for a new slot's).
         self.slot_off = Signal(ADDR_W)
         self.sync += self.slot_off.eq(self.slot * (self.m << 4))
@@ -417,7 +418,7 @@ class Sequencer(LiteXModule):
         rrb = Signal(16)
         self.sync += rrb.eq(((2 * m + 15) >> 4) << 4)
         rope_addr, rope_off = Signal(ADDR_W), Signal(ADDR_W)
-        self.sync += [rope_off.eq(self.cur_pos * rrb), rope_addr.eq(self.waddr + rope_off)]
+        self.sync += [rope_off.eq(self.attn_pos * rrb), rope_addr.eq(self.waddr + rope_off)]
         fsm.act("ROPE",
             If(self.cur_pos >= self.R["SEQLEN"],
                 *fail("BAD_POS")
@@ -425,7 +426,8 @@ class Sequencer(LiteXModule):
                 NextValue(self.i, 0), NextState("RP_GO0")
             )
         )
-        fsm.act("RP_GO0", NextState("RP_GO"))        # rope_off, then rope_addr settle
+        fsm.act("RP_GO0", NextState("RP_GO1"))       # the position, rope_off, then rope_addr settle
+        fsm.act("RP_GO1", NextState("RP_GO"))
         # (Only where a group's rows fit one read port's FIFO: the port takes no more requests
         # than its FIFO holds, and nothing takes the rows out before the last is requested.)
         self.rope_rows_ahead = U > 1 and U * (params.max_head // 8) <= params.read_fifo_depth
