@@ -40,8 +40,8 @@ def tables(report):
         [[r["shape"], r["phase"], r["batch"]]
          + [f"{r['class_cycles_per_token'].get(k, 0):.0f}" for k in MAIN_CLASSES]
          + [f"{sum(v for k, v in r['class_cycles_per_token'].items() if k not in MAIN_CLASSES):.0f}"] for r in runs])
-    out += ["", "Projected tokens/s (the model is in docs/performance.md; — where the board's core has fewer "
-            "slots) beside the C baseline on one core of this machine:", ""]
+    out += ["", "Projected tokens/s (the model is in docs/performance.md; — where the board's build has fewer "
+            "slots or cannot hold the model) beside the C baseline on one core of this machine:", ""]
     out += _table(
         ["shape", "phase", "B"] + [f"{name} ({b['clock_hz'] / 1e6:.0f} MHz, {b['dram_bytes_per_s'] / 1e6:.0f} MB/s)"
                                    for name, b in BOARDS.items()] + ["CPU, 1 thread"],

@@ -186,10 +186,10 @@ def test_markdown_section_is_replaced_in_place(tmp_path):
     # --markdown rewrites only its own section; the prose around it stays.
     report = _report()
     path = tmp_path / "perf.md"
-    path.write_text("# Performance\n\nprose before\n\n<!-- bench:results -->\nold\n<!-- /bench:results -->\n\nprose after\n")
+    path.write_text("# Performance\n\nprose before\n\n<!-- bench:results -->\nSTALE SECTION\n<!-- /bench:results -->\n\nprose after\n")
     bench_report.write_markdown(report, str(path))
     text = path.read_text()
-    assert "old" not in text and "prose before" in text and "prose after" in text
+    assert "STALE SECTION" not in text and "prose before" in text and "prose after" in text
     assert text.count("<!-- bench:results -->") == 1 and "| tiny | decode | 2 |" in text
     bench_report.write_markdown(report, str(path), section="late")
     assert "<!-- /bench:late -->" in path.read_text() and "prose after" in path.read_text()
