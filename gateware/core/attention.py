@@ -77,8 +77,7 @@ class Attention(Module, AttnPairs):
 
         # # #
 
-        # The position is below max_seq (checked before the start): t and its compares are that
-        # wide (timing: t <= pos is the read stream's ready, a 32-bit carry chain on the ULX3S).
+        # pos < max_seq (checked before start): t and its compares that wide (timing: t <= pos is the read's ready)
         self.pos_n = Signal(max=params.max_seq + 1)
         self.comb += self.pos_n.eq(self.cur_pos)
         src, dst, n, m, src2, cur_pos = self.src, self.dst, self.n, self.m, self.src2, self.pos_n
