@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/performance.md's tables, docs/performance.png and the raw docs/performance*.json
-# on the simulated SoC (~50 min here: the uploads of stories15M, 42M and 110M, 17, 48 and ~125 MB over the simulated serial link, take ~30 of them). The prose of
+# on the simulated SoC (~40 min here: the uploads of stories15M, 42M and 110M, 17, 48 and 124 MB over the simulated serial link, take ~17 of them). The prose of
 # the page is kept; each command rewrites only its own <!-- bench:SECTION --> block.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
