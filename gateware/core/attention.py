@@ -65,13 +65,11 @@ class Attention(Module, AttnPairs):
         self.slot, self.last_slot = Signal(8), Signal()
         self.seqlen, self.kvhead, self.voff, self.attscale = (Signal(32) for _ in range(4))
         self.req, self.req_addr, self.req_bytes, self.granted = Signal(), Signal(ADDR_W), Signal(ADDR_W), Signal()
-        self.rd_valid, self.rd_data, self.rd_ready, self.rd_wait = Signal(), Signal(128), Signal(), Signal()
-        self.rdq_valid = Signal()
+        self.rd_valid, self.rd_data, self.rd_ready, self.rd_wait, self.rdq_valid = \
+            Signal(), Signal(128), Signal(), Signal(), Signal()
         self.q_push, self.q_addr, self.q_len = Signal(), Signal(ADDR_W), Signal(ADDR_W)
-        self.radr = [Signal(17, name=f"attn_radr{p}") for p in range(XR)]
-        self.reading = Signal()
-        self.od_we, self.od_wadr, self.od_wdat = Signal(), Signal(18), Signal((32, True))
-        self.od_slot = Signal(8)
+        self.radr, self.reading = [Signal(17, name=f"attn_radr{p}") for p in range(XR)], Signal()
+        self.od_we, self.od_wadr, self.od_wdat, self.od_slot = Signal(), Signal(18), Signal((32, True)), Signal(8)
         self.od_active, self.v_busy, self.pair_busy, self.burst_out = Signal(), Signal(), Signal(), Signal()
         self._packer_ports(XR)
 
@@ -89,8 +87,7 @@ class Attention(Module, AttnPairs):
         # the FSM's registers).
         j, k, t = Signal(8), Signal(16), Signal(max=params.max_seq + 2)
         ii = Signal(max=D + 1)
-        h, kvh, hg = Signal(16), Signal(16), Signal(16)
-        hm = Signal(32)
+        h, kvh, hg, hm = Signal(16), Signal(16), Signal(16), Signal(32)
         kv_early = Signal()               # the current head's K is already requested
         od_active, od_start = self.od_active, Signal()
         self.sync += If(self.clear, kv_early.eq(0))
