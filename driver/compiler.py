@@ -73,19 +73,13 @@ def _fuse(*mats):
     return tuple(np.concatenate([m[i] for m in mats]) for i in range(3))
 
 
-def _pack_matrix(name, qms):
-    """A matrix's column tiles in the streamed format, one after the other."""
+def _pack_matrix(name, qms, tiled=True):
+    """A matrix's column tiles in the streamed format, one after the other; with ``tiled``
+    false, one tile however wide (EMBED's table)."""
     q, mant, shift = qms
+    parts = N.tile_weights(q, mant, shift, q.shape[1]) if tiled else [qms]
     try:
-        return b"".join(isa.pack_matrix(*t) for t in N.tile_weights(q, mant, shift, q.shape[1]))
-    except ValueError as e:
-        raise ValueError(f"compile: matrix {name}: {e}") from None
-
-
-def _pack_tile(name, qms):
-    """A matrix as one tile, however wide (EMBED's table)."""
-    try:
-        return isa.pack_matrix(*qms)
+        return b"".join(isa.pack_matrix(*t) for t in parts)
     except ValueError as e:
         raise ValueError(f"compile: matrix {name}: {e}") from None
 
@@ -241,7 +235,7 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
     wcls = _pack_matrix("wcls", qmodel.wcls)
     # EMBED reads its rows from a matrix of one tile: the classifier where the model shares it.
     shared = qmodel.shared_classifier and len(N.tiles(dim)) == 1
-    embed = b"" if shared else _pack_tile("embedding", qmodel.embedding)
+    embed = b"" if shared else _pack_matrix("embedding", qmodel.embedding, tiled=False)
     rope = isa.pack_rope(qmodel.rope_cos[:seq_len], qmodel.rope_sin[:seq_len])
     place("rms_final", len(rms_final))
     place("wcls", len(wcls))
