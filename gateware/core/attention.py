@@ -30,6 +30,7 @@ from migen import *
 from spec import numerics as N
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed, as_unsigned
 from gateware.core.attn_pairs import AttnPairs
+from gateware.core.attn_query import AttnQuery
 from gateware.core.pipeline import stop_on_abort
 
 ADDR_W = 50
@@ -39,7 +40,7 @@ def _lanes(sig, width, n):
     return [sig[width * k:width * (k + 1)] for k in range(n)]
 
 
-class Attention(Module, AttnPairs):
+class Attention(Module, AttnPairs, AttnQuery):
     """Start/done: ``start`` begins a slot (its position passed the checks), ``done`` is high in
     its last cycle; ``abort`` stops the unit at once: nothing its states drive happens in that
     cycle, as the sequencer has left them; ``clear`` (a run's start) forgets requests made
@@ -140,7 +141,7 @@ class Attention(Module, AttnPairs):
         # What the datapath's parts below share: the unit's registers, memories and helpers.
         r = SimpleNamespace(
             fsm=fsm, on=on, burst=burst, j=j, k=k, t=t, ii=ii, h=h, kvh=kvh, hg=hg, hm=hm, kv_early=kv_early,
-            od_active=od_active, od_start=od_start, rdiv=rdiv, q_beats=q_beats, q_rp=q_rp, sb_rp=sb_rp,
+            od_active=od_active, od_start=od_start, rdiv=rdiv, q_beats=q_beats, q_mem=q_mem, q_rp=q_rp, sb_rp=sb_rp,
             sb_wp=sb_wp, exp_rp=exp_rp, hsb=hsb, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base,
             D=D, XR=XR, src=src, dst=dst, n=n, m=m, src2=src2, cur_pos=cur_pos, dram_beats=dram_beats,
             max_seq=params.max_seq, max_head=params.max_head, divider_steps=params.divider_steps)
@@ -191,7 +192,8 @@ class Attention(Module, AttnPairs):
         if self.pairs:
             self._pairs(r)
         # The instruction's last burst is out once its last slot's last head has asked for V.
-        self.comb += self.burst_out.eq(r.last_head & self.last_slot & reduce(or_, [on(st) for st in
+        last = (r.last_head | (self.ap_shared & (h + 2 == n) & ~self.ap_busy)) if self.pairs else r.last_head
+        self.comb += self.burst_out.eq(last & self.last_slot & reduce(or_, [on(st) for st in
             ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
         if not self.pairs:
             self.ap_busy = C(0)
@@ -265,7 +267,7 @@ class Attention(Module, AttnPairs):
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
             # attn_pairs: the second head's K follows the first's.
-            *([If(a_acc & (k == hsb - 1) & (t == cur_pos) & self.ap_pair & ~self.ap_ksec,
+            *([If(a_acc & (k == hsb - 1) & (t == cur_pos) & self.ap_pair & ~self.ap_ksec & ~self.ap_shared,
                 NextValue(t, 0), NextValue(self.ap_ksec, 1))] if self.pairs else []),
             # The head's V is requested now (unless it is already queued, Params.attn_overlap):
             # its beats wait in the read FIFO while the softmax and the division run, so AT_V
@@ -321,7 +323,8 @@ class Attention(Module, AttnPairs):
             ),
             If(on("AT_Q") | on("AT_NEXTH"), scount.eq(0)),
         ]
-        vars(r).update(dsum=dsum, ka6=ka6, kt6=kt6, sc=sc, smax=smax)
+        vars(r).update(dsum=dsum, ka6=ka6, kt6=kt6, sc=sc, smax=smax, keys_r=keys_r, ka2=ka2, kf2=kf2,
+                       kl2=kl2, scale=scale)
 
     def _softmax(self, r):
         """AT_SM_RUN..AT_DIVW: the exponentials in place over the scores, 1/sum, the next head's query."""
@@ -408,8 +411,9 @@ class Attention(Module, AttnPairs):
         a_v, v_take = Signal(), Signal()
         self.comb += [v_take.eq((t <= cur_pos) & ~od_active) if not self.pairs else
                       # attn_pairs: the drain works from its own copy of the sums (ap_osnap)
-                      v_take.eq((t <= cur_pos) & ~self.ap_od_pend
-                                & (~self.ap_vsec | (self.ap_r1ok & (self.ap_vgo | ~self.v_busy)))),
+                      v_take.eq((t <= cur_pos) & ~self.ap_od_pend & ~self.ap_w2_pend
+                                & Mux(self.ap_shared, self.ap_r1ok,
+                                      ~self.ap_vsec | (self.ap_r1ok & (self.ap_vgo | ~self.v_busy)))),
                       a_v.eq(on("AT_V") & self.rd_valid & v_take)]
         va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
         vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
@@ -446,7 +450,8 @@ class Attention(Module, AttnPairs):
                 # attn_pairs: the pair's second head next (its V is next in the stream).
                 *([If(self.ap_pair & ~self.ap_vsec,
                     NextValue(self.ap_vsec, 1), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
-                ).Elif(self.ap_pair, NextValue(self.ap_vsec, 0))] if self.pairs else [])
+                ).Elif(self.ap_pair, NextValue(self.ap_vsec, 0)), *self._shared_v_end(h, hm, hg, kvh, m)]
+                  if self.pairs else [])
             )
         )
         # The next head of this slot: its query is in q_mem; its K was requested (kv_early), or
@@ -481,9 +486,9 @@ class Attention(Module, AttnPairs):
         ]
         if self.overlap:
             self.comb += [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)] if not self.pairs \
-                else [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone | self.ap_od_pend),
+                else [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone | self.ap_od_pend | self.ap_w2_pend),
                       od_start.eq((wdone | self.ap_od_pend) & ~od_active)]
-        vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone)
+        vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, vals=vals, va2=va2)
 
     def _drain(self, r):
         """The drain: the accumulators shift out, rounded and saturated, into the scratchpad."""
@@ -509,9 +514,10 @@ class Attention(Module, AttnPairs):
         oj, oj1 = Signal(8), Signal(8)
         od_base = Signal(max=D + 1)
         self.sync += [
-            If(od_start,
-                # (attn_overlap: hm has moved on to the next head by now)
-                od_active.eq(1), oj.eq(0), od_base.eq((dst + hm - m) if self.overlap else (dst + hm)),
+            If(od_start | self.ap_od_start2 if self.pairs else od_start,
+                # (attn_overlap: hm has moved on to the next head by now; attn_pairs: _pair_drain)
+                od_active.eq(1), oj.eq(0),
+                od_base.eq(self.ap_od_base if self.pairs else (dst + hm - m) if self.overlap else (dst + hm)),
                 wshift.eq(m != 0), *[wshift_g[g].eq(8 * g < m) for g in range(groups)]
             ).Elif(od_active,
                 If(oj < m, oj.eq(oj + 1)),
@@ -527,48 +533,6 @@ class Attention(Module, AttnPairs):
     def do_finalize(self):
         # One-hot on the FPGA, as the sequencer's (timing): each state's decode is one flip-flop.
         self.fsm.state.attr.add(("fsm_encoding", "one-hot"))
-
-    def _packer_ports(self, ports):
-        """The int16 packer's side (gateware/core/pack16.py). Two ports (Pack16): ``pk_read``,
-        ``pk_idx``, ``pk_half`` out; ``pk_beat``, ``pk_beat_done``, ``pk_beat_idx``,
-        ``pk_beat_half`` in. Four (Pack16x4): ``pk_query`` (the unit reads), ``pk_qaddr`` (the
-        query memory's beat), ``pk_hi`` out; ``pk_beat``, ``pk_beat_valid``, ``pk_beat_query``,
-        ``pk_beat_tag`` in. Both: ``pk_idle`` in."""
-        self.pk_idle, self.pk_beat = Signal(), Signal(128)
-        if ports == 2:
-            self.pk_read, self.pk_idx, self.pk_half = Signal(), Signal(8), Signal()
-            self.pk_beat_done, self.pk_beat_idx, self.pk_beat_half = Signal(), Signal(13), Signal()
-        else:
-            self.pk_query, self.pk_qaddr, self.pk_hi = Signal(), Signal(16), Signal()
-            self.pk_beat_valid, self.pk_beat_query, self.pk_beat_tag = Signal(), Signal(), Signal(32)
-
-    def _query_four_ports(self, fsm, q_wp, q_beats, j, ii, h):
-        """The query loads (AT_Q: this head's; AT_NQ: the next head's, into the other half of
-        q_mem) through the four-port packer, four elements a cycle."""
-        on, m, n = self.on, self.m, self.n
-        loading = on("AT_Q") | on("AT_NQ")
-        other = on("AT_NQ")               # the next head's query: the other half of q_mem
-        qaddr = Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ other)
-        hi = j[2]
-        if self.pairs:                    # attn_pairs' loads (_pairs)
-            loading = loading | on("AP_Q1") | self.ap_ql_active
-            qaddr = Mux(self.ap_ql_active, Cat((self.ap_ql_j >> 3)[:log2_int(q_beats)], self.ap_ql_sec),
-                        Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ (other | on("AP_Q1"))))
-            hi = Mux(self.ap_ql_active, self.ap_ql_j[2], j[2])
-        self.comb += [
-            self.pk_query.eq(loading), self.pk_qaddr.eq(qaddr), self.pk_hi.eq(hi), self.reading.eq(loading),
-            q_wp.adr.eq(self.pk_beat_tag), q_wp.dat_w.eq(self.pk_beat),
-            q_wp.we.eq(self.pk_beat_valid & self.pk_beat_query),
-        ]
-        for state, done in (("AT_Q", "AT_QD"), ("AT_NQ", "AT_NQD")):
-            # (attn_pairs: AT_Q goes on with the next head's query, AP_Q1)
-            then = If(h + 1 < n, NextValue(j, 0), NextState("AP_Q1")).Else(NextState(done)) \
-                if self.pairs and state == "AT_Q" else NextState(done)
-            fsm.act(state,
-                *[adr.eq(ii + e) for e, adr in enumerate(self.radr)],
-                NextValue(j, j + 4), NextValue(ii, ii + 4),
-                If(j + 4 == m, then)
-            )
 
     def _overlap(self, fsm, vhead_base, span, dram_beats, scores_done, next_k_ok, kv_early):
         """Params.attn_overlap, the requests: while AT_K computes a head's scores, its V goes

@@ -9,6 +9,11 @@ DRAM (so none can fault, and the order of the requests cannot change what golden
 the query heads share K/V heads one or two at a time (src2 = 1 or 2); otherwise, and for an odd
 last head, a head runs alone as without the option.
 
+With src2 = 2 the pair's heads share their KV head, and it is read once: each key beat goes
+into both heads' dot products (a second score datapath, into the second head's score memory),
+and each value beat into both heads' weighted sums (a second set of accumulators, drained after
+the first head's). The stream then brings K(h), V(h) only.
+
 A mixin of gateware/core/attention.py's Attention: its states call these hooks, which return
 the one-head statements unchanged when the option is off.
 """
@@ -18,7 +23,8 @@ from operator import or_
 
 from migen import *
 
-from gateware.arith import Divider
+from gateware.arith import Divider, round_shift_split, saturate, as_signed, as_unsigned
+from spec import numerics as N
 
 ADDR_W = 50
 
@@ -52,6 +58,10 @@ class AttnPairs:
         self.ap_esum = Signal(48)         # the softmax's sum (the score pipeline keeps dsum)
         self.ap_sb_rdat = Signal(32)      # the score memory read, of the head being read
         self.ap_sm_go = Signal()          # the softmax may read: the second head's scores are in
+        self.ap_shared = Signal()         # the pair shares its KV head (src2 = 2): K and V read once
+        self.ap_w2_pend = Signal()        # a shared pair's second head's sums wait for a drain
+        self.ap_od_start2 = Signal()      # that drain starts
+        self.ap_od_base = Signal(18)      # where a drain starting now writes
 
     def _pair_reset(self):
         """A slot starts with no pair."""
@@ -77,7 +87,7 @@ class AttnPairs:
         # The first head's softmax starts once its scores are in and the second head's keys
         # are all taken (its scores finish meanwhile, into the other score memory).
         return If(self.ap_pair,
-            If(self.ap_ksec & (t > cur_pos) & (scount == cur_pos + 1),
+            If((self.ap_ksec | self.ap_shared) & (t > cur_pos) & (scount == cur_pos + 1),
                 NextValue(t, 0), NextValue(self.ap_esum, 0), NextValue(self.ap_esum1, 0), NextValue(self.ap_ksec, 0),
                 NextValue(self.ap_smh, 0), self.ap_ql_start.eq(1), NextState("AT_SM_RUN"))
         ).Else(alone)
@@ -97,13 +107,24 @@ class AttnPairs:
         copy out, so the next head's V is summed meanwhile. A head whose sums are done while a
         drain runs waits for it (ap_od_pend), and V waits while one waits."""
         self.ap_osnap = [Signal((48, True), name=f"ap_osnap{x}") for x in range(len(wacc))]
+        self.ap_wacc2 = [Signal((48, True), name=f"ap_wacc2_{x}") for x in range(len(wacc))]  # (_shared_values)
         for x in range(len(wacc)):
             g = x // 8
             self.sync += [
                 If(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8])),
                 If(od_start, self.ap_osnap[x].eq(wacc[x])
+                ).Elif(self.ap_od_start2, self.ap_osnap[x].eq(self.ap_wacc2[x])
                 ).Elif(wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
             ]
+
+    def _shared_v_end(self, h, hm, hg, kvh, m):
+        """AT_V's last value beat of a shared pair: both heads are done (it overrides the
+        one-head and pair statements before it)."""
+        return [If(self.ap_shared,
+            NextValue(self.ap_vsec, 0), NextValue(h, h + 2), NextValue(hm, hm + (m << 1)),
+            NextValue(hg, 0), NextValue(kvh, kvh + 1),
+            If(h + 2 == self.n, NextState("AT_OUTW")).Else(NextState("AT_NEXTH"))
+        )]
 
     def _pairs(self, r):
         """The pairs' states, per-head registers and requests (``r``: what Attention's parts
@@ -127,16 +148,11 @@ class AttnPairs:
             If(self.start, self.ap_slot_age.eq(0)
             ).Elif(self.ap_slot_age != 7, self.ap_slot_age.eq(self.ap_slot_age + 1)),
         ]
-        self.comb += self.ap_pair_go.eq(slot_ok & (h + 1 < n))
-
-        self.sync += [
-            If(sig["od_start"], self.ap_od_pend.eq(0)
-            ).Elif(sig["wdone"] & self.od_active, self.ap_od_pend.eq(1)),
-            If(~self.ap_vsec, self.ap_vgo.eq(0)).Elif(~self.v_busy, self.ap_vgo.eq(1)),
-        ]
-        self.sync += If(sig["od_start"], self.od_slot.eq(self.slot))
+        self.comb += [self.ap_pair_go.eq(slot_ok & (h + 1 < n)), self.ap_shared.eq(self.ap_pair & (src2 == 2))]
+        self.sync += If(~self.ap_vsec, self.ap_vgo.eq(0)).Elif(~self.v_busy, self.ap_vgo.eq(1))
         # Per-head scores, softmax and reciprocal.
         ks, sc = self.ap_ks, sig["sc"]
+        sc2 = self._shared_scores(r)
         self.comb += self.ap_sm_go.eq(~self.ap_smh | (self.ap_scount1 == cur_pos + 1))
         # The score memories: the first head's is the one-head path's (sbuf), the second's its
         # own, so the first head's softmax writes while the second's scores still arrive.
@@ -151,14 +167,14 @@ class AttnPairs:
         for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
             sm_write = sm_run & smv5 & (self.ap_sh[4] == half)
             self.comb += [
-                port.adr.eq(Mux(sm_write, smt5, kt6)), port.dat_w.eq(Mux(sm_write, ev5, sc)),
-                port.we.eq(sm_write | (sig["ka6"] & (ks[7] == half))),
+                port.adr.eq(Mux(sm_write, smt5, kt6)), port.dat_w.eq(Mux(sm_write, ev5, sc2 if half else sc)),
+                port.we.eq(sm_write | (sig["ka6"] & ((ks[7] == half) | (self.ap_shared & half)))),
             ]
         self.sync += [
             ks[0].eq(self.ap_ksec), [ks[x].eq(ks[x - 1]) for x in range(1, 8)],
-            If(sig["ka6"] & ks[7],
+            If(sig["ka6"] & (ks[7] | self.ap_shared),
                 self.ap_scount1.eq(self.ap_scount1 + 1),
-                If((self.ap_scount1 == 0) | (sc > self.ap_smax1), self.ap_smax1.eq(sc))
+                If((self.ap_scount1 == 0) | (sc2 > self.ap_smax1), self.ap_smax1.eq(sc2))
             ),
             If(on("AT_Q") | on("AT_NEXTH"), self.ap_scount1.eq(0)),
             self.ap_vh[0].eq(self.ap_vsec), self.ap_vh[1].eq(self.ap_vh[0]),
@@ -179,6 +195,7 @@ class AttnPairs:
             If(div0_go, rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum)),
             rdiv1.start.eq(div1_go), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(self.ap_esum1),
         ]
+        self._shared_values(r, sb1_rp)
         fsm.act("AP_DIV1W",
             If(sig["recip_ok"],
                 NextValue(self.ap_smh, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
@@ -268,7 +285,9 @@ class AttnPairs:
         # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
         # settled with the slot); the others once the pair's own addresses have settled.
         ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
-        skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l)
+        # (a shared pair: K(h + 1) and V(h + 1) are K(h) and V(h); K(h + 3) is K(h + 2))
+        skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l) \
+            | (self.ap_shared & ((step == 0) | (step == 2) | (step == 4)))
         self.comb += [
             self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
             self.ap_push.eq(ready & ~skip & ~self.rdq_valid),
@@ -286,4 +305,64 @@ class AttnPairs:
                 If(self.ap_push & (step == 4), kq2.eq(1)),
             ),
             If(self.clear, kq2.eq(0)),    # (kept into the next slot, whose first pair takes it)
+        ]
+
+    def _shared_scores(self, r):
+        """The second head's score datapath: the same key beats against the other half of the
+        query memory, stage for stage with the first head's (attention.py's _scores). Returns
+        the score the second head's memory takes (the first head's path, in a pair that does not
+        share)."""
+        q_rp2 = r.q_mem.get_port()
+        self.specials += q_rp2
+        self.comb += q_rp2.adr.eq(Cat(r.k[:log2_int(r.q_beats)], ~r.h[0]))
+        qword, dot = Signal(128), Signal((40, True))
+        kp = [Signal((32, True), name=f"ap_kp{l}") for l in range(8)]
+        dacc, dsum, dprod = Signal((48, True)), Signal((48, True)), Signal((72, True))
+        qs = [as_signed(self, qword[16 * l:16 * (l + 1)], 16) for l in range(8)]
+        self.sync += [
+            qword.eq(q_rp2.dat_r),
+            [kp[l].eq(r.keys_r[l] * qs[l]) for l in range(8)],
+            dot.eq(sum(kp)),
+            If(r.ka2, dacc.eq(Mux(r.kf2, 0, dacc) + dot)),
+            If(r.ka2 & r.kl2, dsum.eq(Mux(r.kf2, 0, dacc) + dot)),
+            dprod.eq(dsum * r.scale),
+        ]
+        finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        sc2 = Signal((32, True))
+        self.sync += sc2.eq(saturate(self, as_signed(self, finish(), 80), 32))
+        return Mux(self.ap_shared, sc2, r.sc)
+
+    def _shared_values(self, r, sb1_rp):
+        """The second head's weighted sum in a shared pair: each value beat times its
+        probability (from its score memory and reciprocal) into ap_wacc2, stage for stage with
+        the first head's (attention.py's _values); and the drains' order: the first head's
+        sums, then the second's (ap_w2_pend until that drain starts; V waits meanwhile)."""
+        ev, prob = Signal(17), Signal(17)
+        vprod = [Signal((34, True), name=f"ap_vprod{l}") for l in range(8)]
+        vs = [Signal(name=f"ap_vs{x}") for x in range(5)]    # the V pipeline's beat: a shared pair's
+        self.sync += [
+            ev.eq(sb1_rp.dat_r),
+            prob.eq(as_unsigned(self, ev * self.ap_recip1, 49) >> 31),
+            [vprod[l].eq(as_signed(self, prob, 18) * r.vals[l]) for l in range(8)],
+            vs[0].eq(self.ap_shared), [vs[x].eq(vs[x - 1]) for x in range(1, 5)],
+        ]
+        for x, acc in enumerate(self.ap_wacc2):
+            g = x // 8
+            self.sync += If(r.wacc_en_g[g] & vs[3], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
+        # vs[0..4] line up with va1..va4 and wdone. A shared pair's sums are done at wdone with
+        # hm past both heads: the first drains from dst + hm - 2m, the second from dst + hm - m.
+        pend_sh, w2_base, w2_slot = Signal(), Signal(18), Signal(8)
+        od_start, wdone, dst, hm, m = r.od_start, r.wdone, self.dst, r.hm, self.m
+        self.sync += [
+            If(od_start, self.ap_od_pend.eq(0)
+            ).Elif(wdone & self.od_active, self.ap_od_pend.eq(1), pend_sh.eq(vs[4])),
+            If(wdone & vs[4],
+                self.ap_w2_pend.eq(1), w2_base.eq(dst + hm - m), w2_slot.eq(self.slot)
+            ).Elif(self.ap_od_start2, self.ap_w2_pend.eq(0)),
+            If(od_start, self.od_slot.eq(self.slot)).Elif(self.ap_od_start2, self.od_slot.eq(w2_slot)),
+        ]
+        first_sh = Mux(self.ap_od_pend, pend_sh, vs[4])
+        self.comb += [
+            self.ap_od_start2.eq(self.ap_w2_pend & ~self.od_active & ~wdone & ~self.ap_od_pend),
+            self.ap_od_base.eq(Mux(self.ap_od_start2, w2_base, dst + hm - Mux(first_sh, m << 1, m))),
         ]

@@ -112,7 +112,7 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed):
             for a in (base + kvh * kvhead, base + kvh * kvhead + voff):
                 dram[a:a + 2 * seqlen * hs] = rng.integers(-512, 512, seqlen * hs).astype("<i2").tobytes()
     x = rng.integers(-1 << 18, 1 << 18, (2, heads * hs))
-    grants = []
+    grants, taken = [], [0]
 
     @passive
     def sequencer():
@@ -146,6 +146,7 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed):
                 pending.append((cycle + LATENCY, (yield top.addr.address)))
             if have and (yield attn.rd_ready):
                 pending.popleft()
+                taken[0] += 1
 
     def gen():
         for s in range(2):
@@ -186,3 +187,8 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed):
     # Every burst it asked for is a K or V row of one of the slots' KV heads.
     rows = {base + kvh * kvhead + v for _, base in slots for kvh in range(-(-heads // kv_mul)) for v in (0, voff)}
     assert grants and set(grants) <= rows
+    # Each KV head's K and V are read once per query head; with attn_pairs once per pair of
+    # query heads that share it (src2 = 2).
+    per_read = 2 if params.attn_pairs and kv_mul == 2 else 1
+    reads = sum(-(-min(kv_mul, heads - g * kv_mul) // per_read) for g in range(-(-heads // kv_mul)))
+    assert taken[0] == sum(2 * reads * -(-(pos + 1) * hs * 2 // 16) for pos, _ in slots)
