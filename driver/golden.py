@@ -168,10 +168,10 @@ class GoldenCore:
                 span = (pos + 1) * hs * 2
                 keys = np.frombuffer(self.read(kbase, span)[:span], "<i2").astype(np.int64).reshape(pos + 1, hs)
                 q = N.to_kv(self.act[s, src + h * hs:src + (h + 1) * hs])
-                p = N.softmax(N.scores(q, keys, scale))
+                e, recip = N.softmax_terms(N.scores(q, keys, scale))
                 vbase = kbase + self.regs[isa.REGS["VOFF"]]
                 vals = np.frombuffer(self.read(vbase, span)[:span], "<i2").astype(np.int64).reshape(pos + 1, hs)
-                self.act[s, dst + h * hs:dst + (h + 1) * hs] = N.weighted_sum(p, vals)
+                self.act[s, dst + h * hs:dst + (h + 1) * hs] = N.attend(e, recip, vals)
 
     def op_silu(self, ins):
         n, dst, src, src2 = ins["n"], ins["dst"], ins["src"], ins["src2"]

@@ -69,9 +69,9 @@ class IntTransformer:
             for h in range(c.n_heads):
                 kvh = h // kv_mul
                 keys = self.key_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]
-                p = N.softmax(N.scores(qkv[h * hs:(h + 1) * hs], keys, qm.inv_sqrt_hs))
+                e, recip = N.softmax_terms(N.scores(qkv[h * hs:(h + 1) * hs], keys, qm.inv_sqrt_hs))
                 vals = self.value_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]
-                att_out[h * hs:(h + 1) * hs] = N.weighted_sum(p, vals)
+                att_out[h * hs:(h + 1) * hs] = N.attend(e, recip, vals)
             x = _mv(qm.wo[l], att_out, acc=x)
             xb = N.rmsnorm(x, *qm.rms_ffn[l])
             hb = N.silu_mul(_mv(qm.w1[l], xb), _mv(qm.w3[l], xb))

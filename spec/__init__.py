@@ -14,7 +14,7 @@ import hashlib
 import json
 
 # Bump on any change that the host and the device must agree on.
-SPEC_VERSION = (0, 3, 0)
+SPEC_VERSION = (0, 4, 0)
 
 # Host link -----------------------------------------------------------------------------------------
 # UARTBone command bytes (LiteX Stream2Wishbone wire protocol).

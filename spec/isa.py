@@ -112,9 +112,10 @@ class Params:
     lies inside DRAM), and the next head starts as the last V beat is taken.
     ``attn_pairs`` (needs attn_overlap and four scratchpad ports): ATTN takes a slot's heads two
     at a time where every K and V burst of the slot lies inside DRAM and src2 is 1 or 2: the
-    second head's scores follow the first's, its softmax follows the first's through the
-    softmax pipeline, and its division (on a second divider) runs during the first's weighted
-    sum (a score memory per head of a pair, a copy of the accumulators for the drain).
+    second head's scores follow the first's and the first head's values follow them, the second
+    head's values are summed while the first's drain (a score memory per head of a pair, a copy
+    of the accumulators for the drain); with src2 = 2 the pair reads its shared KV head once (a
+    second score datapath, exponential pipeline, divider and set of accumulators).
     ``divider_steps``: radix-4 steps per cycle of the RMSNORM and ATTN dividers (1, 2 or 4: two,
     four or eight quotient bits a cycle, chaining that many subtract-and-compare stages).
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body

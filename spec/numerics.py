@@ -26,7 +26,7 @@ TILE_COLS = 1024        # widest MATVEC input: wider matrices run as column tile
 SCALE_MANT_BITS = 8      # group scale mantissas: the row's largest in [2**7, 2**8)
 KV_FRAC = 8              # int16 K/V cache entries: value = v / 2**8
 ROPE_FRAC = 14           # cos/sin table entries
-PROB_FRAC = 15           # softmax outputs
+PROB_FRAC = 15           # softmax exponentials (the max score's is 1.0)
 RMS_PRE_SHIFT = 6        # x >> 6 before squaring keeps sum(x^2) inside int64
 RMS_EPS = 1e-5
 
@@ -272,19 +272,25 @@ def scores(q_kv, keys, inv_sqrt_hs_q15):
 LOG2E_Q15 = round(math.log2(math.e) * (1 << 15))
 
 
-def softmax(s):
-    """int32 Q16 scores -> Q15 probabilities."""
+def softmax_terms(s):
+    """int32 Q16 scores -> the softmax's terms: Q15 exponentials e (1.0 at the max score) and
+    2**46 // sum(e) (the sum is at least 2**15, so that fits 32 bits)."""
     s = np.asarray(s, dtype=np.int64)
     u = round_shift((s.max() - s) * LOG2E_Q15, 15)                  # Q16, >= 0
     e = exp2_neg_q(u)                                                # Q15
-    recip = (1 << 46) // int(e.sum())
-    return np.right_shift(e * recip, 31)                             # Q15
+    return e, (1 << 46) // int(e.sum())
 
 
-def weighted_sum(p, values):
-    """sum_i p_i v_i: Q15 probabilities x int16 Q8 values -> int32 Q16."""
-    acc = (p[:, None] * values.astype(np.int64)).sum(axis=0)        # Q23
-    return saturate(round_shift(acc, PROB_FRAC + KV_FRAC - ACT_FRAC), 32)
+ATTN_OUT_SHIFT = 46 + KV_FRAC - ACT_FRAC   # acc * recip: e / sum(e) is a ratio, so Q(46 + KV_FRAC) -> Q16
+
+
+def attend(e, recip, values):
+    """softmax(scores) . values from softmax_terms: the exponentials weight the int16 Q8 values
+    (Q23; |acc| <= 2**15 * sum(e)), and the sum is normalised once, x 2**46 / sum(e) (so
+    |acc * recip| <= 2**61) rounded to int32 Q16. The hardware sums the values as the
+    exponentials are made, in one pass over V, and multiplies as the outputs leave."""
+    acc = (np.asarray(e, np.int64)[:, None] * values.astype(np.int64)).sum(axis=0)
+    return saturate(round_shift(acc * recip, ATTN_OUT_SHIFT), 32)
 
 
 def silu_mul(a, b):

@@ -109,9 +109,13 @@ def test_rmsnorm_softmax_silu_match_float():
     ref = g * x / np.sqrt(np.mean(x * x) + 1e-5)
     assert np.max(np.abs(y - ref)) < 1e-3 * np.max(np.abs(ref))
     s = rng.standard_normal(100) * 4
-    p = N.softmax(N.to_fixed(s, N.ACT_FRAC)) / 32768
-    e = np.exp(s - s.max())
-    assert np.max(np.abs(p - e / e.sum())) < 2e-3
+    e, recip = N.softmax_terms(N.to_fixed(s, N.ACT_FRAC))
+    ref = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+    assert np.max(np.abs(e * recip / 2.0 ** 46 - ref)) < 2e-3
+    v = np.random.default_rng(23).integers(-1 << 12, 1 << 12, (100, 16))     # (rng left as it was)
+    out = N.attend(e, recip, v) / Q
+    want = ref @ (v / 2.0 ** N.KV_FRAC)
+    assert np.max(np.abs(out - want)) < 1e-2 * np.max(np.abs(want))
     a, b = rng.standard_normal(500) * 4, rng.standard_normal(500)
     out = N.silu_mul(N.to_fixed(a, N.ACT_FRAC), N.to_fixed(b, N.ACT_FRAC)) / Q
     assert np.max(np.abs(out - a / (1 + np.exp(-a)) * b)) < 5e-3

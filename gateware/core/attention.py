@@ -1,6 +1,6 @@
 """ATTN: for each head h < n of one slot, out[dst + h*m:][:m] = softmax(q·K / sqrt(m)) · V over
 positions 0..pos, q the head's query act[src + h*m:][:m] and K, V the slot's cached rows of KV
-head h // src2 (spec.numerics.scores, softmax, weighted_sum). The sequencer walks the slots: it
+head h // src2 (spec.numerics.scores, softmax_terms, attend). The sequencer walks the slots: it
 checks each slot's position and starts the unit, which runs the slot's heads and answers
 ``done`` once the slot's outputs may be overtaken.
 
@@ -8,10 +8,11 @@ Per head: the query is packed into int16 (the packer, gateware/core/pack16.py, l
 unit) into one half of the query memory; K streams in and every position's score is computed
 (stage 0 accepts a key beat, 1 registers both operands, 1a multiplies, 1b sums the 8 products,
 2 accumulates over the head, 3 scales, 4 adds the rounding bias, 5 shifts and saturates, 6
-takes the max and stores it in the score memory); the softmax rewrites the scores as
-exponentials and sums them; a divider takes 1/sum while the next head's query loads into the
-other half; then V streams in and is summed into the accumulators, which drain to the
-scratchpad beside the next head's work.
+takes the max and stores it in the score memory); the next head's query loads into the other
+half; then V streams in once: each beat's position gets its exponential from its score and
+the max, which weights the beat into the accumulators and adds to the exponentials' sum; a
+divider takes 2**46 / sum, and the accumulators drain through a multiplier by it to the
+scratchpad beside the next head's work. Two passes over DRAM, no pass over the scores.
 
 Bursts go through the sequencer (``req``, ``req_addr``, ``req_bytes``: BURST checks them
 against the DRAM window, ``granted``); requests made ahead (this head's V, the next head's K)
@@ -142,7 +143,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         r = SimpleNamespace(
             fsm=fsm, on=on, burst=burst, j=j, k=k, t=t, ii=ii, h=h, kvh=kvh, hg=hg, hm=hm, kv_early=kv_early,
             od_active=od_active, od_start=od_start, rdiv=rdiv, q_beats=q_beats, q_mem=q_mem, q_rp=q_rp, sb_rp=sb_rp,
-            sb_wp=sb_wp, exp_rp=exp_rp, hsb=hsb, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base,
+            sb_wp=sb_wp, exp_rom=exp_rom, exp_rp=exp_rp, hsb=hsb, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base,
             D=D, XR=XR, src=src, dst=dst, n=n, m=m, src2=src2, cur_pos=cur_pos, dram_beats=dram_beats,
             max_seq=params.max_seq, max_head=params.max_head, divider_steps=params.divider_steps)
         self._next_head(r)
@@ -185,8 +186,8 @@ class Attention(Module, AttnPairs, AttnQuery):
         ))
         vars(r).update(groups=groups, wshift=wshift, wshift_g=wshift_g, wacc_en_g=wacc_en_g,
                        wfirst_g=wfirst_g)
+        self._next_query(r)
         self._scores(r)
-        self._softmax(r)
         self._values(r)
         self._drain(r)
         if self.pairs:
@@ -194,7 +195,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         # The instruction's last burst is out once its last slot's last head has asked for V.
         last = (r.last_head | (self.ap_shared & (h + 2 == n) & ~self.ap_busy)) if self.pairs else r.last_head
         self.comb += self.burst_out.eq(last & self.last_slot & reduce(or_, [on(st) for st in
-            ("AT_SM_RUN", "AT_DIV", "AT_NQ", "AT_NQD", "AT_DIVW", "AT_V")]))
+            ("AT_NQ", "AT_NQD", "AT_V")]))
         if not self.pairs:
             self.ap_busy = C(0)
         self.comb += self.pair_busy.eq(self.ap_busy)
@@ -270,10 +271,10 @@ class Attention(Module, AttnPairs, AttnQuery):
             *([If(a_acc & (k == hsb - 1) & (t == cur_pos) & self.ap_pair & ~self.ap_ksec & ~self.ap_shared,
                 NextValue(t, 0), NextValue(self.ap_ksec, 1))] if self.pairs else []),
             # The head's V is requested now (unless it is already queued, Params.attn_overlap):
-            # its beats wait in the read FIFO while the softmax and the division run, so AT_V
-            # does not wait for DRAM's latency.
+            # its beats wait in the read FIFO while the next head's query loads, so AT_V does
+            # not wait for DRAM's latency.
             self._pair_scores_done(t, scount,
-            If(scount == cur_pos + 1, NextValue(t, 0), NextValue(self.ap_esum if self.pairs else dsum, 0),
+            If(scount == cur_pos + 1, NextValue(t, 0),
                 If(self.v_queued, NextState("AT_KN")).Else(*burst(vhead_base, span, "AT_KN"))
                 if self.overlap else burst(vhead_base, span, "AT_KN")))
         )
@@ -289,7 +290,7 @@ class Attention(Module, AttnPairs, AttnQuery):
                                      | (self.ap_push if self.pairs else 0))]
         fsm.act("AT_KN",
             If((nx_ok & ~kv_early) if self.overlap else nx_ok, kn_push.eq(1), NextValue(kv_early, 1)),
-            NextState("AT_SM_RUN")
+            r.after_scores
         )
         sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         sc_r = as_signed(self, sc_finish(), 80)
@@ -326,120 +327,88 @@ class Attention(Module, AttnPairs, AttnQuery):
         vars(r).update(dsum=dsum, ka6=ka6, kt6=kt6, sc=sc, smax=smax, keys_r=keys_r, ka2=ka2, kf2=kf2,
                        kl2=kl2, scale=scale)
 
-    def _softmax(self, r):
-        """AT_SM_RUN..AT_DIVW: the exponentials in place over the scores, 1/sum, the next head's query."""
-        (D, XR, cur_pos, dsum, exp_rp, fsm, hm, ii, j, k, last_head, m, on, rdiv, sb_rp, smax,
-         src, t) = (
-            r.D, r.XR, r.cur_pos, r.dsum, r.exp_rp, r.fsm, r.hm, r.ii, r.j, r.k, r.last_head,
-            r.m, r.on, r.rdiv, r.sb_rp, r.smax, r.src, r.t)
-        # Softmax: exponentials in place over the scores, then the reciprocal of their sum.
-        u = Signal(40)
-        dd = Signal((34, True))
-        st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
-        self.comb += st
-        # One score per cycle: read (S0), distance to the max (S1), scale it (S2), table (S3),
-        # shift (S4), accumulate the sum and write back (S5).
-        u4 = Signal(40)
-        ev, ev5 = Signal(17), Signal(17)
-        self.comb += [exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
-                      ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
-        # 1/sum in Q46.
-        recip = Signal(32)
-        smv1, smv2, smv3, smv4, smv5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        smt1, smt2, smt3, smt4, smt5 = Signal(32), Signal(32), Signal(32), Signal(32), Signal(32)
-        sm_run = on("AT_SM_RUN")
-        sb_rdat = self.ap_sb_rdat if self.pairs else sb_rp.dat_r
-        self.sync += [
-            smv1.eq(sm_run & (t <= cur_pos) & self.ap_sm_go if self.pairs else sm_run & (t <= cur_pos)), smt1.eq(t),
-            smv2.eq(smv1 & sm_run), smt2.eq(smt1),
-            dd.eq((Mux(self.ap_sh[0], self.ap_smax1, smax) if self.pairs else smax) - as_signed(self, sb_rdat, 32)),
-            smv3.eq(smv2 & sm_run), smt3.eq(smt2), u.eq(u_r),
-            smv4.eq(smv3 & sm_run), smt4.eq(smt3), u4.eq(u),
-            smv5.eq(smv4 & sm_run), smt5.eq(smt4), ev5.eq(ev),     # timing: the table's output shifted
-            If(smv5 & sm_run, dsum.eq(dsum + ev5)) if not self.pairs else
-            If(smv5 & sm_run & ~self.ap_sh[4], self.ap_esum.eq(self.ap_esum + ev5)
-            ).Elif(smv5 & sm_run, self.ap_esum1.eq(self.ap_esum1 + ev5)),
-        ]
-        fsm.act("AT_SM_RUN",
-            If((t <= cur_pos) & self.ap_sm_go if self.pairs else t <= cur_pos, NextValue(t, t + 1)),
-            # attn_pairs: the second head's softmax right behind the first's
-            *([If(self.ap_pair & ~self.ap_smh & (t == cur_pos), NextValue(t, 0), NextValue(self.ap_smh, 1))]
-              if self.pairs else []),
-            If((t > cur_pos) & ~smv1 & ~smv2 & ~smv3 & ~smv4 & ~smv5,
-               If(self.ap_pair, NextState("AP_DIV1W")).Else(NextState("AT_DIV"))
-               if self.pairs else NextState("AT_DIV"))
-        )
-        # While the division runs, the next head's query (same slot) goes into q_mem's other
-        # half, so that head starts with its scores; its K is already requested (kv_early).
-        nq_ii = Signal(max=D + 1)
-        self.sync += nq_ii.eq(src + hm + m)
-        fsm.act("AT_DIV",
-            rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum if self.pairs else dsum),
-            If(last_head,
-                NextState("AT_DIVW")
-            ).Else(
-                NextValue(j, 0), NextValue(ii, nq_ii), NextState("AT_NQ")
-            )
-        )
-        if XR == 2:
+    def _next_query(self, r):
+        """AT_NQ, AT_NQD: between a head's scores and its values, the next head's query (same
+        slot) goes into q_mem's other half, so that head starts with its scores; its K is already
+        requested (kv_early). The V beats wait in the read FIFO meanwhile."""
+        fsm, j, ii, m, t, k = r.fsm, r.j, r.ii, r.m, r.t, r.k
+        nq_ii = Signal(max=r.D + 1)
+        self.sync += nq_ii.eq(r.src + r.hm + m)
+        r.to_values = [NextValue(t, 0), NextValue(k, 0), NextState("AT_V")]
+        r.after_scores = If(r.last_head, *r.to_values).Else(NextValue(j, 0), NextValue(ii, nq_ii), NextState("AT_NQ"))
+        if r.XR == 2:
             fsm.act("AT_NQ",
                 self.radr[0].eq(ii), NextValue(j, j + 1), NextValue(ii, ii + 1),
                 If(j == m - 1, NextState("AT_NQD"))
             )
-        fsm.act("AT_NQD", If(self.pk_idle, NextState("AT_DIVW")))
-        # The reciprocal is kept when it is done, which may be during AT_NQ.
-        recip_ok = Signal()
-        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
-        fsm.act("AT_DIVW",
-            If(recip_ok, NextValue(t, 0), NextValue(k, 0), NextState("AT_V"))
-        )
-        vars(r).update(ev5=ev5, recip=recip, recip_ok=recip_ok, sb_rdat=sb_rdat, sm_run=sm_run,
-                       smt5=smt5, smv5=smv5)
+        fsm.act("AT_NQD", If(self.pk_idle, *r.to_values))
 
     def _values(self, r):
-        """AT_V..AT_OUTW: the weighted sum of V into the accumulators, the next head or slot."""
-        (cur_pos, ev5, fsm, groups, h, hg, hm, hsb, k, ka6, kt6, kv_early, kvh, last_head, m,
-         od_active, od_start, on, recip, sb_rdat, sb_rp, sb_wp, sc, sm_run, smt5, smv5, src2, t,
-         wacc_en_g, wfirst_g) = (
-            r.cur_pos, r.ev5, r.fsm, r.groups, r.h, r.hg, r.hm, r.hsb, r.k, r.ka6, r.kt6,
-            r.kv_early, r.kvh, r.last_head, r.m, r.od_active, r.od_start, r.on, r.recip,
-            r.sb_rdat, r.sb_rp, r.sb_wp, r.sc, r.sm_run, r.smt5, r.smv5, r.src2, r.t,
-            r.wacc_en_g, r.wfirst_g)
-        # Weighted sum of V: stage 0 accepts a value beat and addresses its exponential,
-        # 1 reads it, 2 makes the probability, 3 multiplies, 4 accumulates.
-        # The previous head's outputs leave the accumulators first (od_active: the drain below).
-        a_v, v_take = Signal(), Signal()
-        self.comb += [v_take.eq((t <= cur_pos) & ~od_active) if not self.pairs else
-                      # attn_pairs: the drain works from its own copy of the sums (ap_osnap)
-                      v_take.eq((t <= cur_pos) & ~self.ap_od_pend & ~self.ap_w2_pend
-                                & Mux(self.ap_shared, self.ap_r1ok,
-                                      ~self.ap_vsec | (self.ap_r1ok & (self.ap_vgo | ~self.v_busy)))),
+        """AT_V..AT_OUTW: one pass over V. Each value beat's position gets its softmax exponential
+        from its score (spec.numerics.softmax_terms) and weights the beat into the accumulators;
+        the exponentials are summed, and at the end a divider takes 2**46 / sum for the drain
+        (spec.numerics.attend). Then the next head or slot."""
+        (cur_pos, fsm, groups, h, hg, hm, hsb, k, kv_early, kvh, last_head, m,
+         od_active, od_start, on, rdiv, sb_rp, sb_wp, smax, src2, t, wacc_en_g, wfirst_g) = (
+            r.cur_pos, r.fsm, r.groups, r.h, r.hg, r.hm, r.hsb, r.k, r.kv_early, r.kvh,
+            r.last_head, r.m, r.od_active, r.od_start, r.on, r.rdiv, r.sb_rp, r.sb_wp, r.smax,
+            r.src2, r.t, r.wacc_en_g, r.wfirst_g)
+        # Stage 0 accepts a value beat and reads its position's score, 1 takes the distance to
+        # the max, 2 scales it by log2(e), 3 reads the exp2 table, 4 shifts, 5 multiplies the
+        # beat's values and sums the exponential (once per position), 6 accumulates.
+        # A head's first beat waits until the previous head's sums have left the accumulators
+        # (v_free: with attn_pairs, set by _pairs).
+        a_v, v_take, v_free = Signal(), Signal(), Signal()
+        self.comb += [v_take.eq((t <= cur_pos) & (v_free | (t != 0) | (k != 0))),
                       a_v.eq(on("AT_V") & self.rd_valid & v_take)]
-        va1, va2, va3, va4 = Signal(), Signal(), Signal(), Signal()
-        vf1, vf2, vf3, vf4 = Signal(), Signal(), Signal(), Signal()
-        vk1, vk2, vk3, vk4 = Signal(13), Signal(13), Signal(13), Signal(13)
-        vl1, vl2, vl3, vl4 = Signal(), Signal(), Signal(), Signal()
-        vbeat1, vbeat2, vbeat3 = Signal(128), Signal(128), Signal(128)
-        ev_r = Signal(17)
-        prob = Signal(17)
+        va = [a_v] + [Signal(name=f"at_va{x}") for x in range(1, 7)]
+        vf = [t == 0] + [Signal(name=f"at_vf{x}") for x in range(1, 6)]
+        vk = [k] + [Signal(13, name=f"at_vk{x}") for x in range(1, 6)]
+        vl = [(t == cur_pos) & (k == hsb - 1)] + [Signal(name=f"at_vl{x}") for x in range(1, 7)]
+        vbeat = [self.rd_data] + [Signal(128, name=f"at_vbeat{x}") for x in range(1, 6)]
+        vh = [self.ap_vsec if self.pairs else C(0)] + [Signal(name=f"at_vh{x}") for x in range(1, 2)]
+        for x in range(1, 7):
+            self.sync += [va[x].eq(va[x - 1]), vl[x].eq(vl[x - 1])]
+        for x in range(1, 6):
+            self.sync += [vf[x].eq(vf[x - 1]), vk[x].eq(vk[x - 1]), vbeat[x].eq(vbeat[x - 1])]
+        self.sync += vh[1].eq(vh[0])
+        self.comb += sb_rp.adr.eq(t)
+        sb_rdat = self.ap_sb_rdat if self.pairs else sb_rp.dat_r
+        # The scores' memory takes the scores (attn_pairs: each head of a pair has its own, _pairs).
+        self.comb += [sb_wp.adr.eq(r.kt6), sb_wp.dat_w.eq(r.sc), sb_wp.we.eq(r.ka6)] if not self.pairs else []
+        dd = Signal((34, True))
+        self.sync += dd.eq((Mux(vh[1], self.ap_smax1, smax) if self.pairs else smax) - as_signed(self, sb_rdat, 32))
+        ev5 = self._exp_stages(dd, r.exp_rp)
+        vals = [as_signed(self, v, 16) for v in _lanes(vbeat[5], 16, 8)]
         vprod = [Signal((34, True)) for _ in range(8)]
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(r.max_head)]
+        esum = Signal(48)                 # the exponentials' sum, at least 2**15
         wdone = Signal()
-        self.comb += sb_rp.adr.eq(t)
-        # (attn_pairs: each head of a pair has its own score memory, _pairs)
-        self.comb += [sb_wp.adr.eq(Mux(sm_run, smt5, kt6)),
-                      sb_wp.dat_w.eq(Mux(sm_run, ev5, sc)),
-                      sb_wp.we.eq((sm_run & smv5) | ka6)] if not self.pairs else []
+        self.sync += [
+            [vprod[l].eq(as_signed(self, ev5, 18) * vals[l]) for l in range(8)],
+            If(va[5] & (vk[5] == 0), esum.eq(Mux(vf[5], 0, esum) + ev5)),
+            [wacc_en_g[g].eq(va[5] & (vk[5] == g)) for g in range(groups)],     # va6 & (vk6 == g)
+            [wfirst_g[g].eq(vf[5] & (vk[5] == g)) for g in range(groups)],      # vf6, where it counts
+            wdone.eq(va[6] & vl[6]),
+        ]
+        # The head's 2**46 / sum starts as its sums are done; the drain waits for it.
+        recip, recip_ok = Signal(32), Signal()
+        self.comb += [rdiv.start.eq(wdone), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(esum)]
+        self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
+        in_flight = reduce(or_, va[1:]) | wdone
+        if not self.pairs:
+            sums_wait = Signal()          # the sums are done, the drain has not started
+            self.sync += If(wdone, sums_wait.eq(1)).Elif(od_start, sums_wait.eq(0))
+            self.comb += [self.v_busy.eq(in_flight | sums_wait), v_free.eq(~self.v_busy & ~od_active),
+                          od_start.eq(sums_wait & recip_ok & ~od_active)]
         fsm.act("AT_V",
             self.rd_ready.eq(v_take), self.rd_wait.eq(v_take),
             If(a_v,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
             # The head is done: its outputs drain on their own while the next head starts.
-            # With attn_overlap the next head starts as the last V beat is taken, and the drain
-            # when that beat has been summed (wdone, below).
-            If((a_v & (t == cur_pos) & (k == hsb - 1)) if self.overlap else wdone,
-                *([] if self.overlap else [od_start.eq(1)]),
+            # With attn_overlap the next head starts as the last V beat is taken.
+            If((a_v & vl[0]) if self.overlap else wdone,
                 NextValue(h, h + 1), NextValue(hm, hm + m),
                 If(hg == src2 - 1,
                     NextValue(hg, 0), NextValue(kvh, kvh + 1)
@@ -465,70 +434,68 @@ class Attention(Module, AttnPairs, AttnQuery):
         ))
         # A new slot writes to its own scratchpad: the drain ends first.
         # (attn_pairs: the drain writes the slot it started in; only the last waits for it)
-        fsm.act("AT_OUTW", If((~self.v_busy & ~self.ap_busy & (~od_active | ~self.last_slot))
-                              if self.pairs
-                              else (~od_active & ~self.v_busy) if self.overlap else ~od_active,
+        fsm.act("AT_OUTW", If((~self.v_busy & ~self.ap_busy & (~od_active | ~self.last_slot)) if self.pairs
+                              else ~od_active & ~self.v_busy,
                               self.done.eq(1), NextState("IDLE")))
-        vals = [as_signed(self, v, 16) for v in _lanes(vbeat3, 16, 8)]
-        self.sync += [
-            va1.eq(a_v), vf1.eq(t == 0), vk1.eq(k), vl1.eq((t == cur_pos) & (k == hsb - 1)), vbeat1.eq(self.rd_data),
-            va2.eq(va1), vf2.eq(vf1), vk2.eq(vk1), vl2.eq(vl1), vbeat2.eq(vbeat1), ev_r.eq(sb_rdat),
-            va3.eq(va2), vf3.eq(vf2), vk3.eq(vk2), vl3.eq(vl2), vbeat3.eq(vbeat2),
-            # (widened: Verilog sizes a product by its context)
-            prob.eq(as_unsigned(self, ev_r * (Mux(self.ap_vh[1], self.ap_recip1, recip) if self.pairs else recip),
-                                49) >> 31),
-            va4.eq(va3), vf4.eq(vf3), vk4.eq(vk3), vl4.eq(vl3),
-            [vprod[l].eq(as_signed(self, prob, 18) * vals[l]) for l in range(8)],
-            wdone.eq(va4 & vl4),
-            [wacc_en_g[g].eq(va3 & (vk3 == g)) for g in range(groups)],     # va4 & (vk4 == g)
-            [wfirst_g[g].eq(vf3 & (vk3 == g)) for g in range(groups)],      # vf4, where it counts
-            If(on("AT_DIVW"), wdone.eq(0)),
-        ]
-        if self.overlap:
-            self.comb += [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone), od_start.eq(wdone)] if not self.pairs \
-                else [self.v_busy.eq(va1 | va2 | va3 | va4 | wdone | self.ap_od_pend | self.ap_w2_pend),
-                      od_start.eq((wdone | self.ap_od_pend) & ~od_active)]
-        vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, vals=vals, va2=va2)
+        vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, vals=vals, va=va, vf=vf, vk=vk, in_flight=in_flight,
+                       v_free=v_free, recip=recip, recip_ok=recip_ok, esum=esum)
+
+    def _exp_stages(self, dd, exp_rp):
+        """dd (registered: the max score minus this one, stage 1) -> its softmax exponential
+        2**(-dd * log2(e)) in Q15, registered in stage 4 (for stage 5): scaled and rounded (2),
+        the exp2 table read (3), shifted (4)."""
+        u, u4, ev, ev5 = Signal(40), Signal(40), Signal(17), Signal(17)
+        st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
+        self.comb += [st, exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
+                      ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
+        self.sync += [u.eq(u_r), u4.eq(u), ev5.eq(ev)]        # (timing: the table's output shifted)
+        return ev5
 
     def _drain(self, r):
-        """The drain: the accumulators shift out, rounded and saturated, into the scratchpad."""
+        """The drain: the accumulators shift out, times the head's 2**46 / sum, rounded and
+        saturated (spec.numerics.attend), into the scratchpad."""
         (D, dst, groups, hm, m, od_active, od_start, vprod, wacc, wacc_en_g, wfirst_g, wshift,
          wshift_g) = (
             r.D, r.dst, r.groups, r.hm, r.m, r.od_active, r.od_start, r.vprod, r.wacc,
             r.wacc_en_g, r.wfirst_g, r.wshift, r.wshift_g)
         # Output: the accumulators shift down one per output (wacc0 holds element j) rather
         # than being muxed by j: a 64:1 mux of 48-bit registers drew half of the ULX3S's routing
-        # congestion into one spot. S0 registers wacc0, S1 rounds, saturates and writes.
+        # congestion into one spot. S0 registers wacc0, S1 multiplies it by the reciprocal's two
+        # halves, S2 adds them, S3 rounds, saturates and writes.
         if self.pairs:
-            self._pair_drain(wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start)
+            self._pair_drain(r)
         for x in range(r.max_head) if not self.pairs else []:
             below = wacc[x + 1] if x + 1 < r.max_head else 0
             g = x // 8
             self.sync += If(wshift_g[g], wacc[x].eq(below)
                          ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
         # The drain runs beside the FSM (which starts the next head meanwhile; nothing else
-        # writes the scratchpads then): output oj is in wacc0, registered (wsel), rounded,
-        # saturated and written to dst + h*m + oj.
+        # writes the scratchpads then): output oj is in wacc0, and goes to dst + h*m + oj.
         wsel = Signal((48, True))
-        ov1 = Signal()
-        oj, oj1 = Signal(8), Signal(8)
-        od_base = Signal(max=D + 1)
+        ov1, ov2, ov3 = Signal(), Signal(), Signal()
+        oj, oj1, oj2, oj3 = Signal(8), Signal(8), Signal(8), Signal(8)
+        od_base, od_recip = Signal(max=D + 1), Signal(32)
+        # |wsel| <= 2**15 * sum and recip <= 2**46 / sum, so every product fits 62 bits.
+        p_lo, p_hi, wprod = Signal((64, True)), Signal((64, True)), Signal((64, True))
         self.sync += [
-            If(od_start | self.ap_od_start2 if self.pairs else od_start,
-                # (attn_overlap: hm has moved on to the next head by now; attn_pairs: _pair_drain)
-                od_active.eq(1), oj.eq(0),
-                od_base.eq(self.ap_od_base if self.pairs else (dst + hm - m) if self.overlap else (dst + hm)),
+            If(od_start,
+                # (hm has moved on to the next head by now; attn_pairs: _pair_drain)
+                od_active.eq(1), oj.eq(0), od_base.eq(self.ap_od_base if self.pairs else dst + hm - m),
+                od_recip.eq(self.ap_od_recip if self.pairs else r.recip),
                 wshift.eq(m != 0), *[wshift_g[g].eq(8 * g < m) for g in range(groups)]
             ).Elif(od_active,
                 If(oj < m, oj.eq(oj + 1)),
                 wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
-                If((oj == m) & ov1 & (oj1 == m - 1), od_active.eq(0))
+                If((oj == m) & ov3 & (oj3 == m - 1), od_active.eq(0))
             ),
             wsel.eq(self.ap_osnap[0] if self.pairs else wacc[0]), ov1.eq(wshift), oj1.eq(oj),
+            p_lo.eq(wsel * as_signed(self, od_recip[:16], 17)), p_hi.eq(wsel * as_signed(self, od_recip[16:], 17)),
+            ov2.eq(ov1), oj2.eq(oj1),
+            wprod.eq((p_hi << 16) + p_lo), ov3.eq(ov2), oj3.eq(oj2),
         ]
-        st, wo_r = round_shift(wsel, N.PROB_FRAC + N.KV_FRAC - N.ACT_FRAC, 56)
+        st, wo_r = round_shift(wprod, N.ATTN_OUT_SHIFT, 64)
         self.comb += st
-        self.comb += [self.od_we.eq(ov1), self.od_wadr.eq(od_base + oj1), self.od_wdat.eq(saturate(self, wo_r, 32))]
+        self.comb += [self.od_we.eq(ov3), self.od_wadr.eq(od_base + oj3), self.od_wdat.eq(saturate(self, wo_r, 32))]
 
     def do_finalize(self):
         # One-hot on the FPGA, as the sequencer's (timing): each state's decode is one flip-flop.

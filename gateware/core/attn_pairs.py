@@ -1,29 +1,25 @@
 """Params.attn_pairs: ATTN takes heads h and h + 1 of a slot as a pair. The stream brings K(h),
-K(h + 1), V(h), V(h + 1), so the second head's scores follow the first's without a gap, the
-first head's softmax starts as its scores are in, the second's follows it through the softmax
-pipeline, each divides as its last element leaves (the second on a divider of its own), and
-the first head's V is summed while the second divides. Each head keeps a half of the query
-memory (the head's h[0]) and a score memory of its own; a drain works from a copy of the
-accumulators. A slot's heads go in pairs only when every K and V burst of the slot lies inside
-DRAM (so none can fault, and the order of the requests cannot change what golden reports) and
-the query heads share K/V heads one or two at a time (src2 = 1 or 2); otherwise, and for an odd
-last head, a head runs alone as without the option.
+K(h + 1), V(h), V(h + 1), so the second head's scores follow the first's without a gap and the
+first head's values follow the second head's keys. Each head keeps a half of the query memory
+(the head's h[0]) and a score memory of its own; a drain works from a copy of the accumulators
+(ap_osnap), so a head's values are summed while the head before drains. A slot's heads go in
+pairs only when every K and V burst of the slot lies inside DRAM (so none can fault, and the
+order of the requests cannot change what golden reports) and the query heads share K/V heads
+one or two at a time (src2 = 1 or 2); otherwise, and for an odd last head, a head runs alone as
+without the option.
 
 With src2 = 2 the pair's heads share their KV head, and it is read once: each key beat goes
 into both heads' dot products (a second score datapath, into the second head's score memory),
-and each value beat into both heads' weighted sums (a second set of accumulators, drained after
-the first head's). The stream then brings K(h), V(h) only.
+and each value beat into both heads' weighted sums (a second exponential pipeline, divider and
+set of accumulators, drained after the first head's). The stream then brings K(h), V(h) only.
 
 A mixin of gateware/core/attention.py's Attention: its states call these hooks, which return
 the one-head statements unchanged when the option is off.
 """
 
-from functools import reduce
-from operator import or_
-
 from migen import *
 
-from gateware.arith import Divider, round_shift_split, saturate, as_signed, as_unsigned
+from gateware.arith import Divider, round_shift_split, saturate, as_signed
 from spec import numerics as N
 
 ADDR_W = 50
@@ -34,39 +30,27 @@ class AttnPairs:
         """The pair state that the one-head code reads."""
         self.ap_pair = Signal()           # the current head h is the first of a pair
         self.ap_ksec = Signal()           # AT_K takes the second head's K
-        self.ap_smh = Signal()            # AT_SM_RUN runs the second head's softmax
         self.ap_vsec = Signal()           # AT_V takes the second head's V
         self.ap_ks = [Signal(name=f"ap_ks{x}") for x in range(8)]    # the score pipeline's head
-        self.ap_vh = [Signal(name=f"ap_vh{x}") for x in range(2)]    # the V pipeline's head
         self.ap_smax1 = Signal((32, True))
         self.ap_scount1 = Signal(32)
-        self.ap_recip1 = Signal(32)
-        self.ap_r1ok = Signal()           # ap_recip1 is the second head's
-        self.ap_sh = [Signal(name=f"ap_sh{x}") for x in range(5)]    # the softmax pipeline's head
-        self.ap_esum1 = Signal(48)        # the second head's softmax sum
         self.ap_busy = Signal()           # the pair's requests are not all in the read queue
         self.ap_push = Signal()
         self.ap_push_beat, self.ap_push_beats = Signal(ADDR_W), Signal(32)
         self.ap_pair_go = Signal()        # heads h and h + 1 may go as a pair
         self.ap_slot_age = Signal(3)      # cycles since the slot started, up to 7
         self.ap_start = Signal()          # a pair's K phase begins: its requests start over
-        self.ap_od_pend = Signal()        # a head's sums wait for the drain before them to end
-        self.ap_vgo = Signal()            # the first head's sums are out: the second's V goes
-        # The next pair's queries load during this pair's softmax and V (_pairs).
+        # The next pair's queries load during this pair's V (_pairs).
         self.ap_ql_start, self.ap_ql_active = Signal(), Signal()
         self.ap_ql_j, self.ap_ql_sec = Signal(8), Signal()
-        self.ap_esum = Signal(48)         # the softmax's sum (the score pipeline keeps dsum)
         self.ap_sb_rdat = Signal(32)      # the score memory read, of the head being read
-        self.ap_sm_go = Signal()          # the softmax may read: the second head's scores are in
         self.ap_shared = Signal()         # the pair shares its KV head (src2 = 2): K and V read once
-        self.ap_w2_pend = Signal()        # a shared pair's second head's sums wait for a drain
-        self.ap_od_start2 = Signal()      # that drain starts
         self.ap_od_base = Signal(18)      # where a drain starting now writes
+        self.ap_od_recip = Signal(32)     # and its 2**46 / sum
 
     def _pair_reset(self):
         """A slot starts with no pair."""
-        return [NextValue(self.ap_pair, 0), NextValue(self.ap_ksec, 0), NextValue(self.ap_smh, 0),
-                NextValue(self.ap_vsec, 0)]
+        return [NextValue(self.ap_pair, 0), NextValue(self.ap_ksec, 0), NextValue(self.ap_vsec, 0)]
 
     def _pair_first(self, alone):
         """AT_QD (``alone``: its own statements, which ask for the first K): a slot's first pair
@@ -80,16 +64,16 @@ class AttnPairs:
         )
 
     def _pair_scores_done(self, t, scount, alone):
-        """AT_K's end: a pair's once both heads' scores are in."""
+        """AT_K's end: a pair's goes to its values once the second head's keys are all taken
+        and the first head's scores are in (the second's finish meanwhile: its values come
+        after the first's)."""
         if not self.pairs:
             return alone
         cur_pos = self.pos_n
-        # The first head's softmax starts once its scores are in and the second head's keys
-        # are all taken (its scores finish meanwhile, into the other score memory).
         return If(self.ap_pair,
             If((self.ap_ksec | self.ap_shared) & (t > cur_pos) & (scount == cur_pos + 1),
-                NextValue(t, 0), NextValue(self.ap_esum, 0), NextValue(self.ap_esum1, 0), NextValue(self.ap_ksec, 0),
-                NextValue(self.ap_smh, 0), self.ap_ql_start.eq(1), NextState("AT_SM_RUN"))
+                NextValue(t, 0), NextValue(self.ap_ksec, 0), NextValue(self.ap_vsec, 0),
+                self.ap_ql_start.eq(1), NextState("AT_V"))
         ).Else(alone)
 
     def _pair_next(self, kv_early, alone):
@@ -102,19 +86,21 @@ class AttnPairs:
             If(kv_early & self.ap_pair_go, self.ap_start.eq(1))
         )
 
-    def _pair_drain(self, wacc, wshift_g, wacc_en_g, wfirst_g, vprod, od_start):
-        """The accumulators only sum; a drain starts by copying them (ap_osnap) and shifts the
-        copy out, so the next head's V is summed meanwhile. A head whose sums are done while a
-        drain runs waits for it (ap_od_pend), and V waits while one waits."""
+    def _pair_drain(self, r):
+        """The accumulators only sum; a drain copies them (ap_osnap) and shifts the copy out,
+        so the next head's V is summed meanwhile (its first beat waits for the copy and for the
+        drain's reciprocal: v_free, _drain_order)."""
+        wacc = r.wacc
         self.ap_osnap = [Signal((48, True), name=f"ap_osnap{x}") for x in range(len(wacc))]
         self.ap_wacc2 = [Signal((48, True), name=f"ap_wacc2_{x}") for x in range(len(wacc))]  # (_shared_values)
+        self.ap_copy_a, self.ap_copy_b = Signal(), Signal()
         for x in range(len(wacc)):
             g = x // 8
             self.sync += [
-                If(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8])),
-                If(od_start, self.ap_osnap[x].eq(wacc[x])
-                ).Elif(self.ap_od_start2, self.ap_osnap[x].eq(self.ap_wacc2[x])
-                ).Elif(wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
+                If(r.wacc_en_g[g], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8])),
+                If(self.ap_copy_a, self.ap_osnap[x].eq(wacc[x])
+                ).Elif(self.ap_copy_b, self.ap_osnap[x].eq(self.ap_wacc2[x])
+                ).Elif(r.wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
             ]
 
     def _shared_v_end(self, h, hm, hg, kvh, m):
@@ -131,8 +117,8 @@ class AttnPairs:
         share)."""
         fsm, on, sig = r.fsm, self.on, vars(r)
         j, ii, k, t, h = (sig[x] for x in ("j", "ii", "k", "t", "h"))
-        n, m, src2, cur_pos = self.n, self.m, self.src2, self.pos_n
-        rdiv, kv_early, span = sig["rdiv"], sig["kv_early"], sig["span"]
+        n, m, src2 = self.n, self.m, self.src2
+        span = sig["span"]
         kvhead, voff, dram_beats = self.kvhead, self.voff, sig["dram_beats"]
         # Whether the slot's heads may pair: its last KV head's V burst (the highest) inside
         # DRAM. Registered in steps; valid four cycles after a new slot.
@@ -149,26 +135,22 @@ class AttnPairs:
             ).Elif(self.ap_slot_age != 7, self.ap_slot_age.eq(self.ap_slot_age + 1)),
         ]
         self.comb += [self.ap_pair_go.eq(slot_ok & (h + 1 < n)), self.ap_shared.eq(self.ap_pair & (src2 == 2))]
-        self.sync += If(~self.ap_vsec, self.ap_vgo.eq(0)).Elif(~self.v_busy, self.ap_vgo.eq(1))
-        # Per-head scores, softmax and reciprocal.
+        # Per-head scores: the first head's memory is the one-head path's (sbuf), the second's
+        # its own.
         ks, sc = self.ap_ks, sig["sc"]
         sc2 = self._shared_scores(r)
-        self.comb += self.ap_sm_go.eq(~self.ap_smh | (self.ap_scount1 == cur_pos + 1))
-        # The score memories: the first head's is the one-head path's (sbuf), the second's its
-        # own, so the first head's softmax writes while the second's scores still arrive.
         sb0_rp, sb0_wp = sig["sb_rp"], sig["sb_wp"]
         sbuf1 = Memory(32, sig["max_seq"])
         sb1_rp, sb1_wp = sbuf1.get_port(), sbuf1.get_port(write_capable=True)
         self.specials += sbuf1, sb1_rp, sb1_wp
-        sm_run, smv5, smt5, ev5, kt6 = (sig[x] for x in ("sm_run", "smv5", "smt5", "ev5", "kt6"))
+        kt6 = sig["kt6"]
         read_half = Signal()              # the head of the read issued a cycle ago
-        self.sync += read_half.eq(Mux(sm_run, self.ap_smh, self.ap_vsec))    # (= ap_sh[0] in a softmax)
+        self.sync += read_half.eq(self.ap_vsec)
         self.comb += [sb1_rp.adr.eq(t), self.ap_sb_rdat.eq(Mux(read_half, sb1_rp.dat_r, sb0_rp.dat_r))]
         for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
-            sm_write = sm_run & smv5 & (self.ap_sh[4] == half)
             self.comb += [
-                port.adr.eq(Mux(sm_write, smt5, kt6)), port.dat_w.eq(Mux(sm_write, ev5, sc2 if half else sc)),
-                port.we.eq(sm_write | (sig["ka6"] & ((ks[7] == half) | (self.ap_shared & half)))),
+                port.adr.eq(kt6), port.dat_w.eq(sc2 if half else sc),
+                port.we.eq(sig["ka6"] & ((ks[7] == half) | (self.ap_shared & half))),
             ]
         self.sync += [
             ks[0].eq(self.ap_ksec), [ks[x].eq(ks[x - 1]) for x in range(1, 8)],
@@ -177,34 +159,12 @@ class AttnPairs:
                 If((self.ap_scount1 == 0) | (sc2 > self.ap_smax1), self.ap_smax1.eq(sc2))
             ),
             If(on("AT_Q") | on("AT_NEXTH"), self.ap_scount1.eq(0)),
-            self.ap_vh[0].eq(self.ap_vsec), self.ap_vh[1].eq(self.ap_vh[0]),
-        ]
-        # The softmax issues the first head's elements, then the second's; each head's division
-        # starts as its last element leaves the pipeline (the second on a divider of its own),
-        # and the first head's V is summed while the second's divides.
-        sh = self.ap_sh
-        div0_go, div1_go = Signal(), Signal()
-        self.submodules.ap_rdiv1 = rdiv1 = Divider(47, 32, quotient_bits=32, steps=sig["divider_steps"])
-        self.sync += [
-            sh[0].eq(self.ap_smh), [sh[x].eq(sh[x - 1]) for x in range(1, 5)],
-            div0_go.eq(self.ap_pair & sm_run & smv5 & ~sh[4] & (smt5 == cur_pos)),
-            div1_go.eq(self.ap_pair & sm_run & smv5 & sh[4] & (smt5 == cur_pos)),
-            If(div1_go, self.ap_r1ok.eq(0)).Elif(rdiv1.done, self.ap_recip1.eq(rdiv1.quotient), self.ap_r1ok.eq(1)),
-        ]
-        self.comb += [
-            If(div0_go, rdiv.start.eq(1), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(self.ap_esum)),
-            rdiv1.start.eq(div1_go), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(self.ap_esum1),
         ]
         self._shared_values(r, sb1_rp)
-        fsm.act("AP_DIV1W",
-            If(sig["recip_ok"],
-                NextValue(self.ap_smh, 0), NextValue(t, 0), NextValue(k, 0), NextState("AT_V")
-            )
-        )
 
         # Query loads through the four-element packer (_query_four_ports): head h + 1's right
-        # behind head h's in AT_Q (AP_Q1); the next pair's two while this pair's softmax and V
-        # run (the loader below: the FSM's states then use no scratchpad read port).
+        # behind head h's in AT_Q (AP_Q1); the next pair's two while this pair's V runs (the
+        # loader below: the FSM's states then use no scratchpad read port).
         fsm.act("AP_Q1",
             *[adr.eq(ii + e) for e, adr in enumerate(self.radr)],
             NextValue(j, j + 4), NextValue(ii, ii + 4),
@@ -281,7 +241,7 @@ class AttnPairs:
             vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), f2_l.eq(f2),
             f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
         )
-        pairing = self.ap_pair & reduce(or_, [on(st) for st in ("AT_K", "AT_SM_RUN", "AP_DIV1W", "AT_V")])
+        pairing = self.ap_pair & (on("AT_K") | on("AT_V"))
         # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
         # settled with the slot); the others once the pair's own addresses have settled.
         ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
@@ -333,36 +293,65 @@ class AttnPairs:
         return Mux(self.ap_shared, sc2, r.sc)
 
     def _shared_values(self, r, sb1_rp):
-        """The second head's weighted sum in a shared pair: each value beat times its
-        probability (from its score memory and reciprocal) into ap_wacc2, stage for stage with
-        the first head's (attention.py's _values); and the drains' order: the first head's
-        sums, then the second's (ap_w2_pend until that drain starts; V waits meanwhile)."""
-        ev, prob = Signal(17), Signal(17)
+        """The second head's weighted sum in a shared pair (its exponentials from its score
+        memory and max, into ap_wacc2, stage for stage with the first head's: attention.py's
+        _values) and the order of the drains (_drain_order)."""
+        dd = Signal((34, True))
+        exp_rp2 = r.exp_rom.get_port()
+        self.specials += exp_rp2
+        self.sync += dd.eq(self.ap_smax1 - as_signed(self, sb1_rp.dat_r, 32))
+        ev5 = self._exp_stages(dd, exp_rp2)
         vprod = [Signal((34, True), name=f"ap_vprod{l}") for l in range(8)]
-        vs = [Signal(name=f"ap_vs{x}") for x in range(5)]    # the V pipeline's beat: a shared pair's
+        vs = [self.ap_shared] + [Signal(name=f"ap_vs{x}") for x in range(1, 8)]  # the beat's pair shares
+        esum = Signal(48)
+        va, vf, vk = r.va, r.vf, r.vk
         self.sync += [
-            ev.eq(sb1_rp.dat_r),
-            prob.eq(as_unsigned(self, ev * self.ap_recip1, 49) >> 31),
-            [vprod[l].eq(as_signed(self, prob, 18) * r.vals[l]) for l in range(8)],
-            vs[0].eq(self.ap_shared), [vs[x].eq(vs[x - 1]) for x in range(1, 5)],
+            [vs[x].eq(vs[x - 1]) for x in range(1, 8)],
+            [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)],
+            If(va[5] & (vk[5] == 0), esum.eq(Mux(vf[5], 0, esum) + ev5)),
         ]
         for x, acc in enumerate(self.ap_wacc2):
             g = x // 8
-            self.sync += If(r.wacc_en_g[g] & vs[3], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
-        # vs[0..4] line up with va1..va4 and wdone. A shared pair's sums are done at wdone with
-        # hm past both heads: the first drains from dst + hm - 2m, the second from dst + hm - m.
-        pend_sh, w2_base, w2_slot = Signal(), Signal(18), Signal(8)
-        od_start, wdone, dst, hm, m = r.od_start, r.wdone, self.dst, r.hm, self.m
-        self.sync += [
-            If(od_start, self.ap_od_pend.eq(0)
-            ).Elif(wdone & self.od_active, self.ap_od_pend.eq(1), pend_sh.eq(vs[4])),
-            If(wdone & vs[4],
-                self.ap_w2_pend.eq(1), w2_base.eq(dst + hm - m), w2_slot.eq(self.slot)
-            ).Elif(self.ap_od_start2, self.ap_w2_pend.eq(0)),
-            If(od_start, self.od_slot.eq(self.slot)).Elif(self.ap_od_start2, self.od_slot.eq(w2_slot)),
-        ]
-        first_sh = Mux(self.ap_od_pend, pend_sh, vs[4])
+            self.sync += If(r.wacc_en_g[g] & vs[6], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
+        self.submodules.ap_rdiv1 = rdiv1 = Divider(47, 32, quotient_bits=32, steps=r.divider_steps)
+        recip1, r1ok = Signal(32), Signal()
+        self.comb += [rdiv1.start.eq(r.wdone & vs[7]), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(esum)]
+        self.sync += If(rdiv1.start, r1ok.eq(0)).Elif(rdiv1.done, r1ok.eq(1), recip1.eq(rdiv1.quotient))
+        self._drain_order(r, vs[7], recip1, r1ok)
+
+    def _drain_order(self, r, shared_done, recip1, r1ok):
+        """The drains, one at a time from ap_osnap: a head's sums are copied there when they
+        are done (a shared pair's second head's after the first head's drain), and the drain
+        starts when the head's 2**46 / sum is in. A head's first value beat waits until the
+        head before has started draining (v_free), so the accumulators and the dividers are
+        free. ``shared_done``: wdone's beat was a shared pair's (hm is then past both heads:
+        the first drains to dst + hm - 2m, the second to dst + hm - m)."""
+        wdone, dst, hm, m, od_active = r.wdone, self.dst, r.hm, self.m, self.od_active
+        a_pend, w2_pend, held, held_sel = Signal(), Signal(), Signal(), Signal()
+        a_base, w2_base, held_base = Signal(18), Signal(18), Signal(18)
+        a_slot, w2_slot, held_slot = Signal(8), Signal(8), Signal(8)
+        free = ~held & ~od_active
         self.comb += [
-            self.ap_od_start2.eq(self.ap_w2_pend & ~self.od_active & ~wdone & ~self.ap_od_pend),
-            self.ap_od_base.eq(Mux(self.ap_od_start2, w2_base, dst + hm - Mux(first_sh, m << 1, m))),
+            self.ap_copy_a.eq(a_pend & free),
+            self.ap_copy_b.eq(w2_pend & ~a_pend & free),
+            r.od_start.eq(held & Mux(held_sel, r1ok, r.recip_ok) & ~od_active),
+            self.ap_od_base.eq(held_base),
+            self.ap_od_recip.eq(Mux(held_sel, recip1, r.recip)),
+            self.v_busy.eq(r.in_flight | a_pend | w2_pend | held),
+            r.v_free.eq(~self.v_busy),
+        ]
+        self.sync += [
+            If(wdone,
+                a_pend.eq(1), a_base.eq(dst + hm - Mux(shared_done, m << 1, m)), a_slot.eq(self.slot),
+                w2_pend.eq(shared_done), w2_base.eq(dst + hm - m), w2_slot.eq(self.slot),
+            ).Else(
+                If(self.ap_copy_a, a_pend.eq(0)),
+                If(self.ap_copy_b, w2_pend.eq(0)),
+            ),
+            If(self.ap_copy_a,
+                held.eq(1), held_sel.eq(0), held_base.eq(a_base), held_slot.eq(a_slot)
+            ).Elif(self.ap_copy_b,
+                held.eq(1), held_sel.eq(1), held_base.eq(w2_base), held_slot.eq(w2_slot)
+            ).Elif(r.od_start, held.eq(0)),
+            If(r.od_start, self.od_slot.eq(held_slot)),
         ]

@@ -247,7 +247,8 @@ def test_attn_pairs_are_taken(tmp_path, monkeypatch):
         names = sim.attn_states
     states = [int(line.split()[2]) for line in trace.read_text().splitlines()]
     seen = [names[a] for a, b in zip(states, [None] + states) if a != b]      # each entry once
-    assert seen.count("AP_DIV1W") == 2 * 3 and seen.count("AP_Q1") == 2    # 3 pairs in each slot
+    # 3 pairs in each slot, each one pass over its shared V; no head loads its query alone
+    assert seen.count("AT_V") == 2 * 3 and seen.count("AP_Q1") == 2 and "AT_NQ" not in seen
 
 def test_a_read_after_a_write_sees_the_write(core):
     # LiteDRAM does not order one port's read after another port's write, so a read burst

@@ -1,7 +1,7 @@
 """ATTN's unit alone (Migen simulation): gateware/core/attention.py with the int16 packer, on
 real scratchpads, its K and V from a DRAM model through the core's ReadBursts (bursts the
 sequencer grants late, reads queued ahead, an address port and a data stream that stall),
-against the golden model's function for the opcode: per head, weighted_sum(softmax(scores(
+against the golden model's function for the opcode: per head, attend(*softmax_terms(scores(
 to_kv(q), K)), V) (spec.numerics), over two slots at their own positions and KV bases. The
 variants: a head at a time (the ULX3S), V and the next K asked for during the scores
 (attn_overlap), and two heads at a time (attn_pairs, four scratchpad ports)."""
@@ -87,7 +87,7 @@ def _golden(x, dram, kvaddr, pos, heads, hs, kv_mul, kvhead, voff, scale, src):
         keys = np.frombuffer(bytes(dram[kbase:kbase + span]), "<i2").astype(np.int64).reshape(pos + 1, hs)
         vals = np.frombuffer(bytes(dram[kbase + voff:kbase + voff + span]), "<i2").astype(np.int64).reshape(pos + 1, hs)
         q = N.to_kv(x[src + h * hs:src + (h + 1) * hs])
-        out.append(N.weighted_sum(N.softmax(N.scores(q, keys, scale)), vals))
+        out.append(N.attend(*N.softmax_terms(N.scores(q, keys, scale)), vals))
     return np.concatenate(out)
 
 
