@@ -32,7 +32,7 @@ from spec import numerics as N
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed, as_unsigned
 from gateware.core.attn_pairs import AttnPairs
 from gateware.core.attn_query import AttnQuery
-from gateware.core.pipeline import stop_on_abort
+from gateware.core.pipeline import delay_chain, stop_on_abort
 
 ADDR_W = 50
 
@@ -361,17 +361,12 @@ class Attention(Module, AttnPairs, AttnQuery):
         a_v, v_take, v_free = Signal(), Signal(), Signal()
         self.comb += [v_take.eq((t <= cur_pos) & (v_free | (t != 0) | (k != 0))),
                       a_v.eq(on("AT_V") & self.rd_valid & v_take)]
-        va = [a_v] + [Signal(name=f"at_va{x}") for x in range(1, 7)]
-        vf = [t == 0] + [Signal(name=f"at_vf{x}") for x in range(1, 6)]
-        vk = [k] + [Signal(13, name=f"at_vk{x}") for x in range(1, 6)]
-        vl = [(t == cur_pos) & (k == hsb - 1)] + [Signal(name=f"at_vl{x}") for x in range(1, 7)]
-        vbeat = [self.rd_data] + [Signal(128, name=f"at_vbeat{x}") for x in range(1, 6)]
-        vh = [self.ap_vsec if self.pairs else C(0)] + [Signal(name=f"at_vh{x}") for x in range(1, 2)]
-        for x in range(1, 7):
-            self.sync += [va[x].eq(va[x - 1]), vl[x].eq(vl[x - 1])]
-        for x in range(1, 6):
-            self.sync += [vf[x].eq(vf[x - 1]), vk[x].eq(vk[x - 1]), vbeat[x].eq(vbeat[x - 1])]
-        self.sync += vh[1].eq(vh[0])
+        va = delay_chain(self, a_v, 6, name="at_va")                         # stage k: va[k]
+        vf = delay_chain(self, t == 0, 5, name="at_vf")
+        vk = delay_chain(self, k[:13], 5, name="at_vk")
+        vl = delay_chain(self, (t == cur_pos) & (k == hsb - 1), 6, name="at_vl")
+        vbeat = delay_chain(self, self.rd_data, 5, name="at_vbeat")
+        vh = delay_chain(self, self.ap_vsec, 1, name="at_vh") if self.pairs else [C(0), C(0)]
         self.comb += sb_rp.adr.eq(t)
         sb_rdat = self.ap_sb_rdat if self.pairs else sb_rp.dat_r
         # The scores' memory takes the scores (attn_pairs: each head of a pair has its own, _pairs).

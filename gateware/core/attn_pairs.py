@@ -20,6 +20,7 @@ the one-head statements unchanged when the option is off.
 from migen import *
 
 from gateware.arith import Divider, round_shift_split, saturate, as_signed
+from gateware.core.pipeline import delay_chain
 from spec import numerics as N
 
 ADDR_W = 50
@@ -302,11 +303,10 @@ class AttnPairs:
         self.sync += dd.eq(self.ap_smax1 - as_signed(self, sb1_rp.dat_r, 32))
         ev5 = self._exp_stages(dd, exp_rp2)
         vprod = [Signal((34, True), name=f"ap_vprod{l}") for l in range(8)]
-        vs = [self.ap_shared] + [Signal(name=f"ap_vs{x}") for x in range(1, 8)]  # the beat's pair shares
+        vs = delay_chain(self, self.ap_shared, 7, name="ap_vs")    # stage k: the beat's pair shares
         esum = Signal(48)
         va, vf, vk = r.va, r.vf, r.vk
         self.sync += [
-            [vs[x].eq(vs[x - 1]) for x in range(1, 8)],
             [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)],
             If(va[5] & (vk[5] == 0), esum.eq(Mux(vf[5], 0, esum) + ev5)),
         ]
