@@ -11,7 +11,7 @@ LT=("${LITETRANSFORMER_VENV:-$ROOT/.venv}/bin/python" -m driver.cli bench --targ
 "${LT[@]}" --shape aidreams260K,stories260K,stories15M \
     --plot docs/performance.png --markdown docs/performance.md --section results > docs/performance.json
 # stories42M and stories110M (their w2 runs as column tiles): batch 1 and 8 only, since their
-# uploads take ~8 and ~30 min over the simulated serial link (the later --batch wins).
+# uploads take ~4.5 and ~13 min over the simulated serial link (the later --batch wins).
 "${LT[@]}" --shape stories42M,stories110M --batch 1,8 --no-cpu \
     --markdown docs/performance.md --section tiled > docs/performance-tiled.json
 # Decode at the end of a 256-position context, where every slot reads 256 K/V rows per layer.
