@@ -29,7 +29,7 @@ from operator import or_
 from migen import *
 
 from spec import numerics as N
-from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed, as_unsigned
+from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed
 from gateware.core.attn_pairs import AttnPairs
 from gateware.core.attn_query import AttnQuery
 from gateware.core.pipeline import delay_chain, stop_on_abort
