@@ -88,8 +88,8 @@ BOARDS = {
         # and router2 stalls near 10,000 overused wires at the default placement density;
         # --placer-heap-beta 0.7 spreads the placement and router2 gets to ~3,500 (not yet
         # zero: issue 3). The report carries nextpnr's critical paths once routing completes.
-        # Placer seed 2. Seeds 1-5 of 928aafe's netlist routed at 51.17, 51.04, 48.11, 51.39 and
-        # 53.93 MHz; any change to the board's Verilog needs the sweep again (docs/toolchain.md).
+        # Placer seed 2 (the sweep of seeds is in docs/toolchain.md): routing, not logic, decides
+        # this board's Fmax, so any change to its Verilog needs the build and the sweep again.
         "toolchain": {"abc9": True, "seed": 2},
         "pnr_opts": "--router router2 --placer-heap-beta 0.7 --threads 2 --report pnr_report.json",
         "loader_board": "ulx3s",

@@ -248,10 +248,6 @@ class Attention(Module, AttnPairs, AttnQuery):
         ka2, kf2, kl2 = Signal(), Signal(), Signal()
         ka3, ka4 = Signal(), Signal()
         kbeat = Signal(128)
-        dot8 = Signal((40, True))
-        dacc = Signal((48, True))
-        dsum = Signal((48, True))
-        dprod = Signal((72, True))
         scount = Signal(32)
         smax = Signal((32, True))
         scale = as_signed(self, self.attscale[0:16], 17)
@@ -292,40 +288,56 @@ class Attention(Module, AttnPairs, AttnQuery):
             If((nx_ok & ~kv_early) if self.overlap else nx_ok, kn_push.eq(1), NextValue(kv_early, 1)),
             r.after_scores
         )
-        sc_finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
-        sc_r = as_signed(self, sc_finish(), 80)
-        sc = Signal((32, True))
         ka5, kt5, ka6, kt6 = Signal(), Signal(32), Signal(), Signal(32)
-        kp = [Signal((32, True), name=f"at_kp{l}") for l in range(8)]
         ka1a, kf1a, kl1a, kt1a = Signal(), Signal(), Signal(), Signal(32)
         ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
-        kbeat_r, qword_r = Signal(128), Signal(128)
+        kbeat_r = Signal(128)
         keys_r = [as_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
-        qs_r = [as_signed(self, v, 16) for v in _lanes(qword_r, 16, 8)]
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(self.rd_data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
-            kbeat_r.eq(kbeat), qword_r.eq(q_rp.dat_r),               # operands (timing: registered
-            ka1a.eq(ka1), kf1a.eq(kf1), kl1a.eq(kl1), kt1a.eq(kt1),  # next to the multipliers),
-            [kp[l].eq(keys_r[l] * qs_r[l]) for l in range(8)],       # products (registered
-            ka1b.eq(ka1a), kf1b.eq(kf1a), kl1b.eq(kl1a), kt1b.eq(kt1a),  # before the 8-way sum)
+            kbeat_r.eq(kbeat),
+            ka1a.eq(ka1), kf1a.eq(kf1), kl1a.eq(kl1), kt1a.eq(kt1),
+            ka1b.eq(ka1a), kf1b.eq(kf1a), kl1b.eq(kl1a), kt1b.eq(kt1a),
             ka2.eq(ka1b), kf2.eq(kf1b), kl2.eq(kl1b), kt2.eq(kt1b),
-            dot8.eq(sum(kp)),
-            If(ka2, dacc.eq(Mux(kf2, 0, dacc) + dot8)),
             ka3.eq(ka2 & kl2), kt3.eq(kt2),
-            If(ka2 & kl2, dsum.eq(Mux(kf2, 0, dacc) + dot8)),
             ka4.eq(ka3), kt4.eq(kt3),
-            dprod.eq(dsum * scale),
-            ka5.eq(ka4), kt5.eq(kt4),                     # rounding bias added
+            ka5.eq(ka4), kt5.eq(kt4),
             ka6.eq(ka5), kt6.eq(kt5),
-            sc.eq(saturate(self, sc_r, 32)),
+        ]
+        vars(r).update(keys_r=keys_r, ka2=ka2, kf2=kf2, kl2=kl2, scale=scale)
+        sc = self._score_lane(r, q_rp.dat_r, "at")
+        self.sync += [
             If(ka6 & ~self.ap_ks[-1] if self.pairs else ka6,
                 scount.eq(scount + 1),
                 If((scount == 0) | (sc > smax), smax.eq(sc))
             ),
             If(on("AT_Q") | on("AT_NEXTH"), scount.eq(0)),
         ]
-        vars(r).update(dsum=dsum, ka6=ka6, kt6=kt6, sc=sc, smax=smax, keys_r=keys_r, ka2=ka2, kf2=kf2,
-                       kl2=kl2, scale=scale)
+        vars(r).update(ka6=ka6, kt6=kt6, sc=sc, smax=smax)
+
+    def _score_lane(self, r, qdat, name):
+        """One query's score datapath over the key beats (stage numbers as in _scores):
+        ``qdat`` (the query memory's read of the beat's 8 query elements, stage 1) is
+        registered next to the multipliers with the key beat (1a), the 8 products registered
+        (1b) before their sum (2), which accumulates over the head (2, the head's sum in 3),
+        is scaled (4), gets its rounding bias (5) and is shifted and saturated: the score in
+        stage 6 (spec.numerics.scores). Returns that register."""
+        qword, dot = Signal(128, name=f"{name}_qword"), Signal((40, True), name=f"{name}_dot8")
+        kp = [Signal((32, True), name=f"{name}_kp{l}") for l in range(8)]
+        dacc, dsum, dprod = Signal((48, True)), Signal((48, True)), Signal((72, True))
+        qs = [as_signed(self, v, 16) for v in _lanes(qword, 16, 8)]
+        self.sync += [
+            qword.eq(qdat),
+            [kp[l].eq(r.keys_r[l] * qs[l]) for l in range(8)],
+            dot.eq(sum(kp)),
+            If(r.ka2, dacc.eq(Mux(r.kf2, 0, dacc) + dot)),
+            If(r.ka2 & r.kl2, dsum.eq(Mux(r.kf2, 0, dacc) + dot)),
+            dprod.eq(dsum * r.scale),
+        ]
+        finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        sc = Signal((32, True), name=f"{name}_score")
+        self.sync += sc.eq(saturate(self, as_signed(self, finish(), 80), 32))
+        return sc
 
     def _next_query(self, r):
         """AT_NQ, AT_NQD: between a head's scores and its values, the next head's query (same
@@ -373,15 +385,12 @@ class Attention(Module, AttnPairs, AttnQuery):
         self.comb += [sb_wp.adr.eq(r.kt6), sb_wp.dat_w.eq(r.sc), sb_wp.we.eq(r.ka6)] if not self.pairs else []
         dd = Signal((34, True))
         self.sync += dd.eq((Mux(vh[1], self.ap_smax1, smax) if self.pairs else smax) - as_signed(self, sb_rdat, 32))
-        ev5 = self._exp_stages(dd, r.exp_rp)
         vals = [as_signed(self, v, 16) for v in _lanes(vbeat[5], 16, 8)]
-        vprod = [Signal((34, True)) for _ in range(8)]
+        vars(r).update(vals=vals, va=va, vf=vf, vk=vk)
+        vprod, esum = self._weigh(r, dd, r.exp_rp, "at")
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(r.max_head)]
-        esum = Signal(48)                 # the exponentials' sum, at least 2**15
         wdone = Signal()
         self.sync += [
-            [vprod[l].eq(as_signed(self, ev5, 18) * vals[l]) for l in range(8)],
-            If(va[5] & (vk[5] == 0), esum.eq(Mux(vf[5], 0, esum) + ev5)),
             [wacc_en_g[g].eq(va[5] & (vk[5] == g)) for g in range(groups)],     # va6 & (vk6 == g)
             [wfirst_g[g].eq(vf[5] & (vk[5] == g)) for g in range(groups)],      # vf6, where it counts
             wdone.eq(va[6] & vl[6]),
@@ -432,19 +441,28 @@ class Attention(Module, AttnPairs, AttnQuery):
         fsm.act("AT_OUTW", If((~self.v_busy & ~self.ap_busy & (~od_active | ~self.last_slot)) if self.pairs
                               else ~od_active & ~self.v_busy,
                               self.done.eq(1), NextState("IDLE")))
-        vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, vals=vals, va=va, vf=vf, vk=vk, in_flight=in_flight,
-                       v_free=v_free, recip=recip, recip_ok=recip_ok, esum=esum)
+        vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, in_flight=in_flight, v_free=v_free, recip=recip,
+                       recip_ok=recip_ok)
 
-    def _exp_stages(self, dd, exp_rp):
-        """dd (registered: the max score minus this one, stage 1) -> its softmax exponential
-        2**(-dd * log2(e)) in Q15, registered in stage 4 (for stage 5): scaled and rounded (2),
-        the exp2 table read (3), shifted (4)."""
+    def _weigh(self, r, dd, exp_rp, name):
+        """One head's weights for the value beats: ``dd`` (registered in stage 1: the max score
+        minus the beat's position's) -> its softmax exponential 2**(-dd * log2(e)) in Q15,
+        scaled and rounded (2), the exp2 table read through ``exp_rp`` (3), shifted (4); in
+        stage 5 the exponential times the beat's 8 values (``vprod``, registered for the
+        accumulators in stage 6) and, on a position's first beat, into the sum ``esum``
+        (spec.numerics.softmax_terms, attend). Returns (vprod, esum)."""
         u, u4, ev, ev5 = Signal(40), Signal(40), Signal(17), Signal(17)
         st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
         self.comb += [st, exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
                       ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
         self.sync += [u.eq(u_r), u4.eq(u), ev5.eq(ev)]        # (timing: the table's output shifted)
-        return ev5
+        vprod = [Signal((34, True), name=f"{name}_vprod{l}") for l in range(8)]
+        esum = Signal(48, name=f"{name}_esum")     # at least 2**15: the max score's exponential
+        self.sync += [
+            [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)],
+            If(r.va[5] & (r.vk[5] == 0), esum.eq(Mux(r.vf[5], 0, esum) + ev5)),
+        ]
+        return vprod, esum
 
     def _drain(self, r):
         """The drain: the accumulators shift out, times the head's 2**46 / sum, rounded and

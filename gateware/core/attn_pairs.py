@@ -19,9 +19,8 @@ the one-head statements unchanged when the option is off.
 
 from migen import *
 
-from gateware.arith import Divider, round_shift_split, saturate, as_signed
+from gateware.arith import Divider, as_signed
 from gateware.core.pipeline import delay_chain
-from spec import numerics as N
 
 ADDR_W = 50
 
@@ -270,46 +269,25 @@ class AttnPairs:
 
     def _shared_scores(self, r):
         """The second head's score datapath: the same key beats against the other half of the
-        query memory, stage for stage with the first head's (attention.py's _scores). Returns
+        query memory (attention.py's _score_lane, as the first head's). Returns
         the score the second head's memory takes (the first head's path, in a pair that does not
         share)."""
         q_rp2 = r.q_mem.get_port()
         self.specials += q_rp2
         self.comb += q_rp2.adr.eq(Cat(r.k[:log2_int(r.q_beats)], ~r.h[0]))
-        qword, dot = Signal(128), Signal((40, True))
-        kp = [Signal((32, True), name=f"ap_kp{l}") for l in range(8)]
-        dacc, dsum, dprod = Signal((48, True)), Signal((48, True)), Signal((72, True))
-        qs = [as_signed(self, qword[16 * l:16 * (l + 1)], 16) for l in range(8)]
-        self.sync += [
-            qword.eq(q_rp2.dat_r),
-            [kp[l].eq(r.keys_r[l] * qs[l]) for l in range(8)],
-            dot.eq(sum(kp)),
-            If(r.ka2, dacc.eq(Mux(r.kf2, 0, dacc) + dot)),
-            If(r.ka2 & r.kl2, dsum.eq(Mux(r.kf2, 0, dacc) + dot)),
-            dprod.eq(dsum * r.scale),
-        ]
-        finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
-        sc2 = Signal((32, True))
-        self.sync += sc2.eq(saturate(self, as_signed(self, finish(), 80), 32))
+        sc2 = self._score_lane(r, q_rp2.dat_r, "ap")
         return Mux(self.ap_shared, sc2, r.sc)
 
     def _shared_values(self, r, sb1_rp):
         """The second head's weighted sum in a shared pair (its exponentials from its score
-        memory and max, into ap_wacc2, stage for stage with the first head's: attention.py's
-        _values) and the order of the drains (_drain_order)."""
+        memory and max through attention.py's _weigh, as the first head's, into ap_wacc2) and
+        the order of the drains (_drain_order)."""
         dd = Signal((34, True))
         exp_rp2 = r.exp_rom.get_port()
         self.specials += exp_rp2
         self.sync += dd.eq(self.ap_smax1 - as_signed(self, sb1_rp.dat_r, 32))
-        ev5 = self._exp_stages(dd, exp_rp2)
-        vprod = [Signal((34, True), name=f"ap_vprod{l}") for l in range(8)]
+        vprod, esum = self._weigh(r, dd, exp_rp2, "ap")
         vs = delay_chain(self, self.ap_shared, 7, name="ap_vs")    # stage k: the beat's pair shares
-        esum = Signal(48)
-        va, vf, vk = r.va, r.vf, r.vk
-        self.sync += [
-            [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)],
-            If(va[5] & (vk[5] == 0), esum.eq(Mux(vf[5], 0, esum) + ev5)),
-        ]
         for x, acc in enumerate(self.ap_wacc2):
             g = x // 8
             self.sync += If(r.wacc_en_g[g] & vs[6], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
