@@ -34,7 +34,7 @@ from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, registers as reglayout
 from gateware.arith import saturate, as_signed, as_unsigned
-from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
+from gateware.readstream import BankInterleavedReader, BankInterleavedWriter, WindowReader
 from gateware.core.argmax import Argmax
 from gateware.core.attention import Attention
 from gateware.core.counters import Counters
@@ -109,7 +109,7 @@ class Accelerator(LiteXModule):
             setattr(self, name, CSRStatus(32, reset=word, name=name,
                                           description=f"Params, as spec.registers.{name.upper()} lays them out."))
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
-        self.mac_busy    = CSRStatus(64, description="Cycles the MAC array multiplied (a weight beat takes LANES/mac_lanes).")
+        self.mac_busy    = CSRStatus(64, description="Weight beats multiplied, each counted LANES/mac_lanes times (the cycles one takes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
         self.bytes_read  = CSRStatus(64, description="DRAM bytes read.")
         self.bytes_written = CSRStatus(64, description="DRAM bytes written.")
@@ -122,17 +122,30 @@ class Accelerator(LiteXModule):
     def _streams(self, read_ports, write_port, params, bank_shift):
         """The read stream (``self.rd``) and its bursts, the write stream (``self.wr``), its
         address and the writes not yet handed to LiteDRAM (``self.wr_pending``)."""
-        self.reader = reader = BankInterleavedReader(read_ports, bank_shift, fifo_depth=params.read_fifo_depth)
-        # Registered both ways between the read FIFO and the units (timing: the FIFO's
-        # distributed RAM sits wherever the placer compromises, and its 128 data bits feed
-        # every unit across the chip).
-        self.rd_buffer = rd_buffer = stream.Buffer(reader.source.description, pipe_valid=True, pipe_ready=True)
-        self.comb += reader.source.connect(rd_buffer.sink)
-        self.rd = rd_buffer.source
         self.rd_wait = Signal()           # a unit waits for read data (the stall counter's)
+        self.rd_taken = Signal(2)         # read beats taken this cycle
+        if params.mac_beats == 1:
+            self.reader = reader = BankInterleavedReader(read_ports, bank_shift, fifo_depth=params.read_fifo_depth)
+            # Registered both ways between the read FIFO and the units (timing: the FIFO's
+            # distributed RAM sits wherever the placer compromises, and its 128 data bits feed
+            # every unit across the chip).
+            self.rd_buffer = rd_buffer = stream.Buffer(reader.source.description, pipe_valid=True, pipe_ready=True)
+            self.comb += reader.source.connect(rd_buffer.sink)
+            self.rd = rd_buffer.source
+            self.rd2 = None
+            self.comb += self.rd_taken.eq(self.rd.valid & self.rd.ready)
+        else:
+            # The next two beats at once (MATVEC takes two weight beats a cycle; every other
+            # unit the first through ``rd``). No buffer: the window's multiplexers sit right
+            # behind the FIFOs' output registers.
+            self.reader = reader = WindowReader(read_ports, bank_shift, fifo_depth=params.read_fifo_depth)
+            self.rd = stream.Endpoint([("data", len(reader.data))])
+            self.rd2 = SimpleNamespace(valid=reader.valid2, data=reader.data2, ready=reader.ready2)
+            self.comb += [self.rd.valid.eq(reader.valid), self.rd.data.eq(reader.data), reader.ready.eq(self.rd.ready),
+                          self.rd_taken.eq(reader.taken)]
         # Its address side (gateware/core/readbursts.py): the burst in progress and one queued
         # (ATTN's next K or the next MATVEC's weights, already checked against the window).
-        self.bursts = ReadBursts(reader.sink, read_ports[0].address_width, self.rd.valid & self.rd.ready)
+        self.bursts = ReadBursts(reader.sink, read_ports[0].address_width, self.rd_taken)
         if params.write_ports == 1:
             self.writer = writer = LiteDRAMDMAWriter(write_port, fifo_depth=16)
             self.wr_beats = write_port.wdata.valid & write_port.wdata.ready
@@ -217,8 +230,8 @@ class Accelerator(LiteXModule):
         self.counters = counters = Counters(len(CLASSES))
         self.comb += [
             counters.cls.eq(seq.cls), counters.counting.eq(seq.busy), counters.clear.eq(seq.clear),
-            counters.retire.eq(seq.retire), counters.mac_beat.eq(u.matvec.mac_beat),
-            counters.stall.eq(self.rd_wait & ~rd.valid), counters.read_beat.eq(rd.valid & rd.ready),
+            counters.retire.eq(seq.retire), counters.mac_beats.eq(u.matvec.mac_beats),
+            counters.stall.eq(self.rd_wait & ~rd.valid), counters.read_beats.eq(self.rd_taken),
             counters.write_beats.eq(self.wr_beats),
             counters.class_sel.eq(self.class_sel.storage), counters.watchdog.eq(self.watchdog.storage),
             seq.watchdog_fired.eq(counters.watchdog_fired),
@@ -261,6 +274,7 @@ class Accelerator(LiteXModule):
             mv.nslots.eq(seq.nslots), mv.abort.eq(seq.abort), mv.granted.eq(seq.granted), mv.queued.eq(seq.pf_pending),
             *[mv.rdat[p][s].eq(act.rdat[p][s]) for p in range(XR) for s in range(B)],
             mv.rd_valid.eq(rd.valid), mv.rd_data.eq(rd.data),
+            *([mv.rd_valid2.eq(self.rd2.valid), mv.rd_data2.eq(self.rd2.data)] if self.rd2 else []),
             rope.src.eq(seq.src), rope.dst.eq(seq.dst), rope.n.eq(n), rope.m.eq(seq.m), rope.abort.eq(seq.abort),
             *[rope.x[x].eq(lane_rdat[x]) for x in range(U)],
             rope.load_lane.eq(seq.lane), rope.load_adr.eq(seq.i), rope.load_data.eq(rd.data),
@@ -363,7 +377,7 @@ class Accelerator(LiteXModule):
             If(own.matvec,
                 *[act.radr[p].eq(mv.radr[p]) for p in range(XR)],
                 self.act_wadr.eq(mv.wadr), self.act_we_all.eq(mv.we), rd.ready.eq(mv.rd_ready),
-                self.rd_wait.eq(mv.rd_wait)),
+                *([self.rd2.ready.eq(mv.rd_ready2)] if self.rd2 else []), self.rd_wait.eq(mv.rd_wait)),
             If(own.rope, act_radr.eq(rope.radr), self.act_wadr.eq(rope.wadr), self.act_we_all.eq(rope.we)),
             If(own.kvwrite, *[act.radr[p].eq(kvw.radr[p]) for p in range(len(kvw.radr))]),
             If(own.attention, rd.ready.eq(attn.rd_ready), self.rd_wait.eq(attn.rd_wait)),

@@ -118,3 +118,127 @@ class BankInterleavedWriter(LiteXModule):
                 writer.sink.address.eq(sink.address),
                 writer.sink.data.eq(sink.data),
             ]
+
+
+class _PortWindow(Module):
+    """One native read port whose returned beats are offered two at a time: ``valid[0]``/
+    ``data[0]`` is the oldest beat not yet taken, ``valid[1]``/``data[1]`` the one after it;
+    ``take`` (0..2, never more than are valid) says how many leave this cycle. The beats go
+    alternately into two FIFOs of ``depth // 2``, so two can leave in one cycle; a read is sent
+    only while fewer than ``depth`` beats are in flight or waiting, so the FIFOs never refuse
+    the port's data."""
+
+    def __init__(self, port, depth):
+        dw = port.data_width
+        self.sink = sink = stream.Endpoint([("address", port.address_width)])
+        self.valid = [Signal(), Signal()]
+        self.data = [Signal(dw), Signal(dw)]
+        self.take = Signal(2)
+
+        # # #
+
+        level = Signal(max=depth + 1)     # reads sent and not yet taken
+        room = Signal()
+        cmd, rdata = port.cmd, port.rdata
+        self.comb += [
+            room.eq(level < depth),
+            cmd.we.eq(0), cmd.addr.eq(sink.address), cmd.last.eq(sink.last),
+            cmd.valid.eq(sink.valid & room), sink.ready.eq(cmd.ready & room),
+        ]
+        self.sync += level.eq(level + (cmd.valid & cmd.ready) - self.take)
+        fifos = [stream.SyncFIFO([("data", dw)], depth // 2, buffered=True) for _ in range(2)]
+        self.submodules += fifos
+        wsel, rsel = Signal(), Signal()   # the FIFO the next beat goes into / leaves from
+        self.comb += rdata.ready.eq(1)
+        for i, f in enumerate(fifos):
+            self.comb += [f.sink.valid.eq(rdata.valid & (wsel == i)), f.sink.data.eq(rdata.data)]
+        self.sync += If(rdata.valid, wsel.eq(~wsel))
+        head, after = fifos
+        self.comb += [
+            self.valid[0].eq(Mux(rsel, after.source.valid, head.source.valid)),
+            self.data[0].eq(Mux(rsel, after.source.data, head.source.data)),
+            self.valid[1].eq(Mux(rsel, head.source.valid, after.source.valid)),
+            self.data[1].eq(Mux(rsel, head.source.data, after.source.data)),
+            head.source.ready.eq(Mux(rsel, self.take == 2, self.take != 0)),
+            after.source.ready.eq(Mux(rsel, self.take != 0, self.take == 2)),
+        ]
+        self.sync += If(self.take[0], rsel.eq(~rsel))
+
+
+class WindowReader(LiteXModule):
+    """``BankInterleavedReader`` whose data side offers the next two beats at once, for a
+    consumer that can take two a cycle (MATVEC with Params.mac_beats = 2: it catches up with
+    weights DRAM delivered while other instructions ran). ``sink`` takes beat addresses;
+    ``valid``/``data`` is the next beat in address-acceptance order and ``valid2``/``data2`` the
+    one after it; ``ready`` takes the first, ``ready2`` with it the second as well; ``taken``
+    (0..2) is how many left this cycle. Each port's beats alternate between two FIFOs, and the
+    record of which port each read went to alternates between two FIFOs too, so the two oldest
+    beats can always be read at once, from one port or from both."""
+
+    def __init__(self, ports, bank_shift, fifo_depth=64):
+        aw, dw = _port_shape(ports, "WindowReader")
+        self.sink = sink = stream.Endpoint([("address", aw)])
+        self.valid, self.data, self.valid2, self.data2 = Signal(), Signal(dw), Signal(), Signal(dw)
+        self.ready, self.ready2 = Signal(), Signal()
+        self.taken = Signal(2)
+
+        # # #
+
+        self.windows = windows = [_PortWindow(port, fifo_depth) for port in ports]
+        for i, w in enumerate(windows):
+            self.add_module(f"window{i}", w)
+        self.comb += self.taken.eq(Mux(self.valid & self.ready, Mux(self.valid2 & self.ready2, 2, 1), 0))
+        if len(ports) == 1:
+            w = windows[0]
+            self.comb += [
+                sink.connect(w.sink),
+                self.valid.eq(w.valid[0]), self.data.eq(w.data[0]),
+                self.valid2.eq(w.valid[1]), self.data2.eq(w.data[1]), w.take.eq(self.taken),
+            ]
+            return
+
+        # Which port each read went to, alternately into two FIFOs (each port holds at most
+        # fifo_depth reads, so neither fills first).
+        orders = [stream.SyncFIFO([("port", 1)], fifo_depth) for _ in range(2)]
+        self.submodules += orders
+        sel, port_ready, order_ready = Signal(), Signal(), Signal()
+        owsel, orsel = Signal(), Signal()
+        self.comb += [
+            sel.eq(sink.address[bank_shift]),
+            port_ready.eq(Mux(sel, windows[1].sink.ready, windows[0].sink.ready)),
+            order_ready.eq(Mux(owsel, orders[1].sink.ready, orders[0].sink.ready)),
+            sink.ready.eq(port_ready & order_ready),
+        ]
+        for i, w in enumerate(windows):
+            self.comb += [w.sink.valid.eq(sink.valid & (sel == i) & order_ready), w.sink.address.eq(sink.address)]
+        for j, o in enumerate(orders):
+            self.comb += [o.sink.valid.eq(sink.valid & port_ready & (owsel == j)), o.sink.port.eq(sel)]
+        self.sync += If(sink.valid & sink.ready, owsel.eq(~owsel))
+
+        # The two oldest beats: their ports from the order FIFOs' heads, their data from those
+        # ports' windows (the second port's first beat, or the same port's second).
+        first, second = orders
+        p0, p1 = Signal(), Signal()
+        o0_valid, o1_valid = Signal(), Signal()
+        self.comb += [
+            p0.eq(Mux(orsel, second.source.port, first.source.port)),
+            p1.eq(Mux(orsel, first.source.port, second.source.port)),
+            o0_valid.eq(Mux(orsel, second.source.valid, first.source.valid)),
+            o1_valid.eq(Mux(orsel, first.source.valid, second.source.valid)),
+        ]
+        w0, w1 = windows
+        same = p0 == p1
+
+        def pick(port, k, what):
+            return Mux(port, getattr(w1, what)[k], getattr(w0, what)[k])
+        self.comb += [
+            self.valid.eq(o0_valid & pick(p0, 0, "valid")),
+            self.data.eq(pick(p0, 0, "data")),
+            self.valid2.eq(self.valid & o1_valid & Mux(same, pick(p0, 1, "valid"), pick(p1, 0, "valid"))),
+            self.data2.eq(Mux(same, pick(p0, 1, "data"), pick(p1, 0, "data"))),
+            first.source.ready.eq(Mux(orsel, self.taken == 2, self.taken != 0)),
+            second.source.ready.eq(Mux(orsel, self.taken != 0, self.taken == 2)),
+        ]
+        for i, w in enumerate(windows):
+            self.comb += w.take.eq(((self.taken != 0) & (p0 == i)) + ((self.taken == 2) & (p1 == i)))
+        self.sync += If(self.taken[0], orsel.eq(~orsel))

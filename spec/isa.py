@@ -121,7 +121,12 @@ class Params:
     ``fetch_beats``: instructions read per DRAM burst into an on-chip buffer, so a loop's body
     is fetched from DRAM once per run (0: one burst per instruction). A write burst that
     overlaps the buffered beats empties the buffer, so a program that writes its own
-    instructions still runs what the golden model runs."""
+    instructions still runs what the golden model runs.
+    ``mac_beats``: weight beats MATVEC takes from the read stream per cycle (1 or 2; 2 needs
+    ``mac_lanes`` = LANES, a second set of multipliers per slot). DRAM delivers at most one
+    beat a cycle, so a second beat pays only where the read FIFO holds a backlog: the next
+    MATVEC's weights, requested ahead, gather there while other instructions run, and MATVEC
+    then takes them two at a time (two weight beats of one row) until it has caught up."""
     slots:     int = 4       # B: sequences (or prompt positions) per weight beat
     act_depth: int = 4096    # int32 words of activation scratchpad per slot
     max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
@@ -139,6 +144,7 @@ class Params:
     attn_overlap: bool = True    # ATTN: V and the next K asked for with the scores
     attn_pairs: bool = False     # ATTN: two heads of a slot at a time
     fetch_beats: int = 0         # instruction buffer (0: none)
+    mac_beats: int = 1           # weight beats MATVEC takes per cycle (1 or 2)
 
     def __post_init__(self):
         if not self.element_units:
@@ -157,6 +163,10 @@ class Params:
             raise ValueError(f"Params.act_read_ports = {self.act_read_ports}: must be 2 or 4")
         if self.attn_pairs and not (self.attn_overlap and self.act_read_ports == 4):
             raise ValueError("Params.attn_pairs needs attn_overlap and act_read_ports = 4")
+        if self.mac_beats not in (1, 2):
+            raise ValueError(f"Params.mac_beats = {self.mac_beats}: must be 1 or 2")
+        if self.mac_beats == 2 and self.mac_lanes != LANES:
+            raise ValueError(f"Params.mac_beats = 2 needs mac_lanes = {LANES}")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
         if self.write_ports not in (1, 2):
@@ -187,7 +197,7 @@ TARGET_PARAMS = {
     # XC7A200T's block RAM (scripts/xilinx_resources.py).
     "sim":   Params(slots=8, act_depth=8192, max_cols=1024, max_seq=1024, max_head=128,
                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
-                   write_ports=2),
+                   write_ports=2, mac_beats=2),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

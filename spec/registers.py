@@ -43,6 +43,7 @@ CONFIG3 = [
     ("attn_pairs",          28, 1),
     ("divider_steps_eq4",   29, 1),
     ("write_ports_m1",      30, 1),     # write_ports - 1
+    ("mac_beats_m1",        31, 1),     # mac_beats - 1
 ]
 
 LAYOUTS = {"status": STATUS, "config": CONFIG, "config2": CONFIG2, "config3": CONFIG3}
@@ -85,7 +86,8 @@ def config_fields(p):
         "config3": dict(fetch_beats=p.fetch_beats, act_read_ports_m2=p.act_read_ports - 2,
                         write_stats=p.write_stats, divider_steps_ge2=p.divider_steps >= 2,
                         fast_exponent=p.fast_exponent, attn_overlap=p.attn_overlap, attn_pairs=p.attn_pairs,
-                        divider_steps_eq4=p.divider_steps == 4, write_ports_m1=p.write_ports - 1),
+                        divider_steps_eq4=p.divider_steps == 4, write_ports_m1=p.write_ports - 1,
+                        mac_beats_m1=p.mac_beats - 1),
     }
 
 
@@ -106,7 +108,8 @@ def params_from_config(config, config2, config3):
                       write_stats=bool(c3["write_stats"]),
                       divider_steps=4 if c3["divider_steps_eq4"] else 1 + c3["divider_steps_ge2"],
                       fast_exponent=bool(c3["fast_exponent"]), attn_overlap=bool(c3["attn_overlap"]),
-                      attn_pairs=bool(c3["attn_pairs"]), write_ports=1 + c3["write_ports_m1"])
+                      attn_pairs=bool(c3["attn_pairs"]), write_ports=1 + c3["write_ports_m1"],
+                      mac_beats=1 + c3["mac_beats_m1"])
 
 
 def c_header_lines():

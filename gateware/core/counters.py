@@ -1,7 +1,7 @@
 """The core's hardware counters and its watchdog.
 
-What the benchmark reads (docs/performance.md): cycles of a run, cycles the MAC array
-multiplied, cycles a unit waited for DRAM read data, DRAM bytes read and written, instructions
+What the benchmark reads (docs/performance.md): cycles of a run, the MAC array's work (a cycle
+per weight beat multiplied, two when it multiplies two beats in one cycle), cycles a unit waited for DRAM read data, DRAM bytes read and written, instructions
 retired, and cycles per instruction class (spec.isa.CLASSES, one counter each, read through a
 select). ``clear`` zeroes every counter as a run starts; they count while ``counting``.
 The watchdog fires once the run's cycles reach a non-zero budget.
@@ -13,15 +13,16 @@ from spec import isa
 
 
 class Counters(Module):
-    """Inputs (one cycle's events): ``clear``, ``counting``, ``mac_beat`` (the MAC array
-    multiplied), ``stall`` (a unit wanted read data and none was there), ``read_beat`` (a read
-    beat was taken), ``write_beats`` (write beats handed to DRAM this cycle, 0..2), ``retire``,
+    """Inputs (one cycle's events): ``clear``, ``counting``, ``mac_beats`` (weight beats the
+    MAC array multiplied this cycle, 0..2), ``stall`` (a unit wanted read data and none was
+    there), ``read_beats`` (read beats taken this cycle, 0..2), ``write_beats`` (write beats
+    handed to DRAM this cycle, 0..2), ``retire``,
     ``cls`` (the current instruction class), ``class_sel`` and ``watchdog`` (the CSRs' values).
     Outputs: the counters, ``class_cycles`` (the selected class's) and ``watchdog_fired``."""
 
     def __init__(self, nclasses):
         self.clear, self.counting = Signal(), Signal()
-        self.mac_beat, self.stall, self.read_beat, self.retire = Signal(), Signal(), Signal(), Signal()
+        self.mac_beats, self.stall, self.read_beats, self.retire = Signal(2), Signal(), Signal(2), Signal()
         self.write_beats = Signal(2)
         self.cls = Signal(max=nclasses)
         self.class_sel = Signal(8)
@@ -42,9 +43,9 @@ class Counters(Module):
         # a cycle late. The last of a run (a write beat in DRAIN, a read beat in FLUSH) comes
         # two or more cycles before the run ends, so every count is complete when ``done``
         # rises. ``cycles`` takes no input: the watchdog compares it as it is.
-        mac_beat, stall, read_beat = Signal(), Signal(), Signal()
+        mac_beats, stall, read_beats = Signal(2), Signal(), Signal(2)
         write_beats = Signal(2)
-        self.sync += [mac_beat.eq(self.mac_beat), stall.eq(self.stall), read_beat.eq(self.read_beat),
+        self.sync += [mac_beats.eq(self.mac_beats), stall.eq(self.stall), read_beats.eq(self.read_beats),
                       write_beats.eq(self.write_beats)]
         per_class = Array(Signal(64, name=f"cycles_{c.lower()}") for c in isa.CLASSES[:nclasses])
         self.sync += [
@@ -54,9 +55,9 @@ class Counters(Module):
                 *[c.eq(0) for c in per_class],
             ).Elif(self.counting,
                 self.cycles.eq(self.cycles + 1),
-                If(mac_beat, self.mac_busy.eq(self.mac_busy + 1)),
+                self.mac_busy.eq(self.mac_busy + mac_beats),
                 If(stall, self.dram_stall.eq(self.dram_stall + 1)),
-                If(read_beat, self.bytes_read.eq(self.bytes_read + isa.BEAT_BYTES)),
+                self.bytes_read.eq(self.bytes_read + isa.BEAT_BYTES * read_beats),
                 self.bytes_written.eq(self.bytes_written + isa.BEAT_BYTES * write_beats),
             ),
             If(self.retire, self.retired.eq(self.retired + 1)),

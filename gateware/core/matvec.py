@@ -9,6 +9,11 @@ products summed (T) and added into its mantissa group's sum (G); the beat's two 
 get their mantissas (stage 2), are accumulated over the row (3), rounded by the row shift minus
 the input exponent (4, 4b, 5, 6), and written, with the residual added when ``accumulate``
 (7). Integer sums are exact, so any P gives the same rows.
+
+With Params.mac_beats = 2 (P = 1) the parser takes the next beat too when both are weight
+beats of one row under one mantissa beat: a second set of multipliers and group sums takes it,
+and stage 2 adds both beats' scaled group sums into the row. Shift and mantissa beats, and a
+weight beat whose successor starts the next row, go one a cycle.
 """
 
 from types import SimpleNamespace
@@ -58,7 +63,9 @@ class Matvec(Module):
     burst) is valid three cycles after n and m. Scratchpad side: ``radr[p]`` (data
     ``rdat[p][s]`` two cycles later), ``wadr``, ``we`` and ``out[s]`` (every slot at once).
     Read stream: ``rd_valid``/``rd_data`` in, ``rd_ready`` and ``rd_wait`` (the unit waits for
-    a beat) out. ``mac_beat``: the multipliers work this cycle."""
+    a beat) out; with mac_beats = 2 also the beat after it, ``rd_valid2``/``rd_data2``, and
+    ``rd_ready2`` (take both). ``mac_beats``: weight beats the multipliers work on this cycle
+    (P > 1: a beat counts in each of its P cycles)."""
 
     def __init__(self, params, write_stats=False):
         B, XR, L = params.slots, params.act_read_ports, params.mac_lanes
@@ -75,7 +82,11 @@ class Matvec(Module):
         self.out = [Signal((32, True), name=f"mv_out{s}") for s in range(B)]
         self.rd_valid, self.rd_data = Signal(), Signal(128)
         self.rd_ready, self.rd_wait = Signal(), Signal()
-        self.mac_beat = Signal()
+        self.mac_beats = Signal(2)
+        self.two = two = params.mac_beats == 2
+        if two:
+            assert P == 1
+            self.rd_valid2, self.rd_data2, self.rd_ready2 = Signal(), Signal(128), Signal()
 
         # # #
 
@@ -86,7 +97,8 @@ class Matvec(Module):
         self.sync += [cp.eq(Cat(C(0, 4), m15[4:])), cpb.eq(m15[4:])]
         self.bytes, part_beats = matrix_bytes(self, n, m15, cpb)
 
-        self.submodules.quant = q = InputQuantiser(B, XR, params.max_cols, params.fast_exponent, write_stats)
+        self.submodules.quant = q = InputQuantiser(B, XR, params.max_cols, params.fast_exponent, write_stats,
+                                                   second_word=two)
         self.use, self.use_amax = q.use, q.use_amax
         self.comb += [
             q.src.eq(self.src), q.m.eq(m), q.cp.eq(cp), q.nslots.eq(self.nslots), q.abort.eq(self.abort),
@@ -97,7 +109,7 @@ class Matvec(Module):
         streaming = fsm.ongoing("STREAM")
         # What the parts below share.
         r = SimpleNamespace(B=B, L=L, P=P, half=half, n=n, cp=cp, cpb=cpb, part_beats=part_beats, q=q,
-                            fsm=fsm, streaming=streaming)
+                            fsm=fsm, streaming=streaming, two=two)
         self._parser(r)
         self._stages(r)
         self._mac_array(r)
@@ -117,7 +129,7 @@ class Matvec(Module):
         )
         fsm.act("INIT", NextState("STREAM"))
         fsm.act("STREAM",
-            self.rd_ready.eq(want), self.rd_wait.eq(want),
+            self.rd_ready.eq(want), self.rd_wait.eq(want), *([self.rd_ready2.eq(want & r.pair)] if two else []),
             self.radr[0].eq(dst + s4b_row), self.wadr.eq(dst + s7_row), self.we.eq(s7_valid),
             If(rows_done == n, self.done.eq(1), NextState("IDLE"))
         )
@@ -141,6 +153,12 @@ class Matvec(Module):
         s1_first, s1_last = Signal(), Signal()
         s1_w = Signal(128)
         s1_m0, s1_m1 = Signal(8), Signal(8)
+        # Two beats a cycle: ``pair``, the next beat is a weight beat of this row under this
+        # mantissa beat; ``accept2``, it is taken too. Its weights (zero when it is not taken,
+        # so its products add nothing) and mantissas ride beside the first beat's.
+        pair, accept2, mul_two = Signal(), Signal(), Signal()
+        s1_w2 = Signal(128)
+        s1_mb0, s1_mb1 = Signal(8), Signal(8)
         s1_rsh = Signal(6)
         s1_row = Signal(16)
         mul_busy = Signal()               # a weight beat is in the multipliers
@@ -160,8 +178,54 @@ class Matvec(Module):
             mac_free.eq(~mul_busy | mul_last),
             q.xadr.eq(Mux(streaming, k, 0)),
             accept.eq(streaming & self.rd_valid & want),
-            self.mac_beat.eq(mul_busy),
+            self.mac_beats.eq(mul_busy + (mul_busy & mul_two)),
         ]
+        lanes = Array(_lanes(mants, 8, 16))
+        # The weight beat's fields, for the beat taken alone (one) or with the next (two).
+        one = [s1_m0.eq(lanes[Cat(C(0, 1), sb)]), s1_m1.eq(lanes[Cat(C(1, 1), sb)]),
+               s1_first.eq(k == 0), s1_last.eq(k == cpb - 1)]
+        step1 = [
+            If(k == cpb - 1,
+                k.eq(0), rib.eq(rib + 1), row.eq(row + 1), rows_left.eq(row + 1 < n)
+            ).Else(
+                k.eq(k + 1)
+            ),
+            sb.eq(sb + 1),
+            blk_left.eq(blk_left - 1),
+            If(blk_left == 1,
+                phase.eq(0)
+            ).Elif(sb == 7,
+                phase.eq(1)
+            ),
+        ]
+        if r.two:
+            sb1 = as_unsigned(self, sb + 1, 3)
+            self.comb += [
+                pair.eq(is_weight & (k + 1 < cpb) & (sb != 7)),
+                accept2.eq(accept & pair & self.rd_valid2),
+                q.xadr2.eq(k + 1),
+            ]
+            self.sync += If(accept, mul_two.eq(accept2))
+            weight = If(accept2,
+                s1_w2.eq(self.rd_data2),
+                s1_mb0.eq(lanes[Cat(C(0, 1), sb1)]), s1_mb1.eq(lanes[Cat(C(1, 1), sb1)]),
+                s1_first.eq(k == 0), s1_last.eq(k + 1 == cpb - 1),
+                If(k + 1 == cpb - 1,
+                    k.eq(0), rib.eq(rib + 1), row.eq(row + 1), rows_left.eq(row + 1 < n)
+                ).Else(
+                    k.eq(k + 2)
+                ),
+                sb.eq(sb + 2),
+                blk_left.eq(blk_left - 2),
+                If(blk_left == 2,
+                    phase.eq(0)
+                ).Elif(sb == 6,
+                    phase.eq(1)
+                ),
+            ).Else(s1_w2.eq(0), *step1)
+        else:
+            weight = step1
+
         self.sync += [
             If(accept & is_weight,
                 mul_busy.eq(1), sub.eq(0)
@@ -175,23 +239,10 @@ class Matvec(Module):
                     1: [mants.eq(self.rd_data), phase.eq(2), sb.eq(0)],
                     2: [
                         s1_w.eq(self.rd_data),
-                        s1_m0.eq(Array(_lanes(mants, 8, 16))[Cat(C(0, 1), sb)]),
-                        s1_m1.eq(Array(_lanes(mants, 8, 16))[Cat(C(1, 1), sb)]),
-                        s1_first.eq(k == 0), s1_last.eq(k == cpb - 1),
+                        *one,
                         s1_rsh.eq(Array(_lanes(shifts, 8, 16))[rib][0:6]),
                         s1_row.eq(row),
-                        If(k == cpb - 1,
-                            k.eq(0), rib.eq(rib + 1), row.eq(row + 1), rows_left.eq(row + 1 < n)
-                        ).Else(
-                            k.eq(k + 1)
-                        ),
-                        sb.eq(sb + 1),
-                        blk_left.eq(blk_left - 1),
-                        If(blk_left == 1,
-                            phase.eq(0)
-                        ).Elif(sb == 7,
-                            phase.eq(1)
-                        ),
+                        weight,
                     ],
                 })
             ),
@@ -200,7 +251,8 @@ class Matvec(Module):
         ]
         vars(r).update(accept=accept, is_weight=is_weight, mul_busy=mul_busy, mul_last=mul_last,
                        rows_done=rows_done, s1_first=s1_first, s1_last=s1_last, s1_m0=s1_m0,
-                       s1_m1=s1_m1, s1_row=s1_row, s1_rsh=s1_rsh, s1_w=s1_w, sub=sub, want=want)
+                       s1_m1=s1_m1, s1_row=s1_row, s1_rsh=s1_rsh, s1_w=s1_w, sub=sub, want=want,
+                       pair=pair, s1_w2=s1_w2, s1_mb0=s1_mb0, s1_mb1=s1_mb1)
 
     def _stages(self, r):
         """The stage registers that carry a beat's fields along its chunks and through the row's rounding."""
@@ -211,13 +263,14 @@ class Matvec(Module):
         # The beat's fields ride along its last chunk: C (the chunk's operands registered next
         # to the multipliers), M (products), T (chunk sums), then G hands the group sums and
         # fields to stage 2.
-        fields = [s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row]
+        fields = [s1_first, s1_last, s1_m0, s1_m1, s1_rsh, s1_row] + ([r.s1_mb0, r.s1_mb1] if r.two else [])
         cm_valid, cm_c, cm_last = Signal(), Signal(max=max(P, 2)), Signal()
         mt_valid, mt_c, mt_last = Signal(), Signal(max=max(P, 2)), Signal()
         tg_valid, tg_c, tg_last = Signal(), Signal(max=max(P, 2)), Signal()
         cm_f, mt_f, tg_f = ([Signal(len(x)) for x in fields] for _ in range(3))
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_m0, s2_m1, s2_rsh, s2_row = Signal(8), Signal(8), Signal(6), Signal(16)
+        s2_mb0, s2_mb1 = Signal(8), Signal(8)     # the second beat's mantissas (mac_beats = 2)
         s3_valid, s3_first, s3_last, s3_rsh, s3_row = Signal(), Signal(), Signal(), Signal(6), Signal(16)
         s4_valid, s4_rsh, s4_row = Signal(), Signal(6), Signal(16)
         s4b_valid, s4b_row = Signal(), Signal(16)
@@ -234,6 +287,7 @@ class Matvec(Module):
             s2_valid.eq(tg_valid & tg_last),
             s2_first.eq(tg_f[0]), s2_last.eq(tg_f[1]), s2_m0.eq(tg_f[2]), s2_m1.eq(tg_f[3]),
             s2_rsh.eq(tg_f[4]), s2_row.eq(tg_f[5]),
+            *([s2_mb0.eq(tg_f[6]), s2_mb1.eq(tg_f[7])] if r.two else []),
             # Stages 2-7: scale by the mantissas (2), accumulate over the row (3), round: bias
             # add (4b; the residual's address) | shift (5) | saturate (6; the residual
             # arrives), add the residual (7), saturate and write.
@@ -246,7 +300,7 @@ class Matvec(Module):
             If(s7_valid, rows_done.eq(rows_done + 1)),
             If(fsm.ongoing("INIT"), rows_done.eq(0)),
         ]
-        vars(r).update(cm_valid=cm_valid, mt_valid=mt_valid, s2_m0=s2_m0, s2_m1=s2_m1,
+        vars(r).update(cm_valid=cm_valid, mt_valid=mt_valid, s2_m0=s2_m0, s2_m1=s2_m1, s2_mb0=s2_mb0, s2_mb1=s2_mb1,
                        s2_valid=s2_valid, s3_first=s3_first, s3_last=s3_last, s3_valid=s3_valid,
                        s4_rsh=s4_rsh, s4b_row=s4b_row, s4b_valid=s4b_valid, s5_valid=s5_valid,
                        s6_valid=s6_valid, s7_row=s7_row, s7_valid=s7_valid, tg_c=tg_c,
@@ -270,6 +324,10 @@ class Matvec(Module):
         self.sync += mul_first.eq(accept & is_weight)
         if P == 1:
             self.sync += If(mul_busy, w_chunk.eq(s1_w))
+            if r.two:
+                w_chunk2 = Signal(128)
+                self.sync += If(mul_busy, w_chunk2.eq(r.s1_w2))
+                w2 = [as_signed(self, v, 8) for v in _lanes(w_chunk2, 8, L)]
         else:
             w_rest = Signal(len(s1_w) - 8 * L)
             self.sync += If(mul_busy,
@@ -300,6 +358,20 @@ class Matvec(Module):
             prod = [Signal((24, True), name=f"mv_prod{l}") for l in range(L)]
             q0, q1 = Signal((28, True)), Signal((28, True))
             g0, g1 = Signal((28, True)), Signal((28, True))
+            scaled = g0 * s2_m0 + g1 * s2_m1
+            if r.two:
+                # The second beat: its own multipliers and group sums, scaled beside the first's.
+                x_chunk2 = Signal(16 * L)
+                self.sync += If(mul_busy, x_chunk2.eq(q.xdat2[s]))
+                x2 = [as_signed(self, v, 16) for v in _lanes(x_chunk2, 16, L)]
+                prod2 = [Signal((24, True), name=f"mv_prodb{l}") for l in range(L)]
+                q0b, q1b, g0b, g1b = (Signal((28, True)) for _ in range(4))
+                self.sync += [
+                    If(cm_valid, *[prod2[l].eq(w2[l] * x2[l]) for l in range(L)]),
+                    If(mt_valid, q0b.eq(sum(prod2[:half])), q1b.eq(sum(prod2[half:]))),
+                    If(tg_valid, g0b.eq(q0b), g1b.eq(q1b)),
+                ]
+                scaled = scaled + g0b * r.s2_mb0 + g1b * r.s2_mb1
             pp, acc, s4_acc = Signal((40, True)), Signal((56, True)), Signal((56, True))
             # The row shift is 0..63 and the input exponent 0..31.
             finish = round_shift_split(self, s4_acc, as_signed(self, s4_rsh - q.ex[s], 8), 72,
@@ -323,7 +395,7 @@ class Matvec(Module):
                     ),
                 ]
             self.sync += [
-                If(s2_valid, pp.eq(g0 * s2_m0 + g1 * s2_m1)),
+                If(s2_valid, pp.eq(scaled)),
                 If(s3_valid, acc.eq(Mux(s3_first, 0, acc) + pp)),
                 If(s3_valid & s3_last, s4_acc.eq(Mux(s3_first, 0, acc) + pp)),
                 If(s4b_valid, s5_y.eq(finish())),

@@ -193,10 +193,11 @@ def test_counters_count_each_event_while_counting_and_clear():
         yield
         yield dut.clear.eq(0)
         prev_cls = 0                    # the class register's value as counting starts
-        prev_ev, prev_wb = {"mac_beat": 0, "stall": 0, "read_beat": 0}, 0     # events are registered too
+        prev_ev, prev_wb = {"mac_beats": 0, "stall": 0, "read_beats": 0}, 0     # events are registered too
         for cycle in range(300):
             counting = int(cycle < 250)
-            ev = {k: int(rng.random() < 0.5) for k in ("mac_beat", "stall", "read_beat", "retire")}
+            ev = {k: int(rng.random() < 0.5) for k in ("stall", "retire")}
+            ev.update({k: rng.randrange(3) for k in ("mac_beats", "read_beats")})      # 0..2 a cycle
             wb, cls = rng.randrange(3), rng.randrange(n)
             yield dut.counting.eq(counting)
             for k, v in ev.items():
@@ -206,9 +207,9 @@ def test_counters_count_each_event_while_counting_and_clear():
             yield
             if counting:
                 model["cycles"] += 1
-                model["mac_busy"] += prev_ev["mac_beat"]
+                model["mac_busy"] += prev_ev["mac_beats"]
                 model["dram_stall"] += prev_ev["stall"]
-                model["bytes_read"] += isa.BEAT_BYTES * prev_ev["read_beat"]
+                model["bytes_read"] += isa.BEAT_BYTES * prev_ev["read_beats"]
                 model["bytes_written"] += isa.BEAT_BYTES * prev_wb
                 per_class[prev_cls] += 1        # the class is registered before it counts
             model["retired"] += ev["retire"]

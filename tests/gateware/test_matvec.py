@@ -30,19 +30,29 @@ class _MatvecOnScratchpads(Module):
         ]
 
 
-def _weight_stream(mv, beats, rng, p):
-    """The read stream: beat after beat, each on offer only some cycles, as DRAM's would be."""
+def _weight_stream(mv, beats, rng, p, pairs=None):
+    """The read stream: beat after beat, each on offer only some cycles, as DRAM's would be;
+    to a unit that takes two a cycle (mac_beats = 2) the next beat is on offer beside it, also
+    only some cycles. ``pairs`` (a list) gets a 1 for each cycle two beats were taken."""
     queue = list(beats)
 
     @passive
     def gen():
         while True:
             have = bool(queue) and rng.random() < p
+            have2 = mv.two and have and len(queue) > 1 and rng.random() < p
             yield mv.rd_valid.eq(int(have))
             yield mv.rd_data.eq(queue[0] if have else 0)
+            if mv.two:
+                yield mv.rd_valid2.eq(int(have2))
+                yield mv.rd_data2.eq(queue[1] if have2 else 0)
             yield
             if have and (yield mv.rd_ready):
                 queue.pop(0)
+                if have2 and (yield mv.rd_ready2):
+                    queue.pop(0)
+                    if pairs is not None:
+                        pairs.append(1)
     return gen(), queue
 
 
@@ -72,6 +82,7 @@ VARIANTS = {
     "4 lanes, 2 ports, a bound a cycle": isa.Params(slots=2, max_cols=256, mac_lanes=4, fast_exponent=False,
                                                      write_stats=False),
     "8 lanes, 4 ports, 4 slots": isa.Params(slots=4, max_cols=256, mac_lanes=8, act_read_ports=4),
+    "two beats a cycle, 4 ports": isa.Params(slots=2, max_cols=256, act_read_ports=4, mac_beats=2),
 }
 
 
@@ -89,14 +100,15 @@ def test_matvec_matches_the_golden_function(variant, seed):
     x = _inputs(rng, nslots, cols)
     old = rng.integers(-2 ** 31, 2 ** 31, (nslots, rows))
     top = _MatvecOnScratchpads(params)
-    stream, left = _weight_stream(top.mv, beats, rng, p=0.6)
+    pairs = []
+    stream, left = _weight_stream(top.mv, beats, rng, p=0.6 if seed % 2 else 1.0, pairs=pairs)
     mac_cycles = []
 
     @passive
     def count_macs():
         while True:
             yield
-            mac_cycles.append((yield top.mv.mac_beat))
+            mac_cycles.append((yield top.mv.mac_beats))
 
     def gen():
         for s in range(nslots):
@@ -124,12 +136,35 @@ def test_matvec_matches_the_golden_function(variant, seed):
             if accumulate:
                 want = N.saturate(old[s] + want, 32)
             got = yield from _read_int32(top.act.mems[s], dst, rows)
-            assert (got == want).all(), s
+            assert (got == want).all(), (s, list(zip(got, want)))
 
     run_simulation(top, [gen(), stream, count_macs()])
     assert not left                                           # every beat was taken
     weight_beats = rows * isa.matvec_cols_padded(cols) // isa.LANES
     assert sum(mac_cycles) == weight_beats * isa.LANES // params.mac_lanes
+    # Two weight beats go in one cycle where both are of one row under one mantissa beat;
+    # with every beat on offer (even seeds), exactly where the parser's rule says.
+    if params.mac_beats == 1:
+        assert not pairs
+    elif seed % 2 == 0:
+        assert len(pairs) == _pairs_taken(rows, isa.matvec_cols_padded(cols) // isa.LANES)
+
+
+def _pairs_taken(rows, cpb):
+    """How many cycles take two weight beats when the next beat is always on offer: a weight
+    beat goes with the next one when that one is in its row and under its mantissa beat (one
+    mantissa beat per 8 weight beats of a 16-row block)."""
+    pairs = 0
+    for block in range(0, rows, isa.ROW_BLOCK):
+        beats = [(r, k) for r in range(block, min(block + isa.ROW_BLOCK, rows)) for k in range(cpb)]
+        i = 0
+        while i < len(beats):
+            r, k = beats[i]
+            if k + 1 < cpb and i % 8 != 7:
+                pairs, i = pairs + 1, i + 2
+            else:
+                i += 1
+    return pairs
 
 
 def test_matvec_waits_for_its_burst_unless_queued():

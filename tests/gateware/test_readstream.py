@@ -1,5 +1,7 @@
 """BankInterleavedReader: every beat goes through the port of its bank's parity, and the data
 leave in request order even when the two ports answer at different latencies.
+WindowReader: the same, with the next two beats on offer and 0, 1 or 2 taken a cycle; a
+consumer that waited takes the backlog two a cycle.
 BankInterleavedWriter: every beat goes through the port of its bank bits' XOR, and each port
 writes its beats in the order they came."""
 
@@ -10,22 +12,29 @@ from migen import passive, run_simulation
 
 from litedram.common import LiteDRAMNativePort
 
-from gateware.readstream import BankInterleavedReader, BankInterleavedWriter
+from gateware.readstream import BankInterleavedReader, BankInterleavedWriter, WindowReader
 from tests.gateware.dram_port_model import NativePortMemory
 
 BANK_SHIFT = 2          # 4-beat bank runs: the stream changes port every 4 beats
 
 
-def _run(addresses, latencies, fifo_depth=8, sink_stall=0.3, seed=0):
-    ports = [LiteDRAMNativePort("read", address_width=16, data_width=32) for _ in range(2)]
-    dut = BankInterleavedReader(ports, BANK_SHIFT, fifo_depth=fifo_depth)
+def _run(addresses, latencies, fifo_depth=8, sink_stall=0.3, seed=0, window=False, wait=0, nports=2):
+    """Request ``addresses``, take the data (a beat on some cycles; with ``window``, 0, 1 or
+    2 of the beats on offer, after ``wait`` idle cycles). Returns each port's addresses, the
+    data in the order taken, the memory, and the cycles from the first beat taken to the last."""
+    ports = [LiteDRAMNativePort("read", address_width=16, data_width=32) for _ in range(nports)]
+    if window:
+        dut = WindowReader(ports, BANK_SHIFT if nports == 2 else None, fifo_depth=fifo_depth)
+    else:
+        dut = BankInterleavedReader(ports, BANK_SHIFT, fifo_depth=fifo_depth)
     mems = [NativePortMemory(p, seed=seed + i, stall_probability=0.3, read_latency=lat)
             for i, (p, lat) in enumerate(zip(ports, latencies))]
     for mem in mems:                                  # both ports see the same memory
         for a in range(1 << 10):
             mem.beats[a] = (a * 2654435761) & 0xffffffff
-    per_port = [[], []]
+    per_port = [[] for _ in ports]
     received = []
+    taking = []
     rng = random.Random(seed)
 
     def requests():
@@ -46,35 +55,70 @@ def _run(addresses, latencies, fifo_depth=8, sink_stall=0.3, seed=0):
             yield
 
     def consumer():
-        for _ in range(40 * len(addresses) + 200):
-            ready = int(rng.random() >= sink_stall)
-            yield dut.source.ready.eq(ready)
+        for _ in range(wait):
             yield
-            if ready and (yield dut.source.valid):
-                received.append((yield dut.source.data))
+        for cycle in range(40 * len(addresses) + 200):
+            ready = int(rng.random() >= sink_stall)
+            if window:
+                ready2 = int(rng.random() >= sink_stall)
+                yield dut.ready.eq(ready)
+                yield dut.ready2.eq(ready2)
+                yield
+                beats = [(yield dut.data), (yield dut.data2)][:(yield dut.taken)]
+                assert len(beats) <= ready + (ready & ready2)
+            else:
+                yield dut.source.ready.eq(ready)
+                yield
+                beats = [(yield dut.source.data)] if ready and (yield dut.source.valid) else []
+            if beats:
+                received.extend(beats)
+                taking.append(cycle)
             if len(received) == len(addresses):
                 return
 
     gens = [requests(), consumer(), commands()] + [m.generator() for m in mems]
     run_simulation(dut, gens)
-    return per_port, received, mems[0].beats
+    return per_port, received, mems[0].beats, taking[-1] - taking[0] + 1
 
 
 @pytest.mark.parametrize("latencies", [(4, 4), (2, 19), (17, 3)], ids=["same", "port1-slow", "port0-slow"])
 def test_in_order_and_by_bank(latencies):
     addresses = list(range(37, 37 + 90)) + [5, 6, 200, 9, 13]     # a run, then scattered beats
-    per_port, received, beats = _run(addresses, latencies, seed=latencies[1])
+    per_port, received, beats, _ = _run(addresses, latencies, seed=latencies[1])
     assert received == [beats[a] for a in addresses]
     for i in range(2):
         assert per_port[i] == [a for a in addresses if (a >> BANK_SHIFT) & 1 == i]
+
+
+@pytest.mark.parametrize("nports,latencies", [(2, (4, 4)), (2, (2, 19)), (2, (17, 3)), (1, (5,))],
+                         ids=["same", "port1-slow", "port0-slow", "one-port"])
+def test_window_in_order_and_by_bank(nports, latencies):
+    addresses = list(range(37, 37 + 90)) + [5, 6, 200, 9, 13]
+    per_port, received, beats, _ = _run(addresses, latencies, seed=latencies[-1], window=True, nports=nports)
+    assert received == [beats[a] for a in addresses]
+    for i in range(nports):
+        assert per_port[i] == [a for a in addresses if nports == 1 or (a >> BANK_SHIFT) & 1 == i]
+
+
+@pytest.mark.parametrize("nports", [1, 2])
+def test_window_takes_a_backlog_two_a_cycle(nports):
+    """With the FIFOs full (the consumer waited), a consumer that always takes two gets the
+    next 2 x depth beats in depth cycles, from one port or across both."""
+    depth = 16
+    addresses = list(range(64, 64 + nports * depth))
+    per_port, received, beats, cycles = _run(addresses, [6] * nports, fifo_depth=depth, sink_stall=0.0,
+                                             window=True, wait=200, nports=nports)
+    assert received == [beats[a] for a in addresses]
+    assert cycles == len(addresses) // 2
 
 
 def test_one_port_passes_through():
     port = LiteDRAMNativePort("read", address_width=16, data_width=32)
     dut = BankInterleavedReader([port], None, fifo_depth=8)
     assert not hasattr(dut, "order")
-    with pytest.raises(ValueError, match="one or two ports"):
-        BankInterleavedReader([], None)
+    for cls in (BankInterleavedReader, WindowReader):
+        with pytest.raises(ValueError, match="one or two ports"):
+            cls([], None)
 
 
 def _bank_xor(a):
