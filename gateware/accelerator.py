@@ -61,10 +61,11 @@ class Accelerator(LiteXModule):
     LiteDRAM native read ports (two: beats alternate between them by bank, ``bank_shift`` is the
     bank number's LSB in a beat address; see gateware/readstream.py); ``write_port``: a 128-bit
     native write port, or a list of two (Params.write_ports; beats go to one or the other by
-    bank, which needs ``bank_shift`` too); ``dram_size``: bytes of DRAM the core may touch,
-    from address 0."""
+    bank, which needs ``bank_shift`` too); ``weight_ports``: Params.weight_ports 128-bit native
+    read ports of MATVEC's weight stream (by bank too when two); ``dram_size``: bytes of DRAM
+    the core may touch, from address 0."""
 
-    def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None):
+    def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None, weight_ports=()):
         params.validate()
         read_ports = list(read_ports)
         if len(read_ports) != params.read_ports:
@@ -72,7 +73,13 @@ class Accelerator(LiteXModule):
         if len(read_ports) == 2 and bank_shift is None:
             raise ValueError("Accelerator: two read ports need bank_shift")
         write_port = self._write_ports(write_port, params, bank_shift)
-        for port in read_ports + self.write_ports:
+        weight_ports = list(weight_ports)
+        if len(weight_ports) != params.weight_ports:
+            raise ValueError(f"Accelerator: Params.weight_ports is {params.weight_ports}, "
+                             f"got {len(weight_ports)} ports")
+        if len(weight_ports) == 2 and bank_shift is None:
+            raise ValueError("Accelerator: two weight ports need bank_shift")
+        for port in read_ports + weight_ports + self.write_ports:
             if port.data_width != 8 * isa.BEAT_BYTES:
                 raise ValueError(f"Accelerator: ports must be {8 * isa.BEAT_BYTES} bits, got {port.data_width}")
         if dram_size % isa.BEAT_BYTES:
@@ -85,6 +92,7 @@ class Accelerator(LiteXModule):
         # # #
 
         self._streams(read_ports, write_port, params, bank_shift)
+        self._weight_stream(weight_ports, params, bank_shift)
         self._scratchpads(params)
         u = self._units(params, dram_size // isa.BEAT_BYTES)
         self.sequencer = seq = Sequencer(params, dram_size // isa.BEAT_BYTES, self.rd, u)
@@ -109,7 +117,8 @@ class Accelerator(LiteXModule):
             setattr(self, name, CSRStatus(32, reset=word, name=name,
                                           description=f"Params, as spec.registers.{name.upper()} lays them out."))
         self.cycles      = CSRStatus(64, description="Cycles of the last run.")
-        self.mac_busy    = CSRStatus(64, description="Weight beats multiplied, each counted LANES/mac_lanes times (the cycles one takes).")
+        self.mac_busy    = CSRStatus(64, description="Weight beats multiplied, each counted LANES/mac_lanes times "
+                                                     "(the cycles one takes).")
         self.dram_stall  = CSRStatus(64, description="Cycles waiting for DRAM read data.")
         self.bytes_read  = CSRStatus(64, description="DRAM bytes read.")
         self.bytes_written = CSRStatus(64, description="DRAM bytes written.")
@@ -159,6 +168,20 @@ class Accelerator(LiteXModule):
         self.wr_pending = Signal(8)
         self.comb += wr.address.eq(self.wr_addr)
         self.sync += self.wr_pending.eq(self.wr_pending + (wr.valid & wr.ready) - self.wr_beats)
+
+    def _weight_stream(self, ports, params, bank_shift):
+        """MATVEC's own weight stream (Params.weight_ports), ``self.wrd``: the next two beats
+        (``valid``/``data``, ``valid2``/``data2``; ``ready``, ``ready2`` take them), its bursts
+        (``self.wbursts``: MATVEC's own and the next MATVEC's, queued ahead) and ``wrd_wait``
+        (MATVEC waits for a beat). None without weight ports: the weights come through ``rd``."""
+        self.wrd = self.wbursts = None
+        self.wrd_wait = Signal()
+        if not ports:
+            return
+        self.wreader = w = WindowReader(ports, bank_shift, fifo_depth=params.read_fifo_depth)
+        self.wrd = SimpleNamespace(valid=w.valid, data=w.data, valid2=w.valid2, data2=w.data2,
+                                   ready=w.ready, ready2=w.ready2, taken=w.taken)
+        self.wbursts = ReadBursts(w.sink, ports[0].address_width, w.taken)
 
     # Activation scratchpads, one per slot (gateware/core/scratchpad.py) -------------------------------
 
@@ -217,21 +240,37 @@ class Accelerator(LiteXModule):
             self.status.fields.error.eq(seq.err_code), self.err_addr.status.eq(seq.err_addr),
             bursts.start.eq(seq.rd_start), bursts.start_addr.eq(seq.req_beat), bursts.start_len.eq(seq.req_beats),
             bursts.flush.eq(seq.abort), seq.rd_more.eq(bursts.more), seq.rdq_valid.eq(bursts.queued),
-            seq.flush_done.eq((bursts.remaining == 0) & (bursts.outstanding == 0) & ~rd.valid),
+            seq.flush_done.eq((bursts.remaining == 0) & (bursts.outstanding == 0) & ~rd.valid
+                              & (self._weights_drained() if self.wrd else 1)),
             seq.wr_ready.eq(wr.ready), seq.wr_pending.eq(self.wr_pending),
             seq.drained.eq(self._drained(u)),
         ]
         # A write burst sets the address; each beat the stream takes moves it on.
         self.sync += If(seq.wr_load, self.wr_addr.eq(seq.req_beat)).Elif(wr.valid & wr.ready, self.wr_addr.eq(self.wr_addr + 1))
+        if self.wrd:
+            # MATVEC's bursts and the next MATVEC's, queued ahead, go to the weight stream; a
+            # fault drains it with the read stream.
+            wb = self.wbursts
+            self.comb += [
+                wb.start.eq(seq.wrd_start), wb.start_addr.eq(seq.req_beat), wb.start_len.eq(seq.req_beats),
+                wb.push.eq(seq.pf_push), wb.push_addr.eq(seq.la_beat), wb.push_len.eq(seq.la_beats),
+                wb.flush.eq(seq.abort), seq.wrdq_valid.eq(wb.queued),
+                # The weights take the DRAM cycles the read stream leaves: while another unit
+                # reads (ATTN's keys and values near the end of a context), weights requested
+                # ahead would only delay it by as much as MATVEC later gains.
+                wb.hold.eq(bursts.more),
+                If(seq.abort, self.wrd.ready.eq(1)),
+            ]
         self._read_queue_requests(bursts.push, bursts.push_addr, bursts.push_len,
-            [(seq.pf_push, seq.la_beat, seq.la_beats)] if params.fetch_beats else [],
+            [(seq.pf_push, seq.la_beat, seq.la_beats)] if params.fetch_beats and not self.wrd else [],
             next_k=(u.attention.q_addr, u.attention.q_len), next_k_pushes=[u.attention.q_push])
         # Counters (gateware/core/counters.py).
         self.counters = counters = Counters(len(CLASSES))
         self.comb += [
             counters.cls.eq(seq.cls), counters.counting.eq(seq.busy), counters.clear.eq(seq.clear),
             counters.retire.eq(seq.retire), counters.mac_beats.eq(u.matvec.mac_beats),
-            counters.stall.eq(self.rd_wait & ~rd.valid), counters.read_beats.eq(self.rd_taken),
+            counters.stall.eq((self.rd_wait & ~rd.valid) | (self.wrd_wait & ~self.wrd.valid if self.wrd else 0)),
+            counters.read_beats.eq(self.rd_taken + (self.wrd.taken if self.wrd else 0)),
             counters.write_beats.eq(self.wr_beats),
             counters.class_sel.eq(self.class_sel.storage), counters.watchdog.eq(self.watchdog.storage),
             seq.watchdog_fired.eq(counters.watchdog_fired),
@@ -273,8 +312,7 @@ class Accelerator(LiteXModule):
             mv.src.eq(seq.src), mv.dst.eq(seq.dst), mv.n.eq(n), mv.m.eq(seq.m), mv.accumulate.eq(seq.flags[1]),
             mv.nslots.eq(seq.nslots), mv.abort.eq(seq.abort), mv.granted.eq(seq.granted), mv.queued.eq(seq.pf_pending),
             *[mv.rdat[p][s].eq(act.rdat[p][s]) for p in range(XR) for s in range(B)],
-            mv.rd_valid.eq(rd.valid), mv.rd_data.eq(rd.data),
-            *([mv.rd_valid2.eq(self.rd2.valid), mv.rd_data2.eq(self.rd2.data)] if self.rd2 else []),
+            *self._weights_to(mv),
             rope.src.eq(seq.src), rope.dst.eq(seq.dst), rope.n.eq(n), rope.m.eq(seq.m), rope.abort.eq(seq.abort),
             *[rope.x[x].eq(lane_rdat[x]) for x in range(U)],
             rope.load_lane.eq(seq.lane), rope.load_adr.eq(seq.i), rope.load_data.eq(rd.data),
@@ -376,8 +414,8 @@ class Accelerator(LiteXModule):
                 *unp.lend_to(rms), *unp_rd),
             If(own.matvec,
                 *[act.radr[p].eq(mv.radr[p]) for p in range(XR)],
-                self.act_wadr.eq(mv.wadr), self.act_we_all.eq(mv.we), rd.ready.eq(mv.rd_ready),
-                *([self.rd2.ready.eq(mv.rd_ready2)] if self.rd2 else []), self.rd_wait.eq(mv.rd_wait)),
+                self.act_wadr.eq(mv.wadr), self.act_we_all.eq(mv.we),
+                *self._weights_from(mv)),
             If(own.rope, act_radr.eq(rope.radr), self.act_wadr.eq(rope.wadr), self.act_we_all.eq(rope.we)),
             If(own.kvwrite, *[act.radr[p].eq(kvw.radr[p]) for p in range(len(kvw.radr))]),
             If(own.attention, rd.ready.eq(attn.rd_ready), self.rd_wait.eq(attn.rd_wait)),
@@ -418,6 +456,27 @@ class Accelerator(LiteXModule):
         pushes = [p for p, _, _ in requests] + next_k_pushes
         if pushes:
             self.comb += If(reduce(or_, pushes), push.eq(1))
+
+    def _weights_to(self, mv):
+        """MATVEC's view of the stream its weights come through (the next two beats with
+        Params.mac_beats = 2)."""
+        src = self.wrd or SimpleNamespace(valid=self.rd.valid, data=self.rd.data,
+                                          valid2=self.rd2 and self.rd2.valid, data2=self.rd2 and self.rd2.data)
+        return [mv.rd_valid.eq(src.valid), mv.rd_data.eq(src.data),
+                *([mv.rd_valid2.eq(src.valid2), mv.rd_data2.eq(src.data2)] if mv.two else [])]
+
+    def _weights_from(self, mv):
+        """What MATVEC drives while it runs: the weight stream's handshakes (or the read stream's)."""
+        if self.wrd:
+            return [self.wrd.ready.eq(mv.rd_ready), self.wrd_wait.eq(mv.rd_wait),
+                    *([self.wrd.ready2.eq(mv.rd_ready2)] if mv.two else [])]
+        return [self.rd.ready.eq(mv.rd_ready), self.rd_wait.eq(mv.rd_wait),
+                *([self.rd2.ready.eq(mv.rd_ready2)] if mv.two else [])]
+
+    def _weights_drained(self):
+        """The weight stream has nothing requested or held (FLUSH's condition)."""
+        wb = self.wbursts
+        return (wb.remaining == 0) & (wb.outstanding == 0) & ~self.wrd.valid & ~wb.queued
 
     def _drained(self, u):
         """DRAIN's condition: every accepted write sent, ATTN's outputs summed and written, and

@@ -116,7 +116,8 @@ class LiteTransformerSoC(SoCCore):
     # Transformer core -----------------------------------------------------------------------------
     def add_accelerator(self, params, name="accel"):
         """The transformer core on its own 128-bit LiteDRAM ports, ``params.read_ports`` for
-        reading and one for writing (up-converted on narrower DRAM). ``params``: a spec.isa.Params. Call after ``add_sdram``."""
+        reading, ``params.weight_ports`` for MATVEC's weights and ``params.write_ports`` for
+        writing (up-converted on narrower DRAM). ``params``: a spec.isa.Params. Call after ``add_sdram``."""
         from spec import isa
         if not hasattr(self, "sdram"):
             raise ValueError("add_accelerator: call add_sdram first")
@@ -127,10 +128,12 @@ class LiteTransformerSoC(SoCCore):
         dram_size = self.bus.regions["main_ram"].size
         width     = 8 * isa.BEAT_BYTES
         read_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.read_ports)]
-        bank_shift = _bank_shift(crossbar, width) if 2 in (params.read_ports, params.write_ports) else None
+        weight_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.weight_ports)]
+        bank_shift = _bank_shift(crossbar, width) \
+            if 2 in (params.read_ports, params.write_ports, params.weight_ports) else None
         core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width) if params.write_ports == 1
                            else [crossbar.get_port(mode="write", data_width=width) for _ in range(2)],
-                           dram_size=dram_size, params=params, bank_shift=bank_shift)
+                           dram_size=dram_size, params=params, bank_shift=bank_shift, weight_ports=weight_ports)
         setattr(self, name, core)
         for key, value in isa.params_dict(params).items():
             self.add_constant(f"ACCEL_PARAM_{key.upper()}", int(value))    # C has no True

@@ -33,14 +33,16 @@ class CoreTop(Module):
     def __init__(self, params, dram_size):
         from gateware.accelerator import Accelerator
         aw = max((dram_size // isa.BEAT_BYTES - 1).bit_length(), 1) + 1
-        rps = [LiteDRAMNativePort("read", address_width=aw, data_width=128) for _ in range(2)]
+        rps = [LiteDRAMNativePort("read", address_width=aw, data_width=128) for _ in range(4)]
         wps = [LiteDRAMNativePort("write", address_width=aw, data_width=128) for _ in range(2)]
         # Bank runs of 4 beats: the read stream changes port far more often than on real DRAM.
-        # With Params.read_ports (write_ports) = 1 the second read (write) port stays idle.
+        # Read ports 0-1 are the read stream's, 2-3 the weight stream's; those a Params leaves
+        # unused (read_ports, weight_ports, write_ports below 2) stay idle.
         self.submodules.core = core = Accelerator(rps[:params.read_ports],
                                                   wps if params.write_ports == 2 else wps[0],
                                                   dram_size=dram_size, params=params,
-                                                  bank_shift=CORESIM_BANK_SHIFT)
+                                                  bank_shift=CORESIM_BANK_SHIFT,
+                                                  weight_ports=rps[2:2 + params.weight_ports])
         for csr in core.get_csrs():          # bare core: CSRStatus drives its word from fields
             if hasattr(csr, "fields") and csr.__class__.__name__ == "CSRStatus":
                 csr.finalize(32, "big")
@@ -72,11 +74,11 @@ class CoreTop(Module):
         io("retired", 32, driven_by=core.retired.status)
         io("fsm_state", 8, driven_by=core.fsm_state)
         io("attn_state", 8, driven_by=core.attn_state)
-        for prefix, port in (("rd0", rps[0]), ("rd1", rps[1]), ("wr0", wps[0]), ("wr1", wps[1])):
+        for prefix, port in [(f"rd{i}", p) for i, p in enumerate(rps)] + [("wr0", wps[0]), ("wr1", wps[1])]:
             io(f"{prefix}_cmd_valid", 1, driven_by=port.cmd.valid)
             io(f"{prefix}_cmd_ready", 1, drive=port.cmd.ready)
             io(f"{prefix}_cmd_addr", aw, driven_by=port.cmd.addr)
-        for prefix, port in (("rd0", rps[0]), ("rd1", rps[1])):
+        for prefix, port in [(f"rd{i}", p) for i, p in enumerate(rps)]:
             io(f"{prefix}_rdata_valid", 1, drive=port.rdata.valid)
             io(f"{prefix}_rdata_ready", 1, driven_by=port.rdata.ready)
             io(f"{prefix}_rdata_data", 128, drive=port.rdata.data)

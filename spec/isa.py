@@ -126,7 +126,11 @@ class Params:
     ``mac_lanes`` = LANES, a second set of multipliers per slot). DRAM delivers at most one
     beat a cycle, so a second beat pays only where the read FIFO holds a backlog: the next
     MATVEC's weights, requested ahead, gather there while other instructions run, and MATVEC
-    then takes them two at a time (two weight beats of one row) until it has caught up."""
+    then takes them two at a time (two weight beats of one row) until it has caught up.
+    ``weight_ports``: LiteDRAM read ports of a weight stream of MATVEC's own (0: the weights
+    come through the read stream). With one, the next MATVEC's weights are requested while
+    any instruction that writes no DRAM runs (ATTN, ROPE and EMBED too, whose own reads would
+    otherwise queue behind them), not only behind the instruction's own last read."""
     slots:     int = 4       # B: sequences (or prompt positions) per weight beat
     act_depth: int = 4096    # int32 words of activation scratchpad per slot
     max_cols:  int = 1024    # longest matvec input (input mantissa buffer)
@@ -145,6 +149,7 @@ class Params:
     attn_pairs: bool = False     # ATTN: two heads of a slot at a time
     fetch_beats: int = 0         # instruction buffer (0: none)
     mac_beats: int = 1           # weight beats MATVEC takes per cycle (1 or 2)
+    weight_ports: int = 0        # LiteDRAM read ports of MATVEC's own weight stream (0: none)
 
     def __post_init__(self):
         if not self.element_units:
@@ -167,6 +172,8 @@ class Params:
             raise ValueError(f"Params.mac_beats = {self.mac_beats}: must be 1 or 2")
         if self.mac_beats == 2 and self.mac_lanes != LANES:
             raise ValueError(f"Params.mac_beats = 2 needs mac_lanes = {LANES}")
+        if self.weight_ports not in (0, 1, 2):
+            raise ValueError(f"Params.weight_ports = {self.weight_ports}: must be 0, 1 or 2")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
         if self.write_ports not in (1, 2):
@@ -197,7 +204,7 @@ TARGET_PARAMS = {
     # XC7A200T's block RAM (scripts/xilinx_resources.py).
     "sim":   Params(slots=8, act_depth=8192, max_cols=1024, max_seq=1024, max_head=128,
                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
-                   write_ports=2, mac_beats=2),
+                   write_ports=2, mac_beats=2, weight_ports=2),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

@@ -1,8 +1,9 @@
 """The core's hardware counters and its watchdog.
 
 What the benchmark reads (docs/performance.md): cycles of a run, the MAC array's work (a cycle
-per weight beat multiplied, two when it multiplies two beats in one cycle), cycles a unit waited for DRAM read data, DRAM bytes read and written, instructions
-retired, and cycles per instruction class (spec.isa.CLASSES, one counter each, read through a
+per weight beat multiplied, two when it multiplies two beats in one cycle), cycles a unit
+waited for DRAM read data, DRAM bytes read and written, instructions retired, and cycles per
+instruction class (spec.isa.CLASSES, one counter each, read through a
 select). ``clear`` zeroes every counter as a run starts; they count while ``counting``.
 The watchdog fires once the run's cycles reach a non-zero budget.
 """
@@ -15,14 +16,14 @@ from spec import isa
 class Counters(Module):
     """Inputs (one cycle's events): ``clear``, ``counting``, ``mac_beats`` (weight beats the
     MAC array multiplied this cycle, 0..2), ``stall`` (a unit wanted read data and none was
-    there), ``read_beats`` (read beats taken this cycle, 0..2), ``write_beats`` (write beats
+    there), ``read_beats`` (read beats taken this cycle, 0..4: two streams), ``write_beats`` (write beats
     handed to DRAM this cycle, 0..2), ``retire``,
     ``cls`` (the current instruction class), ``class_sel`` and ``watchdog`` (the CSRs' values).
     Outputs: the counters, ``class_cycles`` (the selected class's) and ``watchdog_fired``."""
 
     def __init__(self, nclasses):
         self.clear, self.counting = Signal(), Signal()
-        self.mac_beats, self.stall, self.read_beats, self.retire = Signal(2), Signal(), Signal(2), Signal()
+        self.mac_beats, self.stall, self.read_beats, self.retire = Signal(2), Signal(), Signal(3), Signal()
         self.write_beats = Signal(2)
         self.cls = Signal(max=nclasses)
         self.class_sel = Signal(8)
@@ -43,7 +44,7 @@ class Counters(Module):
         # a cycle late. The last of a run (a write beat in DRAIN, a read beat in FLUSH) comes
         # two or more cycles before the run ends, so every count is complete when ``done``
         # rises. ``cycles`` takes no input: the watchdog compares it as it is.
-        mac_beats, stall, read_beats = Signal(2), Signal(), Signal(2)
+        mac_beats, stall, read_beats = Signal(2), Signal(), Signal(3)
         write_beats = Signal(2)
         self.sync += [mac_beats.eq(self.mac_beats), stall.eq(self.stall), read_beats.eq(self.read_beats),
                       write_beats.eq(self.write_beats)]

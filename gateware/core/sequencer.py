@@ -14,6 +14,8 @@ timing: the error checks' compares stay off the paths into every unit's register
 outputs are cut off a cycle sooner, as the sequencer leaves the state that lent them.
 """
 
+from functools import reduce
+from operator import or_
 from types import SimpleNamespace
 
 from migen import *
@@ -77,6 +79,8 @@ class Sequencer(LiteXModule):
         self.issue, self.advance = Signal(), Signal()
         # The next MATVEC's weights requested ahead (pf_push: queue la_beat/la_beats).
         self.pf_push, self.pf_pending = Signal(), Signal()
+        # The weight stream (Params.weight_ports): a burst starts at req_beat; one is queued.
+        self.wrd_start, self.wrdq_valid = Signal(), Signal()
         self.own = SimpleNamespace(**{name: Signal(name=f"own_{name}") for name in OWNERS})
 
         r = SimpleNamespace(params=params, B=B, D=D, U=U, FB=FB, dram_beats=dram_beats, rd=rd, u=units)
@@ -98,12 +102,14 @@ class Sequencer(LiteXModule):
 
     # Helpers for the states ------------------------------------------------------------------------
 
-    def burst(self, byte_addr, nbytes, then, write=False):
-        """Go to BURST with a request; it returns to ``then`` once the request is sent."""
+    def burst(self, byte_addr, nbytes, then, write=False, weights=False):
+        """Go to BURST with a request; it returns to ``then`` once the request is sent.
+        ``weights``: a read for the weight stream (Params.weight_ports; else the read stream)."""
         if then not in self._ret_states:
             self._ret_states.append(then)
         return [NextValue(self._req_addr, byte_addr), NextValue(self._req_bytes, nbytes),
                 NextValue(self._req_write, write), NextValue(self._ret_id, self._ret_states.index(then)),
+                *([NextValue(self._req_weights, weights)] if self.params.weight_ports else []),
                 NextState("BURST")]
 
     def fail(self, code, where=None):
@@ -196,7 +202,7 @@ class Sequencer(LiteXModule):
         self.nm = Signal(32)
         self.sync += self.nm.eq(self.n * self.m)
         self._req_addr, self._req_bytes = Signal(ADDR_W), Signal(ADDR_W)
-        self._req_write = Signal()
+        self._req_write, self._req_weights = Signal(), Signal()
         self._ret_id = Signal(6)
         self._ret_states = []
         self.comb += [self.req_beat.eq(self._req_addr >> 4), self.req_beats.eq((self._req_bytes + 15) >> 4)]
@@ -472,8 +478,8 @@ class Sequencer(LiteXModule):
         # The weight stream is requested first: DRAM fills the read FIFO during the passes over
         # the input.
         fsm.act("MATVEC", mv.start.eq(1),
-            *([If(self.pf_pending, NextState("MV_WAIT")).Else(*self.burst(self.waddr, mv.bytes, "MV_WAIT"))] if FB
-              else self.burst(self.waddr, mv.bytes, "MV_WAIT"))
+            *([If(self.pf_pending, NextState("MV_WAIT")).Else(*self.burst(self.waddr, mv.bytes, "MV_WAIT", weights=True))]
+              if FB else self.burst(self.waddr, mv.bytes, "MV_WAIT", weights=True))
         )
         fsm.act("MV_WAIT", If(mv.done, NextState("NEXT")))
         # The next MATVEC's weights, requested ahead. While RMSNORM, SILU or a MATVEC runs
@@ -508,14 +514,23 @@ class Sequencer(LiteXModule):
                 la_age.eq(la_age + 1)
             ),
         ]
-        # The next MATVEC's weights are queued once the current instruction's own burst is out
-        # (for ATTN: its last slot's last head, whose V burst is its last).
-        own_burst_out = fsm.ongoing("MV_WAIT") \
-            | (self.last_group & fsm.ongoing("RMS_WAIT")) \
-            | fsm.ongoing("SI_RUN") \
-            | u.attention.burst_out
-        self.comb += self.pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~self.rdq_valid
-                                     & (self.wr_pending == 0) & ~u.attention.pair_busy)
+        if self.params.weight_ports:
+            # With a weight stream of its own the burst queues behind nothing but the current
+            # MATVEC's, so it may be queued while any instruction runs that writes no DRAM (the
+            # weights are then read after every write before them, as golden reads them).
+            quiet = fsm.ongoing("MV_WAIT") | reduce(or_, [self.op == O[name] for name in
+                                                           ("RMSNORM", "SILU", "ATTN", "ROPE", "EMBED")])
+            self.comb += self.pf_push.eq(quiet & ~pf_done & la_ok & (la_age >= 8) & ~self.wrdq_valid
+                                         & (self.wr_pending == 0))
+        else:
+            # The next MATVEC's weights are queued once the current instruction's own burst is
+            # out (for ATTN: its last slot's last head, whose V burst is its last).
+            own_burst_out = fsm.ongoing("MV_WAIT") \
+                | (self.last_group & fsm.ongoing("RMS_WAIT")) \
+                | fsm.ongoing("SI_RUN") \
+                | u.attention.burst_out
+            self.comb += self.pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~self.rdq_valid
+                                         & (self.wr_pending == 0) & ~u.attention.pair_busy)
         self.sync += [
             If(self.pf_push, pf_done.eq(1)),
             If(fsm.ongoing("NEXT"), self.pf_pending.eq(pf_done), pf_done.eq(0)),
@@ -591,6 +606,8 @@ class Sequencer(LiteXModule):
                     # A write over buffered instructions empties the buffer (they are refetched).
                     *([If((req_beat < r.fb_base + r.fb_count) & (req_beat + req_beats > r.fb_base),
                           NextValue(r.fb_count, 0))] if r.FB else [])
+                ).Elif(self._req_weights,
+                    self.wrd_start.eq(1)
                 ).Else(
                     self.rd_start.eq(1)
                 ),

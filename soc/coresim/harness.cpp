@@ -1,6 +1,9 @@
-// Core-alone Verilator harness: the Accelerator between behavioural 128-bit native ports (two
-// read ports, two write ports) over one flat DRAM array. Each read port returns its data in
-// order after its own latency, drawn per job, so the two ports' data arrive out of step. Reads jobs from stdin, one per line:
+// Core-alone Verilator harness: the Accelerator between behavioural 128-bit native ports (four
+// read ports: the read stream's two and the weight stream's two; two write ports) over one flat
+// DRAM array. Each read port returns its data in order after its own latency, drawn per job, so
+// the ports' data arrive out of step. Like the DRAM it stands for (16 bytes a cycle), it accepts
+// at most one read command a cycle over all the read ports, taking turns among those that ask.
+// Reads jobs from stdin, one per line:
 //   IN_PATH OUT_PATH PROG SLOTS NSLOTS WATCHDOG STALL_PERCENT SEED MAX_CYCLES
 // loads IN_PATH at DRAM offset 0 (the rest zero), runs until done, writes the whole DRAM to
 // OUT_PATH and prints "done|hung STATUS ERR_ADDR CYCLES MAC_BUSY DRAM_STALL BYTES_READ BYTES_WRITTEN RETIRED STRAY FSM_STATE".
@@ -16,8 +19,10 @@
 
 static const int READ_LATENCY_MIN = 4, READ_LATENCY_SPREAD = 24;
 
-// The two read ports' signals by index.
-#define RD(p, field) (*((p) ? &top->rd1_##field : &top->rd0_##field))
+static const int NRD = 4;
+// The read ports' signals by index.
+#define RD(p, field) (*((p) == 0 ? &top->rd0_##field : (p) == 1 ? &top->rd1_##field \
+                       : (p) == 2 ? &top->rd2_##field : &top->rd3_##field))
 // And the two write ports'.
 #define WR(p, field) (*((p) ? &top->wr1_##field : &top->wr0_##field))
 
@@ -54,11 +59,12 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 4; i++) { top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval(); }
         top->sys_rst = 0;
         top->prog = prog; top->slots = slots; top->nslots = nslots; top->watchdog = watchdog; top->start = 0;
-        for (int p = 0; p < 2; p++) { RD(p, cmd_ready) = 0; RD(p, rdata_valid) = 0; }
+        for (int p = 0; p < NRD; p++) { RD(p, cmd_ready) = 0; RD(p, rdata_valid) = 0; }
         for (int p = 0; p < 2; p++) { WR(p, cmd_ready) = 0; WR(p, wdata_ready) = 0; }
-        std::deque<std::pair<uint64_t, uint64_t>> reads[2];   // per read port: (ready cycle, beat)
-        uint64_t latency[2];
-        for (int p = 0; p < 2; p++) latency[p] = READ_LATENCY_MIN + rng.next() % READ_LATENCY_SPREAD;
+        std::deque<std::pair<uint64_t, uint64_t>> reads[NRD];   // per read port: (ready cycle, beat)
+        uint64_t latency[NRD];
+        for (int p = 0; p < NRD; p++) latency[p] = READ_LATENCY_MIN + rng.next() % READ_LATENCY_SPREAD;
+        int turn = 0;                                           // the read port served first
         std::deque<uint64_t> writes[2];                       // per write port: beats commanded
         uint64_t cycle = 0, limit = max_cycles;
         bool started = false, bad = false;
@@ -70,10 +76,10 @@ int main(int argc, char** argv) {
         while (cycle < limit) {
             // Drive this cycle's inputs.
             top->start = (cycle == 2);
-            bool rvalid[2], rd_cmd[2], rd_data[2];
-            uint64_t rd_addr[2];
-            for (int p = 0; p < 2; p++) {
-                RD(p, cmd_ready) = !rng.chance(stall);
+            bool rvalid[NRD], rd_cmd[NRD], rd_data[NRD];
+            uint64_t rd_addr[NRD];
+            for (int p = 0; p < NRD; p++) {
+                RD(p, cmd_ready) = 0;
                 rvalid[p] = !reads[p].empty() && reads[p].front().first <= cycle;
                 RD(p, rdata_valid) = rvalid[p];
                 if (rvalid[p]) {
@@ -87,7 +93,18 @@ int main(int argc, char** argv) {
                 WR(p, wdata_ready) = !rng.chance(stall);
             }
             top->eval();
-            for (int p = 0; p < 2; p++) {
+            // One read command a cycle: the first port from ``turn`` on that asks (a command's
+            // valid does not depend on its ready), unless this cycle stalls.
+            for (int k = 0; k < NRD; k++) {
+                int p = (turn + k) % NRD;
+                if (RD(p, cmd_valid)) {
+                    RD(p, cmd_ready) = !rng.chance(stall);
+                    turn = (p + 1) % NRD;
+                    top->eval();
+                    break;
+                }
+            }
+            for (int p = 0; p < NRD; p++) {
                 rd_cmd[p] = RD(p, cmd_valid) && RD(p, cmd_ready);
                 rd_addr[p] = RD(p, cmd_addr);
                 rd_data[p] = rvalid[p] && RD(p, rdata_ready);
@@ -103,7 +120,7 @@ int main(int argc, char** argv) {
             }
             top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval();
             cycle++;
-            for (int p = 0; p < 2; p++) {
+            for (int p = 0; p < NRD; p++) {
                 if (rd_cmd[p]) reads[p].push_back({cycle + latency[p], rd_addr[p]});
                 if (rd_data[p]) reads[p].pop_front();
             }
