@@ -396,8 +396,34 @@ class _Gen:
             addr = self.alloc(4 * count, self.int32s(count))
         return self.emit("LOAD", isa.FLAG_LAYER * flag, [("dst", "w", n)], n=n, m=m, addr=addr)
 
+    def g_rewrite(self, layers=1, flag=False):
+        """A MATVEC whose weights the program rewrites just before it: RMSNORM, LOAD of a second
+        matrix's bytes, STORE of them over the first, MATVEC on the first's address. Golden
+        reads the weights when the MATVEC runs; a core that read them ahead (during the
+        RMSNORM) must read them again."""
+        rows, cols = self.ri(1, 16), self.ri(1, 48)
+        size = isa.matrix_bytes(rows, cols)
+        words = size // 4
+        if words > (self.hi - self.lo) // 4 or 2 * size > self.budget:
+            return False
+        self.budget -= 2 * size
+        # Every slot LOADs the same words (m = 0) and STOREs them size bytes apart: slot 0's
+        # copy lands on the matrix, the others' after it.
+        addr = self.alloc(self.nslots * size, self.matrix(rows, cols))
+        other = self.alloc(size, self.matrix(rows, cols))
+        if not self.g_rmsnorm():
+            return False
+        if not self.emit("LOAD", 0, [("dst", "w", words)], n=words, m=0, addr=other):
+            return False
+        start = self.written[-1][0]
+        if not self.emit("STORE", 0, [("src", "r", words)], pinned={0: start}, n=words, m=size // BEAT, addr=addr):
+            return False
+        acc = self.chance(0.4)
+        return self.emit("MATVEC", isa.FLAG_ACC * acc, [("src", "r", cols), ("dst", "rw" if acc else "w", rows)],
+                         n=rows, m=cols, addr=addr)
+
     OPS = {"EMBED": 1, "RMSNORM": 2, "MATVEC": 3, "ROPE": 2, "KVWRITE": 2, "ATTN": 2, "SILU": 2,
-           "STORE": 1, "ARGMAX": 1, "LOAD": 1}
+           "STORE": 1, "ARGMAX": 1, "LOAD": 1, "REWRITE": 0.5}
     POS_OPS = ("ROPE", "KVWRITE", "ATTN")
     LAYERED = ("EMBED", "RMSNORM", "MATVEC", "ROPE", "KVWRITE", "ATTN", "STORE", "ARGMAX", "LOAD")
 

@@ -249,17 +249,17 @@ class Accelerator(LiteXModule):
         self.sync += If(seq.wr_load, self.wr_addr.eq(seq.req_beat)).Elif(wr.valid & wr.ready, self.wr_addr.eq(self.wr_addr + 1))
         if self.wrd:
             # MATVEC's bursts and the next MATVEC's, queued ahead, go to the weight stream; a
-            # fault drains it with the read stream.
-            wb = self.wbursts
+            # fault drains it with the read stream, and so do a stale prefetch and the run's end.
+            wb, drop = self.wbursts, seq.abort | seq.wdrain
             self.comb += [
                 wb.start.eq(seq.wrd_start), wb.start_addr.eq(seq.req_beat), wb.start_len.eq(seq.req_beats),
                 wb.push.eq(seq.pf_push), wb.push_addr.eq(seq.la_beat), wb.push_len.eq(seq.la_beats),
-                wb.flush.eq(seq.abort), seq.wrdq_valid.eq(wb.queued),
+                wb.flush.eq(drop), seq.wrdq_valid.eq(wb.queued), seq.wdrained.eq(self._weights_drained()),
                 # The weights take the DRAM cycles the read stream leaves: while another unit
                 # reads (ATTN's keys and values near the end of a context), weights requested
                 # ahead would only delay it by as much as MATVEC later gains.
                 wb.hold.eq(bursts.more),
-                If(seq.abort, self.wrd.ready.eq(1)),
+                If(drop, self.wrd.ready.eq(1)),
             ]
         self._read_queue_requests(bursts.push, bursts.push_addr, bursts.push_len,
             [(seq.pf_push, seq.la_beat, seq.la_beats)] if params.fetch_beats and not self.wrd else [],
@@ -482,6 +482,8 @@ class Accelerator(LiteXModule):
         """DRAIN's condition: every accepted write sent, ATTN's outputs summed and written, and
         KVWRITE's FIFO (four scratchpad ports) empty."""
         done = (self.wr_pending == 0) & ~u.attention.od_active & ~u.attention.v_busy
+        if self.wrd:
+            done = done & self._weights_drained()
         if self.params.act_read_ports == 4:
             done = done & u.kvwrite.idle
         return done

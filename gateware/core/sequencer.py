@@ -26,6 +26,7 @@ from litex.gen import LiteXModule
 from spec import isa
 from gateware.arith import as_unsigned
 from gateware.core.matvec import matrix_bytes
+from gateware.core.prefetch import WeightPrefetch
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -79,8 +80,10 @@ class Sequencer(LiteXModule):
         self.issue, self.advance = Signal(), Signal()
         # The next MATVEC's weights requested ahead (pf_push: queue la_beat/la_beats).
         self.pf_push, self.pf_pending = Signal(), Signal()
-        # The weight stream (Params.weight_ports): a burst starts at req_beat; one is queued.
+        # The weight stream (Params.weight_ports): a burst starts at req_beat; one is queued;
+        # wdrain: drop what it holds (flush its bursts, take its beats) until wdrained.
         self.wrd_start, self.wrdq_valid = Signal(), Signal()
+        self.wdrain, self.wdrained = Signal(), Signal()
         self.own = SimpleNamespace(**{name: Signal(name=f"own_{name}") for name in OWNERS})
 
         r = SimpleNamespace(params=params, B=B, D=D, U=U, FB=FB, dram_beats=dram_beats, rd=rd, u=units)
@@ -216,6 +219,10 @@ class Sequencer(LiteXModule):
         r.fb_base, r.pc_beat, r.pc_off = Signal(32), Signal(32), Signal(32)
         r.fb_count, r.fb_fill, r.fb_nb = Signal(max=FB + 1), Signal(max=FB + 1), Signal(max=FB + 1)
         r.fb_hit = Signal()
+        # The weight prefetch's reading ahead (gateware/core/prefetch.py).
+        if self.params.weight_ports:
+            r.scan_rp = fb_mem.get_port()
+            self.specials += r.scan_rp
         # The instruction after the current one (pc + 1), for NEXT and the weight prefetch.
         fb_rp2 = fb_mem.get_port()
         self.specials += fb_rp2
@@ -477,9 +484,13 @@ class Sequencer(LiteXModule):
         mv = u.matvec
         # The weight stream is requested first: DRAM fills the read FIFO during the passes over
         # the input.
+        own_burst = self.burst(self.waddr, mv.bytes, "MV_WAIT", weights=True)
+        self.la_beat, self.la_beats = Signal(ADDR_W), Signal(ADDR_W)
+        if FB and self.params.weight_ports:
+            self._weight_prefetch(r, own_burst)
+            return
         fsm.act("MATVEC", mv.start.eq(1),
-            *([If(self.pf_pending, NextState("MV_WAIT")).Else(*self.burst(self.waddr, mv.bytes, "MV_WAIT", weights=True))]
-              if FB else self.burst(self.waddr, mv.bytes, "MV_WAIT", weights=True))
+            *([If(self.pf_pending, NextState("MV_WAIT")).Else(*own_burst)] if FB else own_burst)
         )
         fsm.act("MV_WAIT", If(mv.done, NextState("NEXT")))
         # The next MATVEC's weights, requested ahead. While RMSNORM, SILU or a MATVEC runs
@@ -490,7 +501,6 @@ class Sequencer(LiteXModule):
         # MATVEC starts with its input passes, not DRAM's latency (~30 cycles after them in
         # the simulated SoC). Where the burst would leave DRAM, the MATVEC asks for it itself
         # and faults there, as golden does; a fault before it drains the queued beats (FLUSH).
-        self.la_beat, self.la_beats = Signal(ADDR_W), Signal(ADDR_W)
         if not FB:
             return
         pf_done = Signal()
@@ -514,28 +524,54 @@ class Sequencer(LiteXModule):
                 la_age.eq(la_age + 1)
             ),
         ]
-        if self.params.weight_ports:
-            # With a weight stream of its own the burst queues behind nothing but the current
-            # MATVEC's, so it may be queued while any instruction runs that writes no DRAM (the
-            # weights are then read after every write before them, as golden reads them).
-            quiet = fsm.ongoing("MV_WAIT") | reduce(or_, [self.op == O[name] for name in
-                                                           ("RMSNORM", "SILU", "ATTN", "ROPE", "EMBED")])
-            self.comb += self.pf_push.eq(quiet & ~pf_done & la_ok & (la_age >= 8) & ~self.wrdq_valid
-                                         & (self.wr_pending == 0))
-        else:
-            # The next MATVEC's weights are queued once the current instruction's own burst is
-            # out (for ATTN: its last slot's last head, whose V burst is its last).
-            own_burst_out = fsm.ongoing("MV_WAIT") \
-                | (self.last_group & fsm.ongoing("RMS_WAIT")) \
-                | fsm.ongoing("SI_RUN") \
-                | u.attention.burst_out
-            self.comb += self.pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~self.rdq_valid
-                                         & (self.wr_pending == 0) & ~u.attention.pair_busy)
+        # The next MATVEC's weights are queued once the current instruction's own burst is out
+        # (for ATTN: its last slot's last head, whose V burst is its last).
+        own_burst_out = fsm.ongoing("MV_WAIT") \
+            | (self.last_group & fsm.ongoing("RMS_WAIT")) \
+            | fsm.ongoing("SI_RUN") \
+            | u.attention.burst_out
+        self.comb += self.pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~self.rdq_valid
+                                     & (self.wr_pending == 0) & ~u.attention.pair_busy)
         self.sync += [
             If(self.pf_push, pf_done.eq(1)),
             If(fsm.ongoing("NEXT"), self.pf_pending.eq(pf_done), pf_done.eq(0)),
             If(fsm.ongoing("IDLE"), self.pf_pending.eq(0), pf_done.eq(0)),
         ]
+
+    def _weight_prefetch(self, r, own_burst):
+        """MATVEC with a weight stream of its own (Params.weight_ports): the next MATVEC's weights
+        are queued by gateware/core/prefetch.py, found up to a few instructions ahead, while any
+        instruction that writes no DRAM runs. A MATVEC whose prefetch is pending and fresh
+        starts on it; any other pending prefetch (stale, or for another instruction) is drained
+        first (MV_DRAIN), and the MATVEC asks for its own weights."""
+        fsm, mv = r.fsm, r.u.matvec
+        self.submodules.prefetch = pf = WeightPrefetch(r.FB, r.dram_beats, ADDR_W)
+        req_beat, req_beats = self.req_beat, self.req_beats
+        quiet = fsm.ongoing("MV_WAIT") | reduce(or_, [self.op == O[name] for name in
+                                                       ("RMSNORM", "SILU", "ATTN", "ROPE", "EMBED")])
+        self.comb += [
+            r.scan_rp.adr.eq(pf.scan_off), pf.word.eq(r.scan_rp.dat_r),
+            pf.base.eq(r.pc_off), pf.count.eq(r.fb_count), pf.pc.eq(self.pc), pf.pc_beat.eq(r.pc_beat),
+            pf.w_layer_off.eq(self.w_layer_off),
+            pf.restart.eq(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE")),
+            pf.may_push.eq(quiet & ~self.wrdq_valid & (self.wr_pending == 0)),
+            pf.write.eq(fsm.ongoing("BURST") & self._req_write & self.granted),
+            pf.write_beat.eq(req_beat), pf.write_beats.eq(req_beats),
+            pf.consume.eq(fsm.ongoing("MATVEC") & pf.pending),
+            pf.reset.eq(fsm.ongoing("IDLE") | self.abort | fsm.ongoing("DRAIN")),
+            self.pf_push.eq(pf.push), self.la_beat.eq(pf.push_beat), self.la_beats.eq(pf.push_beats),
+            self.pf_pending.eq(pf.hit & ~pf.stale),
+            self.wdrain.eq(fsm.ongoing("MV_DRAIN") | fsm.ongoing("DRAIN")),
+        ]
+        fsm.act("MATVEC", mv.start.eq(1),
+            If(pf.hit & ~pf.stale,
+                NextState("MV_WAIT")
+            ).Elif(pf.pending,
+                NextState("MV_DRAIN")
+            ).Else(*own_burst)
+        )
+        fsm.act("MV_DRAIN", If(self.wdrained, *own_burst))
+        fsm.act("MV_WAIT", If(mv.done, NextState("NEXT")))
 
     # Units that walk the slots: KVWRITE, ATTN, STORE, LOAD, ARGMAX ----------------------------------
 
