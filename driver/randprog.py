@@ -401,9 +401,9 @@ class _Gen:
         matrix's bytes, STORE of them over the first, MATVEC on the first's address. Golden
         reads the weights when the MATVEC runs; a core that read them ahead (during the
         RMSNORM) must read them again."""
-        rows, cols = self.ri(1, 16), self.ri(1, 48)
+        rows, cols = self.ri(1, 8), self.ri(1, min(32, self.p.max_cols))
         size = isa.matrix_bytes(rows, cols)
-        words = size // 4
+        words = size // 4                    # at most 76 (19 beats: every slot LOADs and STOREs them)
         if words > (self.hi - self.lo) // 4 or 2 * size > self.budget:
             return False
         self.budget -= 2 * size
