@@ -244,8 +244,10 @@ def _summary(label, c, params, phase, batch, steps, positions):
         "batch_speedup": None,
         "roofline_bound_cycles_per_token": round(sum(s["bound_cycles"] for s in steps) / tokens, 1),
         "roofline_efficiency": round(sum(s["bound_cycles"] for s in steps) / cycles, 4),
-        "mac_utilisation": round(macs / (params.mac_lanes * batch * cycles), 4),
-        "mac_array_utilisation": round(macs / (params.mac_lanes * params.slots * cycles), 4),
+        # Of the multipliers there are: mac_beats sets of mac_lanes per slot (the second set
+        # takes a beat only while MATVEC catches up with weights DRAM delivered ahead).
+        "mac_utilisation": round(macs / (params.mac_lanes * params.mac_beats * batch * cycles), 4),
+        "mac_array_utilisation": round(macs / (params.mac_lanes * params.mac_beats * params.slots * cycles), 4),
         "macs_per_cycle": round(macs / cycles, 3),
         "arithmetic_intensity": round(macs / bytes_read, 4),
         "weight_beat_fraction": round(sum(s["mac_busy"] for s in steps) / cycles, 4),

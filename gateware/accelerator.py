@@ -132,7 +132,6 @@ class Accelerator(LiteXModule):
         """The read stream (``self.rd``) and its bursts, the write stream (``self.wr``), its
         address and the writes not yet handed to LiteDRAM (``self.wr_pending``)."""
         self.rd_wait = Signal()           # a unit waits for read data (the stall counter's)
-        self.rd_taken = Signal(2)         # read beats taken this cycle
         if params.mac_beats == 1:
             self.reader = reader = BankInterleavedReader(read_ports, bank_shift, fifo_depth=params.read_fifo_depth)
             # Registered both ways between the read FIFO and the units (timing: the FIFO's
@@ -142,7 +141,7 @@ class Accelerator(LiteXModule):
             self.comb += reader.source.connect(rd_buffer.sink)
             self.rd = rd_buffer.source
             self.rd2 = None
-            self.comb += self.rd_taken.eq(self.rd.valid & self.rd.ready)
+            self.rd_taken = self.rd.valid & self.rd.ready             # read beats taken this cycle
         else:
             # The next two beats at once (MATVEC takes two weight beats a cycle; every other
             # unit the first through ``rd``). No buffer: the window's multiplexers sit right
@@ -150,8 +149,8 @@ class Accelerator(LiteXModule):
             self.reader = reader = WindowReader(read_ports, bank_shift, fifo_depth=params.read_fifo_depth)
             self.rd = stream.Endpoint([("data", len(reader.data))])
             self.rd2 = SimpleNamespace(valid=reader.valid2, data=reader.data2, ready=reader.ready2)
-            self.comb += [self.rd.valid.eq(reader.valid), self.rd.data.eq(reader.data), reader.ready.eq(self.rd.ready),
-                          self.rd_taken.eq(reader.taken)]
+            self.rd_taken = reader.taken
+            self.comb += [self.rd.valid.eq(reader.valid), self.rd.data.eq(reader.data), reader.ready.eq(self.rd.ready)]
         # Its address side (gateware/core/readbursts.py): the burst in progress and one queued
         # (ATTN's next K or the next MATVEC's weights, already checked against the window).
         self.bursts = ReadBursts(reader.sink, read_ports[0].address_width, self.rd_taken)
@@ -181,7 +180,7 @@ class Accelerator(LiteXModule):
         self.wreader = w = WindowReader(ports, bank_shift, fifo_depth=params.read_fifo_depth)
         self.wrd = SimpleNamespace(valid=w.valid, data=w.data, valid2=w.valid2, data2=w.data2,
                                    ready=w.ready, ready2=w.ready2, taken=w.taken)
-        self.wbursts = ReadBursts(w.sink, ports[0].address_width, w.taken)
+        self.wbursts = ReadBursts(w.sink, ports[0].address_width, w.taken, with_hold=True)
 
     # Activation scratchpads, one per slot (gateware/core/scratchpad.py) -------------------------------
 
@@ -240,8 +239,8 @@ class Accelerator(LiteXModule):
             self.status.fields.error.eq(seq.err_code), self.err_addr.status.eq(seq.err_addr),
             bursts.start.eq(seq.rd_start), bursts.start_addr.eq(seq.req_beat), bursts.start_len.eq(seq.req_beats),
             bursts.flush.eq(seq.abort), seq.rd_more.eq(bursts.more), seq.rdq_valid.eq(bursts.queued),
-            seq.flush_done.eq((bursts.remaining == 0) & (bursts.outstanding == 0) & ~rd.valid
-                              & (self._weights_drained() if self.wrd else 1)),
+            seq.flush_done.eq((bursts.remaining == 0) & (bursts.outstanding == 0) & ~rd.valid & self._weights_drained()
+                              if self.wrd else (bursts.remaining == 0) & (bursts.outstanding == 0) & ~rd.valid),
             seq.wr_ready.eq(wr.ready), seq.wr_pending.eq(self.wr_pending),
             seq.drained.eq(self._drained(u)),
         ]
@@ -259,18 +258,20 @@ class Accelerator(LiteXModule):
                 # reads (ATTN's keys and values near the end of a context), weights requested
                 # ahead would only delay it by as much as MATVEC later gains.
                 wb.hold.eq(bursts.more),
-                If(drop, self.wrd.ready.eq(1)),
+                If(drop, self.wrd.ready.eq(1), self.wrd.ready2.eq(1)),      # two beats a cycle
             ]
         self._read_queue_requests(bursts.push, bursts.push_addr, bursts.push_len,
             [(seq.pf_push, seq.la_beat, seq.la_beats)] if params.fetch_beats and not self.wrd else [],
             next_k=(u.attention.q_addr, u.attention.q_len), next_k_pushes=[u.attention.q_push])
         # Counters (gateware/core/counters.py).
-        self.counters = counters = Counters(len(CLASSES))
+        self.counters = counters = Counters(len(CLASSES), mac_beats=params.mac_beats,
+                                            read_beats=params.mac_beats + (2 if self.wrd else 0))
         self.comb += [
             counters.cls.eq(seq.cls), counters.counting.eq(seq.busy), counters.clear.eq(seq.clear),
             counters.retire.eq(seq.retire), counters.mac_beats.eq(u.matvec.mac_beats),
-            counters.stall.eq((self.rd_wait & ~rd.valid) | (self.wrd_wait & ~self.wrd.valid if self.wrd else 0)),
-            counters.read_beats.eq(self.rd_taken + (self.wrd.taken if self.wrd else 0)),
+            counters.stall.eq((self.rd_wait & ~rd.valid) | (self.wrd_wait & ~self.wrd.valid) if self.wrd
+                              else self.rd_wait & ~rd.valid),
+            counters.read_beats.eq(self.rd_taken + self.wrd.taken if self.wrd else self.rd_taken),
             counters.write_beats.eq(self.wr_beats),
             counters.class_sel.eq(self.class_sel.storage), counters.watchdog.eq(self.watchdog.storage),
             seq.watchdog_fired.eq(counters.watchdog_fired),

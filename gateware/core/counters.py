@@ -16,14 +16,16 @@ from spec import isa
 class Counters(Module):
     """Inputs (one cycle's events): ``clear``, ``counting``, ``mac_beats`` (weight beats the
     MAC array multiplied this cycle, 0..2), ``stall`` (a unit wanted read data and none was
-    there), ``read_beats`` (read beats taken this cycle, 0..4: two streams), ``write_beats`` (write beats
+    there), ``read_beats`` (read beats taken this cycle: up to two from each stream), ``write_beats`` (write beats
     handed to DRAM this cycle, 0..2), ``retire``,
     ``cls`` (the current instruction class), ``class_sel`` and ``watchdog`` (the CSRs' values).
-    Outputs: the counters, ``class_cycles`` (the selected class's) and ``watchdog_fired``."""
+    Outputs: the counters, ``class_cycles`` (the selected class's) and ``watchdog_fired``.
+    ``mac_beats``, ``read_beats``: the most of each a cycle can bring (their inputs' widths)."""
 
-    def __init__(self, nclasses):
+    def __init__(self, nclasses, mac_beats=1, read_beats=1):
         self.clear, self.counting = Signal(), Signal()
-        self.mac_beats, self.stall, self.read_beats, self.retire = Signal(2), Signal(), Signal(3), Signal()
+        self.mac_beats, self.read_beats = Signal(bits_for(mac_beats)), Signal(bits_for(read_beats))
+        self.stall, self.retire = Signal(), Signal()
         self.write_beats = Signal(2)
         self.cls = Signal(max=nclasses)
         self.class_sel = Signal(8)
@@ -44,7 +46,7 @@ class Counters(Module):
         # a cycle late. The last of a run (a write beat in DRAIN, a read beat in FLUSH) comes
         # two or more cycles before the run ends, so every count is complete when ``done``
         # rises. ``cycles`` takes no input: the watchdog compares it as it is.
-        mac_beats, stall, read_beats = Signal(2), Signal(), Signal(3)
+        mac_beats, stall, read_beats = Signal(len(self.mac_beats)), Signal(), Signal(len(self.read_beats))
         write_beats = Signal(2)
         self.sync += [mac_beats.eq(self.mac_beats), stall.eq(self.stall), read_beats.eq(self.read_beats),
                       write_beats.eq(self.write_beats)]
@@ -56,9 +58,11 @@ class Counters(Module):
                 *[c.eq(0) for c in per_class],
             ).Elif(self.counting,
                 self.cycles.eq(self.cycles + 1),
-                self.mac_busy.eq(self.mac_busy + mac_beats),
+                self.mac_busy.eq(self.mac_busy + mac_beats) if len(mac_beats) > 1
+                else If(mac_beats, self.mac_busy.eq(self.mac_busy + 1)),
                 If(stall, self.dram_stall.eq(self.dram_stall + 1)),
-                self.bytes_read.eq(self.bytes_read + isa.BEAT_BYTES * read_beats),
+                self.bytes_read.eq(self.bytes_read + isa.BEAT_BYTES * read_beats) if len(read_beats) > 1
+                else If(read_beats, self.bytes_read.eq(self.bytes_read + isa.BEAT_BYTES)),
                 self.bytes_written.eq(self.bytes_written + isa.BEAT_BYTES * write_beats),
             ),
             If(self.retire, self.retired.eq(self.retired + 1)),

@@ -82,8 +82,8 @@ class Matvec(Module):
         self.out = [Signal((32, True), name=f"mv_out{s}") for s in range(B)]
         self.rd_valid, self.rd_data = Signal(), Signal(128)
         self.rd_ready, self.rd_wait = Signal(), Signal()
-        self.mac_beats = Signal(2)
         self.two = two = params.mac_beats == 2
+        self.mac_beats = Signal(2 if two else 1)
         if two:
             assert P == 1
             self.rd_valid2, self.rd_data2, self.rd_ready2 = Signal(), Signal(128), Signal()
@@ -178,7 +178,7 @@ class Matvec(Module):
             mac_free.eq(~mul_busy | mul_last),
             q.xadr.eq(Mux(streaming, k, 0)),
             accept.eq(streaming & self.rd_valid & want),
-            self.mac_beats.eq(mul_busy + (mul_busy & mul_two)),
+            self.mac_beats.eq(mul_busy + (mul_busy & mul_two) if r.two else mul_busy),
         ]
         lanes = Array(_lanes(mants, 8, 16))
         # The weight beat's fields, for the beat taken alone (one) or with the next (two).

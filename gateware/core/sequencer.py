@@ -205,7 +205,8 @@ class Sequencer(LiteXModule):
         self.nm = Signal(32)
         self.sync += self.nm.eq(self.n * self.m)
         self._req_addr, self._req_bytes = Signal(ADDR_W), Signal(ADDR_W)
-        self._req_write, self._req_weights = Signal(), Signal()
+        self._req_write = Signal()
+        self._req_weights = Signal() if self.params.weight_ports else C(0)
         self._ret_id = Signal(6)
         self._ret_states = []
         self.comb += [self.req_beat.eq(self._req_addr >> 4), self.req_beats.eq((self._req_bytes + 15) >> 4)]
@@ -633,20 +634,20 @@ class Sequencer(LiteXModule):
         port held by another bank can lose the arbitration), e.g. ATTN's keys and values
         right after KVWRITE's, or a LOAD after a STORE."""
         req_beat, req_beats = self.req_beat, self.req_beats
+        send = If(self._req_write,
+            self.wr_load.eq(1),
+            # A write over buffered instructions empties the buffer (they are refetched).
+            *([If((req_beat < r.fb_base + r.fb_count) & (req_beat + req_beats > r.fb_base),
+                  NextValue(r.fb_count, 0))] if r.FB else [])
+        )
+        if self.params.weight_ports:
+            send = send.Elif(self._req_weights, self.wrd_start.eq(1))
+        send = send.Else(self.rd_start.eq(1))
         r.fsm.act("BURST",
             If(req_beat + req_beats > r.dram_beats,
                 *self.fail("WINDOW", req_beat << 4)
             ).Elif(self._req_write | (self.wr_pending == 0),
-                If(self._req_write,
-                    self.wr_load.eq(1),
-                    # A write over buffered instructions empties the buffer (they are refetched).
-                    *([If((req_beat < r.fb_base + r.fb_count) & (req_beat + req_beats > r.fb_base),
-                          NextValue(r.fb_count, 0))] if r.FB else [])
-                ).Elif(self._req_weights,
-                    self.wrd_start.eq(1)
-                ).Else(
-                    self.rd_start.eq(1)
-                ),
+                send,
                 self.granted.eq(1),
                 Case(self._ret_id, {idx: NextState(name) for idx, name in enumerate(self._ret_states)})
             )

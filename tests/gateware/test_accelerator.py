@@ -472,6 +472,51 @@ def test_matvec_weights_requested_during_attns_last_head(core, weights_addr, err
     _matches_golden(core, (bytes(dram), prog, slots), nslots=2, error=error)
 
 
+def _rewrite_program(what, store_first=False):
+    """RMSNORM, a STORE, a MATVEC: the prefetch asks for the MATVEC's weights during the
+    RMSNORM, reading ahead past the STORE, which then rewrites the MATVEC's weights
+    (``weights``), the MATVEC itself to name other weights (``instruction``), or neither
+    (``elsewhere``). ``store_first``: the STORE before the RMSNORM instead, so nothing is
+    read ahead of it."""
+    import numpy as np
+    rng = np.random.default_rng(9)
+    E = isa.encode
+    prog, data, gains, wts, other, slots, out = 0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x7000, 0x8000
+    matvec = lambda addr: E("MATVEC", dst=128, src=64, n=16, m=32, addr=addr)
+    blob, blob2 = _random_matrix(rng), _random_matrix(rng)
+    if what == "instruction":
+        source, target = matvec(other).to_bytes(16, "little"), prog + 4 * 16     # the MATVEC
+    else:
+        source, target = blob2, {"weights": wts, "elsewhere": 0x6000}[what]
+    words = len(source) // 4
+    rms, store = E("RMSNORM", dst=64, src=0, n=32, addr=gains), E("STORE", src=256, n=words, m=1, addr=target)
+    program = [E("LOAD", dst=0, n=32, m=8, addr=data),
+               E("LOAD", dst=256, n=words, m=0, addr=data + 0x400),     # what the STORE writes
+               *((store, rms) if store_first else (rms, store)),
+               matvec(wts), E("STORE", src=128, n=16, m=4, addr=out), E("HALT")]
+    dram = bytearray(DRAM)
+    dram[prog:prog + 16 * len(program)] = isa.program_bytes(program)
+    dram[data:data + 128] = rng.integers(-1 << 18, 1 << 18, 32).astype("<i4").tobytes()
+    dram[data + 0x400:data + 0x400 + len(source)] = source
+    g = isa.pack_fixed16(rng.integers(1 << 13, 1 << 14, 32), 14)
+    dram[gains:gains + len(g)] = g
+    dram[wts:wts + len(blob)] = blob
+    dram[other:other + len(blob2)] = blob2
+    dram[slots:slots + 16] = isa.pack_slots([(0, 0, 0)])
+    return bytes(dram), prog, slots
+
+
+@pytest.mark.parametrize("what", ["weights", "instruction", "elsewhere"])
+def test_weights_read_ahead_then_rewritten_match_golden(core, what):
+    # Golden reads a MATVEC's weights when it runs; the core read them during the RMSNORM.
+    # A STORE over them, or over the MATVEC, in between sends the core back for them: it
+    # reads more than when the STORE comes first, and only then.
+    assert PARAMS.weight_ports
+    between = _matches_golden(core, _rewrite_program(what), stall_percent=0).counters["bytes_read"]
+    first = _matches_golden(core, _rewrite_program(what, store_first=True), stall_percent=0).counters["bytes_read"]
+    assert (between > first) == (what != "elsewhere"), (between, first)
+
+
 def test_ulx3s_core_runs_stories15m_in_its_32_mib():
     # The board's core and DRAM size: stories15M's image (the classifier doubling as the
     # embedding table), both slots' K/V and the firmware's reserve fit 32 MiB, its working
