@@ -436,9 +436,10 @@ class Attention(Module, AttnPairs, AttnQuery):
                 NextState("AT_H")
             )
         ))
-        # A new slot writes to its own scratchpad: the drain ends first.
-        # (attn_pairs: the drain writes the slot it started in; only the last waits for it)
-        fsm.act("AT_OUTW", If((~self.v_busy & ~self.ap_busy & (~od_active | ~self.last_slot)) if self.pairs
+        # A new slot writes to its own scratchpad: the drain ends first. (attn_pairs: a drain
+        # writes the slot its sums were copied in, so the next slot starts once the sums are
+        # copied; only the last slot waits for every drain.)
+        fsm.act("AT_OUTW", If(~self.ap_busy & Mux(self.last_slot, ~self.v_busy & ~od_active, v_free) if self.pairs
                               else ~od_active & ~self.v_busy,
                               self.done.eq(1), NextState("IDLE")))
         vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, in_flight=in_flight, v_free=v_free, recip=recip,
@@ -501,7 +502,7 @@ class Attention(Module, AttnPairs, AttnQuery):
                 wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
                 If((oj == m) & ov3 & (oj3 == m - 1), od_active.eq(0))
             ),
-            wsel.eq(self.ap_osnap[0] if self.pairs else wacc[0]), ov1.eq(wshift), oj1.eq(oj),
+            wsel.eq(self.ap_wsel if self.pairs else wacc[0]), ov1.eq(wshift), oj1.eq(oj),
             p_lo.eq(wsel * as_signed(self, od_recip[:16], 17)), p_hi.eq(wsel * as_signed(self, od_recip[16:], 17)),
             ov2.eq(ov1), oj2.eq(oj1),
             wprod.eq((p_hi << 16) + p_lo), ov3.eq(ov2), oj3.eq(oj2),

@@ -2,7 +2,8 @@
 K(h + 1), V(h), V(h + 1), so the second head's scores follow the first's without a gap and the
 first head's values follow the second head's keys. Each head keeps a half of the query memory
 (the head's h[0]) and a score memory of its own; a drain works from a copy of the accumulators
-(ap_osnap), so a head's values are summed while the head before drains. A slot's heads go in
+(two copies, ap_osnap[0] and [1], taken in turn and drained in that order), so a head's values
+are summed while the two heads before it drain. A slot's heads go in
 pairs only when every K and V burst of the slot lies inside DRAM (so none can fault, and the
 order of the requests cannot change what golden reports) and the query heads share K/V heads
 one or two at a time (src2 = 1 or 2); otherwise, and for an odd last head, a head runs alone as
@@ -87,21 +88,26 @@ class AttnPairs:
         )
 
     def _pair_drain(self, r):
-        """The accumulators only sum; a drain copies them (ap_osnap) and shifts the copy out,
-        so the next head's V is summed meanwhile (its first beat waits for the copy and for the
-        drain's reciprocal: v_free, _drain_order)."""
+        """The accumulators only sum; a head's sums are copied (into ap_osnap[fill], the two
+        copies taken in turn) once its 2**46 / sum is in, and a drain shifts a copy out
+        (ap_osnap[dsel]), so the next head's V is summed meanwhile (its first beat waits only
+        for the copy: v_free, _drain_order). ``ap_wsel``: the element the drain takes."""
         wacc = r.wacc
-        self.ap_osnap = [Signal((48, True), name=f"ap_osnap{x}") for x in range(len(wacc))]
+        self.ap_osnap = [[Signal((48, True), name=f"ap_osnap{i}_{x}") for x in range(len(wacc))] for i in range(2)]
         self.ap_wacc2 = [Signal((48, True), name=f"ap_wacc2_{x}") for x in range(len(wacc))]  # (_shared_values)
         self.ap_copy_a, self.ap_copy_b = Signal(), Signal()
+        self.ap_fill, self.ap_dsel = Signal(), Signal()     # the copy taken next, the copy draining
+        self.ap_wsel = Signal((48, True))
+        self.comb += self.ap_wsel.eq(Mux(self.ap_dsel, self.ap_osnap[1][0], self.ap_osnap[0][0]))
         for x in range(len(wacc)):
             g = x // 8
-            self.sync += [
-                If(r.wacc_en_g[g], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8])),
-                If(self.ap_copy_a, self.ap_osnap[x].eq(wacc[x])
-                ).Elif(self.ap_copy_b, self.ap_osnap[x].eq(self.ap_wacc2[x])
-                ).Elif(r.wshift_g[g], self.ap_osnap[x].eq(self.ap_osnap[x + 1] if x + 1 < len(wacc) else 0)),
-            ]
+            self.sync += If(r.wacc_en_g[g], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8]))
+            for i, snap in enumerate(self.ap_osnap):
+                self.sync += If((self.ap_copy_a | self.ap_copy_b) & (self.ap_fill == i),
+                    snap[x].eq(Mux(self.ap_copy_a, wacc[x], self.ap_wacc2[x]))
+                ).Elif(r.wshift_g[g] & (self.ap_dsel == i),
+                    snap[x].eq(snap[x + 1] if x + 1 < len(wacc) else 0)
+                )
 
     def _shared_v_end(self, h, hm, hg, kvh, m):
         """AT_V's last value beat of a shared pair: both heads are done (it overrides the
@@ -298,26 +304,34 @@ class AttnPairs:
         self._drain_order(r, vs[7], recip1, r1ok)
 
     def _drain_order(self, r, shared_done, recip1, r1ok):
-        """The drains, one at a time from ap_osnap: a head's sums are copied there when they
-        are done (a shared pair's second head's after the first head's drain), and the drain
-        starts when the head's 2**46 / sum is in. A head's first value beat waits until the
-        head before has started draining (v_free), so the accumulators and the dividers are
-        free. ``shared_done``: wdone's beat was a shared pair's (hm is then past both heads:
-        the first drains to dst + hm - 2m, the second to dst + hm - m)."""
+        """The drains, one at a time, from two copies of the accumulators taken in turn: a
+        head's sums are copied (with its 2**46 / sum) into the next copy once that copy is
+        neither held nor draining and the sum's reciprocal is in (a shared pair's first head,
+        then its second), and the copies drain in the order they were taken. A head's first
+        value beat waits only until the sums before it are copied (v_free): the accumulators
+        and the dividers are then free. ``shared_done``: wdone's beat was a shared pair's (hm
+        is then past both heads: the first drains to dst + hm - 2m, the second to dst + hm - m)."""
         wdone, dst, hm, m, od_active = r.wdone, self.dst, r.hm, self.m, self.od_active
-        a_pend, w2_pend, held, held_sel = Signal(), Signal(), Signal(), Signal()
-        a_base, w2_base, held_base = Signal(18), Signal(18), Signal(18)
-        a_slot, w2_slot, held_slot = Signal(8), Signal(8), Signal(8)
-        free = ~held & ~od_active
+        fill, dsel = self.ap_fill, self.ap_dsel
+        a_pend, w2_pend = Signal(), Signal()
+        a_base, w2_base = Signal(18), Signal(18)
+        a_slot, w2_slot = Signal(8), Signal(8)
+        held = [Signal(name=f"ap_held{i}") for i in range(2)]
+        base = [Signal(18, name=f"ap_hbase{i}") for i in range(2)]
+        slot = [Signal(8, name=f"ap_hslot{i}") for i in range(2)]
+        recip = [Signal(32, name=f"ap_hrecip{i}") for i in range(2)]
+        nxt = Signal()                    # the copy that drains next
+        free = ~Array(held)[fill] & ~(od_active & (dsel == fill))
         self.comb += [
-            self.ap_copy_a.eq(a_pend & free),
-            self.ap_copy_b.eq(w2_pend & ~a_pend & free),
-            r.od_start.eq(held & Mux(held_sel, r1ok, r.recip_ok) & ~od_active),
-            self.ap_od_base.eq(held_base),
-            self.ap_od_recip.eq(Mux(held_sel, recip1, r.recip)),
-            self.v_busy.eq(r.in_flight | a_pend | w2_pend | held),
-            r.v_free.eq(~self.v_busy),
+            self.ap_copy_a.eq(a_pend & r.recip_ok & free),
+            self.ap_copy_b.eq(w2_pend & ~a_pend & r1ok & free),
+            r.od_start.eq(Array(held)[nxt] & ~od_active),
+            self.ap_od_base.eq(Array(base)[nxt]),
+            self.ap_od_recip.eq(Array(recip)[nxt]),
+            self.v_busy.eq(r.in_flight | a_pend | w2_pend | held[0] | held[1]),
+            r.v_free.eq(~(r.in_flight | a_pend | w2_pend)),
         ]
+        copy = self.ap_copy_a | self.ap_copy_b
         self.sync += [
             If(wdone,
                 a_pend.eq(1), a_base.eq(dst + hm - Mux(shared_done, m << 1, m)), a_slot.eq(self.slot),
@@ -326,10 +340,12 @@ class AttnPairs:
                 If(self.ap_copy_a, a_pend.eq(0)),
                 If(self.ap_copy_b, w2_pend.eq(0)),
             ),
-            If(self.ap_copy_a,
-                held.eq(1), held_sel.eq(0), held_base.eq(a_base), held_slot.eq(a_slot)
-            ).Elif(self.ap_copy_b,
-                held.eq(1), held_sel.eq(1), held_base.eq(w2_base), held_slot.eq(w2_slot)
-            ).Elif(r.od_start, held.eq(0)),
-            If(r.od_start, self.od_slot.eq(held_slot)),
+            [If(copy & (fill == i),
+                held[i].eq(1), base[i].eq(Mux(self.ap_copy_a, a_base, w2_base)),
+                slot[i].eq(Mux(self.ap_copy_a, a_slot, w2_slot)),
+                recip[i].eq(Mux(self.ap_copy_a, r.recip, recip1))
+            ).Elif(r.od_start & (nxt == i), held[i].eq(0)) for i in range(2)],
+            If(copy, fill.eq(~fill)),
+            If(r.od_start, self.od_slot.eq(Array(slot)[nxt]), dsel.eq(nxt), nxt.eq(~nxt)),
+            If(self.clear, fill.eq(0), nxt.eq(0)),
         ]
