@@ -204,7 +204,10 @@ class AttnPairs:
         # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early), and
         # K(h + 3) or the next slot's second head (where that slot will pair its heads: the
         # same test as its own, on its KV base and position). With src2 = 2, h is even and
-        # heads h, h + 1 share a KV head.
+        # heads h, h + 1 share a KV head: K(h + 1), V(h + 1) and K(h + 3) are K(h), V(h) and
+        # K(h + 2), and in their place comes V(h + 2) where heads h + 2, h + 3 pair in this
+        # slot, so the next pair's values are in the read FIFO behind its keys (its own
+        # requests then start with the pair after it).
         kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
         f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
         f1_ok, f2_ok = Signal(), Signal()
@@ -212,6 +215,7 @@ class AttnPairs:
         next_pairs = Signal()             # the next slot will pair its heads
         next_span = Signal(ADDR_W)
         kq2 = Signal()                    # K(h + 1) of the next pair is queued
+        vq2 = Signal()                    # V(h) of the next (shared) pair is queued, behind its K
         step = Signal(3)                  # 0..4: the request to make; 5: all made
         age = Signal(3)                   # cycles since the pair began, up to 7
         nx_kvaddr = sig["nx_kvaddr"]
@@ -229,7 +233,9 @@ class AttnPairs:
             ),
             next_pairs.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
                           & (((nx_kvaddr + ext) >> 4) + ((next_span + 15) >> 4) <= dram_beats)),
-            If(h + 3 < n,
+            If(src2 == 2,
+                f2.eq(kb2 + voff), f2_len.eq(span), f2_ok.eq(h + 3 < n)
+            ).Elif(h + 3 < n,
                 f2.eq(kb3), f2_len.eq(span), f2_ok.eq(1)
             ).Elif(h + 2 >= n,
                 f2.eq(nx_kvaddr + Mux(src2 == 1, kvhead, 0)), f2_len.eq(next_span),
@@ -253,7 +259,7 @@ class AttnPairs:
         ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
         # (a shared pair: K(h + 1) and V(h + 1) are K(h) and V(h); K(h + 3) is K(h + 2))
         skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l) \
-            | (self.ap_shared & ((step == 0) | (step == 2) | (step == 4)))
+            | (self.ap_shared & ((step == 0) | (step == 2)))
         self.comb += [
             self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
             self.ap_push.eq(ready & ~skip & ~self.rdq_valid),
@@ -263,14 +269,14 @@ class AttnPairs:
         ]
         self.sync += [
             If(self.ap_start,
-                step.eq(Mux(kq2, 1, 0)), kq2.eq(0), age.eq(0)
+                step.eq(Mux(vq2, 3, Mux(kq2, 1, 0))), kq2.eq(0), vq2.eq(0), age.eq(0)
             ).Else(
                 If(age != 7, age.eq(age + 1)),
                 If(self.ap_push | (ready & skip), step.eq(step + 1)),
                 If(self.ap_push & (step == 3), kv_early.eq(1)),
-                If(self.ap_push & (step == 4), kq2.eq(1)),
+                If(self.ap_push & (step == 4), kq2.eq(~self.ap_shared), vq2.eq(self.ap_shared)),
             ),
-            If(self.clear, kq2.eq(0)),    # (kept into the next slot, whose first pair takes it)
+            If(self.clear, kq2.eq(0), vq2.eq(0)),    # (kq2 is kept into the next slot, whose first pair takes it)
         ]
 
     def _shared_scores(self, r):
