@@ -206,7 +206,8 @@ class AttnPairs:
         # same test as its own, on its KV base and position). With src2 = 2, h is even and
         # heads h, h + 1 share a KV head: K(h + 1), V(h + 1) and K(h + 3) are K(h), V(h) and
         # K(h + 2), and in their place comes V(h + 2) where heads h + 2, h + 3 pair in this
-        # slot, so the next pair's values are in the read FIFO behind its keys (its own
+        # slot (or, after the slot's last pair, the next slot's first V where that slot will
+        # pair), so the next pair's values are in the read FIFO behind its keys (its own
         # requests then start with the pair after it).
         kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
         f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
@@ -234,7 +235,13 @@ class AttnPairs:
             next_pairs.eq(((src2 == 1) | (src2 == 2)) & (n >= 2)
                           & (((nx_kvaddr + ext) >> 4) + ((next_span + 15) >> 4) <= dram_beats)),
             If(src2 == 2,
-                f2.eq(kb2 + voff), f2_len.eq(span), f2_ok.eq(h + 3 < n)
+                If(h + 3 < n,
+                    f2.eq(kb2 + voff), f2_len.eq(span), f2_ok.eq(1)
+                ).Elif(h + 2 >= n,
+                    f2.eq(nx_kvaddr + voff), f2_len.eq(next_span), f2_ok.eq(f1_ok & next_pairs)
+                ).Else(
+                    f2_ok.eq(0)
+                )
             ).Elif(h + 3 < n,
                 f2.eq(kb3), f2_len.eq(span), f2_ok.eq(1)
             ).Elif(h + 2 >= n,
