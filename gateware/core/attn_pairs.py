@@ -24,6 +24,7 @@ from gateware.arith import Divider, as_signed
 from gateware.core.pipeline import delay_chain
 
 ADDR_W = 50
+V_AHEAD_BYTES = 1024      # the longest V span the pair before asks for (src2 = 1)
 
 
 class AttnPairs:
@@ -203,12 +204,14 @@ class AttnPairs:
         # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
         # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early), and
         # K(h + 3) or the next slot's second head (where that slot will pair its heads: the
-        # same test as its own, on its KV base and position). With src2 = 2, h is even and
-        # heads h, h + 1 share a KV head: K(h + 1), V(h + 1) and K(h + 3) are K(h), V(h) and
-        # K(h + 2), and in their place comes V(h + 2) where heads h + 2, h + 3 pair in this
-        # slot (or, after the slot's last pair, the next slot's first V where that slot will
-        # pair), so the next pair's values are in the read FIFO behind its keys (its own
-        # requests then start with the pair after it).
+        # same test as its own, on its KV base and position); then, where heads h + 2, h + 3
+        # pair in this slot, src2 = 1 and the span is short, V(h + 2) and V(h + 3). The next
+        # pair's values then wait in the read FIFO behind its keys instead of a DRAM latency
+        # after them, and its own requests start at step 3.
+        # With src2 = 2, h is even and heads h, h + 1 share a KV head: K(h + 1), V(h + 1) and
+        # K(h + 3) are K(h), V(h) and K(h + 2); in K(h + 3)'s place comes V(h + 2) where heads
+        # h + 2, h + 3 pair in this slot (after the slot's last pair, the next slot's first V
+        # where that slot will pair), with the same effect.
         kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
         f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
         f1_ok, f2_ok = Signal(), Signal()
@@ -216,8 +219,8 @@ class AttnPairs:
         next_pairs = Signal()             # the next slot will pair its heads
         next_span = Signal(ADDR_W)
         kq2 = Signal()                    # K(h + 1) of the next pair is queued
-        vq2 = Signal()                    # V(h) of the next (shared) pair is queued, behind its K
-        step = Signal(3)                  # 0..4: the request to make; 5: all made
+        vq2 = Signal()                    # the next pair's V is queued, behind its K
+        step = Signal(3)                  # 0..6: the request to make; 7: all made
         age = Signal(3)                   # cycles since the pair began, up to 7
         nx_kvaddr = sig["nx_kvaddr"]
         self.sync += [
@@ -254,23 +257,27 @@ class AttnPairs:
         # Latched when the pair's addresses have settled (age 5): the later requests may leave
         # after the pair has moved on to its second head (kvh and h with it), when the read
         # port is slow to take the bursts before them.
-        vb0_l, vb1_l, f1_l, f1_len_l, f2_l, f2_len_l = (Signal(ADDR_W) for _ in range(6))
-        f1_ok_l, f2_ok_l = Signal(), Signal()
+        vb0_l, vb1_l, f1_l, f1_len_l, f2_l, f2_len_l, v2_l, v3_l = (Signal(ADDR_W) for _ in range(8))
+        f1_ok_l, f2_ok_l, v23_ok_l = Signal(), Signal(), Signal()
         self.sync += If(age == 5,
             vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), f2_l.eq(f2),
-            f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok)
+            f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok),
+            # (only for short spans: a long one's requests would hold the pair back until the
+            # bursts before them were sent, while the stream is busy anyway)
+            v2_l.eq(kb2 + voff), v3_l.eq(kb3 + voff),
+            v23_ok_l.eq((src2 == 1) & (h + 3 < n) & (span <= V_AHEAD_BYTES))
         )
-        pairing = self.ap_pair & (on("AT_K") | on("AT_V"))
+        pairing = self.ap_pair & (on("AT_K") | on("AT_V") | on("AT_NEXTH") | on("AT_OUTW"))
         # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
         # settled with the slot); the others once the pair's own addresses have settled.
-        ready = pairing & ((age >= 6) | (step == 0)) & (step != 5)
+        ready = pairing & ((age >= 6) | (step == 0)) & (step != 7)
         # (a shared pair: K(h + 1) and V(h + 1) are K(h) and V(h); K(h + 3) is K(h + 2))
-        skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l) \
+        skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l) | ((step >= 5) & ~v23_ok_l) \
             | (self.ap_shared & ((step == 0) | (step == 2)))
         self.comb += [
-            self.ap_busy.eq((self.ap_pair & (step != 5)) | self.ap_ql_active),
+            self.ap_busy.eq((self.ap_pair & (step != 7)) | self.ap_ql_active),
             self.ap_push.eq(ready & ~skip & ~self.rdq_valid),
-            self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, f2_l, f2_l, f2_l, f2_l])[step] >> 4),
+            self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, f2_l, v2_l, v3_l, v3_l])[step] >> 4),
             self.ap_push_beats.eq(Mux(step == 3, (f1_len_l + 15) >> 4,
                                       Mux(step == 4, (f2_len_l + 15) >> 4, (span + 15) >> 4))),
         ]
@@ -282,6 +289,7 @@ class AttnPairs:
                 If(self.ap_push | (ready & skip), step.eq(step + 1)),
                 If(self.ap_push & (step == 3), kv_early.eq(1)),
                 If(self.ap_push & (step == 4), kq2.eq(~self.ap_shared), vq2.eq(self.ap_shared)),
+                If(self.ap_push & (step == 6), vq2.eq(1)),
             ),
             If(self.clear, kq2.eq(0), vq2.eq(0)),    # (kq2 is kept into the next slot, whose first pair takes it)
         ]
