@@ -372,7 +372,10 @@ class _Gen:
         return self.emit("STORE", isa.FLAG_LAYER * flag, [("src", "r", n)], n=n, m=m, addr=addr)
 
     def g_argmax(self, layers=1, flag=False):
-        n = self.vec(256, 1)
+        # Often a range just written (a MATVEC's: the core then takes its maximum from the
+        # write statistics, gateware/core/writestats.py).
+        again = self.reuse(256)
+        n = again[1] if again else self.vec(256, 1)
         if flag and self.nslots * BEAT > self.wstride:
             flag = False
         addr = self.alloc((layers - 1) * self.wstride * flag + self.nslots * BEAT)
@@ -380,7 +383,7 @@ class _Gen:
         # index base (the chunk's first row) up to the field's largest.
         acc, base = self.chance(0.5), (self.ri(0, 0xffff) if self.chance(0.5) else 0)
         return self.emit("ARGMAX", isa.FLAG_LAYER * flag | isa.FLAG_ACC * acc, [("src", "r", n)], n=n, m=base,
-                         addr=addr)
+                         addr=addr, pinned={0: again[0]} if again else None)
 
     def g_load(self, layers=1, flag=False):
         if self.stores and not flag and self.chance(0.3):        # read back an earlier STORE

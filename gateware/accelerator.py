@@ -330,7 +330,9 @@ class Accelerator(LiteXModule):
             use_sumsq = ws.sumsq if U == B else \
                 [as_unsigned(self, Array(ws.sumsq[x::U])[seq.group], 64) for x in range(U)]
             self.comb += [rms.use.eq(ws.use), *[rms.use_sumsq[x].eq(use_sumsq[x]) for x in range(U)],
-                          mv.use.eq(ws.use), *[mv.use_amax[s].eq(ws.amax[s]) for s in range(B)]]
+                          mv.use.eq(ws.use), *[mv.use_amax[s].eq(ws.amax[s]) for s in range(B)],
+                          am.use.eq(ws.use_max), *[am.use_best[s].eq(ws.best[s]) for s in range(B)],
+                          *[am.use_i[s].eq(ws.best_i[s]) for s in range(B)]]
         # What an all-slot write (act_we_all) writes to each slot (of the group, for the units).
         self.comb += self.unit_pass.eq(rms.pass2 | silu.running | rope.running)
         for x in range(B):

@@ -10,6 +10,10 @@ The results are held between passes: with ``acc`` a pass starts from them (a lat
 replaces a held one only if it is greater), so a classifier's row chunks, each its own ARGMAX
 with its first row in ``base``, find the first index of the maximum of all of them. ``clear``
 (a run's start) holds (0, -2**31).
+
+With ``use`` (the range is the one a MATVEC has just written, gateware/core/writestats.py)
+there is no pass: the write statistics' maximum and its first index (``use_best[s]``,
+``use_i[s]``) stand for the pass's, under the same rule.
 """
 
 from migen import *
@@ -33,6 +37,9 @@ class Argmax(Module):
         self.rdat = [[Signal((32, True), name=f"am_rdat{p}_{s}") for s in range(slots)] for p in range(XR)]
         self.best = [Signal((32, True), name=f"am_best{s}") for s in range(slots)]
         self.best_i = [Signal(32, name=f"am_index{s}") for s in range(slots)]
+        self.use = Signal()
+        self.use_best = [Signal((32, True), name=f"am_use_best{s}") for s in range(slots)]
+        self.use_i = [Signal(17, name=f"am_use_i{s}") for s in range(slots)]
 
         # # #
 
@@ -43,7 +50,7 @@ class Argmax(Module):
         self.comb += [self.radr[p].eq(self.src + i + p) for p in range(XR)]
         self.sync += [
             If(self.start,
-                i.eq(0), v1.eq(0), v2.eq(0)
+                i.eq(Mux(self.use, n, 0)), v1.eq(0), v2.eq(0)
             ).Elif(run,
                 If(i < n, i.eq(i + XR)),
                 v1.eq(i < n), i1.eq(i), two1.eq(i + 1 < n),
@@ -79,4 +86,6 @@ class Argmax(Module):
                 ]
             else:
                 self.sync += If(run & v3 & ((first3 & ~self.acc) | (pair > best)), best.eq(pair), best_i.eq(pair_i))
+            self.sync += If(self.start & self.use & (~self.acc | (self.use_best[s] > best)),
+                best.eq(self.use_best[s]), best_i.eq(self.use_i[s] + self.base))
             self.sync += If(self.clear, best.eq(-(1 << 31)), best_i.eq(0))

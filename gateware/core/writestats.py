@@ -8,7 +8,9 @@ as the writes reach the scratchpads, per slot, for two ranges: the last one MATV
 exactly such a range, complete and not written since, takes the figures and skips its pass:
 the same integers, m/2 + 5 or n + 5 cycles fewer. An instruction starts its entry afresh
 when it issues, marks it complete when it retires and drops the other entry if it writes into
-that one's range.
+that one's range. For the MATVEC entry each slot's largest element and the first place it was
+written are kept too, so an ARGMAX over exactly that range (the classifier's logits, or a row
+chunk of them) takes its result without a pass: n/4 cycles fewer, 8,000 of a stories15M token.
 """
 
 from functools import reduce
@@ -27,7 +29,9 @@ class WriteStats(Module):
     ``advance`` (the cycle it retires to the next: NEXT) and ``reset`` (no run: IDLE).
     Scratchpad side: ``wdat[s]``/``we[s]``, each slot's write as it reaches the RAM.
     Out, from the cycle after ``issue``: ``use`` (the instruction's input is a complete
-    range) and each slot's ``amax[s]`` and ``sumsq[s]`` over it."""
+    range) and each slot's ``amax[s]`` and ``sumsq[s]`` over it; ``use_max`` (it is the range
+    a MATVEC wrote) and each slot's largest element ``best[s]`` and its first index
+    ``best_i[s]`` in the range."""
 
     def __init__(self, slots):
         B = slots
@@ -40,6 +44,9 @@ class WriteStats(Module):
         self.use = Signal()
         self.amax = [Signal(32, name=f"wstat_use_amax{s}") for s in range(B)]
         self.sumsq = [Signal(64, name=f"wstat_use_sumsq{s}") for s in range(B)]
+        self.use_max = Signal()
+        self.best = [Signal((32, True), name=f"wstat_use_best{s}") for s in range(B)]
+        self.best_i = [Signal(17, name=f"wstat_use_best_i{s}") for s in range(B)]
 
         # # #
 
@@ -67,8 +74,13 @@ class WriteStats(Module):
         # Captured as the instruction issues, before its own entry starts afresh.
         op_entry = Signal()
         self.comb += op_entry.eq(op != O["MATVEC"])
+        # The MATVEC entry's largest element and its first index, per slot (entry 0 only).
+        st_best = [Signal((32, True), name=f"wstat0_best{s}") for s in range(B)]
+        st_best_i = [Signal(17, name=f"wstat0_best_i{s}") for s in range(B)]
+        st_count = [Signal(17, name=f"wstat0_count{s}") for s in range(B)]
         self.sync += If(issue,
-            self.use.eq(st_hit[0] | st_hit[1]),
+            self.use.eq(st_hit[0] | st_hit[1]), self.use_max.eq(st_hit[0]),
+            *[self.best[s].eq(st_best[s]) for s in range(B)], *[self.best_i[s].eq(st_best_i[s]) for s in range(B)],
             *[self.amax[s].eq(Mux(st_hit[0], st_amax[0][s], st_amax[1][s])) for s in range(B)],
             *[self.sumsq[s].eq(Mux(st_hit[0], st_sumsq[0][s], st_sumsq[1][s])) for s in range(B)],
         )
@@ -98,14 +110,23 @@ class WriteStats(Module):
             wdat, we = self.wdat[s], self.we[s]
             _, v1, v2 = delay_chain(self, we, 2, name=f"wstat_v{s}_")
             ax1, ax2 = Signal(32), Signal(32)
+            x1, x2 = Signal((32, True)), Signal((32, True))
             rnd, xs1 = round_shift(wdat, N.RMS_PRE_SHIFT, 40)
             self.comb += rnd
             xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))      # as RMSNORM's pass rounds it
             sq = Signal(64)
             self.sync += [
-                If(we, ax1.eq(Mux(wdat < 0, -wdat, wdat)), xs_r.eq(xs1)),
-                If(v1, ax2.eq(ax1), sq.eq(xs_r * xs_r)),
+                If(we, ax1.eq(Mux(wdat < 0, -wdat, wdat)), xs_r.eq(xs1), x1.eq(wdat)),
+                If(v1, ax2.eq(ax1), sq.eq(xs_r * xs_r), x2.eq(x1)),
             ]
+            # MATVEC writes its rows in order, so the first write of the largest value is
+            # its first index, as ARGMAX's pass finds it.
+            self.sync += If(issue & is_writer & (op_entry == 0),
+                st_count[s].eq(0)
+            ).Elif(v2 & (st_entry == 0),
+                st_count[s].eq(st_count[s] + 1),
+                If((st_count[s] == 0) | (x2 > st_best[s]), st_best[s].eq(x2), st_best_i[s].eq(st_count[s])),
+            )
             for e in range(2):
                 self.sync += If(issue & is_writer & (op_entry == e),
                     st_amax[e][s].eq(0), st_sumsq[e][s].eq(0)
