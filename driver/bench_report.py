@@ -24,7 +24,9 @@ def tables(report):
     """The report as Markdown: figures per run, cycles per instruction class, projections
     beside the CPU, and the simulator's speed."""
     runs, cpu = report["runs"], {c["shape"]: c for c in report.get("cpu", [])}
-    out = [f"Target `{report['target']}`, core of {report['params']['slots']} slots × {report['params'].get('mac_lanes', isa.LANES)} lanes, "
+    p = report["params"]
+    beats = ", two weight beats a cycle" if p.get("mac_beats", 1) == 2 else ""
+    out = [f"Target `{report['target']}`, core of {p['slots']} slots × {p.get('mac_lanes', isa.LANES)} lanes{beats}, "
            f"{isa.BEAT_BYTES}-byte port; decode measured at positions "
            f"{report['decode_positions'][0]}–{report['decode_positions'][1]}, prefill over "
            f"{report['prompt_len']} prompt positions.", ""]
