@@ -113,3 +113,52 @@ class WeightPrefetch(Module):
             If(self.restart & ~self.pending, ahead.eq(1), state.eq(READ)),
             If(self.reset, self.pending.eq(0), self.stale.eq(0), state.eq(STOP)),
         ]
+
+
+class ReadQueuePrefetch(Module):
+    """Without a weight stream (Params.weight_ports = 0, with an instruction buffer): the next
+    MATVEC's weights queued on the read stream behind the current instruction's last read.
+    While RMSNORM, SILU or a MATVEC runs (instructions that write no DRAM and, once their own
+    burst is out, read nothing more: ``own_burst_out``), the instruction after it (``la_word``,
+    valid with ``la_hit``) is looked at; if it is a MATVEC whose weights lie inside DRAM, their
+    burst is pushed (``push``, ``push_beat``, ``push_beats``) once the read queue is free
+    (``queue_free``) and the writes before have landed (``writes_landed``), and the MATVEC
+    finds it ``pending`` after NEXT (``next``). ``restart``: a new instruction is being
+    decoded; ``idle``: no run. Where the burst would leave DRAM, the MATVEC asks for it itself
+    and faults there, as golden does; a fault drains the queued beats (FLUSH)."""
+
+    def __init__(self, dram_beats, addr_w):
+        self.la_hit, self.la_word = Signal(), Signal(128)
+        self.w_layer_off = Signal(addr_w)
+        self.own_burst_out, self.queue_free, self.writes_landed = Signal(), Signal(), Signal()
+        self.restart, self.next, self.idle = Signal(), Signal(), Signal()
+        self.push, self.push_beat, self.push_beats = Signal(), Signal(addr_w), Signal(addr_w)
+        self.pending = Signal()
+
+        # # #
+
+        done = Signal()
+        la_mv, la_layered = Signal(), Signal()
+        la_n, la_m, la_addr = Signal(16), Signal(16), Signal(32)
+        la_waddr = Signal(addr_w)
+        la_ok = Signal()
+        la_age = Signal(4)            # cycles the lookahead has had to settle
+        la_m15 = as_unsigned(self, la_m + 15, 17)
+        la_bytes, _ = matrix_bytes(self, la_n, la_m15, la_m15[4:])
+        word = self.la_word
+        self.comb += [self.push_beats.eq(as_unsigned(self, (la_bytes + 15) >> 4, addr_w)),
+                      self.push_beat.eq(la_waddr >> 4)]
+        self.sync += [
+            la_mv.eq(self.la_hit & (word[0:8] == O["MATVEC"])), la_layered.eq(word[8]),
+            la_n.eq(word[64:80]), la_m.eq(word[80:96]), la_addr.eq(word[96:128]),
+            la_waddr.eq(la_addr + Mux(la_layered, self.w_layer_off, 0)),
+            la_ok.eq(la_mv & (la_n != 0) & ((la_waddr >> 4) + self.push_beats <= dram_beats)),
+            If(self.restart, la_age.eq(0)).Elif(la_age != 15, la_age.eq(la_age + 1)),
+        ]
+        self.comb += self.push.eq(self.own_burst_out & ~done & la_ok & (la_age >= 8) & self.queue_free
+                                  & self.writes_landed)
+        self.sync += [
+            If(self.push, done.eq(1)),
+            If(self.next, self.pending.eq(done), done.eq(0)),
+            If(self.idle, self.pending.eq(0), done.eq(0)),
+        ]

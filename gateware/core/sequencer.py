@@ -25,8 +25,7 @@ from litex.gen import LiteXModule
 
 from spec import isa
 from gateware.arith import as_unsigned
-from gateware.core.matvec import matrix_bytes
-from gateware.core.prefetch import WeightPrefetch
+from gateware.core.prefetch import ReadQueuePrefetch, WeightPrefetch
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
 CLASSES = isa.CLASSES
@@ -494,49 +493,20 @@ class Sequencer(LiteXModule):
             *([If(self.pf_pending, NextState("MV_WAIT")).Else(*own_burst)] if FB else own_burst)
         )
         fsm.act("MV_WAIT", If(mv.done, NextState("NEXT")))
-        # The next MATVEC's weights, requested ahead. While RMSNORM, SILU or a MATVEC runs
-        # (instructions that write no DRAM and, once their own burst is out, read nothing
-        # more), the instruction after it is looked up in the instruction buffer; if it is a
-        # MATVEC whose weights lie inside DRAM, their burst is queued behind the current one
-        # (the read queue ATTN uses for its next K). The beats wait in the read FIFO, so the
-        # MATVEC starts with its input passes, not DRAM's latency (~30 cycles after them in
-        # the simulated SoC). Where the burst would leave DRAM, the MATVEC asks for it itself
-        # and faults there, as golden does; a fault before it drains the queued beats (FLUSH).
+        # The next MATVEC's weights, requested ahead on the read stream (gateware/core/prefetch.py).
         if not FB:
             return
-        pf_done = Signal()
-        la_word = r.la_word
-        la_mv, la_layered = Signal(), Signal()
-        la_n, la_m, la_addr = Signal(16), Signal(16), Signal(32)
-        la_waddr = Signal(ADDR_W)
-        la_ok = Signal()
-        la_age = Signal(4)            # cycles the lookahead has had to settle
-        la_m15 = as_unsigned(self, la_m + 15, 17)
-        la_bytes, _ = matrix_bytes(self, la_n, la_m15, la_m15[4:])
-        self.comb += [self.la_beats.eq(as_unsigned(self, (la_bytes + 15) >> 4, ADDR_W)), self.la_beat.eq(la_waddr >> 4)]
-        self.sync += [
-            la_mv.eq(r.la_hit & (la_word[0:8] == O["MATVEC"])), la_layered.eq(la_word[8]),
-            la_n.eq(la_word[64:80]), la_m.eq(la_word[80:96]), la_addr.eq(la_word[96:128]),
-            la_waddr.eq(la_addr + Mux(la_layered, self.w_layer_off, 0)),
-            la_ok.eq(la_mv & (la_n != 0) & ((la_waddr >> 4) + self.la_beats <= r.dram_beats)),
-            If(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE"),
-                la_age.eq(0)
-            ).Elif(la_age != 15,
-                la_age.eq(la_age + 1)
-            ),
-        ]
-        # The next MATVEC's weights are queued once the current instruction's own burst is out
-        # (for ATTN: its last slot's last head, whose V burst is its last).
-        own_burst_out = fsm.ongoing("MV_WAIT") \
-            | (self.last_group & fsm.ongoing("RMS_WAIT")) \
-            | fsm.ongoing("SI_RUN") \
-            | u.attention.burst_out
-        self.comb += self.pf_push.eq(own_burst_out & ~pf_done & la_ok & (la_age >= 8) & ~self.rdq_valid
-                                     & (self.wr_pending == 0) & ~u.attention.pair_busy)
-        self.sync += [
-            If(self.pf_push, pf_done.eq(1)),
-            If(fsm.ongoing("NEXT"), self.pf_pending.eq(pf_done), pf_done.eq(0)),
-            If(fsm.ongoing("IDLE"), self.pf_pending.eq(0), pf_done.eq(0)),
+        self.submodules.prefetch = pf = ReadQueuePrefetch(r.dram_beats, ADDR_W)
+        self.comb += [
+            pf.la_hit.eq(r.la_hit), pf.la_word.eq(r.la_word), pf.w_layer_off.eq(self.w_layer_off),
+            # (for ATTN: its last slot's last head, whose V burst is its last)
+            pf.own_burst_out.eq(fsm.ongoing("MV_WAIT") | (self.last_group & fsm.ongoing("RMS_WAIT"))
+                                | fsm.ongoing("SI_RUN") | u.attention.burst_out),
+            pf.queue_free.eq(~self.rdq_valid & ~u.attention.pair_busy), pf.writes_landed.eq(self.wr_pending == 0),
+            pf.restart.eq(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE")),
+            pf.next.eq(fsm.ongoing("NEXT")), pf.idle.eq(fsm.ongoing("IDLE")),
+            self.pf_push.eq(pf.push), self.la_beat.eq(pf.push_beat), self.la_beats.eq(pf.push_beats),
+            self.pf_pending.eq(pf.pending),
         ]
 
     def _weight_prefetch(self, r, own_burst):
