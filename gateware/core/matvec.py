@@ -184,20 +184,23 @@ class Matvec(Module):
         # The weight beat's fields, for the beat taken alone (one) or with the next (two).
         one = [s1_m0.eq(lanes[Cat(C(0, 1), sb)]), s1_m1.eq(lanes[Cat(C(1, 1), sb)]),
                s1_first.eq(k == 0), s1_last.eq(k == cpb - 1)]
-        step1 = [
-            If(k == cpb - 1,
-                k.eq(0), rib.eq(rib + 1), row.eq(row + 1), rows_left.eq(row + 1 < n)
-            ).Else(
-                k.eq(k + 1)
-            ),
-            sb.eq(sb + 1),
-            blk_left.eq(blk_left - 1),
-            If(blk_left == 1,
-                phase.eq(0)
-            ).Elif(sb == 7,
-                phase.eq(1)
-            ),
-        ]
+
+        def step(beats):
+            """The parser's state past ``beats`` (1 or 2) weight beats of one row."""
+            return [
+                If((k if beats == 1 else k + beats - 1) == cpb - 1,
+                    k.eq(0), rib.eq(rib + 1), row.eq(row + 1), rows_left.eq(row + 1 < n)
+                ).Else(
+                    k.eq(k + beats)
+                ),
+                sb.eq(sb + beats),
+                blk_left.eq(blk_left - beats),
+                If(blk_left == beats,
+                    phase.eq(0)
+                ).Elif(sb == 8 - beats,
+                    phase.eq(1)
+                ),
+            ]
         if r.two:
             sb1 = as_unsigned(self, sb + 1, 3)
             self.comb += [
@@ -210,21 +213,10 @@ class Matvec(Module):
                 s1_w2.eq(self.rd_data2),
                 s1_mb0.eq(lanes[Cat(C(0, 1), sb1)]), s1_mb1.eq(lanes[Cat(C(1, 1), sb1)]),
                 s1_first.eq(k == 0), s1_last.eq(k + 1 == cpb - 1),
-                If(k + 1 == cpb - 1,
-                    k.eq(0), rib.eq(rib + 1), row.eq(row + 1), rows_left.eq(row + 1 < n)
-                ).Else(
-                    k.eq(k + 2)
-                ),
-                sb.eq(sb + 2),
-                blk_left.eq(blk_left - 2),
-                If(blk_left == 2,
-                    phase.eq(0)
-                ).Elif(sb == 6,
-                    phase.eq(1)
-                ),
-            ).Else(s1_w2.eq(0), *step1)
+                *step(2)
+            ).Else(s1_w2.eq(0), *step(1))
         else:
-            weight = step1
+            weight = step(1)
 
         self.sync += [
             If(accept & is_weight,
