@@ -1,20 +1,26 @@
-"""The weight prefetch (Params.weight_ports): finds the next MATVEC in the instruction buffer and
-queues its weights' burst on the weight stream while the instructions before it run.
+"""The weight prefetch (Params.weight_ports): finds the next two MATVECs in the instruction buffer
+and queues their weights' bursts on the weight stream while the instructions before them run.
 
-From the instruction after the current one it reads ahead through the buffer, one instruction
-per two cycles, past every instruction that is not a MATVEC and does not change what a
-MATVEC's address means (the loop instructions, SETR and HALT stop it; so do the end of the
-buffer and ``MAX_AHEAD`` instructions). At a MATVEC whose weights lie inside DRAM it waits
-until the sequencer may push (``may_push``: the current instruction writes no DRAM, its own
-weights' burst is out, the earlier writes have reached LiteDRAM, the weight queue is free),
-pushes the burst and holds it as pending for that instruction (``target``, an absolute pc).
+From the current instruction it reads ahead through the buffer, one instruction per two
+cycles, past every instruction that is not a MATVEC and does not change what a MATVEC's
+address means (SETR and HALT stop it; so do the end of the buffer and ``MAX_AHEAD``
+instructions). It follows the layer loop: at an ENDLOOP that will jump back it goes on from
+the loop's first instruction, where a MATVEC's layer offset is the next layer's; at one that
+ends the loop it goes on past it, where the offset is layer 0's. It follows one ENDLOOP per
+reading; a LOOP passes (layer 0 already holds outside a loop) but no ENDLOOP after it does.
+At a MATVEC whose weights lie inside DRAM it waits until the sequencer may push (``may_push``:
+the current instruction writes no DRAM, its own weights' burst is out, the earlier writes
+have reached LiteDRAM, the weight queue is free), pushes the burst and holds it as pending for
+that instruction (its pc). Up to two requests are pending, in program order; the first is for
+the next MATVEC to run. A rereading from a new current instruction skips the MATVEC the first
+request is for (reached without passing an ENDLOOP, it is that request's).
 
 Golden reads a MATVEC's weights when it executes, so anything that may have changed them
-since the push makes the prefetch stale: a write burst over the prefetched range, or over the
-instructions from the one after the current to the MATVEC (the MATVEC, or what its address
-means, may have changed). The sequencer then drains the weight
-stream and asks for the weights again; it does the same for a pending prefetch that is not
-for the MATVEC it executes. A fault or the end of the run drains it too.
+since the push makes a request stale: a write burst over its weights, or over the
+instructions it read through to reach its MATVEC (the MATVEC, or what its address means, may
+have changed). The sequencer drains the weight stream (both requests) and asks for the
+weights again when the MATVEC it executes finds the first request stale or for another
+instruction; a fault or the end of the run drains it too.
 """
 
 from functools import reduce
@@ -30,88 +36,155 @@ O = isa.OPCODES
 MAX_AHEAD = 8        # instructions read ahead of the current one
 # Instructions the reading ahead passes (they leave a later MATVEC's address as it is).
 PASSES = [O[name] for name in ("EMBED", "RMSNORM", "ROPE", "KVWRITE", "ATTN", "SILU", "STORE", "ARGMAX", "LOAD")]
+SAME, NEXT_LAYER, AFTER_LOOP = range(3)     # the layer offset of a MATVEC read ahead
 
 
 class WeightPrefetch(Module):
     """Instruction buffer side: ``scan_off`` (a buffer offset) out, ``word`` (the instruction
     there, a cycle later), ``base`` (the current instruction's offset), ``count`` (valid
-    instructions), ``pc`` and ``pc_beat`` (its DRAM beat) in. ``w_layer_off`` (the layer's weight offset) and the
-    constant ``dram_beats``. Events: ``restart`` (a new current instruction is being decoded),
-    ``may_push``, ``write``/``write_beat``/``write_beats`` (a write burst is sent),
-    ``consume`` (the sequencer took or dropped the
-    pending prefetch), ``reset`` (the run starts or stops). Out: ``push`` with ``push_beat``/
-    ``push_beats``; ``pending``, ``hit`` (pending for the instruction at ``pc``) and
-    ``stale``."""
+    instructions), ``pc`` and ``pc_beat`` (its DRAM beat) in. The loop: ``in_loop``,
+    ``last_layer`` (its ENDLOOP ends it), ``loop_start`` (a pc), ``w_layer_off`` (the layer's
+    weight offset) and ``wstride``. The constant ``dram_beats``. Events: ``restart`` (a new
+    current instruction is being decoded), ``may_push``, ``write``/``write_beat``/
+    ``write_beats`` (a write burst is sent), ``consume`` (the MATVEC the first request is for
+    takes it), ``drop`` (the sequencer drains both), ``reset`` (the run starts or stops); a
+    write and a consume never come in one cycle. Out: ``push`` with ``push_beat``/
+    ``push_beats``; ``pending``, ``hit`` (the first request is for the instruction at ``pc``)
+    and ``stale`` (the first request's)."""
 
     def __init__(self, fb_depth, dram_beats, addr_w):
-        self.scan_off, self.word = Signal(max=fb_depth + MAX_AHEAD + 1), Signal(128)
+        self.scan_off, self.word = Signal(max=fb_depth + 1), Signal(128)
         self.base, self.count = Signal(32), Signal(max=fb_depth + 1)
         self.pc, self.pc_beat = Signal(32), Signal(addr_w)
-        self.w_layer_off = Signal(addr_w)
-        self.restart, self.may_push, self.consume, self.reset = Signal(), Signal(), Signal(), Signal()
+        self.in_loop, self.last_layer, self.loop_start = Signal(), Signal(), Signal(32)
+        self.w_layer_off, self.wstride = Signal(addr_w), Signal(32)
+        self.restart, self.may_push, self.reset = Signal(), Signal(), Signal()
+        self.consume, self.drop = Signal(), Signal()
         self.write, self.write_beat, self.write_beats = Signal(), Signal(addr_w), Signal(addr_w)
         self.push, self.push_beat, self.push_beats = Signal(), Signal(addr_w), Signal(addr_w)
         self.pending, self.hit, self.stale = Signal(), Signal(), Signal()
 
         # # #
 
-        ahead = Signal(max=MAX_AHEAD + 1)         # the instruction read: base + ahead
-        target = Signal(32)
+        # The reading: the buffer offset it is at, instructions read, the layer offset mode,
+        # whether a LOOP was passed, and the DRAM beats of the instructions read [lo, hi).
+        scan, steps = Signal(max=fb_depth + 1), Signal(max=MAX_AHEAD + 2)
+        mode, looped = Signal(2), Signal()
+        lo, hi = Signal(addr_w), Signal(addr_w)
+        scan_pc = Signal(32)
+        scan_beat = Signal(addr_w)
+        self.comb += [
+            self.scan_off.eq(scan),
+            scan_pc.eq(self.pc - self.base + scan),
+            scan_beat.eq(self.pc_beat - self.base + scan),
+        ]
+        # The loop's first instruction in the buffer (offset, when there).
+        loop_off = Signal(33)
+        loop_there = Signal()
+        self.comb += [loop_off.eq(self.loop_start + self.base - self.pc),
+                      loop_there.eq((self.loop_start + self.base >= self.pc) & (loop_off < self.count))]
+        # The requests: [0] is the first.
+        pend = [Signal(name=f"pend{i}") for i in range(2)]
+        target = [Signal(32, name=f"target{i}") for i in range(2)]
+        stale = [Signal(name=f"stale{i}") for i in range(2)]
+        w_lo = [Signal(addr_w, name=f"w_lo{i}") for i in range(2)]
+        w_hi = [Signal(addr_w, name=f"w_hi{i}") for i in range(2)]
+        i_lo = [Signal(addr_w, name=f"i_lo{i}") for i in range(2)]
+        i_hi = [Signal(addr_w, name=f"i_hi{i}") for i in range(2)]
+
         # The MATVEC found: its fields, then its address and size (matrix_bytes registers in
         # three steps, so CHECK waits for them).
         layered, n, m, addr = Signal(), Signal(16), Signal(16), Signal(32)
-        waddr = Signal(addr_w)
+        waddr, next_off = Signal(addr_w), Signal(addr_w)
         m15 = as_unsigned(self, m + 15, 17)
         nbytes, _ = matrix_bytes(self, n, m15, m15[4:])
         beats = as_unsigned(self, (nbytes + 15) >> 4, addr_w)
         inside = Signal()
         settle = Signal(3)
+        layer_off = Array([self.w_layer_off, next_off, C(0, addr_w), C(0, addr_w)])[mode]
         self.sync += [
-            waddr.eq(addr + Mux(layered, self.w_layer_off, 0)),
+            next_off.eq(self.w_layer_off + self.wstride),
+            waddr.eq(addr + Mux(layered, layer_off, 0)),
             inside.eq((n != 0) & ((waddr >> 4) + beats <= dram_beats)),
         ]
         op = self.word[0:8]
         passes = reduce(or_, [op == o for o in PASSES])
-        pf_beat, pf_beats = Signal(addr_w), Signal(addr_w)       # what was pushed
-        ins_lo, ins_hi = Signal(addr_w), Signal(addr_w)          # the instructions it relies on
         self.comb += [
-            self.scan_off.eq(self.base + ahead),
             self.push_beat.eq(waddr >> 4), self.push_beats.eq(beats),
-            self.hit.eq(self.pending & (target == self.pc)),
+            self.pending.eq(pend[0]), self.stale.eq(stale[0]),
+            self.hit.eq(pend[0] & (target[0] == self.pc)),
         ]
-        # STOP; READ addresses the instruction base + ahead, LOOK sees it; CHECK lets a MATVEC's
-        # address and size settle; READY waits to push; PENDING holds the pushed burst.
-        STOP, READ, LOOK, CHECK, READY, PENDING = range(6)
-        state = Signal(max=6)
-        def overlaps(lo, hi):
-            return self.write & (self.write_beat < hi) & (self.write_beat + self.write_beats > lo)
+        # STOP; READ addresses the instruction at ``scan``, LOOK sees it; CHECK lets a MATVEC's
+        # address and size settle; READY waits to push.
+        STOP, READ, LOOK, CHECK, READY = range(5)
+        state = Signal(max=5)
         self.comb += self.push.eq((state == READY) & self.may_push & ~self.restart & ~self.reset)
+        more = (steps != MAX_AHEAD) & (scan + 1 < self.count)
+        go_on = If(more, scan.eq(scan + 1), steps.eq(steps + 1), state.eq(READ)).Else(state.eq(STOP))
+        seen = [If(scan_beat < lo, lo.eq(scan_beat)), If(scan_beat + 1 > hi, hi.eq(scan_beat + 1))]
+        # The first request's MATVEC, reached without passing an ENDLOOP: its own, skipped.
+        first_again = pend[0] & (mode == SAME) & (scan_pc == target[0])
+        reread = [scan.eq(self.base), steps.eq(0), mode.eq(SAME), looped.eq(0),
+                  lo.eq(self.pc_beat + 1), hi.eq(self.pc_beat + 1), state.eq(READ)]
+        new = Mux(pend[0], 1, 0)
         self.sync += [
             Case(state, {
                 READ: state.eq(LOOK),
-                LOOK: If(self.base + ahead >= self.count,
+                LOOK: If(steps == 0,
+                        # The current instruction: at an ENDLOOP wait for the next.
+                        If(op == O["ENDLOOP"], state.eq(STOP)).Else(looped.eq(op == O["LOOP"]), go_on)
+                    ).Elif(scan >= self.count,
                         state.eq(STOP)
                     ).Elif(op == O["MATVEC"],
-                        layered.eq(self.word[8]), n.eq(self.word[64:80]), m.eq(self.word[80:96]),
-                        addr.eq(self.word[96:128]), settle.eq(0), state.eq(CHECK)
-                    ).Elif(passes & (ahead != MAX_AHEAD) & (self.base + ahead + 1 < self.count),
-                        ahead.eq(ahead + 1), state.eq(READ)
+                        *seen,
+                        If(first_again,
+                            go_on
+                        ).Elif(pend[1] | pend[0] & (scan_pc == target[0]),
+                            state.eq(STOP)
+                        ).Else(
+                            layered.eq(self.word[8]), n.eq(self.word[64:80]), m.eq(self.word[80:96]),
+                            addr.eq(self.word[96:128]), settle.eq(0), state.eq(CHECK)
+                        )
+                    ).Elif((op == O["ENDLOOP"]) & (mode == SAME) & ~looped & self.in_loop,
+                        *seen,
+                        If(self.last_layer,
+                            mode.eq(AFTER_LOOP), go_on
+                        ).Elif(loop_there & (steps != MAX_AHEAD),
+                            mode.eq(NEXT_LAYER), scan.eq(loop_off), steps.eq(steps + 1), state.eq(READ)
+                        ).Else(state.eq(STOP))
+                    ).Elif((op == O["LOOP"]) & ~self.in_loop,
+                        *seen, looped.eq(1), go_on
+                    ).Elif(passes,
+                        *seen, go_on
                     ).Else(
                         state.eq(STOP)
                     ),
                 CHECK: [settle.eq(settle + 1), If(settle == 5, state.eq(Mux(inside, READY, STOP)))],
                 READY: If(self.push,
-                        target.eq(self.pc + ahead), pf_beat.eq(self.push_beat), pf_beats.eq(self.push_beats),
-                        ins_lo.eq(self.pc_beat + 1), ins_hi.eq(self.pc_beat + ahead + 1),
-                        self.pending.eq(1), self.stale.eq(0), state.eq(PENDING)
+                        # Into the first free request; after the first, read on for the second.
+                        Array(pend)[new].eq(1), Array(stale)[new].eq(0), Array(target)[new].eq(scan_pc),
+                        Array(w_lo)[new].eq(self.push_beat), Array(w_hi)[new].eq(self.push_beat + self.push_beats),
+                        Array(i_lo)[new].eq(lo), Array(i_hi)[new].eq(hi),
+                        If(pend[0], state.eq(STOP)).Else(go_on)
                     ),
-                PENDING: If(self.consume, self.pending.eq(0), ahead.eq(1), state.eq(READ)),
             }),
-            If(self.pending & (overlaps(pf_beat, pf_beat + pf_beats) | overlaps(ins_lo, ins_hi)), self.stale.eq(1)),
-            # A new current instruction: read ahead from the one after it, unless a prefetch is
-            # pending (it stays until its MATVEC, or another, consumes it).
-            If(self.restart & ~self.pending, ahead.eq(1), state.eq(READ)),
-            If(self.reset, self.pending.eq(0), self.stale.eq(0), state.eq(STOP)),
+        ]
+        # Writes since a push make it stale.
+        def overlaps(a, b):
+            return self.write & (self.write_beat < b) & (self.write_beat + self.write_beats > a)
+        for i in range(2):
+            self.sync += If(pend[i] & (overlaps(w_lo[i], w_hi[i]) | overlaps(i_lo[i], i_hi[i])), stale[i].eq(1))
+        self.sync += [
+            # The first request taken: the second moves up; read again from the current one.
+            If(self.consume,
+                pend[0].eq(pend[1]), target[0].eq(target[1]), stale[0].eq(stale[1]),
+                w_lo[0].eq(w_lo[1]), w_hi[0].eq(w_hi[1]), i_lo[0].eq(i_lo[1]), i_hi[0].eq(i_hi[1]),
+                pend[1].eq(0), *reread
+            ),
+            If(self.drop, pend[0].eq(0), pend[1].eq(0), *reread),
+            # A new current instruction: read ahead from it, unless both requests are pending.
+            If(self.restart & ~pend[1], *reread),
+            If(self.reset, pend[0].eq(0), pend[1].eq(0), stale[0].eq(0), stale[1].eq(0), state.eq(STOP)),
         ]
 
 

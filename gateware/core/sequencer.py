@@ -523,12 +523,18 @@ class Sequencer(LiteXModule):
         self.comb += [
             r.scan_rp.adr.eq(pf.scan_off), pf.word.eq(r.scan_rp.dat_r),
             pf.base.eq(r.pc_off), pf.count.eq(r.fb_count), pf.pc.eq(self.pc), pf.pc_beat.eq(r.pc_beat),
-            pf.w_layer_off.eq(self.w_layer_off),
-            pf.restart.eq(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE")),
+            pf.w_layer_off.eq(self.w_layer_off), pf.wstride.eq(self.R["WSTRIDE"]),
+            pf.in_loop.eq(self.in_loop), pf.last_layer.eq(self.layer + 1 >= self.loop_n),
+            pf.loop_start.eq(self.loop_start),
+            # (PREP: the first state in which pc is the new current instruction's, whichever
+            # way it was fetched; the reading starts from there)
+            pf.restart.eq(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE")
+                          | fsm.ongoing("PREP")),
             pf.may_push.eq(quiet & ~self.wrdq_valid & (self.wr_pending == 0)),
             pf.write.eq(fsm.ongoing("BURST") & self._req_write & self.granted),
             pf.write_beat.eq(req_beat), pf.write_beats.eq(req_beats),
-            pf.consume.eq(fsm.ongoing("MATVEC") & pf.pending),
+            pf.consume.eq(fsm.ongoing("MATVEC") & pf.hit & ~pf.stale),
+            pf.drop.eq(fsm.ongoing("MATVEC") & pf.pending & ~(pf.hit & ~pf.stale)),
             pf.reset.eq(fsm.ongoing("IDLE") | self.abort | fsm.ongoing("DRAIN")),
             self.pf_push.eq(pf.push), self.la_beat.eq(pf.push_beat), self.la_beats.eq(pf.push_beats),
             self.pf_pending.eq(pf.hit & ~pf.stale),

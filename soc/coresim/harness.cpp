@@ -68,11 +68,13 @@ int main(int argc, char** argv) {
         std::deque<uint64_t> writes[2];                       // per write port: beats commanded
         uint64_t cycle = 0, limit = max_cycles;
         bool started = false, bad = false;
-        // LT_CORESIM_TRACE=FILE appends "cycle state attn_state" whenever the sequencer's or the
-        // attention unit's FSM changes state (profiling).
+        // LT_CORESIM_TRACE=FILE appends "cycle state attn_state read_commands" whenever the
+        // sequencer's or the attention unit's FSM changes state (profiling): the read commands
+        // accepted so far tell how busy the DRAM was in each state.
         const char *trace_path = getenv("LT_CORESIM_TRACE");
         FILE *trace = trace_path ? fopen(trace_path, "a") : nullptr;
         int last_state = -1, last_attn = -1;
+        uint64_t read_commands = 0;
         while (cycle < limit) {
             // Drive this cycle's inputs.
             top->start = (cycle == 2);
@@ -121,7 +123,7 @@ int main(int argc, char** argv) {
             top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval();
             cycle++;
             for (int p = 0; p < NRD; p++) {
-                if (rd_cmd[p]) reads[p].push_back({cycle + latency[p], rd_addr[p]});
+                if (rd_cmd[p]) { reads[p].push_back({cycle + latency[p], rd_addr[p]}); read_commands++; }
                 if (rd_data[p]) reads[p].pop_front();
             }
             for (int p = 0; p < 2; p++) {
@@ -136,7 +138,8 @@ int main(int argc, char** argv) {
             if (trace && (top->fsm_state != last_state || top->attn_state != last_attn)) {
                 last_state = top->fsm_state;
                 last_attn = top->attn_state;
-                fprintf(trace, "%llu %d %d\n", (unsigned long long)cycle, last_state, last_attn);
+                fprintf(trace, "%llu %d %d %llu\n", (unsigned long long)cycle, last_state, last_attn,
+                        (unsigned long long)read_commands);
             }
             if (top->busy) started = true;
             if (started && top->done) break;

@@ -20,10 +20,10 @@ def _program(gap_ops, rows=5, cols=40, tail="HALT"):
     return words
 
 
-def _run(words, events, cycles=60, may_push=1):
-    """Run the prefetch over ``words`` (the buffer, the current instruction at offset 0) with
-    ``events``: {cycle: [(signal name, value)]}. Returns the cycles it pushed in, and its
-    pending, stale and hit at the end."""
+def _run(words, events, cycles=60, may_push=1, base=0, **inputs):
+    """Run the prefetch over ``words`` (the buffer, the current instruction at offset ``base``,
+    pc PC0 + base) with ``inputs`` (the loop's signals) and ``events``: {cycle: [(signal name,
+    value)]}. Returns the cycles it pushed in, and its pending, stale and hit at the end."""
     dut = WeightPrefetch(32, DRAM_BEATS, 50)
     top = Module()
     top.submodules.dut = dut
@@ -34,10 +34,12 @@ def _run(words, events, cycles=60, may_push=1):
     pushes, out = [], {}
 
     def gen():
-        yield dut.base.eq(0)
+        yield dut.base.eq(base)
         yield dut.count.eq(len(words))
-        yield dut.pc.eq(PC0)
-        yield dut.pc_beat.eq(PC_BEAT0)
+        yield dut.pc.eq(PC0 + base)
+        yield dut.pc_beat.eq(PC_BEAT0 + base)
+        for name, value in inputs.items():
+            yield getattr(dut, name).eq(value)
         yield dut.may_push.eq(may_push)
         yield dut.restart.eq(1)
         yield
@@ -47,7 +49,7 @@ def _run(words, events, cycles=60, may_push=1):
                 yield getattr(dut, name).eq(value)
             yield
             for name, _ in events.get(cycle, []):
-                if name in ("write", "consume", "restart"):
+                if name in ("write", "consume", "drop", "restart"):
                     yield getattr(dut, name).eq(0)
             if (yield dut.push):
                 pushes.append((cycle, (yield dut.push_beat), (yield dut.push_beats)))
@@ -65,10 +67,67 @@ def test_finds_the_matvec_past_other_instructions_and_pushes_its_burst():
     assert out == {"pending": 1, "stale": 0, "hit": 0}     # for the MATVEC five ahead, not this one
 
 
-def test_stops_at_loops_setr_and_the_reading_limit():
-    for gap in (["ROPE", "ENDLOOP"], ["SETR"], ["LOOP"], ["ROPE"] * MAX_AHEAD):
-        pushes, out = _run(_program(gap), {})
+def test_stops_at_setr_the_reading_limit_and_loop_instructions_it_cannot_follow():
+    for gap, inputs in ((["SETR"], {}), (["ROPE"] * MAX_AHEAD, {}),
+                        (["ROPE", "ENDLOOP"], {}),                      # outside a loop: it faults
+                        (["LOOP"], {"in_loop": 1}),                       # inside one: it faults
+                        (["LOOP", "ENDLOOP"], {})):                       # the new loop's ENDLOOP
+        pushes, out = _run(_program(gap), {}, **inputs)
         assert not pushes and not out["pending"], gap
+    pushes, _ = _run(_program(["LOOP", "ROPE"]), {})                     # outside a loop LOOP passes
+    assert len(pushes) == 1
+
+
+def _loop_body():
+    """A loop from offset 0 (pc PC0): RMSNORM, a layered MATVEC, SILU (the current instruction,
+    offset 2), ENDLOOP, then a layered MATVEC after the loop."""
+    return [isa.encode("RMSNORM", n=8), isa.encode("MATVEC", isa.FLAG_LAYER, n=5, m=40, addr=W_ADDR),
+            isa.encode("SILU", n=8), isa.encode("ENDLOOP"),
+            isa.encode("MATVEC", isa.FLAG_LAYER, n=3, m=16, addr=0x4000), isa.encode("HALT")]
+
+
+def test_follows_endloop_to_the_next_layers_matvec_or_past_the_loop_to_layer_0s():
+    loop = dict(base=2, in_loop=1, loop_start=PC0, w_layer_off=0x10000, wstride=0x3000)
+    pushes, out = _run(_loop_body(), {}, last_layer=0, **loop)
+    assert [b for _, b, _ in pushes] == [(W_ADDR + 0x13000) // 16]      # the next layer's, once
+    assert out["pending"] and not out["hit"]
+    pushes, out = _run(_loop_body(), {}, last_layer=1, **loop)
+    assert [b for _, b, _ in pushes] == [0x4000 // 16]                    # after the loop: layer 0
+    # The current instruction an ENDLOOP: it waits for the one after it.
+    pushes, _ = _run(_loop_body(), {}, last_layer=0, **{**loop, "base": 3})
+    assert not pushes
+
+
+def test_two_requests_in_program_order_and_the_second_moves_up():
+    words = _program(["ATTN"])[:-1] + [isa.encode("SILU", n=4), isa.encode("MATVEC", n=3, m=16, addr=0x4000),
+                                       isa.encode("HALT")]
+    pushes, out = _run(words, {}, cycles=80)
+    assert [b for _, b, _ in pushes] == [W_ADDR // 16, 0x4000 // 16]
+    assert out["pending"] and not out["hit"]
+    # The first MATVEC (offset 2) runs and takes its request: the second is then the first.
+    pushes, out = _run(words, {60: [("pc", PC0 + 2), ("base", 2), ("pc_beat", PC_BEAT0 + 2)],
+                               61: [("consume", 1)], 62: [("pc", PC0 + 4), ("base", 4)]}, cycles=90)
+    assert len(pushes) == 2 and out["pending"] and out["hit"]
+
+
+def test_a_write_over_the_second_requests_weights_makes_it_stale_once_first():
+    words = _program(["ATTN"])[:-1] + [isa.encode("MATVEC", n=3, m=16, addr=0x4000), isa.encode("HALT")]
+    events = {50: [("write", 1), ("write_beat", 0x4000 // 16 + 1), ("write_beats", 1)],
+              60: [("pc", PC0 + 2), ("base", 2)], 61: [("consume", 1)]}
+    _, out = _run(words, events, cycles=70)
+    assert out["pending"] and out["stale"]
+    events[50] = [("write", 1), ("write_beat", 0x4000 // 16 + isa.beats(isa.matrix_bytes(3, 16))),
+                  ("write_beats", 1)]                                             # right past it
+    _, out = _run(words, events, cycles=70)
+    assert out["pending"] and not out["stale"]
+
+
+def test_drop_forgets_both_and_reads_again():
+    words = _program(["ATTN"])[:-1] + [isa.encode("MATVEC", n=3, m=16, addr=0x4000), isa.encode("HALT")]
+    pushes, out = _run(words, {60: [("drop", 1), ("may_push", 0)]}, cycles=90)
+    assert len(pushes) == 2 and not out["pending"]
+    pushes, out = _run(words, {60: [("drop", 1)]}, cycles=120)
+    assert len(pushes) == 4 and out["pending"]
 
 
 def test_waits_for_may_push():
@@ -96,10 +155,12 @@ def test_a_write_over_the_weights_or_the_instructions_ahead_makes_it_stale():
     assert not _pushed_then_write(PC_BEAT0 + 4, 1)["stale"]          # past the MATVEC
 
 
-def test_hit_for_its_matvec_then_reads_ahead_again_after_consume():
-    words = _program(["ATTN"]) [:-1] + [isa.encode("SILU", n=4), isa.encode("MATVEC", n=3, m=16, addr=0x4000)]
-    pushes, out = _run(words, {40: [("pc", PC0 + 2), ("base", 2)], 41: [("consume", 1)]}, cycles=90)
-    assert [b for _, b, _ in pushes] == [W_ADDR // 16, 0x4000 // 16]      # then the one after it
+def test_reads_again_after_consume_past_the_first_requests_matvec():
+    words = _program(["ATTN"])[:-1] + [isa.encode("SILU", n=4), isa.encode("MATVEC", n=3, m=16, addr=0x4000),
+                                       isa.encode("SILU", n=4), isa.encode("MATVEC", n=2, m=16, addr=0x8000)]
+    pushes, out = _run(words, {60: [("pc", PC0 + 2), ("base", 2), ("pc_beat", PC_BEAT0 + 2)], 61: [("consume", 1)]},
+                       cycles=110)
+    assert [b for _, b, _ in pushes] == [W_ADDR // 16, 0x4000 // 16, 0x8000 // 16]
     assert out["pending"] and not out["hit"]
 
 
