@@ -278,6 +278,11 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
     prog_greedy = [w for w in prog if isa.decode(w)["op"] != isa.OPCODES["STORE"]]
     place("program_greedy", len(prog_greedy) * isa.BEAT_BYTES)
     image_end = at
+    # The instruction buffer fills up to fetch_beats beats from the pc, past a program's end:
+    # those beats stay unwritten by any run, or a write there (KVWRITE's first rows) would empty
+    # the buffer, and with it the loop's start the weight prefetch reads through.
+    if params.fetch_beats:
+        place("fetch_guard", params.fetch_beats * isa.BEAT_BYTES)
     kv_bytes = L * kvstride
     place("kv", kv_regions * kv_bytes)
     total = at - base

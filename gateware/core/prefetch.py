@@ -1,4 +1,4 @@
-"""The weight prefetch (Params.weight_ports): finds the next two MATVECs in the instruction buffer
+"""The weight prefetch (Params.weight_ports): finds the next MATVECs in the instruction buffer
 and queues their weights' bursts on the weight stream while the instructions before them run.
 
 From the current instruction it reads ahead through the buffer, one instruction per two
@@ -11,14 +11,15 @@ reading; a LOOP passes (layer 0 already holds outside a loop) but no ENDLOOP aft
 At a MATVEC whose weights lie inside DRAM it waits until the sequencer may push (``may_push``:
 the current instruction writes no DRAM, its own weights' burst is out, the earlier writes
 have reached LiteDRAM, the weight queue is free), pushes the burst and holds it as pending for
-that instruction (its pc). Up to two requests are pending, in program order; the first is for
-the next MATVEC to run. A rereading from a new current instruction skips the MATVEC the first
-request is for (reached without passing an ENDLOOP, it is that request's).
+that instruction (its pc), then reads on. Up to ``REQUESTS`` are pending, in program order;
+the first is for the next MATVEC to run. Reading again from a new current instruction, it
+passes a MATVEC that has a request when it reaches it through as many ENDLOOPs as the request
+did (counting the ENDLOOPs that ran since: ``endloop``), and stops there otherwise.
 
 Golden reads a MATVEC's weights when it executes, so anything that may have changed them
 since the push makes a request stale: a write burst over its weights, or over the
 instructions it read through to reach its MATVEC (the MATVEC, or what its address means, may
-have changed). The sequencer drains the weight stream (both requests) and asks for the
+have changed). The sequencer drains the weight stream (every request) and asks for the
 weights again when the MATVEC it executes finds the first request stale or for another
 instruction; a fault or the end of the run drains it too.
 """
@@ -34,6 +35,7 @@ from gateware.core.matvec import matrix_bytes
 
 O = isa.OPCODES
 MAX_AHEAD = 8        # instructions read ahead of the current one
+REQUESTS = 2         # requests pending at most (4 measured the same on the 260K shapes)
 # Instructions the reading ahead passes (they leave a later MATVEC's address as it is).
 PASSES = [O[name] for name in ("EMBED", "RMSNORM", "ROPE", "KVWRITE", "ATTN", "SILU", "STORE", "ARGMAX", "LOAD")]
 SAME, NEXT_LAYER, AFTER_LOOP = range(3)     # the layer offset of a MATVEC read ahead
@@ -47,18 +49,20 @@ class WeightPrefetch(Module):
     weight offset) and ``wstride``. The constant ``dram_beats``. Events: ``restart`` (a new
     current instruction is being decoded), ``may_push``, ``write``/``write_beat``/
     ``write_beats`` (a write burst is sent), ``consume`` (the MATVEC the first request is for
-    takes it), ``drop`` (the sequencer drains both), ``reset`` (the run starts or stops); a
+    takes it), ``drop`` (the sequencer drains them all), ``endloop`` (an ENDLOOP runs), ``reset``
+    (the run starts or stops); a
     write and a consume never come in one cycle. Out: ``push`` with ``push_beat``/
     ``push_beats``; ``pending``, ``hit`` (the first request is for the instruction at ``pc``)
     and ``stale`` (the first request's)."""
 
-    def __init__(self, fb_depth, dram_beats, addr_w):
+    def __init__(self, fb_depth, dram_beats, addr_w, requests=REQUESTS):
+        N = requests
         self.scan_off, self.word = Signal(max=fb_depth + 1), Signal(128)
         self.base, self.count = Signal(32), Signal(max=fb_depth + 1)
         self.pc, self.pc_beat = Signal(32), Signal(addr_w)
         self.in_loop, self.last_layer, self.loop_start = Signal(), Signal(), Signal(32)
         self.w_layer_off, self.wstride = Signal(addr_w), Signal(32)
-        self.restart, self.may_push, self.reset = Signal(), Signal(), Signal()
+        self.restart, self.may_push, self.reset, self.endloop = Signal(), Signal(), Signal(), Signal()
         self.consume, self.drop = Signal(), Signal()
         self.write, self.write_beat, self.write_beats = Signal(), Signal(addr_w), Signal(addr_w)
         self.push, self.push_beat, self.push_beats = Signal(), Signal(addr_w), Signal(addr_w)
@@ -83,14 +87,16 @@ class WeightPrefetch(Module):
         loop_there = Signal()
         self.comb += [loop_off.eq(self.loop_start + self.base - self.pc),
                       loop_there.eq((self.loop_start + self.base >= self.pc) & (loop_off < self.count))]
-        # The requests: [0] is the first.
-        pend = [Signal(name=f"pend{i}") for i in range(2)]
-        target = [Signal(32, name=f"target{i}") for i in range(2)]
-        stale = [Signal(name=f"stale{i}") for i in range(2)]
-        w_lo = [Signal(addr_w, name=f"w_lo{i}") for i in range(2)]
-        w_hi = [Signal(addr_w, name=f"w_hi{i}") for i in range(2)]
-        i_lo = [Signal(addr_w, name=f"i_lo{i}") for i in range(2)]
-        i_hi = [Signal(addr_w, name=f"i_hi{i}") for i in range(2)]
+        # The requests, in program order: [0] is the first. ``used`` of them are pending.
+        def entries(name, width=1):
+            return [Signal(width, name=f"{name}{i}") for i in range(N)]
+        pend, target, stale = entries("pend"), entries("target", 32), entries("stale")
+        w_lo, w_hi, i_lo, i_hi = (entries(name, addr_w) for name in ("w_lo", "w_hi", "i_lo", "i_hi"))
+        # Each request's layer offset mode, as seen from the current layer (an ENDLOOP that
+        # runs makes the next layer's, or layer 0's after the loop, the current one).
+        r_mode = entries("mode", 2)
+        used = Signal(max=N + 1)
+        self.comb += used.eq(reduce(lambda a, b: a + b, pend))
 
         # The MATVEC found: its fields, then its address and size (matrix_bytes registers in
         # three steps, so CHECK waits for them).
@@ -122,11 +128,12 @@ class WeightPrefetch(Module):
         more = (steps != MAX_AHEAD) & (scan + 1 < self.count)
         go_on = If(more, scan.eq(scan + 1), steps.eq(steps + 1), state.eq(READ)).Else(state.eq(STOP))
         seen = [If(scan_beat < lo, lo.eq(scan_beat)), If(scan_beat + 1 > hi, hi.eq(scan_beat + 1))]
-        # The first request's MATVEC, reached without passing an ENDLOOP: its own, skipped.
-        first_again = pend[0] & (mode == SAME) & (scan_pc == target[0])
+        # A requested MATVEC, reached the way it was (through as many ENDLOOPs): its request's,
+        # passed; reached another way, the reading stops.
+        requested = reduce(or_, [pend[i] & (scan_pc == target[i]) & (mode == r_mode[i]) for i in range(N)])
+        other_way = reduce(or_, [pend[i] & (scan_pc == target[i]) for i in range(N)])
         reread = [scan.eq(self.base), steps.eq(0), mode.eq(SAME), looped.eq(0),
                   lo.eq(self.pc_beat + 1), hi.eq(self.pc_beat + 1), state.eq(READ)]
-        new = Mux(pend[0], 1, 0)
         self.sync += [
             Case(state, {
                 READ: state.eq(LOOK),
@@ -137,9 +144,9 @@ class WeightPrefetch(Module):
                         state.eq(STOP)
                     ).Elif(op == O["MATVEC"],
                         *seen,
-                        If(first_again,
+                        If(requested,
                             go_on
-                        ).Elif(pend[1] | pend[0] & (scan_pc == target[0]),
+                        ).Elif(pend[N - 1] | other_way,
                             state.eq(STOP)
                         ).Else(
                             layered.eq(self.word[8]), n.eq(self.word[64:80]), m.eq(self.word[80:96]),
@@ -161,30 +168,31 @@ class WeightPrefetch(Module):
                     ),
                 CHECK: [settle.eq(settle + 1), If(settle == 5, state.eq(Mux(inside, READY, STOP)))],
                 READY: If(self.push,
-                        # Into the first free request; after the first, read on for the second.
-                        Array(pend)[new].eq(1), Array(stale)[new].eq(0), Array(target)[new].eq(scan_pc),
-                        Array(w_lo)[new].eq(self.push_beat), Array(w_hi)[new].eq(self.push_beat + self.push_beats),
-                        Array(i_lo)[new].eq(lo), Array(i_hi)[new].eq(hi),
-                        If(pend[0], state.eq(STOP)).Else(go_on)
+                        # Into the first free request; read on while one is left.
+                        Array(pend)[used].eq(1), Array(stale)[used].eq(0), Array(target)[used].eq(scan_pc),
+                        Array(w_lo)[used].eq(self.push_beat), Array(w_hi)[used].eq(self.push_beat + self.push_beats),
+                        Array(i_lo)[used].eq(lo), Array(i_hi)[used].eq(hi), Array(r_mode)[used].eq(mode),
+                        If(used == N - 1, state.eq(STOP)).Else(go_on)
                     ),
             }),
         ]
         # Writes since a push make it stale.
         def overlaps(a, b):
             return self.write & (self.write_beat < b) & (self.write_beat + self.write_beats > a)
-        for i in range(2):
+        for i in range(N):
             self.sync += If(pend[i] & (overlaps(w_lo[i], w_hi[i]) | overlaps(i_lo[i], i_hi[i])), stale[i].eq(1))
         self.sync += [
-            # The first request taken: the second moves up; read again from the current one.
+            # The first request taken: the others move up; read again from the current one.
             If(self.consume,
-                pend[0].eq(pend[1]), target[0].eq(target[1]), stale[0].eq(stale[1]),
-                w_lo[0].eq(w_lo[1]), w_hi[0].eq(w_hi[1]), i_lo[0].eq(i_lo[1]), i_hi[0].eq(i_hi[1]),
-                pend[1].eq(0), *reread
+                *[dst[i].eq(dst[i + 1]) for dst in (pend, target, stale, w_lo, w_hi, i_lo, i_hi, r_mode)
+                  for i in range(N - 1)],
+                pend[N - 1].eq(0), *reread
             ),
-            If(self.drop, pend[0].eq(0), pend[1].eq(0), *reread),
-            # A new current instruction: read ahead from it, unless both requests are pending.
-            If(self.restart & ~pend[1], *reread),
-            If(self.reset, pend[0].eq(0), pend[1].eq(0), stale[0].eq(0), stale[1].eq(0), state.eq(STOP)),
+            If(self.drop, *[p.eq(0) for p in pend], *reread),
+            If(self.endloop, *[md.eq(SAME) for md in r_mode]),
+            # A new current instruction: read ahead from it, unless every request is pending.
+            If(self.restart & ~pend[N - 1], *reread),
+            If(self.reset, *[p.eq(0) for p in pend + stale], state.eq(STOP)),
         ]
 
 

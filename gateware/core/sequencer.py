@@ -525,7 +525,7 @@ class Sequencer(LiteXModule):
             pf.base.eq(r.pc_off), pf.count.eq(r.fb_count), pf.pc.eq(self.pc), pf.pc_beat.eq(r.pc_beat),
             pf.w_layer_off.eq(self.w_layer_off), pf.wstride.eq(self.R["WSTRIDE"]),
             pf.in_loop.eq(self.in_loop), pf.last_layer.eq(self.layer + 1 >= self.loop_n),
-            pf.loop_start.eq(self.loop_start),
+            pf.loop_start.eq(self.loop_start), pf.endloop.eq(fsm.ongoing("EXECUTE") & (self.op == O["ENDLOOP"])),
             # (PREP: the first state in which pc is the new current instruction's, whichever
             # way it was fetched; the reading starts from there)
             pf.restart.eq(fsm.ongoing("NEXT") | fsm.ongoing("FETCH") | fsm.ongoing("FB_FILL") | fsm.ongoing("DECODE")

@@ -196,6 +196,10 @@ def test_layout():
     assert len(greedy) == len(a.program) - 1
     assert a.image[a.prog - a.base:a.prog_greedy - a.base] == isa.program_bytes(a.program)
     assert a.image[a.prog_greedy - a.base:] == isa.program_bytes(greedy)
+    # The instruction buffer's fill past the last program reads beats no run writes.
+    params = isa.TARGET_PARAMS["sim"]
+    s = compile_model(qm, params, base=0x2000)
+    assert params.fetch_beats and s.kv_base(0) - (s.base + len(s.image)) >= params.fetch_beats * isa.BEAT_BYTES
     ends = [(s, s + n) for s, n in a.acts.values()]
     assert all(e1 <= s2 for (_, e1), (s2, _) in zip(ends, ends[1:]))
 

@@ -49,7 +49,7 @@ def _run(words, events, cycles=60, may_push=1, base=0, **inputs):
                 yield getattr(dut, name).eq(value)
             yield
             for name, _ in events.get(cycle, []):
-                if name in ("write", "consume", "drop", "restart"):
+                if name in ("write", "consume", "drop", "restart", "endloop"):
                     yield getattr(dut, name).eq(0)
             if (yield dut.push):
                 pushes.append((cycle, (yield dut.push_beat), (yield dut.push_beats)))
@@ -167,3 +167,22 @@ def test_reads_again_after_consume_past_the_first_requests_matvec():
 def test_reset_drops_a_pending_prefetch():
     pushes, out = _run(_program(["ATTN"]), {40: [("reset", 1)]})
     assert pushes and out == {"pending": 0, "stale": 0, "hit": 0}
+
+
+def test_reading_again_passes_the_first_requests_matvec_reached_through_endloop():
+    # The loop: RMSNORM (its first instruction), MATVEC A, ROPE, MATVEC B, SILU (current), ENDLOOP.
+    E, LF = isa.encode, isa.FLAG_LAYER
+    words = [E("RMSNORM", n=8), E("MATVEC", LF, n=5, m=40, addr=W_ADDR), E("ROPE", n=4, m=8),
+             E("MATVEC", LF, n=3, m=16, addr=0x4000), E("SILU", n=8), E("ENDLOOP"), E("HALT")]
+    loop = dict(base=4, in_loop=1, loop_start=PC0, w_layer_off=0x10000, wstride=0x3000, last_layer=0)
+    first, _ = _run(words, {}, **loop)
+    at = first[0][0]
+    # Only A's request is out when the current instruction is read again.
+    pushes, out = _run(words, {at + 1: [("may_push", 0)], at + 3: [("restart", 1)], at + 5: [("may_push", 1)]},
+                       cycles=90, **loop)
+    assert [b for _, b, _ in pushes] == [(W_ADDR + 0x13000) // 16, (0x4000 + 0x13000) // 16]
+    # After the ENDLOOP ran (A's request is now this layer's), A is reached without one.
+    pushes, _ = _run(words, {at + 1: [("may_push", 0)], at + 2: [("endloop", 1)], at + 3: [("restart", 1), ("base", 0),
+                              ("pc", PC0), ("pc_beat", PC_BEAT0), ("w_layer_off", 0x13000)],
+                              at + 5: [("may_push", 1)]}, cycles=90, **loop)
+    assert [b for _, b, _ in pushes] == [(W_ADDR + 0x13000) // 16, (0x4000 + 0x13000) // 16]
