@@ -1,7 +1,9 @@
 """The units' common mechanics, from one helper each: pipeline stage registers (a valid bit or a
-value carried down N stages), a unit's running flag, and a unit FSM's stop on ``abort``."""
+value carried down N stages), a unit's running flag, a unit FSM's stop on ``abort``, and the
+check that an FSM has no state that is tested but never defined."""
 
 from migen import *
+from migen.fhdl.structure import _Assign
 
 
 def delay_chain(m, first, depth, keep=None, name="stage"):
@@ -31,3 +33,15 @@ def stop_on_abort(fsm, abort):
     for state in list(fsm.actions):
         if state != "IDLE":
             fsm.act(state, If(abort, NextState("IDLE")))
+
+
+def check_no_dead_states(fsm, owner):
+    """Raise if a state of ``fsm`` is only ever asked about (``fsm.ongoing``) and has no action of
+    its own: a state moved into a unit, still named where its old owner tests for it, would never
+    be entered and the test would silently read 0."""
+    def marker(st):
+        return isinstance(st, _Assign) and isinstance(st.l, Signal) and st.l.backtrace \
+            and st.l.backtrace[-1][0] == "is_ongoing"
+    dead = [state for state, stmts in fsm.actions.items() if all(marker(st) for st in stmts)]
+    if dead:
+        raise RuntimeError(f"{owner}: states tested but never defined: {', '.join(dead)}")

@@ -19,12 +19,13 @@ from operator import or_
 from types import SimpleNamespace
 
 from migen import *
-from migen.fhdl.structure import _Assign
 
 from litex.gen import LiteXModule
 
 from spec import isa
 from gateware.arith import as_unsigned
+from gateware.core.fetchbuffer import InstructionBuffer
+from gateware.core.pipeline import check_no_dead_states
 from gateware.core.prefetch import ReadQueuePrefetch, WeightPrefetch
 
 ADDR_W = 50      # byte-address arithmetic width: every sum of fields and registers is exact
@@ -35,18 +36,6 @@ O = isa.OPCODES
 OWNERS = {"embed": "EMB_WAIT", "rmsnorm": "RMS_WAIT", "matvec": "MV_WAIT", "rope": "RP_RUN",
           "kvwrite": "KVW_RUN", "attention": "AT_RUN", "silu": "SI_RUN", "store": "ST_WAIT",
           "load": "LD_RUN", "argmax": "AM_RUN", "argmax_write": "AM_WR"}
-
-
-def _check_no_dead_states(fsm):
-    """Raise if a state is only ever asked about (``fsm.ongoing``) and has no action of its own:
-    a state moved into a unit, still named where the sequencer tests for it, would never be
-    entered and the test would silently read 0."""
-    def marker(st):
-        return isinstance(st, _Assign) and isinstance(st.l, Signal) and st.l.backtrace \
-            and st.l.backtrace[-1][0] == "is_ongoing"
-    dead = [state for state, stmts in fsm.actions.items() if all(marker(st) for st in stmts)]
-    if dead:
-        raise RuntimeError(f"Accelerator: states tested but never defined: {', '.join(dead)}")
 
 
 class Sequencer(LiteXModule):
@@ -96,7 +85,7 @@ class Sequencer(LiteXModule):
         self._burst(r)
         for name, state in OWNERS.items():
             self.comb += getattr(self.own, name).eq(r.fsm.ongoing(state))
-        _check_no_dead_states(r.fsm)
+        check_no_dead_states(r.fsm, "Sequencer")
         # The watchdog stops any state but the ones that are already stopping.
         for state, stmts in r.fsm.actions.items():
             if state not in ("IDLE", "FLUSH", "DRAIN", "DONE"):
@@ -153,7 +142,7 @@ class Sequencer(LiteXModule):
         # the group; with U = B there is one group.
         self.group = Signal(max=max(B // U, 2))
         self.lane = Signal(max=max(U, 2))
-        self.i = Signal(32)               # FB_FILL's and ROPE's beat
+        self.i = Signal(32)               # ROPE's beat
         if U == B:
             self.last_group = C(1)
         else:
@@ -166,7 +155,9 @@ class Sequencer(LiteXModule):
         self.pc_addr = Signal(32)
         self.comb += self.pc_addr.eq(Cat(C(0, 4), self.prog[4:]) + (self.pc << 4))
         if FB:
-            self._fetch_buffer(r)
+            # The instruction buffer (gateware/core/fetchbuffer.py).
+            self.submodules.ibuf = r.ib = InstructionBuffer(FB, r.dram_beats)
+            self.comb += r.ib.pc_beat.eq(self.pc_addr[4:])
         layered = self.flags[0]
         self.waddr, self.kvaddr = Signal(ADDR_W), Signal(ADDR_W)
         self.cur_pos = Signal(32)
@@ -210,33 +201,6 @@ class Sequencer(LiteXModule):
         self._ret_states = []
         self.comb += [self.req_beat.eq(self._req_addr >> 4), self.req_beats.eq((self._req_bytes + 15) >> 4)]
 
-    def _fetch_buffer(self, r):
-        """Instruction buffer (Params.fetch_beats): fb_count beats from DRAM beat fb_base."""
-        FB = r.FB
-        fb_mem = Memory(128, FB)
-        r.fb_rp, r.fb_wp = fb_mem.get_port(), fb_mem.get_port(write_capable=True)
-        self.specials += fb_mem, r.fb_rp, r.fb_wp
-        r.fb_base, r.pc_beat, r.pc_off = Signal(32), Signal(32), Signal(32)
-        r.fb_count, r.fb_fill, r.fb_nb = Signal(max=FB + 1), Signal(max=FB + 1), Signal(max=FB + 1)
-        r.fb_hit = Signal()
-        # The weight prefetch's reading ahead (gateware/core/prefetch.py).
-        if self.params.weight_ports:
-            r.scan_rp = fb_mem.get_port()
-            self.specials += r.scan_rp
-        # The instruction after the current one (pc + 1), for NEXT and the weight prefetch.
-        fb_rp2 = fb_mem.get_port()
-        self.specials += fb_rp2
-        r.la_hit = Signal()
-        r.la_word = fb_rp2.dat_r
-        self.comb += fb_rp2.adr.eq(r.pc_off + 1)
-        self.sync += r.la_hit.eq(r.pc_off + 1 < r.fb_count)
-        dram_beats = r.dram_beats
-        self.comb += [
-            r.pc_beat.eq(self.pc_addr[4:]), r.pc_off.eq(r.pc_beat - r.fb_base), r.fb_hit.eq(r.pc_off < r.fb_count),
-            r.fb_nb.eq(Mux(r.pc_beat + FB <= dram_beats, FB, Mux(r.pc_beat < dram_beats, dram_beats - r.pc_beat, 1))),
-            r.fb_rp.adr.eq(r.pc_off),
-        ]
-
     # Control: start, fetch, decode, next, stop ----------------------------------------------------
 
     def _control(self, r):
@@ -249,7 +213,7 @@ class Sequencer(LiteXModule):
                 NextValue(self.busy, 1), NextValue(self.done, 0), NextValue(self.err_code, 0),
                 NextValue(self.err_addr, 0),
                 NextValue(self.pc, 0), NextValue(self.layer, 0), NextValue(self.in_loop, 0),
-                *([NextValue(r.fb_count, 0)] if FB else []),      # the host may have rewritten DRAM
+                *([r.ib.clear.eq(1)] if FB else []),               # the host may have rewritten DRAM
                 NextValue(nslots, self.nslots_in),
                 NextState("START"),
             )
@@ -279,27 +243,23 @@ class Sequencer(LiteXModule):
             # writes issued so far have reached LiteDRAM (BURST), so it reads what the program
             # wrote over itself.
             fsm.act("FETCH",
-                If(r.fb_hit,
+                If(r.ib.hit,
                     NextState("DECODE")
                 ).Else(
-                    NextValue(r.fb_count, 0), NextValue(r.fb_base, r.pc_beat), NextValue(r.fb_fill, r.fb_nb),
-                    NextValue(self.i, 0), *burst(self.pc_addr, r.fb_nb << 4, "FB_FILL")
+                    r.ib.fill.eq(1), *burst(self.pc_addr, r.ib.fill_beats << 4, "FB_FILL")
                 )
             )
-            self.comb += [r.fb_wp.adr.eq(self.i), r.fb_wp.dat_w.eq(rd.data),
-                          r.fb_wp.we.eq(fsm.ongoing("FB_FILL") & rd.valid)]
+            self.comb += r.ib.fill_data.eq(rd.data)
             fsm.act("FB_FILL",
                 self.rd_ready.eq(1), self.rd_wait.eq(1),
-                If(rd.valid,
-                    NextValue(self.i, self.i + 1),
-                    If(self.i == r.fb_fill - 1, NextValue(r.fb_count, r.fb_fill), NextState("FETCH"))
-                )
+                r.ib.fill_we.eq(rd.valid),
+                If(r.ib.fill_last, NextState("FETCH"))
             )
         else:
             fsm.act("FETCH",
                 *burst(self.pc_addr, isa.BEAT_BYTES, "DECODE")
             )
-        ins = r.fb_rp.dat_r if FB else rd.data        # FETCH addressed the buffer a cycle ago
+        ins = r.ib.word if FB else rd.data            # FETCH addressed the buffer a cycle ago
         fsm.act("DECODE",
             *([] if FB else [self.rd_ready.eq(1), self.rd_wait.eq(1)]),
             If(1 if FB else rd.valid, *self._decode(ins))
@@ -307,11 +267,11 @@ class Sequencer(LiteXModule):
         fsm.act("PREP", NextState("PREP2"))
         fsm.act("PREP2", NextState("EXECUTE"))
         # The next instruction in sequence is already read from the instruction buffer (pc + 1,
-        # la_word): NEXT decodes it and skips FETCH and DECODE. A jump fetches.
+        # next_word): NEXT decodes it and skips FETCH and DECODE. A jump fetches.
         fsm.act("NEXT",
             self.retire.eq(1),
             NextValue(self.pc, Mux(self.jump, self.loop_start, self.pc + 1)),
-            If(~self.jump & r.la_hit, *self._decode(r.la_word)).Else(NextState("FETCH")) if FB
+            If(~self.jump & r.ib.next_hit, *self._decode(r.ib.next_word)).Else(NextState("FETCH")) if FB
             else NextState("FETCH")
         )
         # An error stops the sequencer; read data already requested is drained and writes
@@ -498,7 +458,7 @@ class Sequencer(LiteXModule):
             return
         self.submodules.prefetch = pf = ReadQueuePrefetch(r.dram_beats, ADDR_W)
         self.comb += [
-            pf.la_hit.eq(r.la_hit), pf.la_word.eq(r.la_word), pf.w_layer_off.eq(self.w_layer_off),
+            pf.la_hit.eq(r.ib.next_hit), pf.la_word.eq(r.ib.next_word), pf.w_layer_off.eq(self.w_layer_off),
             # (for ATTN: its last slot's last head, whose V burst is its last)
             pf.own_burst_out.eq(fsm.ongoing("MV_WAIT") | (self.last_group & fsm.ongoing("RMS_WAIT"))
                                 | fsm.ongoing("SI_RUN") | u.attention.burst_out),
@@ -517,12 +477,13 @@ class Sequencer(LiteXModule):
         first (MV_DRAIN), and the MATVEC asks for its own weights."""
         fsm, mv = r.fsm, r.u.matvec
         self.submodules.prefetch = pf = WeightPrefetch(r.FB, r.dram_beats, ADDR_W)
+        scan_adr, scan_dat = r.ib.scan_port()
         req_beat, req_beats = self.req_beat, self.req_beats
         quiet = fsm.ongoing("MV_WAIT") | reduce(or_, [self.op == O[name] for name in
                                                        ("RMSNORM", "SILU", "ATTN", "ROPE", "EMBED")])
         self.comb += [
-            r.scan_rp.adr.eq(pf.scan_off), pf.word.eq(r.scan_rp.dat_r),
-            pf.base.eq(r.pc_off), pf.count.eq(r.fb_count), pf.pc.eq(self.pc), pf.pc_beat.eq(r.pc_beat),
+            scan_adr.eq(pf.scan_off), pf.word.eq(scan_dat),
+            pf.base.eq(r.ib.off), pf.count.eq(r.ib.count), pf.pc.eq(self.pc), pf.pc_beat.eq(r.ib.pc_beat),
             pf.w_layer_off.eq(self.w_layer_off), pf.wstride.eq(self.R["WSTRIDE"]),
             pf.in_loop.eq(self.in_loop), pf.last_layer.eq(self.layer + 1 >= self.loop_n),
             pf.loop_start.eq(self.loop_start), pf.endloop.eq(fsm.ongoing("EXECUTE") & (self.op == O["ENDLOOP"])),
@@ -610,11 +571,12 @@ class Sequencer(LiteXModule):
         port held by another bank can lose the arbitration), e.g. ATTN's keys and values
         right after KVWRITE's, or a LOAD after a STORE."""
         req_beat, req_beats = self.req_beat, self.req_beats
+        if r.FB:
+            self.comb += [r.ib.write_beat.eq(req_beat), r.ib.write_beats.eq(req_beats)]
         send = If(self._req_write,
             self.wr_load.eq(1),
             # A write over buffered instructions empties the buffer (they are refetched).
-            *([If((req_beat < r.fb_base + r.fb_count) & (req_beat + req_beats > r.fb_base),
-                  NextValue(r.fb_count, 0))] if r.FB else [])
+            *([r.ib.write.eq(1)] if r.FB else [])
         )
         if self.params.weight_ports:
             send = send.Elif(self._req_weights, self.wrd_start.eq(1))

@@ -571,15 +571,15 @@ def test_a_state_tested_but_never_defined_is_refused():
     """A state moved into a unit but still named where the sequencer tests for it is an error
     at elaboration, not a condition that silently reads 0."""
     from migen import FSM, NextState
-    from gateware.core.sequencer import _check_no_dead_states
+    from gateware.core.pipeline import check_no_dead_states
     fsm = FSM()
     fsm.act("A", NextState("B"))
     fsm.act("B", NextState("A"))
     fsm.ongoing("A")
-    _check_no_dead_states(fsm)
+    check_no_dead_states(fsm, "Sequencer")
     fsm.ongoing("MOVED")
-    with pytest.raises(RuntimeError, match="MOVED"):
-        _check_no_dead_states(fsm)
+    with pytest.raises(RuntimeError, match="Sequencer: .*MOVED"):
+        check_no_dead_states(fsm, "Sequencer")
 
 
 # ROPE --------------------------------------------------------------------------------------------
