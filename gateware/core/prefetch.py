@@ -41,6 +41,22 @@ PASSES = [O[name] for name in ("EMBED", "RMSNORM", "ROPE", "KVWRITE", "ATTN", "S
 SAME, NEXT_LAYER, AFTER_LOOP = range(3)     # the layer offset of a MATVEC read ahead
 
 
+def _weights_burst(m, layered, n, cols, addr, layer_off, dram_beats, addr_w):
+    """A MATVEC's weights as a burst, from its fields (held still by the caller): the first
+    beat and the beat count (``matrix_bytes`` registers in three steps), and ``inside``:
+    registered, the matrix is not empty and lies inside DRAM. Valid six cycles after the
+    fields settle."""
+    waddr, inside = Signal(addr_w), Signal()
+    m15 = as_unsigned(m, cols + 15, 17)
+    nbytes, _ = matrix_bytes(m, n, m15, m15[4:])
+    beats = as_unsigned(m, (nbytes + 15) >> 4, addr_w)
+    m.sync += [
+        waddr.eq(addr + Mux(layered, layer_off, 0)),
+        inside.eq((n != 0) & ((waddr >> 4) + beats <= dram_beats)),
+    ]
+    return waddr >> 4, beats, inside
+
+
 class WeightPrefetch(Module):
     """Instruction buffer side: ``scan_off`` (a buffer offset) out, ``word`` (the instruction
     there, a cycle later), ``base`` (the current instruction's offset), ``count`` (valid
@@ -101,22 +117,15 @@ class WeightPrefetch(Module):
         # The MATVEC found: its fields, then its address and size (matrix_bytes registers in
         # three steps, so CHECK waits for them).
         layered, n, m, addr = Signal(), Signal(16), Signal(16), Signal(32)
-        waddr, next_off = Signal(addr_w), Signal(addr_w)
-        m15 = as_unsigned(self, m + 15, 17)
-        nbytes, _ = matrix_bytes(self, n, m15, m15[4:])
-        beats = as_unsigned(self, (nbytes + 15) >> 4, addr_w)
-        inside = Signal()
+        next_off = Signal(addr_w)
         settle = Signal(3)
         layer_off = Array([self.w_layer_off, next_off, C(0, addr_w), C(0, addr_w)])[mode]
-        self.sync += [
-            next_off.eq(self.w_layer_off + self.wstride),
-            waddr.eq(addr + Mux(layered, layer_off, 0)),
-            inside.eq((n != 0) & ((waddr >> 4) + beats <= dram_beats)),
-        ]
+        self.sync += next_off.eq(self.w_layer_off + self.wstride)
+        beat, beats, inside = _weights_burst(self, layered, n, m, addr, layer_off, dram_beats, addr_w)
         op = self.word[0:8]
         passes = reduce(or_, [op == o for o in PASSES])
         self.comb += [
-            self.push_beat.eq(waddr >> 4), self.push_beats.eq(beats),
+            self.push_beat.eq(beat), self.push_beats.eq(beats),
             self.pending.eq(pend[0]), self.stale.eq(stale[0]),
             self.hit.eq(pend[0] & (target[0] == self.pc)),
         ]
@@ -221,19 +230,15 @@ class ReadQueuePrefetch(Module):
         done = Signal()
         la_mv, la_layered = Signal(), Signal()
         la_n, la_m, la_addr = Signal(16), Signal(16), Signal(32)
-        la_waddr = Signal(addr_w)
-        la_ok = Signal()
         la_age = Signal(4)            # cycles the lookahead has had to settle
-        la_m15 = as_unsigned(self, la_m + 15, 17)
-        la_bytes, _ = matrix_bytes(self, la_n, la_m15, la_m15[4:])
+        beat, beats, inside = _weights_burst(self, la_layered, la_n, la_m, la_addr, self.w_layer_off,
+                                             dram_beats, addr_w)
+        la_ok = la_mv & inside
         word = self.la_word
-        self.comb += [self.push_beats.eq(as_unsigned(self, (la_bytes + 15) >> 4, addr_w)),
-                      self.push_beat.eq(la_waddr >> 4)]
+        self.comb += [self.push_beats.eq(beats), self.push_beat.eq(beat)]
         self.sync += [
             la_mv.eq(self.la_hit & (word[0:8] == O["MATVEC"])), la_layered.eq(word[8]),
             la_n.eq(word[64:80]), la_m.eq(word[80:96]), la_addr.eq(word[96:128]),
-            la_waddr.eq(la_addr + Mux(la_layered, self.w_layer_off, 0)),
-            la_ok.eq(la_mv & (la_n != 0) & ((la_waddr >> 4) + self.push_beats <= dram_beats)),
             If(self.restart, la_age.eq(0)).Elif(la_age != 15, la_age.eq(la_age + 1)),
         ]
         self.comb += self.push.eq(self.own_burst_out & ~done & la_ok & (la_age >= 8) & self.queue_free
