@@ -60,8 +60,8 @@ class Accelerator(LiteXModule):
     """The transformer core (see the module docstring). ``read_ports``: a list of one or two 128-bit
     LiteDRAM native read ports (two: beats alternate between them by bank, ``bank_shift`` is the
     bank number's LSB in a beat address; see gateware/readstream.py); ``write_port``: a 128-bit
-    native write port, or a list of two (Params.write_ports; beats go to one or the other by
-    bank, which needs ``bank_shift`` too); ``weight_ports``: Params.weight_ports 128-bit native
+    native write port, or a list of Params.write_ports (beats go to one of them by bank, which
+    needs ``bank_shift`` too); ``weight_ports``: Params.weight_ports 128-bit native
     read ports of MATVEC's weight stream (by bank too when two); ``dram_size``: bytes of DRAM
     the core may touch, from address 0."""
 
@@ -444,8 +444,8 @@ class Accelerator(LiteXModule):
         if len(self.write_ports) != params.write_ports:
             raise ValueError(f"Accelerator: Params.write_ports is {params.write_ports}, "
                              f"got {len(self.write_ports)} ports")
-        if params.write_ports == 2 and bank_shift is None:
-            raise ValueError("Accelerator: two write ports need bank_shift")
+        if params.write_ports > 1 and bank_shift is None:
+            raise ValueError("Accelerator: several write ports need bank_shift")
         return self.write_ports[0]
 
     def _read_queue_requests(self, push, push_addr, push_len, requests, next_k, next_k_pushes):

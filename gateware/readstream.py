@@ -1,5 +1,5 @@
 """The core's DRAM read stream over two LiteDRAM read ports, one per bank parity, and its write
-stream over two write ports.
+stream over two or more write ports.
 
 Why two ports: LiteDRAM's crossbar locks a port to a bank while that bank machine still holds
 any of the port's commands (``litedram/core/crossbar.py``, ``bank.lock``). A single sequential
@@ -25,10 +25,10 @@ from litex.soc.interconnect import stream
 from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
 
-def _port_shape(ports, who):
-    """The (address width, data width) of one or two ports of the same shape."""
-    if not 1 <= len(ports) <= 2:
-        raise ValueError(f"{who}: one or two ports")
+def _port_shape(ports, who, counts=(1, 2)):
+    """The (address width, data width) of ``counts`` ports of the same shape."""
+    if len(ports) not in counts:
+        raise ValueError(f"{who}: {' or '.join(map(str, counts))} ports")
     shape = ports[0].address_width, ports[0].data_width
     if any((p.address_width, p.data_width) != shape for p in ports):
         raise ValueError(f"{who}: the ports must have the same shape")
@@ -85,31 +85,32 @@ class BankInterleavedReader(LiteXModule):
 
 
 class BankInterleavedWriter(LiteXModule):
-    """``sink`` takes (beat address, data) (``LiteDRAMDMAWriter``'s sink). Of its two write
-    ports, each beat goes to the port given by the XOR of its bank number's three low bits (from
-    ``bank_shift``), so writes to two banks are in flight at once: the crossbar holds a port
-    while its bank still has the port's command, and KVWRITE's one-beat heads each open a row.
-    (By parity alone, heads whose rows are four banks apart, as stories260K's are, would all
-    share a port.) A beat address always maps to the same port, so two writes to one address
-    land in order; writes to different addresses have no order, as with any two ports.
-    ``wdata_beats``: how many beats the ports hand to the controller this cycle."""
+    """``sink`` takes (beat address, data) (``LiteDRAMDMAWriter``'s sink). Of its 2, 4 or 8
+    write ports, each beat goes to the port numbered by its bank number's three low bits (from
+    ``bank_shift``) folded by XOR to as many bits as the ports need (8 ports: the bank number,
+    a port per bank), so writes to that many banks are in flight at once: the crossbar holds a
+    port while its bank still has the port's command, and KVWRITE's one-beat heads each open a
+    row. (Two ports by bank parity alone would put heads four banks apart, as stories260K's
+    packed ones are, all on one port.) A beat address always maps to the same port, so two
+    writes to one address land in order; writes to different addresses have no order, as with
+    any two ports. ``wdata_beats``: how many beats the ports hand to the controller this cycle."""
 
     def __init__(self, ports, bank_shift, fifo_depth=16):
-        aw, dw = _port_shape(ports, "BankInterleavedWriter")
-        if len(ports) != 2:       # (one port: the core uses LiteDRAM's writer as it is)
-            raise ValueError("BankInterleavedWriter: two ports")
+        aw, dw = _port_shape(ports, "BankInterleavedWriter", (2, 4, 8))
         self.sink = sink = stream.Endpoint([("address", aw), ("data", dw)])
-        self.wdata_beats = Signal(2)
+        self.wdata_beats = Signal(bits_for(len(ports)))
 
         # # #
+
+        k = log2_int(len(ports))          # port-number bits: bank bit j goes into bit j % k
 
         self.writers = writers = [LiteDRAMDMAWriter(port, fifo_depth=fifo_depth) for port in ports]
         for i, writer in enumerate(writers):
             self.add_module(f"writer{i}", writer)
         self.comb += self.wdata_beats.eq(sum(port.wdata.valid & port.wdata.ready for port in ports))
-        sel = Signal()
+        sel = Signal(k)
         self.comb += [
-            sel.eq(reduce(xor, [sink.address[bank_shift + k] for k in range(3)])),
+            sel.eq(Cat(*[reduce(xor, [sink.address[bank_shift + j] for j in range(i, 3, k)]) for i in range(k)])),
             sink.ready.eq(Array(w.sink.ready for w in writers)[sel]),
         ]
         for i, writer in enumerate(writers):

@@ -130,9 +130,9 @@ class LiteTransformerSoC(SoCCore):
         read_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.read_ports)]
         weight_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.weight_ports)]
         bank_shift = _bank_shift(crossbar, width) \
-            if 2 in (params.read_ports, params.write_ports, params.weight_ports) else None
+            if max(params.read_ports, params.write_ports, params.weight_ports) > 1 else None
         core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width) if params.write_ports == 1
-                           else [crossbar.get_port(mode="write", data_width=width) for _ in range(2)],
+                           else [crossbar.get_port(mode="write", data_width=width) for _ in range(params.write_ports)],
                            dram_size=dram_size, params=params, bank_shift=bank_shift, weight_ports=weight_ports)
         setattr(self, name, core)
         for key, value in isa.params_dict(params).items():

@@ -1,8 +1,8 @@
 """The transformer core alone in Verilator, for long differential runs.
 
 The full SoC simulates ~0.4 M cycles/s and loads DRAM over the serial link; this tier verilates
-just the Accelerator between behavioural native ports (soc/coresim/harness.cpp: two read ports,
-each with its own latency per job so their data arrive out of step, and a write port) and loads
+just the Accelerator between behavioural native ports (soc/coresim/harness.cpp: four read ports,
+each with its own latency per job so their data arrive out of step, and eight write ports) and loads
 DRAM from files, so thousands of random programs run in minutes. Cycle counts here are not the
 SoC's (the ports never refresh or change banks); they come from the simulated SoC.
 """
@@ -34,12 +34,12 @@ class CoreTop(Module):
         from gateware.accelerator import Accelerator
         aw = max((dram_size // isa.BEAT_BYTES - 1).bit_length(), 1) + 1
         rps = [LiteDRAMNativePort("read", address_width=aw, data_width=128) for _ in range(4)]
-        wps = [LiteDRAMNativePort("write", address_width=aw, data_width=128) for _ in range(2)]
+        wps = [LiteDRAMNativePort("write", address_width=aw, data_width=128) for _ in range(isa.WRITE_PORTS_PER_BANK)]
         # Bank runs of 4 beats: the read stream changes port far more often than on real DRAM.
         # Read ports 0-1 are the read stream's, 2-3 the weight stream's; those a Params leaves
-        # unused (read_ports, weight_ports, write_ports below 2) stay idle.
+        # unused (read_ports, weight_ports below 2, write_ports below 8) stay idle.
         self.submodules.core = core = Accelerator(rps[:params.read_ports],
-                                                  wps if params.write_ports == 2 else wps[0],
+                                                  wps[:params.write_ports] if params.write_ports > 1 else wps[0],
                                                   dram_size=dram_size, params=params,
                                                   bank_shift=CORESIM_BANK_SHIFT,
                                                   weight_ports=rps[2:2 + params.weight_ports])
@@ -74,7 +74,7 @@ class CoreTop(Module):
         io("retired", 32, driven_by=core.retired.status)
         io("fsm_state", 8, driven_by=core.fsm_state)
         io("attn_state", 8, driven_by=core.attn_state)
-        for prefix, port in [(f"rd{i}", p) for i, p in enumerate(rps)] + [("wr0", wps[0]), ("wr1", wps[1])]:
+        for prefix, port in [(f"rd{i}", p) for i, p in enumerate(rps)] + [(f"wr{i}", p) for i, p in enumerate(wps)]:
             io(f"{prefix}_cmd_valid", 1, driven_by=port.cmd.valid)
             io(f"{prefix}_cmd_ready", 1, drive=port.cmd.ready)
             io(f"{prefix}_cmd_addr", aw, driven_by=port.cmd.addr)
@@ -82,7 +82,7 @@ class CoreTop(Module):
             io(f"{prefix}_rdata_valid", 1, drive=port.rdata.valid)
             io(f"{prefix}_rdata_ready", 1, driven_by=port.rdata.ready)
             io(f"{prefix}_rdata_data", 128, drive=port.rdata.data)
-        for prefix, port in (("wr0", wps[0]), ("wr1", wps[1])):
+        for prefix, port in [(f"wr{i}", p) for i, p in enumerate(wps)]:
             io(f"{prefix}_wdata_valid", 1, driven_by=port.wdata.valid)
             io(f"{prefix}_wdata_ready", 1, drive=port.wdata.ready)
             io(f"{prefix}_wdata_data", 128, driven_by=port.wdata.data)

@@ -83,6 +83,11 @@ ERROR_NAMES = {v: k for k, v in ERRORS.items()}
 
 # Parameters -------------------------------------------------------------------------------------
 
+# Params.write_ports with one write port per bank of an 8-bank DDR3 (the simulated SoC's, the
+# Arty's): LiteDRAM's crossbar holds a port while a bank still has its command, so only a port
+# per bank lets writes to every bank wait in the controller at once.
+WRITE_PORTS_PER_BANK = 8
+
 @dataclass(frozen=True)
 class Params:
     """Size of one core: batch slots, MAC lanes and on-chip buffer depths. The weight layout is
@@ -93,9 +98,11 @@ class Params:
     port is what DRAM can deliver meanwhile, so a depth that covers the passes lets the stream
     run without a gap between them and the multiplies. ``read_ports``: the read stream goes
     through 1 or 2 LiteDRAM ports (two alternate by bank, see gateware/readstream.py);
-    ``write_ports`` likewise for the write stream (two: a write to one bank need not wait for
+    ``write_ports`` likewise for the write stream: 1, 2 (a write to one bank need not wait for
     the row another bank is opening, which KVWRITE's one-beat heads, each in a row of its own,
-    spend most of their time on).
+    spend most of their time on) or ``WRITE_PORTS_PER_BANK`` (one port per bank of the DDR3:
+    a port's writes never wait for another bank's, and the compiler spreads each layer's KV
+    heads over the banks, driver/compiler.py).
     ``element_units``: copies of the RMSNORM, SILU and ROPE datapaths; that many slots run
     each of those instructions at once, in groups of that many slots (0: one copy per slot).
     ``act_read_ports``: read ports of each slot's activation scratchpad (2 or 4); MATVEC's
@@ -176,8 +183,8 @@ class Params:
             raise ValueError(f"Params.weight_ports = {self.weight_ports}: must be 0, 1 or 2")
         if self.read_ports not in (1, 2):
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
-        if self.write_ports not in (1, 2):
-            raise ValueError(f"Params.write_ports = {self.write_ports}: must be 1 or 2")
+        if self.write_ports not in (1, 2, WRITE_PORTS_PER_BANK):
+            raise ValueError(f"Params.write_ports = {self.write_ports}: must be 1, 2 or {WRITE_PORTS_PER_BANK}")
         f = self.fetch_beats
         if f and (not 2 <= f <= 256 or f & (f - 1)):
             raise ValueError(f"Params.fetch_beats = {f}: must be 0 or a power of two in [2, 256]")
@@ -204,7 +211,7 @@ TARGET_PARAMS = {
     # XC7A200T's block RAM (scripts/xilinx_resources.py).
     "sim":   Params(slots=8, act_depth=8192, max_cols=1024, max_seq=1024, max_head=128,
                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
-                   write_ports=2, mac_beats=2, weight_ports=2),
+                   write_ports=WRITE_PORTS_PER_BANK, mac_beats=2, weight_ports=2),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

@@ -36,6 +36,7 @@ CONFIG2 = [
 CONFIG3 = [
     ("fetch_beats",          0, 9),     # 0: no instruction buffer
     ("weight_ports",         9, 2),
+    ("log2_write_ports",    11, 2),
     ("act_read_ports_m2",   16, 8),     # act_read_ports - 2
     ("write_stats",         24, 1),
     ("divider_steps_ge2",   25, 1),     # divider_steps is 1, 2 or 4: these two bits
@@ -43,7 +44,6 @@ CONFIG3 = [
     ("attn_overlap",        27, 1),
     ("attn_pairs",          28, 1),
     ("divider_steps_eq4",   29, 1),
-    ("write_ports_m1",      30, 1),     # write_ports - 1
     ("mac_beats_m1",        31, 1),     # mac_beats - 1
 ]
 
@@ -87,7 +87,7 @@ def config_fields(p):
         "config3": dict(fetch_beats=p.fetch_beats, act_read_ports_m2=p.act_read_ports - 2,
                         write_stats=p.write_stats, divider_steps_ge2=p.divider_steps >= 2,
                         fast_exponent=p.fast_exponent, attn_overlap=p.attn_overlap, attn_pairs=p.attn_pairs,
-                        divider_steps_eq4=p.divider_steps == 4, write_ports_m1=p.write_ports - 1,
+                        divider_steps_eq4=p.divider_steps == 4, log2_write_ports=_log2(p.write_ports),
                         mac_beats_m1=p.mac_beats - 1, weight_ports=p.weight_ports),
     }
 
@@ -109,7 +109,7 @@ def params_from_config(config, config2, config3):
                       write_stats=bool(c3["write_stats"]),
                       divider_steps=4 if c3["divider_steps_eq4"] else 1 + c3["divider_steps_ge2"],
                       fast_exponent=bool(c3["fast_exponent"]), attn_overlap=bool(c3["attn_overlap"]),
-                      attn_pairs=bool(c3["attn_pairs"]), write_ports=1 + c3["write_ports_m1"],
+                      attn_pairs=bool(c3["attn_pairs"]), write_ports=1 << c3["log2_write_ports"],
                       mac_beats=1 + c3["mac_beats_m1"], weight_ports=c3["weight_ports"])
 
 

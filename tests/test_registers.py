@@ -18,7 +18,7 @@ def params(draw):
         slots=slots, act_depth=draw(pow2(256, 65536)), max_cols=draw(pow2(16, 65536)),
         max_seq=draw(pow2(8, 65536)), max_head=draw(pow2(8, 1024)), mac_lanes=draw(pow2(2, 16)),
         read_fifo_depth=draw(pow2(16, 4096)), read_ports=draw(st.sampled_from([1, 2])),
-        write_ports=draw(st.sampled_from([1, 2])),
+        write_ports=draw(st.sampled_from([1, 2, isa.WRITE_PORTS_PER_BANK])),
         element_units=draw(st.sampled_from([u for u in (1, 2, 4, 8, 16) if u <= slots])),
         act_read_ports=arp, write_stats=draw(st.booleans()), divider_steps=draw(st.sampled_from([1, 2, 4])),
         fast_exponent=draw(st.booleans()), attn_overlap=overlap,
@@ -90,7 +90,7 @@ def test_gateware_csrs_reset_to_the_spec_words(target):
     rps = [LiteDRAMNativePort("read", address_width=20, data_width=128) for _ in range(p.read_ports)]
     wps = [LiteDRAMNativePort("write", address_width=20, data_width=128) for _ in range(p.write_ports)]
     wts = [LiteDRAMNativePort("read", address_width=20, data_width=128) for _ in range(p.weight_ports)]
-    core = Accelerator(rps, wps if p.write_ports == 2 else wps[0], dram_size=1 << 20, params=p, bank_shift=2,
+    core = Accelerator(rps, wps if p.write_ports > 1 else wps[0], dram_size=1 << 20, params=p, bank_shift=2,
                        weight_ports=wts)
     words = tuple(getattr(core, name).status.reset.value for name in ("config", "config2", "config3"))
     assert registers.params_from_config(*words) == p

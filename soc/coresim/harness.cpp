@@ -1,5 +1,5 @@
 // Core-alone Verilator harness: the Accelerator between behavioural 128-bit native ports (four
-// read ports: the read stream's two and the weight stream's two; two write ports) over one flat
+// read ports: the read stream's two and the weight stream's two; eight write ports) over one flat
 // DRAM array. Each read port returns its data in order after its own latency, drawn per job, so
 // the ports' data arrive out of step. Like the DRAM it stands for (16 bytes a cycle), it accepts
 // at most one read command a cycle over all the read ports, taking turns among those that ask.
@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <string>
+#include <type_traits>
 #include <vector>
 #include "Vcore.h"
 #include "verilated.h"
@@ -23,8 +24,17 @@ static const int NRD = 4;
 // The read ports' signals by index.
 #define RD(p, field) (*((p) == 0 ? &top->rd0_##field : (p) == 1 ? &top->rd1_##field \
                        : (p) == 2 ? &top->rd2_##field : &top->rd3_##field))
-// And the two write ports'.
-#define WR(p, field) (*((p) ? &top->wr1_##field : &top->wr0_##field))
+// And the write ports' (those a core's Params.write_ports leaves unused stay idle).
+static const int NWR = 8;
+template <typename T> using Port = typename std::remove_reference<T>::type;   // (ports are references)
+struct WritePort {
+    Port<decltype(Vcore::wr0_cmd_valid)> *cmd_valid, *cmd_ready, *wdata_valid, *wdata_ready;
+    Port<decltype(Vcore::wr0_cmd_addr)> *cmd_addr;
+    Port<decltype(Vcore::wr0_wdata_data)> *wdata_data;
+};
+#define WRITE_PORT(i) WritePort{&top->wr##i##_cmd_valid, &top->wr##i##_cmd_ready, &top->wr##i##_wdata_valid, \
+                                &top->wr##i##_wdata_ready, &top->wr##i##_cmd_addr, &top->wr##i##_wdata_data}
+#define WR(p, field) (*wports[p].field)
 
 struct Rng {
     uint64_t s;
@@ -41,6 +51,8 @@ int main(int argc, char** argv) {
     size_t dram_bytes = strtoull(argv[1], nullptr, 0);
     std::vector<uint8_t> dram(dram_bytes);
     Vcore* top = new Vcore;
+    WritePort wports[NWR] = {WRITE_PORT(0), WRITE_PORT(1), WRITE_PORT(2), WRITE_PORT(3),
+                             WRITE_PORT(4), WRITE_PORT(5), WRITE_PORT(6), WRITE_PORT(7)};
     char line[4096];
     while (fgets(line, sizeof line, stdin)) {
         char in_path[1024], out_path[1024];
@@ -60,12 +72,12 @@ int main(int argc, char** argv) {
         top->sys_rst = 0;
         top->prog = prog; top->slots = slots; top->nslots = nslots; top->watchdog = watchdog; top->start = 0;
         for (int p = 0; p < NRD; p++) { RD(p, cmd_ready) = 0; RD(p, rdata_valid) = 0; }
-        for (int p = 0; p < 2; p++) { WR(p, cmd_ready) = 0; WR(p, wdata_ready) = 0; }
+        for (int p = 0; p < NWR; p++) { WR(p, cmd_ready) = 0; WR(p, wdata_ready) = 0; }
         std::deque<std::pair<uint64_t, uint64_t>> reads[NRD];   // per read port: (ready cycle, beat)
         uint64_t latency[NRD];
         for (int p = 0; p < NRD; p++) latency[p] = READ_LATENCY_MIN + rng.next() % READ_LATENCY_SPREAD;
         int turn = 0;                                           // the read port served first
-        std::deque<uint64_t> writes[2];                       // per write port: beats commanded
+        std::deque<uint64_t> writes[NWR];                     // per write port: beats commanded
         uint64_t cycle = 0, limit = max_cycles;
         bool started = false, bad = false;
         // LT_CORESIM_TRACE=FILE appends "cycle state attn_state read_commands" whenever the
@@ -90,7 +102,7 @@ int main(int argc, char** argv) {
                     else { static const uint8_t z[16] = {0}; set128(RD(p, rdata_data), z); bad = true; }
                 }
             }
-            for (int p = 0; p < 2; p++) {
+            for (int p = 0; p < NWR; p++) {
                 WR(p, cmd_ready) = !rng.chance(stall);
                 WR(p, wdata_ready) = !rng.chance(stall);
             }
@@ -111,10 +123,10 @@ int main(int argc, char** argv) {
                 rd_addr[p] = RD(p, cmd_addr);
                 rd_data[p] = rvalid[p] && RD(p, rdata_ready);
             }
-            bool wr_cmd[2], wr_data[2];
-            uint64_t wr_addr[2];
-            uint8_t wbuf[2][16];
-            for (int p = 0; p < 2; p++) {
+            bool wr_cmd[NWR], wr_data[NWR];
+            uint64_t wr_addr[NWR];
+            uint8_t wbuf[NWR][16];
+            for (int p = 0; p < NWR; p++) {
                 wr_cmd[p] = WR(p, cmd_valid) && WR(p, cmd_ready);
                 wr_addr[p] = WR(p, cmd_addr);
                 wr_data[p] = WR(p, wdata_valid) && WR(p, wdata_ready);
@@ -126,7 +138,7 @@ int main(int argc, char** argv) {
                 if (rd_cmd[p]) { reads[p].push_back({cycle + latency[p], rd_addr[p]}); read_commands++; }
                 if (rd_data[p]) reads[p].pop_front();
             }
-            for (int p = 0; p < 2; p++) {
+            for (int p = 0; p < NWR; p++) {
                 if (wr_cmd[p]) writes[p].push_back(wr_addr[p]);
                 if (wr_data[p]) {
                     if (writes[p].empty()) { fprintf(stderr, "wdata without command\n"); return 3; }

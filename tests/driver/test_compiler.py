@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from driver.bench import SHAPES as BENCH_SHAPES
-from driver.compiler import GoldenRunner, compile_model
+from driver.compiler import KV_ROW_BYTES, GoldenRunner, _kv_strides, compile_model
 from driver.golden import CoreError
 from driver.intforward import IntTransformer, QuantizedModel
 from driver.model import Config, load_legacy, random_model
@@ -21,6 +21,8 @@ SHAPES = {name: dataclasses.replace(BENCH_SHAPES[bench], seq_len=32)
           for name, bench in (("aidreams260K", "aidreams260K"), ("stories260K-gqa", "stories260K"))}
 # And one whose FFN is wider than a MATVEC tile (w2 runs as two column tiles, as stories42M's
 # and stories110M's do).
+# And one whose KV heads are longer than a DRAM row (spread over the banks, KV_ROW_BYTES).
+SHAPES["long-context"] = dataclasses.replace(BENCH_SHAPES["stories260K"], n_layers=2, seq_len=384)
 SHAPES["wide-ffn"] = Config(dim=64, hidden_dim=N.TILE_COLS + 16, n_layers=2, n_heads=4, n_kv_heads=2,
                             vocab_size=512, seq_len=32, shared_classifier=True)
 
@@ -94,11 +96,13 @@ def test_a_scratchpad_too_small_for_the_logits_runs_the_classifier_in_chunks():
         toks = argmax
 
 
-def test_writes_stay_in_their_regions():
+@pytest.mark.parametrize("name, write_ports", [("stories260K-gqa", 1), ("long-context", isa.WRITE_PORTS_PER_BANK)])
+def test_writes_stay_in_their_regions(name, write_ports):
     # Two slots: the image from the weights on is unchanged, KV regions 2 and 3 stay untouched,
-    # and each used KV region holds exactly the K/V entries of the positions run so far.
-    qm = qmodel("stories260K-gqa")
-    cm = compile_model(qm)
+    # and each used KV region holds exactly the K/V entries of the positions run so far, where
+    # the registers' strides put them (heads spread over the banks included).
+    qm = qmodel(name)
+    cm = compile_model(qm, isa.Params(write_ports=write_ports))
     run, c = GoldenRunner(cm), qm.config
     refs = [IntTransformer(qm), IntTransformer(qm)]
     for pos in range(3):
@@ -112,7 +116,9 @@ def test_writes_stay_in_their_regions():
     hs = c.head_size
     for s in range(2):
         kv = np.frombuffer(dram, "<i2", cm.kv_bytes // 2, cm.kv_base(s))
-        kv = kv.reshape(c.n_layers, 2, c.n_kv_heads, cm.seq_len, hs)
+        r = cm.regs
+        kv = np.lib.stride_tricks.as_strided(kv, (c.n_layers, 2, c.n_kv_heads, cm.seq_len, hs),
+                                             (r["KVSTRIDE"], r["VOFF"], r["KVHEAD"], 2 * hs, 2))
         want = np.zeros_like(kv)
         for l in range(c.n_layers):
             for cache, which in ((refs[s].key_cache, 0), (refs[s].value_cache, 1)):
@@ -174,6 +180,28 @@ def test_real_model_greedy(path):
         logits, argmax = run.step([(tok, pos)])
         assert np.array_equal(logits[0], ref.forward(tok, pos)), f"position {pos}"
         tok = argmax[0]
+
+
+def test_kv_heads_cycle_through_the_banks():
+    # With a write port per bank, heads longer than a row start on rows an odd number apart, so
+    # a layer's first eight K heads (and V heads) lie in eight different banks of the DDR3;
+    # short heads, and every head with fewer ports, stay packed.
+    row, banks = KV_ROW_BYTES, 8
+    for seq_len, hs, n_kv in ((512, 8, 4), (256, 48, 6), (1024, 64, 12), (384, 8, 4), (2048, 8, 8)):
+        head = seq_len * hs * 2
+        assert _kv_strides(head, n_kv, False) == (head, n_kv * head, 2 * n_kv * head)
+        kvhead, voff, kvstride = _kv_strides(head, n_kv, True)
+        assert head <= kvhead < head + 2 * row and kvhead % row == 0 and (kvhead // row) % 2 == 1
+        assert voff == n_kv * kvhead and kvstride == 2 * voff
+        for first in (0, voff):
+            heads = [(first + h * kvhead) // row % banks for h in range(min(n_kv, banks))]
+            assert len(set(heads)) == len(heads), (seq_len, hs, n_kv, heads)
+    assert _kv_strides(32 * 8 * 2, 4, True) == (512, 2048, 4096)
+    qm = qmodel("long-context")
+    spread = compile_model(qm, isa.Params(write_ports=isa.WRITE_PORTS_PER_BANK), base=0x2010)
+    packed = compile_model(qm, isa.Params(write_ports=2), base=0x2010)
+    assert spread.kv % row == 0 and spread.regs["KVHEAD"] == 3 * row
+    assert packed.regs["KVHEAD"] == 384 * qm.config.head_size * 2
 
 
 def test_layout():

@@ -2,8 +2,8 @@
 leave in request order even when the two ports answer at different latencies.
 WindowReader: the same, with the next two beats on offer and 0, 1 or 2 taken a cycle; a
 consumer that waited takes the backlog two a cycle.
-BankInterleavedWriter: every beat goes through the port of its bank bits' XOR, and each port
-writes its beats in the order they came."""
+BankInterleavedWriter: every beat goes through the port its bank bits fold to (XOR; with eight
+ports, the bank number), and each port writes its beats in the order they came."""
 
 import random
 
@@ -117,21 +117,28 @@ def test_one_port_passes_through():
     dut = BankInterleavedReader([port], None, fifo_depth=8)
     assert not hasattr(dut, "order")
     for cls in (BankInterleavedReader, WindowReader):
-        with pytest.raises(ValueError, match="one or two ports"):
+        with pytest.raises(ValueError, match="1 or 2 ports"):
             cls([], None)
 
 
-def _bank_xor(a):
-    return ((a >> BANK_SHIFT) ^ (a >> (BANK_SHIFT + 1)) ^ (a >> (BANK_SHIFT + 2))) & 1
+def _port_of(a, nports):
+    """The writer's port for beat address ``a``: bank bit j (of three) XORed into port bit
+    j mod log2(nports)."""
+    bank, k, port = (a >> BANK_SHIFT) & 7, nports.bit_length() - 1, 0
+    for j in range(3):
+        port ^= ((bank >> j) & 1) << (j % k)
+    return port
 
 
-def test_writes_by_bank_xor_in_order_per_port():
-    ports = [LiteDRAMNativePort("write", address_width=16, data_width=32) for _ in range(2)]
+@pytest.mark.parametrize("nports", [2, 4, 8])
+def test_writes_by_bank_in_order_per_port(nports):
+    ports = [LiteDRAMNativePort("write", address_width=16, data_width=32) for _ in range(nports)]
     dut = BankInterleavedWriter(ports, BANK_SHIFT, fifo_depth=4)
     mems = [NativePortMemory(p, seed=i, stall_probability=0.4) for i, p in enumerate(ports)]
     rng = random.Random(3)
-    # A run, heads 16 beats (four banks) apart as KVWRITE's are, and one address twice.
-    addresses = list(range(3, 40)) + [100 + 16 * h for h in range(8)] + [7]
+    # A run, heads 16 beats (four banks) apart as KVWRITE's packed ones are, heads 20 beats
+    # (five banks) apart as the compiler spreads them, and one address twice.
+    addresses = list(range(3, 40)) + [100 + 16 * h for h in range(8)] + [300 + 20 * h for h in range(8)] + [7]
     data = [rng.getrandbits(32) for _ in addresses]
     handed = []
 
@@ -154,18 +161,23 @@ def test_writes_by_bank_xor_in_order_per_port():
             yield
 
     run_simulation(dut, [writes(), count()] + [m.generator() for m in mems])
-    for i in range(2):
-        mine = [(a, d) for a, d in zip(addresses, data) if _bank_xor(a) == i]
+    for i in range(nports):
+        mine = [(a, d) for a, d in zip(addresses, data) if _port_of(a, nports) == i]
         assert mems[i].writes == [a for a, _ in mine]
         assert all(mems[i].beats[a] == d for a, d in dict(mine).items())     # the later 7 wins
     assert sum(handed) == len(addresses)
-    # The KVWRITE-like heads alternate ports (by parity alone they would share one).
-    assert {_bank_xor(100 + 16 * h) for h in range(8)} == {0, 1}
+    # Packed heads alternate between two ports (by parity alone they would share one); spread
+    # ones take a port each of eight.
+    assert {_port_of(100 + 16 * h, 2) for h in range(8)} == {0, 1}
+    assert sorted(_port_of(300 + 20 * h, 8) for h in range(8)) == list(range(8))
+    assert _port_of(300 + 20 * 3, 8) == (300 + 20 * 3) >> BANK_SHIFT & 7
 
 
-def test_the_writer_takes_two_ports():
+def test_the_writer_takes_two_four_or_eight_ports():
     port = LiteDRAMNativePort("write", address_width=16, data_width=32)
-    with pytest.raises(ValueError, match="two ports"):
+    with pytest.raises(ValueError, match="2 or 4 or 8 ports"):
         BankInterleavedWriter([port], 2)
-    with pytest.raises(ValueError, match="one or two ports"):
+    with pytest.raises(ValueError, match="2 or 4 or 8 ports"):
+        BankInterleavedWriter([port] * 3, 2)
+    with pytest.raises(ValueError, match="2 or 4 or 8 ports"):
         BankInterleavedWriter([], None)
