@@ -2,6 +2,8 @@
 random valid programs compare every DRAM byte and the retired count; designed error programs
 compare the error code, the error address and DRAM (nothing written past the fault)."""
 
+import dataclasses
+
 import pytest
 
 from driver.randfaults import ERROR_KINDS, make_error_case
@@ -34,6 +36,17 @@ def test_random_programs_match_golden_on_the_ulx3s_config():
     params = isa.TARGET_PARAMS["ulx3s"]
     assert params.element_units < params.slots and params.read_ports == 1
     result = verify_core(100, seed=2000, params=params)
+    assert result["programs"] == 100
+    assert result["mismatches"] == 0, result.get("first_mismatch")
+
+
+def test_random_programs_match_golden_with_the_prefetch_on_the_read_stream():
+    # A core with an instruction buffer and no weight stream queues the next MATVEC's weights on
+    # the read stream (gateware/core/prefetch.py, ReadQueuePrefetch); no target builds one, so
+    # a two-slot core of that shape is checked here, with stalling ports.
+    params = dataclasses.replace(PARAMS, slots=2, element_units=2, act_depth=4096, weight_ports=0)
+    assert params.fetch_beats and not params.weight_ports
+    result = verify_core(100, seed=4000, params=params, stall_percent=30)
     assert result["programs"] == 100
     assert result["mismatches"] == 0, result.get("first_mismatch")
 
