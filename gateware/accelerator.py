@@ -265,7 +265,8 @@ class Accelerator(LiteXModule):
             next_k=(u.attention.q_addr, u.attention.q_len), next_k_pushes=[u.attention.q_push])
         # Counters (gateware/core/counters.py).
         self.counters = counters = Counters(len(CLASSES), mac_beats=params.mac_beats,
-                                            read_beats=params.mac_beats + (2 if self.wrd else 0))
+                                            read_beats=params.mac_beats + (2 if self.wrd else 0),
+                                            write_beats=params.write_ports)
         self.comb += [
             counters.cls.eq(seq.cls), counters.counting.eq(seq.busy), counters.clear.eq(seq.clear),
             counters.retire.eq(seq.retire), counters.mac_beats.eq(u.matvec.mac_beats),

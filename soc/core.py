@@ -131,8 +131,7 @@ class LiteTransformerSoC(SoCCore):
         weight_ports = [crossbar.get_port(mode="read", data_width=width) for _ in range(params.weight_ports)]
         bank_shift = _bank_shift(crossbar, width) \
             if max(params.read_ports, params.write_ports, params.weight_ports) > 1 else None
-        core = Accelerator(read_ports, crossbar.get_port(mode="write", data_width=width) if params.write_ports == 1
-                           else [crossbar.get_port(mode="write", data_width=width) for _ in range(params.write_ports)],
+        core = Accelerator(read_ports, [crossbar.get_port(mode="write", data_width=width) for _ in range(params.write_ports)],
                            dram_size=dram_size, params=params, bank_shift=bank_shift, weight_ports=weight_ports)
         setattr(self, name, core)
         for key, value in isa.params_dict(params).items():

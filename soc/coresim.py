@@ -39,7 +39,7 @@ class CoreTop(Module):
         # Read ports 0-1 are the read stream's, 2-3 the weight stream's; those a Params leaves
         # unused (read_ports, weight_ports below 2, write_ports below 8) stay idle.
         self.submodules.core = core = Accelerator(rps[:params.read_ports],
-                                                  wps[:params.write_ports] if params.write_ports > 1 else wps[0],
+                                                  wps[:params.write_ports],
                                                   dram_size=dram_size, params=params,
                                                   bank_shift=CORESIM_BANK_SHIFT,
                                                   weight_ports=rps[2:2 + params.weight_ports])

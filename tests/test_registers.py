@@ -90,7 +90,7 @@ def test_gateware_csrs_reset_to_the_spec_words(target):
     rps = [LiteDRAMNativePort("read", address_width=20, data_width=128) for _ in range(p.read_ports)]
     wps = [LiteDRAMNativePort("write", address_width=20, data_width=128) for _ in range(p.write_ports)]
     wts = [LiteDRAMNativePort("read", address_width=20, data_width=128) for _ in range(p.weight_ports)]
-    core = Accelerator(rps, wps if p.write_ports > 1 else wps[0], dram_size=1 << 20, params=p, bank_shift=2,
+    core = Accelerator(rps, wps, dram_size=1 << 20, params=p, bank_shift=2,
                        weight_ports=wts)
     words = tuple(getattr(core, name).status.reset.value for name in ("config", "config2", "config3"))
     assert registers.params_from_config(*words) == p

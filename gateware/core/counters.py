@@ -17,16 +17,17 @@ class Counters(Module):
     """Inputs (one cycle's events): ``clear``, ``counting``, ``mac_beats`` (weight beats the
     MAC array multiplied this cycle, 0..2), ``stall`` (a unit wanted read data and none was
     there), ``read_beats`` (read beats taken this cycle: up to two from each stream), ``write_beats`` (write beats
-    handed to DRAM this cycle, 0..8), ``retire``,
+    handed to DRAM this cycle), ``retire``,
     ``cls`` (the current instruction class), ``class_sel`` and ``watchdog`` (the CSRs' values).
     Outputs: the counters, ``class_cycles`` (the selected class's) and ``watchdog_fired``.
-    ``mac_beats``, ``read_beats``: the most of each a cycle can bring (their inputs' widths)."""
+    ``mac_beats``, ``read_beats``, ``write_beats``: the most of each a cycle can bring (their
+    inputs' widths)."""
 
-    def __init__(self, nclasses, mac_beats=1, read_beats=1):
+    def __init__(self, nclasses, mac_beats=1, read_beats=1, write_beats=1):
         self.clear, self.counting = Signal(), Signal()
         self.mac_beats, self.read_beats = Signal(bits_for(mac_beats)), Signal(bits_for(read_beats))
         self.stall, self.retire = Signal(), Signal()
-        self.write_beats = Signal(4)
+        self.write_beats = Signal(bits_for(write_beats))
         self.cls = Signal(max=nclasses)
         self.class_sel = Signal(8)
         self.watchdog = Signal(32)
@@ -47,7 +48,7 @@ class Counters(Module):
         # two or more cycles before the run ends, so every count is complete when ``done``
         # rises. ``cycles`` takes no input: the watchdog compares it as it is.
         mac_beats, stall, read_beats = Signal(len(self.mac_beats)), Signal(), Signal(len(self.read_beats))
-        write_beats = Signal(4)
+        write_beats = Signal(len(self.write_beats))
         self.sync += [mac_beats.eq(self.mac_beats), stall.eq(self.stall), read_beats.eq(self.read_beats),
                       write_beats.eq(self.write_beats)]
         per_class = Array(Signal(64, name=f"cycles_{c.lower()}") for c in isa.CLASSES[:nclasses])

@@ -181,7 +181,7 @@ def test_counters_count_each_event_while_counting_and_clear():
     """Each event counts in the cycle after it (registered inputs) while counting; a clear
     zeroes everything; the watchdog fires once the budget is reached."""
     n = len(isa.CLASSES)
-    dut = Counters(n, mac_beats=2, read_beats=4)
+    dut = Counters(n, mac_beats=2, read_beats=4, write_beats=8)
     rng = random.Random(1)
     model = {"cycles": 0, "mac_busy": 0, "dram_stall": 0, "bytes_read": 0, "bytes_written": 0, "retired": 0}
     per_class = [0] * n
