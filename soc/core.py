@@ -14,6 +14,7 @@ from litex.soc.interconnect import wishbone
 from litex.soc.cores.uart import Stream2Wishbone
 
 from gateware.accelerator import Accelerator
+from gateware.busslice import WishboneSlice
 from gateware.crc import DRAMChecksum
 from gateware.hostdma import HostDMAWriter
 from gateware.info import CoreInfo
@@ -95,7 +96,11 @@ class LiteTransformerSoC(SoCCore):
             (lambda a: a[26:30] == hostdma_sel, self.hostdma.bus),
             (lambda a: a[26:30] != hostdma_sel, link_soc_bus),
         ])
-        self.bus.add_master(name="link", master=link_soc_bus)
+        # A register slice between the bridge and the SoC bus (timing: the bus arbiter's grant
+        # otherwise decides the bridge's word counter within one cycle, gateware/busslice.py).
+        link_master = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
+        self.link_slice = WishboneSlice(link_soc_bus, link_master)
+        self.bus.add_master(name="link", master=link_master)
         self.bus.add_region("hostdma", SoCRegion(origin=HOSTDMA_ORIGIN, size=0x1000, cached=False))
 
         # Host view of DRAM, bypassing the CPU's L2 (which would go stale under DMA writes).
