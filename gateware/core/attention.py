@@ -485,31 +485,41 @@ class Attention(Module, AttnPairs, AttnQuery):
                          ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
         # The drain runs beside the FSM (which starts the next head meanwhile; nothing else
         # writes the scratchpads then): output oj is in wacc0, and goes to dst + h*m + oj.
+        # Drains follow each other without a gap: the next may start once the last element
+        # has shifted out (od_shift low), while that element is still multiplied and written:
+        # each stage carries its element's address (and slot), so od_base may move on.
+        # od_active (status) holds while any element is still to be written.
         wsel = Signal((48, True))
         ov1, ov2, ov3 = Signal(), Signal(), Signal()
-        oj, oj1, oj2, oj3 = Signal(8), Signal(8), Signal(8), Signal(8)
+        od_shift, oj = Signal(), Signal(8)
+        oa = [Signal(18, name=f"at_oadr{x}") for x in range(1, 4)]     # the element's address, S1..S3
         od_base, od_recip = Signal(max=D + 1), Signal(32)
+        self.od_start, self.od_shift = od_start, od_shift
         # |wsel| <= 2**15 * sum and recip <= 2**46 / sum, so every product fits 62 bits.
         p_lo, p_hi, wprod = Signal((64, True)), Signal((64, True)), Signal((64, True))
+        self.comb += od_active.eq(od_shift | ov1 | ov2 | ov3)
         self.sync += [
             If(od_start,
                 # (hm has moved on to the next head by now; attn_pairs: _pair_drain)
-                od_active.eq(1), oj.eq(0), od_base.eq(self.ap_od_base if self.pairs else dst + hm - m),
+                od_shift.eq(1), oj.eq(0), od_base.eq(self.ap_od_base if self.pairs else dst + hm - m),
                 od_recip.eq(self.ap_od_recip if self.pairs else r.recip),
                 wshift.eq(m != 0), *[wshift_g[g].eq(8 * g < m) for g in range(groups)]
-            ).Elif(od_active,
+            ).Elif(od_shift,
                 If(oj < m, oj.eq(oj + 1)),
                 wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
-                If((oj == m) & ov3 & (oj3 == m - 1), od_active.eq(0))
+                If(oj + 1 >= m, od_shift.eq(0))
             ),
-            wsel.eq(self.ap_wsel if self.pairs else wacc[0]), ov1.eq(wshift), oj1.eq(oj),
+            wsel.eq(self.ap_wsel if self.pairs else wacc[0]), ov1.eq(wshift), oa[0].eq(od_base + oj),
             p_lo.eq(wsel * as_signed(self, od_recip[:16], 17)), p_hi.eq(wsel * as_signed(self, od_recip[16:], 17)),
-            ov2.eq(ov1), oj2.eq(oj1),
-            wprod.eq((p_hi << 16) + p_lo), ov3.eq(ov2), oj3.eq(oj2),
+            ov2.eq(ov1), oa[1].eq(oa[0]),
+            wprod.eq((p_hi << 16) + p_lo), ov3.eq(ov2), oa[2].eq(oa[1]),
         ]
+        if self.pairs:
+            os_ = delay_chain(self, self.ap_dslot, 3, name="at_oslot")
+            self.comb += self.od_slot.eq(os_[3])
         st, wo_r = round_shift(wprod, N.ATTN_OUT_SHIFT, 64)
         self.comb += st
-        self.comb += [self.od_we.eq(ov3), self.od_wadr.eq(od_base + oj3), self.od_wdat.eq(saturate(self, wo_r, 32))]
+        self.comb += [self.od_we.eq(ov3), self.od_wadr.eq(oa[2]), self.od_wdat.eq(saturate(self, wo_r, 32))]
 
     def do_finalize(self):
         # One-hot on the FPGA, as the sequencer's (timing): each state's decode is one flip-flop.

@@ -49,6 +49,7 @@ class AttnPairs:
         self.ap_shared = Signal()         # the pair shares its KV head (src2 = 2): K and V read once
         self.ap_od_base = Signal(18)      # where a drain starting now writes
         self.ap_od_recip = Signal(32)     # and its 2**46 / sum
+        self.ap_dslot = Signal(8)         # the slot of the drain that runs
 
     def _pair_reset(self):
         """A slot starts with no pair."""
@@ -220,6 +221,7 @@ class AttnPairs:
         next_span = Signal(ADDR_W)
         kq2 = Signal()                    # K(h + 1) of the next pair is queued
         vq2 = Signal()                    # the next pair's V is queued, behind its K
+        q4, q4_l = Signal(), Signal()     # a shared pair queued the pair after next (K(h + 4), V(h + 4))
         step = Signal(3)                  # 0..6: the request to make; 7: all made
         age = Signal(3)                   # cycles since the pair began, up to 7
         nx_kvaddr = sig["nx_kvaddr"]
@@ -263,35 +265,52 @@ class AttnPairs:
             vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), f2_l.eq(f2),
             f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok),
             # (only for short spans: a long one's requests would hold the pair back until the
-            # bursts before them were sent, while the stream is busy anyway)
-            v2_l.eq(kb2 + voff), v3_l.eq(kb3 + voff),
-            v23_ok_l.eq((src2 == 1) & (h + 3 < n) & (span <= V_AHEAD_BYTES))
+            # bursts before them were sent, while the stream is busy anyway). A shared pair asks
+            # instead for the pair after next, K(h + 4) and V(h + 4): a short pair takes fewer
+            # cycles than DRAM's latency, so one pair ahead left every other pair waiting.
+            # The slot's last pair asks for the next slot's second pair (its first is f1, f2).
+            If((src2 == 2) & (h + 2 >= n),
+                v2_l.eq(nx_kvaddr + kvhead), v3_l.eq(nx_kvaddr + kvhead + voff),
+                v23_ok_l.eq(f1_ok & next_pairs & (n >= 4) & (next_span <= V_AHEAD_BYTES))
+            ).Elif(src2 == 2,
+                v2_l.eq(kb2 + kvhead), v3_l.eq(kb2 + kvhead + voff),
+                v23_ok_l.eq((h + 5 < n) & (span <= V_AHEAD_BYTES))
+            ).Else(
+                v2_l.eq(kb2 + voff), v3_l.eq(kb3 + voff),
+                v23_ok_l.eq((src2 == 1) & (h + 3 < n) & (span <= V_AHEAD_BYTES))
+            )
         )
         pairing = self.ap_pair & (on("AT_K") | on("AT_V") | on("AT_NEXTH") | on("AT_OUTW"))
         # K(h + 1) is asked for at once (step 0 is only a slot's first pair, whose addresses
         # settled with the slot); the others once the pair's own addresses have settled.
         ready = pairing & ((age >= 6) | (step == 0)) & (step != 7)
         # (a shared pair: K(h + 1) and V(h + 1) are K(h) and V(h); K(h + 3) is K(h + 2))
+        # (a pair whose next pair's K and V the pair before queued (q4_l) skips them, as made)
+        queued = q4_l & ((step == 3) | (step == 4))
         skip = ((step == 3) & ~f1_ok_l) | ((step == 4) & ~f2_ok_l) | ((step >= 5) & ~v23_ok_l) \
-            | (self.ap_shared & ((step == 0) | (step == 2)))
+            | (self.ap_shared & ((step == 0) | (step == 2))) | queued
         self.comb += [
             self.ap_busy.eq((self.ap_pair & (step != 7)) | self.ap_ql_active),
             self.ap_push.eq(ready & ~skip & ~self.rdq_valid),
             self.ap_push_beat.eq(Array([kb1, vb0_l, vb1_l, f1_l, f2_l, v2_l, v3_l, v3_l])[step] >> 4),
-            self.ap_push_beats.eq(Mux(step == 3, (f1_len_l + 15) >> 4,
-                                      Mux(step == 4, (f2_len_l + 15) >> 4, (span + 15) >> 4))),
+            # (steps 5 and 6 lie in f1's slot: this one, or the next after the slot's last pair)
+            self.ap_push_beats.eq(Mux(step == 4, (f2_len_l + 15) >> 4,
+                                      Mux(step >= 3, (f1_len_l + 15) >> 4, (span + 15) >> 4))),
         ]
         self.sync += [
             If(self.ap_start,
-                step.eq(Mux(vq2, 3, Mux(kq2, 1, 0))), kq2.eq(0), vq2.eq(0), age.eq(0)
+                step.eq(Mux(vq2, 3, Mux(kq2, 1, 0))), kq2.eq(0), vq2.eq(0), age.eq(0),
+                q4_l.eq(q4), q4.eq(0)
             ).Else(
                 If(age != 7, age.eq(age + 1)),
                 If(self.ap_push | (ready & skip), step.eq(step + 1)),
-                If(self.ap_push & (step == 3), kv_early.eq(1)),
-                If(self.ap_push & (step == 4), kq2.eq(~self.ap_shared), vq2.eq(self.ap_shared)),
-                If(self.ap_push & (step == 6), vq2.eq(1)),
+                If((self.ap_push | (ready & queued)) & (step == 3), kv_early.eq(1)),
+                If((self.ap_push | (ready & queued)) & (step == 4),
+                   kq2.eq(~self.ap_shared), vq2.eq(self.ap_shared)),
+                If(self.ap_push & (step == 6), If(self.ap_shared, q4.eq(1)).Else(vq2.eq(1))),
             ),
-            If(self.clear, kq2.eq(0), vq2.eq(0)),    # (kq2 is kept into the next slot, whose first pair takes it)
+            # (kq2 is kept into the next slot, whose first pair takes it)
+            If(self.clear, kq2.eq(0), vq2.eq(0), q4.eq(0), q4_l.eq(0)),
         ]
 
     def _shared_scores(self, r):
@@ -342,11 +361,12 @@ class AttnPairs:
         slot = [Signal(8, name=f"ap_hslot{i}") for i in range(2)]
         recip = [Signal(32, name=f"ap_hrecip{i}") for i in range(2)]
         nxt = Signal()                    # the copy that drains next
-        free = ~Array(held)[fill] & ~(od_active & (dsel == fill))
+        # (a copy may be taken into the one draining once its last element has shifted out)
+        free = ~Array(held)[fill] & ~(self.od_shift & (dsel == fill))
         self.comb += [
             self.ap_copy_a.eq(a_pend & r.recip_ok & free),
             self.ap_copy_b.eq(w2_pend & ~a_pend & r1ok & free),
-            r.od_start.eq(Array(held)[nxt] & ~od_active),
+            r.od_start.eq(Array(held)[nxt] & ~self.od_shift),
             self.ap_od_base.eq(Array(base)[nxt]),
             self.ap_od_recip.eq(Array(recip)[nxt]),
             self.v_busy.eq(r.in_flight | a_pend | w2_pend | held[0] | held[1]),
@@ -367,6 +387,6 @@ class AttnPairs:
                 recip[i].eq(Mux(self.ap_copy_a, r.recip, recip1))
             ).Elif(r.od_start & (nxt == i), held[i].eq(0)) for i in range(2)],
             If(copy, fill.eq(~fill)),
-            If(r.od_start, self.od_slot.eq(Array(slot)[nxt]), dsel.eq(nxt), nxt.eq(~nxt)),
+            If(r.od_start, self.ap_dslot.eq(Array(slot)[nxt]), dsel.eq(nxt), nxt.eq(~nxt)),
             If(self.clear, fill.eq(0), nxt.eq(0)),
         ]
