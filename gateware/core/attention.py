@@ -113,7 +113,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         q_mem = Memory(128, 2 * q_beats)
         q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
         self.specials += q_mem, q_rp, q_wp
-        sbuf = Memory(32, params.max_seq)
+        self.sbuf = sbuf = Memory(32, params.max_seq)        # the scores (attn_pairs: the first head's)
         sb_rp, sb_wp = sbuf.get_port(), sbuf.get_port(write_capable=True)
         self.specials += sbuf, sb_rp, sb_wp
         exp_rom = Memory(16, len(N.EXP2_TABLE), init=[int(v) for v in N.EXP2_TABLE])
@@ -378,16 +378,17 @@ class Attention(Module, AttnPairs, AttnQuery):
         vk = delay_chain(self, k[:13], 5, name="at_vk")
         vl = delay_chain(self, (t == cur_pos) & (k == hsb - 1), 6, name="at_vl")
         vbeat = delay_chain(self, self.rd_data, 5, name="at_vbeat")
-        vh = delay_chain(self, self.ap_vsec, 1, name="at_vh") if self.pairs else [C(0), C(0)]
+        # attn_pairs: a pair's second head's beats (bs) go to the second datapath (_pairs), the
+        # first head's and a lone head's to this one.
+        bs = delay_chain(self, self.ap_vsec, 7, name="ap_bs") if self.pairs else [C(0)] * 8
         self.comb += sb_rp.adr.eq(t)
-        sb_rdat = self.ap_sb_rdat if self.pairs else sb_rp.dat_r
         # The scores' memory takes the scores (attn_pairs: each head of a pair has its own, _pairs).
         self.comb += [sb_wp.adr.eq(r.kt6), sb_wp.dat_w.eq(r.sc), sb_wp.we.eq(r.ka6)] if not self.pairs else []
         dd = Signal((34, True))
-        self.sync += dd.eq((Mux(vh[1], self.ap_smax1, smax) if self.pairs else smax) - as_signed(self, sb_rdat, 32))
+        self.sync += dd.eq(smax - as_signed(self, sb_rp.dat_r, 32))
         vals = [as_signed(self, v, 16) for v in _lanes(vbeat[5], 16, 8)]
-        vars(r).update(vals=vals, va=va, vf=vf, vk=vk)
-        vprod, esum = self._weigh(r, dd, r.exp_rp, "at")
+        vars(r).update(vals=vals, va=va, vf=vf, vk=vk, vl=vl, a_v=a_v, bs=bs)
+        vprod, esum = self._weigh(r, dd, r.exp_rp, "at", ~bs[5])
         wacc = [Signal((48, True), name=f"wacc{x}") for x in range(r.max_head)]
         wdone = Signal()
         self.sync += [
@@ -397,7 +398,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         ]
         # The head's 2**46 / sum starts as its sums are done; the drain waits for it.
         recip, recip_ok = Signal(32), Signal()
-        self.comb += [rdiv.start.eq(wdone), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(esum)]
+        self.comb += [rdiv.start.eq(wdone & ~bs[7]), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(esum)]
         self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
         in_flight = reduce(or_, va[1:]) | wdone
         if not self.pairs:
@@ -439,19 +440,20 @@ class Attention(Module, AttnPairs, AttnQuery):
         # A new slot writes to its own scratchpad: the drain ends first. (attn_pairs: a drain
         # writes the slot its sums were copied in, so the next slot starts once the sums are
         # copied; only the last slot waits for every drain.)
-        fsm.act("AT_OUTW", If(~self.ap_busy & Mux(self.last_slot, ~self.v_busy & ~od_active, v_free) if self.pairs
+        fsm.act("AT_OUTW", If(~self.ap_busy & Mux(self.last_slot, ~self.v_busy & ~od_active, self.ap_all_free) if self.pairs
                               else ~od_active & ~self.v_busy,
                               self.done.eq(1), NextState("IDLE")))
         vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, in_flight=in_flight, v_free=v_free, recip=recip,
                        recip_ok=recip_ok)
 
-    def _weigh(self, r, dd, exp_rp, name):
+    def _weigh(self, r, dd, exp_rp, name, mine):
         """One head's weights for the value beats: ``dd`` (registered in stage 1: the max score
         minus the beat's position's) -> its softmax exponential 2**(-dd * log2(e)) in Q15,
         scaled and rounded (2), the exp2 table read through ``exp_rp`` (3), shifted (4); in
         stage 5 the exponential times the beat's 8 values (``vprod``, registered for the
         accumulators in stage 6) and, on a position's first beat, into the sum ``esum``
-        (spec.numerics.softmax_terms, attend). Returns (vprod, esum)."""
+        (spec.numerics.softmax_terms, attend), where ``mine`` (stage 5) says the beat is this
+        datapath's. Returns (vprod, esum)."""
         u, u4, ev, ev5 = Signal(40), Signal(40), Signal(17), Signal(17)
         st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
         self.comb += [st, exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
@@ -461,7 +463,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         esum = Signal(48, name=f"{name}_esum")     # at least 2**15: the max score's exponential
         self.sync += [
             [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)],
-            If(r.va[5] & (r.vk[5] == 0), esum.eq(Mux(r.vf[5], 0, esum) + ev5)),
+            If(r.va[5] & (r.vk[5] == 0) & mine, esum.eq(Mux(r.vf[5], 0, esum) + ev5)),
         ]
         return vprod, esum
 

@@ -1,8 +1,11 @@
 """Params.attn_pairs: ATTN takes heads h and h + 1 of a slot as a pair. The stream brings K(h),
 K(h + 1), V(h), V(h + 1), so the second head's scores follow the first's without a gap and the
 first head's values follow the second head's keys. Each head keeps a half of the query memory
-(the head's h[0]) and a score memory of its own; a drain works from a copy of the accumulators
-(two copies, ap_osnap[0] and [1], taken in turn and drained in that order), so a head's values
+(the head's h[0]) and a score memory of its own. The first head's values are weighed and
+summed by attention.py's datapath, the second head's by a second one (its own exponential
+pipeline, divider and accumulators), so its values follow the first head's as soon as its own
+last score is in. A drain works from a copy of the accumulators (two copies, ap_osnap[0] and
+[1], taken in turn and drained in that order, one right behind the other), so a head's values
 are summed while the two heads before it drain. A slot's heads go in
 pairs only when every K and V burst of the slot lies inside DRAM (so none can fault, and the
 order of the requests cannot change what golden reports) and the query heads share K/V heads
@@ -11,12 +14,14 @@ without the option.
 
 With src2 = 2 the pair's heads share their KV head, and it is read once: each key beat goes
 into both heads' dot products (a second score datapath, into the second head's score memory),
-and each value beat into both heads' weighted sums (a second exponential pipeline, divider and
-set of accumulators, drained after the first head's). The stream then brings K(h), V(h) only.
+and each value beat into both datapaths at once. The stream then brings K(h), V(h) only.
 
 A mixin of gateware/core/attention.py's Attention: its states call these hooks, which return
 the one-head statements unchanged when the option is off.
 """
+
+from functools import reduce
+from operator import or_
 
 from migen import *
 
@@ -45,7 +50,7 @@ class AttnPairs:
         # The next pair's queries load during this pair's V (_pairs).
         self.ap_ql_start, self.ap_ql_active = Signal(), Signal()
         self.ap_ql_j, self.ap_ql_sec = Signal(8), Signal()
-        self.ap_sb_rdat = Signal(32)      # the score memory read, of the head being read
+        self.ap_all_free = Signal()       # no sums in either datapath or waiting for a copy
         self.ap_shared = Signal()         # the pair shares its KV head (src2 = 2): K and V read once
         self.ap_od_base = Signal(18)      # where a drain starting now writes
         self.ap_od_recip = Signal(32)     # and its 2**46 / sum
@@ -103,7 +108,7 @@ class AttnPairs:
         self.comb += self.ap_wsel.eq(Mux(self.ap_dsel, self.ap_osnap[1][0], self.ap_osnap[0][0]))
         for x in range(len(wacc)):
             g = x // 8
-            self.sync += If(r.wacc_en_g[g], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8]))
+            self.sync += If(r.wacc_en_g[g] & ~r.bs[6], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8]))
             for i, snap in enumerate(self.ap_osnap):
                 self.sync += If((self.ap_copy_a | self.ap_copy_b) & (self.ap_fill == i),
                     snap[x].eq(Mux(self.ap_copy_a, wacc[x], self.ap_wacc2[x]))
@@ -148,13 +153,11 @@ class AttnPairs:
         ks, sc = self.ap_ks, sig["sc"]
         sc2 = self._shared_scores(r)
         sb0_rp, sb0_wp = sig["sb_rp"], sig["sb_wp"]
-        sbuf1 = Memory(32, sig["max_seq"])
+        self.ap_sbuf1 = sbuf1 = Memory(32, sig["max_seq"])
         sb1_rp, sb1_wp = sbuf1.get_port(), sbuf1.get_port(write_capable=True)
         self.specials += sbuf1, sb1_rp, sb1_wp
         kt6 = sig["kt6"]
-        read_half = Signal()              # the head of the read issued a cycle ago
-        self.sync += read_half.eq(self.ap_vsec)
-        self.comb += [sb1_rp.adr.eq(t), self.ap_sb_rdat.eq(Mux(read_half, sb1_rp.dat_r, sb0_rp.dat_r))]
+        self.comb += sb1_rp.adr.eq(t)
         for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
             self.comb += [
                 port.adr.eq(kt6), port.dat_w.eq(sc2 if half else sc),
@@ -201,18 +204,22 @@ class AttnPairs:
         h, kv_early, span = r.h, r.kv_early, r.span
         n, m, src2 = self.n, self.m, self.src2
         kvhead, voff, dram_beats = self.kvhead, self.voff, r.dram_beats
-        # Requests, in the order the pair takes them: K(h + 1) (unless the pair before asked
-        # for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next slot's first
-        # head (where that passes ATTN's checks and lies inside DRAM; it sets kv_early), and
-        # K(h + 3) or the next slot's second head (where that slot will pair its heads: the
-        # same test as its own, on its KV base and position); then, where heads h + 2, h + 3
-        # pair in this slot, src2 = 1 and the span is short, V(h + 2) and V(h + 3). The next
+        # Requests, in the order the stream brings them (steps 0..6): K(h + 1) (unless the pair
+        # before asked for it), V(h), V(h + 1), then the next pair's K: K(h + 2) or the next
+        # slot's first head (where that passes ATTN's checks and lies inside DRAM; it sets
+        # kv_early), and K(h + 3) or the next slot's second head (where that slot will pair its
+        # heads: the same test as its own, on its KV base and position); then, where the span
+        # is short, the next pair's V: V(h + 2) and V(h + 3) where heads h + 2, h + 3 pair in
+        # this slot, or after the slot's last pair the next slot's V(0) and V(1). The next
         # pair's values then wait in the read FIFO behind its keys instead of a DRAM latency
         # after them, and its own requests start at step 3.
         # With src2 = 2, h is even and heads h, h + 1 share a KV head: K(h + 1), V(h + 1) and
         # K(h + 3) are K(h), V(h) and K(h + 2); in K(h + 3)'s place comes V(h + 2) where heads
         # h + 2, h + 3 pair in this slot (after the slot's last pair, the next slot's first V
-        # where that slot will pair), with the same effect.
+        # where that slot will pair). Steps 5 and 6 then ask, for a short span, for the pair
+        # after next: K(h + 4), V(h + 4) (after the slot's last pair, the next slot's second
+        # pair), and the next pair skips steps 3 and 4 (q4): a short pair takes fewer cycles
+        # than DRAM's latency, so asking one pair ahead left every other pair waiting.
         kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
         f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
         f1_ok, f2_ok = Signal(), Signal()
@@ -264,14 +271,13 @@ class AttnPairs:
         self.sync += If(age == 5,
             vb0_l.eq(sig["vhead_base"]), vb1_l.eq(vb1), f1_l.eq(f1), f1_len_l.eq(f1_len), f2_l.eq(f2),
             f2_len_l.eq(f2_len), f1_ok_l.eq(f1_ok), f2_ok_l.eq(f2_ok),
-            # (only for short spans: a long one's requests would hold the pair back until the
-            # bursts before them were sent, while the stream is busy anyway). A shared pair asks
-            # instead for the pair after next, K(h + 4) and V(h + 4): a short pair takes fewer
-            # cycles than DRAM's latency, so one pair ahead left every other pair waiting.
-            # The slot's last pair asks for the next slot's second pair (its first is f1, f2).
-            If((src2 == 2) & (h + 2 >= n),
-                v2_l.eq(nx_kvaddr + kvhead), v3_l.eq(nx_kvaddr + kvhead + voff),
-                v23_ok_l.eq(f1_ok & next_pairs & (n >= 4) & (next_span <= V_AHEAD_BYTES))
+            # Steps 5 and 6, only for short spans (a long one's requests would hold the pair
+            # back until the bursts before them were sent, while the stream is busy anyway).
+            # The slot's last pair asks for the next slot's first pair's V (src2 = 1: its K are
+            # f1, f2) or its second pair (src2 = 2: its first is f1, f2).
+            If(h + 2 >= n,
+                v2_l.eq(nx_kvaddr + Mux(src2 == 2, kvhead, voff)), v3_l.eq(nx_kvaddr + kvhead + voff),
+                v23_ok_l.eq(f1_ok & next_pairs & ((src2 == 1) | (n >= 4)) & (next_span <= V_AHEAD_BYTES))
             ).Elif(src2 == 2,
                 v2_l.eq(kb2 + kvhead), v3_l.eq(kb2 + kvhead + voff),
                 v23_ok_l.eq((h + 5 < n) & (span <= V_AHEAD_BYTES))
@@ -325,15 +331,19 @@ class AttnPairs:
         return Mux(self.ap_shared, sc2, r.sc)
 
     def _shared_values(self, r, sb1_rp):
-        """The second head's weighted sum in a shared pair (its exponentials from its score
-        memory and max through attention.py's _weigh, as the first head's, into ap_wacc2) and
-        the order of the drains (_drain_order)."""
+        """The second datapath: the weighted sum of a pair's second head (its exponentials from
+        its score memory and max through attention.py's _weigh, as the first head's, into
+        ap_wacc2, with a divider of its own). A pair that does not share sends its second
+        head's value beats here, so they follow the first head's without waiting for its sums;
+        a shared pair sends every beat to both datapaths. Then the order of the drains
+        (_drain_order)."""
         dd = Signal((34, True))
         exp_rp2 = r.exp_rom.get_port()
         self.specials += exp_rp2
         self.sync += dd.eq(self.ap_smax1 - as_signed(self, sb1_rp.dat_r, 32))
-        vprod, esum = self._weigh(r, dd, exp_rp2, "ap")
-        vs = delay_chain(self, self.ap_shared, 7, name="ap_vs")    # stage k: the beat's pair shares
+        # stage k: the beat is this datapath's (a second head's, or a shared pair's)
+        vs = delay_chain(self, self.ap_shared | self.ap_vsec, 7, name="ap_vs")
+        vprod, esum = self._weigh(r, dd, exp_rp2, "ap", vs[5])
         for x, acc in enumerate(self.ap_wacc2):
             g = x // 8
             self.sync += If(r.wacc_en_g[g] & vs[6], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
@@ -341,20 +351,20 @@ class AttnPairs:
         recip1, r1ok = Signal(32), Signal()
         self.comb += [rdiv1.start.eq(r.wdone & vs[7]), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(esum)]
         self.sync += If(rdiv1.start, r1ok.eq(0)).Elif(rdiv1.done, r1ok.eq(1), recip1.eq(rdiv1.quotient))
-        self._drain_order(r, vs[7], recip1, r1ok)
+        self._drain_order(r, vs, recip1, r1ok)
 
-    def _drain_order(self, r, shared_done, recip1, r1ok):
+    def _drain_order(self, r, vs, recip1, r1ok):
         """The drains, one at a time, from two copies of the accumulators taken in turn: a
         head's sums are copied (with its 2**46 / sum) into the next copy once that copy is
-        neither held nor draining and the sum's reciprocal is in (a shared pair's first head,
-        then its second), and the copies drain in the order they were taken. A head's first
-        value beat waits only until the sums before it are copied (v_free): the accumulators
-        and the dividers are then free. ``shared_done``: wdone's beat was a shared pair's (hm
-        is then past both heads: the first drains to dst + hm - 2m, the second to dst + hm - m)."""
-        wdone, dst, hm, m, od_active = r.wdone, self.dst, r.hm, self.m, self.od_active
+        neither held nor still shifting out and the sum's reciprocal is in (the first
+        datapath's before the second's), and the copies drain in the order they were taken. A
+        head's first value beat waits only until its datapath's sums before it are copied
+        (v_free): its accumulators and divider are then free. ``vs``: the second datapath's
+        beats, by stage. Each head's output address is taken as its last value beat is."""
+        wdone, dst, hm, m, bs = r.wdone, self.dst, r.hm, self.m, r.bs
         fill, dsel = self.ap_fill, self.ap_dsel
         a_pend, w2_pend = Signal(), Signal()
-        a_base, w2_base = Signal(18), Signal(18)
+        a_base, w2_base, a_last, b_last = Signal(18), Signal(18), Signal(18), Signal(18)
         a_slot, w2_slot = Signal(8), Signal(8)
         held = [Signal(name=f"ap_held{i}") for i in range(2)]
         base = [Signal(18, name=f"ap_hbase{i}") for i in range(2)]
@@ -363,6 +373,11 @@ class AttnPairs:
         nxt = Signal()                    # the copy that drains next
         # (a copy may be taken into the one draining once its last element has shifted out)
         free = ~Array(held)[fill] & ~(self.od_shift & (dsel == fill))
+        a_done, b_done = wdone & ~bs[7], wdone & bs[7]    # a first or lone head's; a second head's
+        shared_done = a_done & vs[7]      # a shared pair's: both heads' sums are done
+        in_a = reduce(or_, [r.va[k] & ~bs[k] for k in range(1, 7)]) | a_done
+        in_b = reduce(or_, [r.va[k] & vs[k] for k in range(1, 7)]) | (wdone & vs[7])
+        free_a, free_b = ~(in_a | a_pend), ~(in_b | w2_pend)
         self.comb += [
             self.ap_copy_a.eq(a_pend & r.recip_ok & free),
             self.ap_copy_b.eq(w2_pend & ~a_pend & r1ok & free),
@@ -370,17 +385,20 @@ class AttnPairs:
             self.ap_od_base.eq(Array(base)[nxt]),
             self.ap_od_recip.eq(Array(recip)[nxt]),
             self.v_busy.eq(r.in_flight | a_pend | w2_pend | held[0] | held[1]),
-            r.v_free.eq(~(r.in_flight | a_pend | w2_pend)),
+            # (a second head's values also wait for its last score and its max: they may
+            # follow the first head's values before its scores are all in)
+            r.v_free.eq(Mux(self.ap_vsec, free_b & (self.ap_scount1 == self.pos_n + 1),
+                            free_a & (free_b | ~self.ap_shared))),
+            self.ap_all_free.eq(~(r.in_flight | a_pend | w2_pend)),
         ]
         copy = self.ap_copy_a | self.ap_copy_b
         self.sync += [
-            If(wdone,
-                a_pend.eq(1), a_base.eq(dst + hm - Mux(shared_done, m << 1, m)), a_slot.eq(self.slot),
-                w2_pend.eq(shared_done), w2_base.eq(dst + hm - m), w2_slot.eq(self.slot),
-            ).Else(
-                If(self.ap_copy_a, a_pend.eq(0)),
-                If(self.ap_copy_b, w2_pend.eq(0)),
-            ),
+            If(r.a_v & r.vl[0], If(self.ap_vsec, b_last.eq(dst + hm)).Else(a_last.eq(dst + hm))),
+            If(self.ap_copy_a, a_pend.eq(0)),
+            If(self.ap_copy_b, w2_pend.eq(0)),
+            If(a_done, a_pend.eq(1), a_base.eq(a_last), a_slot.eq(self.slot)),
+            If(shared_done, w2_pend.eq(1), w2_base.eq(a_last + m), w2_slot.eq(self.slot)),
+            If(b_done, w2_pend.eq(1), w2_base.eq(b_last), w2_slot.eq(self.slot)),
             [If(copy & (fill == i),
                 held[i].eq(1), base[i].eq(Mux(self.ap_copy_a, a_base, w2_base)),
                 slot[i].eq(Mux(self.ap_copy_a, a_slot, w2_slot)),

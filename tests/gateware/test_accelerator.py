@@ -246,6 +246,19 @@ def test_attn_heads_in_pairs_match_golden(core, name, heads, kv_mul, head_size, 
     _matches_golden(core, _attn_heads_program(4, 2, 8, (0x10000, 0x20000), (3, 5)), nslots=2)
 
 
+def test_a_pairs_second_head_weighs_its_values_with_its_own_last_score(core):
+    # A pair that does not share its KV head sums its second head's values in a datapath of
+    # their own, right behind the first head's; they must still wait for the second head's
+    # last score and its max. Random program 8506 (two-beat heads, near position 0) read
+    # scores an earlier program had left in the second head's score memory when they did not:
+    # it passed on a fresh core and failed after program 8503.
+    for seed in (8503, 8506):
+        case = make_case(seed, PARAMS, dram_size=DRAM)
+        r = core.run(case.dram, case.prog, case.slots, case.nslots, seed=seed, stall_percent=30)
+        assert (r.error, r.counters["retired"]) == (0, case.retired)
+        assert r.dram == case.expected_dram, seed
+
+
 def test_attn_pairs_are_taken(tmp_path, monkeypatch):
     # The pairs' states run (the attention unit's state trace in the core simulator), so the
     # cases above test them and not only the one-head path.
