@@ -109,10 +109,8 @@ class Attention(Module, AttnPairs, AttnQuery):
 
         # Two heads' queries (halves h[0] and not h[0]): the next head's is loaded while this
         # head's division runs (AT_NQ).
-        # (attn_pairs: four heads' queries, quarters (h mod 4): the next pair's load during
-        # this pair's keys)
         q_beats = max(params.max_head // 8, 2)
-        q_mem = Memory(128, (4 if self.pairs else 2) * q_beats)
+        q_mem = Memory(128, 2 * q_beats)
         q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
         self.specials += q_mem, q_rp, q_wp
         self.sbuf = sbuf = Memory(32, params.max_seq)        # the scores (attn_pairs: the first head's)
@@ -255,7 +253,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         scale = as_signed(self, self.attscale[0:16], 17)
         self.comb += [
             a_acc.eq(on("AT_K") & self.rd_valid & (t <= cur_pos)),
-            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h + self.ap_ksec)[:2] if self.pairs else h[0])),
+            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if self.pairs else h[0])),
         ]
         if self.overlap:
             self._overlap(fsm, vhead_base, span, r.dram_beats, scount == cur_pos + 1, nx_ok, kv_early)

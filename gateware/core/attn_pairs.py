@@ -1,8 +1,7 @@
 """Params.attn_pairs: ATTN takes heads h and h + 1 of a slot as a pair. The stream brings K(h),
 K(h + 1), V(h), V(h + 1), so the second head's scores follow the first's without a gap and the
-first head's values follow the second head's keys. Each head keeps a quarter of the query
-memory (h mod 4: the next pair's queries load during this pair's keys) and a score memory of
-its own. The first head's values are weighed and
+first head's values follow the second head's keys. Each head keeps a half of the query memory
+(the head's h[0]) and a score memory of its own. The first head's values are weighed and
 summed by attention.py's datapath, the second head's by a second one (its own exponential
 pipeline, divider and accumulators), so its values follow the first head's as soon as its own
 last score is in. A drain works from a copy of the accumulators (two copies, ap_osnap[0] and
@@ -50,7 +49,7 @@ class AttnPairs:
         self.ap_start = Signal()          # a pair's K phase begins: its requests start over
         # The next pair's queries load during this pair's V (_pairs).
         self.ap_ql_start, self.ap_ql_active = Signal(), Signal()
-        self.ap_ql_j, self.ap_ql_sec, self.ap_ql_q = Signal(8), Signal(), Signal(2)   # (ql_q: its quarter)
+        self.ap_ql_j, self.ap_ql_sec = Signal(8), Signal()
         self.ap_all_free = Signal()       # no sums in either datapath or waiting for a copy
         self.ap_shared = Signal()         # the pair shares its KV head (src2 = 2): K and V read once
         self.ap_od_base = Signal(18)      # where a drain starting now writes
@@ -82,7 +81,7 @@ class AttnPairs:
         return If(self.ap_pair,
             If((self.ap_ksec | self.ap_shared) & (t > cur_pos) & (scount == cur_pos + 1),
                 NextValue(t, 0), NextValue(self.ap_ksec, 0), NextValue(self.ap_vsec, 0),
-                NextState("AT_V"))
+                self.ap_ql_start.eq(1), NextState("AT_V"))
         ).Else(alone)
 
     def _pair_next(self, kv_early, alone):
@@ -175,9 +174,8 @@ class AttnPairs:
         self._shared_values(r, sb1_rp)
 
         # Query loads through the four-element packer (_query_four_ports): head h + 1's right
-        # behind head h's in AT_Q (AP_Q1); the next pair's two, into their own quarters of the
-        # query memory, as this pair begins (the loader below: the pair's states then use no
-        # scratchpad read port), so the next pair can start as this one ends.
+        # behind head h's in AT_Q (AP_Q1); the next pair's two while this pair's V runs (the
+        # loader below: the FSM's states then use no scratchpad read port).
         fsm.act("AP_Q1",
             *[adr.eq(ii + e) for e, adr in enumerate(self.radr)],
             NextValue(j, j + 4), NextValue(ii, ii + 4),
@@ -185,14 +183,13 @@ class AttnPairs:
         )
         ql_ii, ql_two = Signal(32), Signal()
         qj = self.ap_ql_j
-        self.comb += self.ap_ql_start.eq(self.ap_start)
         self.sync += If(self.ap_ql_start,
             self.ap_ql_active.eq(h + 2 < n), qj.eq(0), self.ap_ql_sec.eq(0), ql_two.eq(h + 3 < n),
-            ql_ii.eq(self.src + sig["hm"] + (m << 1)), self.ap_ql_q.eq(h + 2)
+            ql_ii.eq(self.src + sig["hm"] + (m << 1))
         ).Elif(self.ap_ql_active,
             qj.eq(qj + 4), ql_ii.eq(ql_ii + 4),
             If(qj + 4 == m,
-                qj.eq(0), self.ap_ql_sec.eq(1), self.ap_ql_q.eq(self.ap_ql_q + 1),
+                qj.eq(0), self.ap_ql_sec.eq(1),
                 If(self.ap_ql_sec | ~ql_two, self.ap_ql_active.eq(0))
             )
         )
@@ -329,7 +326,7 @@ class AttnPairs:
         share)."""
         q_rp2 = r.q_mem.get_port()
         self.specials += q_rp2
-        self.comb += q_rp2.adr.eq(Cat(r.k[:log2_int(r.q_beats)], (r.h + 1)[:2]))
+        self.comb += q_rp2.adr.eq(Cat(r.k[:log2_int(r.q_beats)], ~r.h[0]))
         sc2 = self._score_lane(r, q_rp2.dat_r, "ap")
         return Mux(self.ap_shared, sc2, r.sc)
 

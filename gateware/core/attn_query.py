@@ -24,8 +24,7 @@ class AttnQuery:
 
     def _query_four_ports(self, fsm, q_wp, q_beats, j, ii, h):
         """The query loads (AT_Q: this head's; AT_NQ: the next head's, into the other half of
-        q_mem; with attn_pairs each head's into its quarter, h mod 4) through the four-port
-        packer, four elements a cycle."""
+        q_mem) through the four-port packer, four elements a cycle."""
         on, m, n = self.on, self.m, self.n
         loading = on("AT_Q") | on("AT_NQ")
         other = on("AT_NQ")               # the next head's query: the other half of q_mem
@@ -33,8 +32,8 @@ class AttnQuery:
         hi = j[2]
         if self.pairs:                    # attn_pairs' loads (_pairs)
             loading = loading | on("AP_Q1") | self.ap_ql_active
-            qaddr = Mux(self.ap_ql_active, Cat((self.ap_ql_j >> 3)[:log2_int(q_beats)], self.ap_ql_q),
-                        Cat((j >> 3)[:log2_int(q_beats)], (h + (other | on("AP_Q1")))[:2]))
+            qaddr = Mux(self.ap_ql_active, Cat((self.ap_ql_j >> 3)[:log2_int(q_beats)], self.ap_ql_sec),
+                        Cat((j >> 3)[:log2_int(q_beats)], h[0] ^ (other | on("AP_Q1"))))
             hi = Mux(self.ap_ql_active, self.ap_ql_j[2], j[2])
         self.comb += [
             self.pk_query.eq(loading), self.pk_qaddr.eq(qaddr), self.pk_hi.eq(hi), self.reading.eq(loading),
