@@ -219,7 +219,8 @@ class AttnPairs:
         # where that slot will pair). Steps 5 and 6 then ask, for a short span, for the pair
         # after next: K(h + 4), V(h + 4) (after the slot's last pair, the next slot's second
         # pair), and the next pair skips steps 3 and 4 (q4): a short pair takes fewer cycles
-        # than DRAM's latency, so asking one pair ahead left every other pair waiting.
+        # than DRAM's latency, so keys asked for one pair ahead would come after the pair
+        # needs them.
         kb1, vb1, kb2, kb3 = (Signal(ADDR_W, name=f"ap_{x}") for x in ("kb1", "vb1", "kb2", "kb3"))
         f1, f1_len = Signal(ADDR_W), Signal(ADDR_W)
         f1_ok, f2_ok = Signal(), Signal()
