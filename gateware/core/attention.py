@@ -496,7 +496,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         od_shift, oj = Signal(), Signal(8)
         oa = [Signal(18, name=f"at_oadr{x}") for x in range(1, 4)]     # the element's address, S1..S3
         od_base, od_recip = Signal(max=D + 1), Signal(32)
-        self.od_start, self.od_shift = od_start, od_shift
+        self.od_shift = od_shift
         # |wsel| <= 2**15 * sum and recip <= 2**46 / sum, so every product fits 62 bits.
         p_lo, p_hi, wprod = Signal((64, True)), Signal((64, True)), Signal((64, True))
         self.comb += od_active.eq(od_shift | ov1 | ov2 | ov3)

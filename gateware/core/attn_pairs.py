@@ -152,7 +152,7 @@ class AttnPairs:
         # its own.
         ks, sc = self.ap_ks, sig["sc"]
         sc2 = self._shared_scores(r)
-        sb0_rp, sb0_wp = sig["sb_rp"], sig["sb_wp"]
+        sb0_wp = sig["sb_wp"]
         self.ap_sbuf1 = sbuf1 = Memory(32, sig["max_seq"])
         sb1_rp, sb1_wp = sbuf1.get_port(), sbuf1.get_port(write_capable=True)
         self.specials += sbuf1, sb1_rp, sb1_wp
@@ -390,7 +390,7 @@ class AttnPairs:
             # follow the first head's values before its scores are all in)
             r.v_free.eq(Mux(self.ap_vsec, free_b & (self.ap_scount1 == self.pos_n + 1),
                             free_a & (free_b | ~self.ap_shared))),
-            self.ap_all_free.eq(~(r.in_flight | a_pend | w2_pend)),
+            self.ap_all_free.eq(free_a & free_b),
         ]
         copy = self.ap_copy_a | self.ap_copy_b
         self.sync += [

@@ -91,9 +91,12 @@ def _golden(x, dram, kvaddr, pos, heads, hs, kv_mul, kvhead, voff, scale, src):
     return np.concatenate(out)
 
 
+SEQLEN = 12
+
+
 @pytest.mark.parametrize("variant,kv_mul,seed,max_pos", [
-    ("a head at a time", 1, 0, 12), ("a head at a time", 2, 1, 12), ("overlap", 1, 2, 12), ("overlap", 3, 3, 12),
-    ("pairs", 1, 4, 12), ("pairs", 2, 5, 12),
+    ("a head at a time", 1, 0, SEQLEN), ("a head at a time", 2, 1, SEQLEN), ("overlap", 1, 2, SEQLEN),
+    ("overlap", 3, 3, SEQLEN), ("pairs", 1, 4, SEQLEN), ("pairs", 2, 5, SEQLEN),
     # near position 0, with long gaps between beats
     ("pairs", 1, 6, 2), ("pairs", 2, 7, 2)])
 def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
@@ -104,9 +107,9 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
     attn = top.attn
     hs = 8 * int(rng.integers(1, 4))
     heads = kv_mul * int(rng.integers(1, 3)) + int(rng.integers(0, 2)) * (kv_mul == 1)
-    if max_pos < 12:
+    if max_pos < SEQLEN:
         heads = max(heads, 2)
-    kvhead, voff, seqlen = 0x400, 0x2000, 12
+    kvhead, voff, seqlen = 0x400, 0x2000, SEQLEN
     scale = round(2 ** 15 / hs ** 0.5)
     src, dst = 0, 128
     slots = [(int(rng.integers(0, max_pos)), 0x10000 * (s + 1)) for s in range(2)]     # (pos, kvaddr)
@@ -117,7 +120,7 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
                 dram[a:a + 2 * seqlen * hs] = rng.integers(-512, 512, seqlen * hs).astype("<i2").tobytes()
     x = rng.integers(-1 << 18, 1 << 18, (2, heads * hs))
     grants, taken = [], [0]
-    beat_chance = 0.6 if max_pos == 12 else 0.3      # (short spans: long gaps between beats)
+    beat_chance = 0.6 if max_pos == SEQLEN else 0.3      # (short spans: long gaps between beats)
 
     @passive
     def sequencer():
