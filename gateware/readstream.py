@@ -93,9 +93,12 @@ class BankInterleavedWriter(LiteXModule):
     row. (Two ports by bank parity alone would put heads four banks apart, as stories260K's
     packed ones are, all on one port.) A beat address always maps to the same port, so two
     writes to one address land in order; writes to different addresses have no order, as with
-    any two ports. ``wdata_beats``: how many beats the ports hand to the controller this cycle."""
+    any two ports. Each port has a queue of ``queue_depth`` beats in front of it, so a write to a
+    bank another port holds (a weight stream's run through its row, up to ~256 cycles) waits
+    there while the writes behind it to other banks go on. ``wdata_beats``: how many beats the
+    ports hand to the controller this cycle."""
 
-    def __init__(self, ports, bank_shift, fifo_depth=16):
+    def __init__(self, ports, bank_shift, fifo_depth=16, queue_depth=16):
         aw, dw = _port_shape(ports, "BankInterleavedWriter", (2, 4, 8))
         self.sink = sink = stream.Endpoint([("address", aw), ("data", dw)])
         self.wdata_beats = Signal(bits_for(len(ports)))
@@ -109,16 +112,17 @@ class BankInterleavedWriter(LiteXModule):
             self.add_module(f"writer{i}", writer)
         self.comb += self.wdata_beats.eq(sum(port.wdata.valid & port.wdata.ready for port in ports))
         sel = Signal(k)
-        self.comb += [
-            sel.eq(Cat(*[reduce(xor, [sink.address[bank_shift + j] for j in range(i, 3, k)]) for i in range(k)])),
-            sink.ready.eq(Array(w.sink.ready for w in writers)[sel]),
-        ]
-        for i, writer in enumerate(writers):
+        self.comb += sel.eq(Cat(*[reduce(xor, [sink.address[bank_shift + j] for j in range(i, 3, k)]) for i in range(k)]))
+        queues = [stream.SyncFIFO([("address", aw), ("data", dw)], queue_depth, buffered=True) for _ in writers]
+        for i, (q, writer) in enumerate(zip(queues, writers)):
+            self.add_module(f"queue{i}", q)
             self.comb += [
-                writer.sink.valid.eq(sink.valid & (sel == i)),
-                writer.sink.address.eq(sink.address),
-                writer.sink.data.eq(sink.data),
+                q.sink.valid.eq(sink.valid & (sel == i)),
+                q.sink.address.eq(sink.address),
+                q.sink.data.eq(sink.data),
+                q.source.connect(writer.sink),
             ]
+        self.comb += sink.ready.eq(Array(q.sink.ready for q in queues)[sel])
 
 
 class _PortWindow(Module):
