@@ -75,7 +75,9 @@ def main():
         finally:
             os.chdir(here)
         if out.returncode:
-            sys.exit(f"xilinx_resources: Yosys failed:\n{out.stderr[-2000:]}")
+            # (a negative code is the signal that ended it: -9, the kernel's out-of-memory killer)
+            sys.exit(f"xilinx_resources: Yosys ({yosys}) exited with {out.returncode}:\n"
+                     f"{(out.stdout + out.stderr)[-2000:]}")
     figures = count(out.stdout)
     report = {"config": args.config, "act_depth": params.act_depth, "cells": figures,
               "parts": {part: {k: round(figures[k] / cap[k], 2) for k in cap} for part, cap in PARTS.items()}}
