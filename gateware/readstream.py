@@ -94,7 +94,7 @@ class BankInterleavedWriter(LiteXModule):
     packed ones are, all on one port.) A beat address always maps to the same port, so two
     writes to one address land in order; writes to different addresses have no order, as with
     any two ports. Each port has a queue of ``queue_depth`` beats in front of it, so a write to a
-    bank another port holds (a weight stream's run through its row, up to ~256 cycles) waits
+    bank another port holds (a weight stream's run through its row) waits
     there while the writes behind it to other banks go on. ``wdata_beats``: how many beats the
     ports hand to the controller this cycle."""
 

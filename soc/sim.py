@@ -85,18 +85,15 @@ class SimSoC(LiteTransformerSoC):
         module_cls = getattr(litedram_modules, sdram_module)
         nphases    = sdram_module_nphases[module_cls.memtype]
         rate       = "1:{}".format(nphases)
-        # The part's speed-grade column for the rate it runs at (100 MHz x 4 phases x 2: DDR3-800).
-        # LiteDRAM gives some timings in DRAM clocks of the speed grade, so the default column
-        # (DDR3-1600) at this clock doubles them: tRFC's 128 clocks would be 320 ns where the
-        # part needs 160 ns, and refresh would take 4.6 % of the cycles instead of 2.6 %.
+        # The part's timings from the speed-grade column of the rate it runs at (sys clock x
+        # phases x 2 transfers: DDR3-800 here). LiteDRAM gives some of them (tRFC) in DRAM clocks
+        # of the speed grade, so another column scales them by its clock against this one.
         speedgrade = str(int(sys_clk_freq * nphases * 2 / 1e6))
         module     = module_cls(sys_clk_freq, rate, speedgrade=speedgrade)
         self.sdrphy = SDRAMPHYModel(module=module, data_width=sdram_data_width, clk_freq=sys_clk_freq)
         # Commands queue 16 deep per bank (LiteDRAM's default: 8) and refreshes go out in groups
-        # of 4. Measured with the core's two read ports and 1024-beat FIFOs, stories15M at B=1
-        # reaches roofline efficiency 0.8994 with refreshes one at a time, 0.9045 in groups of 4
-        # and 0.9051 in groups of 8, while stories260K takes 37,011 / 37,518 / 37,766 cycles
-        # per token (a short read that meets a longer group waits longer).
+        # of 4: a long stream loses less to each group's precharge than to one per tREFI, and a
+        # short read that meets a group waits no longer than for four.
         self.add_sdram("sdram", phy=self.sdrphy, module=module,
             controller_settings=ControllerSettings(cmd_buffer_depth=16, refresh_postponing=4))
         # The model needs no calibration and memtest only costs boot time.
