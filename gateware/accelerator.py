@@ -34,7 +34,7 @@ from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, registers as reglayout
 from gateware.arith import saturate, as_signed, as_unsigned
-from gateware.readstream import BankInterleavedReader, BankInterleavedWriter, WindowReader
+from gateware.readstream import BANK_BITS, BankInterleavedReader, BankInterleavedWriter, WindowReader
 from gateware.core.argmax import Argmax
 from gateware.core.attention import Attention
 from gateware.core.counters import Counters
@@ -51,6 +51,10 @@ from gateware.core.silu import Silu
 from gateware.core.store import Store
 from gateware.core.unpack import BeatUnpacker
 from gateware.core.writestats import WriteStats
+
+# Read-stream addresses left to send from which the weight stream waits for the read stream
+# (see _weight_stream).
+LONG_READ = 16
 
 CLASSES = isa.CLASSES
 
@@ -92,7 +96,7 @@ class Accelerator(LiteXModule):
         # # #
 
         self._streams(read_ports, write_port, params, bank_shift)
-        self._weight_stream(weight_ports, params, bank_shift)
+        self._weight_stream(weight_ports, params, bank_shift, read_ports)
         self._scratchpads(params)
         u = self._units(params, dram_size // isa.BEAT_BYTES)
         self.sequencer = seq = Sequencer(params, dram_size // isa.BEAT_BYTES, self.rd, u)
@@ -168,19 +172,34 @@ class Accelerator(LiteXModule):
         self.comb += wr.address.eq(self.wr_addr)
         self.sync += self.wr_pending.eq(self.wr_pending + (wr.valid & wr.ready) - self.wr_beats)
 
-    def _weight_stream(self, ports, params, bank_shift):
+    def _weight_stream(self, ports, params, bank_shift, read_ports):
         """MATVEC's own weight stream (Params.weight_ports), ``self.wrd``: the next two beats
         (``valid``/``data``, ``valid2``/``data2``; ``ready``, ``ready2`` take them), its bursts
         (``self.wbursts``: MATVEC's own and the next MATVEC's, queued ahead) and ``wrd_wait``
-        (MATVEC waits for a beat). None without weight ports: the weights come through ``rd``."""
+        (MATVEC waits for a beat). None without weight ports: the weights come through ``rd``.
+
+        The weights give way bank by bank: a bank that a read or write port's command waits for
+        gets no weight reads from the next cycle until that command is taken, so the bank's
+        queue drains and the crossbar hands the bank over. The weights run far ahead of MATVEC,
+        while a unit whose key, value, embedding or table read waits stalls, and so does the
+        read burst that waits for KVWRITE's writes to reach LiteDRAM. While the read stream has
+        LONG_READ or more addresses of a burst left to send (ATTN's keys and values late in a
+        context), the weights wait altogether: the two streams would take turns opening rows in
+        the same banks, and weights fetched then only shorten a later MATVEC by what they cost
+        ATTN. Otherwise the weights stream whenever the prefetch has a burst for them."""
         self.wrd = self.wbursts = None
         self.wrd_wait = Signal()
         if not ports:
             return
-        self.wreader = w = WindowReader(ports, bank_shift, fifo_depth=params.read_fifo_depth)
+        self.weights_avoid = avoid = Signal(1 << BANK_BITS)
+        waiting = [Mux(p.cmd.valid & ~p.cmd.ready, 1 << p.cmd.addr[bank_shift:bank_shift + BANK_BITS], 0)
+                   for p in read_ports + self.write_ports]
+        long_read = self.bursts.more & (self.bursts.remaining >= LONG_READ)
+        self.sync += avoid.eq(reduce(or_, waiting) | Replicate(long_read, len(avoid)))
+        self.wreader = w = WindowReader(ports, bank_shift, fifo_depth=params.read_fifo_depth, avoid=avoid)
         self.wrd = SimpleNamespace(valid=w.valid, data=w.data, valid2=w.valid2, data2=w.data2,
                                    ready=w.ready, ready2=w.ready2, taken=w.taken)
-        self.wbursts = ReadBursts(w.sink, ports[0].address_width, w.taken, with_hold=True)
+        self.wbursts = ReadBursts(w.sink, ports[0].address_width, w.taken)
 
     # Activation scratchpads, one per slot (gateware/core/scratchpad.py) -------------------------------
 
@@ -254,10 +273,6 @@ class Accelerator(LiteXModule):
                 wb.start.eq(seq.wrd_start), wb.start_addr.eq(seq.req_beat), wb.start_len.eq(seq.req_beats),
                 wb.push.eq(seq.pf_push), wb.push_addr.eq(seq.la_beat), wb.push_len.eq(seq.la_beats),
                 wb.flush.eq(drop), seq.wrdq_valid.eq(wb.queued), seq.wdrained.eq(self._weights_drained()),
-                # The weights take the DRAM cycles the read stream leaves: while another unit
-                # reads (ATTN's keys and values near the end of a context), weights requested
-                # ahead would only delay it by as much as MATVEC later gains.
-                wb.hold.eq(bursts.more),
                 If(drop, self.wrd.ready.eq(1), self.wrd.ready2.eq(1)),      # two beats a cycle
             ]
         self._read_queue_requests(bursts.push, bursts.push_addr, bursts.push_len,

@@ -24,6 +24,10 @@ from litex.soc.interconnect import stream
 
 from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
+# Bank-number bits of a beat address from ``bank_shift`` up: DDR3 has 8 banks. (On a 4-bank
+# SDRAM the third bit is the row's LSB, so banks are told apart by two bits of the three.)
+BANK_BITS = 3
+
 
 def _port_shape(ports, who, counts=(1, 2)):
     """The (address width, data width) of ``counts`` ports of the same shape."""
@@ -112,7 +116,7 @@ class BankInterleavedWriter(LiteXModule):
             self.add_module(f"writer{i}", writer)
         self.comb += self.wdata_beats.eq(sum(port.wdata.valid & port.wdata.ready for port in ports))
         sel = Signal(k)
-        self.comb += sel.eq(Cat(*[reduce(xor, [sink.address[bank_shift + j] for j in range(i, 3, k)]) for i in range(k)]))
+        self.comb += sel.eq(Cat(*[reduce(xor, [sink.address[bank_shift + j] for j in range(i, BANK_BITS, k)]) for i in range(k)]))
         queues = [stream.SyncFIFO([("address", aw), ("data", dw)], queue_depth, buffered=True) for _ in writers]
         for i, (q, writer) in enumerate(zip(queues, writers)):
             self.add_module(f"queue{i}", q)
@@ -139,6 +143,7 @@ class _PortWindow(Module):
         self.valid = [Signal(), Signal()]
         self.data = [Signal(dw), Signal(dw)]
         self.take = Signal(2)
+        self.hold = Signal()              # send no read this cycle
 
         # # #
 
@@ -146,7 +151,7 @@ class _PortWindow(Module):
         room = Signal()
         cmd, rdata = port.cmd, port.rdata
         self.comb += [
-            room.eq(level < depth),
+            room.eq((level < depth) & ~self.hold),
             cmd.we.eq(0), cmd.addr.eq(sink.address), cmd.last.eq(sink.last),
             cmd.valid.eq(sink.valid & room), sink.ready.eq(cmd.ready & room),
         ]
@@ -178,9 +183,14 @@ class WindowReader(LiteXModule):
     one after it; ``ready`` takes the first, ``ready2`` with it the second as well; ``taken``
     (0..2) is how many left this cycle. Each port's beats alternate between two FIFOs, and the
     record of which port each read went to alternates between two FIFOs too, so the two oldest
-    beats can always be read at once, from one port or from both."""
+    beats can always be read at once, from one port or from both.
 
-    def __init__(self, ports, bank_shift, fifo_depth=64):
+    ``avoid``: an optional bit per DRAM bank (``bank_shift`` gives the bank number's place in a
+    beat address); no read goes out to a bank whose bit is set. Another stream sets it for a
+    bank it waits for: the crossbar gives a bank to another port only once the holder's
+    commands there have drained, which a stream that never pauses does not let happen."""
+
+    def __init__(self, ports, bank_shift, fifo_depth=64, avoid=None):
         aw, dw = _port_shape(ports, "WindowReader")
         self.sink = sink = stream.Endpoint([("address", aw)])
         self.valid, self.data, self.valid2, self.data2 = Signal(), Signal(dw), Signal(), Signal(dw)
@@ -192,6 +202,9 @@ class WindowReader(LiteXModule):
         self.windows = windows = [_PortWindow(port, fifo_depth) for port in ports]
         for i, w in enumerate(windows):
             self.add_module(f"window{i}", w)
+        if avoid is not None:
+            bank = sink.address[bank_shift:bank_shift + log2_int(len(avoid))]
+            self.comb += [w.hold.eq(Array(avoid)[bank]) for w in windows]
         self.comb += self.taken.eq(Mux(self.valid & self.ready, Mux(self.valid2 & self.ready2, 2, 1), 0))
         if len(ports) == 1:
             w = windows[0]

@@ -34,8 +34,8 @@ from gateware.arith import as_unsigned
 from gateware.core.matvec import matrix_bytes
 
 O = isa.OPCODES
-MAX_AHEAD = 8        # instructions read ahead of the current one
-REQUESTS = 2         # requests pending at most (4 measured the same on the 260K shapes)
+MAX_AHEAD = 16       # instructions read ahead of the current one
+REQUESTS = 4         # requests pending at most
 # Instructions the reading ahead passes (they leave a later MATVEC's address as it is).
 PASSES = [O[name] for name in ("EMBED", "RMSNORM", "ROPE", "KVWRITE", "ATTN", "SILU", "STORE", "ARGMAX", "LOAD")]
 SAME, NEXT_LAYER, AFTER_LOOP = range(3)     # the layer offset of a MATVEC read ahead

@@ -16,14 +16,12 @@ class ReadBursts(Module):
     ``outstanding`` counts the beats asked for and not yet taken. ``more``: an address is
     waiting to be sent (registered, timing: it feeds LiteDRAM's crossbar arbitration);
     ``remaining``: addresses of the burst in progress not yet sent; ``queued``: a burst is
-    queued. With ``with_hold``, ``hold``: send no address this cycle (another stream's go
-    first)."""
+    queued."""
 
-    def __init__(self, sink, address_width, data_taken, with_hold=False):
+    def __init__(self, sink, address_width, data_taken):
         self.start, self.start_addr, self.start_len = Signal(), Signal(address_width), Signal(32)
         self.push, self.push_addr, self.push_len = Signal(), Signal(address_width), Signal(32)
         self.flush = Signal()
-        self.hold = Signal() if with_hold else C(0)
         self.more, self.queued = Signal(), Signal()
         self.remaining, self.outstanding = Signal(32), Signal(32)
 
@@ -32,7 +30,7 @@ class ReadBursts(Module):
         addr = Signal(address_width)
         q_addr, q_len = Signal(address_width), Signal(32)
         sent = sink.valid & sink.ready
-        self.comb += [sink.valid.eq(self.more & ~self.hold if with_hold else self.more), sink.address.eq(addr)]
+        self.comb += [sink.valid.eq(self.more), sink.address.eq(addr)]
         # Later statements win: a burst taken from the queue empties it even as another is
         # pushed, and a flush drops everything.
         self.sync += [

@@ -5,7 +5,7 @@ instructions it read ahead through, not after other writes."""
 
 from migen import Memory, Module, run_simulation
 
-from gateware.core.prefetch import WeightPrefetch, MAX_AHEAD
+from gateware.core.prefetch import WeightPrefetch, MAX_AHEAD, REQUESTS
 from spec import isa
 
 DRAM_BEATS = 1 << 16
@@ -108,6 +108,20 @@ def test_two_requests_in_program_order_and_the_second_moves_up():
     pushes, out = _run(words, {60: [("pc", PC0 + 2), ("base", 2), ("pc_beat", PC_BEAT0 + 2)],
                                61: [("consume", 1)], 62: [("pc", PC0 + 4), ("base", 4)]}, cycles=90)
     assert len(pushes) == 2 and out["pending"] and out["hit"]
+
+
+def test_at_most_REQUESTS_pending_in_program_order():
+    """One more MATVEC than REQUESTS, each behind a SILU: the first REQUESTS are pushed in
+    program order, the last waits for a request to be taken."""
+    addrs = [0x4000 + 0x1000 * k for k in range(REQUESTS + 1)]
+    words = [isa.encode("RMSNORM", n=8)]
+    for a in addrs:
+        words += [isa.encode("SILU", n=4), isa.encode("MATVEC", n=3, m=16, addr=a)]
+    words.append(isa.encode("HALT"))
+    assert len(words) - 1 <= MAX_AHEAD
+    pushes, out = _run(words, {}, cycles=40 * len(words))
+    assert [b for _, b, _ in pushes] == [a // 16 for a in addrs[:REQUESTS]]
+    assert out["pending"] and not out["hit"]
 
 
 def test_a_write_over_the_second_requests_weights_makes_it_stale_once_first():

@@ -8,23 +8,26 @@ ports, the bank number), and each port writes its beats in the order they came."
 import random
 
 import pytest
-from migen import passive, run_simulation
+from migen import Signal, passive, run_simulation
 
 from litedram.common import LiteDRAMNativePort
 
-from gateware.readstream import BankInterleavedReader, BankInterleavedWriter, WindowReader
+from gateware.readstream import BANK_BITS, BankInterleavedReader, BankInterleavedWriter, WindowReader
 from tests.gateware.dram_port_model import NativePortMemory
 
 BANK_SHIFT = 2          # 4-beat bank runs: the stream changes port every 4 beats
 
 
-def _run(addresses, latencies, fifo_depth=8, sink_stall=0.3, seed=0, window=False, wait=0, nports=2):
+def _run(addresses, latencies, fifo_depth=8, sink_stall=0.3, seed=0, window=False, wait=0, nports=2, avoid=None):
     """Request ``addresses``, take the data (a beat on some cycles; with ``window``, 0, 1 or
     2 of the beats on offer, after ``wait`` idle cycles). Returns each port's addresses, the
-    data in the order taken, the memory, and the cycles from the first beat taken to the last."""
+    data in the order taken, the memory, and the cycles from the first beat taken to the last.
+    ``avoid`` (with ``window``): a list that gets, each cycle, the banks to avoid (random) and
+    the commands sent, as (avoided banks, address)."""
     ports = [LiteDRAMNativePort("read", address_width=16, data_width=32) for _ in range(nports)]
+    avoid_sig = Signal(1 << BANK_BITS) if avoid is not None else None
     if window:
-        dut = WindowReader(ports, BANK_SHIFT if nports == 2 else None, fifo_depth=fifo_depth)
+        dut = WindowReader(ports, BANK_SHIFT if nports == 2 else None, fifo_depth=fifo_depth, avoid=avoid_sig)
     else:
         dut = BankInterleavedReader(ports, BANK_SHIFT, fifo_depth=fifo_depth)
     mems = [NativePortMemory(p, seed=seed + i, stall_probability=0.3, read_latency=lat)
@@ -49,10 +52,17 @@ def _run(addresses, latencies, fifo_depth=8, sink_stall=0.3, seed=0, window=Fals
     @passive
     def commands():
         while True:
+            if avoid_sig is not None:
+                # Mostly one bank avoided at a time, now and then none or several.
+                yield avoid_sig.eq(rng.choice([0, 0, 1 << rng.randrange(8), rng.randrange(256)]))
+                yield
             for i, p in enumerate(ports):
                 if (yield p.cmd.valid) and (yield p.cmd.ready):
                     per_port[i].append((yield p.cmd.addr))
-            yield
+                    if avoid_sig is not None:
+                        avoid.append(((yield avoid_sig), (yield p.cmd.addr)))
+            if avoid_sig is None:
+                yield
 
     def consumer():
         for _ in range(wait):
@@ -98,6 +108,18 @@ def test_window_in_order_and_by_bank(nports, latencies):
     assert received == [beats[a] for a in addresses]
     for i in range(nports):
         assert per_port[i] == [a for a in addresses if nports == 1 or (a >> BANK_SHIFT) & 1 == i]
+
+
+def test_window_sends_nothing_to_an_avoided_bank():
+    """``avoid`` (the weight stream giving way to another stream's waiting command): no read
+    goes to a bank whose bit is set in that cycle; the data still come in address order."""
+    addresses = list(range(37, 37 + 120)) + [5, 6, 200, 9, 13, 250, 251]
+    sent = []
+    per_port, received, beats, _ = _run(addresses, (5, 9), seed=3, window=True, avoid=sent)
+    assert received == [beats[a] for a in addresses]
+    assert len(sent) == len(addresses)
+    assert not [(mask, a) for mask, a in sent if mask >> ((a >> BANK_SHIFT) & 7) & 1]
+    assert any(mask for mask, _ in sent)          # the banks were avoided now and then
 
 
 @pytest.mark.parametrize("nports", [1, 2])
