@@ -56,7 +56,7 @@ def test_forward_pass_matches_golden(device, shape):
     batch = [(int(t), p) for t, p in zip(rng.integers(0, 512, 4), (0, 3, 5, 7))]
     # Regions 4-7 hold no history: their rows before each position are golden's (zeros), not
     # what earlier tests left in the shared device's DRAM there.
-    device.write_dram(cm.kv_base(4), bytes(4 * cm.kv_bytes))
+    device.upload(cm.kv_base(4), bytes(4 * cm.kv_bytes))
     (lh, ah), (lg, ag) = hw.step(batch, kv=[4, 5, 6, 7]), golden.step(batch, kv=[4, 5, 6, 7])
     assert np.array_equal(lh, lg) and ah == ag
 
