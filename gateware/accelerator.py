@@ -34,7 +34,7 @@ from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, registers as reglayout
 from gateware.arith import saturate, as_signed, as_unsigned
-from gateware.readstream import BANK_BITS, BankInterleavedReader, BankInterleavedWriter, WindowReader
+from gateware.readstream import BANK_BITS, bank_of, BankInterleavedReader, BankInterleavedWriter, WindowReader
 from gateware.core.argmax import Argmax
 from gateware.core.attention import Attention
 from gateware.core.counters import Counters
@@ -192,7 +192,7 @@ class Accelerator(LiteXModule):
         if not ports:
             return
         self.weights_avoid = avoid = Signal(1 << BANK_BITS)
-        waiting = [Mux(p.cmd.valid & ~p.cmd.ready, 1 << p.cmd.addr[bank_shift:bank_shift + BANK_BITS], 0)
+        waiting = [Mux(p.cmd.valid & ~p.cmd.ready, 1 << bank_of(p.cmd.addr, bank_shift), 0)
                    for p in read_ports + self.write_ports]
         long_read = self.bursts.more & (self.bursts.remaining >= LONG_READ)
         self.sync += avoid.eq(reduce(or_, waiting) | Replicate(long_read, len(avoid)))

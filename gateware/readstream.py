@@ -29,6 +29,11 @@ from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 BANK_BITS = 3
 
 
+def bank_of(address, bank_shift):
+    """The bank number of a beat address (its BANK_BITS bits from ``bank_shift``)."""
+    return address[bank_shift:bank_shift + BANK_BITS]
+
+
 def _port_shape(ports, who, counts=(1, 2)):
     """The (address width, data width) of ``counts`` ports of the same shape."""
     if len(ports) not in counts:
@@ -203,8 +208,7 @@ class WindowReader(LiteXModule):
         for i, w in enumerate(windows):
             self.add_module(f"window{i}", w)
         if avoid is not None:
-            bank = sink.address[bank_shift:bank_shift + log2_int(len(avoid))]
-            self.comb += [w.hold.eq(Array(avoid)[bank]) for w in windows]
+            self.comb += [w.hold.eq(Array(avoid)[bank_of(sink.address, bank_shift)]) for w in windows]
         self.comb += self.taken.eq(Mux(self.valid & self.ready, Mux(self.valid2 & self.ready2, 2, 1), 0))
         if len(ports) == 1:
             w = windows[0]
