@@ -16,13 +16,17 @@ serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv).
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
 import time
+import traceback
 import zlib
 
-from driver.errors import LiteTransformerError
+from driver import checks
+from driver.checks import UsageError
+from driver.errors import CSRMapError, LiteTransformerError
 
 # driver.bench.SHAPES's names, for --help without importing numpy (tests/driver/test_bench.py
 # checks that they agree).
@@ -36,7 +40,8 @@ def _err(msg):
 def _target_args(parser):
     parser.add_argument("--target", default="sim", help="sim | sim://HOST:PORT | serial:///dev/ttyX?baud=N (generate/eval: also golden)")
     parser.add_argument("--csr", default=None, help="LiteX csr.csv of the target (boards; default for sim: the local build)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for any single reply")
+    parser.add_argument("--timeout", type=checks.real("timeout", 0.1, 3600.0), default=5.0,
+                        help="seconds to wait for any single reply")
 
 
 def _model_args(parser, tokenizer):
@@ -54,6 +59,23 @@ def _output_args(parser):
 def _open(args):
     from driver.device import Device
     return Device.open(args.target, csr=args.csr, timeout=args.timeout, progress=_err)
+
+
+def _check_target(args, golden=False):
+    """The target's address and CSR map, checked before anything starts; the golden model only
+    where the command means something without hardware."""
+    from driver.device import parse_target
+    if args.target == "golden":
+        if not golden:
+            raise UsageError(f"--target golden: the golden model is the ISA interpreter, with no DRAM link, "
+                             f"CRC unit or cycle counters, so `{args.command}` has nothing to measure there; "
+                             f"use --target sim, sim://HOST:PORT or serial://")
+        return
+    parse_target(args.target)
+    if args.csr is not None:
+        from driver.csr import CSRMap
+        checks.check_input_file(args.csr, "--csr")
+        CSRMap(args.csr)
 
 
 # Commands -----------------------------------------------------------------------------------------
@@ -81,7 +103,8 @@ def cmd_sim(args):
 
 
 def cmd_info(args):
-    with _open(args) as dev:
+    _check_target(args, golden=True)
+    with _open_any(args) as dev:
         info = dev.info()
     if args.json:
         print(json.dumps(info))
@@ -92,13 +115,16 @@ def cmd_info(args):
 
 
 def cmd_selftest(args):
-    if args.bytes <= 0:
-        raise ValueError("--bytes must be positive")
-    rng = random.Random(args.seed)
-    payload = rng.randbytes(args.bytes)
+    _check_target(args)
     t_open = time.monotonic()
     with _open(args) as dev:
         opened = time.monotonic() - t_open
+        align = max(dev.port_bytes, 4)
+        if args.offset % align or args.offset + args.bytes > dev.dram_size:
+            raise UsageError(f"--offset 0x{args.offset:x} --bytes {args.bytes}: the range must start on a "
+                             f"{align}-byte boundary and end within {dev.name}'s {dev.dram_size} bytes of DRAM")
+        rng = random.Random(args.seed)
+        payload = rng.randbytes(args.bytes)
 
         last = {"t": 0.0}
         tty = sys.stderr.isatty()
@@ -165,8 +191,11 @@ def cmd_build(args):
 
 def cmd_verify(args):
     from driver.verify import verify
-    if args.programs <= 0:
-        raise ValueError("--programs must be positive")
+    from spec import isa
+    if args.target != "core":
+        _check_target(args)
+    if args.config not in isa.TARGET_PARAMS:
+        raise UsageError(f"--config {args.config!r}: the configurations are {', '.join(isa.TARGET_PARAMS)}")
     if args.config != "sim" and args.target != "core":
         raise ValueError("--config picks the configuration of --target core; a device has its own")
     if args.stall_percent is not None and args.target != "core":
@@ -194,13 +223,16 @@ def cmd_bench(args):
     if args.model and args.shape:
         raise ValueError("give MODEL.bin or --shape, not both")
     models = [args.model] if args.model else (args.shape or "stories260K").split(",")
-    if args.positions <= 0 or args.start_pos < 0 or (args.prompt_len is not None and args.prompt_len <= 0):
-        raise ValueError("--positions and --prompt-len must be positive, --start-pos not negative")
     if args.target == "golden":
-        raise ValueError("bench reads the core's cycle counters and the golden model has no cycles: "
+        raise UsageError("bench reads the core's cycle counters and the golden model has no cycles: "
                          "use --target sim, sim://HOST:PORT or a board")
+    _check_target(args)
+    # Where the results go, checked before minutes of measuring, not after.
     if args.plot:
-        bench_report.pyplot()              # before minutes of measuring, not after
+        checks.check_output_file(args.plot, "--plot")
+        bench_report.pyplot()
+    if args.markdown:
+        checks.check_output_file(args.markdown, "--markdown")
     progress = None if args.quiet else _err
     named = [bench.resolve_model(m, seed=args.seed) for m in models]      # (label, Model)
     results = []
@@ -243,10 +275,11 @@ def cmd_yardstick(args):
     for s in shapes:
         if s not in bench.SHAPES:
             raise ValueError(f"--shape {s!r}: known shapes are {', '.join(bench.SHAPES)}")
-    if args.batch < 1 or args.positions < 1:
-        raise ValueError("--batch and --positions must be positive")
+    if args.markdown:
+        checks.check_output_file(args.markdown, "--markdown")
     projections = None
     if args.projections:
+        checks.check_input_file(args.projections, "--projections")
         with open(args.projections) as f:
             projections = json.load(f)
     report = yardstick.run(shapes, batch=args.batch, positions=args.positions, seed=args.seed,
@@ -279,19 +312,28 @@ def _model_paths(args):
     return model, tok
 
 
-def _load(args, dev, tokenizer_required):
-    model, tok = _model_paths(args)
+def _read_model(args, tokenizer_required):
+    """The checkpoint and its tokenizer, read and checked before any target is opened."""
+    from driver.model import load
+    from driver.tokenizer import Tokenizer
+    path, tok = _model_paths(args)
     if tok is None and tokenizer_required:
-        raise ValueError(f"no tokenizer: pass -z TOKENIZER.bin (there is no tokenizer.bin beside {model})")
+        raise UsageError(f"no tokenizer: pass -z TOKENIZER.bin (there is no tokenizer.bin beside {path})")
+    model = load(path)
+    tokenizer = Tokenizer.load(tok, vocab_size=model.config.vocab_size) if tok else None
+    return path, model, tokenizer
+
+
+def _load(args, dev, path, model, tokenizer):
     t0 = time.monotonic()
     progress = None
     if not args.quiet:
         def progress(done, total):
             _err(f"[upload] {done}/{total} B")
-    lm = dev.load(model, tokenizer=tok, progress=progress)
+    lm = dev.load(model, tokenizer=tokenizer, progress=progress)
     if not args.quiet:
         c = lm.config
-        _err(f"[load] {model}: dim {c.dim}, hidden {c.hidden_dim}, {c.n_layers} layers, {c.n_heads} heads "
+        _err(f"[load] {path}: dim {c.dim}, hidden {c.hidden_dim}, {c.n_layers} layers, {c.n_heads} heads "
              f"({c.n_kv_heads} KV), vocab {c.vocab_size}, context {lm.seq_len}; on {lm.target_name} "
              f"in {time.monotonic() - t0:.1f} s")
     return lm
@@ -319,25 +361,54 @@ def _stats_line(stats):
     return f"{stats['target']}, batch {stats['batch']}: " + "; ".join(parts)
 
 
-def cmd_generate(args):
-    if args.firmware and args.temperature != 0.0:
-        raise ValueError("--firmware decodes greedily on the device's ARGMAX: pass -t 0")
-    prompts = args.prompt or [""]
-    if args.prompts_file:
+def _read_prompts(args):
+    if args.prompt and args.prompts_file:
+        raise UsageError("give prompts with -i or with --prompts-file, not both")
+    if not args.prompts_file:
+        return args.prompt or [""]
+    checks.check_input_file(args.prompts_file, "--prompts-file")
+    try:
         with open(args.prompts_file, encoding="utf-8") as f:
             prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--prompts-file {args.prompts_file!r} is not UTF-8 text: {e}") from None
+    if not prompts:
+        raise UsageError(f"--prompts-file {args.prompts_file!r} holds no prompt (one per non-empty line)")
+    return prompts
+
+
+def cmd_generate(args):
+    if args.firmware and args.temperature != 0.0:
+        raise UsageError("--firmware decodes greedily on the device's ARGMAX: pass -t 0")
+    _check_target(args, golden=True)
+    prompts = _read_prompts(args)
+    checks.check_seed(args.seed, len(prompts))
+    path, model, tokenizer = _read_model(args, tokenizer_required=True)
+    # Every prompt is tokenised and checked against the vocabulary and the positions it may use
+    # before the target starts (the target's context can only be shorter: LoadedModel checks that).
+    steps = model.config.seq_len if args.steps == 0 else min(args.steps, model.config.seq_len)
+    encoded = []
+    for text in prompts:
+        checks.check_prompt_fits(tokenizer, text, steps)
+        toks = tokenizer.encode(text, bos=True)
+        if len(toks) > steps:
+            raise UsageError(f"generate: the prompt is {len(toks)} tokens (BOS included), more than the "
+                             f"{steps} positions it may use (-n, capped by the context)")
+        encoded.append(toks)
+    if args.firmware and len(prompts) != 1:
+        raise UsageError(f"--firmware runs one sequence; got {len(prompts)} prompts")
     stream = len(prompts) == 1 and not args.json
     with _open_any(args) as dev:
-        lm = _load(args, dev, tokenizer_required=True)
+        lm = _load(args, dev, path, model, tokenizer)
         if stream:
-            first = lm.tokenizer.encode(prompts[0], bos=True)
+            first = encoded[0]
             sys.stdout.write(lm.tokenizer.decode_all(first[1:], prev=first[0]))
             sys.stdout.flush()
         def on_token(index, token, text):
             if stream:
                 sys.stdout.write(text)
                 sys.stdout.flush()
-        result = lm.generate(prompts, steps=args.steps, temperature=args.temperature, topp=args.topp,
+        result = lm.generate(encoded, steps=args.steps, temperature=args.temperature, topp=args.topp,
                              seed=args.seed, on_token=on_token, mode="firmware" if args.firmware else "host")
     seqs = result["sequences"]
     if stream:
@@ -358,14 +429,25 @@ def cmd_generate(args):
 
 
 def cmd_eval(args):
-    with open(args.tokens, encoding="utf-8") as f:
-        text = f.read()
+    _check_target(args, golden=True)
+    checks.check_input_file(args.tokens, "--tokens")
     try:
-        tokens = [int(t) for t in text.split()]
-    except ValueError:
-        raise ValueError(f"{args.tokens}: expected whitespace-separated integer token ids") from None
+        with open(args.tokens, encoding="utf-8") as f:
+            tokens = [int(t) for t in f.read().split()]
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"--tokens {args.tokens!r}: expected whitespace-separated integer token ids") from None
+    path, model, tokenizer = _read_model(args, tokenizer_required=False)
+    c = model.config
+    if not tokens:
+        raise UsageError(f"--tokens {args.tokens!r} holds no token ids")
+    bad = next((t for t in tokens if not 0 <= t < c.vocab_size), None)
+    if bad is not None:
+        raise UsageError(f"--tokens {args.tokens!r}: token id {bad} is outside the vocabulary [0, {c.vocab_size})")
+    if len(tokens) > c.seq_len:
+        raise UsageError(f"--tokens {args.tokens!r}: {len(tokens)} tokens exceed the model's context of "
+                         f"{c.seq_len} positions")
     with _open_any(args) as dev:
-        lm = _load(args, dev, tokenizer_required=False)
+        lm = _load(args, dev, path, model, tokenizer)
         result = lm.eval(tokens, logits=args.logits)
     if not args.quiet:
         st = result["stats"]
@@ -401,10 +483,24 @@ def cmd_fidelity(args):
 
 # Entry point --------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors also end with the JSON line that --json promises."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        _err(f"{self.prog}: error: {message}")
+        if "--json" in _ARGV:
+            print(json.dumps({"ok": False, "error": message, "error_type": "UsageError"}), flush=True)
+        sys.exit(2)
+
+
+_ARGV = []
+
+
 def make_parser():
-    parser = argparse.ArgumentParser(prog="litetransformer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="litetransformer", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("sim", help="build (if needed) and run the simulated SoC; print its link address")
     p.set_defaults(func=cmd_sim)
@@ -416,9 +512,9 @@ def make_parser():
 
     p = sub.add_parser("selftest", help="upload random bytes, compare the device CRC, read back a sample")
     _target_args(p)
-    p.add_argument("--bytes", type=int, default=256 * 1024)
-    p.add_argument("--offset", type=lambda s: int(s, 0), default=0, help="DRAM offset (beat aligned)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bytes", type=checks.integer("byte count", 1, 1 << 32), default=256 * 1024)
+    p.add_argument("--offset", type=checks.integer("offset", 0, 1 << 32), default=0, help="DRAM offset (beat aligned)")
+    p.add_argument("--seed", type=checks.rng_seed, default=1)
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_selftest)
@@ -433,11 +529,11 @@ def make_parser():
 
     p = sub.add_parser("verify", help="random valid programs on the hardware and the golden model, compared")
     _target_args(p)
-    p.add_argument("--programs", type=int, default=100)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--programs", type=checks.integer("program count", 1, 10 ** 9), default=100)
+    p.add_argument("--seed", type=checks.rng_seed, default=1)
     p.add_argument("--config", default="sim",
                    help="--target core only: build the core with this target's parameters (spec.isa.TARGET_PARAMS)")
-    p.add_argument("--stall-percent", type=int, default=None,
+    p.add_argument("--stall-percent", type=checks.integer("stall percentage", 0, 99), default=None,
                    help="--target core only: chance in %% per cycle that a DRAM port refuses a request (default 10)")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")
@@ -449,10 +545,13 @@ def make_parser():
     p.add_argument("--shape", default=None, help="comma-separated, random weights: " + ", ".join(
         BENCH_SHAPES) + " (default stories260K)")
     p.add_argument("--batch", default="1,2,4,8", help="batch sizes, comma-separated (at most the core's slots)")
-    p.add_argument("--positions", type=int, default=4, help="decode steps per batch size")
-    p.add_argument("--start-pos", type=int, default=0, help="first decode position (earlier ones are prefilled, untimed)")
-    p.add_argument("--prompt-len", type=int, default=None, help="prefill positions (default: the largest batch)")
-    p.add_argument("--seed", type=int, default=1, help="random weights and tokens")
+    p.add_argument("--positions", type=checks.integer("positions", 1, 1 << 20), default=4,
+                   help="decode steps per batch size")
+    p.add_argument("--start-pos", type=checks.integer("start position", 0, 1 << 20), default=0,
+                   help="first decode position (earlier ones are prefilled, untimed)")
+    p.add_argument("--prompt-len", type=checks.integer("prompt length", 1, 1 << 20), default=None,
+                   help="prefill positions (default: the largest batch)")
+    p.add_argument("--seed", type=checks.rng_seed, default=1, help="random weights and tokens")
     p.add_argument("--no-cpu", action="store_true", help="skip the C baseline on this machine's CPU")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the roofline (matplotlib)")
     p.add_argument("--markdown", default=None, metavar="FILE.md", help="write the tables into a section of FILE.md")
@@ -465,9 +564,10 @@ def make_parser():
                                          "(F32, Q8_0; one thread and all; one sequence and a batch)")
     p.add_argument("--shape", default="stories15M", help="comma-separated, random weights: " + ", ".join(
         BENCH_SHAPES))
-    p.add_argument("--batch", type=int, default=8, help="the batched runs' sequences")
-    p.add_argument("--positions", type=int, default=32, help="decode positions per pass")
-    p.add_argument("--seed", type=int, default=1, help="random weights and tokens")
+    p.add_argument("--batch", type=checks.integer("batch", 1, 64), default=8, help="the batched runs' sequences")
+    p.add_argument("--positions", type=checks.integer("positions", 1, 1 << 16), default=32,
+                   help="decode positions per pass")
+    p.add_argument("--seed", type=checks.rng_seed, default=1, help="random weights and tokens")
     p.add_argument("--projections", default=None, metavar="BENCH.json",
                    help="a bench --json report: its board projections go beside the CPU figures")
     p.add_argument("--markdown", default=None, metavar="FILE.md", help="write the tables into a section of FILE.md")
@@ -481,10 +581,11 @@ def make_parser():
     p.add_argument("-i", dest="prompt", action="append", default=None,
                    help="prompt text; repeat -i for several prompts decoded together as one batch")
     p.add_argument("--prompts-file", default=None, help="one prompt per line, decoded together as one batch")
-    p.add_argument("-n", dest="steps", type=int, default=256, help="total positions, prompt included (0: the context)")
-    p.add_argument("-t", dest="temperature", type=float, default=1.0, help="0 = greedy (argmax on the device)")
-    p.add_argument("-p", dest="topp", type=float, default=0.9, help="top-p (nucleus) sampling")
-    p.add_argument("-s", dest="seed", type=int, default=0, help="random seed (0: from the clock)")
+    p.add_argument("-n", dest="steps", type=checks.integer("steps", 0, None, " (0 = the context)"), default=256,
+                   help="total positions, prompt included (0: the context)")
+    p.add_argument("-t", dest="temperature", type=checks.temperature, default=1.0, help="0 = greedy (argmax on the device)")
+    p.add_argument("-p", dest="topp", type=checks.topp, default=0.9, help="top-p (nucleus) sampling, in [0, 1]")
+    p.add_argument("-s", dest="seed", type=checks.seed, default=0, help=f"random seed, 1..2^64-1 (0: from the clock)")
     p.add_argument("--firmware", action="store_true",
                    help="the SoC's CPU runs the decode loop (firmware/); greedy only (-t 0), one prompt")
     _target_args(p)
@@ -501,24 +602,41 @@ def make_parser():
 
     p = sub.add_parser("fidelity", help="integer path and llama2.c's runq against fp32: teacher-forced top-1, greedy prefixes")
     _model_args(p, tokenizer=True)
-    p.add_argument("--positions", type=int, default=128, help="teacher-forced positions (capped at the context)")
-    p.add_argument("-n", dest="steps", type=int, default=128, help="greedy positions per prompt")
+    p.add_argument("--positions", type=checks.integer("positions", 1), default=128,
+                   help="teacher-forced positions (capped at the context)")
+    p.add_argument("-n", dest="steps", type=checks.integer("steps", 1), default=128, help="greedy positions per prompt")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=cmd_fidelity)
     return parser
 
 
 def main(argv=None):
-    args = make_parser().parse_args(argv)
+    """Exit status: 0 done, 1 a runtime failure (link, device, simulator, files that vanished),
+    2 an argument or input the command cannot take (nothing was started), 130 interrupted. A
+    failure is one line on stderr, and under --json also the last stdout line; never a traceback
+    (LITETRANSFORMER_TRACEBACK=1 shows it for a bug report)."""
+    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as e:                 # argparse: --help (0) or a usage error (2)
+        return e.code
     try:
         return args.func(args)
-    except (LiteTransformerError, ValueError, RuntimeError, TimeoutError, OSError) as e:
-        _err(f"litetransformer {args.command}: error: {e}")
-        if getattr(args, "json", False):
-            print(json.dumps({"ok": False, "error": str(e), "error_type": type(e).__name__}))
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        usage = isinstance(e, (ValueError, CSRMapError))
+        known = usage or isinstance(e, (LiteTransformerError, RuntimeError, TimeoutError, OSError))
+        message = str(e) if known else (f"internal error: {type(e).__name__}: {e} (a bug in litetransformer; "
+                                        f"LITETRANSFORMER_TRACEBACK=1 prints where)")
+        if not known and os.environ.get("LITETRANSFORMER_TRACEBACK"):
+            traceback.print_exc()
+        _err(f"litetransformer {args.command}: error: {message}")
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": message,
+                              "error_type": "UsageError" if type(e) is ValueError else type(e).__name__}),
+                  flush=True)
+        return 2 if usage else 1
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def _versioned_layout(c):
 
 def _rope_tables(c):
     """The cos/sin tables legacy files carry (llama2.c's freqs_cos/freqs_sin), so a model read
-    from version 1/2 saves as the legacy file llama2.c itself would write."""
+    from version 1/2 saves as the legacy file llama2.c itself would write. Built only then: their
+    size follows the header's seq_len, not the file's, so a small file could ask for gigabytes."""
     hs = c.head_size
     freqs = 1.0 / 10000.0 ** (np.arange(0, hs, 2, dtype=np.float32) / np.float32(hs))
     angles = np.outer(np.arange(c.seq_len, dtype=np.float32), freqs).astype(np.float32)
@@ -254,7 +255,6 @@ def _parse_versioned(blob, path):
             mats = [_dequantize_q80(cursor.take("i1", (size,)), cursor.take("<f4", (size // group_size,)))
                     for _ in range(n)]
             weights[name] = np.stack(mats).reshape(shape)
-    weights["freq_cis_real"], weights["freq_cis_imag"] = _rope_tables(config)
     return _finish(config, weights, path)
 
 
@@ -332,8 +332,10 @@ def _fields(c):
 def _tensors(model, layout):
     """The model's tensors for ``layout`` as little-endian fp32, shapes checked before any write."""
     out = []
+    tables = dict(zip(("freq_cis_real", "freq_cis_imag"), _rope_tables(model.config))) \
+        if any(name.startswith("freq_cis") and name not in model.weights for name, _ in layout) else {}
     for name, shape in layout:
-        w = np.asarray(model.weights[name], dtype="<f4")
+        w = np.asarray(model.weights[name] if name in model.weights else tables[name], dtype="<f4")
         if w.shape != shape:
             raise ValueError(f"save: tensor {name} has shape {w.shape}, the config needs {shape}")
         out.append(w)

@@ -26,6 +26,7 @@ import numpy as np
 
 from spec import isa, numerics, spec_hash
 from driver.cache import PROJECT_DIR, cache_root, hash_files
+from driver.checks import UsageError, check_prompt_fits, check_seed, check_temperature, check_topp
 from driver.compiler import CompiledModel, GoldenRunner, compile_model
 from driver.firmware import RESERVED_BYTES as FIRMWARE_BYTES
 from driver.intforward import QuantizedModel
@@ -108,6 +109,14 @@ class GoldenTarget:
 
     def accel_params(self):
         return self._params
+
+    def info(self):
+        """What ``litetransformer info`` shows of a device, for the interpreter: its spec and the
+        core parameters it runs with; no link, clock or counters."""
+        import spec
+        return {"target": self.name, "ident": "golden model (spec.golden, the ISA interpreter)",
+                "spec_version": ".".join(map(str, spec.SPEC_VERSION)), "spec_hash": f"{spec_hash():08x}",
+                "dram_bytes": self.dram_size, "params": isa.params_dict(self._params)}
 
     def load(self, model, tokenizer=None, seq_len=None, progress=None):
         return load(self, model, tokenizer, seq_len, progress)
@@ -262,22 +271,27 @@ class LoadedModel:
 
         ``mode="firmware"``: the SoC's CPU runs the loop (driver.firmware), greedy only
         (temperature 0) and one prompt; the host only streams the tokens it prints."""
+        if isinstance(prompts, (str, bytes)) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if steps < 0:
+            raise UsageError(f"generate: steps (-n) {steps} is negative: give 0 (the context) or a positive count")
+        check_temperature(temperature)
+        check_topp(topp)
+        check_seed(seed or 0, max(len(prompts), 1))
         if mode == "firmware":
             from driver.firmware import generate as firmware_generate
             return firmware_generate(self, prompts, steps, temperature, seed, on_token)
         if mode != "host":
             raise ValueError(f"generate: mode {mode!r}: use 'host' or 'firmware'")
-        if isinstance(prompts, (str, bytes)) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
         if not prompts:
             raise ValueError("generate: no prompts")
         if len(prompts) > self.kv_regions:
             raise ValueError(f"generate: {len(prompts)} prompts at once; the image holds "
                              f"{self.kv_regions} KV regions (one per sequence)")
-        steps = self.seq_len if steps <= 0 or steps > self.seq_len else steps
+        steps = self.seq_len if steps == 0 or steps > self.seq_len else steps
         seqs = []
         for p in prompts:
-            toks = self._encode(p)
+            toks = self._encode(p, steps)
             self._check_tokens(toks)
             if len(toks) > steps:
                 raise ValueError(f"generate: the prompt is {len(toks)} tokens (BOS included), more than "
@@ -342,11 +356,12 @@ class LoadedModel:
                 "stats": {"target": self.target_name, "batch": len(seqs), "slots": self.slots,
                           "prefill": prefill.as_dict(), "decode": decode.as_dict()}}
 
-    def _encode(self, prompt):
+    def _encode(self, prompt, steps):
         if isinstance(prompt, (list, tuple)):
             return [int(t) for t in prompt]
         if self.tokenizer is None:
             raise ValueError("generate: a text prompt needs a tokenizer (-z TOKENIZER.bin)")
+        check_prompt_fits(self.tokenizer, prompt, steps)
         return self.tokenizer.encode(prompt, bos=True, eos=False)
 
     # Teacher forcing --------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ stream of coins as ``run -s SEED``.
 
 import numpy as np
 
+from driver.checks import SEED_MAX, check_temperature, check_topp
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -16,9 +18,10 @@ class XorShiftRng:
     """llama2.c's xorshift64* generator: ``random_u32`` and ``random_f32`` in [0, 1)."""
 
     def __init__(self, seed):
-        if seed <= 0:
-            raise ValueError(f"seed {seed} must be positive (0 would make xorshift stick at 0)")
-        self.state = seed & _MASK64
+        if not 0 < seed <= SEED_MAX:
+            raise ValueError(f"seed {seed} is out of range: xorshift64* takes 1..{SEED_MAX} "
+                             f"(0 would stick at 0; larger values do not fit its 64-bit state)")
+        self.state = seed
 
     def random_u32(self):
         s = self.state
@@ -65,11 +68,8 @@ class Sampler:
     """``temperature`` 0 means greedy; ``seed`` seeds llama2.c's generator."""
 
     def __init__(self, temperature=1.0, topp=0.9, seed=1):
-        if temperature < 0:
-            raise ValueError(f"temperature {temperature} must be >= 0")
-        if not 0.0 <= topp <= 1.0:
-            raise ValueError(f"top-p {topp} must be in [0, 1]")
-        self.temperature, self.topp = float(temperature), float(topp)
+        self.temperature = float(check_temperature(float(temperature)))
+        self.topp = float(check_topp(float(topp)))
         self.rng = XorShiftRng(seed)
 
     @property
@@ -81,7 +81,13 @@ class Sampler:
         logits = np.asarray(logits, np.float32)
         if self.greedy:
             return int(np.argmax(logits))
-        probs = softmax(logits / np.float32(self.temperature))
+        with np.errstate(over="ignore"):
+            scaled = logits / np.float32(self.temperature)
+        if not np.all(np.isfinite(scaled)):
+            # A temperature so small that a logit overflows float32: the distribution is
+            # argmax's, its limit as the temperature goes to 0.
+            return int(np.argmax(logits))
+        probs = softmax(scaled)
         coin = self.rng.random_f32()
         if self.topp <= 0 or self.topp >= 1:
             return sample_mult(probs, coin)

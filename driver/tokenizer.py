@@ -31,6 +31,7 @@ class Tokenizer:
         self.pieces = [p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in pieces]
         self.scores = [float(np.float32(s)) for s in scores]
         self.max_token_length = max_token_length or max((len(p) for p in self.pieces), default=0)
+        self._longest = max((len(p) for p in self.pieces), default=1) or 1
         # A piece listed twice resolves to its first id (llama2.c's bsearch picks either one).
         self._ids = {}
         for i, piece in enumerate(self.pieces):
@@ -97,6 +98,13 @@ class Tokenizer:
             tokens += self._symbols(b" " + data)
         self._merge(tokens)
         return tokens + [EOS] if eos else tokens
+
+    def min_tokens(self, text, bos=True):
+        """A lower bound on ``len(encode(text, bos))`` that costs nothing: no piece covers more
+        bytes than the longest one. A prompt that cannot fit the context is refused by this
+        before the merges (quadratic in the prompt's length) run."""
+        n = len(text.encode("utf-8") if isinstance(text, str) else text)
+        return int(bos) + (-(-(n + 1) // self._longest) if n else 0)
 
     def _symbols(self, data):
         """One id per character, or one byte-fallback id per byte of a character not in the vocabulary."""

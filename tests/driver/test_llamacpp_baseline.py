@@ -63,4 +63,4 @@ def test_yardstick_refuses_bad_arguments_before_any_work(capsys, monkeypatch):
     assert cli.main(["yardstick", "--shape", "stories15M,stories7B"]) == 2
     assert "--shape 'stories7B': known shapes are" in capsys.readouterr().err
     assert cli.main(["yardstick", "--batch", "0"]) == 2
-    assert "--batch and --positions must be positive" in capsys.readouterr().err
+    assert "argument --batch: batch 0 is out of range" in capsys.readouterr().err

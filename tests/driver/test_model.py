@@ -2,6 +2,7 @@
 
 import os
 import struct
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
@@ -116,10 +117,28 @@ def test_v1_save_load(tmp_path, shared):
     assert (tmp_path / "m.bin").read_bytes() == (tmp_path / "ref.bin").read_bytes()
     back = load(tmp_path / "m.bin")
     _assert_same(back, m)
+    save(back, tmp_path / "legacy.bin")
+    legacy = load(tmp_path / "legacy.bin")
     hs = TINY.head_size
     angle = np.arange(TINY.seq_len)[:, None] * 10000.0 ** (-np.arange(0, hs, 2) / hs)
-    assert np.allclose(back.weights["freq_cis_real"], np.cos(angle), atol=1e-6)
-    assert np.allclose(back.weights["freq_cis_imag"], np.sin(angle), atol=1e-6)
+    assert np.allclose(legacy.weights["freq_cis_real"], np.cos(angle), atol=1e-6)
+    assert np.allclose(legacy.weights["freq_cis_imag"], np.sin(angle), atol=1e-6)
+
+
+def test_v1_header_with_a_huge_context_loads_without_building_its_tables(tmp_path):
+    # The RoPE tables' size follows the header's seq_len, which a v1 file does not pay for in
+    # bytes: seq_len 2**30 would be 4 GiB of tables behind a file of a few kilobytes.
+    c = replace(TINY, seq_len=1 << 30)
+    m = random_model(TINY, seed=5)
+    blob = bytearray(_v1_bytes(m))
+    struct.pack_into("<i", blob, 8 + 6 * 4, c.seq_len)
+    (tmp_path / "huge.bin").write_bytes(bytes(blob))
+    tracemalloc.start()
+    back = load(tmp_path / "huge.bin")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert back.config.seq_len == 1 << 30 and "freq_cis_real" not in back.weights
+    assert peak < 16 * len(blob) + (1 << 20)
 
 
 def test_v2_layout_dequantises(tmp_path):

@@ -1,0 +1,194 @@
+"""The command line's contract (DESIGN.md §8): every argument and input is checked before a
+target starts; a bad one is one line on stderr naming the option, the value and what is allowed,
+exit status 2, and under --json a last stdout line {"ok": false, ...}; a runtime failure exits 1;
+never a traceback. Run in-process on the golden target and the bundled model."""
+
+import contextlib
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+
+import driver.device
+from driver import cli
+from driver.errors import LinkError
+from driver.runtime import DEFAULT_TOKENIZER
+from driver.sampling import Sampler, softmax
+from driver.tokenizer import Tokenizer
+
+
+def run(argv):
+    """(exit status, stdout, stderr) of ``litetransformer ARGV``, in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def check_contract(argv, rc, out, err):
+    """What every run must show, whatever it was given."""
+    assert rc in (0, 1, 2), (argv, rc, err)
+    assert "Traceback" not in err, (argv, err)
+    if rc:
+        assert err.strip().splitlines()[-1].startswith("litetransformer"), (argv, err)
+    if "--json" in argv and rc != 0:
+        last = json.loads(out.strip().splitlines()[-1])
+        assert last["ok"] is False and last["error"], (argv, last)
+    return rc
+
+
+@pytest.fixture
+def no_target(monkeypatch):
+    """Fails the test if anything opens a target: the checks must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a target was opened before the arguments were checked")
+    monkeypatch.setattr(driver.device.Device, "open", classmethod(refuse))
+
+
+# Refused before any work -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, says", [
+    (["-t", "nan"], "argument -t: temperature nan is not allowed"),
+    (["-t", "nan", "-p", "1"], "argument -t: temperature nan"),
+    (["-t", "inf"], "argument -t: temperature inf"),
+    (["-t", "-1"], "argument -t: temperature -1.0 is out of range"),
+    (["-p", "2"], "argument -p: top-p 2.0 is out of range: it must be in [0.0, 1.0]"),
+    (["-p", "nan"], "argument -p: top-p nan"),
+    (["-s", "-1"], "argument -s: seed -1 is out of range"),
+    (["-s", str(2 ** 64)], f"argument -s: seed {2 ** 64} is out of range"),
+    (["-s", str(2 ** 64 + 7)], f"argument -s: seed {2 ** 64 + 7} is out of range"),
+    (["-s", "seven"], "argument -s: seed 'seven' is not an integer"),
+    (["-n", "-5"], "argument -n: steps -5 is out of range: it must be >= 0 (0 = the context)"),
+    (["--timeout", "0"], "argument --timeout: timeout 0.0 is out of range"),
+])
+def test_generate_refuses_bad_values_before_any_target(no_target, argv, says):
+    full = ["generate", "--target", "golden", "--json", *argv]
+    rc, out, err = run(full)
+    assert check_contract(full, rc, out, err) == 2 and says in err
+
+
+def test_prompt_sources_are_exclusive_and_checked(no_target, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Once\nThe dog\n")
+    rc, out, err = run(["generate", "--target", "golden", "-i", "hi", "--prompts-file", str(prompts)])
+    assert rc == 2 and "-i or with --prompts-file, not both" in err
+    rc, out, err = run(["generate", "--target", "golden", "--prompts-file", str(tmp_path / "none.txt")])
+    assert rc == 2 and "does not exist" in err
+    prompts.write_bytes(b"\xff\xfe bad\n")
+    rc, out, err = run(["generate", "--target", "golden", "--prompts-file", str(prompts)])
+    assert rc == 2 and "is not UTF-8 text" in err
+
+
+def test_a_seed_whose_batch_passes_2_64_is_refused(no_target, tmp_path):
+    # Sequence i samples with seed + i: the last of three would be 2**64, which xorshift64*
+    # cannot hold (it used to wrap silently to the forbidden state 0).
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a\nb\nc\n")
+    rc, out, err = run(["generate", "--target", "golden", "--prompts-file", str(prompts), "-s", str(2 ** 64 - 2)])
+    assert rc == 2 and "for 3 sequences" in err
+
+
+def test_a_long_prompt_is_refused_before_it_is_tokenised(no_target):
+    # 25,000 characters cannot fit 256 positions when no piece is longer than 9 bytes; the
+    # merges would take ~100 s before the length check.
+    t0 = time.monotonic()
+    rc, out, err = run(["generate", "--target", "golden", "-i", "word " * 5000])
+    assert rc == 2 and "needs at least" in err and time.monotonic() - t0 < 5
+
+
+def test_eval_refuses_ids_outside_the_vocabulary_before_any_target(no_target, tmp_path):
+    ids = tmp_path / "ids.txt"
+    for text, says in (("1 403 512", "token id 512 is outside the vocabulary [0, 512)"),
+                       ("1 -3", "token id -3 is outside"), ("", "holds no token ids"),
+                       (" ".join(["5"] * 257), "257 tokens exceed the model's context of 256")):
+        ids.write_text(text)
+        argv = ["eval", "--tokens", str(ids), "--target", "golden", "--json"]
+        rc, out, err = run(argv)
+        assert check_contract(argv, rc, out, err) == 2 and says in err
+
+
+def test_bench_refuses_an_output_it_cannot_write_before_any_target(no_target, tmp_path):
+    argv = ["bench", "--plot", str(tmp_path / "missing" / "roofline.png"), "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "does not exist" in err
+    argv = ["bench", "--markdown", str(tmp_path), "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "is a folder" in err
+
+
+def test_a_csr_map_with_a_short_row_is_named_by_line(no_target, tmp_path):
+    csr = tmp_path / "csr.csv"
+    csr.write_text("#--------\ncsr_base,accel,0xf0000000,,\ncsr_register,accel_config\n")
+    argv = ["info", "--target", "serial:///dev/ttyUSB9", "--csr", str(csr), "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "line 3" in err and "not a csr.csv row" in err
+
+
+# Every target takes what makes sense for it ------------------------------------------------------------
+
+def test_golden_info_names_the_interpreter_and_its_parameters():
+    rc, out, err = run(["info", "--target", "golden", "--json"])
+    info = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and info["target"] == "golden" and info["params"]["slots"] >= 1
+    assert len(info["spec_hash"]) == 8
+
+
+@pytest.mark.parametrize("command", [["selftest"], ["verify", "--programs", "2"], ["bench"]])
+def test_commands_that_need_hardware_refuse_golden(no_target, command):
+    argv = [*command, "--target", "golden", "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "golden" in err
+
+
+# Failures at run time ----------------------------------------------------------------------------------
+
+def test_a_link_failure_exits_1(monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise LinkError("cannot connect to socket://127.0.0.1:9: connection refused")
+    monkeypatch.setattr(driver.device.Device, "open", classmethod(unreachable))
+    argv = ["info", "--target", "sim://127.0.0.1:9", "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 1 and "connection refused" in err
+
+
+def test_a_bug_is_one_line_not_a_traceback(monkeypatch):
+    def broken(self):
+        return {}["missing"]
+    monkeypatch.setattr("driver.runtime.GoldenTarget.info", broken)
+    argv = ["info", "--target", "golden", "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 1 and "internal error: KeyError" in err
+
+
+# Sampling follows the logits ---------------------------------------------------------------------------
+
+def test_sampling_draws_tokens_in_proportion_to_their_probabilities():
+    logits = np.array([2.0, 1.0, 0.0, -1.0, 3.0], np.float32)
+    for temperature in (0.5, 1.0, 2.0):
+        sampler = Sampler(temperature, topp=1.0, seed=42)
+        counts = np.bincount([sampler.sample(logits) for _ in range(20000)], minlength=5)
+        expected = softmax(logits / temperature) * 20000
+        # Within 5 standard deviations of each binomial count.
+        assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected + 1)), (temperature, counts, expected)
+
+
+def test_top_p_draws_only_from_the_nucleus():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], np.float32))
+    sampler = Sampler(1.0, topp=0.7, seed=7)
+    seen = {sampler.sample(logits) for _ in range(2000)}
+    assert seen == {0, 1}               # 0.5 + 0.3 passes 0.7; 2 and 3 are outside
+    sampler = Sampler(1.0, topp=0.0, seed=7)         # 0: the whole distribution
+    assert {sampler.sample(logits) for _ in range(2000)} == {0, 1, 2, 3}
+
+
+def test_a_vanishing_temperature_is_argmax():
+    # 1e-45 makes the scaled logits overflow float32; the limit of the distribution is argmax.
+    assert Sampler(1e-45, topp=0.9, seed=1).sample([0.5, 4.0, -2.0]) == 1
+
+
+def test_the_tokenizers_bound_never_exceeds_the_real_count():
+    tok = Tokenizer.load(DEFAULT_TOKENIZER)
+    for text in ("", "a", "Once upon a time", "ünïcödé 🙂 text", "x" * 300, "The little dog ran. " * 20):
+        assert tok.min_tokens(text) <= len(tok.encode(text)), text
