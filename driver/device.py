@@ -8,6 +8,7 @@ Weights go up once with ``upload`` (device-side CRC compared with the host's); r
 read by their LiteX names.
 """
 
+import os
 import re
 import time
 import urllib.parse
@@ -16,8 +17,8 @@ import zlib
 import spec
 from spec import isa, registers
 from driver.csr import CSRMap
-from driver.errors import (AcceleratorError, ChecksumMismatch, DeviceError, LinkError, SimulatorDied,
-                           SpecMismatch)
+from driver.errors import (AcceleratorError, ChecksumMismatch, DeviceError, LinkError, LinkTimeout,
+                           SimulatorDied, SpecMismatch)
 from driver.link import Link
 
 # Bits of the blocks' status registers, from the spec.
@@ -105,6 +106,11 @@ class Device:
         dev = cls(lambda: Link(url, baudrate=baud or 115200, timeout=timeout, resync_wait=resync),
                   csr_map, sim_process, name=target if kind != "sim" else f"sim (127.0.0.1:{sim_process.port})")
         try:
+            if kind != "sim":
+                # Another client may have left a command half-sent (killed mid-upload): drop it
+                # before the first exchange, then make sure a LiteX SoC answers at all.
+                dev.link.resync()
+            dev.probe()
             dev.wait_ready(ready_timeout)
             if check_spec:
                 dev.check_spec()
@@ -188,6 +194,25 @@ class Device:
         self._on_link("write", addr, words)
 
     # Bring-up -------------------------------------------------------------------------------------
+    def probe(self):
+        """Make sure the peer is a LiteX SoC's UARTBone bridge, within the link's timeout: write
+        a random word to LiteX's scratch register, read it back, put the old value back. A peer
+        that is something else answers nothing, or not that word."""
+        addr, _ = self.csr.register("ctrl_scratch")
+        value = int.from_bytes(os.urandom(4), "little")
+        try:
+            old = self.link.read(addr, 1)[0]
+            self.link.write(addr, [value])
+            back = self.link.read(addr, 1)[0]
+        except LinkTimeout as e:
+            raise LinkError(f"{self.name} is not answering as a LiteX SoC: {e} (is this the port of "
+                            f"`litetransformer sim`, or a board running our bitstream?)") from None
+        if back != value:
+            self.link.resync()
+            raise LinkError(f"{self.name} is not a LiteX SoC's UARTBone bridge: LiteX's scratch register "
+                            f"(0x{addr:08x}) read back 0x{back:08x} after 0x{value:08x} was written")
+        self.link.write(addr, [old])
+
     def wait_ready(self, timeout=180.0):
         """Drain the CPU console (the BIOS blocks when nobody reads it) until the BIOS prompt
         shows that DRAM init has finished (or the prompt of the decode-loop firmware that an

@@ -1,8 +1,11 @@
 """The simulated SoC end to end over the real link path (UARTBone over TCP): boot, identify,
 bulk upload with device CRC, read-back, and every fault the driver must name."""
 
+import os
 import random
 import socket
+import subprocess
+import sys
 import time
 import zlib
 
@@ -17,6 +20,7 @@ from driver.errors import (ChecksumMismatch, DeviceError, LinkError, SimulatorDi
 from tests.soc.tcp_proxy import FaultyProxy
 
 pytestmark = pytest.mark.sim
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_info_matches_spec_and_build(device):
@@ -130,6 +134,31 @@ def test_link_stops_mid_upload_then_retry(sim_build):
         dev.close()
     finally:
         proxy.close()
+        sim.stop()
+
+
+def test_the_first_command_after_a_client_killed_mid_upload_works(sim_build):
+    # A client is killed in the middle of an upload (its socket closes with megabytes still
+    # owed to the bulk path); the next client to attach gets its first exchange through, and its
+    # upload verifies.
+    from soc.sim import SimProcess
+    sim = SimProcess(sim_build)
+    try:
+        client = subprocess.Popen([sys.executable, "-m", "driver.cli", "selftest", "--target",
+                                   f"sim://127.0.0.1:{sim.port}", "--csr", sim_build.csr_csv, "--bytes",
+                                   str(4 << 20)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for line in client.stderr:
+            if "uploaded" in line:
+                break
+        time.sleep(0.5)
+        client.kill()
+        client.wait()
+        dev = Device.open(f"sim://127.0.0.1:{sim.port}", csr=sim_build.csr_csv, timeout=3)
+        assert dev.info()["spec_hash"] == f"{spec.spec_hash():08x}"
+        payload = random.Random(13).randbytes(64 * 1024)
+        assert dev.upload(0, payload)["device_crc"] == zlib.crc32(payload)
+        dev.close()
+    finally:
         sim.stop()
 
 
