@@ -44,9 +44,12 @@ def _target_args(parser):
                         help="seconds to wait for any single reply")
 
 
-def _model_args(parser, tokenizer):
+def _model_args(parser, tokenizer, lossy=True):
     parser.add_argument("model", nargs="?", default=None,
                         help="checkpoint (llama2.c legacy, v1 or v2); default: the bundled model")
+    if lossy:
+        parser.add_argument("--allow-lossy", action="store_true",
+                            help="run a model whose tensors or activations the integer formats miss (warns)")
     if tokenizer:
         parser.add_argument("-z", dest="tokenizer", default=None, help="tokenizer.bin (default: beside the checkpoint)")
 
@@ -330,7 +333,7 @@ def _load(args, dev, path, model, tokenizer):
     if not args.quiet:
         def progress(done, total):
             _err(f"[upload] {done}/{total} B")
-    lm = dev.load(model, tokenizer=tokenizer, progress=progress)
+    lm = dev.load(model, tokenizer=tokenizer, progress=progress, allow_lossy=args.allow_lossy)
     if not args.quiet:
         c = lm.config
         _err(f"[load] {path}: dim {c.dim}, hidden {c.hidden_dim}, {c.n_layers} layers, {c.n_heads} heads "
@@ -601,7 +604,7 @@ def make_parser():
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fidelity", help="integer path and llama2.c's runq against fp32: teacher-forced top-1, greedy prefixes")
-    _model_args(p, tokenizer=True)
+    _model_args(p, tokenizer=True, lossy=False)
     p.add_argument("--positions", type=checks.integer("positions", 1), default=128,
                    help="teacher-forced positions (capped at the context)")
     p.add_argument("-n", dest="steps", type=checks.integer("steps", 1), default=128, help="greedy positions per prompt")

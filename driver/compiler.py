@@ -61,6 +61,7 @@ class CompiledModel:
     regs: dict                     # register name -> value
     acts: dict                     # activation buffer -> (first word, words)
     layout: dict = field(default_factory=dict)   # name -> DRAM byte address
+    lossy: list = field(default_factory=list)    # QuantizedModel.lossy: tensors the int8 form misses
 
     def kv_base(self, region):
         """Byte address of KV region ``region`` (a slot's kv_base in the slot table)."""
@@ -341,7 +342,7 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
                          prog_greedy=layout["program_greedy"], slots=layout["slots"],
                          argmax=layout["argmax"], logits=layout["logits"], logits_stride=logits_stride,
                          kv=layout["kv"], kv_bytes=kv_bytes, kv_regions=kv_regions, total_bytes=total,
-                         regs=regs, acts=acts, layout=layout)
+                         regs=regs, acts=acts, layout=layout, lossy=list(getattr(qmodel, "lossy", [])))
 
 
 class GoldenRunner:

@@ -122,12 +122,12 @@ class Device:
     def __enter__(self):
         return self
 
-    def load(self, model, tokenizer=None, seq_len=None, progress=None):
+    def load(self, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False):
         """Compile ``model`` (a checkpoint path or driver.model.Model) for this device's core,
         upload it (CRC-verified) and return a driver.runtime.LoadedModel with ``generate``
         and ``eval``."""
         from driver.runtime import load
-        return load(self, model, tokenizer, seq_len, progress)
+        return load(self, model, tokenizer, seq_len, progress, allow_lossy)
 
     def __exit__(self, *exc):
         self.close()

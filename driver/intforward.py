@@ -9,32 +9,110 @@ import math
 
 import numpy as np
 
-from spec import numerics as N
+from spec import isa, numerics as N
+
+
+# A tensor whose int8 form is off by more than this (RMS of the error over RMS of the values) is
+# not run without the user's consent: real llama2.c checkpoints measure 0.42-0.50 % per matrix,
+# so 5 % means values the format cannot follow (groups 256x below their row's largest, say).
+LOSSY_ERROR = 0.05
+RESIDUAL_LIMIT = 1 << (31 - N.ACT_FRAC)      # int32 with ACT_FRAC fraction bits: |x| < 32768
+KV_LIMIT = 1 << (15 - N.KV_FRAC)             # int16 K/V (and queries) with KV_FRAC fraction bits: |x| < 128
+PROBE_POSITIONS = 8
+
+
+class QuantRangeError(ValueError):
+    """A tensor holds values that the core's integer formats cannot hold at all."""
 
 
 class QuantizedModel:
     """Weights in the core's formats: int8 grouped matrices (the embedding table too), int16
-    RMSNorm gains."""
+    RMSNorm gains. Each tensor is checked as it is converted: values outside what the formats
+    can hold raise QuantRangeError naming the tensor; ``lossy`` lists, one sentence each, the
+    tensors whose int8 form is off by more than LOSSY_ERROR and the activations that the float
+    reference drives past their integer formats (which saturate silently)."""
 
     def __init__(self, model):
         c, w = model.config, model.weights
         self.config = c
+        self.lossy = []
         L = c.n_layers
-        mats = lambda name: [N.quantize_weights(w[name][l]) for l in range(L)]
+        mats = lambda name: [self._matrix(f"{name}[{l}]", w[name][l]) for l in range(L)]
         self.wq, self.wk, self.wv, self.wo = mats("wq"), mats("wk"), mats("wv"), mats("wo")
         self.w1, self.w2, self.w3 = mats("w1"), mats("w2"), mats("w3")
-        self.wcls = N.quantize_weights(w["wcls"])
+        self.wcls = self._matrix("wcls", w["wcls"])
         self.shared_classifier = c.shared_classifier
-        self.embedding = self.wcls if self.shared_classifier else N.quantize_weights(w["token_embedding"])
-        self.rms_att = [N.quantize_fixed16(w["rms_att"][l]) for l in range(L)]
-        self.rms_ffn = [N.quantize_fixed16(w["rms_ffn"][l]) for l in range(L)]
-        self.rms_final = N.quantize_fixed16(w["rms_final"])
+        self.embedding = self.wcls if self.shared_classifier else self._matrix("token_embedding", w["token_embedding"])
+        # An embedding row is the residual stream's first value: it must fit its int32 format.
+        table = w["wcls"] if self.shared_classifier else w["token_embedding"]
+        if np.abs(table).max(initial=0) >= RESIDUAL_LIMIT:
+            raise QuantRangeError(f"tensor token_embedding: values span [{table.min():.4g}, {table.max():.4g}]; the "
+                                  f"residual stream holds |x| < {RESIDUAL_LIMIT} (int32, {N.ACT_FRAC} fraction bits)")
+        self.rms_att = [self._gains(f"rms_att[{l}]", w["rms_att"][l]) for l in range(L)]
+        self.rms_ffn = [self._gains(f"rms_ffn[{l}]", w["rms_ffn"][l]) for l in range(L)]
+        self.rms_final = self._gains("rms_final", w["rms_final"])
+        self._probe_activations(model)
         hs = c.head_size
         freq = 1.0 / np.power(10000.0, np.arange(0, hs, 2) / hs)
         angles = np.arange(c.seq_len)[:, None] * freq[None, :]            # (seq_len, hs/2)
         self.rope_cos = N.to_fixed(np.cos(angles), N.ROPE_FRAC)
         self.rope_sin = N.to_fixed(np.sin(angles), N.ROPE_FRAC)
         self.inv_sqrt_hs = round((1 << 15) / math.sqrt(hs))
+
+
+    def _matrix(self, name, w):
+        q, mant, shift = qms = N.quantize_weights(w)
+        lo, hi = isa.SHIFT_RANGE
+        if len(shift) and (shift.min() < lo or shift.max() > hi):
+            raise QuantRangeError(
+                f"tensor {name}: values span [{w.min():.4g}, {w.max():.4g}]; int8 weights with 8-bit group "
+                f"scales and row shifts in {isa.SHIFT_RANGE} hold a row whose largest |w| is in "
+                f"[{127 * 2.0 ** (N.SCALE_MANT_BITS - 1 - hi):.3g}, {127 * 2.0 ** (N.SCALE_MANT_BITS - lo):.0f}]")
+        rows, cols = w.shape
+        deq = (q.reshape(rows, -1, N.WEIGHT_GROUP) * mant[:, :, None].astype(np.float32)).reshape(rows, -1)
+        deq = deq[:, :cols] * np.exp2(-shift.astype(np.float32))[:, None]
+        norm = float(np.linalg.norm(w))
+        error = float(np.linalg.norm(deq - w)) / norm if norm > 0 else 0.0
+        if error > LOSSY_ERROR:
+            self.lossy.append(f"tensor {name}: its int8 form is off by {100 * error:.1f} % of its RMS (limit "
+                              f"{100 * LOSSY_ERROR:.0f} %; values in [{w.min():.4g}, {w.max():.4g}])")
+        return qms
+
+    def _probe_activations(self, model, positions=PROBE_POSITIONS):
+        """Run the float reference over a few positions (BOS, then tokens from a fixed seed) and
+        list, in ``lossy``, every vector that reaches past its integer format: the formats
+        saturate there, silently. Real checkpoints stay far inside (stories260K: keys 7.1 of 128,
+        residual 7.2 of 32768)."""
+        from driver.reference import FloatTransformer
+        c = model.config
+        worst = {}
+
+        def observe(name, layer, values):
+            peak = float(np.abs(values).max(initial=0))
+            key = (name, layer)
+            if not np.isfinite(peak) or peak > worst.get(key, 0.0):
+                worst[key] = peak if np.isfinite(peak) else float("inf")
+        ft = FloatTransformer(model, observe)
+        tokens = [1] + list(np.random.default_rng(0).integers(0, c.vocab_size, positions - 1))
+        with np.errstate(all="ignore"):
+            for pos, token in enumerate(tokens[:c.seq_len]):
+                ft.forward(int(token), pos)
+        for (name, layer), peak in worst.items():
+            limit = KV_LIMIT if name in ("queries", "keys", "values") else RESIDUAL_LIMIT
+            if not peak < limit:
+                where = f"layer {layer}'s {name}" if layer is not None else f"the {name}"
+                self.lossy.append(f"{where} reach {peak:.4g} in the float reference's first {len(tokens)} "
+                                  f"positions; their integer format holds |x| < {limit} and would saturate")
+
+    @staticmethod
+    def _gains(name, v):
+        q, shift = N.quantize_fixed16(v)
+        lo, hi = isa.SHIFT_RANGE
+        if not lo <= int(shift) <= hi:
+            raise QuantRangeError(f"tensor {name}: RMSNorm gains span [{v.min():.4g}, {v.max():.4g}]; the int16 "
+                                  f"format with a shift in {isa.SHIFT_RANGE} holds a largest |gain| in "
+                                  f"[2^{14 - hi}, 2^15)")
+        return q, shift
 
 
 def _mv(wqms, x, acc=None):

@@ -37,8 +37,9 @@ def silu(x):
 class FloatTransformer:
     """fp32 forward with a KV cache; ``forward(token, pos)`` returns the logits."""
 
-    def __init__(self, model):
+    def __init__(self, model, observe=None):
         self.m = model
+        self.observe = observe or (lambda name, layer, values: None)   # each intermediate vector
         c = model.config
         self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.float32)    # (layer, pos, kv_dim)
         self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.float32)  # (layer, pos, kv_dim)
@@ -46,13 +47,16 @@ class FloatTransformer:
     def forward(self, token, pos):
         c, w = self.m.config, self.m.weights
         hs, kv_mul = c.head_size, c.n_heads // c.n_kv_heads
+        see = self.observe
         x = w["token_embedding"][token].copy()                     # (dim,)
+        see("residual", None, x)
         for l in range(c.n_layers):
             xb = rmsnorm(x, w["rms_att"][l])
             q = w["wq"][l] @ xb                                    # (dim,)
             k = w["wk"][l] @ xb                                    # (kv_dim,)
             v = w["wv"][l] @ xb                                    # (kv_dim,)
             q, k = rope(q, pos, hs), rope(k, pos, hs)
+            see("queries", l, q), see("keys", l, k), see("values", l, v)
             self.key_cache[l, pos], self.value_cache[l, pos] = k, v
             att_out = np.zeros(c.dim, np.float32)                  # (dim,)
             for h in range(c.n_heads):
@@ -63,8 +67,14 @@ class FloatTransformer:
                 vals = self.value_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]    # (pos+1, hs)
                 att_out[h * hs:(h + 1) * hs] = att @ vals
             x = x + w["wo"][l] @ att_out                           # residual
+            see("residual", l, x)
             xb = rmsnorm(x, w["rms_ffn"][l])
-            hb = silu(w["w1"][l] @ xb) * (w["w3"][l] @ xb)         # (hidden,)
+            h1, h3 = w["w1"][l] @ xb, w["w3"][l] @ xb
+            hb = silu(h1) * h3                                     # (hidden,)
+            see("w1|w3 outputs", l, np.maximum(np.abs(h1), np.abs(h3))), see("silu(w1) * w3", l, hb)
             x = x + w["w2"][l] @ hb                                # residual
+            see("residual", l, x)
         x = rmsnorm(x, w["rms_final"])
-        return (w["wcls"] @ x).astype(np.float32)                  # (vocab,)
+        logits = (w["wcls"] @ x).astype(np.float32)                # (vocab,)
+        see("logits", None, logits)
+        return logits

@@ -18,14 +18,14 @@ random numbers (driver.sampling).
 
 import hashlib
 import os
-import pickle
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from spec import isa, numerics, spec_hash
-from driver.cache import PROJECT_DIR, cache_root, hash_files
+from driver.cache import PROJECT_DIR, cache_root, hash_files, load_pickle, store_pickle
 from driver.checks import UsageError, check_prompt_fits, check_seed, check_temperature, check_topp
 from driver.compiler import CompiledModel, GoldenRunner, compile_model
 from driver.firmware import RESERVED_BYTES as FIRMWARE_BYTES
@@ -118,8 +118,8 @@ class GoldenTarget:
                 "spec_version": ".".join(map(str, spec.SPEC_VERSION)), "spec_hash": f"{spec_hash():08x}",
                 "dram_bytes": self.dram_size, "params": isa.params_dict(self._params)}
 
-    def load(self, model, tokenizer=None, seq_len=None, progress=None):
-        return load(self, model, tokenizer, seq_len, progress)
+    def load(self, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False):
+        return load(self, model, tokenizer, seq_len, progress, allow_lossy)
 
     def close(self):
         pass
@@ -153,26 +153,20 @@ def compile_cached(model, params, dram_size, seq_len=None, kv_regions=None, cach
     key = h.hexdigest()[:24]
     directory = cache_dir or os.path.join(cache_root(), "compiled")
     path = os.path.join(directory, key + ".pkl")
-    try:
-        with open(path, "rb") as f:
-            cm = pickle.load(f)
-        if isinstance(cm, CompiledModel):
-            return cm
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
-        pass
+    cm = load_pickle(path, notice=lambda line: print(line, file=sys.stderr, flush=True))
+    if isinstance(cm, CompiledModel):
+        return cm
     cm = compile_model(QuantizedModel(model), params, dram_size=dram_size, seq_len=seq_len,
                        kv_regions=kv_regions)
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(cm, f)
-    os.replace(tmp, path)
+    store_pickle(path, cm)
     return cm
 
 
-def load(target, model, tokenizer=None, seq_len=None, progress=None):
+def load(target, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False):
     """Compile ``model`` (a Model or a checkpoint path) for ``target``'s core and DRAM, upload
-    it, and return a LoadedModel. ``tokenizer``: a Tokenizer or a tokenizer.bin path."""
+    it, and return a LoadedModel. ``tokenizer``: a Tokenizer or a tokenizer.bin path. A model
+    with a tensor that the int8 format misses by more than intforward.LOSSY_ERROR is refused
+    before the upload, unless ``allow_lossy`` (then each such tensor gets a warning line)."""
     if not isinstance(model, Model):
         model = load_model_file(model)
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
@@ -188,6 +182,13 @@ def load(target, model, tokenizer=None, seq_len=None, progress=None):
             raise
         raise ValueError(f"{e} (the top {FIRMWARE_BYTES >> 10} KiB of {target.name}'s DRAM are kept for "
                          f"the decode-loop firmware)") from None
+    if cm.lossy:
+        if not allow_lossy:
+            raise UsageError(f"the core's integer formats cannot represent this model faithfully: "
+                             + "; ".join(cm.lossy[:4]) + ("; ..." if len(cm.lossy) > 4 else "")
+                             + " (--allow-lossy runs it anyway)")
+        for line in cm.lossy:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
     if isinstance(target, GoldenTarget):
         runner = GoldenStepper(cm)
     else:

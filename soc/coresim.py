@@ -21,6 +21,7 @@ from litex.gen.fhdl.verilog import convert      # LiteX's printer, as in the SoC
 from litedram.common import LiteDRAMNativePort
 
 from spec import isa
+from driver.cache import manifest_problem, write_manifest
 from soc.sim import cache_root, hash_inputs, _HASHED_SOURCES
 
 CORESIM_BANK_SHIFT = 2
@@ -102,8 +103,12 @@ def build(params, dram_size, progress=None):
         raise RuntimeError("verilator not found: run scripts/setup.sh")
     out = os.path.join(cache_root(), f"core-{input_hash(params, dram_size)}")
     binary = os.path.join(out, "obj_dir", "Vcore")
-    if os.path.exists(binary):
-        return binary
+    if os.path.isdir(out):
+        problem = manifest_problem(out)
+        if problem is None:
+            return binary
+        if progress:
+            progress(f"the cached core-alone simulator {out} is damaged ({problem}): rebuilding")
     if progress:
         progress("building the core-alone simulator (Verilator, ~1-2 min)")
     tmp = out + ".tmp"
@@ -128,6 +133,7 @@ def build(params, dram_size, progress=None):
         r = subprocess.run(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
     if r.returncode:
         raise RuntimeError(f"core-alone Verilator build failed: see {tmp}/build.log")
+    write_manifest(tmp, [os.path.join("obj_dir", "Vcore"), "fsm_states.json", "attn_states.json"])
     shutil.rmtree(out, ignore_errors=True)
     os.rename(tmp, out)
     return binary

@@ -35,7 +35,7 @@ from litedram.phy.model import SDRAMPHYModel, sdram_module_nphases
 
 import spec
 from spec import isa
-from driver.cache import cache_root, hash_files
+from driver.cache import cache_root, hash_files, manifest_problem, write_manifest
 from soc.core import LiteTransformerSoC
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -210,8 +210,11 @@ def build(params=None, progress=None, force=False):
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     key = input_hash(params)
     target = SimBuild(os.path.join(cache_root(), "sim-" + key))
-    if target.ok() and not force:
-        return target
+    if os.path.isdir(target.directory) and not force:
+        problem = manifest_problem(target.directory)
+        if problem is None:
+            return target
+        progress(f"[sim] the cached simulator {target.directory} is damaged ({problem}): rebuilding")
     _check_tools()
     # LiteX's BIOS Makefile runs `python3 -m litex...`: it must find this interpreter's packages.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -248,6 +251,8 @@ def build(params=None, progress=None, force=False):
             raise RuntimeError(f"simulator compile failed (exit {r.returncode}); see {log_path}")
         # The binary runs from the cache; the project module sources are not needed any more.
         os.chdir(cwd)
+        write_manifest(workdir, [os.path.relpath(p, workdir) for p in
+                                 (SimBuild(workdir).binary, SimBuild(workdir).csr_csv, SimBuild(workdir).csr_json)])
         if os.path.exists(target.directory):
             shutil.rmtree(target.directory)
         os.rename(workdir, target.directory)
@@ -296,7 +301,10 @@ class SimProcess:
         self.build = sim_build
         fd, default_log = tempfile.mkstemp(prefix="litetransformer-sim-", suffix=".log")
         os.close(fd)
+        if log_path:
+            os.remove(default_log)
         self.log_path = log_path or default_log
+        self._own_log = log_path is None
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sim_build.binary], cwd=sim_build.gateware_dir,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -333,8 +341,11 @@ class SimProcess:
             return ""
 
     def stop(self, timeout=5.0):
+        """Stop the simulator. Its temporary log goes too, unless the simulator had exited on its
+        own: then the log is what tells why, and the error that reported it names the file."""
         atexit.unregister(self.stop)
-        if self.proc.poll() is None:
+        died = self.proc.poll() is not None
+        if not died:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout)
@@ -342,3 +353,8 @@ class SimProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if self._own_log and not died:
+            try:
+                os.remove(self.log_path)
+            except OSError:
+                pass

@@ -192,3 +192,34 @@ def test_the_tokenizers_bound_never_exceeds_the_real_count():
     tok = Tokenizer.load(DEFAULT_TOKENIZER)
     for text in ("", "a", "Once upon a time", "ünïcödé 🙂 text", "x" * 300, "The little dog ran. " * 20):
         assert tok.min_tokens(text) <= len(tok.encode(text)), text
+
+
+# Models the integer formats cannot follow ---------------------------------------------------------------
+
+def test_a_model_whose_keys_would_saturate_is_refused_unless_allowed(tmp_path):
+    # Keys 40x larger than the bundled model's pass the K/V cache's int16 range (|k| < 128): the
+    # core would saturate them and print garbage. Refused before any upload, naming the layer;
+    # --allow-lossy runs it with a warning per vector.
+    from driver.model import load, save
+    from driver.runtime import DEFAULT_MODEL
+    model = load(DEFAULT_MODEL)
+    model.weights["wk"] = model.weights["wk"] * 40
+    save(model, str(tmp_path / "loud.bin"))
+    argv = ["generate", str(tmp_path / "loud.bin"), "-z", DEFAULT_TOKENIZER, "--target", "golden",
+            "-n", "4", "-t", "0", "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2
+    assert "layer 0's keys reach" in err and "|x| < 128" in err and "--allow-lossy" in err
+    rc, out, err = run(argv + ["--allow-lossy"])
+    assert rc == 0 and "warning: layer 0's keys reach" in err
+
+
+def test_weights_no_row_shift_can_hold_are_named(tmp_path):
+    from driver.model import load, save
+    from driver.runtime import DEFAULT_MODEL
+    model = load(DEFAULT_MODEL)
+    model.weights["w2"] = model.weights["w2"] * 1e-30
+    save(model, str(tmp_path / "faint.bin"))
+    argv = ["generate", str(tmp_path / "faint.bin"), "-z", DEFAULT_TOKENIZER, "--target", "golden", "--allow-lossy"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "tensor w2[0]: values span" in err

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from driver import runtime
 from driver.device import Device
 from driver.intforward import IntTransformer, QuantizedModel
 from driver.model import Config, random_model
@@ -96,14 +97,32 @@ def test_bad_requests_are_refused(loaded):
     assert loaded.eval([1, 2, 3])["positions"] == 3
 
 
-def test_compile_cache_hits(model, tmp_path):
+def test_compile_cache_hits(model, tmp_path, monkeypatch):
     params = isa.TARGET_PARAMS["sim"]
     a = compile_cached(model, params, 64 << 20, cache_dir=str(tmp_path))
     assert len(os.listdir(tmp_path)) == 1
-    b = compile_cached(model, params, 64 << 20, cache_dir=str(tmp_path))
+    # A hit reads the entry: the compiler must not run again.
+    with monkeypatch.context() as mp:
+        mp.setattr(runtime, "compile_model", lambda *a, **k: pytest.fail("compiled again on a cache hit"))
+        b = compile_cached(model, params, 64 << 20, cache_dir=str(tmp_path))
     assert a.image == b.image and a.program == b.program
     compile_cached(model, params, 64 << 20, seq_len=16, cache_dir=str(tmp_path))
     assert len(os.listdir(tmp_path)) == 2
+
+
+def test_a_damaged_compile_cache_entry_is_rebuilt_with_a_notice(model, tmp_path, capsys):
+    # A byte changed inside the image: the pickle still loads, so only the entry's own SHA-256
+    # can tell (the upload's CRC is computed from the same damaged bytes).
+    params = isa.TARGET_PARAMS["sim"]
+    good = compile_cached(model, params, 64 << 20, cache_dir=str(tmp_path))
+    (path,) = tmp_path.iterdir()
+    blob = bytearray(path.read_bytes())
+    at = blob.index(bytes(good.image[4096:4112]))
+    blob[at] ^= 0x01
+    path.write_bytes(bytes(blob))
+    again = compile_cached(model, params, 64 << 20, cache_dir=str(tmp_path))
+    assert again.image == good.image
+    assert "differ from their recorded SHA-256; discarded, rebuilding" in capsys.readouterr().err
 
 
 # Sampling --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 import spec
 from driver import device as device_mod
+from driver.cache import manifest_problem
 from driver.device import Device
 from driver.errors import (ChecksumMismatch, DeviceError, LinkError, SimulatorDied,
                            SpecMismatch)
@@ -160,6 +161,15 @@ def test_the_first_command_after_a_client_killed_mid_upload_works(sim_build):
         dev.close()
     finally:
         sim.stop()
+
+
+def test_the_build_carries_its_hashes_and_a_stopped_simulator_leaves_no_log(sim_build):
+    from soc.sim import SimProcess
+    assert manifest_problem(sim_build.directory) is None
+    sim = SimProcess(sim_build)
+    assert os.path.exists(sim.log_path)
+    sim.stop()
+    assert not os.path.exists(sim.log_path)
 
 
 def test_simulator_dies_mid_transfer(sim_build):
