@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from migen import *
@@ -142,6 +143,21 @@ def parse_nextpnr_log(text):
     return res
 
 
+def _check_outside_tmp(output_dir):
+    """YoWASP's tools run in a WebAssembly sandbox with a /tmp of their own: a file under the
+    host's /tmp (the build tree, LiteX's CPU sources in a venv there) is not found by Yosys
+    minutes into the build. Refused before any of that work."""
+    import pythondata_cpu_vexriscv
+    tmp = os.path.realpath(tempfile.gettempdir())
+    for what, path in (("the build folder", output_dir),
+                       ("LiteX's VexRiscv sources (the venv)", os.path.dirname(pythondata_cpu_vexriscv.__file__))):
+        real = os.path.realpath(path)
+        if real == tmp or real.startswith(tmp + os.sep):
+            raise ValueError(f"{what} {path} is under {tmp}, which YoWASP's Yosys and nextpnr cannot see "
+                             f"(they run in a sandbox with a {tmp} of their own): put the checkout, its venv "
+                             f"and --output-dir outside {tmp}")
+
+
 def build(board, output_dir=None, progress=None):
     """Build ``board``'s bitstream; returns the JSON-able report."""
     if board not in BOARDS:
@@ -149,8 +165,8 @@ def build(board, output_dir=None, progress=None):
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     _check_fpga_tools()
     cfg = BOARDS[board]
-    # YoWASP mounts its own /tmp: build trees under /tmp are invisible to it.
     output_dir = os.path.abspath(output_dir or os.path.join(PROJECT_DIR, "build", board))
+    _check_outside_tmp(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     log_path = os.path.join(output_dir, "build.log")
     env = _tool_env()

@@ -3,6 +3,8 @@ is `litetransformer build --board ulx3s`, minutes long, not run in CI)."""
 
 import re
 
+import pytest
+
 from soc.boards import elaborate_verilog, parse_nextpnr_log
 
 
@@ -32,3 +34,12 @@ def test_nextpnr_log_parser_reports_an_unrouted_design():
     r = parse_nextpnr_log(log)
     assert (r["routed"], r["fmax_stage"], r["router_iterations"], r["router_overused_last"],
             r["router_overused_min"], r["timing_met"]) == (False, "placement estimate", 3, 1951, 632, False)
+
+
+def test_a_build_under_tmp_is_refused_before_any_work(tmp_path, monkeypatch):
+    # YoWASP's sandbox has its own /tmp: Yosys would fail minutes in, not finding files there.
+    from soc import boards
+    monkeypatch.setattr(boards, "_check_fpga_tools", lambda: None)
+    monkeypatch.setattr(boards, "Builder", lambda *a, **k: pytest.fail("elaborated despite the /tmp folder"))
+    with pytest.raises(ValueError, match="cannot see"):
+        boards.build("ulx3s", output_dir=str(tmp_path / "ulx3s"))
