@@ -3,10 +3,12 @@ gets, the figures computed from the counters, the report, and the options it ref
 
 import json
 
+import numpy as np
 import pytest
 
 from driver import bench, bench_report, cli
 from driver.device import Device
+from driver.intforward import QuantizedModel
 from driver.model import Config, Model, random_model
 from spec import isa
 
@@ -24,7 +26,13 @@ class FakeRunner:
     def step(self, slots, kv, want_logits=True):
         self.device.calls.append((list(slots), list(kv)))
         self.device.last = len(slots)
-        return None, [t for t, _ in slots]
+        return None, [_next_token(t, p) for t, p in slots]
+
+
+def _next_token(token, pos):
+    """The fake core's "argmax": a function of the slot's input that differs from it, so a bench
+    that fed back nothing (or the same token) would be seen."""
+    return (7 * token + pos + 1) % TINY.vocab_size
 
 
 class FakeDevice:
@@ -66,7 +74,8 @@ def test_runs_use_the_slots_and_regions_of_each_phase():
     decode = dev.calls[-3:]            # B = 4, positions 5, 6, 7
     assert [c[1] for c in decode] == [[0, 1, 2, 3]] * 3
     assert [{p for _, p in c[0]} for c in decode] == [{5}, {6}, {7}]
-    assert [t for t, _ in decode[1][0]] == [t for t, _ in decode[0][0]]      # argmax fed back
+    for before, after in zip(decode, decode[1:]):                               # argmax fed back
+        assert [t for t, _ in after[0]] == [_next_token(t, p) for t, p in before[0]]
     # Untimed fill before decode: positions 0..4 of every region the decode uses.
     fill = {(r, p) for slots, kv in dev.calls for (_, p), r in zip(slots, kv) if p < 5}
     assert {(r, p) for r in range(4) for p in range(5)} <= fill
@@ -84,9 +93,12 @@ def test_figures_follow_from_the_counters():
     assert d4["cycles_per_token"] == (BASE + 4 * PER_SLOT) / 4
     assert d4["batch_speedup"] == pytest.approx((BASE + PER_SLOT) / ((BASE + 4 * PER_SLOT) / 4), abs=1e-3)
     assert d1["batch_speedup"] == 1.0
-    bound = (2 * bench.weight_bytes(TINY) + 4 * (bench.slot_bytes(TINY, 0) + bench.slot_bytes(TINY, 1))) / 16
+    weights, row, macs = _packed_sizes(Model(TINY, _weights()))
+    kv_row = TINY.n_layers * 2 * TINY.kv_dim * 2            # a position's K and V, int16, every layer
+    bound = (2 * weights + 4 * (row + kv_row) + 4 * (row + 2 * kv_row)) / 16
     assert d4["roofline_efficiency"] == pytest.approx(bound / (2 * (BASE + 4 * PER_SLOT)), abs=1e-4)
-    macs = bench.matrix_macs(TINY) * 8
+    assert bench.weight_bytes(TINY) == weights and bench.matrix_macs(TINY) == macs
+    macs *= 8
     assert d4["mac_utilisation"] == pytest.approx(macs / (16 * 4 * 2 * (BASE + 4 * PER_SLOT)), abs=1e-4)
     assert d4["class_cycles_per_token"]["ATTN"] == PER_SLOT
 
@@ -199,6 +211,24 @@ def test_roofline_plot(tmp_path):
     pytest.importorskip("matplotlib")
     bench_report.plot(_report(), str(tmp_path / "roof.png"))
     assert (tmp_path / "roof.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _packed_sizes(model):
+    """What the core reads, from the spec's packers on the model's own tensors (not from the
+    bench's formulas): the bytes of every matrix and gain vector a step streams, of one
+    embedding row, and the multiply-accumulates of the matrix products."""
+    qm, c = QuantizedModel(model), model.config
+    fuse = lambda *ms: tuple(np.concatenate(parts) for parts in zip(*ms))
+    matrix = lambda qms: len(isa.pack_matrix(*qms))
+    gains = lambda qs: len(isa.pack_fixed16(*qs))
+    weights = sum(matrix(fuse(qm.wq[l], qm.wk[l], qm.wv[l])) + matrix(qm.wo[l]) + matrix(fuse(qm.w1[l], qm.w3[l]))
+                  + matrix(qm.w2[l]) + gains(qm.rms_att[l]) + gains(qm.rms_ffn[l]) for l in range(c.n_layers))
+    weights += matrix(qm.wcls) + gains(qm.rms_final)
+    q, mant, shift = qm.embedding
+    row = matrix((q[:1], mant[:1], shift[:1]))
+    w = model.weights
+    macs = sum(w[n][l].size for n in ("wq", "wk", "wv", "wo", "w1", "w2", "w3") for l in range(c.n_layers))
+    return weights, row, macs + w["wcls"].size
 
 
 def _weights():

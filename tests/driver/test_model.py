@@ -10,9 +10,8 @@ import pytest
 
 from driver.model import Config, ModelFormatError, _layout, load, load_legacy, random_model, save
 from driver.reference import FloatTransformer, rmsnorm, softmax
-from tests.shared import SHARED_MODELS
+from tests.shared import shared_path
 
-AIDREAMS = os.path.join(SHARED_MODELS, "aidreams260K", "aidreams260K.bin")
 TINY = Config(dim=16, hidden_dim=24, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32, seq_len=8,
               shared_classifier=False)
 
@@ -261,18 +260,28 @@ def test_kernels():
     assert np.isclose(softmax(np.array([0.0, np.log(3.0)], np.float32))[1], 0.75)
 
 
-@pytest.mark.skipif(not os.path.exists(AIDREAMS), reason="../shared/models not present")
 def test_aidreams_greedy_starts_like_its_readme():
     # The shared model's README quotes its greedy text; the first tokens must reproduce it.
-    m = load_legacy(AIDREAMS)
+    m = load_legacy(shared_path("aidreams260K", "aidreams260K.bin"))
     t, tok, out = FloatTransformer(m), 1, []
     for pos in range(10):
         tok = int(np.argmax(t.forward(tok, pos)))
         out.append(tok)
-    tokfile = os.path.join(SHARED_MODELS, "aidreams260K", "tok512.bin")
+    tokfile = shared_path("aidreams260K", "tok512.bin")
     blob, off, pieces = open(tokfile, "rb").read(), 4, []
     for _ in range(512):
         _, n = struct.unpack("<fi", blob[off:off + 8])
         pieces.append(blob[off + 8:off + 8 + n])
         off += 8 + n
     assert b"".join(pieces[i] for i in out).strip().startswith(b'"Echoes of vectors')
+
+
+def test_missing_shared_models_fail_under_ci_and_skip_elsewhere(monkeypatch, tmp_path):
+    import tests.shared
+    monkeypatch.setattr(tests.shared, "SHARED_MODELS", str(tmp_path / "absent"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must have ../shared/models"):
+        tests.shared.shared_path("aidreams260K", "aidreams260K.bin")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        tests.shared.shared_path("aidreams260K", "aidreams260K.bin")

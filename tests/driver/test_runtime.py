@@ -48,11 +48,19 @@ def int_greedy(model, prompt, steps):
 
 
 def test_greedy_matches_the_integer_forward(model, loaded):
-    prompt = [1, 17, 40, 5, 33]
+    # This prompt runs to -n: 20 positions, every output a token (llama2.c's -n).
+    prompt = [1, 9, 12]
     out = loaded.generate([prompt], steps=20, temperature=0.0)["sequences"][0]
     assert out["tokens"] == int_greedy(model, prompt, 20)
-    if out["stop"] == "steps":
-        assert out["generated_tokens"] == 20 - len(prompt) + 1      # llama2.c's -n
+    assert out["stop"] == "steps" and out["generated_tokens"] == 20 - len(prompt) + 1
+
+
+def test_greedy_stops_where_the_model_says_bos_or_eos(model, loaded):
+    # This prompt's fourth output is a BOS or EOS: the sequence ends there, without printing it.
+    prompt = [1, 17, 40, 5, 33]
+    out = loaded.generate([prompt], steps=20, temperature=0.0)["sequences"][0]
+    assert out["tokens"] == int_greedy(model, prompt, 20) and len(out["tokens"]) == 6
+    assert out["stop"] in ("bos", "eos")
 
 
 def test_batched_sequences_equal_each_alone(loaded):
