@@ -354,6 +354,14 @@ class Device:
         ``slots``; wait for it; return the core's counters. A core error raises
         AcceleratorError naming the code and the address; the next run starts clean."""
         self.accel_params()
+        # A run that an earlier call gave up on (its timeout passed) may still be going: its end
+        # would read as this run's. Wait for it first, within this call's timeout.
+        deadline = time.monotonic() + timeout
+        while registers.unpack(registers.STATUS, self.read_reg("accel_status"))["busy"]:
+            if time.monotonic() > deadline:
+                raise DeviceError(f"{self.name}: the transformer core is still busy with an earlier run after "
+                                  f"{timeout:.0f} s; set a watchdog to bound a run in cycles")
+            time.sleep(0.01)
         self.write_reg("accel_prog", prog)
         self.write_reg("accel_slots", slots)
         self.write_reg("accel_nslots", nslots)

@@ -118,8 +118,9 @@ class Firmware:
         self.unfinished = False         # a request whose output was not read to the prompt
 
     @classmethod
-    def start(cls, device, progress=None):
-        """Build (cached), upload and boot the firmware unless this build already runs."""
+    def start(cls, device, progress=None, boot_timeout=60.0):
+        """Build (cached), upload and boot the firmware unless this build already runs.
+        ``boot_timeout``: seconds the console may stay silent before the firmware's prompt."""
         if device.firmware:
             return device.firmware
         path, ident = build(os.path.dirname(os.path.abspath(device.csr.path)), progress)
@@ -138,7 +139,10 @@ class Firmware:
         device.upload(offset, image)
         main_ram, _ = device.csr.region("main_ram")
         device.console_write(f"boot 0x{main_ram + offset:x}\n")
-        banner = device.console_read(PROMPT, timeout=60.0)
+        try:
+            banner = device.console_read(PROMPT, timeout=boot_timeout)
+        except DeviceError as e:
+            raise DeviceError(f"{device.name}: the firmware did not start: {e}") from None
         if f"LiteTransformer firmware {ident}".encode() not in banner:
             raise DeviceError(f"{device.name}: the firmware did not start; console:\n"
                               f"{banner[-400:].decode(errors='replace')}")

@@ -9,7 +9,7 @@ import pytest
 
 from driver.bench import SHAPES as BENCH_SHAPES
 from driver.compiler import GoldenRunner, compile_model
-from driver.errors import AcceleratorError
+from driver.errors import AcceleratorError, DeviceError
 from driver.intforward import QuantizedModel
 from driver.model import Config, random_model
 from driver.runtime import DeviceRunner
@@ -100,3 +100,17 @@ def test_access_outside_dram_is_refused(device):
     with pytest.raises(AcceleratorError, match="WINDOW") as e:
         device.run_program(base, base + 32, 1)
     assert e.value.addr == end & 0xffffffff
+
+
+def test_a_run_given_up_on_is_waited_for_before_the_next(device):
+    # The first run's timeout passes while the core still works (no watchdog): a DeviceError
+    # saying so. The next run waits for that one to end before it starts, so its counters and
+    # results are its own: logits and argmax as golden's.
+    cm = compile_model(QuantizedModel(random_model(SHAPES["stories260K-gqa"], seed=4)), params=isa.TARGET_PARAMS["sim"])
+    hw, golden = DeviceRunner(device, cm), GoldenRunner(cm)
+    hw.step([(1, 0)])
+    golden.step([(1, 0)])
+    with pytest.raises(DeviceError, match="still busy"):
+        device.run_program(cm.prog, cm.slots, 1, timeout=0.0)
+    (lh, ah), (lg, ag) = hw.step([(5, 1)]), golden.step([(5, 1)])
+    assert np.array_equal(lh, lg) and ah == ag

@@ -186,3 +186,36 @@ def test_simulator_dies_mid_transfer(sim_build):
         assert time.monotonic() - t0 < 30
     finally:
         dev.close()
+
+
+def test_no_bios_prompt_in_time_is_named_and_the_simulator_stopped(sim_build):
+    import soc.sim
+    started = []
+    real = soc.sim.SimProcess
+
+    class Recorded(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            started.append(self)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(soc.sim, "SimProcess", Recorded)
+        with pytest.raises(DeviceError, match="BIOS prompt not seen within 0 s"):
+            Device.open("sim", ready_timeout=0.0)
+    assert started and not started[0].alive()
+
+
+def test_a_firmware_that_does_not_start_is_named(sim_build, tmp_path, monkeypatch):
+    # The CPU boots an image that is not our firmware and prints nothing more: a DeviceError
+    # within the boot timeout, not a hang.
+    from driver import firmware
+    junk = tmp_path / "firmware.bin"
+    junk.write_bytes(bytes(4096))
+    monkeypatch.setattr(firmware, "build", lambda build_dir, progress=None: (str(junk), "0" * 16))
+    dev = Device.open("sim")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="the firmware did not start: .*no console output for 3 s"):
+            firmware.Firmware.start(dev, boot_timeout=3.0)
+        assert time.monotonic() - t0 < 30
+    finally:
+        dev.close()
