@@ -26,30 +26,26 @@ def _parse_int(text):
         return int(text, 10)        # "010": int(.., 0) refuses leading zeros
 
 
-def integer(what, lo=None, hi=None, note=""):
-    """An argparse type: an integer in [lo, hi] (either end open when None)."""
+def _argument(what, convert, kind, lo, hi, note):
     def parse(text):
         try:
-            value = _parse_int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} {text!r} is not an integer") from None
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not {kind}") from None
         check_range(what, value, lo, hi, note, argparse.ArgumentTypeError)
         return value
     parse.__name__ = what           # argparse names the type in its own messages
     return parse
 
 
+def integer(what, lo=None, hi=None, note=""):
+    """An argparse type: an integer in [lo, hi] (either end open when None)."""
+    return _argument(what, _parse_int, "an integer", lo, hi, note)
+
+
 def real(what, lo=None, hi=None, note=""):
     """An argparse type: a finite number in [lo, hi] (NaN and infinities are refused)."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number") from None
-        check_range(what, value, lo, hi, note, argparse.ArgumentTypeError)
-        return value
-    parse.__name__ = what
-    return parse
+    return _argument(what, float, "a number", lo, hi, note)
 
 
 def check_range(what, value, lo=None, hi=None, note="", error=UsageError):

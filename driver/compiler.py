@@ -63,6 +63,12 @@ class CompiledModel:
     layout: dict = field(default_factory=dict)   # name -> DRAM byte address
     lossy: list = field(default_factory=list)    # QuantizedModel.lossy: tensors the int8 form misses
 
+    def constant_range(self):
+        """(first byte, end) of what no run writes: the weights, gains, RoPE rows and programs.
+        The slot table, ARGMAX results and logits come first in the image, and every step
+        rewrites them."""
+        return self.layout["layers"], self.base + len(self.image) // isa.BEAT_BYTES * isa.BEAT_BYTES
+
     def kv_base(self, region):
         """Byte address of KV region ``region`` (a slot's kv_base in the slot table)."""
         if not 0 <= region < self.kv_regions:

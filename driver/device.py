@@ -165,13 +165,22 @@ class Device:
         return (f"simulator exited with code {self.sim.proc.returncode}; log {self.sim.log_path}:\n"
                 f"{self.sim.log_tail(8)}")
 
-    def _recover(self):
-        """Reopen the link and drop whatever a failed exchange left half-done on the device."""
-        if self.link:
-            self.link.close()
-        self.link = self._link_factory()
-        self.link.resync()
-        self._broken = False
+    def _recover(self, attempts=5):
+        """Reopen the link and drop whatever a failed exchange left half-done on the bridge: wait
+        out its command timeout, drain, and probe (scratch write and read-back) until the probe
+        passes; a simulator slower than usual needs more than one wait."""
+        for attempt in range(attempts):
+            if self.link:
+                self.link.close()
+            self.link = self._link_factory()
+            self.link.resync()
+            try:
+                self.probe()
+                self._broken = False
+                return
+            except LinkError as e:
+                problem = e
+        raise LinkError(f"{self.name}: the link did not resynchronise after {attempts} attempts: {problem}")
 
     # Registers ------------------------------------------------------------------------------------
     def read_reg(self, name, timeout=None):
@@ -192,6 +201,22 @@ class Device:
         addr, nwords = self.csr.register(name)
         words = [(value >> (32 * (nwords - 1 - i))) & 0xFFFFFFFF for i in range(nwords)]
         self._on_link("write", addr, words)
+
+    def set_regs(self, values):
+        """Write the one-word registers of ``values`` ({name: value}) and read them all back in
+        one exchange. UARTBone has no checksum: a garbled byte on the line could have set
+        another value (or written elsewhere), and a DMA, a CRC or a run started on it would
+        act on that silently. These are the registers that say what the next start does."""
+        for name, value in values.items():
+            self.write_reg(name, value)
+        addrs = [self.csr.register(name)[0] for name in values]
+        back = self._on_link("read_each", addrs)
+        wrong = [f"{name} = 0x{got:x} (wrote 0x{value:x})" for (name, value), got in zip(values.items(), back)
+                 if got != value & 0xFFFFFFFF]
+        if wrong:
+            self._broken = True
+            raise LinkError(f"{self.name}: registers read back otherwise than written: {', '.join(wrong)} "
+                            f"(the link garbled a command)")
 
     # Bring-up -------------------------------------------------------------------------------------
     def probe(self):
@@ -362,17 +387,17 @@ class Device:
                 raise DeviceError(f"{self.name}: the transformer core is still busy with an earlier run after "
                                   f"{timeout:.0f} s; set a watchdog to bound a run in cycles")
             time.sleep(0.01)
-        self.write_reg("accel_prog", prog)
-        self.write_reg("accel_slots", slots)
-        self.write_reg("accel_nslots", nslots)
-        self.write_reg("accel_watchdog", watchdog)
+        self.set_regs({"accel_prog": prog, "accel_slots": slots, "accel_nslots": nslots,
+                       "accel_watchdog": watchdog})
         self.write_reg("accel_control", 1)
         deadline = time.monotonic() + timeout
         delay = 0.0005
         while True:
             status = self.read_reg("accel_status")
             state = registers.unpack(registers.STATUS, status)
-            if state["done"] and not state["busy"]:
+            # The end of a run is believed when a second read says the same (a garbled reply
+            # must not make the results of a run still going look final).
+            if state["done"] and not state["busy"] and self.read_reg("accel_status") == status:
                 break
             if time.monotonic() > deadline:
                 raise DeviceError(f"{self.name}: the transformer core is still busy after {timeout:.0f} s "
@@ -410,8 +435,7 @@ class Device:
         padded = data + bytes(-len(data) % align)
         self._check_range(offset, len(padded), "upload")
         t0 = time.monotonic()
-        self.write_reg("hostdma_base", offset)
-        self.write_reg("hostdma_length", len(padded))
+        self.set_regs({"hostdma_base": offset, "hostdma_length": len(padded)})
         c0 = self.cycles()
         self.write_reg("hostdma_start", 1)
         origin, _ = self.csr.region("hostdma")
@@ -465,8 +489,7 @@ class Device:
         self._check_range(offset, length, "checksum")
         if length % max(self.port_bytes, 4):
             raise ValueError(f"checksum: length {length} is not a multiple of {self.port_bytes} bytes")
-        self.write_reg("checksum_base", offset)
-        self.write_reg("checksum_length", length)
+        self.set_regs({"checksum_base": offset, "checksum_length": length})
         self.write_reg("checksum_start", 1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -477,21 +500,50 @@ class Device:
                 return self.read_reg("checksum_crc")
         raise DeviceError(f"checksum of {length} bytes did not finish within {timeout:.0f} s")
 
-    def read_dram(self, offset, length):
-        """Read DRAM through the host window (slow path: for samples and debugging)."""
+    def read_dram(self, offset, length, verify=True):
+        """Read DRAM through the host window. ``verify``: the whole beats read are compared with
+        the device's CRC of them (UARTBone's replies carry no checksum), read again once if they
+        differ, and a ChecksumMismatch raised if they differ again."""
         if offset % 4 or length % 4:
             raise ValueError("read_dram: offset and length must be multiples of 4")
-        self._check_range(offset - offset % max(self.port_bytes, 4), length, "read_dram")
+        align = max(self.port_bytes, 4)
+        start = offset - offset % align
+        end = -(-(offset + length) // align) * align if verify else offset + length
+        self._check_range(start, end - start, "read_dram")
+        if not verify:
+            return self._read_window(offset, length)
+        for attempt in range(2):
+            data = self._read_window(start, end - start)
+            device_crc, host_crc = self.checksum(start, end - start), zlib.crc32(data)
+            if device_crc == host_crc:
+                return data[offset - start:offset - start + length]
+        raise ChecksumMismatch(f"read_dram: DRAM 0x{start:x}+{end - start} has CRC {device_crc:08x}, the bytes "
+                               f"received twice have CRC {host_crc:08x}: the link garbles replies")
+
+    def _read_window(self, offset, length):
         origin, _ = self.csr.region("dram_window")
         # In chunks, so the per-reply timeout bounds a stall, not the size of the read.
         return b"".join(self._on_link("read_bytes", origin + offset + at, min(READ_CHUNK, length - at))
                         for at in range(0, length, READ_CHUNK))
 
-    def write_dram(self, offset, data):
-        """Write a few bytes through the host window (slow path: for patches and tests)."""
+    def write_dram(self, offset, data, verify=True):
+        """Write a few bytes through the host window (the slot table of each step; patches).
+        ``verify``: the device's CRC of whole beats (or a verified read-back of a part of one)
+        must show the bytes, else they are written once more, then ChecksumMismatch."""
         if offset % 4 or len(data) % 4:
             raise ValueError("write_dram: offset and length must be multiples of 4")
         self._check_range(offset - offset % max(self.port_bytes, 4), len(data), "write_dram")
         origin, _ = self.csr.region("dram_window")
         words = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
-        self._on_link("write", origin + offset, words)
+        align = max(self.port_bytes, 4)
+        for attempt in range(2 if verify else 1):
+            self._on_link("write", origin + offset, words)
+            if not verify:
+                return
+            if offset % align == 0 and len(data) % align == 0:
+                if self.checksum(offset, len(data)) == zlib.crc32(data):
+                    return
+            elif self.read_dram(offset, len(data)) == bytes(data):
+                return
+        raise ChecksumMismatch(f"write_dram: DRAM 0x{offset:x}+{len(data)} does not hold the bytes written "
+                               f"twice: the link garbles commands")

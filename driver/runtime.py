@@ -20,6 +20,7 @@ import hashlib
 import os
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from spec import isa, numerics, spec_hash
 from driver.cache import PROJECT_DIR, cache_root, hash_files, load_pickle, store_pickle
 from driver.checks import UsageError, check_prompt_fits, check_seed, check_temperature, check_topp
 from driver.compiler import CompiledModel, GoldenRunner, compile_model
+from driver.errors import DeviceError, LinkError
 from driver.firmware import RESERVED_BYTES as FIRMWARE_BYTES
 from driver.intforward import QuantizedModel
 from driver.model import Model, load as load_model_file
@@ -57,12 +59,36 @@ class DeviceRunner:
             raise ValueError(f"the model needs {compiled.base + compiled.total_bytes} bytes of DRAM; "
                              f"{device.name} has {device.dram_size}")
         self.upload_stats = device.upload(compiled.base, compiled.image, progress=progress)   # CRC-verified
+        start, end = compiled.constant_range()
+        self.constant = (start, end, zlib.crc32(compiled.image[start - compiled.base:end - compiled.base]))
         self.max_slots = min(cp.slots, params.slots)
         self.counters = None
+        self.suspect = False            # a step failed on the link: its commands may have gone astray
 
     def step(self, slots, kv=None, watchdog=0, want_logits=True):
         """Run one step: ``slots`` = (token, pos) per active slot, slot i on KV region
-        ``kv[i]`` (default i). Returns (logits int64 (nslots, vocab) or None, argmax per slot)."""
+        ``kv[i]`` (default i). Returns (logits int64 (nslots, vocab) or None, argmax per slot).
+        After a step that failed on the link, the next one first checks the image's CRC and
+        uploads it again if a garbled command wrote into it (UARTBone carries no checksum, so a
+        corrupted address can land a write anywhere)."""
+        try:
+            if self.suspect:
+                self._check_image()
+            return self._step(slots, kv, watchdog, want_logits)
+        except (LinkError, DeviceError):
+            self.suspect = True
+            raise
+
+    def _check_image(self):
+        cm, dev = self.cm, self.device
+        start, end, crc = self.constant
+        if dev.checksum(start, end - start) != crc:
+            print(f"[link] {dev.name}: a garbled command wrote into the model's image; uploading it again",
+                  file=sys.stderr, flush=True)
+            dev.upload(cm.base, cm.image)
+        self.suspect = False
+
+    def _step(self, slots, kv, watchdog, want_logits):
         cm, dev = self.cm, self.device
         kv = list(range(len(slots))) if kv is None else list(kv)
         if not 1 <= len(slots) <= self.max_slots:
@@ -70,7 +96,15 @@ class DeviceRunner:
         if len(kv) != len(slots):
             raise ValueError(f"step: {len(slots)} slots but {len(kv)} KV regions")
         table = isa.pack_slots([(t, p, cm.kv_base(r)) for (t, p), r in zip(slots, kv)])
-        dev.write_dram(cm.slots, table)
+        # The ARGMAX results are set to a value no run writes (all ones) with the slot table, in
+        # one verified write where they follow it: a start command that the link garbled would
+        # otherwise leave the last run's results to be read as this one's.
+        sentinel = b"\xff" * (isa.BEAT_BYTES * len(slots))
+        if cm.argmax == cm.slots + isa.BEAT_BYTES * cm.params.slots:
+            dev.write_dram(cm.slots, table.ljust(cm.argmax - cm.slots, b"\0") + sentinel)
+        else:
+            dev.write_dram(cm.slots, table)
+            dev.write_dram(cm.argmax, sentinel)
         prog = cm.prog if want_logits else cm.prog_greedy         # greedy: no logits STORE
         self.counters = dev.run_program(prog, cm.slots, len(slots), watchdog=watchdog)
         logits = None
@@ -80,6 +114,9 @@ class DeviceRunner:
             logits = np.stack([np.frombuffer(raw, "<i4", vocab, s * cm.logits_stride)
                                for s in range(len(slots))]).astype(np.int64)
         am = dev.read_dram(cm.argmax, isa.BEAT_BYTES * len(slots))
+        if am == sentinel:
+            raise LinkError(f"{dev.name}: the run reported done but wrote no results: its start command "
+                            f"was lost or garbled on the link")
         argmax = [int.from_bytes(am[16 * s:16 * s + 4], "little") for s in range(len(slots))]
         return logits, argmax
 

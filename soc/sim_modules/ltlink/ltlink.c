@@ -70,7 +70,9 @@ static void flush_tx(struct session_s *s)
 {
   size_t off = 0;
   while (s->fd >= 0 && off < s->tx_len) {
-    ssize_t n = write(s->fd, s->txbuf + off, s->tx_len - off);
+    /* send(MSG_NOSIGNAL), not write(): a client that vanished mid-reply must cost the
+     * simulator its connection, not its life (write() raises SIGPIPE, which kills it). */
+    ssize_t n = send(s->fd, s->txbuf + off, s->tx_len - off, MSG_NOSIGNAL);
     if (n > 0) {
       off += n;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
