@@ -117,6 +117,12 @@ def cmd_info(args):
     return 0
 
 
+def random_payload(rng, n, chunk=1 << 20):
+    """``n`` bytes from ``rng``, made a chunk at a time: Random.randbytes(n) asks for 8n bits in
+    one C int, which overflows from 256 MiB."""
+    return b"".join(rng.randbytes(min(chunk, n - at)) for at in range(0, n, chunk))
+
+
 def cmd_selftest(args):
     _check_target(args)
     t_open = time.monotonic()
@@ -127,7 +133,7 @@ def cmd_selftest(args):
             raise UsageError(f"--offset 0x{args.offset:x} --bytes {args.bytes}: the range must start on a "
                              f"{align}-byte boundary and end within {dev.name}'s {dev.dram_size} bytes of DRAM")
         rng = random.Random(args.seed)
-        payload = rng.randbytes(args.bytes)
+        payload = random_payload(rng, args.bytes)
 
         last = {"t": 0.0}
         tty = sys.stderr.isatty()

@@ -223,3 +223,10 @@ def test_weights_no_row_shift_can_hold_are_named(tmp_path):
     argv = ["generate", str(tmp_path / "faint.bin"), "-z", DEFAULT_TOKENIZER, "--target", "golden", "--allow-lossy"]
     rc, out, err = run(argv)
     assert check_contract(argv, rc, out, err) == 2 and "tensor w2[0]: values span" in err
+
+
+def test_selftest_makes_payloads_as_large_as_a_dram():
+    # random.Random.randbytes(2**28) overflows a C int (an OverflowError traceback, before).
+    import random
+    payload = cli.random_payload(random.Random(1), 1 << 28)
+    assert len(payload) == 1 << 28 and payload[:1 << 20] == random.Random(1).randbytes(1 << 20)
