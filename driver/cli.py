@@ -24,7 +24,7 @@ import time
 import traceback
 import zlib
 
-from driver import checks
+from driver import checks, inputs
 from driver.checks import UsageError
 from driver.errors import CSRMapError, LiteTransformerError
 
@@ -64,23 +64,6 @@ def _open(args):
     return Device.open(args.target, csr=args.csr, timeout=args.timeout, progress=_err)
 
 
-def _check_target(args, golden=False):
-    """The target's address and CSR map, checked before anything starts; the golden model only
-    where the command means something without hardware."""
-    from driver.device import parse_target
-    if args.target == "golden":
-        if not golden:
-            raise UsageError(f"--target golden: the golden model is the ISA interpreter, with no DRAM link, "
-                             f"CRC unit or cycle counters, so `{args.command}` has nothing to measure there; "
-                             f"use --target sim, sim://HOST:PORT or serial://")
-        return
-    parse_target(args.target)
-    if args.csr is not None:
-        from driver.csr import CSRMap
-        checks.check_input_file(args.csr, "--csr")
-        CSRMap(args.csr)
-
-
 # Commands -----------------------------------------------------------------------------------------
 
 def cmd_sim(args):
@@ -106,7 +89,7 @@ def cmd_sim(args):
 
 
 def cmd_info(args):
-    _check_target(args, golden=True)
+    inputs.check_target(args, golden=True)
     with _open_any(args) as dev:
         info = dev.info()
     if args.json:
@@ -117,14 +100,8 @@ def cmd_info(args):
     return 0
 
 
-def random_payload(rng, n, chunk=1 << 20):
-    """``n`` bytes from ``rng``, made a chunk at a time: Random.randbytes(n) asks for 8n bits in
-    one C int, which overflows from 256 MiB."""
-    return b"".join(rng.randbytes(min(chunk, n - at)) for at in range(0, n, chunk))
-
-
 def cmd_selftest(args):
-    _check_target(args)
+    inputs.check_target(args)
     t_open = time.monotonic()
     with _open(args) as dev:
         opened = time.monotonic() - t_open
@@ -133,7 +110,7 @@ def cmd_selftest(args):
             raise UsageError(f"--offset 0x{args.offset:x} --bytes {args.bytes}: the range must start on a "
                              f"{align}-byte boundary and end within {dev.name}'s {dev.dram_size} bytes of DRAM")
         rng = random.Random(args.seed)
-        payload = random_payload(rng, args.bytes)
+        payload = inputs.random_payload(rng, args.bytes)
 
         last = {"t": 0.0}
         tty = sys.stderr.isatty()
@@ -202,7 +179,7 @@ def cmd_verify(args):
     from driver.verify import verify
     from spec import isa
     if args.target != "core":
-        _check_target(args)
+        inputs.check_target(args)
     if args.config not in isa.TARGET_PARAMS:
         raise UsageError(f"--config {args.config!r}: the configurations are {', '.join(isa.TARGET_PARAMS)}")
     if args.config != "sim" and args.target != "core":
@@ -235,7 +212,7 @@ def cmd_bench(args):
     if args.target == "golden":
         raise UsageError("bench reads the core's cycle counters and the golden model has no cycles: "
                          "use --target sim, sim://HOST:PORT or a board")
-    _check_target(args)
+    inputs.check_target(args)
     # Where the results go, checked before minutes of measuring, not after.
     if args.plot:
         checks.check_output_file(args.plot, "--plot")
@@ -305,34 +282,6 @@ def cmd_yardstick(args):
     return 0
 
 
-def _model_paths(args):
-    """The checkpoint and tokenizer: the bundled default model when MODEL is omitted; the
-    tokenizer defaults to tokenizer.bin beside the checkpoint."""
-    import os
-    from driver.runtime import DEFAULT_MODEL, DEFAULT_TOKENIZER
-    model = args.model or DEFAULT_MODEL
-    tok = getattr(args, "tokenizer", None)
-    if tok is None:
-        if args.model is None:
-            tok = DEFAULT_TOKENIZER
-        else:
-            beside = os.path.join(os.path.dirname(os.path.abspath(model)), "tokenizer.bin")
-            tok = beside if os.path.exists(beside) else None
-    return model, tok
-
-
-def _read_model(args, tokenizer_required):
-    """The checkpoint and its tokenizer, read and checked before any target is opened."""
-    from driver.model import load
-    from driver.tokenizer import Tokenizer
-    path, tok = _model_paths(args)
-    if tok is None and tokenizer_required:
-        raise UsageError(f"no tokenizer: pass -z TOKENIZER.bin (there is no tokenizer.bin beside {path})")
-    model = load(path)
-    tokenizer = Tokenizer.load(tok, vocab_size=model.config.vocab_size) if tok else None
-    return path, model, tokenizer
-
-
 def _load(args, dev, path, model, tokenizer):
     t0 = time.monotonic()
     progress = None
@@ -370,40 +319,16 @@ def _stats_line(stats):
     return f"{stats['target']}, batch {stats['batch']}: " + "; ".join(parts)
 
 
-def _read_prompts(args):
-    if args.prompt and args.prompts_file:
-        raise UsageError("give prompts with -i or with --prompts-file, not both")
-    if not args.prompts_file:
-        return args.prompt or [""]
-    checks.check_input_file(args.prompts_file, "--prompts-file")
-    try:
-        with open(args.prompts_file, encoding="utf-8") as f:
-            prompts = [line.rstrip("\n") for line in f if line.strip()]
-    except UnicodeDecodeError as e:
-        raise UsageError(f"--prompts-file {args.prompts_file!r} is not UTF-8 text: {e}") from None
-    if not prompts:
-        raise UsageError(f"--prompts-file {args.prompts_file!r} holds no prompt (one per non-empty line)")
-    return prompts
-
-
 def cmd_generate(args):
     if args.firmware and args.temperature != 0.0:
         raise UsageError("--firmware decodes greedily on the device's ARGMAX: pass -t 0")
-    _check_target(args, golden=True)
-    prompts = _read_prompts(args)
+    inputs.check_target(args, golden=True)
+    prompts = inputs.read_prompts(args)
     checks.check_seed(args.seed, len(prompts))
-    path, model, tokenizer = _read_model(args, tokenizer_required=True)
+    path, model, tokenizer = inputs.read_model(args, tokenizer_required=True)
     # Every prompt is tokenised and checked against the vocabulary and the positions it may use
     # before the target starts (the target's context can only be shorter: LoadedModel checks that).
-    steps = model.config.seq_len if args.steps == 0 else min(args.steps, model.config.seq_len)
-    encoded = []
-    for text in prompts:
-        checks.check_prompt_fits(tokenizer, text, steps)
-        toks = tokenizer.encode(text, bos=True)
-        if len(toks) > steps:
-            raise UsageError(f"generate: the prompt is {len(toks)} tokens (BOS included), more than the "
-                             f"{steps} positions it may use (-n, capped by the context)")
-        encoded.append(toks)
+    encoded = inputs.encode_prompts(prompts, model, tokenizer, args.steps)
     if args.firmware and len(prompts) != 1:
         raise UsageError(f"--firmware runs one sequence; got {len(prompts)} prompts")
     stream = len(prompts) == 1 and not args.json
@@ -438,23 +363,9 @@ def cmd_generate(args):
 
 
 def cmd_eval(args):
-    _check_target(args, golden=True)
-    checks.check_input_file(args.tokens, "--tokens")
-    try:
-        with open(args.tokens, encoding="utf-8") as f:
-            tokens = [int(t) for t in f.read().split()]
-    except (ValueError, UnicodeDecodeError):
-        raise UsageError(f"--tokens {args.tokens!r}: expected whitespace-separated integer token ids") from None
-    path, model, tokenizer = _read_model(args, tokenizer_required=False)
-    c = model.config
-    if not tokens:
-        raise UsageError(f"--tokens {args.tokens!r} holds no token ids")
-    bad = next((t for t in tokens if not 0 <= t < c.vocab_size), None)
-    if bad is not None:
-        raise UsageError(f"--tokens {args.tokens!r}: token id {bad} is outside the vocabulary [0, {c.vocab_size})")
-    if len(tokens) > c.seq_len:
-        raise UsageError(f"--tokens {args.tokens!r}: {len(tokens)} tokens exceed the model's context of "
-                         f"{c.seq_len} positions")
+    inputs.check_target(args, golden=True)
+    path, model, tokenizer = inputs.read_model(args, tokenizer_required=False)
+    tokens = inputs.read_token_file(args.tokens, model.config)
     with _open_any(args) as dev:
         lm = _load(args, dev, path, model, tokenizer)
         result = lm.eval(tokens, logits=args.logits)
@@ -473,7 +384,7 @@ def cmd_fidelity(args):
     from driver import fidelity
     from driver.model import load
     from driver.tokenizer import Tokenizer
-    model_path, tok_path = _model_paths(args)
+    model_path, tok_path = inputs.model_paths(args)
     model = load(model_path)
     positions = min(args.positions, model.config.seq_len)
     result = {"model": model_path, **fidelity.measure(model, positions)}

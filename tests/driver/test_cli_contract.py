@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import driver.device
-from driver import cli
+from driver import cli, inputs
 from driver.errors import LinkError
 from driver.runtime import DEFAULT_TOKENIZER
 from driver.sampling import Sampler, softmax
@@ -228,5 +228,5 @@ def test_weights_no_row_shift_can_hold_are_named(tmp_path):
 def test_selftest_makes_payloads_as_large_as_a_dram():
     # random.Random.randbytes(2**28) overflows a C int (an OverflowError traceback, before).
     import random
-    payload = cli.random_payload(random.Random(1), 1 << 28)
+    payload = inputs.random_payload(random.Random(1), 1 << 28)
     assert len(payload) == 1 << 28 and payload[:1 << 20] == random.Random(1).randbytes(1 << 20)

@@ -1,0 +1,109 @@
+"""What a command reads before it opens a target, read and checked here: the target's address
+and CSR map, the checkpoint and tokenizer, the prompts, the token files (driver/checks.py holds
+the rules for single values). Anything wrong is a UsageError: exit 2, nothing started."""
+
+import os
+
+from driver import checks
+from driver.checks import UsageError
+
+
+def check_target(args, golden=False):
+    """The target's address and CSR map, checked before anything starts; the golden model only
+    where the command means something without hardware."""
+    from driver.device import parse_target
+    if args.target == "golden":
+        if not golden:
+            raise UsageError(f"--target golden: the golden model is the ISA interpreter, with no DRAM link, "
+                             f"CRC unit or cycle counters, so `{args.command}` has nothing to measure there; "
+                             f"use --target sim, sim://HOST:PORT or serial://")
+        return
+    parse_target(args.target)
+    if args.csr is not None:
+        from driver.csr import CSRMap
+        checks.check_input_file(args.csr, "--csr")
+        CSRMap(args.csr)
+
+
+def model_paths(args):
+    """The checkpoint and tokenizer: the bundled default model when MODEL is omitted; the
+    tokenizer defaults to tokenizer.bin beside the checkpoint."""
+    from driver.runtime import DEFAULT_MODEL, DEFAULT_TOKENIZER
+    model = args.model or DEFAULT_MODEL
+    tok = getattr(args, "tokenizer", None)
+    if tok is None:
+        if args.model is None:
+            tok = DEFAULT_TOKENIZER
+        else:
+            beside = os.path.join(os.path.dirname(os.path.abspath(model)), "tokenizer.bin")
+            tok = beside if os.path.exists(beside) else None
+    return model, tok
+
+
+def read_model(args, tokenizer_required):
+    """The checkpoint and its tokenizer, read and checked before any target is opened."""
+    from driver.model import load
+    from driver.tokenizer import Tokenizer
+    path, tok = model_paths(args)
+    if tok is None and tokenizer_required:
+        raise UsageError(f"no tokenizer: pass -z TOKENIZER.bin (there is no tokenizer.bin beside {path})")
+    model = load(path)
+    tokenizer = Tokenizer.load(tok, vocab_size=model.config.vocab_size) if tok else None
+    return path, model, tokenizer
+
+
+def read_prompts(args):
+    if args.prompt and args.prompts_file:
+        raise UsageError("give prompts with -i or with --prompts-file, not both")
+    if not args.prompts_file:
+        return args.prompt or [""]
+    checks.check_input_file(args.prompts_file, "--prompts-file")
+    try:
+        with open(args.prompts_file, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--prompts-file {args.prompts_file!r} is not UTF-8 text: {e}") from None
+    if not prompts:
+        raise UsageError(f"--prompts-file {args.prompts_file!r} holds no prompt (one per non-empty line)")
+    return prompts
+
+
+def random_payload(rng, n, chunk=1 << 20):
+    """``n`` bytes from ``rng``, made a chunk at a time: Random.randbytes(n) asks for 8n bits in
+    one C int, which overflows from 256 MiB."""
+    return b"".join(rng.randbytes(min(chunk, n - at)) for at in range(0, n, chunk))
+
+
+def encode_prompts(prompts, model, tokenizer, steps):
+    """Each prompt's tokens (BOS first), checked against the positions it may use (``steps``,
+    llama2.c's -n, 0 = the context, capped by it) before any target starts; a prompt that
+    cannot fit is refused before the merges, whose cost grows with its length squared."""
+    steps = model.config.seq_len if steps == 0 else min(steps, model.config.seq_len)
+    encoded = []
+    for text in prompts:
+        checks.check_prompt_fits(tokenizer, text, steps)
+        toks = tokenizer.encode(text, bos=True)
+        if len(toks) > steps:
+            raise UsageError(f"generate: the prompt is {len(toks)} tokens (BOS included), more than the "
+                             f"{steps} positions it may use (-n, capped by the context)")
+        encoded.append(toks)
+    return encoded
+
+
+def read_token_file(path, config):
+    """Whitespace-separated token ids, each in the vocabulary, no more than the context."""
+    checks.check_input_file(path, "--tokens")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = [int(t) for t in f.read().split()]
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"--tokens {path!r}: expected whitespace-separated integer token ids") from None
+    if not tokens:
+        raise UsageError(f"--tokens {path!r} holds no token ids")
+    bad = next((t for t in tokens if not 0 <= t < config.vocab_size), None)
+    if bad is not None:
+        raise UsageError(f"--tokens {path!r}: token id {bad} is outside the vocabulary [0, {config.vocab_size})")
+    if len(tokens) > config.seq_len:
+        raise UsageError(f"--tokens {path!r}: {len(tokens)} tokens exceed the model's context of "
+                         f"{config.seq_len} positions")
+    return tokens
