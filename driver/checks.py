@@ -95,9 +95,12 @@ rng_seed = integer("seed", 0, SEED_MAX)
 
 # Files ------------------------------------------------------------------------------------------------
 
-def check_output_file(path, what="output file"):
+def check_output_file(path, what="output file", keep_text=False):
     """A file the command will write: its folder must exist and be writable, and the path must
-    not be a folder. Checked before the work whose result it holds."""
+    not be a folder; with ``keep_text`` (a page whose other sections stay) an existing file must
+    be UTF-8 text. Checked before the work whose result it holds."""
+    if not path:
+        raise UsageError(f"{what} is an empty path")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"{what} {path!r} is a folder, not a file")
@@ -105,10 +108,21 @@ def check_output_file(path, what="output file"):
         raise UsageError(f"{what} {path!r}: folder {folder!r} does not exist")
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise UsageError(f"{what} {path!r} is not writable")
+    if keep_text and os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                f.read()
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{what} {path!r} is not UTF-8 text ({e.reason} at byte {e.start}): its "
+                             f"sections cannot be rewritten in place") from None
     return path
 
 
 def check_input_file(path, what="input file"):
+    """A file the command will read: a regular file (not a folder, a device or a FIFO, which could
+    hang a read), readable; an empty path is refused rather than taken as "none"."""
+    if not path:
+        raise UsageError(f"{what} is an empty path")
     if not os.path.isfile(path):
         raise UsageError(f"{what} {path!r} does not exist" if not os.path.exists(path)
                          else f"{what} {path!r} is not a regular file")

@@ -206,19 +206,23 @@ def cmd_bench(args):
     from driver import bench, bench_report
     from spec import isa
     batches = bench.parse_batches(args.batch)
-    if args.model and args.shape:
-        raise ValueError("give MODEL.bin or --shape, not both")
-    models = [args.model] if args.model else (args.shape or "stories260K").split(",")
+    if args.model is not None and args.shape is not None:
+        raise UsageError("give MODEL.bin or --shape, not both")
+    if args.model is not None:
+        checks.check_input_file(args.model, "model")
+    models = [args.model] if args.model is not None else (args.shape if args.shape is not None else "stories260K").split(",")
+    if args.shape is not None and not all(models):
+        raise UsageError(f"--shape {args.shape!r}: give shape names separated by commas, e.g. stories15M")
     if args.target == "golden":
         raise UsageError("bench reads the core's cycle counters and the golden model has no cycles: "
                          "use --target sim, sim://HOST:PORT or a board")
     inputs.check_target(args)
     # Where the results go, checked before minutes of measuring, not after.
-    if args.plot:
+    if args.plot is not None:
         checks.check_output_file(args.plot, "--plot")
         bench_report.pyplot()
-    if args.markdown:
-        checks.check_output_file(args.markdown, "--markdown")
+    if args.markdown is not None:
+        checks.check_output_file(args.markdown, "--markdown", keep_text=True)
     progress = None if args.quiet else _err
     named = [bench.resolve_model(m, seed=args.seed) for m in models]      # (label, Model)
     results = []
@@ -261,13 +265,11 @@ def cmd_yardstick(args):
     for s in shapes:
         if s not in bench.SHAPES:
             raise ValueError(f"--shape {s!r}: known shapes are {', '.join(bench.SHAPES)}")
-    if args.markdown:
-        checks.check_output_file(args.markdown, "--markdown")
+    if args.markdown is not None:
+        checks.check_output_file(args.markdown, "--markdown", keep_text=True)
     projections = None
-    if args.projections:
-        checks.check_input_file(args.projections, "--projections")
-        with open(args.projections) as f:
-            projections = json.load(f)
+    if args.projections is not None:
+        projections = inputs.read_projections(args.projections)
     report = yardstick.run(shapes, batch=args.batch, positions=args.positions, seed=args.seed,
                            progress=None if args.quiet else _err)
     lines = yardstick.tables(report, projections)
@@ -418,9 +420,10 @@ _ARGV = []
 
 
 def make_parser():
-    parser = _Parser(prog="litetransformer", description=__doc__,
+    parser = _Parser(prog="litetransformer", description=__doc__, allow_abbrev=False,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=lambda **kw: _Parser(allow_abbrev=False, **kw))
 
     p = sub.add_parser("sim", help="build (if needed) and run the simulated SoC; print its link address")
     p.set_defaults(func=cmd_sim)
@@ -545,7 +548,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        usage = isinstance(e, (ValueError, CSRMapError))
+        # A text that cannot be encoded on the way out (stdout's encoding) is not the user's input.
+        usage = isinstance(e, (ValueError, CSRMapError)) and not isinstance(e, UnicodeError)
         known = usage or isinstance(e, (LiteTransformerError, RuntimeError, TimeoutError, OSError))
         message = str(e) if known else (f"internal error: {type(e).__name__}: {e} (a bug in litetransformer; "
                                         f"LITETRANSFORMER_TRACEBACK=1 prints where)")

@@ -65,7 +65,7 @@ class _QuantizedInput:
 
 def greedy_sequence(model, n, bos=1):
     """fp32 greedy tokens after BOS: the teacher sequence (n + 1 tokens, BOS first)."""
-    t, tok, seq = R.FloatTransformer(model), bos, [bos]
+    t, tok, seq = R.FloatTransformer(model, positions=n), bos, [bos]
     for pos in range(n):
         tok = int(np.argmax(t.forward(tok, pos)))
         seq.append(tok)
@@ -108,8 +108,8 @@ def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS):
     out = []
     for text in prompts:
         prompt = tokenizer.encode(text, bos=True)
-        ref = greedy_tokens(R.FloatTransformer(model).forward, prompt, steps)
-        ints = greedy_tokens(IntTransformer(QuantizedModel(model)).forward, prompt, steps)
+        ref = greedy_tokens(R.FloatTransformer(model, positions=steps).forward, prompt, steps)
+        ints = greedy_tokens(IntTransformer(QuantizedModel(model, positions=steps)).forward, prompt, steps)
         runq = greedy_tokens(RunQTransformer(model).forward, prompt, steps)
         out.append({"prompt": text, "prompt_tokens": len(prompt), "fp32_tokens": len(ref),
                     "integer_prefix": common_prefix(ref, ints), "runq_prefix": common_prefix(ref, runq),
@@ -122,7 +122,7 @@ def measure(model, n):
     seq = greedy_sequence(model, n)
     return {
         "positions": n,
-        "integer": teacher_forced_agreement(IntTransformer(QuantizedModel(model)).forward, seq),
+        "integer": teacher_forced_agreement(IntTransformer(QuantizedModel(model, positions=n + 1)).forward, seq),
         "runq": teacher_forced_agreement(RunQTransformer(model).forward, seq),
         "runq_group_size": runq_group_size(model.config),
     }

@@ -2,6 +2,7 @@
 and CSR map, the checkpoint and tokenizer, the prompts, the token files (driver/checks.py holds
 the rules for single values). Anything wrong is a UsageError: exit 2, nothing started."""
 
+import json
 import os
 
 from driver import checks
@@ -29,8 +30,10 @@ def model_paths(args):
     """The checkpoint and tokenizer: the bundled default model when MODEL is omitted; the
     tokenizer defaults to tokenizer.bin beside the checkpoint."""
     from driver.runtime import DEFAULT_MODEL, DEFAULT_TOKENIZER
-    model = args.model or DEFAULT_MODEL
+    model = DEFAULT_MODEL if args.model is None else checks.check_input_file(args.model, "model")
     tok = getattr(args, "tokenizer", None)
+    if tok is not None:
+        checks.check_input_file(tok, "-z tokenizer")
     if tok is None:
         if args.model is None:
             tok = DEFAULT_TOKENIZER
@@ -53,13 +56,13 @@ def read_model(args, tokenizer_required):
 
 
 def read_prompts(args):
-    if args.prompt and args.prompts_file:
+    if args.prompt and args.prompts_file is not None:
         raise UsageError("give prompts with -i or with --prompts-file, not both")
-    if not args.prompts_file:
+    if args.prompts_file is None:
         return args.prompt or [""]
     checks.check_input_file(args.prompts_file, "--prompts-file")
     try:
-        with open(args.prompts_file, encoding="utf-8") as f:
+        with open(args.prompts_file, encoding="utf-8-sig") as f:
             prompts = [line.rstrip("\n") for line in f if line.strip()]
     except UnicodeDecodeError as e:
         raise UsageError(f"--prompts-file {args.prompts_file!r} is not UTF-8 text: {e}") from None
@@ -81,6 +84,11 @@ def encode_prompts(prompts, model, tokenizer, steps):
     steps = model.config.seq_len if steps == 0 else min(steps, model.config.seq_len)
     encoded = []
     for text in prompts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UsageError(f"the prompt {text[:40]!r} is not valid text: {e.reason} at character {e.start} "
+                             f"(a byte sequence that is not UTF-8?)") from None
         checks.check_prompt_fits(tokenizer, text, steps)
         toks = tokenizer.encode(text, bos=True)
         if len(toks) > steps:
@@ -107,3 +115,21 @@ def read_token_file(path, config):
         raise UsageError(f"--tokens {path!r}: {len(tokens)} tokens exceed the model's context of "
                          f"{config.seq_len} positions")
     return tokens
+
+
+def read_projections(path):
+    """A bench --json report whose board projections go beside the CPU figures: checked for the
+    fields they are read from before minutes of measuring, not after."""
+    checks.check_input_file(path, "--projections")
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"--projections {path!r} is not a JSON file: {e}") from None
+    runs = report.get("runs") if isinstance(report, dict) else None
+    if not isinstance(runs, list) or not runs or not all(
+            isinstance(r, dict) and {"shape", "phase", "batch"} <= r.keys()
+            and isinstance(r.get("projected_tokens_per_s"), dict) for r in runs):
+        raise UsageError(f"--projections {path!r} is not a `litetransformer bench --json` report (it needs "
+                         f"\"runs\", each with shape, phase, batch and projected_tokens_per_s)")
+    return report

@@ -32,7 +32,7 @@ class QuantizedModel:
     tensors whose int8 form is off by more than LOSSY_ERROR and the activations that the float
     reference drives past their integer formats (which saturate silently)."""
 
-    def __init__(self, model):
+    def __init__(self, model, positions=None):
         c, w = model.config, model.weights
         self.config = c
         self.lossy = []
@@ -54,7 +54,8 @@ class QuantizedModel:
         self._probe_activations(model)
         hs = c.head_size
         freq = 1.0 / np.power(10000.0, np.arange(0, hs, 2) / hs)
-        angles = np.arange(c.seq_len)[:, None] * freq[None, :]            # (seq_len, hs/2)
+        rows = min(c.seq_len, positions or c.seq_len)                    # the positions that will run
+        angles = np.arange(rows)[:, None] * freq[None, :]                 # (rows, hs/2)
         self.rope_cos = N.to_fixed(np.cos(angles), N.ROPE_FRAC)
         self.rope_sin = N.to_fixed(np.sin(angles), N.ROPE_FRAC)
         self.inv_sqrt_hs = round((1 << 15) / math.sqrt(hs))
@@ -92,7 +93,7 @@ class QuantizedModel:
             key = (name, layer)
             if not np.isfinite(peak) or peak > worst.get(key, 0.0):
                 worst[key] = peak if np.isfinite(peak) else float("inf")
-        ft = FloatTransformer(model, observe)
+        ft = FloatTransformer(model, observe, positions)
         tokens = [1] + list(np.random.default_rng(0).integers(0, c.vocab_size, positions - 1))
         with np.errstate(all="ignore"):
             for pos, token in enumerate(tokens[:c.seq_len]):
@@ -125,8 +126,9 @@ class IntTransformer:
     def __init__(self, qmodel):
         self.qm = qmodel
         c = qmodel.config
-        self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.int64)    # int16 Q8 values
-        self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.int64)
+        n = len(qmodel.rope_cos)                      # the positions QuantizedModel made RoPE rows for
+        self.key_cache = np.zeros((c.n_layers, n, c.kv_dim), np.int64)    # int16 Q8 values
+        self.value_cache = np.zeros((c.n_layers, n, c.kv_dim), np.int64)
 
     def forward(self, token, pos):
         qm, c = self.qm, self.qm.config

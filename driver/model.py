@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+MAX_CONTEXT = 1 << 20      # positions: Llama-family contexts stay far below; a damaged header does not
+
+
 class ModelFormatError(ValueError):
     """The file is not a llama2.c checkpoint this loader can read, or is damaged."""
 
@@ -52,6 +55,9 @@ class Config:
             raise ModelFormatError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
         if self.head_size % 2:
             raise ModelFormatError(f"head size {self.head_size} is odd: RoPE rotates pairs")
+        if self.seq_len > MAX_CONTEXT:
+            raise ModelFormatError(f"field seq_len = {self.seq_len} is beyond the {MAX_CONTEXT:,} positions "
+                                   f"this loader accepts (the header sizes caches and tables the file does not hold)")
 
 
 @dataclass

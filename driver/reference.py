@@ -37,12 +37,13 @@ def silu(x):
 class FloatTransformer:
     """fp32 forward with a KV cache; ``forward(token, pos)`` returns the logits."""
 
-    def __init__(self, model, observe=None):
+    def __init__(self, model, observe=None, positions=None):
         self.m = model
         self.observe = observe or (lambda name, layer, values: None)   # each intermediate vector
         c = model.config
-        self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.float32)    # (layer, pos, kv_dim)
-        self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.float32)  # (layer, pos, kv_dim)
+        n = min(c.seq_len, positions or c.seq_len)                          # the positions it will run
+        self.key_cache = np.zeros((c.n_layers, n, c.kv_dim), np.float32)    # (layer, pos, kv_dim)
+        self.value_cache = np.zeros((c.n_layers, n, c.kv_dim), np.float32)  # (layer, pos, kv_dim)
 
     def forward(self, token, pos):
         c, w = self.m.config, self.m.weights

@@ -193,7 +193,7 @@ def compile_cached(model, params, dram_size, seq_len=None, kv_regions=None, cach
     cm = load_pickle(path, notice=lambda line: print(line, file=sys.stderr, flush=True))
     if isinstance(cm, CompiledModel):
         return cm
-    cm = compile_model(QuantizedModel(model), params, dram_size=dram_size, seq_len=seq_len,
+    cm = compile_model(QuantizedModel(model, positions=seq_len), params, dram_size=dram_size, seq_len=seq_len,
                        kv_regions=kv_regions)
     store_pickle(path, cm)
     return cm

@@ -81,7 +81,7 @@ class Sampler:
         logits = np.asarray(logits, np.float32)
         if self.greedy:
             return int(np.argmax(logits))
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             scaled = logits / np.float32(self.temperature)
         if not np.all(np.isfinite(scaled)):
             # A temperature so small that a logit overflows float32: the distribution is

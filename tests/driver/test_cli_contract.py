@@ -230,3 +230,77 @@ def test_selftest_makes_payloads_as_large_as_a_dram():
     import random
     payload = inputs.random_payload(random.Random(1), 1 << 28)
     assert len(payload) == 1 << 28 and payload[:1 << 20] == random.Random(1).randbytes(1 << 20)
+
+
+# Found by probing the command line as a hostile user ---------------------------------------------------
+
+@pytest.mark.parametrize("argv, says", [
+    (["generate", "-z", "", "-i", "hi"], "-z tokenizer is an empty path"),
+    (["generate", "", "-i", "hi"], "model is an empty path"),
+    (["generate", "/dev/zero", "-i", "hi"], "is not a regular file"),
+    (["generate", "-i", "\udcff\udcfe bad"], "is not valid text"),
+    (["generate", "--prompts-file", ""], "--prompts-file is an empty path"),
+])
+def test_paths_and_prompts_that_are_not_usable_are_refused_at_once(no_target, argv, says):
+    full = [*argv, "--target", "golden", "--json", "-n", "4"]
+    t0 = time.monotonic()
+    rc, out, err = run(full)
+    assert check_contract(full, rc, out, err) == 2 and says in err and time.monotonic() - t0 < 5
+
+
+def test_a_context_as_large_as_accepted_costs_only_the_positions_run(tmp_path):
+    # A v1 header may say 2**20 positions; the golden run compiles for the core's context and the
+    # activation probe runs 8 positions, so nothing is sized by the header's seq_len.
+    import struct
+    from driver.model import MAX_CONTEXT
+    from driver.runtime import DEFAULT_MODEL
+    blob = bytearray(open(DEFAULT_MODEL, "rb").read())
+    from driver.model import load, save
+    save(load(DEFAULT_MODEL), str(tmp_path / "v1.bin"), version=1)
+    blob = bytearray((tmp_path / "v1.bin").read_bytes())
+    struct.pack_into("<i", blob, 8 + 6 * 4, MAX_CONTEXT)
+    (tmp_path / "v1.bin").write_bytes(bytes(blob))
+    argv = ["generate", str(tmp_path / "v1.bin"), "-z", DEFAULT_TOKENIZER, "--target", "golden", "-n", "4",
+            "-t", "0", "--json"]
+    t0 = time.monotonic()
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 0 and time.monotonic() - t0 < 30
+
+
+def test_yardstick_checks_its_projections_and_page_before_measuring(no_target, tmp_path, monkeypatch):
+    from driver import yardstick
+    monkeypatch.setattr(yardstick, "run", lambda *a, **k: pytest.fail("measured despite bad arguments"))
+    bad = tmp_path / "bench.json"
+    for content, says in (('{"runs": 5}', "is not a `litetransformer bench --json` report"),
+                          ("{not json", "is not a JSON file"), ("[]", "is not a `litetransformer bench")):
+        bad.write_text(content)
+        argv = ["yardstick", "--projections", str(bad), "--json"]
+        rc, out, err = run(argv)
+        assert check_contract(argv, rc, out, err) == 2 and "--projections" in err and says in err
+    page = tmp_path / "page.md"
+    page.write_bytes(b"\xff\xfe not text")
+    argv = ["yardstick", "--markdown", str(page), "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "is not UTF-8 text" in err
+
+
+def test_a_subnormal_temperature_warns_nothing():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Sampler(1e-320, topp=0.9, seed=1).sample([0.5, 4.0, 0.0]) == 1
+
+
+def test_options_are_not_abbreviated(no_target):
+    # --js is not --json: an abbreviation would hide a typo (and its usage error had no JSON line).
+    rc, out, err = run(["generate", "--target", "golden", "--js"])
+    assert rc == 2 and "unrecognized arguments: --js" in err
+
+
+@pytest.mark.parametrize("argv", [["bench", "--shape", ""], ["bench", "--plot", ""], ["bench", "--markdown", ""],
+                                  ["yardstick", "--projections", ""], ["yardstick", "--markdown", ""]])
+def test_an_empty_value_is_not_taken_as_absent(no_target, monkeypatch, argv):
+    from driver import yardstick
+    monkeypatch.setattr(yardstick, "run", lambda *a, **k: pytest.fail("measured despite bad arguments"))
+    rc, out, err = run([*argv, "--json"])
+    assert check_contract(argv + ["--json"], rc, out, err) == 2

@@ -126,18 +126,24 @@ def test_v1_save_load(tmp_path, shared):
 
 def test_v1_header_with_a_huge_context_loads_without_building_its_tables(tmp_path):
     # The RoPE tables' size follows the header's seq_len, which a v1 file does not pay for in
-    # bytes: seq_len 2**30 would be 4 GiB of tables behind a file of a few kilobytes.
-    c = replace(TINY, seq_len=1 << 30)
+    # bytes: at the largest context accepted they would be 256 MiB behind a file of kilobytes.
+    # A larger context (2**30: 4 GiB of tables, 2.5 TiB of K/V cache in a reference forward) is
+    # refused by name.
+    from driver.model import MAX_CONTEXT
     m = random_model(TINY, seed=5)
     blob = bytearray(_v1_bytes(m))
-    struct.pack_into("<i", blob, 8 + 6 * 4, c.seq_len)
+    struct.pack_into("<i", blob, 8 + 6 * 4, MAX_CONTEXT)
     (tmp_path / "huge.bin").write_bytes(bytes(blob))
     tracemalloc.start()
     back = load(tmp_path / "huge.bin")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert back.config.seq_len == 1 << 30 and "freq_cis_real" not in back.weights
+    assert back.config.seq_len == MAX_CONTEXT and "freq_cis_real" not in back.weights
     assert peak < 16 * len(blob) + (1 << 20)
+    struct.pack_into("<i", blob, 8 + 6 * 4, 1 << 30)
+    (tmp_path / "huger.bin").write_bytes(bytes(blob))
+    with pytest.raises(ModelFormatError, match="seq_len = 1073741824 is beyond the 1,048,576 positions"):
+        load(tmp_path / "huger.bin")
 
 
 def test_v2_layout_dequantises(tmp_path):
