@@ -37,16 +37,28 @@ def parse_target(target):
     """'sim' | 'sim://HOST:PORT' | 'serial:///dev/ttyX?baud=N' -> (kind, link url, baud)."""
     if target == "sim":
         return "sim", None, None
-    u = urllib.parse.urlparse(target)
+    try:
+        u = urllib.parse.urlparse(target)
+        port = u.port
+    except ValueError as e:
+        raise ValueError(f"--target {target!r}: {e}; expected sim://HOST:PORT or serial:///dev/ttyX?baud=N") from None
     if u.scheme == "sim":
-        if not u.hostname or not u.port:
-            raise ValueError(f"bad target {target!r}: expected sim://HOST:PORT")
-        return "sim-attach", f"socket://{u.hostname}:{u.port}", None
+        if not u.hostname or not port or u.path not in ("", "/") or u.query:
+            raise ValueError(f"--target {target!r}: expected sim://HOST:PORT (nothing after the port)")
+        return "sim-attach", f"socket://{u.hostname}:{port}", None
     if u.scheme == "serial":
         if not u.path:
-            raise ValueError(f"bad target {target!r}: expected serial:///dev/ttyUSB0?baud=N")
-        query = urllib.parse.parse_qs(u.query)
-        baud = int(query.get("baud", ["115200"])[0])
+            raise ValueError(f"--target {target!r}: expected serial:///dev/ttyUSB0?baud=N")
+        query = urllib.parse.parse_qs(u.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"baud"})
+        if unknown or len(query.get("baud", [])) > 1:
+            raise ValueError(f"--target {target!r}: the only query is one baud=N (got {u.query!r})")
+        try:
+            baud = int(query.get("baud", ["115200"])[0])
+        except ValueError:
+            baud = 0
+        if baud <= 0:
+            raise ValueError(f"--target {target!r}: baud {query['baud'][0]!r} is not a positive integer")
         return "serial", u.path, baud
     raise ValueError(f"unknown target {target!r}: use golden, sim, sim://HOST:PORT or serial:///dev/ttyX?baud=N")
 

@@ -304,3 +304,15 @@ def test_an_empty_value_is_not_taken_as_absent(no_target, monkeypatch, argv):
     monkeypatch.setattr(yardstick, "run", lambda *a, **k: pytest.fail("measured despite bad arguments"))
     rc, out, err = run([*argv, "--json"])
     assert check_contract(argv + ["--json"], rc, out, err) == 2
+
+
+@pytest.mark.parametrize("target, says", [
+    ("sim://host:abc", "Port could not be cast"), ("sim://127.0.0.1:99999", "out of range"),
+    ("sim://127.0.0.1:1/extra?x=y", "nothing after the port"), ("serial:///dev/null?baud=abc", "baud 'abc'"),
+    ("serial:///dev/null?baud=0", "baud '0'"), ("serial:///dev/null?bogus=1", "the only query is one baud=N"),
+    ("serial:///dev/null?baud=9600&baud=115200", "the only query is one baud=N"),
+])
+def test_a_malformed_target_is_named_as_the_target(no_target, target, says):
+    argv = ["info", "--target", target, "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and f"--target {target!r}" in err and says in err
