@@ -102,6 +102,9 @@ def cmd_info(args):
 
 def cmd_selftest(args):
     inputs.check_target(args)
+    if args.offset % 4:
+        raise UsageError(f"--offset 0x{args.offset:x}: uploads start on a 4-byte boundary at least "
+                         f"(the device's beat, checked once it is open)")
     t_open = time.monotonic()
     with _open(args) as dev:
         opened = time.monotonic() - t_open
@@ -206,6 +209,9 @@ def cmd_bench(args):
     from driver import bench, bench_report
     from spec import isa
     batches = bench.parse_batches(args.batch)
+    params = inputs.known_params(args.target)
+    if params and max(batches) > params.slots:
+        raise UsageError(f"--batch {max(batches)}: {args.target}'s core has {params.slots} batch slots")
     if args.model is not None and args.shape is not None:
         raise UsageError("give MODEL.bin or --shape, not both")
     if args.model is not None:
@@ -327,6 +333,10 @@ def cmd_generate(args):
     inputs.check_target(args, golden=True)
     prompts = inputs.read_prompts(args)
     checks.check_seed(args.seed, len(prompts))
+    params = inputs.known_params(args.target)
+    if params and len(prompts) > params.slots:
+        raise UsageError(f"{len(prompts)} prompts at once: {args.target}'s core decodes at most {params.slots} "
+                         f"sequences together (one batch slot and one KV region each)")
     path, model, tokenizer = inputs.read_model(args, tokenizer_required=True)
     # Every prompt is tokenised and checked against the vocabulary and the positions it may use
     # before the target starts (the target's context can only be shorter: LoadedModel checks that).

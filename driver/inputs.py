@@ -26,6 +26,13 @@ def check_target(args, golden=False):
         CSRMap(args.csr)
 
 
+def known_params(target):
+    """The core parameters of a target known without opening it (golden and the simulated SoC
+    share them: spec.isa.TARGET_PARAMS["sim"]), or None for a board, whose build decides."""
+    from spec import isa
+    return isa.TARGET_PARAMS["sim"] if target == "golden" or target.startswith("sim") else None
+
+
 def model_paths(args):
     """The checkpoint and tokenizer: the bundled default model when MODEL is omitted; the
     tokenizer defaults to tokenizer.bin beside the checkpoint."""

@@ -316,3 +316,14 @@ def test_a_malformed_target_is_named_as_the_target(no_target, target, says):
     argv = ["info", "--target", target, "--json"]
     rc, out, err = run(argv)
     assert check_contract(argv, rc, out, err) == 2 and f"--target {target!r}" in err and says in err
+
+
+def test_what_the_simulated_core_cannot_take_is_refused_before_it_starts(no_target, tmp_path):
+    # The simulated SoC's core (and golden's) is known without opening it: 8 batch slots.
+    prompts = tmp_path / "nine.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(9)))
+    for argv, says in ((["generate", "--target", "sim", "--prompts-file", str(prompts)], "at most 8 sequences"),
+                       (["bench", "--target", "sim", "--batch", "1,16"], "has 8 batch slots"),
+                       (["selftest", "--target", "sim", "--offset", "3"], "--offset 0x3")):
+        rc, out, err = run([*argv, "--json"])
+        assert check_contract(argv + ["--json"], rc, out, err) == 2 and says in err, (argv, err)
