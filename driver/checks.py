@@ -131,7 +131,21 @@ def check_input_file(path, what="input file"):
     return path
 
 
-# Prompts ----------------------------------------------------------------------------------------------
+# Tokens and prompts -----------------------------------------------------------------------------------
+
+def check_tokens(tokens, vocab, positions, what, room):
+    """Token ids for a run: at least one, each in [0, vocab), no more than ``positions`` (``room``
+    says which limit that is). Used where the ids are read (a token file, the prompts) and where
+    they are run (LoadedModel, the firmware's loop), so each says the same."""
+    if not tokens:
+        raise UsageError(f"{what} holds no token ids")
+    bad = next((t for t in tokens if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise UsageError(f"{what}: token id {bad} is outside the vocabulary [0, {vocab})")
+    if len(tokens) > positions:
+        raise UsageError(f"{what}: {len(tokens)} tokens exceed {room} of {positions} positions")
+    return tokens
+
 
 def check_prompt_fits(tokenizer, text, positions, what="generate"):
     """Refuse a prompt that cannot fit ``positions`` before it is tokenised (the merges cost time

@@ -217,10 +217,7 @@ def generate(lm, prompts, steps, temperature, seed, on_token):
     if device is None:
         raise ValueError(f"generate: firmware mode needs a device with a CPU (sim or a board), not {lm.target_name}")
     steps = lm.seq_len if steps <= 0 or steps > lm.seq_len else steps
-    prompt = lm._encode(prompts[0], steps)
-    lm._check_tokens(prompt)
-    if len(prompt) > steps:
-        raise ValueError(f"generate: the prompt is {len(prompt)} tokens (BOS included), more than -n {steps} positions")
+    prompt = lm.check_prompt(lm._encode(prompts[0], steps), steps)
     decoder = StreamDecoder(lm.tokenizer, prev=prompt[-1]) if lm.tokenizer else None
 
     def on_id(token):

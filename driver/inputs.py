@@ -97,11 +97,8 @@ def encode_prompts(prompts, model, tokenizer, steps):
             raise UsageError(f"the prompt {text[:40]!r} is not valid text: {e.reason} at character {e.start} "
                              f"(a byte sequence that is not UTF-8?)") from None
         checks.check_prompt_fits(tokenizer, text, steps)
-        toks = tokenizer.encode(text, bos=True)
-        if len(toks) > steps:
-            raise UsageError(f"generate: the prompt is {len(toks)} tokens (BOS included), more than the "
-                             f"{steps} positions it may use (-n, capped by the context)")
-        encoded.append(toks)
+        encoded.append(checks.check_tokens(tokenizer.encode(text, bos=True), model.config.vocab_size, steps,
+                                           "generate: the prompt (BOS included)", "-n, capped by the context,"))
     return encoded
 
 
@@ -113,15 +110,8 @@ def read_token_file(path, config):
             tokens = [int(t) for t in f.read().split()]
     except (ValueError, UnicodeDecodeError):
         raise UsageError(f"--tokens {path!r}: expected whitespace-separated integer token ids") from None
-    if not tokens:
-        raise UsageError(f"--tokens {path!r} holds no token ids")
-    bad = next((t for t in tokens if not 0 <= t < config.vocab_size), None)
-    if bad is not None:
-        raise UsageError(f"--tokens {path!r}: token id {bad} is outside the vocabulary [0, {config.vocab_size})")
-    if len(tokens) > config.seq_len:
-        raise UsageError(f"--tokens {path!r}: {len(tokens)} tokens exceed the model's context of "
-                         f"{config.seq_len} positions")
-    return tokens
+    return checks.check_tokens(tokens, config.vocab_size, config.seq_len, f"--tokens {path!r}",
+                               "the model's context")
 
 
 def read_projections(path):

@@ -27,7 +27,8 @@ import numpy as np
 
 from spec import isa, numerics, spec_hash
 from driver.cache import PROJECT_DIR, cache_root, hash_files, load_pickle, store_pickle
-from driver.checks import UsageError, check_prompt_fits, check_seed, check_temperature, check_topp
+from driver.checks import (UsageError, check_prompt_fits, check_seed, check_temperature, check_tokens,
+                           check_topp)
 from driver.compiler import CompiledModel, GoldenRunner, compile_model
 from driver.errors import DeviceError, LinkError
 from driver.firmware import RESERVED_BYTES as FIRMWARE_BYTES
@@ -107,13 +108,14 @@ class DeviceRunner:
             dev.write_dram(cm.argmax, sentinel)
         prog = cm.prog if want_logits else cm.prog_greedy         # greedy: no logits STORE
         self.counters = dev.run_program(prog, cm.slots, len(slots), watchdog=watchdog)
-        logits = None
+        # ARGMAX's beats and the logits after them come back in one CRC-verified read.
+        am_bytes = isa.BEAT_BYTES * len(slots)
+        logits_at = cm.logits - cm.argmax
+        raw = dev.read_dram(cm.argmax, logits_at + cm.logits_stride * len(slots) if want_logits else am_bytes)
+        am, logits = raw[:am_bytes], None
         if want_logits:
-            vocab = cm.config.vocab_size
-            raw = dev.read_dram(cm.logits, cm.logits_stride * len(slots))
-            logits = np.stack([np.frombuffer(raw, "<i4", vocab, s * cm.logits_stride)
+            logits = np.stack([np.frombuffer(raw, "<i4", cm.config.vocab_size, logits_at + s * cm.logits_stride)
                                for s in range(len(slots))]).astype(np.int64)
-        am = dev.read_dram(cm.argmax, isa.BEAT_BYTES * len(slots))
         if am == sentinel:
             raise LinkError(f"{dev.name}: the run reported done but wrote no results: its start command "
                             f"was lost or garbled on the link")
@@ -289,11 +291,10 @@ class LoadedModel:
             stats.cycles += self.runner.counters["cycles"]
         return logits, argmax
 
-    def _check_tokens(self, tokens):
-        vocab = self.config.vocab_size
-        bad = [t for t in tokens if not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"token id {bad[0]} outside the vocabulary [0, {vocab})")
+    def check_prompt(self, tokens, steps):
+        """A prompt's ids against the vocabulary and the ``steps`` positions it may use."""
+        return check_tokens(tokens, self.config.vocab_size, steps, "generate: the prompt (BOS included)",
+                            "-n, capped by the context,")
 
     # Generation -------------------------------------------------------------------------------------
     def generate(self, prompts, steps=256, temperature=1.0, topp=0.9, seed=None, on_token=None, mode="host"):
@@ -329,11 +330,7 @@ class LoadedModel:
         steps = self.seq_len if steps == 0 or steps > self.seq_len else steps
         seqs = []
         for p in prompts:
-            toks = self._encode(p, steps)
-            self._check_tokens(toks)
-            if len(toks) > steps:
-                raise ValueError(f"generate: the prompt is {len(toks)} tokens (BOS included), more than "
-                                 f"-n {steps} positions")
+            toks = self.check_prompt(self._encode(p, steps), steps)
             seqs.append(Sequence(prompt_tokens=toks, tokens=list(toks)))
         seed = seed if seed else (time.time_ns() & 0xFFFFFFFF) or 1
         samplers = [Sampler(temperature, topp, seed + i) for i in range(len(seqs))]
@@ -407,12 +404,7 @@ class LoadedModel:
         """Feed ``tokens`` at positions 0, 1, … (teacher forcing), B positions per pass on
         one KV region. Returns ``argmax`` (one per fed position), with ``logits`` the float
         logits too, and ``stats``."""
-        tokens = [int(t) for t in tokens]
-        self._check_tokens(tokens)
-        if not tokens:
-            raise ValueError("eval: no tokens")
-        if len(tokens) > self.seq_len:
-            raise ValueError(f"eval: {len(tokens)} tokens exceed the context of {self.seq_len} positions")
+        tokens = check_tokens([int(t) for t in tokens], self.config.vocab_size, self.seq_len, "eval", "the context")
         stats, am_all, lg_all = PhaseStats(), [], []
         for start in range(0, len(tokens), self.slots):
             chunk = tokens[start:start + self.slots]
