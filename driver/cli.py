@@ -33,6 +33,9 @@ from driver.errors import CSRMapError, LiteTransformerError
 BENCH_SHAPES = ("aidreams260K", "stories260K", "stories15M", "stories42M", "stories110M")
 
 
+DEFAULT_TIMEOUT = 5.0      # --timeout: seconds for any single reply
+
+
 def _err(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -40,8 +43,8 @@ def _err(msg):
 def _target_args(parser):
     parser.add_argument("--target", default="sim", help="sim | sim://HOST:PORT | serial:///dev/ttyX?baud=N (generate/eval: also golden)")
     parser.add_argument("--csr", default=None, help="LiteX csr.csv of the target (boards; default for sim: the local build)")
-    parser.add_argument("--timeout", type=checks.real("timeout", 0.1, 3600.0), default=5.0,
-                        help="seconds to wait for any single reply")
+    parser.add_argument("--timeout", type=checks.real("timeout", 0.1, 3600.0), default=None,
+                        help="seconds to wait for any single reply (default 5; also bounds a silent console at boot)")
 
 
 def _model_args(parser, tokenizer, lossy=True):
@@ -61,7 +64,7 @@ def _output_args(parser):
 
 def _open(args):
     from driver.device import Device
-    return Device.open(args.target, csr=args.csr, timeout=args.timeout, progress=_err)
+    return Device.open(args.target, csr=args.csr, timeout=args.timeout or DEFAULT_TIMEOUT, progress=_err)
 
 
 # Commands -----------------------------------------------------------------------------------------
@@ -209,7 +212,8 @@ def cmd_bench(args):
     from driver import bench, bench_report
     from spec import isa
     batches = bench.parse_batches(args.batch)
-    params = inputs.known_params(args.target)
+    known = inputs.known_target(args)
+    params = known[0] if known else None
     if params and max(batches) > params.slots:
         raise UsageError(f"--batch {max(batches)}: {args.target}'s core has {params.slots} batch slots")
     if args.model is not None and args.shape is not None:
@@ -290,13 +294,24 @@ def cmd_yardstick(args):
     return 0
 
 
-def _load(args, dev, path, model, tokenizer):
+def _compile_known(args, known, model):
+    """The model compiled for a target whose core and DRAM are known before it is opened, so that
+    what the compiler refuses (a model too large, one the integer formats miss) is refused
+    before a simulator starts; the compile cache keeps it for the load. None otherwise."""
+    if known is None or args.target == "golden":
+        return None
+    from driver.runtime import compile_for
+    params, dram_size = known
+    return compile_for(model, params, dram_size, allow_lossy=args.allow_lossy, name=args.target)
+
+
+def _load(args, dev, path, model, tokenizer, compiled=None):
     t0 = time.monotonic()
     progress = None
     if not args.quiet:
         def progress(done, total):
             _err(f"[upload] {done}/{total} B")
-    lm = dev.load(model, tokenizer=tokenizer, progress=progress, allow_lossy=args.allow_lossy)
+    lm = dev.load(model, tokenizer=tokenizer, progress=progress, allow_lossy=args.allow_lossy, compiled=compiled)
     if not args.quiet:
         c = lm.config
         _err(f"[load] {path}: dim {c.dim}, hidden {c.hidden_dim}, {c.n_layers} layers, {c.n_heads} heads "
@@ -333,7 +348,8 @@ def cmd_generate(args):
     inputs.check_target(args, golden=True)
     prompts = inputs.read_prompts(args)
     checks.check_seed(args.seed, len(prompts))
-    params = inputs.known_params(args.target)
+    known = inputs.known_target(args)
+    params = known[0] if known else None
     if params and len(prompts) > params.slots:
         raise UsageError(f"{len(prompts)} prompts at once: {args.target}'s core decodes at most {params.slots} "
                          f"sequences together (one batch slot and one KV region each)")
@@ -343,9 +359,10 @@ def cmd_generate(args):
     encoded = inputs.encode_prompts(prompts, model, tokenizer, args.steps)
     if args.firmware and len(prompts) != 1:
         raise UsageError(f"--firmware runs one sequence; got {len(prompts)} prompts")
+    compiled = _compile_known(args, known, model)
     stream = len(prompts) == 1 and not args.json
     with _open_any(args) as dev:
-        lm = _load(args, dev, path, model, tokenizer)
+        lm = _load(args, dev, path, model, tokenizer, compiled)
         if stream:
             first = encoded[0]
             sys.stdout.write(lm.tokenizer.decode_all(first[1:], prev=first[0]))
@@ -378,8 +395,9 @@ def cmd_eval(args):
     inputs.check_target(args, golden=True)
     path, model, tokenizer = inputs.read_model(args, tokenizer_required=False)
     tokens = inputs.read_token_file(args.tokens, model.config)
+    compiled = _compile_known(args, inputs.known_target(args), model)
     with _open_any(args) as dev:
-        lm = _load(args, dev, path, model, tokenizer)
+        lm = _load(args, dev, path, model, tokenizer, compiled)
         result = lm.eval(tokens, logits=args.logits)
     if not args.quiet:
         st = result["stats"]

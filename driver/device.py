@@ -134,12 +134,12 @@ class Device:
     def __enter__(self):
         return self
 
-    def load(self, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False):
+    def load(self, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False, compiled=None):
         """Compile ``model`` (a checkpoint path or driver.model.Model) for this device's core,
         upload it (CRC-verified) and return a driver.runtime.LoadedModel with ``generate``
-        and ``eval``."""
+        and ``eval`` (driver.runtime.load)."""
         from driver.runtime import load
-        return load(self, model, tokenizer, seq_len, progress, allow_lossy)
+        return load(self, model, tokenizer, seq_len, progress, allow_lossy, compiled)
 
     def __exit__(self, *exc):
         self.close()
@@ -250,21 +250,31 @@ class Device:
                             f"(0x{addr:08x}) read back 0x{back:08x} after 0x{value:08x} was written")
         self.link.write(addr, [old])
 
-    def wait_ready(self, timeout=180.0):
+    def wait_ready(self, timeout=180.0, silence=None):
         """Drain the CPU console (the BIOS blocks when nobody reads it) until the BIOS prompt
         shows that DRAM init has finished (or the prompt of the decode-loop firmware that an
-        earlier session booted); fail if the BIOS reports a DRAM failure."""
+        earlier session booted); fail if the BIOS reports a DRAM failure. ``silence`` (default:
+        the link's timeout): seconds the console may say nothing, newlines asking for a prompt
+        included. A booting BIOS is never quiet that long (at most ~1 s in simulation, where
+        DRAM init is slowest); a CPU that is hung, or busy in another client's firmware run, is."""
         rxempty, _ = self.csr.register("uart_xover_rxempty")
         rxtx, _ = self.csr.register("uart_xover_rxtx")
+        silence = self.link.timeout if silence is None else silence
         deadline = time.monotonic() + timeout
-        last_char = time.monotonic()
+        last_char = heard = time.monotonic()
         poked = 0
         while time.monotonic() < deadline:
             empty, char = self._on_link("read_each", [rxempty, rxtx])
             if not empty:
                 self.console_log.append(char & 0xFF)
-                last_char = time.monotonic()
+                last_char = heard = time.monotonic()
                 continue
+            if time.monotonic() - heard > silence:
+                tail = _ANSI.sub(b"", bytes(self.console_log))[-200:].decode(errors="replace")
+                raise DeviceError(f"{self.name}: the CPU has written nothing on its console for {silence:g} s "
+                                  f"(--timeout), {poked} newlines asking for a prompt included: it is not running "
+                                  f"the BIOS or our firmware, or it is busy (another client's firmware run?); "
+                                  f"console so far: {tail!r}")
             text = _ANSI.sub(b"", bytes(self.console_log))
             if b"Memory initialization failed" in text:
                 raise DeviceError(f"{self.name}: the BIOS reports that DRAM initialisation failed:\n"

@@ -7,6 +7,7 @@ import os
 
 from driver import checks
 from driver.checks import UsageError
+from driver.errors import CSRMapError
 
 
 def check_target(args, golden=False):
@@ -18,6 +19,10 @@ def check_target(args, golden=False):
             raise UsageError(f"--target golden: the golden model is the ISA interpreter, with no DRAM link, "
                              f"CRC unit or cycle counters, so `{args.command}` has nothing to measure there; "
                              f"use --target sim, sim://HOST:PORT or serial://")
+        for option, value in (("--csr", args.csr), ("--timeout", args.timeout)):
+            if value is not None:
+                raise UsageError(f"{option} {value}: --target golden has no link and no CSR map; "
+                                 f"{option} is for sim, sim://HOST:PORT and serial://")
         return
     parse_target(args.target)
     if args.csr is not None:
@@ -26,11 +31,27 @@ def check_target(args, golden=False):
         CSRMap(args.csr)
 
 
-def known_params(target):
-    """The core parameters of a target known without opening it (golden and the simulated SoC
-    share them: spec.isa.TARGET_PARAMS["sim"]), or None for a board, whose build decides."""
+def known_target(args):
+    """(core Params, DRAM bytes) of ``args.target`` known without opening it, or None. Golden and
+    the simulated SoC share theirs (spec.isa.TARGET_PARAMS["sim"], GoldenTarget.dram_size, which
+    a test compares with the simulator's); a board's come from its build's CSR map, which holds
+    the core's parameters as ACCEL_PARAM_* constants and main_ram's size."""
     from spec import isa
-    return isa.TARGET_PARAMS["sim"] if target == "golden" or target.startswith("sim") else None
+    from driver.runtime import GoldenTarget
+    if args.target == "golden" or (args.target.startswith("sim") and args.csr is None):
+        return isa.TARGET_PARAMS["sim"], GoldenTarget.dram_size
+    if args.csr is None:
+        return None
+    from driver.csr import CSRMap
+    csr = CSRMap(args.csr)
+    fields = isa.params_dict(isa.TARGET_PARAMS["sim"])
+    try:
+        values = {key: csr.constants[f"accel_param_{key}"] for key in fields}
+        dram = csr.region("main_ram")[1]
+        params = isa.Params(**{key: type(fields[key])(value) for key, value in values.items()})
+    except (KeyError, TypeError, ValueError, CSRMapError):
+        return None                 # an older build's map: the device tells once it is open
+    return params, dram
 
 
 def model_paths(args):

@@ -157,8 +157,8 @@ class GoldenTarget:
                 "spec_version": ".".join(map(str, spec.SPEC_VERSION)), "spec_hash": f"{spec_hash():08x}",
                 "dram_bytes": self.dram_size, "params": isa.params_dict(self._params)}
 
-    def load(self, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False):
-        return load(self, model, tokenizer, seq_len, progress, allow_lossy)
+    def load(self, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False, compiled=None):
+        return load(self, model, tokenizer, seq_len, progress, allow_lossy, compiled)
 
     def close(self):
         pass
@@ -201,25 +201,19 @@ def compile_cached(model, params, dram_size, seq_len=None, kv_regions=None, cach
     return cm
 
 
-def load(target, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False):
-    """Compile ``model`` (a Model or a checkpoint path) for ``target``'s core and DRAM, upload
-    it, and return a LoadedModel. ``tokenizer``: a Tokenizer or a tokenizer.bin path. A model
-    with a tensor that the int8 format misses by more than intforward.LOSSY_ERROR is refused
-    before the upload, unless ``allow_lossy`` (then each such tensor gets a warning line)."""
-    if not isinstance(model, Model):
-        model = load_model_file(model)
-    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
-        tokenizer = Tokenizer.load(tokenizer, vocab_size=model.config.vocab_size)
-    params = target.accel_params()
+def compile_for(model, params, dram_size, seq_len=None, allow_lossy=False, name="the target"):
+    """compile_cached for a core of ``params`` beside ``dram_size`` bytes of DRAM (the top
+    FIRMWARE_BYTES kept for the decode-loop firmware), under the lossy rule: a model with a
+    tensor or activation that the integer formats miss is refused (UsageError), unless
+    ``allow_lossy`` (then each gets a warning line). Needs no device: the CLI calls it before a
+    target whose parameters it knows is opened."""
     seq_len = min(seq_len or model.config.seq_len, model.config.seq_len, params.max_seq)
-    # The top of DRAM is the decode-loop firmware's (driver.firmware); golden keeps it free too,
-    # so that what compiles there runs on the SoC.
     try:
-        cm = compile_cached(model, params, target.dram_size - FIRMWARE_BYTES, seq_len=seq_len)
+        cm = compile_cached(model, params, dram_size - FIRMWARE_BYTES, seq_len=seq_len)
     except ValueError as e:
         if "DRAM" not in str(e):
             raise
-        raise ValueError(f"{e} (the top {FIRMWARE_BYTES >> 10} KiB of {target.name}'s DRAM are kept for "
+        raise ValueError(f"{e} (the top {FIRMWARE_BYTES >> 10} KiB of {name}'s DRAM are kept for "
                          f"the decode-loop firmware)") from None
     if cm.lossy:
         if not allow_lossy:
@@ -228,6 +222,23 @@ def load(target, model, tokenizer=None, seq_len=None, progress=None, allow_lossy
                              + " (--allow-lossy runs it anyway)")
         for line in cm.lossy:
             print(f"warning: {line}", file=sys.stderr, flush=True)
+    return cm
+
+
+def load(target, model, tokenizer=None, seq_len=None, progress=None, allow_lossy=False, compiled=None):
+    """Compile ``model`` (a Model or a checkpoint path) for ``target``'s core and DRAM, upload
+    it, and return a LoadedModel. ``tokenizer``: a Tokenizer or a tokenizer.bin path.
+    ``compiled``: what compile_for gave before the target was opened, used if it was made for
+    this target's core and DRAM (else the model is compiled again, lossy rule included)."""
+    if not isinstance(model, Model):
+        model = load_model_file(model)
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        tokenizer = Tokenizer.load(tokenizer, vocab_size=model.config.vocab_size)
+    params = target.accel_params()
+    cm = compiled
+    if cm is None or cm.params != params or cm.dram_size != target.dram_size - FIRMWARE_BYTES \
+            or cm.seq_len != min(seq_len or model.config.seq_len, model.config.seq_len, params.max_seq):
+        cm = compile_for(model, params, target.dram_size, seq_len, allow_lossy, target.name)
     if isinstance(target, GoldenTarget):
         runner = GoldenStepper(cm)
     else:

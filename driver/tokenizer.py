@@ -7,6 +7,7 @@ for the raw bytes 0x00..0xFF (byte fallback), written as "<0xNN>" pieces.
 """
 
 import codecs
+import heapq
 import re
 import struct
 
@@ -29,6 +30,8 @@ class Tokenizer:
         if len(pieces) != len(scores):
             raise ValueError(f"Tokenizer: {len(pieces)} pieces but {len(scores)} scores")
         self.pieces = [p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in pieces]
+        if b"" in self.pieces:
+            raise ValueError(f"Tokenizer: piece {self.pieces.index(b'')} is empty")
         self.scores = [float(np.float32(s)) for s in scores]
         self.max_token_length = max_token_length or max((len(p) for p in self.pieces), default=0)
         self._longest = max((len(p) for p in self.pieces), default=1) or 1
@@ -64,6 +67,11 @@ class Tokenizer:
             if not 0 <= length <= max_len:
                 raise TokenizerFormatError(f"{where}: length {length} outside 0..{max_len} (the header's "
                                            f"max_token_length): not a tokenizer.bin, or damaged")
+            if length == 0:
+                # Joined to a neighbour, an empty piece gives the neighbour back: the merges
+                # would never end. No sentencepiece vocabulary has one.
+                raise TokenizerFormatError(f"{where}: an empty piece (length 0): not a tokenizer.bin, "
+                                           f"or damaged")
             if not np.isfinite(score):
                 raise TokenizerFormatError(f"{where}: score is {score}")
             offset += 8
@@ -122,17 +130,40 @@ class Tokenizer:
 
     def _merge(self, tokens):
         """Join, again and again, the adjacent pair whose concatenation is the best-scoring piece;
-        the first such pair wins ties (llama2.c compares with a strict >)."""
-        while True:
-            best, best_score = None, _NO_MERGE
-            for i in range(len(tokens) - 1):
-                merged = self._ids.get(self.pieces[tokens[i]] + self.pieces[tokens[i + 1]])
-                if merged is not None and self.scores[merged] > best_score:
-                    best, best_score = (i, merged), self.scores[merged]
-            if best is None:
+        the leftmost such pair wins ties (llama2.c compares with a strict >). llama2.c rescans
+        every pair after each merge (time quadratic in the text's length); a heap of candidate
+        pairs, keyed by score and then position, picks the same pair each time in log time.
+        Entries made stale by a merge next to them are skipped when they surface."""
+        n = len(tokens)
+        nxt = list(range(1, n)) + [-1]
+        prev = list(range(-1, n - 1))
+        heap = []
+
+        def candidate(i):
+            j = nxt[i]
+            if j < 0:
                 return
-            i, merged = best
-            tokens[i:i + 2] = [merged]
+            merged = self._ids.get(self.pieces[tokens[i]] + self.pieces[tokens[j]])
+            if merged is not None and self.scores[merged] > _NO_MERGE:
+                heapq.heappush(heap, (-self.scores[merged], i, tokens[i], tokens[j], merged))
+
+        for i in range(n - 1):
+            candidate(i)
+        while heap:
+            _, i, left, right, merged = heapq.heappop(heap)
+            j = nxt[i]
+            # Stale: i was absorbed (its token is gone), or i or its right neighbour changed.
+            if tokens[i] != left or j < 0 or tokens[j] != right:
+                continue
+            tokens[i] = merged
+            tokens[j] = None                    # absorbed
+            nxt[i] = nxt[j]
+            if nxt[j] >= 0:
+                prev[nxt[j]] = i
+            if prev[i] >= 0:
+                candidate(prev[i])
+            candidate(i)
+        tokens[:] = [t for t in tokens if t is not None]
 
     # Decode --------------------------------------------------------------------------------------------
     def decode(self, prev_token, token):

@@ -31,6 +31,7 @@ from litex.soc.cores.uart import RS232PHYModel
 
 from litedram import modules as litedram_modules
 from litedram.core.controller import ControllerSettings
+from litedram.phy.dfi import Interface
 from litedram.phy.model import SDRAMPHYModel, sdram_module_nphases
 
 import spec
@@ -73,10 +74,34 @@ class SimPlatformLT(SimPlatform):
 
 # Sim SoC ------------------------------------------------------------------------------------------
 
-class SimSoC(LiteTransformerSoC):
-    """LiteTransformerSoC with a DDR3 model and the host link on the ``hostlink`` stream pads."""
+class StuckReadBit(Module):
+    """A DRAM fault for the failure-path tests: between the controller and the PHY model, data
+    bit ``bit`` of every read phase reads 0, as a broken DQ line would. It has the PHY's
+    ``settings`` and a DFI interface of the same shape, so the controller takes it for the PHY."""
 
-    def __init__(self, sys_clk_freq, sdram_module, sdram_data_width, link_timeout_cycles, **kwargs):
+    def __init__(self, phy, bit=0):
+        self.settings = phy.settings
+        dfi = phy.dfi
+        self.dfi = Interface(len(dfi.p0.address), len(dfi.p0.bank), len(dfi.p0.cs_n), len(dfi.p0.rddata),
+                             len(dfi.phases))
+        for ours, theirs in zip(self.dfi.phases, dfi.phases):
+            for name, _, direction in ours.layout:
+                mine, phys = getattr(ours, name), getattr(theirs, name)
+                if direction == DIR_M_TO_S:
+                    self.comb += phys.eq(mine)
+                elif name == "rddata":
+                    self.comb += mine.eq(phys & ~(1 << bit))
+                else:
+                    self.comb += mine.eq(phys)
+
+
+class SimSoC(LiteTransformerSoC):
+    """LiteTransformerSoC with a DDR3 model and the host link on the ``hostlink`` stream pads.
+    ``dram_fault="stuck_read_bit"`` (tests only) breaks a data line and lets the BIOS's memtest
+    find it: DRAM initialisation fails as on a board with a bad memory."""
+
+    def __init__(self, sys_clk_freq, sdram_module, sdram_data_width, link_timeout_cycles, dram_fault=None,
+                 **kwargs):
         platform = SimPlatformLT()
         self.crg = CRG(platform.request("sys_clk"))  # with a power-on reset: VexRiscv needs one
         LiteTransformerSoC.__init__(self, platform, sys_clk_freq, ident="LiteTransformer simulation", **kwargs)
@@ -91,13 +116,22 @@ class SimSoC(LiteTransformerSoC):
         speedgrade = str(int(sys_clk_freq * nphases * 2 / 1e6))
         module     = module_cls(sys_clk_freq, rate, speedgrade=speedgrade)
         self.sdrphy = SDRAMPHYModel(module=module, data_width=sdram_data_width, clk_freq=sys_clk_freq)
+        phy = self.sdrphy
+        if dram_fault == "stuck_read_bit":
+            self.dram_fault = phy = StuckReadBit(self.sdrphy)
+        elif dram_fault is not None:
+            raise ValueError(f"SimSoC: dram_fault {dram_fault!r}: the one fault is 'stuck_read_bit'")
         # Commands queue 16 deep per bank (LiteDRAM's default: 8) and refreshes go out in groups
         # of 4: a long stream loses less to each group's precharge than to one per tREFI, and a
         # short read that meets a group waits no longer than for four.
-        self.add_sdram("sdram", phy=self.sdrphy, module=module,
+        self.add_sdram("sdram", phy=phy, module=module,
             controller_settings=ControllerSettings(cmd_buffer_depth=16, refresh_postponing=4))
-        # The model needs no calibration and memtest only costs boot time.
-        self.add_constant("SDRAM_TEST_DISABLE")
+        if dram_fault is None:
+            # The model needs no calibration and memtest only costs boot time.
+            self.add_constant("SDRAM_TEST_DISABLE")
+        else:
+            # A short memtest: a stuck bit shows in its first words.
+            self.add_constant("MEMTEST_DATA_SIZE", 4096)
 
         # Host link + bulk path ----------------------------------------------------------------------
         self.add_host_link(RS232PHYModel(platform.request("hostlink")), timeout_cycles=link_timeout_cycles)

@@ -327,3 +327,47 @@ def test_what_the_simulated_core_cannot_take_is_refused_before_it_starts(no_targ
                        (["selftest", "--target", "sim", "--offset", "3"], "--offset 0x3")):
         rc, out, err = run([*argv, "--json"])
         assert check_contract(argv + ["--json"], rc, out, err) == 2 and says in err, (argv, err)
+
+
+def _board_csr(path, params, main_ram=32 << 20):
+    """A csr.csv as LiteX writes one for a board build: registers, the core's parameters as
+    ACCEL_PARAM_* constants and main_ram's region."""
+    from spec import isa
+    rows = ["csr_base,ctrl,0xf0000000,,", "csr_register,ctrl_scratch,0xf0000004,1,rw"]
+    rows += [f"constant,accel_param_{key},{int(value)},," for key, value in isa.params_dict(params).items()]
+    rows += [f"memory_region,main_ram,0x40000000,{main_ram},cached"]
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_a_boards_core_is_known_from_its_csr_map_before_it_is_opened(no_target, tmp_path):
+    from spec import isa
+    csr = _board_csr(tmp_path / "csr.csv", isa.TARGET_PARAMS["ulx3s"])
+    slots = isa.TARGET_PARAMS["ulx3s"].slots
+    argv = ["generate", "--target", "serial:///dev/ttyUSB0", "--csr", csr, "--json",
+            *[arg for i in range(slots + 1) for arg in ("-i", f"prompt {i}")]]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and f"at most {slots} sequences" in err, err
+    argv = ["bench", "--target", "serial:///dev/ttyUSB0", "--csr", csr, "--batch", f"{slots + 1}", "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and f"has {slots} batch slots" in err, err
+
+
+def test_a_model_the_formats_miss_is_refused_before_a_simulator_starts(no_target, tmp_path):
+    from driver.model import load, save
+    from driver.runtime import DEFAULT_MODEL
+    model = load(DEFAULT_MODEL)
+    model.weights["wk"] = model.weights["wk"] * 40
+    save(model, str(tmp_path / "loud.bin"))
+    (tmp_path / "ids.txt").write_text("1 2 3")
+    for command in (["generate", "-z", DEFAULT_TOKENIZER, "-i", "hi"], ["eval", "--tokens", str(tmp_path / "ids.txt")]):
+        argv = [command[0], str(tmp_path / "loud.bin"), *command[1:], "--json"]
+        rc, out, err = run(argv)
+        assert check_contract(argv, rc, out, err) == 2 and "layer 0's keys reach" in err, err
+
+
+@pytest.mark.parametrize("option", [["--csr", "csr.csv"], ["--timeout", "3"]])
+def test_golden_refuses_the_options_of_a_link(no_target, option):
+    argv = ["generate", "--target", "golden", *option, "-n", "2", "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and f"{option[0]} {option[1]}" in err and "golden" in err

@@ -1,9 +1,12 @@
 """llama2.c's tokenizer: tokenizer.bin, BPE encode and piece decode, on a hand-built vocabulary
 whose expected ids are worked out by hand below, and on the shared model's real tokenizer."""
 
+import random
 import struct
+import time
 
 import pytest
+from hypothesis import given, strategies as st
 
 from driver.tokenizer import BOS, EOS, StreamDecoder, Tokenizer, TokenizerFormatError
 from tests.shared import shared_path
@@ -105,6 +108,7 @@ GOOD = [(0.0, b"<unk>"), (0.0, b"<s>"), (0.0, b"</s>"), (-1.0, b"ab")]
     (_file(5, *GOOD[:3], (0.0, b"toolong")), None, "length 7 outside 0..5"),
     (_file(5, *GOOD)[:-10] + struct.pack("<fi", 0.0, -1), None, "length -1 outside"),
     (_file(5, *GOOD[:3], (float("nan"), b"x")), None, "score is nan"),
+    (_file(5, *GOOD[:3], (0.0, b"")), None, "piece 3 .*an empty piece"),
     (_file(5, *GOOD[:2]), None, "2 pieces"),
     (_file(5, *GOOD), 512, "4 pieces, the model's vocab_size is 512"),
 ])
@@ -143,3 +147,61 @@ def test_real_tokenizer_single_merge():
     # " " + "a" is a piece of tok512, so "a" is one token after BOS.
     tok = _real()
     assert tok.encode("a") == [BOS, tok.pieces.index(b" a")]
+
+
+def _llama2c_merge(tok, tokens):
+    """llama2.c run.c's merge loop as written there: rescan every adjacent pair, merge the best
+    (strictly greater score, so the leftmost of a tie), until no pair is a piece."""
+    tokens = list(tokens)
+    while True:
+        best_score, best = -1e10, None
+        for i in range(len(tokens) - 1):
+            joined = tok.pieces[tokens[i]] + tok.pieces[tokens[i + 1]]
+            if joined in tok.pieces:
+                merged = tok.pieces.index(joined)
+                if tok.scores[merged] > best_score:
+                    best_score, best = tok.scores[merged], (i, merged)
+        if best is None:
+            return tokens
+        i, merged = best
+        tokens[i:i + 2] = [merged]
+
+
+def _check_against_llama2c(tok, text):
+    symbols = tok._symbols(b" " + text.encode()) if text else []
+    assert tok.encode(text, bos=False) == _llama2c_merge(tok, symbols)
+
+
+@given(st.text(alphabet="abc é€", max_size=40))
+def test_merges_equal_llama2c_on_ties(text):
+    # The hand-built vocabulary has a tie ("ab", "bc") and a later higher score ("ca").
+    pieces, scores = zip(*(SPECIAL + BYTES + OURS))
+    _check_against_llama2c(Tokenizer(list(pieces), list(scores)), text)
+
+
+@given(st.integers(0, 2 ** 32 - 1), st.text(alphabet="abcd", max_size=30))
+def test_merges_equal_llama2c_on_random_vocabularies(seed, text):
+    # Random merge pieces over a 4-letter alphabet, scores drawn from 3 values: many ties.
+    rng = random.Random(seed)
+    words = {"".join(rng.choice("abcd ") for _ in range(rng.randint(2, 4))) for _ in range(30)}
+    ours = [(c.encode(), 0.0) for c in " abcd"] + [(w.encode(), float(rng.choice((-1, 0, 2)))) for w in sorted(words)]
+    pieces, scores = zip(*(SPECIAL + BYTES + ours))
+    _check_against_llama2c(Tokenizer(list(pieces), list(scores)), text)
+
+
+@given(st.text(max_size=80))
+def test_merges_equal_llama2c_on_the_real_tokenizer(text):
+    _check_against_llama2c(_real(), text)
+
+
+def test_a_long_prompt_encodes_in_bounded_time():
+    # A vocabulary whose longest piece is long makes the cheap length bound (min_tokens) useless:
+    # a 25,000-character prompt reaches the merges. llama2.c's rescanning took 102 s here.
+    pieces, scores = zip(*(SPECIAL + BYTES + OURS + [(b"x" * 4000, -5.0)]))
+    tok = Tokenizer(list(pieces), list(scores))
+    text = "abc bca cab " * 2100
+    assert tok.min_tokens(text) < 10
+    t0 = time.monotonic()
+    ids = tok.encode(text)
+    assert time.monotonic() - t0 < 10.0
+    assert tok.decode_all(ids) == text

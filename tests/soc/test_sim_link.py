@@ -217,5 +217,29 @@ def test_a_firmware_that_does_not_start_is_named(sim_build, tmp_path, monkeypatc
         with pytest.raises(DeviceError, match="the firmware did not start: .*no console output for 3 s"):
             firmware.Firmware.start(dev, boot_timeout=3.0)
         assert time.monotonic() - t0 < 30
+        # A client that attaches now meets a LiteX SoC whose CPU answers nothing: named within
+        # --timeout of console silence, not after the 180 s boot wait.
+        dev.link.close()
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="has written nothing on its console for 2 s"):
+            Device.open(f"sim://127.0.0.1:{dev.sim.port}", csr=sim_build.csr_csv, timeout=2.0)
+        assert time.monotonic() - t0 < 15
     finally:
         dev.close()
+
+
+def test_a_dram_that_fails_its_memtest_is_named(tmp_path, monkeypatch):
+    # A simulator build with a broken DRAM data line (soc.sim.StuckReadBit) and the BIOS's
+    # memtest on: DRAM initialisation fails as on a board with a bad memory, and opening the
+    # device says so with the BIOS's own report instead of waiting for a prompt.
+    from soc import sim
+    monkeypatch.setenv("LITETRANSFORMER_SIM_PGO", "0")        # built once, run for seconds
+    broken = sim.build({**sim.SIM_PARAMS, "dram_fault": "stuck_read_bit"})
+    process = sim.SimProcess(broken)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="(?s)DRAM initialisation failed.*Memtest KO"):
+            Device.open(f"sim://127.0.0.1:{process.port}", csr=broken.csr_csv, timeout=5.0, check_spec=False)
+        assert time.monotonic() - t0 < 60
+    finally:
+        process.stop()
