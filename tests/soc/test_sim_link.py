@@ -35,6 +35,17 @@ def test_info_matches_spec_and_build(device):
     assert device.cycles() > c0
 
 
+def test_what_the_cli_knows_before_opening_is_what_the_simulator_reports(device, sim_build):
+    # The CLI checks prompts, batches and models against the simulated SoC's core before it
+    # starts one (driver.inputs.known_target); that must be what the simulator then reports,
+    # also when read from the build's CSR map as for a board.
+    import argparse
+    from driver import inputs
+    for csr in (None, sim_build.csr_csv):
+        params, dram = inputs.known_target(argparse.Namespace(target="sim", csr=csr))
+        assert params == device.accel_params() and dram == device.dram_size
+
+
 def test_upload_256k_crc_readback_and_no_stray_writes(device):
     # 256 KiB land intact (device CRC == zlib), a sample reads back, and the beats just outside
     # the range are untouched.
