@@ -411,19 +411,35 @@ def cmd_eval(args):
 
 
 def cmd_fidelity(args):
-    from driver import fidelity
+    from driver import fidelity, kernel_error
     from driver.model import load
     from driver.tokenizer import Tokenizer
     model_path, tok_path = inputs.model_paths(args)
+    if tok_path is None:
+        raise UsageError(f"fidelity encodes its prompts: pass -z TOKENIZER.bin (none beside {model_path})")
+    prompts = fidelity.PROMPTS + fidelity.MORE_PROMPTS if args.prompts_file is None else inputs.read_prompts(args)
     model = load(model_path)
-    positions = min(args.positions, model.config.seq_len)
-    result = {"model": model_path, **fidelity.measure(model, positions)}
-    _err(f"teacher-forced top-1 over {positions} positions: integer {100 * result['integer']:.1f} %, "
-         f"runq (Q8_0, GS={result['runq_group_size']}) {100 * result['runq']:.1f} %")
-    if tok_path:
-        steps = min(args.steps, model.config.seq_len)
-        result["greedy"] = fidelity.greedy_prefixes(model, Tokenizer.load(tok_path, model.config.vocab_size), steps)
-        result["greedy_steps"] = steps
+    tokenizer = Tokenizer.load(tok_path, model.config.vocab_size)
+    for text in prompts:
+        checks.check_prompt_fits(tokenizer, text, model.config.seq_len, "fidelity")
+    result = {"model": model_path, **fidelity.measure_prompts(model, tokenizer, args.steps, prompts)}
+    for row in result["prompts"]:
+        _err(f"{row['prompt']!r:28s} {row['predictions']:4d} predictions: integer {row['integer']:4d}, "
+             f"runq {row['runq']:4d}, fp32 {row['fp32']:4d}")
+    t = result["total"]
+    _err(f"teacher-forced top-1 over {len(prompts)} prompts: integer {t['integer']}/{t['predictions']} "
+         f"({100 * t['integer'] / t['predictions']:.1f} %), runq (Q8_0, GS={result['runq_group_size']}) "
+         f"{t['runq']}/{t['predictions']} ({100 * t['runq'] / t['predictions']:.1f} %), fp32 {t['fp32']}")
+    if args.kernels:
+        sequences = fidelity.teacher_sequences(model, tokenizer, args.steps, prompts)
+        result["kernels"] = kernel_error.table(model, sequences, progress=None if args.quiet else _err)
+        _err("kernel      local error  alone     all but   (top-1 teacher-forced; all integer "
+             f"{100 * result['kernels']['integer']:.1f} %)")
+        for row in result["kernels"]["kernels"]:
+            _err(f"{row['kernel']:11s} {row['local_error']:10.2e}  {100 * row['alone']:6.1f} %  "
+                 f"{100 * row['all_but']:6.1f} %")
+    if args.greedy:
+        result["greedy"] = fidelity.greedy_prefixes(model, tokenizer, min(args.steps, model.config.seq_len), prompts)
         for g in result["greedy"]:
             _err(f"greedy {g['prompt']!r}: fp32 gives {g['fp32_tokens']} tokens; common prefix integer "
                  f"{g['integer_prefix']}, runq {g['runq_prefix']}")
@@ -551,12 +567,18 @@ def make_parser():
     _output_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("fidelity", help="integer path and llama2.c's runq against fp32: teacher-forced top-1, greedy prefixes")
+    p = sub.add_parser("fidelity", help="integer path and llama2.c's runq against fp32: teacher-forced top-1 over "
+                                        "several prompts, per-kernel errors, greedy prefixes")
     _model_args(p, tokenizer=True, lossy=False)
-    p.add_argument("--positions", type=checks.integer("positions", 1), default=128,
-                   help="teacher-forced positions (capped at the context)")
-    p.add_argument("-n", dest="steps", type=checks.integer("steps", 1), default=128, help="greedy positions per prompt")
+    p.add_argument("-n", dest="steps", type=checks.integer("steps", 1, 1 << 20), default=128,
+                   help="fp32 greedy tokens after each prompt, each one predicted teacher-forced (capped by the context)")
+    p.add_argument("--prompts-file", default=None,
+                   help="one prompt per line (default: eight, driver.fidelity.PROMPTS and MORE_PROMPTS)")
+    p.add_argument("--kernels", action="store_true",
+                   help="also each kernel's error and what it costs (driver/kernel_error.py; minutes)")
+    p.add_argument("--greedy", action="store_true", help="also free-running greedy common prefixes")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fidelity)
     return parser
 

@@ -100,6 +100,60 @@ def teacher_forced_agreement(forward, seq):
 
 
 PROMPTS = ("", "Once upon a time", "The little dog")
+# Five more first words of TinyStories-like text, so that agreement does not hang on where one
+# sequence happens to go (issue 23): eight sequences in all.
+MORE_PROMPTS = ("Lily and Tom", "One day, a little bird", "The sun was", "There was a big red", "Mom said")
+
+
+def teacher_sequences(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS):
+    """Per prompt (BOS first, encoded as llama2.c does), the prompt followed by ``steps`` fp32
+    greedy tokens: [(prompt length, tokens)]. Generation goes on through BOS and EOS (the model
+    starts another story): teacher forcing only needs fp32's choice at every position."""
+    out = []
+    for text in prompts:
+        seq = tokenizer.encode(text, bos=True)
+        start = len(seq)
+        n = min(start + steps, model.config.seq_len + 1)
+        t = R.FloatTransformer(model, positions=n)
+        for pos in range(n - 1):
+            logits = t.forward(seq[pos], pos)
+            if pos >= start - 1:
+                seq.append(int(np.argmax(logits)))
+        out.append((start, seq))
+    return out
+
+
+def teacher_forced_hits(forward_factory, sequences):
+    """(hits, predictions): argmax of a fresh ``forward_factory(positions)`` against each
+    sequence's next token, at the positions after the prompt's last token."""
+    hits = total = 0
+    for start, seq in sequences:
+        forward = forward_factory(len(seq))
+        for pos in range(len(seq) - 1):
+            top = int(np.argmax(forward(seq[pos], pos)))
+            if pos >= start - 1:
+                hits += top == seq[pos + 1]
+                total += 1
+    return hits, total
+
+
+def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS):
+    """Teacher-forced top-1 over each prompt's fp32 greedy sequence (``steps`` predictions each):
+    the integer path, runq and fp32 itself (a check: 100 %), per prompt and summed."""
+    sequences = teacher_sequences(model, tokenizer, steps, prompts)
+    n = max(len(s) for _, s in sequences)
+    qm = QuantizedModel(model, positions=n)
+    paths = {"integer": lambda p: IntTransformer(qm).forward,
+             "runq": lambda p: RunQTransformer(model).forward,
+             "fp32": lambda p: R.FloatTransformer(model, positions=p).forward}
+    rows = []
+    for text, seq in zip(prompts, sequences):
+        row = {"prompt": text, "predictions": len(seq[1]) - seq[0]}
+        for name, factory in paths.items():
+            row[name] = teacher_forced_hits(factory, [seq])[0]
+        rows.append(row)
+    total = {name: sum(r[name] for r in rows) for name in ("predictions", *paths)}
+    return {"steps": steps, "runq_group_size": runq_group_size(model.config), "prompts": rows, "total": total}
 
 
 def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS):

@@ -84,10 +84,11 @@ def read_model(args, tokenizer_required):
 
 
 def read_prompts(args):
-    if args.prompt and args.prompts_file is not None:
+    given = getattr(args, "prompt", None)
+    if given and args.prompts_file is not None:
         raise UsageError("give prompts with -i or with --prompts-file, not both")
     if args.prompts_file is None:
-        return args.prompt or [""]
+        return given or [""]
     checks.check_input_file(args.prompts_file, "--prompts-file")
     try:
         with open(args.prompts_file, encoding="utf-8-sig") as f:

@@ -145,10 +145,34 @@ def quantize_weights(w):
     # largest mantissa rounds up to 2**SCALE_MANT_BITS takes one shift less.
     mant_of = lambda sh: np.maximum(np.ceil(scale * np.exp2(sh)[:, None] - 1e-9), 1).astype(np.int64)
     shift = shift - (mant_of(shift).max(axis=1) >= (1 << SCALE_MANT_BITS))
-    mant = mant_of(shift)
+    mant = _best_mantissas(groups, mant_of(shift), shift, lim)
     eff = mant * np.exp2(-shift)[:, None]                            # the scale the hardware uses
     q = np.clip(np.round(groups / eff[:, :, None]), -lim, lim).astype(np.int8).reshape(rows, cp)
     return q, mant, shift
+
+
+# Group mantissas tried below the one that clips nothing: a smaller scale clips the group's
+# largest weight a little and rounds the others more finely.
+MANT_SEARCH = 8
+
+
+def _best_mantissas(groups, ceiling, shift, lim):
+    """Per group, the mantissa in [ceiling - MANT_SEARCH, ceiling] (at least 1) whose int8 form
+    has the least squared error. The ceiling (nothing clips) is one choice; smaller ones win
+    where the group's largest weight stands alone."""
+    best, best_err = ceiling, None
+    unit = np.exp2(-shift.astype(np.float64))[:, None, None]
+    for d in range(MANT_SEARCH + 1):
+        mant = np.maximum(ceiling - d, 1)
+        eff = mant[:, :, None] * unit
+        err = ((np.clip(np.round(groups / eff), -lim, lim) * eff - groups) ** 2).sum(axis=2)
+        if best_err is None:
+            best_err = err
+            continue
+        better = err < best_err
+        best = np.where(better, mant, best)
+        best_err = np.where(better, err, best_err)
+    return best
 
 
 def quantize_fixed16(v):

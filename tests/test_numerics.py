@@ -48,13 +48,17 @@ def test_exp2_and_sigmoid_errors():
 
 
 def test_weight_quantisation_error_bound():
-    # Each weight is within half a quantisation step of the scale its group actually uses.
+    # Each weight the int8 range holds is within half a quantisation step of the scale its
+    # group actually uses; one that the group's scale clips (tests/test_kernels_vs_float64.py:
+    # only where that lowers the group's squared error) sits at the end of the range.
     w = rng.standard_normal((37, 172)) * 0.1
     q, mant, shift = N.quantize_weights(w)
     scale = mant * np.exp2(-shift)[:, None]                               # (rows, groups)
     deq = (q.reshape(37, -1, N.WEIGHT_GROUP) * scale[:, :, None]).reshape(37, -1)[:, :172]
     step = np.repeat(scale, N.WEIGHT_GROUP, axis=1)[:, :172]
-    assert np.all(np.abs(deq - w) <= 0.5 * step + 1e-12)
+    inside = np.abs(w) <= 127.5 * step
+    assert np.all(np.abs(deq - w)[inside] <= 0.5 * step[inside] + 1e-12)
+    assert np.all(np.abs(q[:, :172][~inside]) == 127)
     assert mant.max() < 1 << N.SCALE_MANT_BITS and mant.min() >= 1
     # A row whose largest group scale is an exact power of two still fits the mantissa width.
     q, mant, shift = N.quantize_weights(np.full((1, 8), 127.0 * 2.0 ** -3))

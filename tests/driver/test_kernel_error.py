@@ -1,0 +1,50 @@
+"""driver/kernel_error.py: its two ends are the fp32 reference and the integer path exactly, so
+what it attributes to a kernel is that kernel's."""
+
+import numpy as np
+import pytest
+
+from driver import reference as R
+from driver.fidelity import greedy_sequence
+from driver.intforward import IntTransformer, QuantizedModel
+from driver.kernel_error import KERNELS, MixedTransformer, table
+from driver.model import Config, load, random_model
+from driver.runtime import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load(DEFAULT_MODEL)
+
+
+def test_no_kernel_integer_is_the_fp32_reference(model):
+    seq = greedy_sequence(model, 24)
+    ref, mixed = R.FloatTransformer(model, positions=25), MixedTransformer(model, (), positions=25)
+    for pos in range(24):
+        assert np.array_equal(ref.forward(seq[pos], pos), mixed.forward(seq[pos], pos).astype(np.float32)), pos
+
+
+def test_every_kernel_integer_is_the_integer_path(model):
+    seq = greedy_sequence(model, 24)
+    qm = QuantizedModel(model, positions=25)
+    ints, mixed = IntTransformer(qm), MixedTransformer(model, tuple(KERNELS), qm, positions=25)
+    for pos in range(24):
+        assert np.array_equal(ints.forward(seq[pos], pos) / 65536.0, mixed.forward(seq[pos], pos)), pos
+
+
+def test_the_table_attributes_errors_kernel_by_kernel():
+    c = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, seq_len=32,
+               shared_classifier=True)
+    m = random_model(c, seed=5)
+    seqs = [(1, greedy_sequence(m, 12)), (1, greedy_sequence(m, 12, bos=5))]
+    r = table(m, seqs)
+    assert r["positions"] == 24 and [row["kernel"] for row in r["kernels"]] == list(KERNELS)
+    for row in r["kernels"]:
+        assert 0 <= row["alone"] <= 1 and 0 <= row["all_but"] <= 1
+        # A table or fixed-point kernel errs by less than 1 %; none is exact.
+        assert 0 < row["local_error"] < 0.01, row
+
+
+def test_unknown_kernels_are_named():
+    with pytest.raises(ValueError, match="unknown kernels \\['softmax'\\]"):
+        MixedTransformer(load(DEFAULT_MODEL), ("softmax",))
