@@ -438,6 +438,11 @@ def cmd_fidelity(args):
         for row in result["kernels"]["kernels"]:
             _err(f"{row['kernel']:11s} {row['local_error']:10.2e}  {100 * row['alone']:6.1f} %  "
                  f"{100 * row['all_but']:6.1f} %")
+    if args.kv_formats:
+        sequences = fidelity.teacher_sequences(model, tokenizer, args.steps, prompts)
+        result["kv_formats"] = kernel_error.kv_formats(model, sequences)
+        for row in result["kv_formats"]:
+            _err(f"K/V {row['format']:42s} {row['bytes_per_element']:.3f} B/element: {row['hits']}/{row['positions']}")
     if args.greedy:
         result["greedy"] = fidelity.greedy_prefixes(model, tokenizer, min(args.steps, model.config.seq_len), prompts)
         for g in result["greedy"]:
@@ -576,6 +581,8 @@ def make_parser():
                    help="one prompt per line (default: eight, driver.fidelity.PROMPTS and MORE_PROMPTS)")
     p.add_argument("--kernels", action="store_true",
                    help="also each kernel's error and what it costs (driver/kernel_error.py; minutes)")
+    p.add_argument("--kv-formats", action="store_true",
+                   help="also the agreement with each candidate K/V cache format (kernel_error.KV_FORMATS; minutes)")
     p.add_argument("--greedy", action="store_true", help="also free-running greedy common prefixes")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")

@@ -219,3 +219,86 @@ def table(model, sequences, progress=None):
         rows.append({"kernel": kernel, "what": what, "local_error": local[kernel],
                      "alone": alone / total, "all_but": all_but / total})
     return {"positions": total, "integer": hits / total, "kernels": rows}
+
+
+# K/V cache formats, compared -----------------------------------------------------------------------
+
+def _rows(v, hs):
+    return np.asarray(v, np.float64).reshape(-1, hs)
+
+
+def _kv_int16_q8(v, hs):
+    return N.to_kv(_fx(v)) / float(1 << N.KV_FRAC)
+
+
+def _kv_int8_pow2(v, hs):
+    """int8 per element, one power-of-two scale per head row (the smallest that holds its max)."""
+    out = []
+    for row in _fx(v).reshape(-1, hs):
+        e, amax = 0, int(np.abs(row).max())
+        while N.round_shift(amax, e) > 127:
+            e += 1
+        out.append(N.round_shift(row, e) * float(1 << e))
+    return np.concatenate(out) / _Q
+
+
+def _kv_int8_mantissa(v, hs):
+    """int8 per element, one scale per head row: an 8-bit mantissa and an exponent, the mantissa
+    chosen for the least squared error, as the weight groups' (spec.numerics.quantize_weights)."""
+    out = []
+    for row in _rows(v, hs):
+        amax = np.abs(row).max()
+        if amax == 0:
+            out.append(row)
+            continue
+        e = np.floor(np.log2(amax / 127)) - 7
+        ceiling = np.ceil(amax / 127 / 2.0 ** e)
+        best = None
+        for m in range(int(ceiling), max(int(ceiling) - 40, 0), -1):
+            r = np.clip(np.round(row / (m * 2.0 ** e)), -127, 127) * m * 2.0 ** e
+            err = float(((r - row) ** 2).sum())
+            if best is None or err < best[0]:
+                best = (err, r)
+        out.append(best[1])
+    return np.concatenate(out)
+
+
+def _kv_fp8_e4m3(v, hs):
+    """FP8 E4M3 per element, no scale (saturating at 448, subnormals below 2**-6)."""
+    x = np.asarray(v, np.float64)
+    e = np.maximum(np.floor(np.log2(np.maximum(np.abs(x), 1e-30))), -6)
+    step = 2.0 ** (e - 3)
+    return np.sign(x) * np.minimum(np.round(np.abs(x) / step) * step, 448.0)
+
+
+# name -> (bytes per element for head size hs, quantise-dequantise one position's K or V)
+KV_FORMATS = {
+    "int16, 8 fraction bits (now)":              (lambda hs: 2.0, _kv_int16_q8),
+    "int8, power-of-two scale per head row":     (lambda hs: 1 + 1 / hs, _kv_int8_pow2),
+    "int8, 8-bit mantissa + exponent per row":   (lambda hs: 1 + 2 / hs, _kv_int8_mantissa),
+    "FP8 E4M3 per element":                      (lambda hs: 1.0, _kv_fp8_e4m3),
+}
+
+
+def kv_formats(model, sequences):
+    """Top-1 agreement (hits, positions) with every kernel integer but the attention arithmetic
+    (float, so that the K/V format's own effect shows) and the K/V cache in each KV_FORMATS
+    format, and fp32 K/V for the baseline: [{format, bytes_per_element, hits, positions}]."""
+    n = max(len(s) for _, s in sequences)
+    qmodel = QuantizedModel(model, positions=n)
+    hs = model.config.head_size
+    others = tuple(k for k in KERNELS if k not in ("attention", "kv_cache"))
+    rows = []
+    for name, (size, fmt) in [("fp32", (lambda hs: 4.0, None)), *KV_FORMATS.items()]:
+        hits = total = 0
+        for start, seq in sequences:
+            t = MixedTransformer(model, others, qmodel, positions=len(seq))
+            if fmt is not None:
+                t.kv_entry = lambda v, fmt=fmt: fmt(v, hs)
+            for pos in range(len(seq) - 1):
+                top = int(np.argmax(t.forward(seq[pos], pos)))
+                if pos >= start - 1:
+                    hits += top == seq[pos + 1]
+                    total += 1
+        rows.append({"format": name, "bytes_per_element": size(hs), "hits": hits, "positions": total})
+    return rows

@@ -48,3 +48,31 @@ def test_the_table_attributes_errors_kernel_by_kernel():
 def test_unknown_kernels_are_named():
     with pytest.raises(ValueError, match="unknown kernels \\['softmax'\\]"):
         MixedTransformer(load(DEFAULT_MODEL), ("softmax",))
+
+
+def test_the_kv_formats_hold_their_values_to_their_steps():
+    from driver.kernel_error import KV_FORMATS
+    rng = np.random.default_rng(4)
+    hs = 8
+    v = (rng.standard_normal(64) * np.repeat(10.0 ** rng.uniform(-2, 0.8, 8), hs))   # rows of many sizes
+    rows = v.reshape(-1, hs)
+    peak = np.repeat(np.abs(rows).max(axis=1), hs)
+    got = {name: f(v, hs) for name, (_, f) in KV_FORMATS.items()}
+    names = list(KV_FORMATS)
+    assert np.all(np.abs(got[names[0]] - v) <= 0.5 / 256 + 1e-12)            # int16 Q8
+    assert np.all(np.abs(got[names[1]] - v) <= peak / 127 + 1e-12)           # int8, power of two per row
+    assert np.all(np.abs(got[names[2]] - v) <= peak / 127 * 1.2 + 1e-12)     # int8, mantissa per row
+    normal = np.abs(v) >= 2.0 ** -6
+    assert np.all(np.abs(got[names[3]] - v)[normal] <= np.abs(v)[normal] / 16 + 1e-12)   # FP8 E4M3
+    assert all(np.sum((got[n] - v) ** 2) > 0 for n in names)
+
+
+def test_kv_formats_reports_every_format():
+    from driver.kernel_error import KV_FORMATS, kv_formats
+    c = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, seq_len=32,
+               shared_classifier=True)
+    m = random_model(c, seed=6)
+    rows = kv_formats(m, [(1, greedy_sequence(m, 10))])
+    assert [r["format"] for r in rows] == ["fp32", *KV_FORMATS]
+    assert rows[1]["bytes_per_element"] == 2.0 and rows[2]["bytes_per_element"] == 1 + 1 / c.head_size
+    assert all(r["positions"] == 10 and 0 <= r["hits"] <= 10 for r in rows)
