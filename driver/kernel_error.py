@@ -243,23 +243,17 @@ def _kv_int8_pow2(v, hs):
 
 
 def _kv_int8_mantissa(v, hs):
-    """int8 per element, one scale per head row: an 8-bit mantissa and an exponent, the mantissa
-    chosen for the least squared error, as the weight groups' (spec.numerics.quantize_weights)."""
+    """int8 per element, one scale per head row: an 8-bit mantissa (the row's largest |x| / 127,
+    rounded: a rule the hardware can apply as the row is written) and an exponent."""
     out = []
     for row in _rows(v, hs):
         amax = np.abs(row).max()
         if amax == 0:
             out.append(row)
             continue
-        e = np.floor(np.log2(amax / 127)) - 7
-        ceiling = np.ceil(amax / 127 / 2.0 ** e)
-        best = None
-        for m in range(int(ceiling), max(int(ceiling) - 40, 0), -1):
-            r = np.clip(np.round(row / (m * 2.0 ** e)), -127, 127) * m * 2.0 ** e
-            err = float(((r - row) ** 2).sum())
-            if best is None or err < best[0]:
-                best = (err, r)
-        out.append(best[1])
+        e = np.floor(np.log2(amax / 127)) - 7                  # the mantissa in [128, 256]
+        scale = np.round(amax / 127 / 2.0 ** e) * 2.0 ** e
+        out.append(np.clip(np.round(row / scale), -127, 127) * scale)
     return np.concatenate(out)
 
 
