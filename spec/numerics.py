@@ -102,13 +102,12 @@ def rsqrt_q(m_q, frac):
 
 
 def exp2_neg_q(u):
-    """2**(-u / 2**ACT_FRAC) for u >= 0 (int, Q16), in Q15. Table on the fraction, a rounding
-    shift by the integer part: a truncating one lost up to a step per exponential, and a row's
-    sum of n of them up to n steps (0.5 % of every probability at 4,096 positions)."""
+    """2**(-u / 2**ACT_FRAC) for u >= 0 (int, Q16), in Q15. Table on the fraction, shift on the
+    integer part."""
     u = np.asarray(u, dtype=np.int64)
     n = np.right_shift(u, ACT_FRAC)
     f = np.right_shift(u & ((1 << ACT_FRAC) - 1), ACT_FRAC - EXP2_TABLE_BITS)
-    return round_shift(EXP2_TABLE[f], np.minimum(n, 31))
+    return np.right_shift(EXP2_TABLE[f], np.minimum(n, 31))
 
 
 def sigmoid_q(x):

@@ -454,18 +454,11 @@ class Attention(Module, AttnPairs, AttnQuery):
         accumulators in stage 6) and, on a position's first beat, into the sum ``esum``
         (spec.numerics.softmax_terms, attend), where ``mine`` (stage 5) says the beat is this
         datapath's. Returns (vprod, esum)."""
-        u, ev, ev5 = Signal(40), Signal(17), Signal(17)
-        # The rounding shift (spec.numerics.exp2_neg_q): + 2**(n-1), then >> n. A table entry
-        # is at most 2**15, so from n = 17 the result is 0; half and the shift are registered
-        # with the table's address, from u.
-        n4, half4, zero4 = Signal(5), Signal(17), Signal()
+        u, u4, ev, ev5 = Signal(40), Signal(40), Signal(17), Signal(17)
         st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
-        n_u = u[N.ACT_FRAC:]
         self.comb += [st, exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
-                      ev.eq(Mux(zero4, 0, (exp_rp.dat_r + half4) >> n4))]
-        self.sync += [u.eq(u_r), n4.eq(n_u[:5]), zero4.eq(n_u > 16),
-                      half4.eq(Mux(n_u == 0, 0, C(1, 17) << (n_u[:5] - 1))),
-                      ev5.eq(ev)]                              # (timing: the table's output shifted)
+                      ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
+        self.sync += [u.eq(u_r), u4.eq(u), ev5.eq(ev)]        # (timing: the table's output shifted)
         vprod = [Signal((34, True), name=f"{name}_vprod{l}") for l in range(8)]
         esum = Signal(48, name=f"{name}_esum")     # at least 2**15: the max score's exponential
         self.sync += [
