@@ -430,6 +430,9 @@ def cmd_fidelity(args):
     _err(f"teacher-forced top-1 over {len(prompts)} prompts: integer {t['integer']}/{t['predictions']} "
          f"({100 * t['integer'] / t['predictions']:.1f} %), runq (Q8_0, GS={result['runq_group_size']}) "
          f"{t['runq']}/{t['predictions']} ({100 * t['runq'] / t['predictions']:.1f} %), fp32 {t['fp32']}")
+    pair = result["integer_vs_runq"]
+    _err(f"integer against runq, prediction by prediction: {pair['only_first']} only the integer path gets right, "
+         f"{pair['only_second']} only runq (McNemar p = {pair['p_value']:.2f})")
     if args.kernels:
         sequences = fidelity.teacher_sequences(model, tokenizer, args.steps, prompts)
         result["kernels"] = kernel_error.table(model, sequences, progress=None if args.quiet else _err)

@@ -5,6 +5,8 @@ scale per group of GS values, GS dividing every matrix width), fp32 norms, softm
 KV cache. The embedding table is Q8_0 too (runq dequantises it).
 """
 
+import math
+
 import numpy as np
 
 from driver import reference as R
@@ -123,37 +125,58 @@ def teacher_sequences(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS):
     return out
 
 
-def teacher_forced_hits(forward_factory, sequences):
-    """(hits, predictions): argmax of a fresh ``forward_factory(positions)`` against each
-    sequence's next token, at the positions after the prompt's last token."""
-    hits = total = 0
+def teacher_forced_outcomes(forward_factory, sequences):
+    """Per prediction, whether argmax of a fresh ``forward_factory(positions)`` equals each
+    sequence's next token, at the positions after the prompt's last token (a list of bools)."""
+    out = []
     for start, seq in sequences:
         forward = forward_factory(len(seq))
         for pos in range(len(seq) - 1):
             top = int(np.argmax(forward(seq[pos], pos)))
             if pos >= start - 1:
-                hits += top == seq[pos + 1]
-                total += 1
-    return hits, total
+                out.append(top == seq[pos + 1])
+    return out
+
+
+def teacher_forced_hits(forward_factory, sequences):
+    """(hits, predictions) of teacher_forced_outcomes."""
+    out = teacher_forced_outcomes(forward_factory, sequences)
+    return sum(out), len(out)
+
+
+def paired_comparison(a, b):
+    """Two paths' outcomes on the same predictions: how many only ``a`` gets right, only ``b``,
+    and McNemar's exact two-sided p-value that they are equally often right (the binomial
+    test on the predictions where they differ). A difference of a few predictions out of a
+    thousand is usually not one: p near 1."""
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n if n else 1.0
+    return {"only_first": only_a, "only_second": only_b, "p_value": min(1.0, 2 * tail)}
 
 
 def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS):
     """Teacher-forced top-1 over each prompt's fp32 greedy sequence (``steps`` predictions each):
-    the integer path, runq and fp32 itself (a check: 100 %), per prompt and summed."""
+    the integer path, runq and fp32 itself (a check: 100 %), per prompt and summed, and the
+    integer path against runq prediction by prediction (paired_comparison)."""
     sequences = teacher_sequences(model, tokenizer, steps, prompts)
     n = max(len(s) for _, s in sequences)
     qm = QuantizedModel(model, positions=n)
     paths = {"integer": lambda p: IntTransformer(qm).forward,
              "runq": lambda p: RunQTransformer(model).forward,
              "fp32": lambda p: R.FloatTransformer(model, positions=p).forward}
-    rows = []
+    rows, outcomes = [], {name: [] for name in paths}
     for text, seq in zip(prompts, sequences):
         row = {"prompt": text, "predictions": len(seq[1]) - seq[0]}
         for name, factory in paths.items():
-            row[name] = teacher_forced_hits(factory, [seq])[0]
+            got = teacher_forced_outcomes(factory, [seq])
+            outcomes[name] += got
+            row[name] = sum(got)
         rows.append(row)
     total = {name: sum(r[name] for r in rows) for name in ("predictions", *paths)}
-    return {"steps": steps, "runq_group_size": runq_group_size(model.config), "prompts": rows, "total": total}
+    return {"steps": steps, "runq_group_size": runq_group_size(model.config), "prompts": rows, "total": total,
+            "integer_vs_runq": paired_comparison(outcomes["integer"], outcomes["runq"])}
 
 
 def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS):

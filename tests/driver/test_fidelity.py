@@ -72,3 +72,15 @@ def test_default_model_teacher_forced_and_greedy():
     assert total["integer"] >= total["runq"] and total["integer"] >= 0.99 * total["predictions"], total
     for g in greedy_prefixes(model, tok, 48):
         assert g["integer_prefix"] >= g["runq_prefix"], g
+
+
+def test_the_paired_comparison_counts_and_tests_the_differences():
+    from math import comb
+    from driver.fidelity import paired_comparison
+    a = [True] * 50 + [True] * 7 + [False] * 2 + [False] * 10
+    b = [True] * 50 + [False] * 7 + [True] * 2 + [False] * 10
+    r = paired_comparison(a, b)
+    assert r["only_first"] == 7 and r["only_second"] == 2
+    # Exact two-sided binomial test of 2 out of 9 at p = 1/2, written out.
+    assert abs(r["p_value"] - 2 * sum(comb(9, i) for i in range(3)) / 2 ** 9) < 1e-12
+    assert paired_comparison(a, a)["p_value"] == 1.0
