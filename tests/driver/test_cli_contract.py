@@ -371,3 +371,16 @@ def test_golden_refuses_the_options_of_a_link(no_target, option):
     argv = ["generate", "--target", "golden", *option, "-n", "2", "--json"]
     rc, out, err = run(argv)
     assert check_contract(argv, rc, out, err) == 2 and f"{option[0]} {option[1]}" in err and "golden" in err
+
+
+def test_fidelity_needs_a_tokenizer_and_checks_its_prompts(tmp_path):
+    import shutil
+    from driver.runtime import DEFAULT_MODEL
+    shutil.copy(DEFAULT_MODEL, tmp_path / "m.bin")
+    argv = ["fidelity", str(tmp_path / "m.bin"), "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "pass -z TOKENIZER.bin" in err
+    (tmp_path / "p.txt").write_text("word " * 5000 + "\n")
+    argv = ["fidelity", "--prompts-file", str(tmp_path / "p.txt"), "--json"]
+    rc, out, err = run(argv)
+    assert check_contract(argv, rc, out, err) == 2 and "fidelity: the prompt" in err
