@@ -411,7 +411,7 @@ def cmd_eval(args):
 
 
 def cmd_fidelity(args):
-    from driver import fidelity, kernel_error
+    from driver import fidelity
     from driver.model import load
     from driver.tokenizer import Tokenizer
     model_path, tok_path = inputs.model_paths(args)
@@ -422,35 +422,9 @@ def cmd_fidelity(args):
     tokenizer = Tokenizer.load(tok_path, model.config.vocab_size)
     for text in prompts:
         checks.check_prompt_fits(tokenizer, text, model.config.seq_len, "fidelity")
-    result = {"model": model_path, **fidelity.measure_prompts(model, tokenizer, args.steps, prompts)}
-    for row in result["prompts"]:
-        _err(f"{row['prompt']!r:28s} {row['predictions']:4d} predictions: integer {row['integer']:4d}, "
-             f"runq {row['runq']:4d}, fp32 {row['fp32']:4d}")
-    t = result["total"]
-    _err(f"teacher-forced top-1 over {len(prompts)} prompts: integer {t['integer']}/{t['predictions']} "
-         f"({100 * t['integer'] / t['predictions']:.1f} %), runq (Q8_0, GS={result['runq_group_size']}) "
-         f"{t['runq']}/{t['predictions']} ({100 * t['runq'] / t['predictions']:.1f} %), fp32 {t['fp32']}")
-    pair = result["integer_vs_runq"]
-    _err(f"integer against runq, prediction by prediction: {pair['only_first']} only the integer path gets right, "
-         f"{pair['only_second']} only runq (McNemar p = {pair['p_value']:.2f})")
-    if args.kernels:
-        sequences = fidelity.teacher_sequences(model, tokenizer, args.steps, prompts)
-        result["kernels"] = kernel_error.table(model, sequences, progress=None if args.quiet else _err)
-        _err("kernel      local error  alone     all but   (top-1 teacher-forced; all integer "
-             f"{100 * result['kernels']['integer']:.1f} %)")
-        for row in result["kernels"]["kernels"]:
-            _err(f"{row['kernel']:11s} {row['local_error']:10.2e}  {100 * row['alone']:6.1f} %  "
-                 f"{100 * row['all_but']:6.1f} %")
-    if args.kv_formats:
-        sequences = fidelity.teacher_sequences(model, tokenizer, args.steps, prompts)
-        result["kv_formats"] = kernel_error.kv_formats(model, sequences)
-        for row in result["kv_formats"]:
-            _err(f"K/V {row['format']:42s} {row['bytes_per_element']:.3f} B/element: {row['hits']}/{row['positions']}")
-    if args.greedy:
-        result["greedy"] = fidelity.greedy_prefixes(model, tokenizer, min(args.steps, model.config.seq_len), prompts)
-        for g in result["greedy"]:
-            _err(f"greedy {g['prompt']!r}: fp32 gives {g['fp32_tokens']} tokens; common prefix integer "
-                 f"{g['integer_prefix']}, runq {g['runq_prefix']}")
+    result = {"model": model_path, **fidelity.report(model, tokenizer, prompts, args.steps, kernels=args.kernels,
+                                                      kv_formats=args.kv_formats, greedy=args.greedy, say=_err,
+                                                      progress=None if args.quiet else _err)}
     print(json.dumps(result) if args.json else "done")
     return 0
 

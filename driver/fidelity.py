@@ -156,11 +156,12 @@ def paired_comparison(a, b):
     return {"only_first": only_a, "only_second": only_b, "p_value": min(1.0, 2 * tail)}
 
 
-def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS):
-    """Teacher-forced top-1 over each prompt's fp32 greedy sequence (``steps`` predictions each):
-    the integer path, runq and fp32 itself (a check: 100 %), per prompt and summed, and the
-    integer path against runq prediction by prediction (paired_comparison)."""
-    sequences = teacher_sequences(model, tokenizer, steps, prompts)
+def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS, sequences=None):
+    """Teacher-forced top-1 over each prompt's fp32 greedy sequence (``steps`` predictions each;
+    ``sequences``: teacher_sequences's, if already made): the integer path, runq and fp32 itself
+    (a check: 100 %), per prompt and summed, and the integer path against runq prediction by
+    prediction (paired_comparison)."""
+    sequences = sequences or teacher_sequences(model, tokenizer, steps, prompts)
     n = max(len(s) for _, s in sequences)
     qm = QuantizedModel(model, positions=n)
     paths = {"integer": lambda p: IntTransformer(qm).forward,
@@ -203,3 +204,40 @@ def measure(model, n):
         "runq": teacher_forced_agreement(RunQTransformer(model).forward, seq),
         "runq_group_size": runq_group_size(model.config),
     }
+
+
+def report(model, tokenizer, prompts, steps, kernels=False, kv_formats=False, greedy=False, say=print,
+           progress=None):
+    """What ``litetransformer fidelity`` measures and prints (through ``say``): measure_prompts,
+    then with ``kernels`` driver.kernel_error.table, with ``kv_formats`` its K/V format study,
+    with ``greedy`` greedy_prefixes; the teacher sequences are made once for all of them."""
+    from driver import kernel_error
+    sequences = teacher_sequences(model, tokenizer, steps, prompts)
+    result = measure_prompts(model, tokenizer, steps, prompts, sequences)
+    for row in result["prompts"]:
+        say(f"{row['prompt']!r:28s} {row['predictions']:4d} predictions: integer {row['integer']:4d}, "
+            f"runq {row['runq']:4d}, fp32 {row['fp32']:4d}")
+    t = result["total"]
+    say(f"teacher-forced top-1 over {len(prompts)} prompts: integer {t['integer']}/{t['predictions']} "
+        f"({100 * t['integer'] / t['predictions']:.1f} %), runq (Q8_0, GS={result['runq_group_size']}) "
+        f"{t['runq']}/{t['predictions']} ({100 * t['runq'] / t['predictions']:.1f} %), fp32 {t['fp32']}")
+    pair = result["integer_vs_runq"]
+    say(f"integer against runq, prediction by prediction: {pair['only_first']} only the integer path gets right, "
+        f"{pair['only_second']} only runq (McNemar p = {pair['p_value']:.2f})")
+    if kernels:
+        result["kernels"] = kernel_error.table(model, sequences, progress=progress)
+        say("kernel      local error  alone     all but   (top-1 teacher-forced; all integer "
+            f"{100 * result['kernels']['integer']:.1f} %)")
+        for row in result["kernels"]["kernels"]:
+            say(f"{row['kernel']:11s} {row['local_error']:10.2e}  {100 * row['alone']:6.1f} %  "
+                f"{100 * row['all_but']:6.1f} %")
+    if kv_formats:
+        result["kv_formats"] = kernel_error.kv_formats(model, sequences)
+        for row in result["kv_formats"]:
+            say(f"K/V {row['format']:42s} {row['bytes_per_element']:.3f} B/element: {row['hits']}/{row['positions']}")
+    if greedy:
+        result["greedy"] = greedy_prefixes(model, tokenizer, min(steps, model.config.seq_len), prompts)
+        for g in result["greedy"]:
+            say(f"greedy {g['prompt']!r}: fp32 gives {g['fp32_tokens']} tokens; common prefix integer "
+                f"{g['integer_prefix']}, runq {g['runq_prefix']}")
+    return result

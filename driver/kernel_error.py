@@ -16,6 +16,7 @@ teacher-forced on fp32 greedy sequences:
 import numpy as np
 
 from driver import reference as R
+from driver.fidelity import teacher_forced_hits
 from driver.intforward import QuantizedModel
 from spec import numerics as N
 
@@ -148,18 +149,16 @@ class MixedTransformer:
 
 # Measures ---------------------------------------------------------------------------------------
 
-def agreement(model, sequences, integer, qmodel):
-    """(hits, positions): top-1 agreement, teacher-forced, of MixedTransformer(integer) with
-    each of ``sequences`` (prompt length, tokens): the predictions after the prompt's last token."""
-    hits = total = 0
-    for start, seq in sequences:
-        t = MixedTransformer(model, integer, qmodel, positions=len(seq))
-        for pos in range(len(seq) - 1):
-            top = int(np.argmax(t.forward(seq[pos], pos)))
-            if pos >= start - 1:
-                hits += top == seq[pos + 1]
-                total += 1
-    return hits, total
+def agreement(model, sequences, integer, qmodel, kv_format=None):
+    """(hits, positions): top-1 agreement, teacher-forced (driver.fidelity.teacher_forced_hits),
+    of MixedTransformer(integer) with each of ``sequences`` (prompt length, tokens);
+    ``kv_format(v)``, if given, stands for the K/V cache's entries."""
+    def forward(positions):
+        t = MixedTransformer(model, integer, qmodel, positions=positions)
+        if kv_format is not None:
+            t.kv_entry = kv_format
+        return t.forward
+    return teacher_forced_hits(forward, sequences)
 
 
 def local_errors(model, sequences, qmodel):
@@ -284,15 +283,7 @@ def kv_formats(model, sequences):
     others = tuple(k for k in KERNELS if k not in ("attention", "kv_cache"))
     rows = []
     for name, (size, fmt) in [("fp32", (lambda hs: 4.0, None)), *KV_FORMATS.items()]:
-        hits = total = 0
-        for start, seq in sequences:
-            t = MixedTransformer(model, others, qmodel, positions=len(seq))
-            if fmt is not None:
-                t.kv_entry = lambda v, fmt=fmt: fmt(v, hs)
-            for pos in range(len(seq) - 1):
-                top = int(np.argmax(t.forward(seq[pos], pos)))
-                if pos >= start - 1:
-                    hits += top == seq[pos + 1]
-                    total += 1
+        hits, total = agreement(model, sequences, others, qmodel,
+                                None if fmt is None else (lambda v, fmt=fmt: fmt(v, hs)))
         rows.append({"format": name, "bytes_per_element": size(hs), "hits": hits, "positions": total})
     return rows
