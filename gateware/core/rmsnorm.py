@@ -1,8 +1,8 @@
 """RMSNORM: act[dst + k] = rmsnorm(act[src:+n])[k] with the fixed16 gains at addr
 (spec.numerics.rmsnorm), on a group of ``lanes`` slots at once.
 
-Pass 1 sums each lane's squares, one element a cycle: read (S0, S1), round (S2), square
-(S3), accumulate (S4); it is skipped when the write statistics already hold the sum. Then
+Pass 1 sums each lane's squares, one element a cycle: read (S0, S1), round (S2), the square's
+three partial products (S3) and their sum (S4), accumulate (S5); it is skipped when the write statistics already hold the sum. Then
 every lane divides by n and takes 1/sqrt at once (their latencies are fixed, so lane 0's done
 stands for all of them). Pass 2, one element a cycle plus one a gain beat: read (S1, S2),
 x*y (S3), round by 15-e (S4 bias, S5 shift, S6 saturate), times the gain (S7), round by the
@@ -50,7 +50,7 @@ class Rmsnorm(Module):
         i = Signal(17)                    # pass 1's next element
         fsm = FSM(reset_state="IDLE")
         self.submodules.fsm = fsm
-        sum_v = delay_chain(self, fsm.ongoing("SUM") & (i < n), 4, name="rms_sum_v")
+        sum_v = delay_chain(self, fsm.ongoing("SUM") & (i < n), 5, name="rms_sum_v")
         sumsq = [Signal(64, name=f"rms_sumsq{x}") for x in range(lanes)]
         ry = [Signal((20, True), name=f"rms_y{x}") for x in range(lanes)]
         re_ = [Signal((8, True), name=f"rms_e{x}") for x in range(lanes)]
@@ -74,11 +74,20 @@ class Rmsnorm(Module):
             st, xs = round_shift(self.x[x], N.RMS_PRE_SHIFT, 40)
             self.comb += st
             xs_r = Signal((32 - N.RMS_PRE_SHIFT + 1, True))     # |x| < 2**31 (timing: a narrow square)
+            # The square from three registered 14 x 14 products, one DSP each: a 27 x 27
+            # multiplier's own partial-product adder behind its DSPs was the ULX3S's worst
+            # path (18.7 ns). xs = hi * 2**13 + lo, lo unsigned.
+            hi, lo = xs_r[13:], Cat(xs_r[:13], C(0, 1))
+            p_hh, p_hl, p_ll = Signal((28, True)), Signal((28, True)), Signal((28, True))
             sq = Signal(64)
             self.sync += [
-                xs_r.eq(xs), sq.eq(xs_r * xs_r),
+                xs_r.eq(xs),
+                p_hh.eq(as_signed(self, hi, 14) * as_signed(self, hi, 14)),
+                p_hl.eq(as_signed(self, hi, 14) * as_signed(self, lo, 14)),
+                p_ll.eq(as_signed(self, lo, 14) * as_signed(self, lo, 14)),
+                sq.eq((p_hh << 26) + (p_hl << 14) + p_ll),
                 If(starting, sumsq[x].eq(Mux(self.use, self.use_sumsq[x], 0) if write_stats else 0)
-                ).Elif(fsm.ongoing("SUM") & sum_v[4], sumsq[x].eq(sumsq[x] + sq)),
+                ).Elif(fsm.ongoing("SUM") & sum_v[5], sumsq[x].eq(sumsq[x] + sq)),
             ]
 
         # Every lane divides and takes 1/sqrt at once.
