@@ -58,11 +58,12 @@ def weight_bytes(c):
     return c.n_layers * layer + mb(c.vocab_size, c.dim) + fb(c.dim)
 
 
-def slot_bytes(c, pos):
+def slot_bytes(c, pos, kv_format="int16"):
     """DRAM bytes one slot at position ``pos`` must read on its own: its embedding row (as a
     one-row matrix: its shift beat, weight beats and mantissa beats), and the K and V rows
-    0..pos of every layer (each KV head once, int16)."""
-    return isa.matrix_bytes(1, c.dim) + c.n_layers * 2 * c.kv_dim * 2 * (pos + 1)
+    0..pos of every layer (each KV head once, in ``kv_format``: spec.isa.kv_span)."""
+    kv = c.n_layers * 2 * c.n_kv_heads * isa.kv_span(kv_format, pos, c.head_size)
+    return isa.matrix_bytes(1, c.dim) + kv
 
 
 def matrix_macs(c):
@@ -89,7 +90,7 @@ def dram_need(params, config):
     c, seq = config, min(config.seq_len, params.max_seq)
     shared = c.shared_classifier and c.dim <= 1024
     embedding = 0 if shared else isa.matrix_bytes(c.vocab_size, c.dim)
-    kv = params.slots * c.n_layers * 2 * c.n_kv_heads * seq * c.head_size * 2
+    kv = params.slots * c.n_layers * 2 * c.n_kv_heads * isa.kv_head_bytes(params.kv_format, seq, c.head_size)
     return weight_bytes(c) + embedding + seq * isa.rope_row_bytes(c.head_size) + kv
 
 
@@ -172,7 +173,7 @@ def bench(device, model, batches=(1, 2, 4, 8), positions=4, start_pos=0, prompt_
         _, argmax = runner.step(slots, kv, want_logits=False)
         counters = device.accel_counters(per_class=True)
         core["cycles"] += counters["cycles"]
-        needed = weight_bytes(c) + sum(slot_bytes(c, pos) for _, pos in slots)
+        needed = weight_bytes(c) + sum(slot_bytes(c, pos, params.kv_format) for _, pos in slots)
         counters.update(slots=len(slots), bound_cycles=needed / isa.BEAT_BYTES)
         return counters, argmax
 

@@ -424,7 +424,7 @@ def cmd_fidelity(args):
         checks.check_prompt_fits(tokenizer, text, model.config.seq_len, "fidelity")
     result = {"model": model_path, **fidelity.report(model, tokenizer, prompts, args.steps, kernels=args.kernels,
                                                       kv_formats=args.kv_formats, greedy=args.greedy, say=_err,
-                                                      progress=None if args.quiet else _err)}
+                                                      progress=None if args.quiet else _err, kv_format=args.kv_format)}
     print(json.dumps(result) if args.json else "done")
     return 0
 
@@ -446,6 +446,7 @@ _ARGV = []
 
 
 def make_parser():
+    from spec import isa
     parser = _Parser(prog="litetransformer", description=__doc__, allow_abbrev=False,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
@@ -560,6 +561,8 @@ def make_parser():
                    help="also each kernel's error and what it costs (driver/kernel_error.py; minutes)")
     p.add_argument("--kv-formats", action="store_true",
                    help="also the agreement with each candidate K/V cache format (kernel_error.KV_FORMATS; minutes)")
+    p.add_argument("--kv-format", choices=isa.KV_FORMATS, default=isa.TARGET_PARAMS["sim"].kv_format,
+                   help="the integer path's K/V cache format (default: the simulated core's)")
     p.add_argument("--greedy", action="store_true", help="also free-running greedy common prefixes")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.add_argument("--quiet", action="store_true")

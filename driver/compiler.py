@@ -18,8 +18,9 @@ DRAM, in bytes from ``base`` (every piece starts on a beat):
     program      the instructions
     program_greedy  the same without the logits STORE
     --- end of ``image``; the KV regions follow, left to the core ---
-    kv           kv_regions * kv_bytes: [layer][K, V][kv_head][seq_len][head_size] int16; with a
-                 write port per DRAM bank, from a row and each kv_head block an odd number of rows
+    kv           kv_regions * kv_bytes: [layer][K, V][kv_head][seq_len rows, spec.isa's K/V
+                 layout in Params.kv_format]; with a write port per DRAM bank, from a row and
+                 each kv_head block an odd number of rows
 
 Fusing wq|wk|wv (and w1|w3) into one MATVEC is exact: every row is quantised on its own, and
 the input vector is quantised once per MATVEC either way. A matrix wider than
@@ -155,8 +156,10 @@ def _pack_fixed16(name, q, shift):
 def _check_fits(c, params, seq_len):
     """Raise ValueError naming the first limit of ``params`` the model exceeds."""
     hs = c.head_size
-    if hs % 8:
-        raise ValueError(f"compile: head size {hs} is not a multiple of 8 (KV cache rows are whole beats)")
+    if not isa.kv_head_size_ok(params.kv_format, hs):
+        need = "a multiple of 8" if params.kv_format == "int16" else "8 or a multiple of 16"
+        raise ValueError(f"compile: head size {hs} is not {need} ({params.kv_format} K/V cache rows are "
+                         "whole beats or half beats)")
     if hs > params.max_head:
         raise ValueError(f"compile: head size {hs} exceeds Params.max_head {params.max_head}")
     if seq_len > params.max_seq:
@@ -276,7 +279,7 @@ def compile_model(qmodel, params=isa.Params(), dram_size=DEFAULT_DRAM_SIZE, base
     place("rope", len(rope))
 
     spread = params.write_ports == isa.WRITE_PORTS_PER_BANK
-    kvhead, voff, kvstride = _kv_strides(seq_len * hs * 2, c.n_kv_heads, spread)
+    kvhead, voff, kvstride = _kv_strides(isa.kv_head_bytes(params.kv_format, seq_len, hs), c.n_kv_heads, spread)
     regs = {"WSTRIDE": wstride, "KVSTRIDE": kvstride, "KVHEAD": kvhead, "VOFF": voff,
             "SEQLEN": seq_len, "ATTSCALE": qmodel.inv_sqrt_hs}
 

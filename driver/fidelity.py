@@ -156,15 +156,16 @@ def paired_comparison(a, b):
     return {"only_first": only_a, "only_second": only_b, "p_value": min(1.0, 2 * tail)}
 
 
-def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS, sequences=None):
+def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS, sequences=None, kv_format="int16"):
     """Teacher-forced top-1 over each prompt's fp32 greedy sequence (``steps`` predictions each;
-    ``sequences``: teacher_sequences's, if already made): the integer path, runq and fp32 itself
+    ``sequences``: teacher_sequences's, if already made): the integer path (its K/V cache in
+    ``kv_format``), runq and fp32 itself
     (a check: 100 %), per prompt and summed, and the integer path against runq prediction by
     prediction (paired_comparison)."""
     sequences = sequences or teacher_sequences(model, tokenizer, steps, prompts)
     n = max(len(s) for _, s in sequences)
     qm = QuantizedModel(model, positions=n)
-    paths = {"integer": lambda p: IntTransformer(qm).forward,
+    paths = {"integer": lambda p: IntTransformer(qm, kv_format).forward,
              "runq": lambda p: RunQTransformer(model).forward,
              "fp32": lambda p: R.FloatTransformer(model, positions=p).forward}
     rows, outcomes = [], {name: [] for name in paths}
@@ -176,18 +177,19 @@ def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS, seq
             row[name] = sum(got)
         rows.append(row)
     total = {name: sum(r[name] for r in rows) for name in ("predictions", *paths)}
-    return {"steps": steps, "runq_group_size": runq_group_size(model.config), "prompts": rows, "total": total,
+    return {"steps": steps, "kv_format": kv_format, "runq_group_size": runq_group_size(model.config),
+            "prompts": rows, "total": total,
             "integer_vs_runq": paired_comparison(outcomes["integer"], outcomes["runq"])}
 
 
-def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS):
+def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS, kv_format="int16"):
     """Per prompt: the fp32 greedy continuation and how many of its first tokens the integer
     path and runq reproduce (their common prefix with fp32)."""
     out = []
     for text in prompts:
         prompt = tokenizer.encode(text, bos=True)
         ref = greedy_tokens(R.FloatTransformer(model, positions=steps).forward, prompt, steps)
-        ints = greedy_tokens(IntTransformer(QuantizedModel(model, positions=steps)).forward, prompt, steps)
+        ints = greedy_tokens(IntTransformer(QuantizedModel(model, positions=steps), kv_format).forward, prompt, steps)
         runq = greedy_tokens(RunQTransformer(model).forward, prompt, steps)
         out.append({"prompt": text, "prompt_tokens": len(prompt), "fp32_tokens": len(ref),
                     "integer_prefix": common_prefix(ref, ints), "runq_prefix": common_prefix(ref, runq),
@@ -207,18 +209,18 @@ def measure(model, n):
 
 
 def report(model, tokenizer, prompts, steps, kernels=False, kv_formats=False, greedy=False, say=print,
-           progress=None):
+           progress=None, kv_format="int16"):
     """What ``litetransformer fidelity`` measures and prints (through ``say``): measure_prompts,
     then with ``kernels`` driver.kernel_error.table, with ``kv_formats`` its K/V format study,
     with ``greedy`` greedy_prefixes; the teacher sequences are made once for all of them."""
     from driver import kernel_error
     sequences = teacher_sequences(model, tokenizer, steps, prompts)
-    result = measure_prompts(model, tokenizer, steps, prompts, sequences)
+    result = measure_prompts(model, tokenizer, steps, prompts, sequences, kv_format)
     for row in result["prompts"]:
         say(f"{row['prompt']!r:28s} {row['predictions']:4d} predictions: integer {row['integer']:4d}, "
             f"runq {row['runq']:4d}, fp32 {row['fp32']:4d}")
     t = result["total"]
-    say(f"teacher-forced top-1 over {len(prompts)} prompts: integer {t['integer']}/{t['predictions']} "
+    say(f"teacher-forced top-1 over {len(prompts)} prompts: integer ({kv_format} K/V) {t['integer']}/{t['predictions']} "
         f"({100 * t['integer'] / t['predictions']:.1f} %), runq (Q8_0, GS={result['runq_group_size']}) "
         f"{t['runq']}/{t['predictions']} ({100 * t['runq'] / t['predictions']:.1f} %), fp32 {t['fp32']}")
     pair = result["integer_vs_runq"]
@@ -236,7 +238,7 @@ def report(model, tokenizer, prompts, steps, kernels=False, kv_formats=False, gr
         for row in result["kv_formats"]:
             say(f"K/V {row['format']:42s} {row['bytes_per_element']:.3f} B/element: {row['hits']}/{row['positions']}")
     if greedy:
-        result["greedy"] = greedy_prefixes(model, tokenizer, min(steps, model.config.seq_len), prompts)
+        result["greedy"] = greedy_prefixes(model, tokenizer, min(steps, model.config.seq_len), prompts, kv_format)
         for g in result["greedy"]:
             say(f"greedy {g['prompt']!r}: fp32 gives {g['fp32_tokens']} tokens; common prefix integer "
                 f"{g['integer_prefix']}, runq {g['runq_prefix']}")

@@ -46,6 +46,13 @@ class GoldenCore:
         padded = bytes(data) + bytes(end - start - len(data))
         self.dram[start:end] = padded
 
+    def write_bytes(self, byte_addr, data):
+        """Only ``data``'s bytes, at ``byte_addr`` exactly (a write with byte enables); the beats
+        it touches are checked as one burst."""
+        start = (byte_addr >> 4) * BEAT_BYTES
+        self._burst(start, byte_addr + len(data) - start)
+        self.dram[byte_addr:byte_addr + len(data)] = bytes(data)
+
     # Operand checks ----------------------------------------------------------------------------
     def _need(self, cond):
         if not cond:
@@ -144,18 +151,34 @@ class GoldenCore:
 
     def op_kvwrite(self, ins):
         kv_heads, hs, src = ins["n"], ins["m"], ins["src"]
-        self._need(hs >= 8 and hs % 8 == 0 and hs <= self.params.max_head)
+        fmt = self.params.kv_format
+        self._need(hs >= 8 and isa.kv_head_size_ok(fmt, hs) and hs <= self.params.max_head)
         self._act_range(src, kv_heads * hs)
         for s in range(self.nslots):
             pos = self._pos(s)
             for kvh in range(kv_heads):
-                kv = N.to_kv(self.act[s, src + kvh * hs:src + (kvh + 1) * hs])
-                addr = self._kvaddr(ins, s) + kvh * self.regs[isa.REGS["KVHEAD"]] + pos * hs * 2
-                self.write(addr, kv.astype("<i2").tobytes())
+                row = self.act[s, src + kvh * hs:src + (kvh + 1) * hs]
+                base = (self._kvaddr(ins, s) + kvh * self.regs[isa.REGS["KVHEAD"]]) & ~(BEAT_BYTES - 1)
+                if fmt == "int16":
+                    self.write(base + isa.kv_row_offset(fmt, pos, hs), N.to_kv(row).astype("<i2").tobytes())
+                else:
+                    # The scale word first, then the row (each write checked as it is made).
+                    q, scale = N.to_kv8(row)
+                    self.write_bytes(base + isa.kv8_scale_offset(pos, hs), int(scale).to_bytes(2, "little"))
+                    self.write_bytes(base + isa.kv_row_offset(fmt, pos, hs), q.astype("<i1").tobytes())
+
+    def _kv_rows(self, base, pos, hs):
+        """A KV head's rows 0..pos from ``base``: int16 values, or int8 rows and scale words."""
+        fmt = self.params.kv_format
+        span = isa.kv_span(fmt, pos, hs)
+        data = self.read(base, span)[:span]           # from the beat holding base
+        if fmt == "int16":
+            return np.frombuffer(data, "<i2").astype(np.int64).reshape(pos + 1, hs), None
+        return isa.unpack_kv8(data, pos + 1, hs)
 
     def op_attn(self, ins):
         heads, hs, kv_mul, dst, src = ins["n"], ins["m"], ins["src2"], ins["dst"], ins["src"]
-        self._need(hs >= 8 and hs % 8 == 0 and hs <= self.params.max_head)
+        self._need(hs >= 8 and isa.kv_head_size_ok(self.params.kv_format, hs) and hs <= self.params.max_head)
         self._need(kv_mul >= 1)
         self._act_range(src, heads * hs)
         self._act_range(dst, heads * hs)
@@ -165,13 +188,13 @@ class GoldenCore:
             self._need(pos < self.params.max_seq)
             for h in range(heads):
                 kbase = self._kvaddr(ins, s) + (h // kv_mul) * self.regs[isa.REGS["KVHEAD"]]
-                span = (pos + 1) * hs * 2
-                keys = np.frombuffer(self.read(kbase, span)[:span], "<i2").astype(np.int64).reshape(pos + 1, hs)
+                keys, kscale = self._kv_rows(kbase, pos, hs)
                 q = N.to_kv(self.act[s, src + h * hs:src + (h + 1) * hs])
-                e, recip = N.softmax_terms(N.scores(q, keys, scale))
-                vbase = kbase + self.regs[isa.REGS["VOFF"]]
-                vals = np.frombuffer(self.read(vbase, span)[:span], "<i2").astype(np.int64).reshape(pos + 1, hs)
-                self.act[s, dst + h * hs:dst + (h + 1) * hs] = N.attend(e, recip, vals)
+                sc = N.scores(q, keys, scale) if kscale is None else N.scores8(q, keys, kscale, scale)
+                e, recip = N.softmax_terms(sc)
+                vals, vscale = self._kv_rows(kbase + self.regs[isa.REGS["VOFF"]], pos, hs)
+                self.act[s, dst + h * hs:dst + (h + 1) * hs] = \
+                    N.attend(e, recip, vals) if vscale is None else N.attend8(e, recip, vals, vscale)
 
     def op_silu(self, ins):
         n, dst, src, src2 = ins["n"], ins["dst"], ins["src"], ins["src2"]

@@ -44,12 +44,11 @@ def known_target(args):
         return None
     from driver.csr import CSRMap
     csr = CSRMap(args.csr)
-    fields = isa.params_dict(isa.TARGET_PARAMS["sim"])
     try:
-        values = {key: csr.constants[f"accel_param_{key}"] for key in fields}
+        params = isa.params_from_constants({key: csr.constants[f"accel_param_{key}"] for key in
+                                            isa.params_dict(isa.Params())})
         dram = csr.region("main_ram")[1]
-        params = isa.Params(**{key: type(fields[key])(value) for key, value in values.items()})
-    except (KeyError, TypeError, ValueError, CSRMapError):
+    except (KeyError, TypeError, ValueError, IndexError, CSRMapError):
         return None                 # an older build's map: the device tells once it is open
     return params, dram
 

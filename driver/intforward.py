@@ -17,7 +17,9 @@ from spec import isa, numerics as N
 # so 5 % means values the format cannot follow (groups 256x below their row's largest, say).
 LOSSY_ERROR = 0.05
 RESIDUAL_LIMIT = 1 << (31 - N.ACT_FRAC)      # int32 with ACT_FRAC fraction bits: |x| < 32768
-KV_LIMIT = 1 << (15 - N.KV_FRAC)             # int16 K/V (and queries) with KV_FRAC fraction bits: |x| < 128
+# K/V (and queries, int16 Q8): |x| < 128 in int16 with KV_FRAC fraction bits, and below int8
+# rows' largest scale (127 * 255 * 2**(15 - 7) / 2**16 = 126.5): the lower of the two.
+KV_LIMIT = min(1 << (15 - N.KV_FRAC), 127 * 255 * 2 ** (N.KV8_MAX_SHIFT - 7) / (1 << N.ACT_FRAC))
 PROBE_POSITIONS = 8
 
 
@@ -103,7 +105,7 @@ class QuantizedModel:
             if not peak < limit:
                 where = f"layer {layer}'s {name}" if layer is not None else f"the {name}"
                 self.lossy.append(f"{where} reach {peak:.4g} in the float reference's first {len(tokens)} "
-                                  f"positions; their integer format holds |x| < {limit} and would saturate")
+                                  f"positions; their integer format holds |x| < {limit:g} and would saturate")
 
     @staticmethod
     def _gains(name, v):
@@ -121,14 +123,41 @@ def _mv(wqms, x, acc=None):
 
 
 class IntTransformer:
-    """Integer forward with an int16 KV cache; ``forward(token, pos)`` returns Q16 logits."""
+    """Integer forward with the K/V cache in ``kv_format`` (spec.isa.KV_FORMATS); ``forward(token,
+    pos)`` returns Q16 logits."""
 
-    def __init__(self, qmodel):
-        self.qm = qmodel
+    def __init__(self, qmodel, kv_format="int16"):
+        if kv_format not in isa.KV_FORMATS:
+            raise ValueError(f"kv_format {kv_format!r}: must be one of {', '.join(isa.KV_FORMATS)}")
+        self.qm, self.kv_format = qmodel, kv_format
         c = qmodel.config
         n = len(qmodel.rope_cos)                      # the positions QuantizedModel made RoPE rows for
-        self.key_cache = np.zeros((c.n_layers, n, c.kv_dim), np.int64)    # int16 Q8 values
+        hs = c.head_size
+        # int16: Q8 values; int8: rows and, per row (layer, position, KV head), the scale word.
+        self.key_cache = np.zeros((c.n_layers, n, c.kv_dim), np.int64)
         self.value_cache = np.zeros((c.n_layers, n, c.kv_dim), np.int64)
+        self.key_scale = np.zeros((c.n_layers, n, c.kv_dim // hs), np.int64)
+        self.value_scale = np.zeros((c.n_layers, n, c.kv_dim // hs), np.int64)
+
+    def _store(self, l, pos, k, v):
+        if self.kv_format == "int16":
+            self.key_cache[l, pos], self.value_cache[l, pos] = N.to_kv(k), N.to_kv(v)
+            return
+        hs = self.qm.config.head_size
+        for cache, scales, x in ((self.key_cache, self.key_scale, k), (self.value_cache, self.value_scale, v)):
+            for kvh in range(len(x) // hs):
+                cache[l, pos, kvh * hs:(kvh + 1) * hs], scales[l, pos, kvh] = N.to_kv8(x[kvh * hs:(kvh + 1) * hs])
+
+    def _head(self, l, pos, kvh, q):
+        """One query head's attention output over the cached rows of KV head ``kvh``."""
+        hs = self.qm.config.head_size
+        keys = self.key_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]
+        vals = self.value_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]
+        if self.kv_format == "int16":
+            e, recip = N.softmax_terms(N.scores(q, keys, self.qm.inv_sqrt_hs))
+            return N.attend(e, recip, vals)
+        e, recip = N.softmax_terms(N.scores8(q, keys, self.key_scale[l, :pos + 1, kvh], self.qm.inv_sqrt_hs))
+        return N.attend8(e, recip, vals, self.value_scale[l, :pos + 1, kvh])
 
     def forward(self, token, pos):
         qm, c = self.qm, self.qm.config
@@ -142,16 +171,11 @@ class IntTransformer:
             v = _mv(qm.wv[l], xb)
             q = N.rope(q, qm.rope_cos[pos], qm.rope_sin[pos], hs)
             k = N.rope(k, qm.rope_cos[pos], qm.rope_sin[pos], hs)
-            self.key_cache[l, pos] = N.to_kv(k)
-            self.value_cache[l, pos] = N.to_kv(v)
+            self._store(l, pos, k, v)
             qkv = N.to_kv(q)
             att_out = np.zeros(c.dim, np.int64)
             for h in range(c.n_heads):
-                kvh = h // kv_mul
-                keys = self.key_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]
-                e, recip = N.softmax_terms(N.scores(qkv[h * hs:(h + 1) * hs], keys, qm.inv_sqrt_hs))
-                vals = self.value_cache[l, :pos + 1, kvh * hs:(kvh + 1) * hs]
-                att_out[h * hs:(h + 1) * hs] = N.attend(e, recip, vals)
+                att_out[h * hs:(h + 1) * hs] = self._head(l, pos, h // kv_mul, qkv[h * hs:(h + 1) * hs])
             x = _mv(qm.wo[l], att_out, acc=x)
             xb = N.rmsnorm(x, *qm.rms_ffn[l])
             hb = N.silu_mul(_mv(qm.w1[l], xb), _mv(qm.w3[l], xb))

@@ -256,6 +256,12 @@ def _kv_int8_mantissa(v, hs):
     return np.concatenate(out)
 
 
+def _kv_int8_rows(v, hs):
+    """spec.numerics.to_kv8, the cache's int8 format (Params.kv_format "int8")."""
+    rows = [N.to_kv8(row) for row in _fx(v).reshape(-1, hs)]
+    return N.kv8_value([q for q, _ in rows], [s for _, s in rows]).reshape(-1) / _Q
+
+
 def _kv_fp8_e4m3(v, hs):
     """FP8 E4M3 per element, no scale (saturating at 448, subnormals below 2**-6)."""
     x = np.asarray(v, np.float64)
@@ -269,6 +275,7 @@ KV_FORMATS = {
     "int16, 8 fraction bits (now)":              (lambda hs: 2.0, _kv_int16_q8),
     "int8, power-of-two scale per head row":     (lambda hs: 1 + 1 / hs, _kv_int8_pow2),
     "int8, 8-bit mantissa + exponent per row":   (lambda hs: 1 + 2 / hs, _kv_int8_mantissa),
+    "int8 rows, u16 scale (spec to_kv8)":       (lambda hs: 1 + 2 / hs, _kv_int8_rows),
     "FP8 E4M3 per element":                      (lambda hs: 1.0, _kv_fp8_e4m3),
 }
 

@@ -83,6 +83,10 @@ class _CheckedCore(GoldenCore):
         super().write(byte_addr, data)
         self.beats += isa.beats(len(data))
 
+    def write_bytes(self, byte_addr, data):
+        super().write_bytes(byte_addr, data)
+        self.beats += isa.beats(byte_addr % BEAT + len(data))
+
 
 def _checked(name):
     base = getattr(GoldenCore, name)

@@ -71,6 +71,9 @@ class Accelerator(LiteXModule):
 
     def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None, weight_ports=()):
         params.validate()
+        if params.kv_format != "int16":
+            raise ValueError(f"Accelerator: Params.kv_format {params.kv_format!r}: KVWRITE and ATTN hold int16 rows "
+                             "(the int8 format runs on the golden model)")
         read_ports = list(read_ports)
         if len(read_ports) != params.read_ports:
             raise ValueError(f"Accelerator: Params.read_ports is {params.read_ports}, got {len(read_ports)} ports")

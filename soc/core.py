@@ -139,5 +139,5 @@ class LiteTransformerSoC(SoCCore):
         core = Accelerator(read_ports, [crossbar.get_port(mode="write", data_width=width) for _ in range(params.write_ports)],
                            dram_size=dram_size, params=params, bank_shift=bank_shift, weight_ports=weight_ports)
         setattr(self, name, core)
-        for key, value in isa.params_dict(params).items():
-            self.add_constant(f"ACCEL_PARAM_{key.upper()}", int(value))    # C has no True
+        for key, value in isa.params_constants(params).items():
+            self.add_constant(f"ACCEL_PARAM_{key.upper()}", value)

@@ -157,6 +157,7 @@ class Params:
     fetch_beats: int = 0         # instruction buffer (0: none)
     mac_beats: int = 1           # weight beats MATVEC takes per cycle (1 or 2)
     weight_ports: int = 0        # LiteDRAM read ports of MATVEC's own weight stream (0: none)
+    kv_format: str = "int16"     # the K/V cache's rows: "int16" (Q8) or "int8" (a scale per row; kv_layout)
 
     def __post_init__(self):
         if not self.element_units:
@@ -185,6 +186,8 @@ class Params:
             raise ValueError(f"Params.read_ports = {self.read_ports}: must be 1 or 2")
         if self.write_ports not in (1, 2, WRITE_PORTS_PER_BANK):
             raise ValueError(f"Params.write_ports = {self.write_ports}: must be 1, 2 or {WRITE_PORTS_PER_BANK}")
+        if self.kv_format not in KV_FORMATS:
+            raise ValueError(f"Params.kv_format = {self.kv_format!r}: must be one of {', '.join(KV_FORMATS)}")
         f = self.fetch_beats
         if f and (not 2 <= f <= 256 or f & (f - 1)):
             raise ValueError(f"Params.fetch_beats = {f}: must be 0 or a power of two in [2, 256]")
@@ -197,6 +200,23 @@ class Params:
 
 def params_dict(p):
     return asdict(p)
+
+
+def _choices():
+    return {"kv_format": KV_FORMATS}
+
+
+def params_constants(p):
+    """Params as integers, as a build's constants hold them (C has no True and no strings): a
+    boolean 0 or 1, a choice of names (kv_format) its index."""
+    ch = _choices()
+    return {k: ch[k].index(v) if k in ch else int(v) for k, v in asdict(p).items()}
+
+
+def params_from_constants(values):
+    """params_constants' inverse; KeyError where a field is missing (an older build's)."""
+    ch, fields = _choices(), asdict(Params())
+    return Params(**{k: ch[k][int(values[k])] if k in ch else type(v)(values[k]) for k, v in fields.items()})
 
 
 # The configuration of each target, declared once: the simulated SoC is at least as large as
@@ -357,6 +377,66 @@ def pack_fixed16(values, shift):
     out[0] = int(shift) & 0xff
     out[BEAT_BYTES:BEAT_BYTES + 2 * n] = np.asarray(values, np.int64).astype("<i2").tobytes()
     return bytes(out)
+
+
+# K/V cache layout ---------------------------------------------------------------------------------
+# A KV head's K (or V) rows for one slot and layer, positions in order. "int16": each row is
+# head_size int16 (spec.numerics.to_kv). "int8": groups of KV8_GROUP positions, each a beat of
+# their u16 scale words (position r of the group at bytes 2r, 2r + 1) followed by their rows of
+# head_size int8 (spec.numerics.to_kv8): 1 + 2 / head_size bytes an element, and ATTN finds a
+# row's scale in the same stream, ahead of the row. Head sizes are 8 or a multiple of 16 there,
+# so that a beat holds whole rows.
+KV_FORMATS = ("int16", "int8")
+KV8_GROUP = BEAT_BYTES // 2
+
+
+def kv_head_size_ok(fmt, head_size):
+    return head_size % 8 == 0 and (fmt == "int16" or head_size == 8 or head_size % 16 == 0)
+
+
+def kv_row_bytes(fmt, head_size):
+    return head_size * (2 if fmt == "int16" else 1)
+
+
+def kv8_group_bytes(head_size):
+    return BEAT_BYTES + KV8_GROUP * head_size
+
+
+def kv_head_bytes(fmt, seq_len, head_size):
+    """Bytes of one KV head's rows for ``seq_len`` positions."""
+    if fmt == "int16":
+        return seq_len * head_size * 2
+    return -(-seq_len // KV8_GROUP) * kv8_group_bytes(head_size)
+
+
+def kv_row_offset(fmt, pos, head_size):
+    """Where position ``pos``'s row starts, in bytes from the KV head's base."""
+    if fmt == "int16":
+        return pos * head_size * 2
+    g, r = divmod(pos, KV8_GROUP)
+    return g * kv8_group_bytes(head_size) + BEAT_BYTES + r * head_size
+
+
+def kv8_scale_offset(pos, head_size):
+    """Where position ``pos``'s scale word is ("int8"), in bytes from the KV head's base."""
+    g, r = divmod(pos, KV8_GROUP)
+    return g * kv8_group_bytes(head_size) + 2 * r
+
+
+def kv_span(fmt, pos, head_size):
+    """The bytes ATTN reads from a KV head's base at position ``pos``: rows 0..pos, and with
+    "int8" their groups' scale beats."""
+    return kv_row_offset(fmt, pos, head_size) + kv_row_bytes(fmt, head_size)
+
+
+def unpack_kv8(data, n, head_size):
+    """The first ``n`` positions' int8 rows (n, head_size) and scale words (n,) from a KV head's
+    bytes (kv_span's)."""
+    raw = np.frombuffer(bytes(data), np.uint8)
+    rows = np.stack([raw[kv_row_offset("int8", t, head_size) + np.arange(head_size)] for t in range(n)])
+    scale = np.array([int(raw[o]) | int(raw[o + 1]) << 8 for o in (kv8_scale_offset(t, head_size) for t in range(n))],
+                     dtype=np.int64)
+    return rows.view(np.int8).astype(np.int64), scale
 
 
 def rope_row_bytes(head_size):

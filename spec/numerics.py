@@ -10,7 +10,8 @@ Formats (see docs/numerics.md for the measured errors):
   column tile of ``TILE_COLS`` for wider matrices (see ``matvec_tiled``);
 - weights: int8, one scale per (row, group of ``WEIGHT_GROUP`` columns): an 8-bit mantissa per
   group and one shift per row;
-- K/V cache: int16 with ``KV_FRAC`` fraction bits;
+- K/V cache: int16 with ``KV_FRAC`` fraction bits (Params.kv_format "int16"), or int8 with one
+  scale per head row (``to_kv8``, "int8": 1.25 bytes an element at head size 8, less above);
 - probabilities: Q15; sigmoid and exp2 tables: Q15.
 """
 
@@ -291,6 +292,74 @@ def scores(q_kv, keys, inv_sqrt_hs_q15):
     """q (int16 KV format, hs) . keys (int16, (n, hs)) / sqrt(hs) -> int32 Q16."""
     dot = (keys.astype(np.int64) * q_kv.astype(np.int64)).sum(axis=1)     # Q(2*KV_FRAC)
     return saturate(round_shift(dot * inv_sqrt_hs_q15, 15 + 2 * KV_FRAC - ACT_FRAC), 32)
+
+
+# K/V cache, int8 rows: one position's row of one KV head (head_size elements) is stored as
+# int8 ``q`` and one u16 scale word, ``mant | shift << 8``: x = q * mant * 2**(shift - 7) in Q16,
+# mant in [128, 255] and shift in [0, KV8_MAX_SHIFT]. The scale follows the row's largest |x|
+# (kv8_scale), so every row keeps 7 bits of its own range, small rows too (a row below
+# 128 / 2**16 is stored exactly); rows saturate where int16 Q8 did (|x| near 128).
+KV8_MAX_SHIFT = 15
+KV8_RECIP_FRAC = 22
+# 2**22 / mant for mant in [128, 255]: q = x * 2**7 / (mant * 2**shift) without a divider.
+KV8_RECIP = np.array([round((1 << KV8_RECIP_FRAC) / m) for m in range(128, 256)], dtype=np.int64)
+
+
+def kv8_scale(amax):
+    """(mant, shift) of the int8 K/V row whose largest |x| (int32 Q16) is ``amax``: the
+    smallest mant * 2**shift at or above t = amax + ceil(amax / 128), mant in [128, 255]
+    (capped at 255 * 2**15). With t above amax by that margin the row's largest element
+    rounds to +-127, not to 128 (which would saturate and lose a step at every row's peak)."""
+    t = int(amax) + ((int(amax) + 127) >> 7)
+    if t < 256:
+        return max(t, 128), 0
+    shift = t.bit_length() - 8
+    mant = (t + (1 << shift) - 1) >> shift                        # ceil: in [128, 256]
+    if mant == 256:
+        mant, shift = 128, shift + 1
+    if shift > KV8_MAX_SHIFT:
+        mant, shift = 255, KV8_MAX_SHIFT
+    return mant, shift
+
+
+def to_kv8(x):
+    """One int32 Q16 row -> (int8 q, u16 scale word), the row's int8 K/V cache entry."""
+    x = np.asarray(x, dtype=np.int64)
+    mant, shift = kv8_scale(np.abs(x).max() if x.size else 0)
+    q = saturate(round_shift(x * KV8_RECIP[mant - 128], KV8_RECIP_FRAC - 7 + shift), 8)
+    return q, mant | shift << 8
+
+
+def kv8_value(q, scale):
+    """int8 rows ``q`` (n, hs) and their scale words (n,) -> the Q16 values they stand for,
+    as floats of Q16 units (for error measurements; the kernels below use q and scale)."""
+    scale = np.asarray(scale, dtype=np.int64)
+    return np.asarray(q, np.float64) * ((scale & 0xff) * 2.0 ** ((scale >> 8) - 7))[:, None]
+
+
+def scores8(q_kv, keys, kscale, inv_sqrt_hs_q15):
+    """q (int16 KV format, hs) . int8 keys (n, hs) with their scale words (n,) / sqrt(hs) ->
+    int32 Q16: a key is Q(16 + 7 - shift) in q * mant, so sum(q * k) * mant * scale is
+    Q(KV_FRAC + 23 - shift + 15), exact in int64 (< 2**56)."""
+    kscale = np.asarray(kscale, dtype=np.int64)
+    dot = (np.asarray(keys, np.int64) * np.asarray(q_kv, np.int64)).sum(axis=1)
+    p = dot * (kscale & 0xff) * int(inv_sqrt_hs_q15)
+    return saturate(round_shift(p, KV_FRAC + 7 + 15 - (kscale >> 8)), 32)
+
+
+ATTN8_ACC_DROP = 15     # the int8 V sums, rounded by this before the reciprocal: < 2**61 with it
+
+
+def attend8(e, recip, values, vscale):
+    """softmax . V for int8 values (n, hs) with their scale words (n,): each position's
+    exponential times its mant weights its int8 row, shifted left by its shift, and the sums
+    are exact (|acc| <= sum(e) * 2**30 < 2**56); they are rounded by ATTN8_ACC_DROP and
+    normalised once, x 2**46 / sum(e), to int32 Q16 (acc is Q(15 + 16 + 7))."""
+    vscale = np.asarray(vscale, dtype=np.int64)
+    w = np.asarray(e, np.int64) * (vscale & 0xff)                                 # < 2**23
+    acc = np.left_shift(w[:, None] * np.asarray(values, np.int64), (vscale >> 8)[:, None]).sum(axis=0)
+    acc = round_shift(acc, ATTN8_ACC_DROP)
+    return saturate(round_shift(acc * recip, 46 + 7 - ATTN8_ACC_DROP), 32)
 
 
 LOG2E_Q15 = round(math.log2(math.e) * (1 << 15))

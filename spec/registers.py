@@ -44,6 +44,7 @@ CONFIG3 = [
     ("attn_overlap",        27, 1),
     ("attn_pairs",          28, 1),
     ("divider_steps_eq4",   29, 1),
+    ("kv_int8",             30, 1),     # Params.kv_format "int8"
     ("mac_beats_m1",        31, 1),     # mac_beats - 1
 ]
 
@@ -88,7 +89,8 @@ def config_fields(p):
                         write_stats=p.write_stats, divider_steps_ge2=p.divider_steps >= 2,
                         fast_exponent=p.fast_exponent, attn_overlap=p.attn_overlap, attn_pairs=p.attn_pairs,
                         divider_steps_eq4=p.divider_steps == 4, log2_write_ports=_log2(p.write_ports),
-                        mac_beats_m1=p.mac_beats - 1, weight_ports=p.weight_ports),
+                        mac_beats_m1=p.mac_beats - 1, weight_ports=p.weight_ports,
+                        kv_int8=p.kv_format == "int8"),
     }
 
 
@@ -110,7 +112,8 @@ def params_from_config(config, config2, config3):
                       divider_steps=4 if c3["divider_steps_eq4"] else 1 + c3["divider_steps_ge2"],
                       fast_exponent=bool(c3["fast_exponent"]), attn_overlap=bool(c3["attn_overlap"]),
                       attn_pairs=bool(c3["attn_pairs"]), write_ports=1 << c3["log2_write_ports"],
-                      mac_beats=1 + c3["mac_beats_m1"], weight_ports=c3["weight_ports"])
+                      mac_beats=1 + c3["mac_beats_m1"], weight_ports=c3["weight_ports"],
+                      kv_format="int8" if c3["kv_int8"] else "int16")
 
 
 def c_header_lines():

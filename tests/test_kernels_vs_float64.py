@@ -180,3 +180,66 @@ def test_silu_mul_is_within_its_sigmoids_bound():
     ref = af / (1 + np.exp(-af)) * bf
     got = N.silu_mul(a, b) / Q16
     assert np.all(np.abs(got - ref) <= 5e-4 * np.abs(af * bf) + 2 / Q16 * (1 + np.abs(bf)))
+
+
+def _kv8_rows(n, hs):
+    """Rows of every magnitude the int8 K/V format takes: below one step, tiny, typical, near
+    its largest scale, and beyond it (saturating)."""
+    mags = 2.0 ** rng.uniform(-18, 7.2, n)
+    mags[:4] = [0.0, 2 ** -17, 126.0, 300.0][:n]
+    return np.round(rng.standard_normal((n, hs)) * mags[:, None] * Q16).astype(np.int64)
+
+
+def _kv8_float(q, word):
+    """A stored row's value in float64: q * mant * 2**(shift - 7) Q16 units (the format's definition)."""
+    return q * (word & 0xff) * 2.0 ** ((word >> 8) - 7) / Q16
+
+
+@pytest.mark.parametrize("hs", [8, 48])
+def test_to_kv8_keeps_each_row_within_half_of_its_own_step(hs):
+    # Each row is within half its step of the float, plus 2**-8 of a step (2**22 / mant rounded
+    # to an integer is within 2**-15 relative: up to 128 * 2**-15 of a step at q = 127), the step is at most its largest |x| / 127 (x 1.016: the scale's 8-bit mantissa),
+    # a row below 128 Q16 steps is exact, and a row beyond 126.5 saturates at the largest scale.
+    x = _kv8_rows(3000, hs)
+    lim = 127 * 255 * 2.0 ** (N.KV8_MAX_SHIFT - 7) / Q16
+    for row in x:
+        q, word = N.to_kv8(row)
+        step = (word & 0xff) * 2.0 ** ((word >> 8) - 7) / Q16
+        got, ref, amax = _kv8_float(q, word), row / Q16, np.abs(row).max() / Q16
+        assert 128 <= word & 0xff <= 255 and word >> 8 <= N.KV8_MAX_SHIFT
+        want = np.clip(ref, -lim, lim)
+        assert np.all(np.abs(got - want) <= (0.5 + 2 ** -8) * step + 1e-15), row
+        if amax * Q16 < 128:
+            assert np.array_equal(got, ref)
+        elif amax < lim:
+            assert step <= amax / 127 * 1.016
+
+
+@pytest.mark.parametrize("hs", [8, 64])
+def test_scores8_are_the_scaled_dot_product_of_the_stored_keys(hs):
+    qv = rng.integers(-32767, 32768, hs)
+    rows = [N.to_kv8(r) for r in _kv8_rows(200, hs)]
+    keys, words = np.array([q for q, _ in rows]), np.array([w for _, w in rows])
+    inv = round(Q15 / math.sqrt(hs))
+    ref = np.array([_kv8_float(q, w) for q, w in rows]) @ (qv / KV) / math.sqrt(hs)
+    got = N.scores8(qv, keys, words, inv) / Q16
+    lim = (2 ** 31 - 1) / Q16
+    assert np.all(np.abs(got - np.clip(ref, -lim, lim)) <= 0.5 * math.sqrt(hs) / Q15 * np.abs(ref) + 0.5 / Q16 + 1e-9)
+
+
+@pytest.mark.parametrize("spread", [0.1, 4.0, 40.0])
+def test_attend8_weights_the_stored_values_as_softmax_does(spread):
+    # The bound of attend's test (the exponentials' and the reciprocal's), plus the sums'
+    # rounding by 2**15 before the reciprocal: 2**7 / sum(e) Q16 steps at most.
+    for n in (1, 9, 300, 1024):
+        s = rng.standard_normal(n) * spread
+        e, recip = N.softmax_terms(N.to_fixed(s, N.ACT_FRAC))
+        sq = np.round(s * Q16) / Q16
+        p = np.exp(sq - sq.max())
+        p /= p.sum()
+        rows = [N.to_kv8(r) for r in _kv8_rows(n, 16)]
+        v = np.array([_kv8_float(q, w) for q, w in rows])
+        out = N.attend8(e, recip, np.array([q for q, _ in rows]), np.array([w for _, w in rows])) / Q16
+        rel = 2e-3 + n / e.sum()
+        bound = rel * (p @ np.abs(v)) + np.abs(v).max() / e.sum() + 1 / Q16 + 2 ** 7 / e.sum() / Q16
+        assert np.all(np.abs(out - p @ v) <= bound), (n, spread)

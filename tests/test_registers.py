@@ -23,7 +23,8 @@ def params(draw):
         act_read_ports=arp, write_stats=draw(st.booleans()), divider_steps=draw(st.sampled_from([1, 2, 4])),
         fast_exponent=draw(st.booleans()), attn_overlap=overlap,
         attn_pairs=draw(st.booleans()) and overlap and arp == 4,
-        fetch_beats=draw(st.sampled_from([0, 2, 4, 8, 16, 32, 64, 128, 256]))).validate()
+        fetch_beats=draw(st.sampled_from([0, 2, 4, 8, 16, 32, 64, 128, 256])),
+        kv_format=draw(st.sampled_from(isa.KV_FORMATS))).validate()
 
 
 @settings(max_examples=300, deadline=None)
@@ -32,6 +33,15 @@ def test_config_words_round_trip_every_legal_params(p):
     words = registers.config_words(p)
     assert all(0 <= w < 1 << 32 for w in words)
     assert registers.params_from_config(*words) == p
+
+
+@settings(max_examples=100, deadline=None)
+@given(params())
+def test_build_constants_round_trip_every_legal_params(p):
+    # What a build's CSR map holds (ACCEL_PARAM_*): integers only, back to the same Params.
+    values = isa.params_constants(p)
+    assert all(type(v) is int for v in values.values())
+    assert isa.params_from_constants(values) == p
 
 
 @pytest.mark.parametrize("target", list(isa.TARGET_PARAMS))
@@ -54,7 +64,7 @@ def test_the_smallest_core_reads_zero_in_config3():
     """A field added to config3 reads 0 on an older core: 0 must decode to the smallest core."""
     p = registers.params_from_config(*registers.config_words(isa.Params(slots=1))[:2], 0)
     assert (p.fetch_beats, p.act_read_ports, p.write_stats, p.divider_steps, p.attn_pairs,
-            p.write_ports) == (0, 2, False, 1, False, 1)
+            p.write_ports, p.kv_format) == (0, 2, False, 1, False, 1, "int16")
 
 
 @given(st.sampled_from(registers.STATUS), st.integers(0, (1 << 32) - 1))

@@ -134,17 +134,30 @@ def test_no_projection_for_a_board_whose_build_cannot_hold_the_model():
         bench.check_fits(small, bench.SHAPES["stories15M"])
 
 
-def test_dram_need_matches_the_compiled_image():
+@pytest.mark.parametrize("kv_format", ["int16", "int8"])
+def test_dram_need_matches_the_compiled_image(kv_format):
     # The estimate the projection uses against what the compiler lays out (stories260K shape,
     # random weights): within the slot table, results and program (a few kilobytes).
+    import dataclasses
     from driver.compiler import compile_model
     from driver.intforward import QuantizedModel
     from driver.model import random_model
     from spec import isa
-    params = isa.TARGET_PARAMS["ulx3s"]
+    params = dataclasses.replace(isa.TARGET_PARAMS["ulx3s"], kv_format=kv_format)
     c = bench.SHAPES["stories260K"]
     cm = compile_model(QuantizedModel(random_model(c, seed=2)), params, dram_size=1 << 30)
     assert 0 <= cm.total_bytes - bench.dram_need(params, c) <= 16 << 10
+
+
+def test_int8_rows_read_a_quarter_more_than_their_elements_at_head_size_8():
+    # stories260K (head size 8): a position's K/V in whole groups of 8 is 1.25 bytes an element
+    # with the scale beats, 2 in int16; stories15M (48): 1.04.
+    from spec import isa
+    for name, ratio in (("stories260K", 1.25), ("stories15M", 1 + 2 / 48)):
+        c = bench.SHAPES[name]
+        kv = {f: bench.slot_bytes(c, 255, f) - isa.matrix_bytes(1, c.dim) for f in isa.KV_FORMATS}
+        elements = c.n_layers * 2 * c.kv_dim * 256
+        assert kv["int16"] == 2 * elements and kv["int8"] == pytest.approx(ratio * elements)
 
 
 def test_a_context_too_long_for_the_dram_is_halved_down_to_the_positions_measured():

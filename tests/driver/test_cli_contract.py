@@ -197,7 +197,7 @@ def test_the_tokenizers_bound_never_exceeds_the_real_count():
 # Models the integer formats cannot follow ---------------------------------------------------------------
 
 def test_a_model_whose_keys_would_saturate_is_refused_unless_allowed(tmp_path):
-    # Keys 40x larger than the bundled model's pass the K/V cache's int16 range (|k| < 128): the
+    # Keys 40x larger than the bundled model's pass the K/V cache's range (|k| < 126.5): the
     # core would saturate them and print garbage. Refused before any upload, naming the layer;
     # --allow-lossy runs it with a warning per vector.
     from driver.model import load, save
@@ -209,7 +209,7 @@ def test_a_model_whose_keys_would_saturate_is_refused_unless_allowed(tmp_path):
             "-n", "4", "-t", "0", "--json"]
     rc, out, err = run(argv)
     assert check_contract(argv, rc, out, err) == 2
-    assert "layer 0's keys reach" in err and "|x| < 128" in err and "--allow-lossy" in err
+    assert "layer 0's keys reach" in err and "|x| < 126.504" in err and "--allow-lossy" in err
     rc, out, err = run(argv + ["--allow-lossy"])
     assert rc == 0 and "warning: layer 0's keys reach" in err
 
@@ -334,7 +334,7 @@ def _board_csr(path, params, main_ram=32 << 20):
     ACCEL_PARAM_* constants and main_ram's region."""
     from spec import isa
     rows = ["csr_base,ctrl,0xf0000000,,", "csr_register,ctrl_scratch,0xf0000004,1,rw"]
-    rows += [f"constant,accel_param_{key},{int(value)},," for key, value in isa.params_dict(params).items()]
+    rows += [f"constant,accel_param_{key},{value},," for key, value in isa.params_constants(params).items()]
     rows += [f"memory_region,main_ram,0x40000000,{main_ram},cached"]
     path.write_text("\n".join(rows) + "\n")
     return str(path)

@@ -96,16 +96,19 @@ def test_a_scratchpad_too_small_for_the_logits_runs_the_classifier_in_chunks():
         toks = argmax
 
 
+@pytest.mark.parametrize("kv_format", isa.KV_FORMATS)
 @pytest.mark.parametrize("name, write_ports", [("stories260K-gqa", 1), ("long-context", isa.WRITE_PORTS_PER_BANK)])
-def test_writes_stay_in_their_regions(name, write_ports):
+def test_writes_stay_in_their_regions(name, write_ports, kv_format):
     # Two slots: the image from the weights on is unchanged, KV regions 2 and 3 stay untouched,
     # and each used KV region holds exactly the K/V entries of the positions run so far, where
-    # the registers' strides put them (heads spread over the banks included).
+    # the registers' strides and spec.isa's K/V layout put them (heads spread over the banks
+    # included; int8 rows with their scale words).
     qm = qmodel(name)
-    cm = compile_model(qm, isa.Params(write_ports=write_ports))
+    cm = compile_model(qm, isa.Params(write_ports=write_ports, kv_format=kv_format))
     run, c = GoldenRunner(cm), qm.config
-    refs = [IntTransformer(qm), IntTransformer(qm)]
-    for pos in range(3):
+    refs = [IntTransformer(qm, kv_format), IntTransformer(qm, kv_format)]
+    steps = 10 if kv_format == "int8" else 3          # int8: into the second group of positions
+    for pos in range(steps):
         run.step([(pos + 1, pos), (pos + 7, pos)])
         for s in range(2):
             refs[s].forward(pos + 1 + 6 * s, pos)
@@ -113,17 +116,47 @@ def test_writes_stay_in_their_regions(name, write_ports):
     start = cm.layout["layers"] - cm.base
     assert dram[cm.base + start:cm.base + len(cm.image)] == cm.image[start:]
     assert not any(dram[cm.kv_base(2):cm.kv_base(0) + 4 * cm.kv_bytes])
-    hs = c.head_size
-    for s in range(2):
-        kv = np.frombuffer(dram, "<i2", cm.kv_bytes // 2, cm.kv_base(s))
-        r = cm.regs
-        kv = np.lib.stride_tricks.as_strided(kv, (c.n_layers, 2, c.n_kv_heads, cm.seq_len, hs),
-                                             (r["KVSTRIDE"], r["VOFF"], r["KVHEAD"], 2 * hs, 2))
-        want = np.zeros_like(kv)
-        for l in range(c.n_layers):
-            for cache, which in ((refs[s].key_cache, 0), (refs[s].value_cache, 1)):
-                want[l, which] = cache[l, :cm.seq_len].reshape(cm.seq_len, c.n_kv_heads, hs).transpose(1, 0, 2)
-        assert np.array_equal(kv, want), f"slot {s}"
+    hs, r, n = c.head_size, cm.regs, cm.seq_len
+    for s, l, which, kvh in np.ndindex(2, c.n_layers, 2, c.n_kv_heads):
+        base = cm.kv_base(s) + l * r["KVSTRIDE"] + which * r["VOFF"] + kvh * r["KVHEAD"]
+        data = dram[base:base + isa.kv_head_bytes(kv_format, n, hs)]
+        cache = (refs[s].key_cache, refs[s].value_cache)[which][l, :n, kvh * hs:(kvh + 1) * hs]
+        if kv_format == "int16":
+            assert np.array_equal(np.frombuffer(data, "<i2").reshape(n, hs), cache), (s, l, which, kvh)
+        else:
+            rows, scale = isa.unpack_kv8(data, n, hs)
+            want_scale = (refs[s].key_scale, refs[s].value_scale)[which][l, :n, kvh]
+            assert np.array_equal(rows, cache) and np.array_equal(scale, want_scale), (s, l, which, kvh)
+            assert np.count_nonzero(scale) == steps
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_int8_kv_cache_matches_intforward(name):
+    # Params.kv_format "int8": two slots decoding 12 positions (two groups of rows), logits
+    # equal IntTransformer's with the same format, which differ from the int16 cache's.
+    qm = qmodel(name)
+    run = GoldenRunner(compile_model(qm, params=isa.Params(kv_format="int8")))
+    refs = [IntTransformer(qm, "int8") for _ in range(2)]
+    int16 = IntTransformer(qm)
+    seqs = [tokens(12, qm.config.vocab_size, 40 + s) for s in range(2)]
+    differ = False
+    for pos in range(12):
+        logits, argmax = run.step([(seqs[s][pos], pos) for s in range(2)])
+        for s in range(2):
+            want = refs[s].forward(seqs[s][pos], pos)
+            assert np.array_equal(logits[s], want), f"slot {s} position {pos}"
+            assert argmax[s] == int(np.argmax(want))
+        differ |= not np.array_equal(logits[0], int16.forward(seqs[0][pos], pos))
+    assert differ
+
+
+def test_int8_kv_cache_refuses_a_head_size_its_rows_cannot_take():
+    # Head size 24: int16 rows are whole beats, int8 rows (24 bytes) would straddle them.
+    qm = QuantizedModel(random_model(Config(dim=48, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=2,
+                                            vocab_size=64, seq_len=16, shared_classifier=True)))
+    compile_model(qm)
+    with pytest.raises(ValueError, match="head size 24 is not 8 or a multiple of 16"):
+        compile_model(qm, params=isa.Params(kv_format="int8"))
 
 
 @pytest.mark.parametrize("name", SHAPES)

@@ -37,7 +37,8 @@ def test_deterministic_by_seed():
     assert (e1.dram, e1.expected_dram, e1.expected_addr) == (e2.dram, e2.expected_dram, e2.expected_addr)
 
 
-@pytest.mark.parametrize("params", [isa.Params(), SMALL, WIDE], ids=["default", "small", "wide"])
+@pytest.mark.parametrize("params", [isa.Params(), SMALL, WIDE, isa.Params(kv_format="int8")],
+                         ids=["default", "small", "wide", "int8-kv"])
 def test_valid_cases(params):
     # Halts cleanly, stores results, stays small, and fits its DRAM and act window.
     for seed in range(15):
