@@ -11,6 +11,7 @@ import numpy as np
 
 from driver import reference as R
 from driver.intforward import IntTransformer, QuantizedModel
+from spec import isa
 
 
 def runq_group_size(config):
@@ -156,13 +157,14 @@ def paired_comparison(a, b):
     return {"only_first": only_a, "only_second": only_b, "p_value": min(1.0, 2 * tail)}
 
 
-def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS, sequences=None, kv_format="int16"):
+def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS, sequences=None, kv_format=None):
     """Teacher-forced top-1 over each prompt's fp32 greedy sequence (``steps`` predictions each;
     ``sequences``: teacher_sequences's, if already made): the integer path (its K/V cache in
     ``kv_format``), runq and fp32 itself
     (a check: 100 %), per prompt and summed, and the integer path against runq prediction by
     prediction (paired_comparison)."""
     sequences = sequences or teacher_sequences(model, tokenizer, steps, prompts)
+    kv_format = kv_format or isa.TARGET_PARAMS["sim"].kv_format
     n = max(len(s) for _, s in sequences)
     qm = QuantizedModel(model, positions=n)
     paths = {"integer": lambda p: IntTransformer(qm, kv_format).forward,
@@ -182,7 +184,7 @@ def measure_prompts(model, tokenizer, steps, prompts=PROMPTS + MORE_PROMPTS, seq
             "integer_vs_runq": paired_comparison(outcomes["integer"], outcomes["runq"])}
 
 
-def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS, kv_format="int16"):
+def greedy_prefixes(model, tokenizer, steps, prompts=PROMPTS, kv_format=None):
     """Per prompt: the fp32 greedy continuation and how many of its first tokens the integer
     path and runq reproduce (their common prefix with fp32)."""
     out = []
@@ -209,13 +211,14 @@ def measure(model, n):
 
 
 def report(model, tokenizer, prompts, steps, kernels=False, kv_formats=False, greedy=False, say=print,
-           progress=None, kv_format="int16"):
+           progress=None, kv_format=None):
     """What ``litetransformer fidelity`` measures and prints (through ``say``): measure_prompts,
     then with ``kernels`` driver.kernel_error.table, with ``kv_formats`` its K/V format study,
     with ``greedy`` greedy_prefixes; the teacher sequences are made once for all of them."""
     from driver import kernel_error
     sequences = teacher_sequences(model, tokenizer, steps, prompts)
     result = measure_prompts(model, tokenizer, steps, prompts, sequences, kv_format)
+    kv_format = result["kv_format"]
     for row in result["prompts"]:
         say(f"{row['prompt']!r:28s} {row['predictions']:4d} predictions: integer {row['integer']:4d}, "
             f"runq {row['runq']:4d}, fp32 {row['fp32']:4d}")

@@ -123,10 +123,11 @@ def _mv(wqms, x, acc=None):
 
 
 class IntTransformer:
-    """Integer forward with the K/V cache in ``kv_format`` (spec.isa.KV_FORMATS); ``forward(token,
-    pos)`` returns Q16 logits."""
+    """Integer forward with the K/V cache in ``kv_format`` (spec.isa.KV_FORMATS; by default the
+    simulated core's); ``forward(token, pos)`` returns Q16 logits."""
 
-    def __init__(self, qmodel, kv_format="int16"):
+    def __init__(self, qmodel, kv_format=None):
+        kv_format = kv_format or isa.TARGET_PARAMS["sim"].kv_format
         if kv_format not in isa.KV_FORMATS:
             raise ValueError(f"kv_format {kv_format!r}: must be one of {', '.join(isa.KV_FORMATS)}")
         self.qm, self.kv_format = qmodel, kv_format

@@ -102,11 +102,20 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
             addr = dram_size - BEAT * gen.ri(1, isa.beats(4 * n) - 1)
             fault = E("STORE", src=acts(n), n=n, m=isa.beats(4 * n), addr=addr)
             want["addr"] = addr
-        elif choice == 1:
-            hs = int(rng.choice(gen.hs_kv))
-            addr = dram_size - gen.kv_bases[0] - gen.pos[0] * hs * 2 + BEAT * gen.ri(0, 4)
+        elif choice == 1:                                 # slot 0's first head: its row (int8: or its scale word)
+            hs, pos = int(rng.choice(gen.hs_kv)), gen.pos[0]
+            row = isa.kv_row_offset(p.kv_format, pos, hs)
+            if p.kv_format == "int16":
+                head = dram_size - row + BEAT * gen.ri(0, 4)
+                want["addr"] = head + row
+            elif gen.chance(0.5):                         # the scale word's beat past the end
+                head = dram_size - (isa.kv8_scale_offset(pos, hs) & ~(BEAT - 1)) + BEAT * gen.ri(0, 4)
+                want["addr"] = (head + isa.kv8_scale_offset(pos, hs)) & ~(BEAT - 1)
+            else:                                         # the scale word in DRAM's last beat, the row past it
+                head = dram_size - BEAT - (isa.kv8_scale_offset(pos, hs) & ~(BEAT - 1))
+                want["addr"] = (head + row) & ~(BEAT - 1)
+            addr = head - gen.kv_bases[0]
             fault = E("KVWRITE", src=acts(hs * gen.nkv), n=gen.nkv, m=hs, addr=addr)
-            want["addr"] = gen.kv_bases[0] + addr + gen.pos[0] * hs * 2
         else:
             addr = dram_size + BEAT * gen.ri(0, 4)
             fault = E("ARGMAX", src=acts(16), n=16, addr=addr)
@@ -137,11 +146,12 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
     elif kind == "bad_reg":
         fault = E("SETR", dst=gen.ri(isa.N_REGS, 0xffff), addr=gen.ri(0, 0xffffffff))
     elif kind == "bad_head":
+        bad_kv = [4, 6, 12, 2 * p.max_head] + ([24, 40] if p.kv_format == "int8" else [])
         fault = [lambda: E("ROPE", dst=acts(6), src=acts(6), n=6, m=2 * gen.ri(0, 2) + 1, addr=0),   # odd head size
                  lambda: E("ROPE", dst=acts(6), src=acts(6), n=5, m=2, addr=0),                       # odd n
                  lambda: E("ROPE", dst=acts(6), src=acts(6), n=4, m=2 * p.max_head, addr=0),
-                 lambda: E("KVWRITE", src=acts(16), n=1, m=int(rng.choice([4, 12, 2 * p.max_head])), addr=0),
-                 lambda: E("ATTN", dst=acts(16), src=acts(16), n=1, m=int(rng.choice([0, 6, 2 * p.max_head])), src2=1, addr=0),
+                 lambda: E("KVWRITE", src=acts(48), n=1, m=int(rng.choice(bad_kv)), addr=0),
+                 lambda: E("ATTN", dst=acts(48), src=acts(48), n=1, m=int(rng.choice([0] + bad_kv)), src2=1, addr=0),
                  lambda: E("ATTN", dst=acts(16), src=acts(16), n=1, m=8, src2=0, addr=0)][gen.ri(0, 5)]()
     elif kind == "max_cols":
         cols = p.max_cols + BEAT * gen.ri(0, 2) + gen.ri(1, 15)

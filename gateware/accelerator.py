@@ -34,12 +34,13 @@ from litedram.frontend.dma import LiteDRAMDMAWriter
 
 from spec import isa, registers as reglayout
 from gateware.arith import saturate, as_signed, as_unsigned
-from gateware.readstream import BANK_BITS, bank_of, BankInterleavedReader, BankInterleavedWriter, WindowReader
+from gateware.readstream import BANK_BITS, bank_of, BankInterleavedReader, BankInterleavedWriter, SkipWriter, WindowReader
 from gateware.core.argmax import Argmax
 from gateware.core.attention import Attention
 from gateware.core.counters import Counters
 from gateware.core.embed import Embed
 from gateware.core.kvwrite import Kvwrite, Kvwrite4
+from gateware.core.kvwrite8 import Kvwrite8
 from gateware.core.matvec import Matvec
 from gateware.core.pack16 import Pack16, Pack16x4
 from gateware.core.readbursts import ReadBursts
@@ -71,9 +72,6 @@ class Accelerator(LiteXModule):
 
     def __init__(self, read_ports, write_port, dram_size, params=isa.Params(), bank_shift=None, weight_ports=()):
         params.validate()
-        if params.kv_format != "int16":
-            raise ValueError(f"Accelerator: Params.kv_format {params.kv_format!r}: KVWRITE and ATTN hold int16 rows "
-                             "(the int8 format runs on the golden model)")
         read_ports = list(read_ports)
         if len(read_ports) != params.read_ports:
             raise ValueError(f"Accelerator: Params.read_ports is {params.read_ports}, got {len(read_ports)} ports")
@@ -161,11 +159,13 @@ class Accelerator(LiteXModule):
         # Its address side (gateware/core/readbursts.py): the burst in progress and one queued
         # (ATTN's next K or the next MATVEC's weights, already checked against the window).
         self.bursts = ReadBursts(reader.sink, read_ports[0].address_width, self.rd_taken)
+        # int8 K/V rows fill parts of beats: the write stream's beats carry a byte mask (skip).
+        skip = params.kv_format == "int8"
         if params.write_ports == 1:
-            self.writer = writer = LiteDRAMDMAWriter(write_port, fifo_depth=16)
+            self.writer = writer = (SkipWriter if skip else LiteDRAMDMAWriter)(write_port, fifo_depth=16)
             self.wr_beats = write_port.wdata.valid & write_port.wdata.ready
         else:
-            self.writer = writer = BankInterleavedWriter(self.write_ports, bank_shift, fifo_depth=16)
+            self.writer = writer = BankInterleavedWriter(self.write_ports, bank_shift, fifo_depth=16, skip=skip)
             self.wr_beats = writer.wdata_beats
         self.wr_buffer = wr_buffer = stream.Buffer(writer.sink.description, pipe_valid=True, pipe_ready=True)
         self.comb += wr_buffer.source.connect(writer.sink)
@@ -238,7 +238,9 @@ class Accelerator(LiteXModule):
         if params.act_read_ports == 2:
             self.pack16, self.kvwrite = Pack16(), Kvwrite()
         else:
-            self.pack16, self.kvwrite = Pack16x4(params.slots, len(self.wr.address)), Kvwrite4(len(self.wr.address))
+            self.pack16 = Pack16x4(params.slots, len(self.wr.address))
+            self.kvwrite = Kvwrite8(params.max_head, len(self.wr.address)) if params.kv_format == "int8" \
+                else Kvwrite4(len(self.wr.address))
         self.attention = Attention(params, dram_beats)
         self.silu = Silu(U)
         self.store = Store()
@@ -373,6 +375,18 @@ class Accelerator(LiteXModule):
                 attn.pk_beat_half.eq(pk.beat_half),
                 pk.x.eq(self.ard), *[a.eq(b) for a, b in zip(kvw.pk_v, pk.v)], kvw.pk_word.eq(pk.word),
             ]
+        elif params.kv_format == "int8":
+            # Kvwrite8 quantises on its own; the packer packs ATTN's queries only.
+            self.comb += [
+                pk.read.eq(attn.pk_query), pk.query.eq(attn.pk_query), pk.hi.eq(attn.pk_hi),
+                pk.tag.eq(attn.pk_qaddr), pk.slot.eq(seq.slot),
+                attn.pk_beat_valid.eq(pk.beat_valid), attn.pk_beat_query.eq(pk.beat_query),
+                attn.pk_beat_tag.eq(pk.beat_tag),
+                *[pk.rdat[e][s].eq(act.rdat[e][s]) for e in range(4) for s in range(B)],
+                *[kvw.x[e].eq(Array(act.rdat[e])[seq.slot]) for e in range(4)],
+                kvw.clear.eq(seq.idle), kvw.last.eq(seq.slot == seq.nslots - 1),
+                kvw.pos.eq(seq.attn_pos), wr.skip.eq(Mux(kvw.wr_valid, kvw.wr_skip, 0)),
+            ]
         else:
             self.comb += [
                 pk.read.eq(kvw.pk_read | attn.pk_query), pk.query.eq(attn.pk_query),
@@ -388,7 +402,7 @@ class Accelerator(LiteXModule):
         self.comb += [attn.pk_idle.eq(pk.idle), attn.pk_beat.eq(pk.beat)]
         self.comb += [
             kvw.src.eq(seq.src), kvw.n.eq(seq.n), kvw.m.eq(seq.m), kvw.stride.eq(seq.R["KVHEAD"]),
-            kvw.base.eq(seq.kvw_addr), kvw.abort.eq(seq.abort), kvw.granted.eq(seq.granted), kvw.wr_ready.eq(wr.ready),
+            kvw.base.eq(seq.kvaddr if params.kv_format == "int8" else seq.kvw_addr), kvw.abort.eq(seq.abort), kvw.granted.eq(seq.granted), kvw.wr_ready.eq(wr.ready),
             # The unit's beats own the write stream while it offers them (the four-port FIFO's
             # also after the unit is done: KVWRITE's last slot ends only once it is empty, and
             # DRAIN waits for it, so no other writer is active then).

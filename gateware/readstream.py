@@ -93,6 +93,31 @@ class BankInterleavedReader(LiteXModule):
             self.comb += reader.source.ready.eq(order.source.valid & (head == i) & source.ready)
 
 
+class SkipWriter(LiteXModule):
+    """A native write port's writer (LiteDRAMDMAWriter's sink and behaviour: the command goes
+    out as its data enters a FIFO) whose beats carry ``skip``: the bytes not to write (the
+    port's byte enables are its complement). KVWRITE's int8 rows and scale words fill parts of
+    beats; every other writer leaves skip at 0."""
+
+    def __init__(self, port, fifo_depth=16):
+        aw, dw = port.address_width, port.data_width
+        self.sink = sink = stream.Endpoint([("address", aw), ("data", dw), ("skip", dw // 8)])
+
+        # # #
+
+        self.fifo = fifo = stream.SyncFIFO([("data", dw), ("skip", dw // 8)], fifo_depth)
+        cmd, wdata = port.cmd, port.wdata
+        self.comb += [
+            cmd.we.eq(1), cmd.addr.eq(sink.address),
+            cmd.valid.eq(fifo.sink.ready & sink.valid),
+            sink.ready.eq(fifo.sink.ready & cmd.ready),
+            fifo.sink.valid.eq(sink.valid & cmd.ready),
+            fifo.sink.data.eq(sink.data), fifo.sink.skip.eq(sink.skip),
+            wdata.valid.eq(fifo.source.valid), fifo.source.ready.eq(wdata.ready),
+            wdata.data.eq(fifo.source.data), wdata.we.eq(~fifo.source.skip),
+        ]
+
+
 class BankInterleavedWriter(LiteXModule):
     """``sink`` takes (beat address, data) (``LiteDRAMDMAWriter``'s sink). Of its 2, 4 or 8
     write ports, each beat goes to the port numbered by its bank number's three low bits (from
@@ -105,30 +130,34 @@ class BankInterleavedWriter(LiteXModule):
     any two ports. Each port has a queue of ``queue_depth`` beats in front of it, so a write to a
     bank another port holds (a weight stream's run through its row) waits
     there while the writes behind it to other banks go on. ``wdata_beats``: how many beats the
-    ports hand to the controller this cycle."""
+    ports hand to the controller this cycle. With ``skip``, beats carry SkipWriter's byte mask.
+    """
 
-    def __init__(self, ports, bank_shift, fifo_depth=16, queue_depth=16):
+    def __init__(self, ports, bank_shift, fifo_depth=16, queue_depth=16, skip=False):
         aw, dw = _port_shape(ports, "BankInterleavedWriter", (2, 4, 8))
-        self.sink = sink = stream.Endpoint([("address", aw), ("data", dw)])
+        fields = [("address", aw), ("data", dw)] + ([("skip", dw // 8)] if skip else [])
+        self.sink = sink = stream.Endpoint(fields)
         self.wdata_beats = Signal(bits_for(len(ports)))
 
         # # #
 
         k = log2_int(len(ports))          # port-number bits: bank bit j goes into bit j % k
 
-        self.writers = writers = [LiteDRAMDMAWriter(port, fifo_depth=fifo_depth) for port in ports]
+        self.writers = writers = [(SkipWriter if skip else LiteDRAMDMAWriter)(port, fifo_depth=fifo_depth)
+                                  for port in ports]
         for i, writer in enumerate(writers):
             self.add_module(f"writer{i}", writer)
         self.comb += self.wdata_beats.eq(sum(port.wdata.valid & port.wdata.ready for port in ports))
         sel = Signal(k)
         self.comb += sel.eq(Cat(*[reduce(xor, [sink.address[bank_shift + j] for j in range(i, BANK_BITS, k)]) for i in range(k)]))
-        queues = [stream.SyncFIFO([("address", aw), ("data", dw)], queue_depth, buffered=True) for _ in writers]
+        queues = [stream.SyncFIFO(fields, queue_depth, buffered=True) for _ in writers]
         for i, (q, writer) in enumerate(zip(queues, writers)):
             self.add_module(f"queue{i}", q)
             self.comb += [
                 q.sink.valid.eq(sink.valid & (sel == i)),
                 q.sink.address.eq(sink.address),
                 q.sink.data.eq(sink.data),
+                *([q.sink.skip.eq(sink.skip)] if skip else []),
                 q.source.connect(writer.sink),
             ]
         self.comb += sink.ready.eq(Array(q.sink.ready for q in queues)[sel])

@@ -87,6 +87,7 @@ class CoreTop(Module):
             io(f"{prefix}_wdata_valid", 1, driven_by=port.wdata.valid)
             io(f"{prefix}_wdata_ready", 1, drive=port.wdata.ready)
             io(f"{prefix}_wdata_data", 128, driven_by=port.wdata.data)
+            io(f"{prefix}_wdata_we", 16, driven_by=port.wdata.we)
 
 # Build, cached by a hash of its inputs ----------------------------------------------------------
 

@@ -188,6 +188,9 @@ class Params:
             raise ValueError(f"Params.write_ports = {self.write_ports}: must be 1, 2 or {WRITE_PORTS_PER_BANK}")
         if self.kv_format not in KV_FORMATS:
             raise ValueError(f"Params.kv_format = {self.kv_format!r}: must be one of {', '.join(KV_FORMATS)}")
+        if self.kv_format == "int8" and self.act_read_ports != 4:
+            raise ValueError("Params.kv_format = 'int8' needs act_read_ports = 4 (KVWRITE's int8 unit reads "
+                             "four elements a cycle)")
         f = self.fetch_beats
         if f and (not 2 <= f <= 256 or f & (f - 1)):
             raise ValueError(f"Params.fetch_beats = {f}: must be 0 or a power of two in [2, 256]")
@@ -231,7 +234,7 @@ TARGET_PARAMS = {
     # XC7A200T's block RAM (scripts/xilinx_resources.py).
     "sim":   Params(slots=8, act_depth=8192, max_cols=1024, max_seq=1024, max_head=128,
                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
-                   write_ports=WRITE_PORTS_PER_BANK, mac_beats=2, weight_ports=2),
+                   write_ports=WRITE_PORTS_PER_BANK, mac_beats=2, weight_ports=2, kv_format="int8"),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

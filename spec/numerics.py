@@ -296,9 +296,15 @@ def scores(q_kv, keys, inv_sqrt_hs_q15):
 
 # K/V cache, int8 rows: one position's row of one KV head (head_size elements) is stored as
 # int8 ``q`` and one u16 scale word, ``mant | shift << 8``: x = q * mant * 2**(shift - 7) in Q16,
-# mant in [128, 255] and shift in [0, KV8_MAX_SHIFT]. The scale follows the row's largest |x|
-# (kv8_scale), so every row keeps 7 bits of its own range, small rows too (a row below
-# 128 / 2**16 is stored exactly); rows saturate where int16 Q8 did (|x| near 128).
+# mant in [128, 255] and shift in [0, KV8_MAX_SHIFT] as written; a word read is taken as its low
+# 12 bits, mant and shift, whatever they hold (ATTN reads rows KVWRITE never wrote, too). The
+# scale follows the row's largest |x| (kv8_scale), so every row keeps 7 bits of its own range,
+# small rows too (a row below 128 / 2**16 is stored exactly); rows saturate where int16 Q8 did
+# (|x| near 128).
+# floor(n / 127) for n < 2**39 as a multiply and a shift (exact: m * 127 - 2**47 < 2**7 and
+# n < 2**39, so the error stays below 1 / 254): the hardware's division in kv8_scale.
+KV8_DIV127_SHIFT = 47
+KV8_DIV127_MUL = -(-(1 << KV8_DIV127_SHIFT) // 127)
 KV8_MAX_SHIFT = 15
 KV8_RECIP_FRAC = 22
 # 2**22 / mant for mant in [128, 255]: q = x * 2**7 / (mant * 2**shift) without a divider.
@@ -306,15 +312,17 @@ KV8_RECIP = np.array([round((1 << KV8_RECIP_FRAC) / m) for m in range(128, 256)]
 
 
 def kv8_scale(amax):
-    """(mant, shift) of the int8 K/V row whose largest |x| (int32 Q16) is ``amax``: the
-    smallest mant * 2**shift at or above t = amax + ceil(amax / 128), mant in [128, 255]
-    (capped at 255 * 2**15). With t above amax by that margin the row's largest element
-    rounds to +-127, not to 128 (which would saturate and lose a step at every row's peak)."""
-    t = int(amax) + ((int(amax) + 127) >> 7)
+    """(mant, shift) of the int8 K/V row whose largest |x| (int32 Q16) is ``amax``: the row's
+    step amax / 127 (so t = ceil(amax * 128 / 127) = mant * 2**shift), its mantissa rounded to 8
+    bits (half up), mant in [128, 255], capped at 255 * 2**15. Rounding the mantissa to the
+    nearest rather than up may put the row's peak a hair past 127, where it saturates: the
+    rule the K/V study measured best (docs/numerics.md)."""
+    amax = int(amax)
+    t = (amax * 128 + 126) // 127
     if t < 256:
         return max(t, 128), 0
     shift = t.bit_length() - 8
-    mant = (t + (1 << shift) - 1) >> shift                        # ceil: in [128, 256]
+    mant = (t + (1 << (shift - 1))) >> shift                     # in [128, 256]
     if mant == 256:
         mant, shift = 128, shift + 1
     if shift > KV8_MAX_SHIFT:
@@ -334,7 +342,7 @@ def kv8_value(q, scale):
     """int8 rows ``q`` (n, hs) and their scale words (n,) -> the Q16 values they stand for,
     as floats of Q16 units (for error measurements; the kernels below use q and scale)."""
     scale = np.asarray(scale, dtype=np.int64)
-    return np.asarray(q, np.float64) * ((scale & 0xff) * 2.0 ** ((scale >> 8) - 7))[:, None]
+    return np.asarray(q, np.float64) * ((scale & 0xff) * 2.0 ** (((scale >> 8) & 15) - 7))[:, None]
 
 
 def scores8(q_kv, keys, kscale, inv_sqrt_hs_q15):
@@ -344,7 +352,7 @@ def scores8(q_kv, keys, kscale, inv_sqrt_hs_q15):
     kscale = np.asarray(kscale, dtype=np.int64)
     dot = (np.asarray(keys, np.int64) * np.asarray(q_kv, np.int64)).sum(axis=1)
     p = dot * (kscale & 0xff) * int(inv_sqrt_hs_q15)
-    return saturate(round_shift(p, KV_FRAC + 7 + 15 - (kscale >> 8)), 32)
+    return saturate(round_shift(p, KV_FRAC + 7 + 15 - ((kscale >> 8) & 15)), 32)
 
 
 ATTN8_ACC_DROP = 15     # the int8 V sums, rounded by this before the reciprocal: < 2**61 with it
@@ -357,7 +365,7 @@ def attend8(e, recip, values, vscale):
     normalised once, x 2**46 / sum(e), to int32 Q16 (acc is Q(15 + 16 + 7))."""
     vscale = np.asarray(vscale, dtype=np.int64)
     w = np.asarray(e, np.int64) * (vscale & 0xff)                                 # < 2**23
-    acc = np.left_shift(w[:, None] * np.asarray(values, np.int64), (vscale >> 8)[:, None]).sum(axis=0)
+    acc = np.left_shift(w[:, None] * np.asarray(values, np.int64), ((vscale >> 8) & 15)[:, None]).sum(axis=0)
     acc = round_shift(acc, ATTN8_ACC_DROP)
     return saturate(round_shift(acc * recip, 46 + 7 - ATTN8_ACC_DROP), 32)
 

@@ -24,7 +24,7 @@ def params(draw):
         fast_exponent=draw(st.booleans()), attn_overlap=overlap,
         attn_pairs=draw(st.booleans()) and overlap and arp == 4,
         fetch_beats=draw(st.sampled_from([0, 2, 4, 8, 16, 32, 64, 128, 256])),
-        kv_format=draw(st.sampled_from(isa.KV_FORMATS))).validate()
+        kv_format=draw(st.sampled_from(isa.KV_FORMATS)) if arp == 4 else "int16").validate()
 
 
 @settings(max_examples=300, deadline=None)

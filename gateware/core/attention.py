@@ -32,6 +32,7 @@ from spec import numerics as N
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed
 from gateware.core.attn_pairs import AttnPairs
 from gateware.core.attn_query import AttnQuery
+from gateware.core.kv8view import AttnKv8
 from gateware.core.pipeline import delay_chain, stop_on_abort
 
 ADDR_W = 50
@@ -41,7 +42,7 @@ def _lanes(sig, width, n):
     return [sig[width * k:width * (k + 1)] for k in range(n)]
 
 
-class Attention(Module, AttnPairs, AttnQuery):
+class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
     """Start/done: ``start`` begins a slot (its position passed the checks), ``done`` is high in
     its last cycle; ``abort`` stops the unit at once: nothing its states drive happens in that
     cycle, as the sequencer has left them; ``clear`` (a run's start) forgets requests made
@@ -59,6 +60,9 @@ class Attention(Module, AttnPairs, AttnQuery):
     def __init__(self, params, dram_beats):
         XR, D = params.act_read_ports, params.act_depth
         self.overlap, self.pairs = params.attn_overlap, params.attn_pairs
+        self.kv8 = params.kv_format == "int8"
+        # int8 rows: the sums of shifted value rows are exact (spec.numerics.attend8), < 2**56.
+        self.wacc_bits = 58 if self.kv8 else 48
         self.start, self.abort, self.clear, self.done = Signal(), Signal(), Signal(), Signal()
         self.src, self.dst, self.n, self.m, self.src2 = (Signal(16, name=f"attn_{x}") for x in
                                                           ("src", "dst", "n", "m", "src2"))
@@ -77,6 +81,7 @@ class Attention(Module, AttnPairs, AttnQuery):
 
         # # #
 
+        self._kv_stream()
         # pos < max_seq (checked before start): t and its compares that wide (timing: t <= pos is the read's ready)
         self.pos_n = Signal(max=params.max_seq + 1)
         self.comb += self.pos_n.eq(self.cur_pos)
@@ -127,7 +132,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         span, vhead_base = Signal(ADDR_W), Signal(ADDR_W)
         self.sync += [
             kvh_off.eq(kvh * self.kvhead),
-            span.eq(self.pos_off + (m << 1)),
+            span.eq(self._span_of(cur_pos, self.pos_off)),
             kvhead_base.eq(self.kvaddr + kvh_off),
             vhead_base.eq(kvhead_base + self.voff),
         ]
@@ -190,6 +195,9 @@ class Attention(Module, AttnPairs, AttnQuery):
         self._scores(r)
         self._values(r)
         self._drain(r)
+        if self.kv8:
+            self.comb += [self.kv8view.t.eq(t[:3]), self.kv8view.k.eq(k[:13]), self.kv8view.m8.eq(m == 8),
+                          self.kv8view.last.eq(t == cur_pos), self.kv8view.take.eq(r.a_acc | r.a_v)]
         if self.pairs:
             self._pairs(r)
         # The instruction's last burst is out once its last slot's last head has asked for V.
@@ -220,20 +228,21 @@ class Attention(Module, AttnPairs, AttnQuery):
         nx_base, nx_span = Signal(ADDR_W), Signal(ADDR_W)
         nx_pos_ok, nx_ok = Signal(), Signal()
         self.comb += last_head.eq(h == n - 1)
+        nx_slot_span = self._span_of(nx_pos, nx_pos_off)      # the next slot's span
         self.sync += [
             nx_pos.eq(self.next_pos), nx_kvb.eq(self.next_kvb),
             nx_pos_off.eq(nx_pos * (m << 1)),
             nx_kvaddr.eq(nx_kvb + self.kv_off),
             nx_pos_ok.eq((nx_pos < self.seqlen) & (nx_pos < r.max_seq) & ~self.last_slot),
             If(last_head,
-                nx_base.eq(nx_kvaddr), nx_span.eq(nx_pos_off + (m << 1))
+                nx_base.eq(nx_kvaddr), nx_span.eq(nx_slot_span)
             ).Else(
                 nx_base.eq(kvhead_base + Mux(hg == src2 - 1, self.kvhead, 0)), nx_span.eq(span)
             ),
             nx_ok.eq(((nx_base >> 4) + ((nx_span + 15) >> 4) <= r.dram_beats) & (~last_head | nx_pos_ok)),
         ]
         vars(r).update(last_head=last_head, nx_base=nx_base, nx_kvaddr=nx_kvaddr, nx_ok=nx_ok,
-                       nx_pos_off=nx_pos_off, nx_pos_ok=nx_pos_ok, nx_span=nx_span)
+                       nx_slot_span=nx_slot_span, nx_pos_ok=nx_pos_ok, nx_span=nx_span)
 
     def _scores(self, r):
         """AT_K, AT_KN: each position's score from the key beats, the requests for V and the next K."""
@@ -252,13 +261,13 @@ class Attention(Module, AttnPairs, AttnQuery):
         smax = Signal((32, True))
         scale = as_signed(self, self.attscale[0:16], 17)
         self.comb += [
-            a_acc.eq(on("AT_K") & self.rd_valid & (t <= cur_pos)),
+            a_acc.eq(on("AT_K") & self.kv_valid & (t <= cur_pos)),
             q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if self.pairs else h[0])),
         ]
         if self.overlap:
             self._overlap(fsm, vhead_base, span, r.dram_beats, scount == cur_pos + 1, nx_ok, kv_early)
         fsm.act("AT_K",
-            self.rd_ready.eq(t <= cur_pos), self.rd_wait.eq(t <= cur_pos),
+            self.kv_ready.eq(t <= cur_pos), self.rd_wait.eq(t <= cur_pos),
             *([If(self.k_push, NextValue(kv_early, 1))] if self.overlap else []),
             If(a_acc,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
@@ -294,7 +303,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         kbeat_r = Signal(128)
         keys_r = [as_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
         self.sync += [
-            ka1.eq(a_acc), kbeat.eq(self.rd_data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
+            ka1.eq(a_acc), kbeat.eq(self.kv_data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             kbeat_r.eq(kbeat),
             ka1a.eq(ka1), kf1a.eq(kf1), kl1a.eq(kl1), kt1a.eq(kt1),
             ka1b.eq(ka1a), kf1b.eq(kf1a), kl1b.eq(kl1a), kt1b.eq(kt1a),
@@ -304,7 +313,9 @@ class Attention(Module, AttnPairs, AttnQuery):
             ka5.eq(ka4), kt5.eq(kt4),
             ka6.eq(ka5), kt6.eq(kt5),
         ]
-        vars(r).update(keys_r=keys_r, ka2=ka2, kf2=kf2, kl2=kl2, scale=scale)
+        vars(r).update(keys_r=keys_r, ka2=ka2, kf2=kf2, kl2=kl2, scale=scale, a_acc=a_acc)
+        if self.kv8:
+            self._kv8_key_scales(r, ka2, kl2, scale)
         sc = self._score_lane(r, q_rp.dat_r, "at")
         self.sync += [
             If(ka6 & ~self.ap_ks[-1] if self.pairs else ka6,
@@ -324,7 +335,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         stage 6 (spec.numerics.scores). Returns that register."""
         qword, dot = Signal(128, name=f"{name}_qword"), Signal((40, True), name=f"{name}_dot8")
         kp = [Signal((32, True), name=f"{name}_kp{l}") for l in range(8)]
-        dacc, dsum, dprod = Signal((48, True)), Signal((48, True)), Signal((72, True))
+        dacc, dsum, dprod = Signal((48, True)), Signal((48, True)), Signal((80, True))
         qs = [as_signed(self, v, 16) for v in _lanes(qword, 16, 8)]
         self.sync += [
             qword.eq(qdat),
@@ -332,9 +343,12 @@ class Attention(Module, AttnPairs, AttnQuery):
             dot.eq(sum(kp)),
             If(r.ka2, dacc.eq(Mux(r.kf2, 0, dacc) + dot)),
             If(r.ka2 & r.kl2, dsum.eq(Mux(r.kf2, 0, dacc) + dot)),
-            dprod.eq(dsum * r.scale),
+            dprod.eq(dsum * (as_signed(self, r.k_sm, 27) if self.kv8 else r.scale)),
         ]
-        finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        if self.kv8:
+            finish = round_shift_split(self, dprod, r.k_s4, 80, x_bits=64, s_range=(15, 30), sat_bits=32)
+        else:
+            finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         sc = Signal((32, True), name=f"{name}_score")
         self.sync += sc.eq(saturate(self, as_signed(self, finish(), 80), 32))
         return sc
@@ -372,12 +386,15 @@ class Attention(Module, AttnPairs, AttnQuery):
         # (v_free: with attn_pairs, set by _pairs).
         a_v, v_take, v_free = Signal(), Signal(), Signal()
         self.comb += [v_take.eq((t <= cur_pos) & (v_free | (t != 0) | (k != 0))),
-                      a_v.eq(on("AT_V") & self.rd_valid & v_take)]
+                      a_v.eq(on("AT_V") & self.kv_valid & v_take)]
         va = delay_chain(self, a_v, 6, name="at_va")                         # stage k: va[k]
         vf = delay_chain(self, t == 0, 5, name="at_vf")
         vk = delay_chain(self, k[:13], 5, name="at_vk")
         vl = delay_chain(self, (t == cur_pos) & (k == hsb - 1), 6, name="at_vl")
-        vbeat = delay_chain(self, self.rd_data, 5, name="at_vbeat")
+        vbeat = delay_chain(self, self.kv_data, 5, name="at_vbeat")
+        # int8 rows: the row's scale word rides with its beats (its mant weighs the exponential
+        # in stage 4, its shift the products as they are summed in stage 6).
+        r.vsc = delay_chain(self, self.kv_scale, 6, name="at_vscale") if self.kv8 else None
         # attn_pairs: a pair's second head's beats (bs) go to the second datapath (_pairs), the
         # first head's and a lone head's to this one.
         bs = delay_chain(self, self.ap_vsec, 7, name="ap_bs") if self.pairs else [C(0)] * 8
@@ -389,7 +406,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         vals = [as_signed(self, v, 16) for v in _lanes(vbeat[5], 16, 8)]
         vars(r).update(vals=vals, va=va, vf=vf, vk=vk, vl=vl, a_v=a_v, bs=bs)
         vprod, esum = self._weigh(r, dd, r.exp_rp, "at", ~bs[5])
-        wacc = [Signal((48, True), name=f"wacc{x}") for x in range(r.max_head)]
+        wacc = [Signal((self.wacc_bits, True), name=f"wacc{x}") for x in range(r.max_head)]
         wdone = Signal()
         self.sync += [
             [wacc_en_g[g].eq(va[5] & (vk[5] == g)) for g in range(groups)],     # va6 & (vk6 == g)
@@ -407,7 +424,7 @@ class Attention(Module, AttnPairs, AttnQuery):
             self.comb += [self.v_busy.eq(in_flight | sums_wait), v_free.eq(~self.v_busy & ~od_active),
                           od_start.eq(sums_wait & recip_ok & ~od_active)]
         fsm.act("AT_V",
-            self.rd_ready.eq(v_take), self.rd_wait.eq(v_take),
+            self.kv_ready.eq(v_take), self.rd_wait.eq(v_take),
             If(a_v,
                 If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
             ),
@@ -461,11 +478,17 @@ class Attention(Module, AttnPairs, AttnQuery):
         self.sync += [u.eq(u_r), u4.eq(u), ev5.eq(ev)]        # (timing: the table's output shifted)
         vprod = [Signal((34, True), name=f"{name}_vprod{l}") for l in range(8)]
         esum = Signal(48, name=f"{name}_esum")     # at least 2**15: the max score's exponential
-        self.sync += [
-            [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)],
-            If(r.va[5] & (r.vk[5] == 0) & mine, esum.eq(Mux(r.vf[5], 0, esum) + ev5)),
-        ]
-        return vprod, esum
+        self.sync += If(r.va[5] & (r.vk[5] == 0) & mine, esum.eq(Mux(r.vf[5], 0, esum) + ev5))
+        if not self.kv8:
+            self.sync += [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)]
+            return vprod, esum
+        # int8 rows: the exponential times the row's mant (stage 5), times each int8 value (6),
+        # shifted left by the row's shift as it is summed (spec.numerics.attend8).
+        w5 = Signal(25)
+        self.sync += [w5.eq(ev * r.vsc[4][:8]), [vprod[l].eq(as_signed(self, w5, 26) * r.vals[l]) for l in range(8)]]
+        terms = [Signal((self.wacc_bits, True), name=f"{name}_vterm{l}") for l in range(8)]
+        self.comb += [terms[l].eq(vprod[l] << r.vsc[6][8:12]) for l in range(8)]
+        return terms, esum
 
     def _drain(self, r):
         """The drain: the accumulators shift out, times the head's 2**46 / sum, rounded and
@@ -491,7 +514,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         # has shifted out (od_shift low), while that element is still multiplied and written:
         # each stage carries its element's address (and slot), so od_base may move on.
         # od_active (status) holds while any element is still to be written.
-        wsel = Signal((48, True))
+        wsel = Signal((self.wacc_bits, True))
         ov1, ov2, ov3 = Signal(), Signal(), Signal()
         od_shift, oj = Signal(), Signal(8)
         oa = [Signal(18, name=f"at_oadr{x}") for x in range(1, 4)]     # the element's address, S1..S3
@@ -511,7 +534,7 @@ class Attention(Module, AttnPairs, AttnQuery):
                 wshift.eq(oj + 1 < m), *[wshift_g[g].eq(oj + 1 + 8 * g < m) for g in range(groups)],
                 If(oj + 1 >= m, od_shift.eq(0))
             ),
-            wsel.eq(self.ap_wsel if self.pairs else wacc[0]), ov1.eq(wshift), oa[0].eq(od_base + oj),
+            wsel.eq(self._drain_sum(self.ap_wsel if self.pairs else wacc[0])), ov1.eq(wshift), oa[0].eq(od_base + oj),
             p_lo.eq(wsel * as_signed(self, od_recip[:16], 17)), p_hi.eq(wsel * as_signed(self, od_recip[16:], 17)),
             ov2.eq(ov1), oa[1].eq(oa[0]),
             wprod.eq((p_hi << 16) + p_lo), ov3.eq(ov2), oa[2].eq(oa[1]),
@@ -519,7 +542,7 @@ class Attention(Module, AttnPairs, AttnQuery):
         if self.pairs:
             os_ = delay_chain(self, self.ap_dslot, 3, name="at_oslot")
             self.comb += self.od_slot.eq(os_[3])
-        st, wo_r = round_shift(wprod, N.ATTN_OUT_SHIFT, 64)
+        st, wo_r = round_shift(wprod, 46 + 7 - N.ATTN8_ACC_DROP if self.kv8 else N.ATTN_OUT_SHIFT, 64)
         self.comb += st
         self.comb += [self.od_we.eq(ov3), self.od_wadr.eq(oa[2]), self.od_wdat.eq(saturate(self, wo_r, 32))]
 

@@ -100,11 +100,12 @@ class AttnPairs:
         (ap_osnap[dsel]), so the next head's V is summed meanwhile (its first beat waits only
         for the copy: v_free, _drain_order). ``ap_wsel``: the element the drain takes."""
         wacc = r.wacc
-        self.ap_osnap = [[Signal((48, True), name=f"ap_osnap{i}_{x}") for x in range(len(wacc))] for i in range(2)]
-        self.ap_wacc2 = [Signal((48, True), name=f"ap_wacc2_{x}") for x in range(len(wacc))]  # (_shared_values)
+        wb = self.wacc_bits
+        self.ap_osnap = [[Signal((wb, True), name=f"ap_osnap{i}_{x}") for x in range(len(wacc))] for i in range(2)]
+        self.ap_wacc2 = [Signal((wb, True), name=f"ap_wacc2_{x}") for x in range(len(wacc))]  # (_shared_values)
         self.ap_copy_a, self.ap_copy_b = Signal(), Signal()
         self.ap_fill, self.ap_dsel = Signal(), Signal()     # the copy taken next, the copy draining
-        self.ap_wsel = Signal((48, True))
+        self.ap_wsel = Signal((wb, True))
         self.comb += self.ap_wsel.eq(Mux(self.ap_dsel, self.ap_osnap[1][0], self.ap_osnap[0][0]))
         for x in range(len(wacc)):
             g = x // 8
@@ -238,7 +239,7 @@ class AttnPairs:
             vb1.eq(kb1 + voff),
             kb2.eq(sig["kvhead_base"] + Mux(src2 == 1, kvhead << 1, kvhead)),
             kb3.eq(sig["kvhead_base"] + Mux(src2 == 1, (kvhead << 1) + kvhead, kvhead)),
-            next_span.eq(sig["nx_pos_off"] + (m << 1)),
+            next_span.eq(sig["nx_slot_span"]),
             If(h + 2 < n,
                 f1.eq(kb2), f1_len.eq(span), f1_ok.eq(1)
             ).Else(

@@ -25,7 +25,7 @@ class _Interface:
     """The interface both variants share. Start/done: ``start`` begins the slot (``src``,
     ``n``, ``m``, ``stride`` hold still until done; ``base``, the slot's first row, is read the
     cycle after start), ``done`` is high in the last cycle, ``abort`` stops the unit at once.
-    Bursts: ``req`` with ``req_addr`` (m << 1 bytes, a write), answered by ``granted``.
+    Bursts: ``req`` with ``req_addr`` and ``req_bytes`` (m << 1, a write), answered by ``granted``.
     Scratchpad: ``radr[p]``. Packer: ``pk_read`` and ``pk_idx`` (the element index in the
     head). Write stream: ``wr_valid``, ``wr_data``, ``wr_ready`` (and ``wr_address`` where the
     unit addresses its beats itself, else None)."""
@@ -35,6 +35,8 @@ class _Interface:
         self.src, self.n, self.m = Signal(16), Signal(16), Signal(16)
         self.base, self.stride = Signal(ADDR_W), Signal(32)
         self.req, self.req_addr, self.granted = Signal(), Signal(ADDR_W), Signal()
+        self.req_bytes = Signal(16)
+        self.comb += self.req_bytes.eq(self.m << 1)
         self.radr = [Signal(17, name=f"kvw_radr{p}") for p in range(ports)]
         self.pk_read, self.pk_idx = Signal(), Signal(8)
         self.wr_valid, self.wr_data, self.wr_ready = Signal(), Signal(128), Signal()

@@ -148,10 +148,11 @@ class Kvwrite8(Module):
         row_addr = Signal(ADDR_W)
         self.comb += [scale_addr.eq(hb + goff + (r << 1)), row_addr.eq(hb + goff + isa.BEAT_BYTES + roff)]
 
-        # The scale, from the head's largest |x| (spec.numerics.kv8_scale): t, then its bit
-        # length and the rounded-up mantissa, then the normalised and capped (mant, shift),
-        # then 2**22 / mant from the table.
-        t, t_len = Signal(34), Signal(6)
+        # The scale, from the head's largest |x| (spec.numerics.kv8_scale): amax * 128 + 126,
+        # t = that / 127 (a multiply by KV8_DIV127_MUL), then its bit length and the rounded
+        # mantissa, then the normalised and capped (mant, shift), then 2**22 / mant from the
+        # table.
+        t, n127 = Signal(34), Signal(40)
         mant0, sh0, small = Signal(10), Signal(6), Signal()
         mant, sh = Signal(8), Signal(4)
         recip_rom = Memory(16, 128, init=[int(v) for v in N.KV8_RECIP])
@@ -184,10 +185,16 @@ class Kvwrite8(Module):
                 NextValue(roff, self.pos[:3] * m), NextValue(hraw, self.base), NextValue(hq, 0),
                 NextValue(qsel, 0), NextState("WAIT"))
         )
-        fsm.act("WAIT", If(full[qsel], NextValue(t, amax[qsel] + ((amax[qsel] + 127) >> 7)), NextState("S1")))
+        fsm.act("WAIT", If(full[qsel], NextValue(n127, (amax[qsel] << 7) + 126), NextState("DIV")))
+        # (the product in a signal of its own: Verilog would size it as its widest operand)
+        prod127 = Signal(82)
+        self.comb += prod127.eq(n127 * N.KV8_DIV127_MUL)
+        fsm.act("DIV", NextValue(t, prod127[N.KV8_DIV127_SHIFT:]), NextState("S1"))
+        half = Signal(34)
+        self.comb += half.eq(Mux(shift0 == 0, 0, (C(1, 35) << shift0) >> 1))
         fsm.act("S1",
             NextValue(small, t < 256), NextValue(sh0, shift0),
-            NextValue(mant0, (t >> shift0) + ((t & ((C(1, 35) << shift0) - 1)) != 0)),
+            NextValue(mant0, (t + half) >> shift0),
             NextState("S2"))
         fsm.act("S2",
             If(small,
@@ -223,11 +230,14 @@ class Kvwrite8(Module):
                                                                     first_of_beat)
         # The FIFO takes the scale beat (never in the same cycle as a row's beat: a row's last
         # beat leaves the quantiser within four cycles, before the next head's scale is granted).
+        # (the shift amounts are signals of their own: Verilog sizes ``r << 4`` as r, 3 bits)
+        r_bits, r_bytes = Signal(7), Signal(4)
         self.comb += [
+            r_bits.eq(r << 4), r_bytes.eq(r << 1),
             fifo.sink.valid.eq(scale_push | row_valid),
             If(scale_push,
-                fifo.sink.address.eq(scale_addr >> 4), fifo.sink.data.eq(word << (r << 4)),
-                fifo.sink.skip.eq(~(C(3, 16) << (r << 1)))
+                fifo.sink.address.eq(scale_addr >> 4), fifo.sink.data.eq(word << r_bits),
+                fifo.sink.skip.eq(~(C(3, 16) << r_bytes))
             ).Else(
                 fifo.sink.address.eq(row_addr_b), fifo.sink.data.eq(row_data), fifo.sink.skip.eq(row_skip)
             ),

@@ -323,6 +323,8 @@ class Sequencer(LiteXModule):
             return checks[key]
         need = lambda cond, *then: If(~(cond), *self.fail("BAD_FIELD")).Else(*then)
         kvhs_ok = (m >= 8) & (m[0:3] == 0) & (m <= params.max_head)
+        if params.kv_format == "int8":                   # (int8 rows: 8 or a multiple of 16, spec.isa)
+            kvhs_ok = kvhs_ok & ((m == 8) | (m[3] == 0))
         r.fsm.act("EXECUTE",
             Case(self.op, {
                 O["HALT"]:    [self.retire.eq(1), NextState("DRAIN")],
@@ -530,7 +532,7 @@ class Sequencer(LiteXModule):
         fsm.act("KVW_H2", NextState("KVW_H3"))
         fsm.act("KVW_H3", u.kvwrite.start.eq(1), NextState("KVW_RUN"))
         fsm.act("KVW_RUN",
-            If(u.kvwrite.req, *burst(u.kvwrite.req_addr, m << 1, "KVW_RUN", write=True)),
+            If(u.kvwrite.req, *burst(u.kvwrite.req_addr, u.kvwrite.req_bytes, "KVW_RUN", write=True)),
             If(u.kvwrite.done, next_slot("KVWRITE"))
         )
         # ATTN: the sequencer checks each slot's position and starts the unit, which runs the

@@ -31,9 +31,11 @@ struct WritePort {
     Port<decltype(Vcore::wr0_cmd_valid)> *cmd_valid, *cmd_ready, *wdata_valid, *wdata_ready;
     Port<decltype(Vcore::wr0_cmd_addr)> *cmd_addr;
     Port<decltype(Vcore::wr0_wdata_data)> *wdata_data;
+    Port<decltype(Vcore::wr0_wdata_we)> *wdata_we;
 };
 #define WRITE_PORT(i) WritePort{&top->wr##i##_cmd_valid, &top->wr##i##_cmd_ready, &top->wr##i##_wdata_valid, \
-                                &top->wr##i##_wdata_ready, &top->wr##i##_cmd_addr, &top->wr##i##_wdata_data}
+                                &top->wr##i##_wdata_ready, &top->wr##i##_cmd_addr, &top->wr##i##_wdata_data, \
+                                &top->wr##i##_wdata_we}
 #define WR(p, field) (*wports[p].field)
 
 struct Rng {
@@ -126,11 +128,12 @@ int main(int argc, char** argv) {
             bool wr_cmd[NWR], wr_data[NWR];
             uint64_t wr_addr[NWR];
             uint8_t wbuf[NWR][16];
+            unsigned wmask[NWR];
             for (int p = 0; p < NWR; p++) {
                 wr_cmd[p] = WR(p, cmd_valid) && WR(p, cmd_ready);
                 wr_addr[p] = WR(p, cmd_addr);
                 wr_data[p] = WR(p, wdata_valid) && WR(p, wdata_ready);
-                if (wr_data[p]) get128(WR(p, wdata_data), wbuf[p]);
+                if (wr_data[p]) { get128(WR(p, wdata_data), wbuf[p]); wmask[p] = WR(p, wdata_we); }
             }
             top->sys_clk = 1; top->eval(); top->sys_clk = 0; top->eval();
             cycle++;
@@ -143,8 +146,10 @@ int main(int argc, char** argv) {
                 if (wr_data[p]) {
                     if (writes[p].empty()) { fprintf(stderr, "wdata without command\n"); return 3; }
                     uint64_t beat = writes[p].front(); writes[p].pop_front();
-                    if ((beat + 1) * 16 <= dram_bytes) memcpy(&dram[beat * 16], wbuf[p], 16);
-                    else bad = true;
+                    if ((beat + 1) * 16 <= dram_bytes) {
+                        for (int b = 0; b < 16; b++)          // the byte enables
+                            if (wmask[p] >> b & 1) dram[beat * 16 + b] = wbuf[p][b];
+                    } else bad = true;
                 }
             }
             if (trace && (top->fsm_state != last_state || top->attn_state != last_attn)) {

@@ -143,7 +143,7 @@ def test_dram_need_matches_the_compiled_image(kv_format):
     from driver.intforward import QuantizedModel
     from driver.model import random_model
     from spec import isa
-    params = dataclasses.replace(isa.TARGET_PARAMS["ulx3s"], kv_format=kv_format)
+    params = dataclasses.replace(isa.TARGET_PARAMS["ulx3s"], kv_format=kv_format, act_read_ports=4)
     c = bench.SHAPES["stories260K"]
     cm = compile_model(QuantizedModel(random_model(c, seed=2)), params, dram_size=1 << 30)
     assert 0 <= cm.total_bytes - bench.dram_need(params, c) <= 16 << 10

@@ -43,7 +43,7 @@ def tokens(n, vocab, seed):
 def test_one_slot_matches_intforward(name):
     # One slot decoding 10 positions: logits and argmax equal IntTransformer.forward's.
     qm = qmodel(name)
-    run, ref = GoldenRunner(compile_model(qm, base=0x1000)), IntTransformer(qm)
+    run, ref = GoldenRunner(compile_model(qm, base=0x1000)), IntTransformer(qm, "int16")
     for pos, tok in enumerate(tokens(10, qm.config.vocab_size, 1)):
         logits, argmax = run.step([(tok, pos)])
         want = ref.forward(tok, pos)
@@ -85,7 +85,7 @@ def test_a_scratchpad_too_small_for_the_logits_runs_the_classifier_in_chunks():
     am = [i for i in ops if i["op"] == isa.OPCODES["ARGMAX"]]
     assert [(i["m"], i["n"], bool(i["flags"] & isa.FLAG_ACC)) for i in am] == \
         [(0, 448, False), (448, 448, True), (896, 104, True)]
-    run, refs = GoldenRunner(cm), [IntTransformer(qm), IntTransformer(qm)]
+    run, refs = GoldenRunner(cm), [IntTransformer(qm, "int16"), IntTransformer(qm, "int16")]
     toks = [3, 999]
     for pos in range(6):
         logits, argmax = run.step([(toks[0], pos), (toks[1], pos)])
@@ -104,7 +104,7 @@ def test_writes_stay_in_their_regions(name, write_ports, kv_format):
     # the registers' strides and spec.isa's K/V layout put them (heads spread over the banks
     # included; int8 rows with their scale words).
     qm = qmodel(name)
-    cm = compile_model(qm, isa.Params(write_ports=write_ports, kv_format=kv_format))
+    cm = compile_model(qm, isa.Params(write_ports=write_ports, kv_format=kv_format, act_read_ports=4))
     run, c = GoldenRunner(cm), qm.config
     refs = [IntTransformer(qm, kv_format), IntTransformer(qm, kv_format)]
     steps = 10 if kv_format == "int8" else 3          # int8: into the second group of positions
@@ -135,9 +135,9 @@ def test_int8_kv_cache_matches_intforward(name):
     # Params.kv_format "int8": two slots decoding 12 positions (two groups of rows), logits
     # equal IntTransformer's with the same format, which differ from the int16 cache's.
     qm = qmodel(name)
-    run = GoldenRunner(compile_model(qm, params=isa.Params(kv_format="int8")))
+    run = GoldenRunner(compile_model(qm, params=isa.Params(kv_format="int8", act_read_ports=4)))
     refs = [IntTransformer(qm, "int8") for _ in range(2)]
-    int16 = IntTransformer(qm)
+    int16 = IntTransformer(qm, "int16")
     seqs = [tokens(12, qm.config.vocab_size, 40 + s) for s in range(2)]
     differ = False
     for pos in range(12):
@@ -156,7 +156,7 @@ def test_int8_kv_cache_refuses_a_head_size_its_rows_cannot_take():
                                             vocab_size=64, seq_len=16, shared_classifier=True)))
     compile_model(qm)
     with pytest.raises(ValueError, match="head size 24 is not 8 or a multiple of 16"):
-        compile_model(qm, params=isa.Params(kv_format="int8"))
+        compile_model(qm, params=isa.Params(kv_format="int8", act_read_ports=4))
 
 
 @pytest.mark.parametrize("name", SHAPES)
@@ -164,7 +164,7 @@ def test_slots_decode_independent_sequences(name):
     # Four slots, each its own KV region and sequence, in one program run per position.
     qm = qmodel(name, seed=1)
     run = GoldenRunner(compile_model(qm))
-    refs = [IntTransformer(qm) for _ in range(4)]
+    refs = [IntTransformer(qm, "int16") for _ in range(4)]
     seqs = [tokens(8, qm.config.vocab_size, 10 + s) for s in range(4)]
     for pos in range(8):
         logits, argmax = run.step([(seqs[s][pos], pos) for s in range(4)])
@@ -178,7 +178,7 @@ def test_slots_at_different_positions():
     # Fewer active slots than the core has, at unrelated positions: slot 1 starts 3 steps late.
     qm = qmodel("stories260K-gqa")
     run = GoldenRunner(compile_model(qm))
-    refs = [IntTransformer(qm), IntTransformer(qm)]
+    refs = [IntTransformer(qm, "int16"), IntTransformer(qm, "int16")]
     seqs = [tokens(9, 512, 20), tokens(6, 512, 21)]
     for step in range(9):
         active = [(seqs[0][step], step)] + ([(seqs[1][step - 3], step - 3)] if step >= 3 else [])
@@ -192,7 +192,7 @@ def test_prefill_slots_share_one_kv_region(name):
     # Slots 0..3 hold positions p..p+3 of one prompt and share a KV region: the same logits as
     # feeding the prompt one position at a time (KVWRITE writes every slot before ATTN reads).
     qm = qmodel(name, seed=2)
-    run, ref = GoldenRunner(compile_model(qm)), IntTransformer(qm)
+    run, ref = GoldenRunner(compile_model(qm)), IntTransformer(qm, "int16")
     prompt = tokens(10, qm.config.vocab_size, 30)
     for p in (0, 4):
         logits, _ = run.step([(prompt[p + s], p + s) for s in range(4)], kv=[0] * 4)
@@ -207,7 +207,7 @@ def test_prefill_slots_share_one_kv_region(name):
 def test_real_model_greedy(path):
     # The real checkpoints, greedy for 8 positions with a 16-position context.
     qm = QuantizedModel(load_legacy(shared_path(*path)))
-    run, ref = GoldenRunner(compile_model(qm, seq_len=16)), IntTransformer(qm)
+    run, ref = GoldenRunner(compile_model(qm, seq_len=16)), IntTransformer(qm, "int16")
     tok = 1
     for pos in range(8):
         logits, argmax = run.step([(tok, pos)])

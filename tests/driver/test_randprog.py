@@ -37,7 +37,7 @@ def test_deterministic_by_seed():
     assert (e1.dram, e1.expected_dram, e1.expected_addr) == (e2.dram, e2.expected_dram, e2.expected_addr)
 
 
-@pytest.mark.parametrize("params", [isa.Params(), SMALL, WIDE, isa.Params(kv_format="int8")],
+@pytest.mark.parametrize("params", [isa.Params(), SMALL, WIDE, isa.Params(kv_format="int8", act_read_ports=4)],
                          ids=["default", "small", "wide", "int8-kv"])
 def test_valid_cases(params):
     # Halts cleanly, stores results, stays small, and fits its DRAM and act window.
@@ -82,7 +82,8 @@ def test_coverage():
 
 
 @pytest.mark.parametrize("kind", list(ERROR_KINDS))
-@pytest.mark.parametrize("params", [isa.Params(), SMALL], ids=["default", "small"])
+@pytest.mark.parametrize("params", [isa.Params(), SMALL, isa.Params(kv_format="int8", act_read_ports=4)],
+                         ids=["default", "small", "int8-kv"])
 def test_error_kinds(kind, params):
     # Each kind stops with its code (make_error_case checks the address it designed), and DRAM
     # holds exactly what the instructions before the fault wrote: nothing after it ran.

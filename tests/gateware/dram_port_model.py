@@ -38,7 +38,9 @@ class NativePortMemory:
             if (yield port.wdata.valid) and (yield port.wdata.ready):
                 assert pending_writes, "wdata without a write command"
                 addr = pending_writes.pop(0)
-                self.beats[addr] = (yield port.wdata.data)
+                data, we = (yield port.wdata.data), (yield port.wdata.we)
+                mask = sum(0xff << (8 * b) for b in range(16) if we >> b & 1)     # the byte enables
+                self.beats[addr] = (self.beats.get(addr, 0) & ~mask) | (data & mask)
                 self.writes.append(addr)
             # Read data channel (in order).
             if (yield port.rdata.valid) and (yield port.rdata.ready):

@@ -44,7 +44,10 @@ def test_random_programs_match_golden_with_the_prefetch_on_the_read_stream():
     # A core with an instruction buffer and no weight stream queues the next MATVEC's weights on
     # the read stream (gateware/core/prefetch.py, ReadQueuePrefetch); no target builds one, so
     # a two-slot core of that shape is checked here, with stalling ports.
-    params = dataclasses.replace(PARAMS, slots=2, element_units=2, act_depth=4096, weight_ports=0)
+    # Its K/V rows are int16: the four-port int16 KVWRITE and ATTN's int16 rows in pairs are
+    # checked here too.
+    params = dataclasses.replace(PARAMS, slots=2, element_units=2, act_depth=4096, weight_ports=0,
+                                 kv_format="int16")
     assert params.fetch_beats and not params.weight_ports
     result = verify_core(100, seed=4000, params=params, stall_percent=30)
     assert result["programs"] == 100
@@ -228,7 +231,7 @@ def _attn_heads_program(heads, kv_mul, head_size, kv_bases, positions, kvhead=0x
 @pytest.mark.parametrize("name, heads, kv_mul, head_size, kv_bases, positions, error", [
     ("pairs and an odd last head", 3, 1, 8, (0x10000, 0x20000, 0x30000), (0, 6, 3), "NONE"),
     ("pairs sharing KV heads", 6, 2, 16, (0x10000, 0x20000, 0x30000), (5, 0, 7), "NONE"),
-    ("one pair, three-beat heads", 2, 1, 24, (0x10000, 0x20000, 0x30000), (2, 7, 1), "NONE"),
+    ("one pair, multi-beat heads", 2, 1, 48, (0x10000, 0x20000, 0x30000), (2, 7, 1), "NONE"),
     ("no pairs: five heads per KV head", 5, 5, 8, (0x10000, 0x20000, 0x30000), (4, 1, 6), "NONE"),
     ("third slot's last V past DRAM", 4, 1, 8, (0x10000, 0x20000, DRAM - 0x2000 - 0xc00), (3, 5, 6), "WINDOW"),
     ("third slot's first K past DRAM", 4, 2, 8, (0x10000, 0x20000, DRAM - 0x40), (3, 5, 6), "WINDOW"),
@@ -380,7 +383,8 @@ def test_watchdog_during_kvwrite_then_the_core_runs_clean(core):
     # a full run after each matches golden.
     case = _kvwrite_program(0x400, (0x10000, 0x20000, 0x30000), (3, 5, 0))
     stops = set()
-    for watchdog in range(400, 520):       # the KVWRITE runs from about cycle 430 to 500
+    end = core.run(*case, 3).counters["cycles"]
+    for watchdog in range(end - 200, end + 5):       # the KVWRITE runs from about cycle 420 to the end
         r = core.run(*case, 3, watchdog=watchdog)
         stops.add((isa.ERROR_NAMES[r.error], r.counters["bytes_written"]))
         _matches_golden(core, case, nslots=3)

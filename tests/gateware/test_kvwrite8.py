@@ -28,7 +28,7 @@ class _Kvwrite8OnScratchpads(Module):
 
 def _expected(dram, x, slots, heads, m, stride, pos):
     """Golden's KVWRITE (Params.kv_format "int8") on a DRAM image, slot by slot."""
-    core = GoldenCore(len(dram), isa.Params(kv_format="int8"))
+    core = GoldenCore(len(dram), isa.Params(kv_format="int8", act_read_ports=4))
     core.dram[:] = dram
     for s, (src, base) in enumerate(slots):
         for h in range(heads):
