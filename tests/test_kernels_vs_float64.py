@@ -120,6 +120,16 @@ def test_scores_are_the_scaled_dot_product(hs):
     assert np.all(np.abs(got - want) <= 0.5 * math.sqrt(hs) / Q15 * np.abs(ref) + 0.5 / Q16 + 1e-9)
 
 
+def _softmax_case(n, spread):
+    """n random scores of the given spread: the kernel's (exponentials, reciprocal) and float64's
+    probabilities of the same Q16 scores."""
+    s = rng.standard_normal(n) * spread
+    e, recip = N.softmax_terms(N.to_fixed(s, N.ACT_FRAC))
+    sq = np.round(s * Q16) / Q16
+    p = np.exp(sq - sq.max())
+    return e, recip, p / p.sum(), sq
+
+
 @pytest.mark.parametrize("spread", [0.1, 4.0, 40.0])
 def test_softmax_and_weighted_sum_follow_float64(spread):
     # Each exponential is within 7e-4 relative and one Q15 step below (the shift truncates), so
@@ -127,11 +137,7 @@ def test_softmax_and_weighted_sum_follow_float64(spread):
     # (2e-3 + n / S) relative plus 1 / S; the weighted sum within that of sum(p |v|). From one
     # position to the longest context.
     for n in (1, 7, 300, 4096):
-        s = rng.standard_normal(n) * spread
-        e, recip = N.softmax_terms(N.to_fixed(s, N.ACT_FRAC))
-        sq = np.round(s * Q16) / Q16
-        p = np.exp(sq - sq.max())
-        p /= p.sum()
+        e, recip, p, sq = _softmax_case(n, spread)
         ref_e = np.exp2((sq - sq.max()) * math.log2(math.e)) * Q15
         assert np.all(np.abs(e - ref_e) <= 7e-4 * ref_e + 1.0 + 1e-9 * Q15), (n, spread)
         got = e * recip / 2.0 ** 46
@@ -232,11 +238,7 @@ def test_attend8_weights_the_stored_values_as_softmax_does(spread):
     # The bound of attend's test (the exponentials' and the reciprocal's), plus the sums'
     # rounding by 2**15 before the reciprocal: 2**7 / sum(e) Q16 steps at most.
     for n in (1, 9, 300, 1024):
-        s = rng.standard_normal(n) * spread
-        e, recip = N.softmax_terms(N.to_fixed(s, N.ACT_FRAC))
-        sq = np.round(s * Q16) / Q16
-        p = np.exp(sq - sq.max())
-        p /= p.sum()
+        e, recip, p, _ = _softmax_case(n, spread)
         rows = [N.to_kv8(r) for r in _kv8_rows(n, 16)]
         v = np.array([_kv8_float(q, w) for q, w in rows])
         out = N.attend8(e, recip, np.array([q for q, _ in rows]), np.array([w for _, w in rows])) / Q16
