@@ -380,42 +380,43 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
             r.last_head, r.m, r.od_active, r.od_start, r.on, r.rdiv, r.sb_rp, r.sb_wp, r.smax,
             r.src2, r.t, r.wacc_en_g, r.wfirst_g)
         # Stage 0 accepts a value beat and reads its position's score, 1 takes the distance to
-        # the max, 2 scales it by log2(e), 3 reads the exp2 table, 4 shifts, 5 multiplies the
-        # beat's values and sums the exponential (once per position), 6 accumulates.
+        # the max, 2 multiplies it by log2(e), 3 rounds that, 4 reads the exp2 table, 5 shifts, 6
+        # multiplies the beat's values and sums the exponential (once per position), 7
+        # accumulates.
         # A head's first beat waits until the previous head's sums have left the accumulators
         # (v_free: with attn_pairs, set by _pairs).
         a_v, v_take, v_free = Signal(), Signal(), Signal()
         self.comb += [v_take.eq((t <= cur_pos) & (v_free | (t != 0) | (k != 0))),
                       a_v.eq(on("AT_V") & self.kv_valid & v_take)]
-        va = delay_chain(self, a_v, 6, name="at_va")                         # stage k: va[k]
-        vf = delay_chain(self, t == 0, 5, name="at_vf")
-        vk = delay_chain(self, k[:13], 5, name="at_vk")
-        vl = delay_chain(self, (t == cur_pos) & (k == hsb - 1), 6, name="at_vl")
-        vbeat = delay_chain(self, self.kv_data, 5, name="at_vbeat")
+        va = delay_chain(self, a_v, 7, name="at_va")                         # stage k: va[k]
+        vf = delay_chain(self, t == 0, 6, name="at_vf")
+        vk = delay_chain(self, k[:13], 6, name="at_vk")
+        vl = delay_chain(self, (t == cur_pos) & (k == hsb - 1), 7, name="at_vl")
+        vbeat = delay_chain(self, self.kv_data, 6, name="at_vbeat")
         # int8 rows: the row's scale word rides with its beats (its mant weighs the exponential
-        # in stage 4, its shift the products as they are summed in stage 6).
-        r.vsc = delay_chain(self, self.kv_scale, 6, name="at_vscale") if self.kv8 else None
+        # in stage 5, its shift the products as they are summed in stage 7).
+        r.vsc = delay_chain(self, self.kv_scale, 7, name="at_vscale") if self.kv8 else None
         # attn_pairs: a pair's second head's beats (bs) go to the second datapath (_pairs), the
         # first head's and a lone head's to this one.
-        bs = delay_chain(self, self.ap_vsec, 7, name="ap_bs") if self.pairs else [C(0)] * 8
+        bs = delay_chain(self, self.ap_vsec, 8, name="ap_bs") if self.pairs else [C(0)] * 9
         self.comb += sb_rp.adr.eq(t)
         # The scores' memory takes the scores (attn_pairs: each head of a pair has its own, _pairs).
         self.comb += [sb_wp.adr.eq(r.kt6), sb_wp.dat_w.eq(r.sc), sb_wp.we.eq(r.ka6)] if not self.pairs else []
         dd = Signal((34, True))
         self.sync += dd.eq(smax - as_signed(self, sb_rp.dat_r, 32))
-        vals = [as_signed(self, v, 16) for v in _lanes(vbeat[5], 16, 8)]
+        vals = [as_signed(self, v, 16) for v in _lanes(vbeat[6], 16, 8)]
         vars(r).update(vals=vals, va=va, vf=vf, vk=vk, vl=vl, a_v=a_v, bs=bs)
-        vprod, esum = self._weigh(r, dd, r.exp_rp, "at", ~bs[5])
+        vprod, esum = self._weigh(r, dd, r.exp_rp, "at", ~bs[6])
         wacc = [Signal((self.wacc_bits, True), name=f"wacc{x}") for x in range(r.max_head)]
         wdone = Signal()
         self.sync += [
-            [wacc_en_g[g].eq(va[5] & (vk[5] == g)) for g in range(groups)],     # va6 & (vk6 == g)
-            [wfirst_g[g].eq(vf[5] & (vk[5] == g)) for g in range(groups)],      # vf6, where it counts
-            wdone.eq(va[6] & vl[6]),
+            [wacc_en_g[g].eq(va[6] & (vk[6] == g)) for g in range(groups)],     # va7 & (vk7 == g)
+            [wfirst_g[g].eq(vf[6] & (vk[6] == g)) for g in range(groups)],      # vf7, where it counts
+            wdone.eq(va[7] & vl[7]),
         ]
         # The head's 2**46 / sum starts as its sums are done; the drain waits for it.
         recip, recip_ok = Signal(32), Signal()
-        self.comb += [rdiv.start.eq(wdone & ~bs[7]), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(esum)]
+        self.comb += [rdiv.start.eq(wdone & ~bs[8]), rdiv.dividend.eq(1 << 46), rdiv.divisor.eq(esum)]
         self.sync += If(rdiv.start, recip_ok.eq(0)).Elif(rdiv.done, recip_ok.eq(1), recip.eq(rdiv.quotient))
         in_flight = reduce(or_, va[1:]) | wdone
         if not self.pairs:
@@ -466,28 +467,32 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
     def _weigh(self, r, dd, exp_rp, name, mine):
         """One head's weights for the value beats: ``dd`` (registered in stage 1: the max score
         minus the beat's position's) -> its softmax exponential 2**(-dd * log2(e)) in Q15,
-        scaled and rounded (2), the exp2 table read through ``exp_rp`` (3), shifted (4); in
-        stage 5 the exponential times the beat's 8 values (``vprod``, registered for the
-        accumulators in stage 6) and, on a position's first beat, into the sum ``esum``
-        (spec.numerics.softmax_terms, attend), where ``mine`` (stage 5) says the beat is this
+        scaled (2) and rounded (3), the exp2 table read through ``exp_rp`` (4), shifted (5); in
+        stage 6 the exponential times the beat's 8 values (``vprod``, registered for the
+        accumulators in stage 7) and, on a position's first beat, into the sum ``esum``
+        (spec.numerics.softmax_terms, attend), where ``mine`` (stage 6) says the beat is this
         datapath's. Returns (vprod, esum)."""
         u, u4, ev, ev5 = Signal(40), Signal(40), Signal(17), Signal(17)
-        st, u_r = round_shift(as_signed(self, dd * N.LOG2E_Q15, 56), 15, 56)
+        # The product registered before its rounding (timing: the DSP's output into the rounding
+        # adder was the ULX3S's worst path, 20.2 ns).
+        dd_l = Signal((56, True), name=f"{name}_dd_log2e")
+        self.sync += dd_l.eq(dd * N.LOG2E_Q15)
+        st, u_r = round_shift(dd_l, 15, 56)
         self.comb += [st, exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
                       ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
         self.sync += [u.eq(u_r), u4.eq(u), ev5.eq(ev)]        # (timing: the table's output shifted)
         vprod = [Signal((34, True), name=f"{name}_vprod{l}") for l in range(8)]
         esum = Signal(48, name=f"{name}_esum")     # at least 2**15: the max score's exponential
-        self.sync += If(r.va[5] & (r.vk[5] == 0) & mine, esum.eq(Mux(r.vf[5], 0, esum) + ev5))
+        self.sync += If(r.va[6] & (r.vk[6] == 0) & mine, esum.eq(Mux(r.vf[6], 0, esum) + ev5))
         if not self.kv8:
             self.sync += [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)]
             return vprod, esum
-        # int8 rows: the exponential times the row's mant (stage 5), times each int8 value (6),
+        # int8 rows: the exponential times the row's mant (stage 6), times each int8 value (7),
         # shifted left by the row's shift as it is summed (spec.numerics.attend8).
         w5 = Signal(25)
-        self.sync += [w5.eq(ev * r.vsc[4][:8]), [vprod[l].eq(as_signed(self, w5, 26) * r.vals[l]) for l in range(8)]]
+        self.sync += [w5.eq(ev * r.vsc[5][:8]), [vprod[l].eq(as_signed(self, w5, 26) * r.vals[l]) for l in range(8)]]
         terms = [Signal((self.wacc_bits, True), name=f"{name}_vterm{l}") for l in range(8)]
-        self.comb += [terms[l].eq(vprod[l] << r.vsc[6][8:12]) for l in range(8)]
+        self.comb += [terms[l].eq(vprod[l] << r.vsc[7][8:12]) for l in range(8)]
         return terms, esum
 
     def _drain(self, r):

@@ -109,7 +109,7 @@ class AttnPairs:
         self.comb += self.ap_wsel.eq(Mux(self.ap_dsel, self.ap_osnap[1][0], self.ap_osnap[0][0]))
         for x in range(len(wacc)):
             g = x // 8
-            self.sync += If(r.wacc_en_g[g] & ~r.bs[6], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8]))
+            self.sync += If(r.wacc_en_g[g] & ~r.bs[7], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8]))
             for i, snap in enumerate(self.ap_osnap):
                 self.sync += If((self.ap_copy_a | self.ap_copy_b) & (self.ap_fill == i),
                     snap[x].eq(Mux(self.ap_copy_a, wacc[x], self.ap_wacc2[x]))
@@ -344,14 +344,14 @@ class AttnPairs:
         self.specials += exp_rp2
         self.sync += dd.eq(self.ap_smax1 - as_signed(self, sb1_rp.dat_r, 32))
         # stage k: the beat is this datapath's (a second head's, or a shared pair's)
-        vs = delay_chain(self, self.ap_shared | self.ap_vsec, 7, name="ap_vs")
-        vprod, esum = self._weigh(r, dd, exp_rp2, "ap", vs[5])
+        vs = delay_chain(self, self.ap_shared | self.ap_vsec, 8, name="ap_vs")
+        vprod, esum = self._weigh(r, dd, exp_rp2, "ap", vs[6])
         for x, acc in enumerate(self.ap_wacc2):
             g = x // 8
-            self.sync += If(r.wacc_en_g[g] & vs[6], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
+            self.sync += If(r.wacc_en_g[g] & vs[7], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
         self.submodules.ap_rdiv1 = rdiv1 = Divider(47, 32, quotient_bits=32, steps=r.divider_steps)
         recip1, r1ok = Signal(32), Signal()
-        self.comb += [rdiv1.start.eq(r.wdone & vs[7]), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(esum)]
+        self.comb += [rdiv1.start.eq(r.wdone & vs[8]), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(esum)]
         self.sync += If(rdiv1.start, r1ok.eq(0)).Elif(rdiv1.done, r1ok.eq(1), recip1.eq(rdiv1.quotient))
         self._drain_order(r, vs, recip1, r1ok)
 
@@ -375,10 +375,10 @@ class AttnPairs:
         nxt = Signal()                    # the copy that drains next
         # (a copy may be taken into the one draining once its last element has shifted out)
         free = ~Array(held)[fill] & ~(self.od_shift & (dsel == fill))
-        a_done, b_done = wdone & ~bs[7], wdone & bs[7]    # a first or lone head's; a second head's
-        shared_done = a_done & vs[7]      # a shared pair's: both heads' sums are done
-        in_a = reduce(or_, [r.va[k] & ~bs[k] for k in range(1, 7)]) | a_done
-        in_b = reduce(or_, [r.va[k] & vs[k] for k in range(1, 7)]) | (wdone & vs[7])
+        a_done, b_done = wdone & ~bs[8], wdone & bs[8]    # a first or lone head's; a second head's
+        shared_done = a_done & vs[8]      # a shared pair's: both heads' sums are done
+        in_a = reduce(or_, [r.va[k] & ~bs[k] for k in range(1, 8)]) | a_done
+        in_b = reduce(or_, [r.va[k] & vs[k] for k in range(1, 8)]) | (wdone & vs[8])
         free_a, free_b = ~(in_a | a_pend), ~(in_b | w2_pend)
         self.comb += [
             self.ap_copy_a.eq(a_pend & r.recip_ok & free),
