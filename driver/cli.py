@@ -412,14 +412,8 @@ def cmd_eval(args):
 
 def cmd_fidelity(args):
     from driver import fidelity
-    from driver.model import load
-    from driver.tokenizer import Tokenizer
-    model_path, tok_path = inputs.model_paths(args)
-    if tok_path is None:
-        raise UsageError(f"fidelity encodes its prompts: pass -z TOKENIZER.bin (none beside {model_path})")
+    model_path, model, tokenizer = inputs.read_model(args, tokenizer_required=True)    # prompts are encoded
     prompts = fidelity.PROMPTS + fidelity.MORE_PROMPTS if args.prompts_file is None else inputs.read_prompts(args)
-    model = load(model_path)
-    tokenizer = Tokenizer.load(tok_path, model.config.vocab_size)
     for text in prompts:
         checks.check_prompt_fits(tokenizer, text, model.config.seq_len, "fidelity")
     result = {"model": model_path, **fidelity.report(model, tokenizer, prompts, args.steps, kernels=args.kernels,

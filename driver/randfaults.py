@@ -30,6 +30,23 @@ ERROR_KINDS = {
 }
 
 
+def _kvwrite_past_dram(gen, fmt, hs, dram_size):
+    """(KV head 0's base for slot 0, the burst address golden faults at) for a KVWRITE whose
+    first head's row lies past DRAM; with int8 rows, either its scale word's beat past the end
+    or the scale word in DRAM's last beat and the row past it."""
+    pos = gen.pos[0]
+    row = isa.kv_row_offset(fmt, pos, hs)
+    if fmt == "int16":
+        head = dram_size - row + BEAT * gen.ri(0, 4)
+        return head, head + row
+    scale_beat = isa.kv8_scale_offset(pos, hs) & ~(BEAT - 1)
+    if gen.chance(0.5):
+        head = dram_size - scale_beat + BEAT * gen.ri(0, 4)
+        return head, head + scale_beat
+    head = dram_size - BEAT - scale_beat
+    return head, (head + row) & ~(BEAT - 1)
+
+
 def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
     """A program that stops with the error ``kind`` (ERROR_KINDS) at a known instruction, after
     a valid prefix; the instructions after it must not run. The golden model's code and address
@@ -102,20 +119,10 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
             addr = dram_size - BEAT * gen.ri(1, isa.beats(4 * n) - 1)
             fault = E("STORE", src=acts(n), n=n, m=isa.beats(4 * n), addr=addr)
             want["addr"] = addr
-        elif choice == 1:                                 # slot 0's first head: its row (int8: or its scale word)
-            hs, pos = int(rng.choice(gen.hs_kv)), gen.pos[0]
-            row = isa.kv_row_offset(p.kv_format, pos, hs)
-            if p.kv_format == "int16":
-                head = dram_size - row + BEAT * gen.ri(0, 4)
-                want["addr"] = head + row
-            elif gen.chance(0.5):                         # the scale word's beat past the end
-                head = dram_size - (isa.kv8_scale_offset(pos, hs) & ~(BEAT - 1)) + BEAT * gen.ri(0, 4)
-                want["addr"] = (head + isa.kv8_scale_offset(pos, hs)) & ~(BEAT - 1)
-            else:                                         # the scale word in DRAM's last beat, the row past it
-                head = dram_size - BEAT - (isa.kv8_scale_offset(pos, hs) & ~(BEAT - 1))
-                want["addr"] = (head + row) & ~(BEAT - 1)
-            addr = head - gen.kv_bases[0]
-            fault = E("KVWRITE", src=acts(hs * gen.nkv), n=gen.nkv, m=hs, addr=addr)
+        elif choice == 1:
+            hs = int(rng.choice(gen.hs_kv))
+            head, want["addr"] = _kvwrite_past_dram(gen, p.kv_format, hs, dram_size)
+            fault = E("KVWRITE", src=acts(hs * gen.nkv), n=gen.nkv, m=hs, addr=head - gen.kv_bases[0])
         else:
             addr = dram_size + BEAT * gen.ri(0, 4)
             fault = E("ARGMAX", src=acts(16), n=16, addr=addr)

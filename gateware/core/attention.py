@@ -126,16 +126,7 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         self.specials += exp_rom, exp_rp
         hsb = Signal(13)
         self.comb += hsb.eq(m >> 3)
-        # Registered: the head's K and V addresses and the causal span settle during
-        # AT_H and AT_Q (the first burst leaves from AT_QD, at least 10 cycles later).
-        kvh_off, kvhead_base = Signal(ADDR_W), Signal(ADDR_W)
-        span, vhead_base = Signal(ADDR_W), Signal(ADDR_W)
-        self.sync += [
-            kvh_off.eq(kvh * self.kvhead),
-            span.eq(self._span_of(cur_pos, self.pos_off)),
-            kvhead_base.eq(self.kvaddr + kvh_off),
-            vhead_base.eq(kvhead_base + self.voff),
-        ]
+        kvhead_base, vhead_base, span = self._head_addresses(kvh, cur_pos)
         pk = self
         if XR == 2:
             self.comb += [q_wp.adr.eq(Cat(pk.pk_beat_idx[:log2_int(q_beats)], pk.pk_beat_half)),
@@ -213,6 +204,19 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
             if state != "IDLE":
                 fsm.actions[state] = [If(~self.abort, *fsm.actions[state])]
         stop_on_abort(fsm, self.abort)
+
+    def _head_addresses(self, kvh, cur_pos):
+        """The head's K and V addresses and the causal span (kv_span), registered: they settle
+        during AT_H and AT_Q (the first burst leaves from AT_QD, at least 10 cycles later)."""
+        kvh_off, kvhead_base = Signal(ADDR_W), Signal(ADDR_W)
+        span, vhead_base = Signal(ADDR_W), Signal(ADDR_W)
+        self.sync += [
+            kvh_off.eq(kvh * self.kvhead),
+            span.eq(self._span_of(cur_pos, self.pos_off)),
+            kvhead_base.eq(self.kvaddr + kvh_off),
+            vhead_base.eq(kvhead_base + self.voff),
+        ]
+        return kvhead_base, vhead_base, span
 
     def _next_head(self, r):
         """The next head's K address and whether it may be asked for ahead (registered in steps)."""
