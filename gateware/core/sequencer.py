@@ -557,7 +557,7 @@ class Sequencer(LiteXModule):
         # LOAD: the unpacker's elements into the slot's scratchpad.
         fsm.act("LOAD", u.unpack.clear.eq(1), NextState("LD_GO"))
         fsm.act("LD_GO", *burst(self.waddr + self.slot_off, n << 2, "LD_RUN"))
-        fsm.act("LD_RUN", If(u.unpack.issue & (u.unpack.i == n - 1), next_slot("LOAD")))
+        fsm.act("LD_RUN", If(u.unpack.issue & u.unpack.last, next_slot("LOAD")))
         # ARGMAX: one pass finds every slot's maximum at once; then one result beat per slot.
         fsm.act("ARGMAX", u.argmax.start.eq(1), NextState("AM_RUN"))
         fsm.act("AM_RUN", If(u.argmax.done, NextState("AM_GO")))

@@ -23,7 +23,8 @@ class BeatUnpacker(Module):
     wanted: the stall counter's) out. Control: ``clear`` (the next element is 0, no beat held),
     ``header`` (take the next beat as a fixed16 header: its shift into ``shift``; also clears),
     ``run`` (elements may issue), ``wide`` (0: eight int16 a beat; 1: four int32), ``n`` (the
-    elements). Out: ``header_taken``, ``issue`` (element ``i`` is ``element`` this cycle)."""
+    elements). Out: ``header_taken``, ``issue`` (element ``i`` is ``element`` this cycle),
+    ``last`` (element ``i`` is the last, n − 1)."""
 
     def __init__(self):
         self.rd_valid, self.rd_data = Signal(), Signal(128)
@@ -33,6 +34,7 @@ class BeatUnpacker(Module):
         self.shift = Signal(6)
         self.header_taken, self.issue = Signal(), Signal()
         self.i = Signal(17)
+        self.last = Signal()
         self.element = Signal((32, True))
 
         # # #
@@ -42,22 +44,28 @@ class BeatUnpacker(Module):
         q16 = Array(beat[16 * k:16 * (k + 1)] for k in range(8))[j]
         q32 = Array(beat[32 * k:32 * (k + 1)] for k in range(4))[j[0:2]]
         last_lane = Mux(self.wide, j[0:2] == 3, j == 7)
-        take = ~held & (i < n) & self.run
+        # Elements left (``more``; ``last``: one) are registers, so no comparison against n
+        # sits on the issue path (timing: LOAD's end goes to the sequencer).
+        left, more = Signal(17), Signal()
+        take = ~held & more & self.run
         self.comb += [
             self.element.eq(Mux(self.wide, q32, Cat(q16, Replicate(q16[15], 16)))),
-            self.issue.eq(self.run & held & (i < n)),
+            self.issue.eq(self.run & held & more),
             self.header_taken.eq(self.header & self.rd_valid),
             self.rd_ready.eq(self.header | take), self.rd_wait.eq(self.header | take),
         ]
         self.sync += [
             If(self.issue,
                 i.eq(i + 1), j.eq(j + 1),
-                If(last_lane | (i == n - 1), held.eq(0))
+                left.eq(left - 1), more.eq(~self.last), self.last.eq(left == 2),
+                If(last_lane | self.last, held.eq(0))
             ).Elif(take & self.rd_valid,
                 beat.eq(self.rd_data), j.eq(0), held.eq(1)
             ),
             If(self.header_taken, self.shift.eq(self.rd_data[0:6])),
-            If(self.clear | self.header_taken, i.eq(0), held.eq(0)),
+            If(self.clear | self.header_taken,
+                i.eq(0), held.eq(0), left.eq(n), more.eq(n != 0), self.last.eq(n == 1)
+            ),
         ]
 
     def feed(self, unit):
