@@ -32,14 +32,10 @@ from spec import numerics as N
 from gateware.arith import round_shift, round_shift_split, saturate, Divider, as_signed
 from gateware.core.attn_pairs import AttnPairs
 from gateware.core.attn_query import AttnQuery
-from gateware.core.kv8view import AttnKv8
+from gateware.core.kv8view import AttnKv8, _lanes
 from gateware.core.pipeline import delay_chain, stop_on_abort
 
 ADDR_W = 50
-
-
-def _lanes(sig, width, n):
-    return [sig[width * k:width * (k + 1)] for k in range(n)]
 
 
 class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
@@ -118,14 +114,10 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         q_mem = Memory(128, 2 * q_beats)
         q_rp, q_wp = q_mem.get_port(), q_mem.get_port(write_capable=True)
         self.specials += q_mem, q_rp, q_wp
-        self.sbuf = sbuf = Memory(32, params.max_seq)        # the scores (attn_pairs: the first head's)
-        sb_rp, sb_wp = sbuf.get_port(), sbuf.get_port(write_capable=True)
-        self.specials += sbuf, sb_rp, sb_wp
         exp_rom = Memory(16, len(N.EXP2_TABLE), init=[int(v) for v in N.EXP2_TABLE])
-        exp_rp = exp_rom.get_port()
-        self.specials += exp_rom, exp_rp
-        hsb = Signal(13)
-        self.comb += hsb.eq(m >> 3)
+        self.specials += exp_rom
+        hsb = Signal(13)                  # a row's beats
+        self.comb += hsb.eq(self._beats_per_row(m))
         kvhead_base, vhead_base, span = self._head_addresses(kvh, cur_pos)
         pk = self
         if XR == 2:
@@ -138,10 +130,13 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         # What the datapath's parts below share: the unit's registers, memories and helpers.
         r = SimpleNamespace(
             fsm=fsm, on=on, burst=burst, j=j, k=k, t=t, ii=ii, h=h, kvh=kvh, hg=hg, hm=hm, kv_early=kv_early,
-            od_active=od_active, od_start=od_start, rdiv=rdiv, q_beats=q_beats, q_mem=q_mem, q_rp=q_rp, sb_rp=sb_rp,
-            sb_wp=sb_wp, exp_rom=exp_rom, exp_rp=exp_rp, hsb=hsb, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base,
+            od_active=od_active, od_start=od_start, rdiv=rdiv, q_beats=q_beats, q_mem=q_mem, q_rp=q_rp,
+            exp_rom=exp_rom, hsb=hsb, span=span, kvhead_base=kvhead_base, vhead_base=vhead_base,
             D=D, XR=XR, src=src, dst=dst, n=n, m=m, src2=src2, cur_pos=cur_pos, dram_beats=dram_beats,
             max_seq=params.max_seq, max_head=params.max_head, divider_steps=params.divider_steps)
+        # The scores (attn_pairs: the first head's).
+        r.sm = self._score_memory(r, "at_scores")
+        self.score_memories = [r.sm]
         self._next_head(r)
         # wshift (the output shift below) is a register equal to "draining and oj < m": set
         # when a head's drain starts, cleared as oj reaches m (decoded from the FSM state it
@@ -186,9 +181,7 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         self._scores(r)
         self._values(r)
         self._drain(r)
-        if self.kv8:
-            self.comb += [self.kv8view.t.eq(t[:3]), self.kv8view.k.eq(k[:13]), self.kv8view.m8.eq(m == 8),
-                          self.kv8view.last.eq(t == cur_pos), self.kv8view.take.eq(r.a_acc | r.a_v)]
+        self._kv8_view_counters(t, k, r.a_acc | r.a_v)
         if self.pairs:
             self._pairs(r)
         # The instruction's last burst is out once its last slot's last head has asked for V.
@@ -264,20 +257,18 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         scount = Signal(32)
         smax = Signal((32, True))
         scale = as_signed(self, self.attscale[0:16], 17)
-        self.comb += [
-            a_acc.eq(on("AT_K") & self.kv_valid & (t <= cur_pos)),
-            q_rp.adr.eq(Cat(k[:log2_int(q_beats)], (h[0] ^ self.ap_ksec) if self.pairs else h[0])),
-        ]
+        self.comb += a_acc.eq(on("AT_K") & self.kv_valid & (t <= cur_pos))
+        qdat = self._query_reads(r, q_rp, (h[0] ^ self.ap_ksec) if self.pairs else h[0])
         if self.overlap:
             self._overlap(fsm, vhead_base, span, r.dram_beats, scount == cur_pos + 1, nx_ok, kv_early)
         fsm.act("AT_K",
             self.kv_ready.eq(t <= cur_pos), self.rd_wait.eq(t <= cur_pos),
             *([If(self.k_push, NextValue(kv_early, 1))] if self.overlap else []),
             If(a_acc,
-                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
+                If(k == hsb - 1, NextValue(k, 0), NextValue(t, self._next_row(t))).Else(NextValue(k, k + 1))
             ),
             # attn_pairs: the second head's K follows the first's.
-            *([If(a_acc & (k == hsb - 1) & (t == cur_pos) & self.ap_pair & ~self.ap_ksec & ~self.ap_shared,
+            *([If(a_acc & (k == hsb - 1) & self._last_row(t, cur_pos) & self.ap_pair & ~self.ap_ksec & ~self.ap_shared,
                 NextValue(t, 0), NextValue(self.ap_ksec, 1))] if self.pairs else []),
             # The head's V is requested now (unless it is already queued, Params.attn_overlap):
             # its beats wait in the read FIFO while the next head's query loads, so AT_V does
@@ -305,7 +296,7 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         ka1a, kf1a, kl1a, kt1a = Signal(), Signal(), Signal(), Signal(32)
         ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
         kbeat_r = Signal(128)
-        keys_r = [as_signed(self, v, 16) for v in _lanes(kbeat_r, 16, 8)]
+        keys_r = self._key_lanes(kbeat_r)
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(self.kv_data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             kbeat_r.eq(kbeat),
@@ -317,18 +308,17 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
             ka5.eq(ka4), kt5.eq(kt4),
             ka6.eq(ka5), kt6.eq(kt5),
         ]
+        # The beat's second row is in the span (int8 rows, two a beat), in stage 6.
+        kb6 = delay_chain(self, self._second_row(t, cur_pos), 8, name="at_kb")[8] if self.kv8 else C(0)
         vars(r).update(keys_r=keys_r, ka2=ka2, kf2=kf2, kl2=kl2, scale=scale, a_acc=a_acc)
         if self.kv8:
             self._kv8_key_scales(r, ka2, kl2, scale)
-        sc = self._score_lane(r, q_rp.dat_r, "at")
+        sc = self._score_lane(r, qdat, "at")
         self.sync += [
-            If(ka6 & ~self.ap_ks[-1] if self.pairs else ka6,
-                scount.eq(scount + 1),
-                If((scount == 0) | (sc > smax), smax.eq(sc))
-            ),
+            self._count_scores(ka6 & ~self.ap_ks[-1] if self.pairs else ka6, scount, smax, sc, kb6),
             If(on("AT_Q") | on("AT_NEXTH"), scount.eq(0)),
         ]
-        vars(r).update(ka6=ka6, kt6=kt6, sc=sc, smax=smax)
+        vars(r).update(ka6=ka6, kt6=kt6, kb6=kb6, sc=sc, smax=smax)
 
     def _score_lane(self, r, qdat, name):
         """One query's score datapath over the key beats (stage numbers as in _scores):
@@ -336,7 +326,9 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         registered next to the multipliers with the key beat (1a), the 8 products registered
         (1b) before their sum (2), which accumulates over the head (2, the head's sum in 3),
         is scaled (4), gets its rounding bias (5) and is shifted and saturated: the score in
-        stage 6 (spec.numerics.scores). Returns that register."""
+        stage 6 (spec.numerics.scores). Returns [that register] (int8 rows: _score_lane8)."""
+        if self.kv8:
+            return self._score_lane8(r, qdat, name)
         qword, dot = Signal(128, name=f"{name}_qword"), Signal((40, True), name=f"{name}_dot8")
         kp = [Signal((32, True), name=f"{name}_kp{l}") for l in range(8)]
         dacc, dsum, dprod = Signal((48, True)), Signal((48, True)), Signal((80, True))
@@ -347,15 +339,12 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
             dot.eq(sum(kp)),
             If(r.ka2, dacc.eq(Mux(r.kf2, 0, dacc) + dot)),
             If(r.ka2 & r.kl2, dsum.eq(Mux(r.kf2, 0, dacc) + dot)),
-            dprod.eq(dsum * (as_signed(self, r.k_sm, 27) if self.kv8 else r.scale)),
+            dprod.eq(dsum * r.scale),
         ]
-        if self.kv8:
-            finish = round_shift_split(self, dprod, r.k_s4, 80, x_bits=64, s_range=(15, 30), sat_bits=32)
-        else:
-            finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
+        finish = round_shift_split(self, dprod, 15 + 2 * N.KV_FRAC - N.ACT_FRAC, 80)
         sc = Signal((32, True), name=f"{name}_score")
         self.sync += sc.eq(saturate(self, as_signed(self, finish(), 80), 32))
-        return sc
+        return [sc]
 
     def _next_query(self, r):
         """AT_NQ, AT_NQD: between a head's scores and its values, the next head's query (same
@@ -379,9 +368,9 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         the exponentials are summed, and at the end a divider takes 2**46 / sum for the drain
         (spec.numerics.attend). Then the next head or slot."""
         (cur_pos, fsm, groups, h, hg, hm, hsb, k, kv_early, kvh, last_head, m,
-         od_active, od_start, on, rdiv, sb_rp, sb_wp, smax, src2, t, wacc_en_g, wfirst_g) = (
+         od_active, od_start, on, rdiv, sm, smax, src2, t, wacc_en_g, wfirst_g) = (
             r.cur_pos, r.fsm, r.groups, r.h, r.hg, r.hm, r.hsb, r.k, r.kv_early, r.kvh,
-            r.last_head, r.m, r.od_active, r.od_start, r.on, r.rdiv, r.sb_rp, r.sb_wp, r.smax,
+            r.last_head, r.m, r.od_active, r.od_start, r.on, r.rdiv, r.sm, r.smax,
             r.src2, r.t, r.wacc_en_g, r.wfirst_g)
         # Stage 0 accepts a value beat and reads its position's score, 1 takes the distance to
         # the max, 2 multiplies it by log2(e), 3 rounds that, 4 reads the exp2 table, 5 shifts, 6
@@ -395,27 +384,33 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         va = delay_chain(self, a_v, 7, name="at_va")                         # stage k: va[k]
         vf = delay_chain(self, t == 0, 6, name="at_vf")
         vk = delay_chain(self, k[:13], 6, name="at_vk")
-        vl = delay_chain(self, (t == cur_pos) & (k == hsb - 1), 7, name="at_vl")
+        vl = delay_chain(self, self._last_row(t, cur_pos) & (k == hsb - 1), 7, name="at_vl")
         vbeat = delay_chain(self, self.kv_data, 6, name="at_vbeat")
-        # int8 rows: the row's scale word rides with its beats (its mant weighs the exponential
-        # in stage 5, its shift the products as they are summed in stage 7).
-        r.vsc = delay_chain(self, self.kv_scale, 7, name="at_vscale") if self.kv8 else None
+        # int8 rows: the rows' scale words ride with their beats (a mant weighs the
+        # exponential in stage 5, a shift the products as they are summed in stage 7), and
+        # whether the beat's second row is in the span (two rows a beat).
+        if self.kv8:
+            r.vsc = delay_chain(self, self.kv_scale, 7, name="at_vscale")
+            r.vscb = delay_chain(self, self.kv_scale_b, 7, name="at_vscale_b")
+            r.vb = delay_chain(self, self._second_row(t, cur_pos), 6, name="at_vb")
         # attn_pairs: a pair's second head's beats (bs) go to the second datapath (_pairs), the
         # first head's and a lone head's to this one.
         bs = delay_chain(self, self.ap_vsec, 8, name="ap_bs") if self.pairs else [C(0)] * 9
-        self.comb += sb_rp.adr.eq(t)
+        self.comb += sm.radr.eq(t)
         # The scores' memory takes the scores (attn_pairs: each head of a pair has its own, _pairs).
-        self.comb += [sb_wp.adr.eq(r.kt6), sb_wp.dat_w.eq(r.sc), sb_wp.we.eq(r.ka6)] if not self.pairs else []
-        dd = Signal((34, True))
-        self.sync += dd.eq(smax - as_signed(self, sb_rp.dat_r, 32))
-        vals = [as_signed(self, v, 16) for v in _lanes(vbeat[6], 16, 8)]
+        if not self.pairs:
+            self.comb += [sm.wadr.eq(r.kt6), sm.wdat.eq(r.sc[0]), sm.we.eq(r.ka6)]
+            if self.kv8:
+                self.comb += [sm.wdat_b.eq(r.sc[1]), sm.we_b.eq(r.ka6 & r.kb6)]
+        dd = self._distances(smax, sm, "at")
+        vals = self._value_lanes(vbeat[6])
         vars(r).update(vals=vals, va=va, vf=vf, vk=vk, vl=vl, a_v=a_v, bs=bs)
-        vprod, esum = self._weigh(r, dd, r.exp_rp, "at", ~bs[6])
+        vprod, esum = self._weigh(r, dd, "at", ~bs[6])
         wacc = [Signal((self.wacc_bits, True), name=f"wacc{x}") for x in range(r.max_head)]
         wdone = Signal()
         self.sync += [
-            [wacc_en_g[g].eq(va[6] & (vk[6] == g)) for g in range(groups)],     # va7 & (vk7 == g)
-            [wfirst_g[g].eq(vf[6] & (vk[6] == g)) for g in range(groups)],      # vf7, where it counts
+            [wacc_en_g[g].eq(va[6] & self._acc_group(vk[6], g)) for g in range(groups)],   # va7, group g's beat
+            [wfirst_g[g].eq(vf[6] & self._acc_group(vk[6], g)) for g in range(groups)],    # vf7, where it counts
             wdone.eq(va[7] & vl[7]),
         ]
         # The head's 2**46 / sum starts as its sums are done; the drain waits for it.
@@ -431,7 +426,7 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         fsm.act("AT_V",
             self.kv_ready.eq(v_take), self.rd_wait.eq(v_take),
             If(a_v,
-                If(k == hsb - 1, NextValue(k, 0), NextValue(t, t + 1)).Else(NextValue(k, k + 1))
+                If(k == hsb - 1, NextValue(k, 0), NextValue(t, self._next_row(t))).Else(NextValue(k, k + 1))
             ),
             # The head is done: its outputs drain on their own while the next head starts.
             # With attn_overlap the next head starts as the last V beat is taken.
@@ -468,15 +463,22 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         vars(r).update(vprod=vprod, wacc=wacc, wdone=wdone, in_flight=in_flight, v_free=v_free, recip=recip,
                        recip_ok=recip_ok)
 
-    def _weigh(self, r, dd, exp_rp, name, mine):
-        """One head's weights for the value beats: ``dd`` (registered in stage 1: the max score
-        minus the beat's position's) -> its softmax exponential 2**(-dd * log2(e)) in Q15,
-        scaled (2) and rounded (3), the exp2 table read through ``exp_rp`` (4), shifted (5); in
-        stage 6 the exponential times the beat's 8 values (``vprod``, registered for the
-        accumulators in stage 7) and, on a position's first beat, into the sum ``esum``
-        (spec.numerics.softmax_terms, attend), where ``mine`` (stage 6) says the beat is this
-        datapath's. Returns (vprod, esum)."""
-        u, u4, ev, ev5 = Signal(40), Signal(40), Signal(17), Signal(17)
+    def _distances(self, smax, sm, name):
+        """Stage 1: the max score minus the beat's position's (int8 rows two a beat: and minus
+        the second row's)."""
+        dd = [Signal((34, True), name=f"{name}_dd"), Signal((34, True), name=f"{name}_dd_b")]
+        self.sync += dd[0].eq(smax - as_signed(self, sm.rdat, 32))
+        if self.kv8:
+            self.sync += dd[1].eq(smax - as_signed(self, sm.rdat_b, 32))
+        return dd
+
+    def _exponential(self, r, dd, name):
+        """A distance ``dd`` (stage 2) -> its softmax exponential 2**(-dd * log2(e)) in Q15:
+        scaled (2) and rounded (3), the exp2 table read (4), shifted: ``ev`` in stage 5 and
+        registered in 6. Returns (ev, ev5)."""
+        exp_rp = r.exp_rom.get_port()
+        self.specials += exp_rp
+        u, u4, ev, ev5 = Signal(40), Signal(40), Signal(17, name=f"{name}_ev"), Signal(17, name=f"{name}_ev5")
         # The product registered before its rounding (timing: the DSP's output into the rounding
         # adder was the ULX3S's worst path, 20.2 ns).
         dd_l = Signal((56, True), name=f"{name}_dd_log2e")
@@ -485,19 +487,28 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         self.comb += [st, exp_rp.adr.eq(u[N.ACT_FRAC - N.EXP2_TABLE_BITS:N.ACT_FRAC]),
                       ev.eq(exp_rp.dat_r >> Mux(u4[N.ACT_FRAC:] > 31, 31, u4[N.ACT_FRAC:]))]
         self.sync += [u.eq(u_r), u4.eq(u), ev5.eq(ev)]        # (timing: the table's output shifted)
-        vprod = [Signal((34, True), name=f"{name}_vprod{l}") for l in range(8)]
+        return ev, ev5
+
+    def _weigh(self, r, dd, name, mine):
+        """One head's weights for the value beats: ``dd`` (_distances) -> the exponentials
+        (_exponential); in stage 6 the exponential times the beat's values (``vprod``,
+        registered for the accumulators in stage 7) and, on a position's first beat, into the
+        sum ``esum`` (spec.numerics.softmax_terms, attend), where ``mine`` (stage 6) says the
+        beat is this datapath's. Returns (vprod: each accumulator lane's input, esum)."""
+        ev, ev5 = self._exponential(r, dd[0], name)
         esum = Signal(48, name=f"{name}_esum")     # at least 2**15: the max score's exponential
-        self.sync += If(r.va[6] & (r.vk[6] == 0) & mine, esum.eq(Mux(r.vf[6], 0, esum) + ev5))
         if not self.kv8:
+            vprod = [Signal((34, True), name=f"{name}_vprod{l}") for l in range(8)]
+            self.sync += If(r.va[6] & (r.vk[6] == 0) & mine, esum.eq(Mux(r.vf[6], 0, esum) + ev5))
             self.sync += [vprod[l].eq(as_signed(self, ev5, 18) * r.vals[l]) for l in range(8)]
             return vprod, esum
-        # int8 rows: the exponential times the row's mant (stage 6), times each int8 value (7),
-        # shifted left by the row's shift as it is summed (spec.numerics.attend8).
-        w5 = Signal(25)
-        self.sync += [w5.eq(ev * r.vsc[5][:8]), [vprod[l].eq(as_signed(self, w5, 26) * r.vals[l]) for l in range(8)]]
-        terms = [Signal((self.wacc_bits, True), name=f"{name}_vterm{l}") for l in range(8)]
-        self.comb += [terms[l].eq(vprod[l] << r.vsc[7][8:12]) for l in range(8)]
-        return terms, esum
+        # int8 rows, two a beat: the second row's exponential (0 past the span) into the sum too.
+        ev_b, _ = self._exponential(r, dd[1], f"{name}_b")
+        ev_bm, ev5_b = Signal(17), Signal(17)
+        self.comb += ev_bm.eq(Mux(r.vb[5], ev_b, 0))
+        self.sync += [ev5_b.eq(ev_bm),
+                      If(r.va[6] & (r.vk[6] == 0) & mine, esum.eq(Mux(r.vf[6], 0, esum) + ev5 + ev5_b))]
+        return self._kv8_weights(r, ev, ev_bm, name), esum
 
     def _drain(self, r):
         """The drain: the accumulators shift out, times the head's 2**46 / sum, rounded and
@@ -516,7 +527,7 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
             below = wacc[x + 1] if x + 1 < r.max_head else 0
             g = x // 8
             self.sync += If(wshift_g[g], wacc[x].eq(below)
-                         ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % 8]))
+                         ).Elif(wacc_en_g[g], wacc[x].eq(Mux(wfirst_g[g], 0, wacc[x]) + vprod[x % len(vprod)]))
         # The drain runs beside the FSM (which starts the next head meanwhile; nothing else
         # writes the scratchpads then): output oj is in wacc0, and goes to dst + h*m + oj.
         # Drains follow each other without a gap: the next may start once the last element

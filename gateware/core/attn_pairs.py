@@ -109,7 +109,8 @@ class AttnPairs:
         self.comb += self.ap_wsel.eq(Mux(self.ap_dsel, self.ap_osnap[1][0], self.ap_osnap[0][0]))
         for x in range(len(wacc)):
             g = x // 8
-            self.sync += If(r.wacc_en_g[g] & ~r.bs[7], wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % 8]))
+            self.sync += If(r.wacc_en_g[g] & ~r.bs[7],
+                            wacc[x].eq(Mux(r.wfirst_g[g], 0, wacc[x]) + r.vprod[x % len(r.vprod)]))
             for i, snap in enumerate(self.ap_osnap):
                 self.sync += If((self.ap_copy_a | self.ap_copy_b) & (self.ap_fill == i),
                     snap[x].eq(Mux(self.ap_copy_a, wacc[x], self.ap_wacc2[x]))
@@ -151,28 +152,26 @@ class AttnPairs:
         self.comb += [self.ap_pair_go.eq(slot_ok & (h + 1 < n)), self.ap_shared.eq(self.ap_pair & (src2 == 2))]
         # Per-head scores: the first head's memory is the one-head path's (sbuf), the second's
         # its own.
-        ks, sc = self.ap_ks, sig["sc"]
+        ks, sc, kb6 = self.ap_ks, sig["sc"], sig["kb6"]
         sc2 = self._shared_scores(r)
-        sb0_wp = sig["sb_wp"]
-        self.ap_sbuf1 = sbuf1 = Memory(32, sig["max_seq"])
-        sb1_rp, sb1_wp = sbuf1.get_port(), sbuf1.get_port(write_capable=True)
-        self.specials += sbuf1, sb1_rp, sb1_wp
+        sm1 = self._score_memory(r, "ap_scores1")
+        self.score_memories.append(sm1)
         kt6 = sig["kt6"]
-        self.comb += sb1_rp.adr.eq(t)
-        for port, half in ((sb0_wp, 0), (sb1_wp, 1)):
+        self.comb += sm1.radr.eq(t)
+        for mem, half in ((r.sm, 0), (sm1, 1)):
+            scores = sc2 if half else sc
             self.comb += [
-                port.adr.eq(kt6), port.dat_w.eq(sc2 if half else sc),
-                port.we.eq(sig["ka6"] & ((ks[7] == half) | (self.ap_shared & half))),
+                mem.wadr.eq(kt6), mem.wdat.eq(scores[0]),
+                mem.we.eq(sig["ka6"] & ((ks[7] == half) | (self.ap_shared & half))),
             ]
+            if self.kv8:
+                self.comb += [mem.wdat_b.eq(scores[1]), mem.we_b.eq(mem.we & kb6)]
         self.sync += [
             ks[0].eq(self.ap_ksec), [ks[x].eq(ks[x - 1]) for x in range(1, 8)],
-            If(sig["ka6"] & (ks[7] | self.ap_shared),
-                self.ap_scount1.eq(self.ap_scount1 + 1),
-                If((self.ap_scount1 == 0) | (sc2 > self.ap_smax1), self.ap_smax1.eq(sc2))
-            ),
+            self._count_scores(sig["ka6"] & (ks[7] | self.ap_shared), self.ap_scount1, self.ap_smax1, sc2, kb6),
             If(on("AT_Q") | on("AT_NEXTH"), self.ap_scount1.eq(0)),
         ]
-        self._shared_values(r, sb1_rp)
+        self._shared_values(r, sm1)
 
         # Query loads through the four-element packer (_query_four_ports): head h + 1's right
         # behind head h's in AT_Q (AP_Q1); the next pair's two while this pair's V runs (the
@@ -328,27 +327,23 @@ class AttnPairs:
         share)."""
         q_rp2 = r.q_mem.get_port()
         self.specials += q_rp2
-        self.comb += q_rp2.adr.eq(Cat(r.k[:log2_int(r.q_beats)], ~r.h[0]))
-        sc2 = self._score_lane(r, q_rp2.dat_r, "ap")
-        return Mux(self.ap_shared, sc2, r.sc)
+        sc2 = self._score_lane(r, self._query_reads(r, q_rp2, ~r.h[0]), "ap")
+        return [Mux(self.ap_shared, a, b) for a, b in zip(sc2, r.sc)]
 
-    def _shared_values(self, r, sb1_rp):
+    def _shared_values(self, r, sm1):
         """The second datapath: the weighted sum of a pair's second head (its exponentials from
         its score memory and max through attention.py's _weigh, as the first head's, into
         ap_wacc2, with a divider of its own). A pair that does not share sends its second
         head's value beats here, so they follow the first head's without waiting for its sums;
         a shared pair sends every beat to both datapaths. Then the order of the drains
         (_drain_order)."""
-        dd = Signal((34, True))
-        exp_rp2 = r.exp_rom.get_port()
-        self.specials += exp_rp2
-        self.sync += dd.eq(self.ap_smax1 - as_signed(self, sb1_rp.dat_r, 32))
+        dd = self._distances(self.ap_smax1, sm1, "ap")
         # stage k: the beat is this datapath's (a second head's, or a shared pair's)
         vs = delay_chain(self, self.ap_shared | self.ap_vsec, 8, name="ap_vs")
-        vprod, esum = self._weigh(r, dd, exp_rp2, "ap", vs[6])
+        vprod, esum = self._weigh(r, dd, "ap", vs[6])
         for x, acc in enumerate(self.ap_wacc2):
             g = x // 8
-            self.sync += If(r.wacc_en_g[g] & vs[7], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % 8]))
+            self.sync += If(r.wacc_en_g[g] & vs[7], acc.eq(Mux(r.wfirst_g[g], 0, acc) + vprod[x % len(vprod)]))
         self.submodules.ap_rdiv1 = rdiv1 = Divider(47, 32, quotient_bits=32, steps=r.divider_steps)
         recip1, r1ok = Signal(32), Signal()
         self.comb += [rdiv1.start.eq(r.wdone & vs[8]), rdiv1.dividend.eq(1 << 46), rdiv1.divisor.eq(esum)]

@@ -4,7 +4,9 @@ sequencer grants late, reads queued ahead, an address port and a data stream tha
 against the golden model's function for the opcode: per head, attend(*softmax_terms(scores(
 to_kv(q), K)), V) (spec.numerics), over two slots at their own positions and KV bases. The
 variants: a head at a time (the ULX3S), V and the next K asked for during the scores
-(attn_overlap), and two heads at a time (attn_pairs, four scratchpad ports)."""
+(attn_overlap), and two heads at a time (attn_pairs, four scratchpad ports); and int8 rows
+(Params.kv_format, spec.isa's layout: 16 elements a beat, two rows a beat at head size 8),
+against scores8 and attend8."""
 
 from collections import deque
 
@@ -76,17 +78,25 @@ VARIANTS = {
     "a head at a time": dict(act_read_ports=2, attn_overlap=False, attn_pairs=False),
     "overlap": dict(act_read_ports=2, attn_overlap=True, attn_pairs=False),
     "pairs": dict(act_read_ports=4, attn_overlap=True, attn_pairs=True),
+    "int8": dict(act_read_ports=4, attn_overlap=True, attn_pairs=False, kv_format="int8"),
+    "int8 pairs": dict(act_read_ports=4, attn_overlap=True, attn_pairs=True, kv_format="int8"),
 }
 
 
-def _golden(x, dram, kvaddr, pos, heads, hs, kv_mul, kvhead, voff, scale, src):
+def _golden(x, dram, kvaddr, pos, heads, hs, kv_mul, kvhead, voff, scale, src, fmt):
     out = []
+    span = isa.kv_span(fmt, pos, hs)
     for h in range(heads):
         kbase = kvaddr + (h // kv_mul) * kvhead
-        span = (pos + 1) * hs * 2
+        q = N.to_kv(x[src + h * hs:src + (h + 1) * hs])
+        if fmt == "int8":
+            keys, kscale = isa.unpack_kv8(dram[kbase:kbase + span], pos + 1, hs)
+            vals, vscale = isa.unpack_kv8(dram[kbase + voff:kbase + voff + span], pos + 1, hs)
+            e, recip = N.softmax_terms(N.scores8(q, keys, kscale, scale))
+            out.append(N.attend8(e, recip, vals, vscale))
+            continue
         keys = np.frombuffer(bytes(dram[kbase:kbase + span]), "<i2").astype(np.int64).reshape(pos + 1, hs)
         vals = np.frombuffer(bytes(dram[kbase + voff:kbase + voff + span]), "<i2").astype(np.int64).reshape(pos + 1, hs)
-        q = N.to_kv(x[src + h * hs:src + (h + 1) * hs])
         out.append(N.attend(*N.softmax_terms(N.scores(q, keys, scale)), vals))
     return np.concatenate(out)
 
@@ -98,14 +108,20 @@ SEQLEN = 12
     ("a head at a time", 1, 0, SEQLEN), ("a head at a time", 2, 1, SEQLEN), ("overlap", 1, 2, SEQLEN),
     ("overlap", 3, 3, SEQLEN), ("pairs", 1, 4, SEQLEN), ("pairs", 2, 5, SEQLEN),
     # near position 0, with long gaps between beats
-    ("pairs", 1, 6, 2), ("pairs", 2, 7, 2)])
+    ("pairs", 1, 6, 2), ("pairs", 2, 7, 2),
+    # int8 rows: head size 8 (two rows a beat; the last beat's second row past the span
+    # where pos is even), 16 and 32 (two beats a row)
+    ("int8", 1, 8, SEQLEN), ("int8", 3, 9, SEQLEN), ("int8 pairs", 1, 10, SEQLEN),
+    ("int8 pairs", 2, 11, SEQLEN), ("int8 pairs", 1, 12, 2), ("int8 pairs", 2, 13, 3),
+    ("int8", 2, 14, SEQLEN), ("int8 pairs", 1, 15, SEQLEN), ("int8 pairs", 2, 18, SEQLEN)])
 def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
     params = isa.Params(slots=2, act_depth=256, max_head=32, max_seq=16, divider_steps=4,
                         **VARIANTS[variant])
     rng = np.random.default_rng(seed)
     top = _AttentionOnDram(params)
     attn = top.attn
-    hs = 8 * int(rng.integers(1, 4))
+    fmt = params.kv_format
+    hs = 8 * int(rng.integers(1, 4)) if fmt == "int16" else (8, 16, 32)[seed % 3]
     heads = kv_mul * int(rng.integers(1, 3)) + int(rng.integers(0, 2)) * (kv_mul == 1)
     if max_pos < SEQLEN:
         heads = max(heads, 2)
@@ -117,7 +133,11 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
     for _, base in slots:
         for kvh in range(-(-heads // kv_mul)):
             for a in (base + kvh * kvhead, base + kvh * kvhead + voff):
-                dram[a:a + 2 * seqlen * hs] = rng.integers(-512, 512, seqlen * hs).astype("<i2").tobytes()
+                if fmt == "int8":       # any bytes: rows and scale words (read as their low 12 bits)
+                    n = isa.kv_head_bytes(fmt, seqlen, hs)
+                    dram[a:a + n] = rng.integers(0, 256, n).astype(np.uint8).tobytes()
+                else:
+                    dram[a:a + 2 * seqlen * hs] = rng.integers(-512, 512, seqlen * hs).astype("<i2").tobytes()
     x = rng.integers(-1 << 18, 1 << 18, (2, heads * hs))
     grants, taken = [], [0]
     beat_chance = 0.6 if max_pos == SEQLEN else 0.3      # (short spans: long gaps between beats)
@@ -162,8 +182,8 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
                 yield top.act.mems[s][src + k].eq(int(x[s, k]) & 0xffffffff)
         # The score memories hold what an earlier instruction left: a score read before it is
         # written (or a max taken before the last score) shows.
-        for mem in [attn.sbuf] + ([attn.ap_sbuf1] if params.attn_pairs else []):
-            for t in range(params.max_seq):
+        for mem in (m for sm in attn.score_memories for m in sm.memories):
+            for t in range(mem.depth):
                 yield mem[t].eq(int(rng.integers(-1 << 20, 1 << 20)) & 0xffffffff)
         for sig, v in ((attn.src, src), (attn.dst, dst), (attn.n, heads), (attn.m, hs), (attn.src2, kv_mul),
                        (attn.seqlen, seqlen), (attn.kvhead, kvhead), (attn.voff, voff), (attn.attscale, scale)):
@@ -193,8 +213,8 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
             for k in range(heads * hs):
                 v = yield top.act.mems[s][dst + k]
                 got.append(v - (1 << 32) if v >= 1 << 31 else v)
-            want = _golden(x[s], dram, kvaddr, pos, heads, hs, kv_mul, kvhead, voff, scale, src)
-            assert (np.array(got) == want).all(), s
+            want = _golden(x[s], dram, kvaddr, pos, heads, hs, kv_mul, kvhead, voff, scale, src, fmt)
+            assert (np.array(got) == want).all(), (s, pos, hs, np.nonzero(np.array(got) != want)[0].tolist())
 
     run_simulation(top, [gen(), sequencer(), dram_model()])
     # Every burst it asked for is a K or V row of one of the slots' KV heads.
@@ -204,4 +224,4 @@ def test_attention_matches_the_golden_function(variant, kv_mul, seed, max_pos):
     # query heads that share it (src2 = 2).
     per_read = 2 if params.attn_pairs and kv_mul == 2 else 1
     reads = sum(-(-min(kv_mul, heads - g * kv_mul) // per_read) for g in range(-(-heads // kv_mul)))
-    assert taken[0] == sum(2 * reads * -(-(pos + 1) * hs * 2 // 16) for pos, _ in slots)
+    assert taken[0] == sum(2 * reads * -(-isa.kv_span(fmt, pos, hs) // 16) for pos, _ in slots)
