@@ -2,12 +2,13 @@
 layout): one slot's n heads of m elements from act[src], each head's scale word and row into
 its KV head's group of 8 positions, at the slot's position.
 
-Two stages, one head apart. The reader reads a head's elements four a cycle into one half of
-a row buffer and keeps their largest |x|. The writer takes the head before it from the other
-half: its scale (spec.numerics.kv8_scale, in three registered steps), the scale word's write
-(bytes 2r and 2r + 1 of the group's scale beat, r = pos % 8, the beat's other bytes skipped),
-then the row's: each element times 2**22 / mant, rounded by 15 + shift and saturated to int8,
-sixteen a beat (head size 8: half a beat, the other half skipped). Each write is a burst the
+Three stages, each a head apart at most. The reader reads a head's elements four a cycle into
+one half of a row buffer and keeps their largest |x|. The scaler takes a full half's maximum
+to its scale (spec.numerics.kv8_scale, in three registered steps), kept with the half. The
+writer takes the oldest half once its scale is in: the scale word's write (bytes 2r and 2r + 1
+of the group's scale beat, r = pos % 8, the beat's other bytes skipped), then the row's: each
+element times 2**22 / mant, rounded by 15 + shift and saturated to int8, sixteen a beat (head
+size 8: half a beat, the other half skipped). Each write is a burst the
 sequencer checks against the DRAM window first (``req``, ``req_addr``, ``req_bytes``; it
 answers ``granted``), so a fault stops the unit with exactly golden's bytes written. The beats
 go out through a FIFO; a beat's reads start only when an entry is free for it (credits).
@@ -70,7 +71,8 @@ class Kvwrite8(Module):
         release = Signal()                 # the writer is done with its half
         qsel = Signal()
         self._reader(buf_wp, entries, busy, full, amax, release, qsel)
-        self._writer(buf_rp, entries, busy, full, amax, release, qsel, addr_width)
+        scales = self._scaler(full, amax, release, qsel)
+        self._writer(buf_rp, entries, scales, release, qsel, addr_width)
 
     def _reader(self, buf_wp, entries, busy, full, amax, release, qsel):
         """The reader: a head's elements into the row buffer's half ``rsel``, and its largest
@@ -121,9 +123,58 @@ class Kvwrite8(Module):
         self.comb += m4.eq(Mux(m_r[0] > m_r[1], m_r[0], m_r[1]))
         self.r_active = reduce(or_, v[1:])
 
-    def _writer(self, buf_rp, entries, busy, full, amax, release, qsel, addr_width):
-        """The writer: per head, its scale, the scale word's burst and beat, the row's burst and
-        beats (see the module's docstring)."""
+    def _scaler(self, full, amax, release, qsel):
+        """The scaler: each full half's scale (spec.numerics.kv8_scale) from its largest |x|:
+        amax * 128 + 126, t = that / 127 (a multiply by KV8_DIV127_MUL), then its bit length
+        and the rounded mantissa, then the normalised and capped (mant, shift). Returns the
+        halves' (mant, shift, ok) arrays; the writer's release clears ``ok``."""
+        mant = Array([Signal(8, name=f"kvw8_mant{i}") for i in range(2)])
+        sh = Array([Signal(4, name=f"kvw8_shift{i}") for i in range(2)])
+        ok = Array([Signal(name=f"kvw8_scaled{i}") for i in range(2)])
+        ssel, hs = Signal(), Signal(16)
+        t, n127 = Signal(34), Signal(40)
+        mant0, sh0, small = Signal(10), Signal(6), Signal()
+        tl = _bit_length(self, t, 34)
+        shift0 = Signal(6)
+        self.comb += shift0.eq(Mux(tl > 8, tl - 8, 0))
+        fsm = FSM(reset_state="IDLE")
+        self.submodules.sfsm = fsm
+        fsm.act("IDLE", If(self.start, NextValue(ssel, 0), NextValue(hs, 0), NextState("WAIT")))
+        fsm.act("WAIT", If(full[ssel] & ~ok[ssel], NextValue(n127, (amax[ssel] << 7) + 126), NextState("DIV")))
+        # (the product in a signal of its own: Verilog would size it as its widest operand)
+        prod127 = Signal(82)
+        self.comb += prod127.eq(n127 * N.KV8_DIV127_MUL)
+        fsm.act("DIV", NextValue(t, prod127[N.KV8_DIV127_SHIFT:]), NextState("S1"))
+        half = Signal(34)
+        self.comb += half.eq(Mux(shift0 == 0, 0, (C(1, 35) << shift0) >> 1))
+        fsm.act("S1",
+            NextValue(small, t < 256), NextValue(sh0, shift0),
+            NextValue(mant0, (t + half) >> shift0),
+            NextState("S2"))
+        m_new, s_new, commit = Signal(8), Signal(4), Signal()
+        self.comb += If(small,
+            m_new.eq(Mux(t < 128, 128, t[:8])), s_new.eq(0)
+        ).Elif(sh0 + (mant0 == 256) > N.KV8_MAX_SHIFT,
+            m_new.eq(255), s_new.eq(N.KV8_MAX_SHIFT)
+        ).Elif(mant0 == 256,
+            m_new.eq(128), s_new.eq(sh0 + 1)
+        ).Else(
+            m_new.eq(mant0[:8]), s_new.eq(sh0)
+        )
+        fsm.act("S2",
+            commit.eq(~self.abort), NextValue(ssel, ~ssel), NextValue(hs, hs + 1),
+            If(hs == self.n - 1, NextState("IDLE")).Else(NextState("WAIT")))
+        stop_on_abort(fsm, self.abort)
+        self.sync += [
+            If(commit, mant[ssel].eq(m_new), sh[ssel].eq(s_new), ok[ssel].eq(1)),
+            If(release, ok[qsel].eq(0)),
+            If(self.abort | self.clear, ok[0].eq(0), ok[1].eq(0)),
+        ]
+        return mant, sh, ok
+
+    def _writer(self, buf_rp, entries, scales, release, qsel, addr_width):
+        """The writer: per head, once its scale is in, the scale word's burst and beat, the
+        row's burst and beats (see the module's docstring)."""
         m = self.m
         fifo = stream.SyncFIFO([("address", addr_width), ("data", 128), ("skip", 16)], FIFO_BEATS)
         self.submodules.fifo = fifo
@@ -148,22 +199,14 @@ class Kvwrite8(Module):
         row_addr = Signal(ADDR_W)
         self.comb += [scale_addr.eq(hb + goff + (r << 1)), row_addr.eq(hb + goff + isa.BEAT_BYTES + roff)]
 
-        # The scale, from the head's largest |x| (spec.numerics.kv8_scale): amax * 128 + 126,
-        # t = that / 127 (a multiply by KV8_DIV127_MUL), then its bit length and the rounded
-        # mantissa, then the normalised and capped (mant, shift), then 2**22 / mant from the
-        # table.
-        t, n127 = Signal(34), Signal(40)
-        mant0, sh0, small = Signal(10), Signal(6), Signal()
-        mant, sh = Signal(8), Signal(4)
+        mant, sh, ok = scales
         recip_rom = Memory(16, 128, init=[int(v) for v in N.KV8_RECIP])
         self.specials += recip_rom
         recip_rp = recip_rom.get_port()
         self.specials += recip_rp
         recip = recip_rp.dat_r
-        tl = _bit_length(self, t, 34)
-        shift0 = Signal(6)
-        self.comb += [shift0.eq(Mux(tl > 8, tl - 8, 0)), recip_rp.adr.eq(mant - 128)]
-        word = Cat(mant, sh, C(0, 4))
+        self.comb += recip_rp.adr.eq(mant[qsel] - 128)
+        word = Cat(mant[qsel], sh[qsel], C(0, 4))
 
         fsm = FSM(reset_state="IDLE")
         self.submodules.wfsm = fsm
@@ -185,36 +228,18 @@ class Kvwrite8(Module):
                 NextValue(roff, self.pos[:3] * m), NextValue(hraw, self.base), NextValue(hq, 0),
                 NextValue(qsel, 0), NextState("WAIT"))
         )
-        fsm.act("WAIT", If(full[qsel], NextValue(n127, (amax[qsel] << 7) + 126), NextState("DIV")))
-        # (the product in a signal of its own: Verilog would size it as its widest operand)
-        prod127 = Signal(82)
-        self.comb += prod127.eq(n127 * N.KV8_DIV127_MUL)
-        fsm.act("DIV", NextValue(t, prod127[N.KV8_DIV127_SHIFT:]), NextState("S1"))
-        half = Signal(34)
-        self.comb += half.eq(Mux(shift0 == 0, 0, (C(1, 35) << shift0) >> 1))
-        fsm.act("S1",
-            NextValue(small, t < 256), NextValue(sh0, shift0),
-            NextValue(mant0, (t + half) >> shift0),
-            NextState("S2"))
-        fsm.act("S2",
-            If(small,
-                NextValue(mant, Mux(t < 128, 128, t[:8])), NextValue(sh, 0)
-            ).Elif(sh0 + (mant0 == 256) > N.KV8_MAX_SHIFT,
-                NextValue(mant, 255), NextValue(sh, N.KV8_MAX_SHIFT)
-            ).Elif(mant0 == 256,
-                NextValue(mant, 128), NextValue(sh, sh0 + 1)
-            ).Else(
-                NextValue(mant, mant0[:8]), NextValue(sh, sh0)
-            ),
-            NextState("SREQ"))
-        # The scale word's burst (two bytes), then its beat once an entry is free.
+        fsm.act("WAIT", If(ok[qsel], NextState("SREQ")))
+        # The scale word's burst (two bytes), then its beat once an entry is free and the row
+        # before it has left the quantiser: the beats reach DRAM in golden's order (where
+        # heads overlap, a later write wins).
+        can_push = Signal()
         fsm.act("SREQ", self.req.eq(1), self.req_addr.eq(scale_addr), self.req_bytes.eq(2), NextState("SWAIT"))
-        fsm.act("SWAIT", If(self.granted, NextState("SPUSH")))
-        fsm.act("SPUSH", If(credit != 0, scale_push.eq(1), NextState("RREQ")))
+        fsm.act("SWAIT", If(self.granted, If(can_push, scale_push.eq(1), NextState("RREQ")).Else(NextState("SPUSH"))))
+        fsm.act("SPUSH", If(can_push, scale_push.eq(1), NextState("RREQ")))
         # The row's burst; the quantiser takes this head's reciprocal and shift with it.
         q_recip, q_s = Signal(17), Signal(6)
         fsm.act("RREQ", self.req.eq(1), self.req_addr.eq(row_addr), self.req_bytes.eq(m), NextValue(kq, 0),
-                NextValue(q_recip, recip), NextValue(q_s, N.KV8_RECIP_FRAC - 7 + sh), NextState("RWAIT"))
+                NextValue(q_recip, recip), NextValue(q_s, N.KV8_RECIP_FRAC - 7 + sh[qsel]), NextState("RWAIT"))
         fsm.act("RWAIT", If(self.granted, NextState("ROW")))
         fsm.act("ROW",
             If(go,
@@ -222,17 +247,18 @@ class Kvwrite8(Module):
                 If(kq == nent - 1,
                     release.eq(1), NextValue(qsel, ~qsel), NextValue(hq, hq + 1),
                     NextValue(hraw, hraw + self.stride),
-                    If(hq == self.n - 1, NextState("END")).Else(NextState("WAIT"))
+                    If(hq == self.n - 1, NextState("END")).Elif(ok[~qsel], NextState("SREQ")).Else(NextState("WAIT"))
                 )
             )
         )
         row_valid, row_addr_b, row_data, row_skip = self._quantise(buf_rp, q_recip, q_s, go, kq, nent, a_ent,
                                                                     first_of_beat)
-        # The FIFO takes the scale beat (never in the same cycle as a row's beat: a row's last
-        # beat leaves the quantiser within four cycles, before the next head's scale is granted).
+        # The FIFO takes the scale beat or a row's beat (never both in one cycle: can_push).
+        # (q_active: entries in the quantiser's stages 1..4)
         # (the shift amounts are signals of their own: Verilog sizes ``r << 4`` as r, 3 bits)
         r_bits, r_bytes = Signal(7), Signal(4)
         self.comb += [
+            can_push.eq((credit != 0) & ~self.q_active),
             r_bits.eq(r << 4), r_bytes.eq(r << 1),
             fifo.sink.valid.eq(scale_push | row_valid),
             If(scale_push,

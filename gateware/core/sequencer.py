@@ -84,7 +84,12 @@ class Sequencer(LiteXModule):
         self._slot_units(r)
         self._burst(r)
         for name, state in OWNERS.items():
-            self.comb += getattr(self.own, name).eq(r.fsm.ongoing(state))
+            own = r.fsm.ongoing(state)
+            if name == "kvwrite":
+                # KVWRITE's reader runs on while BURST sends its writer's requests, so the
+                # unit keeps the scratchpads' read ports there too.
+                own = own | (r.fsm.ongoing("BURST") & (self._ret_id == self._ret_states.index(state)))
+            self.comb += getattr(self.own, name).eq(own)
         check_no_dead_states(r.fsm, "Sequencer")
         # The watchdog stops any state but the ones that are already stopping.
         for state, stmts in r.fsm.actions.items():
