@@ -234,7 +234,7 @@ TARGET_PARAMS = {
     # XC7A200T's block RAM (scripts/xilinx_resources.py).
     "sim":   Params(slots=8, act_depth=8192, max_cols=1024, max_seq=1024, max_head=128,
                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
-                   write_ports=WRITE_PORTS_PER_BANK, mac_beats=2, weight_ports=2),
+                   write_ports=WRITE_PORTS_PER_BANK, mac_beats=2, weight_ports=2, kv_format="int8"),
     # ULX3S: its SDRAM gives 2 bytes per cycle at 50 MHz, so 4 lanes per slot keep up with it
     # and cost a quarter of the multipliers (timing and routing: issue 3). One read port: a
     # bank change costs the SDRAM a few cycles in 512 (a 1 KiB row at 2 bytes per cycle), not

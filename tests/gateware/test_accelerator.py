@@ -40,14 +40,14 @@ def test_random_programs_match_golden_on_the_ulx3s_config():
     assert result["mismatches"] == 0, result.get("first_mismatch")
 
 
-def test_random_programs_match_golden_with_the_prefetch_on_the_read_stream_and_int8_kv_rows():
+def test_random_programs_match_golden_with_the_prefetch_on_the_read_stream_and_int16_kv_rows():
     # A core with an instruction buffer and no weight stream queues the next MATVEC's weights on
     # the read stream (gateware/core/prefetch.py, ReadQueuePrefetch); no target builds one, so
-    # a two-slot core of that shape is checked here, with stalling ports. Its K/V rows are int8
-    # (Params.kv_format): Kvwrite8, the write stream's byte enables and ATTN's int8 view, in
-    # pairs and alone, which no target builds yet either.
+    # a two-slot core of that shape is checked here, with stalling ports. Its K/V rows are int16
+    # (Params.kv_format): the simulated core's ATTN pairs with int16 rows, which no target
+    # builds (the ULX3S core takes int16 rows a head at a time).
     params = dataclasses.replace(PARAMS, slots=2, element_units=2, act_depth=4096, weight_ports=0,
-                                 kv_format="int8")
+                                 kv_format="int16")
     assert params.fetch_beats and not params.weight_ports and params.attn_pairs
     result = verify_core(300, seed=4000, params=params, stall_percent=30)
     assert result["programs"] == 300
