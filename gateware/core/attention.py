@@ -296,7 +296,7 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
         ka1a, kf1a, kl1a, kt1a = Signal(), Signal(), Signal(), Signal(32)
         ka1b, kf1b, kl1b, kt1b = Signal(), Signal(), Signal(), Signal(32)
         kbeat_r = Signal(128)
-        keys_r = self._key_lanes(kbeat_r)
+        keys_r = self._kv_lanes(kbeat_r)
         self.sync += [
             ka1.eq(a_acc), kbeat.eq(self.kv_data), kf1.eq(k == 0), kl1.eq(k == hsb - 1), kt1.eq(t),
             kbeat_r.eq(kbeat),
@@ -403,7 +403,7 @@ class Attention(Module, AttnPairs, AttnQuery, AttnKv8):
             if self.kv8:
                 self.comb += [sm.wdat_b.eq(r.sc[1]), sm.we_b.eq(r.ka6 & r.kb6)]
         dd = self._distances(smax, sm, "at")
-        vals = self._value_lanes(vbeat[6])
+        vals = self._kv_lanes(vbeat[6])
         vars(r).update(vals=vals, va=va, vf=vf, vk=vk, vl=vl, a_v=a_v, bs=bs)
         vprod, esum = self._weigh(r, dd, "at", ~bs[6])
         wacc = [Signal((self.wacc_bits, True), name=f"wacc{x}") for x in range(r.max_head)]

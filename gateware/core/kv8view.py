@@ -155,11 +155,11 @@ class AttnKv8:
 
     # Keys and scores ----------------------------------------------------------------------------
 
-    def _key_lanes(self, kbeat):
-        """The key beat's elements, signed: 8 int16 or 16 int8."""
+    def _kv_lanes(self, beat):
+        """A key or value beat's elements, signed: 8 int16 or 16 int8."""
         if self.kv8:
-            return [as_signed(self, v, 8) for v in _lanes(kbeat, 8, 16)]
-        return [as_signed(self, v, 16) for v in _lanes(kbeat, 16, 8)]
+            return [as_signed(self, v, 8) for v in _lanes(beat, 8, 16)]
+        return [as_signed(self, v, 16) for v in _lanes(beat, 16, 8)]
 
     def _query_reads(self, r, port, hbit):
         """The query memory's read of the key beat's query elements (``port``, in q_mem's half
@@ -231,11 +231,6 @@ class AttnKv8:
         return sm
 
     # Values -----------------------------------------------------------------------------------
-
-    def _value_lanes(self, vbeat):
-        if self.kv8:
-            return [as_signed(self, v, 8) for v in _lanes(vbeat, 8, 16)]
-        return [as_signed(self, v, 16) for v in _lanes(vbeat, 16, 8)]
 
     def _kv8_weights(self, r, ev, ev_b, name):
         """int8 values (stages 5..7): each row's exponential times its mant (6), times each int8
