@@ -1,7 +1,8 @@
 """Random programs that stop with one error, for differential testing of the faults: a valid
 prefix, the faulting instruction, more instructions that must not run. Built on
 driver/randprog.py's generator, under its rules (an error case fails on slot 0 and on the first
-burst of its instruction, so nothing of the failing instruction reaches DRAM).
+burst of its instruction, so nothing of the failing instruction reaches DRAM; but
+``bad_pos_late``, whose earlier slots are written before a later slot's position fails).
 
 ``make_error_case(kind, seed, params)``: ``kind`` is one of ERROR_KINDS.
 """
@@ -19,6 +20,7 @@ ERROR_KINDS = {
     "write_window": "WINDOW",       # STORE straddling the end of DRAM, KVWRITE/ARGMAX past it
     "bad_token":    "BAD_TOKEN",    # slot 0's token >= EMBED m
     "bad_pos":      "BAD_POS",      # SEQLEN lowered to slot 0's pos, then ROPE/KVWRITE/ATTN
+    "bad_pos_late": "BAD_POS",      # SEQLEN between slot 0's pos and a later slot's (two slots or more)
     "bad_nslots":   "BAD_SLOTS",    # nslots 0 or above params.slots
     "endloop":      "BAD_FIELD",    # ENDLOOP without LOOP
     "nested_loop":  "BAD_FIELD",    # LOOP inside LOOP
@@ -58,10 +60,22 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
     gen = _Gen(rng, params, dram_size, pos_ops=kind != "max_seq", small=True)
     E = isa.encode
     p = params
+    if kind == "bad_pos_late":
+        if p.slots < 2:
+            raise ValueError("make_error_case: bad_pos_late needs two slots or more")
+        gen.more_slots(2)
     gen.random_body(gen.ri(0, 4))
     pre = []                  # valid instructions right before the fault (not in the body's act map)
     want = {"code": isa.ERRORS[ERROR_KINDS[kind]], "addr": None}     # addr None: the faulting pc
     acts = lambda n: gen.ri(gen.lo, gen.hi - n)
+
+    def loaded(n):
+        """An act range the prologue loads, for a fault after a write that carries it (the earlier
+        slots of bad_pos_late, an int8 scale word before its row's WINDOW): golden's act starts
+        at zero, a core's holds what the last run left."""
+        start = acts(n)
+        gen.reads.append((start, n))
+        return start
     nslots = None
 
     if kind == "illegal_op":
@@ -122,7 +136,8 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
         elif choice == 1:
             hs = int(rng.choice(gen.hs_kv))
             head, want["addr"] = _kvwrite_past_dram(gen, p.kv_format, hs, dram_size)
-            fault = E("KVWRITE", src=acts(hs * gen.nkv), n=gen.nkv, m=hs, addr=head - gen.kv_bases[0])
+            # (int8: the scale word may be written before the row faults, so its elements are loaded)
+            fault = E("KVWRITE", src=loaded(hs * gen.nkv), n=gen.nkv, m=hs, addr=head - gen.kv_bases[0])
         else:
             addr = dram_size + BEAT * gen.ri(0, 4)
             fault = E("ARGMAX", src=acts(16), n=16, addr=addr)
@@ -137,6 +152,18 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
         fault = [lambda: isa.encode("ROPE", **_disjoint(gen, hs, hs), n=hs, m=hs, addr=gen.alloc(gen.seq * isa.rope_row_bytes(hs))),
                  lambda: E("KVWRITE", src=acts(hs), n=1, m=hs, addr=0),
                  lambda: isa.encode("ATTN", **_disjoint(gen, hs, hs), n=1, m=hs, src2=1, addr=0)][gen.ri(0, 2)]()
+    elif kind == "bad_pos_late":
+        # Slot 0 passes and writes; a later slot (k or one before it) is at or past SEQLEN.
+        k = gen.ri(1, gen.nslots - 1)
+        gen.pos[0] = gen.ri(0, gen.seq - 2)
+        gen.pos[k] = gen.ri(gen.pos[0] + 1, gen.seq - 1)
+        pre.append(E("SETR", dst=isa.REGS["SEQLEN"], addr=gen.ri(gen.pos[0] + 1, gen.pos[k])))
+        hs = int(rng.choice(gen.hs_kv))
+        fault = [lambda: isa.encode("ROPE", **_disjoint(gen, hs * gen.nkv, hs * gen.nkv), n=hs * gen.nkv, m=hs,
+                                    addr=gen.alloc(gen.seq * isa.rope_row_bytes(hs))),
+                 lambda: E("KVWRITE", src=loaded(hs * gen.nkv), n=gen.nkv, m=hs, addr=0),
+                 lambda: E("KVWRITE", src=loaded(hs * gen.nkv), n=gen.nkv, m=hs, addr=0),
+                 lambda: isa.encode("ATTN", **_disjoint(gen, hs, hs), n=1, m=hs, src2=1, addr=0)][gen.ri(0, 3)]()
     elif kind == "bad_nslots":
         nslots = 0 if rng.random() < 0.5 else gen.ri(p.slots + 1, p.slots + 16)
         fault = E("HALT")

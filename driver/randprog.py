@@ -177,6 +177,15 @@ class _Gen:
                          for _ in range(self.nslots)]
         self.window()
 
+    def more_slots(self, n):
+        """At least ``n`` slots (before the program is generated: its operands size for them)."""
+        while self.nslots < n:
+            self.nslots += 1
+            self.tokens.append(self.ri(0, self.vocab - 1))
+            self.pos.append(self.ri(0, self.seq - 1))
+            kvstride = self.regs["KVSTRIDE"]
+            self.kv_bases.append(self.alloc(self.lmax * kvstride, self.int16s(self.lmax * kvstride // 2)))
+
     def window(self):
         """The activation words this case uses: sometimes at the top of the scratchpad."""
         depth = self.p.act_depth

@@ -32,6 +32,7 @@ class _Interface:
 
     def _interface(self, ports):
         self.start, self.abort, self.done = Signal(), Signal(), Signal()
+        self.owed = Signal()              # (a slot's bursts are all granted by its done)
         self.src, self.n, self.m = Signal(16), Signal(16), Signal(16)
         self.base, self.stride = Signal(ADDR_W), Signal(32)
         self.req, self.req_addr, self.granted = Signal(), Signal(ADDR_W), Signal()

@@ -2,15 +2,18 @@
 layout): one slot's n heads of m elements from act[src], each head's scale word and row into
 its KV head's group of 8 positions, at the slot's position.
 
-Four parts that overlap, joined by a row buffer of PARTS parts and two command registers:
+Four parts that overlap, joined by a row buffer of PARTS heads and two command registers:
 - the reader reads a head's elements four a cycle into a free part and keeps their largest
-  |x| (it runs up to PARTS heads ahead);
+  |x|, with the addresses of the head's scale word and row (spec.isa.kv8_scale_offset,
+  kv_row_offset: from the slot's position and the head's base); it runs up to PARTS heads
+  ahead, into the next slot's heads while this slot's are still being written;
 - the scaler takes each full part's maximum to its scale (spec.numerics.kv8_scale, three
   registered steps), kept with the part;
-- the requester asks, head by head once its scale is in, for the scale word's burst (bytes 2r
-  and 2r + 1 of the group's scale beat, r = pos % 8) and the row's; each burst the sequencer
-  checks against the DRAM window first (``req``, ``req_addr``, ``req_bytes``; it answers
-  ``granted``), and each granted one becomes a command;
+- the requester asks, part by part once its scale is in, for the scale word's burst (bytes 2r
+  and 2r + 1 of the group's scale beat, r = pos % 8) and the row's; each request is held until
+  the sequencer grants it (``req``, ``req_addr``, ``req_bytes``; the sequencer checks it
+  against the DRAM window first and answers ``granted``), and each granted one becomes a
+  command;
 - the streamer carries the commands out in order, through the quantiser: the scale beat (the
   beat's other bytes skipped), then the row's elements times 2**22 / mant, rounded by 15 +
   shift and saturated to int8, sixteen a beat (head size 8: half a beat, the other half
@@ -30,11 +33,12 @@ from litex.soc.interconnect import stream
 
 from spec import isa, numerics as N
 from gateware.arith import round_shift_split, saturate, as_signed
-from gateware.core.pipeline import delay_chain, stop_on_abort
+from gateware.core.pipeline import delay_chain, drive_running, stop_on_abort
 
 ADDR_W = 50
 FIFO_BEATS = 4
-PARTS = 4                                  # heads the row buffer holds
+PARTS = 8                                  # heads the row buffer holds
+PART_BITS = log2_int(PARTS)
 
 
 def _bit_length(m, v, width):
@@ -46,21 +50,31 @@ def _bit_length(m, v, width):
     return n
 
 
+def _restart_on(fsm, cond, state, *stmts):
+    """Every state of ``fsm`` goes to ``state`` (with ``stmts``) on ``cond``: a part's loop that
+    runs across slots restarts with a run or an abort."""
+    for st in list(fsm.actions):
+        fsm.act(st, If(cond, *stmts, NextState(state)))
+
+
 class Kvwrite8(Module):
-    """Start/done: ``start`` begins the slot (``src``, ``n``, ``m``, ``stride``, ``base``, the
-    slot's layer K or V address, and ``pos`` hold still until done), ``done`` is high in the
-    last cycle: once the slot's last burst is granted (its writes follow the next slot's in
-    order), with ``last`` (the instruction's last slot) once everything is written and the FIFO
-    is empty; ``idle`` says nothing is left to write. ``abort`` stops the unit's reads and
-    requests at once (what was granted is still written); ``clear`` (a run's start) restores
-    the credits and drops the commands. Bursts: ``req`` with ``req_addr`` and ``req_bytes``, answered by ``granted``.
-    Scratchpad: ``radr[e]``, the slot's elements in ``x[e]`` two cycles later. Write stream:
-    ``wr_valid``, ``wr_address`` (beats), ``wr_data``, ``wr_skip`` (bytes not to write),
-    ``wr_ready``."""
+    """Start/done: ``start`` begins the slot (``src``, ``n``, ``m`` and ``stride`` hold still for
+    the instruction; ``base``, the slot's layer K or V address, and ``pos`` are taken at start),
+    ``done`` is high for a cycle once the slot's elements are read (its bursts follow, while the
+    sequencer starts the next slot), and for the instruction's ``last`` slot once everything is
+    written and the FIFO is empty. ``owed``: a head is read whose bursts are not all granted
+    yet (the sequencer serves them before it reports a later slot's fault); ``idle``: nothing
+    is left to write. ``abort`` stops the unit's reads and requests at once (what was granted
+    is still written); ``clear`` (a run's start) restores the credits and drops the commands.
+    Bursts: ``req`` with ``req_addr`` and ``req_bytes``, held until ``granted``; the unit asks
+    across slots (OVERLAPS_SLOTS), so the sequencer serves it between them. Scratchpad:
+    ``radr[e]``, the slot's elements in ``x[e]`` two cycles later. Write stream: ``wr_valid``,
+    ``wr_address`` (beats), ``wr_data``, ``wr_skip`` (bytes not to write), ``wr_ready``."""
+    OVERLAPS_SLOTS = True
 
     def __init__(self, max_head, addr_width):
         self.start, self.abort, self.done, self.clear = Signal(), Signal(), Signal(), Signal()
-        self.last, self.idle = Signal(), Signal()
+        self.last, self.idle, self.owed = Signal(), Signal(), Signal()
         self.src, self.n, self.m, self.pos = Signal(16), Signal(16), Signal(16), Signal(16)
         self.base, self.stride = Signal(ADDR_W), Signal(32)
         self.req, self.req_addr, self.req_bytes, self.granted = Signal(), Signal(ADDR_W), Signal(16), Signal()
@@ -76,19 +90,25 @@ class Kvwrite8(Module):
         self.specials.buf_wp = buf_wp = buf.get_port(write_capable=True)
         self.specials.buf_rp = buf_rp = buf.get_port()
         # Per part: it holds (or is being read into) a head, its elements and maximum are in,
-        # its scale is in.
+        # its scale is in, its row's burst is granted; the head's scale word's address and
+        # place r in its beat, and its row's address.
         self.busy = Array([Signal(name=f"kvw8_busy{i}") for i in range(PARTS)])
         self.full = Array([Signal(name=f"kvw8_full{i}") for i in range(PARTS)])
         self.amax = Array([Signal(32, name=f"kvw8_amax{i}") for i in range(PARTS)])
         self.scaled = Array([Signal(name=f"kvw8_scaled{i}") for i in range(PARTS)])
+        self.reqd = Array([Signal(name=f"kvw8_reqd{i}") for i in range(PARTS)])
         self.mant = Array([Signal(8, name=f"kvw8_mant{i}") for i in range(PARTS)])
         self.shift = Array([Signal(4, name=f"kvw8_shift{i}") for i in range(PARTS)])
-        self.release, self.release_part = Signal(), Signal(2)   # the streamer is done with a part
+        self.p_saddr = Array([Signal(ADDR_W, name=f"kvw8_saddr{i}") for i in range(PARTS)])
+        self.p_r = Array([Signal(3, name=f"kvw8_r{i}") for i in range(PARTS)])
+        self.p_raddr = Array([Signal(ADDR_W, name=f"kvw8_raddr{i}") for i in range(PARTS)])
+        self.release, self.release_part = Signal(), Signal(PART_BITS)   # the streamer is done with a part
+        flags = (self.busy, self.full, self.scaled, self.reqd)
         self.sync += [
-            If(self.release, self.busy[self.release_part].eq(0), self.full[self.release_part].eq(0),
-               self.scaled[self.release_part].eq(0)),
-            If(self.abort | self.clear, *[s[i].eq(0) for s in (self.busy, self.full, self.scaled) for i in range(PARTS)]),
+            If(self.release, *[f[self.release_part].eq(0) for f in flags]),
+            If(self.abort | self.clear, *[f[i].eq(0) for f in flags for i in range(PARTS)]),
         ]
+        self.comb += self.owed.eq(reduce(or_, [self.busy[i] & ~self.reqd[i] for i in range(PARTS)]))
         self._reader(buf_wp)
         self._scaler()
         self._fifo(addr_width)
@@ -97,27 +117,39 @@ class Kvwrite8(Module):
 
     def _reader(self, buf_wp):
         """A head's elements into part ``rsel`` of the row buffer, their largest |x| into
-        ``amax[rsel]``; ``busy`` is set with the head's last read, ``full`` once its elements
-        and maximum are in."""
-        ii, jr, hr, rsel = Signal(17), Signal(8), Signal(16), Signal(2)
+        ``amax[rsel]``, its burst addresses with the part; ``busy`` is set with the head's last
+        read, ``full`` once its elements and maximum are in. The parts are taken in turn across
+        slots (``rsel`` restarts only with a run or an abort)."""
+        ii, jr, hr, rsel = Signal(17), Signal(8), Signal(16), Signal(PART_BITS)
+        m = self.m
+        # The slot's offsets in a KV head (spec.isa.kv8_scale_offset, kv_row_offset), from its
+        # position, and each head's base (beat-aligned) as heads go by.
+        r = Signal(3)
+        goff, roff, hraw = Signal(ADDR_W), Signal(ADDR_W), Signal(ADDR_W)
+        hb = Cat(C(0, 4), hraw[4:])
         fsm = FSM(reset_state="IDLE")
         self.submodules.rfsm = fsm
         go = Signal()
-        last_read = jr + 4 == self.m
+        last_read = jr + 4 == m
         self.comb += go.eq(fsm.ongoing("RUN") & ~self.busy[rsel] & ~self.abort)
         self.comb += [adr.eq(ii + e) for e, adr in enumerate(self.radr)]
-        fsm.act("IDLE", If(self.start, NextValue(ii, self.src), NextValue(jr, 0), NextValue(hr, 0),
-                           NextValue(rsel, 0), NextState("RUN")))
+        fsm.act("IDLE",
+            If(self.start,
+                NextValue(ii, self.src), NextValue(jr, 0), NextValue(hr, 0), NextValue(r, self.pos[:3]),
+                NextValue(goff, (self.pos >> 3) * (isa.BEAT_BYTES + (m << 3))),
+                NextValue(roff, self.pos[:3] * m), NextValue(hraw, self.base), NextState("RUN")))
         fsm.act("RUN",
             If(go,
                 NextValue(ii, ii + 4), NextValue(jr, jr + 4),
                 If(last_read,
                     NextValue(jr, 0), NextValue(hr, hr + 1), NextValue(rsel, rsel + 1),
+                    NextValue(hraw, hraw + self.stride),
                     If(hr == self.n - 1, NextState("IDLE"))
                 )
             )
         )
         stop_on_abort(fsm, self.abort)
+        self.sync += If(self.abort | self.clear, rsel.eq(0))
         # The elements arrive two cycles after their reads (stage 2), their largest |x| is
         # registered (3) and accumulated over the head (4).
         v = delay_chain(self, go, 3, keep=~self.abort, name="kvw8_rv")     # an abort drops the head
@@ -138,24 +170,28 @@ class Kvwrite8(Module):
             If(v[3], acc.eq(Mux(m4 > amax_now, m4, amax_now)),
                If(lst[3], self.amax[sel[3]].eq(Mux(m4 > amax_now, m4, amax_now)), self.full[sel[3]].eq(1))),
             If(go & last_read, self.busy[rsel].eq(1)),
+            If(go & (jr == 0),
+                self.p_saddr[rsel].eq(hb + goff + (r << 1)), self.p_r[rsel].eq(r),
+                self.p_raddr[rsel].eq(hb + goff + isa.BEAT_BYTES + roff)),
         ]
         self.comb += m4.eq(Mux(m_r[0] > m_r[1], m_r[0], m_r[1]))
-        self.r_active = reduce(or_, v[1:])
+        # The slot is read once its last read's elements are taken (stage 2: ``x`` follows the
+        # sequencer's slot, which moves on with ``done``).
+        self.r_done = fsm.ongoing("IDLE") & ~v[1] & ~v[2]
 
     def _scaler(self):
-        """Each full part's scale (spec.numerics.kv8_scale) from its largest |x|, in head order,
-        three cycles a head: t = (amax * 128 + 126) / 127 (a multiply by KV8_DIV127_MUL), then
-        its bit length and the rounded mantissa, then the normalised and capped (mant,
-        shift)."""
-        ssel, hs = Signal(2), Signal(16)
+        """Each full part's scale (spec.numerics.kv8_scale) from its largest |x|, part by part
+        in turn, three cycles a head: t = (amax * 128 + 126) / 127 (a multiply by
+        KV8_DIV127_MUL), then its bit length and the rounded mantissa, then the normalised and
+        capped (mant, shift)."""
+        ssel = Signal(PART_BITS)
         t, n127 = Signal(34), Signal(40)
         mant0, sh0, small = Signal(10), Signal(6), Signal()
         tl = _bit_length(self, t, 34)
         shift0 = Signal(6)
         self.comb += shift0.eq(Mux(tl > 8, tl - 8, 0))
-        fsm = FSM(reset_state="IDLE")
+        fsm = FSM(reset_state="DIV")
         self.submodules.sfsm = fsm
-        fsm.act("IDLE", If(self.start, NextValue(ssel, 0), NextValue(hs, 0), NextState("DIV")))
         # (the product in a signal of its own: Verilog would size it as its widest operand)
         prod127 = Signal(82)
         self.comb += [n127.eq((self.amax[ssel] << 7) + 126), prod127.eq(n127 * N.KV8_DIV127_MUL)]
@@ -177,10 +213,8 @@ class Kvwrite8(Module):
         ).Else(
             m_new.eq(mant0[:8]), s_new.eq(sh0)
         )
-        fsm.act("S2",
-            commit.eq(~self.abort), NextValue(ssel, ssel + 1), NextValue(hs, hs + 1),
-            If(hs == self.n - 1, NextState("IDLE")).Else(NextState("DIV")))
-        stop_on_abort(fsm, self.abort)
+        fsm.act("S2", commit.eq(~self.abort), NextValue(ssel, ssel + 1), NextState("DIV"))
+        _restart_on(fsm, self.abort | self.clear, "DIV", NextValue(ssel, 0))
         # (the release and abort clear ``scaled``: __init__; a part is never both)
         self.sync += If(commit, self.mant[ssel].eq(m_new), self.shift[ssel].eq(s_new), self.scaled[ssel].eq(1))
 
@@ -201,56 +235,43 @@ class Kvwrite8(Module):
         self.sync += [credit.eq(credit - self.take + pop), If(self.clear, credit.eq(FIFO_BEATS))]
 
     def _requester(self):
-        """Per head, once its part's scale is in: the scale word's burst, then the row's, each
-        posted as a command when granted (``sc_cmd``, ``row_cmd``). A head's scale command
-        waits until the row command before it is taken, so the streamer sees them in order."""
-        m = self.m
-        # The slot's offsets in a KV head (spec.isa.kv8_scale_offset, kv_row_offset), from its
-        # position, and each head's base (beat-aligned) as heads go by.
-        r = Signal(3)
-        goff, roff, hraw = Signal(ADDR_W), Signal(ADDR_W), Signal(ADDR_W)
-        hq, qsel = Signal(16), Signal(2)
-        hb = Cat(C(0, 4), hraw[4:])
-        scale_addr, row_addr = Signal(ADDR_W), Signal(ADDR_W)
-        self.comb += [scale_addr.eq(hb + goff + (r << 1)), row_addr.eq(hb + goff + isa.BEAT_BYTES + roff)]
-        # The commands: the scale beat's (address, word and its place r), the row's (address,
-        # part, mant and shift).
+        """Part by part in turn, once its scale is in: the scale word's burst, then the row's,
+        each held until granted and then posted as a command (``sc_cmd``, ``row_cmd``). A
+        head's scale request waits until the row command before it is taken, so the streamer
+        sees the commands in order."""
+        qsel = Signal(PART_BITS)
         self.sc_cmd, self.row_cmd = Signal(), Signal()
         self.sc_taken, self.row_taken = Signal(), Signal()
         post_sc, post_row = Signal(), Signal()
         self.c_saddr, self.c_r = Signal(ADDR_W), Signal(3)
-        self.c_raddr, self.c_part, self.c_mant, self.c_shift = Signal(ADDR_W), Signal(2), Signal(8), Signal(4)
+        self.c_raddr, self.c_part, self.c_mant, self.c_shift = Signal(ADDR_W), Signal(PART_BITS), Signal(8), Signal(4)
         self.c_word = Cat(self.c_mant, self.c_shift)
         self.sync += [
             # (the head's mant and shift with its scale command: the row command, a cycle or
             # more later, finds the reciprocal table's read of c_mant settled)
             If(post_sc,
-                self.sc_cmd.eq(1), self.c_saddr.eq(scale_addr), self.c_r.eq(r),
+                self.sc_cmd.eq(1), self.c_saddr.eq(self.p_saddr[qsel]), self.c_r.eq(self.p_r[qsel]),
                 self.c_mant.eq(self.mant[qsel]), self.c_shift.eq(self.shift[qsel])
             ).Elif(self.sc_taken, self.sc_cmd.eq(0)),
             If(post_row,
-                self.row_cmd.eq(1), self.c_raddr.eq(row_addr), self.c_part.eq(qsel)
+                self.row_cmd.eq(1), self.c_raddr.eq(self.p_raddr[qsel]), self.c_part.eq(qsel),
+                self.reqd[qsel].eq(1)
             ).Elif(self.row_taken, self.row_cmd.eq(0)),
             If(self.clear, self.sc_cmd.eq(0), self.row_cmd.eq(0)),
         ]
-        fsm = FSM(reset_state="IDLE")
+        fsm = FSM(reset_state="SREQ")
         self.submodules.wfsm = fsm
-        fsm.act("IDLE",
-            If(self.start,
-                NextValue(r, self.pos[:3]), NextValue(goff, (self.pos >> 3) * (isa.BEAT_BYTES + (m << 3))),
-                NextValue(roff, self.pos[:3] * m), NextValue(hraw, self.base), NextValue(hq, 0),
-                NextValue(qsel, 0), NextState("SREQ"))
-        )
-        ready = self.scaled[qsel] & (~self.row_cmd | self.row_taken)
+        # (once ready, a part stays ready until its row is granted: its scale stays in, and
+        # only this requester posts row commands)
+        ready = self.scaled[qsel] & ~self.reqd[qsel] & (~self.row_cmd | self.row_taken)
         fsm.act("SREQ",
-            If(ready, self.req.eq(1), self.req_addr.eq(scale_addr), self.req_bytes.eq(2), NextState("SWAIT")))
-        fsm.act("SWAIT", If(self.granted, post_sc.eq(1), NextState("RREQ")))
-        fsm.act("RREQ", self.req.eq(1), self.req_addr.eq(row_addr), self.req_bytes.eq(m), NextState("RWAIT"))
-        fsm.act("RWAIT",
-            If(self.granted,
-                post_row.eq(1), NextValue(qsel, qsel + 1), NextValue(hq, hq + 1), NextValue(hraw, hraw + self.stride),
-                If(hq == self.n - 1, NextState("END")).Else(NextState("SREQ"))))
-        self.wfsm = fsm          # (its END state: _streamer)
+            If(ready,
+                self.req.eq(1), self.req_addr.eq(self.p_saddr[qsel]), self.req_bytes.eq(2),
+                If(self.granted, post_sc.eq(1), NextState("RREQ"))))
+        fsm.act("RREQ",
+            self.req.eq(1), self.req_addr.eq(self.p_raddr[qsel]), self.req_bytes.eq(self.m),
+            If(self.granted, post_row.eq(1), NextValue(qsel, qsel + 1), NextState("SREQ")))
+        _restart_on(fsm, self.abort | self.clear, "SREQ", NextValue(qsel, 0))
 
     def _streamer(self, buf_rp):
         """The commands in order into the quantiser: a scale command is one entry (its beat), a
@@ -263,7 +284,7 @@ class Kvwrite8(Module):
         recip_rp = recip_rom.get_port()
         self.specials += recip_rp
         self.s_busy = busy = Signal()               # a row is being streamed
-        kq, nent, part = Signal(8), Signal(8), Signal(2)
+        kq, nent, part = Signal(8), Signal(8), Signal(PART_BITS)
         raddr, s = Signal(ADDR_W), Signal(6)
         self.comb += [nent.eq(m[2:]), recip_rp.adr.eq(self.c_mant - 128)]
         a_ent = Signal(ADDR_W)                      # the entry's first byte
@@ -292,11 +313,12 @@ class Kvwrite8(Module):
             If(self.clear, busy.eq(0)),
         ]
         self._quantise(buf_rp, recip, s, go, sc_go, lastq, a_ent, first_of_beat)
-        # The requester's END: the slot ends once its last row command is posted (the next
-        # slot's reader and requests start while the streamer carries it out: its commands
-        # follow in order), the run's last slot once everything is written.
-        self.wfsm.act("END", If(~self.last | self.idle, self.done.eq(1), NextState("IDLE")))
-        stop_on_abort(self.wfsm, self.abort)
+        # The slot is done once it is read (its bursts and rows follow in order while the next
+        # slot is read), the instruction's last slot once everything is written.
+        running, all_free = Signal(), Signal()
+        self.comb += all_free.eq(~reduce(or_, [self.busy[i] for i in range(PARTS)]))
+        self.comb += self.done.eq(running & self.r_done & (~self.last | (all_free & self.idle)))
+        drive_running(self, running, self.start, self.done, self.abort)
         self.comb += self.idle.eq(~self.fifo.source.valid & ~self.q_active & ~busy & ~self.sc_cmd & ~self.row_cmd)
 
     def _quantise(self, buf_rp, recip, s, go, sc_go, lastq, a_ent, first_of_beat):

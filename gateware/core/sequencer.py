@@ -525,21 +525,24 @@ class Sequencer(LiteXModule):
         burst, fail, next_slot = self.burst, self.fail, self.next_slot
         n, m, slot, cur_pos, R = self.n, self.m, self.slot, self.cur_pos, self.R
         # KVWRITE: the sequencer checks the slot's position and lets the row address settle
-        # (KVW_H..KVW_H3), then starts the unit, which asks for each head's write burst in turn.
+        # (KVW_H..KVW_H3), then starts the unit, which asks for each head's write bursts in
+        # turn. A unit's bursts may run on into the next slot (the int8 unit reads the next
+        # slot while its bursts go out): every state serves them, BURST going on to the
+        # state's successor, and a bad position waits until the bursts before it are granted
+        # (``owed``: golden writes them first).
+        kvw = u.kvwrite
+
+        def serve(then, *otherwise):
+            return If(kvw.req, *burst(kvw.req_addr, kvw.req_bytes, then, write=True)).Else(*otherwise)
         fsm.act("KVWRITE",
             If(cur_pos >= R["SEQLEN"],
-                *fail("BAD_POS")
-            ).Else(
-                NextState("KVW_H")
-            )
+                serve("KVWRITE", If(~kvw.owed, *fail("BAD_POS")))
+            ).Else(serve("KVW_H", NextState("KVW_H")))
         )
-        fsm.act("KVW_H", NextState("KVW_H2"))
-        fsm.act("KVW_H2", NextState("KVW_H3"))
-        fsm.act("KVW_H3", u.kvwrite.start.eq(1), NextState("KVW_RUN"))
-        fsm.act("KVW_RUN",
-            If(u.kvwrite.req, *burst(u.kvwrite.req_addr, u.kvwrite.req_bytes, "KVW_RUN", write=True)),
-            If(u.kvwrite.done, next_slot("KVWRITE"))
-        )
+        fsm.act("KVW_H", serve("KVW_H2", NextState("KVW_H2")))
+        fsm.act("KVW_H2", serve("KVW_H3", NextState("KVW_H3")))
+        fsm.act("KVW_H3", kvw.start.eq(1), serve("KVW_RUN", NextState("KVW_RUN")))
+        fsm.act("KVW_RUN", If(kvw.done, next_slot("KVWRITE")).Else(serve("KVW_RUN")))
         # ATTN: the sequencer checks each slot's position and starts the unit, which runs the
         # slot's heads and asks for its bursts.
         fsm.act("ATTN",

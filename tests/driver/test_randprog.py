@@ -1,8 +1,10 @@
 """Random programs: valid ones halt cleanly and define their results, error ones stop where designed."""
 
 import collections
+import dataclasses
 
 import numpy as np
+
 import pytest
 
 from driver.golden import GoldenCore
@@ -87,6 +89,10 @@ def test_coverage():
 def test_error_kinds(kind, params):
     # Each kind stops with its code (make_error_case checks the address it designed), and DRAM
     # holds exactly what the instructions before the fault wrote: nothing after it ran.
+    if kind == "bad_pos_late" and params.slots < 2:
+        with pytest.raises(ValueError, match="two slots"):
+            make_error_case(kind, 0, params)
+        return
     for seed in range(4):
         case = make_error_case(kind, seed, params)
         assert isa.ERROR_NAMES[case.expected_code] == ERROR_KINDS[kind]
@@ -98,10 +104,17 @@ def test_error_kinds(kind, params):
         prefix = case.program[:case.fail_index] + [isa.encode("HALT")]
         core, result = rerun(case, prefix)
         assert result == (0, 0)
+        if kind == "bad_pos_late":
+            # The slots before the failing one ran the instruction: DRAM is what the prefix and
+            # the instruction on those slots alone write (the most slots that run clean).
+            with_fault = case.program[:case.fail_index + 1] + [isa.encode("HALT")]
+            clean = [j for j in range(1, case.nslots) if rerun(dataclasses.replace(case, nslots=j), with_fault)[1] == (0, 0)]
+            assert clean and clean == list(range(1, clean[-1] + 1))
+            core, _ = rerun(dataclasses.replace(case, nslots=clean[-1]), with_fault)
         lo, hi = case.prog, case.prog + isa.BEAT_BYTES * len(case.program)
         got, want = case.expected_dram, bytes(core.dram)
         assert got[:lo] == want[:lo] and got[hi:] == want[hi:], f"seed {seed}: DRAM differs from the prefix's"
-        assert case.retired == core.retired - 1
+        assert case.retired == core.retired - 1 - (kind == "bad_pos_late")     # HALT (and the instruction)
 
 
 def test_write_window_moves_no_byte():

@@ -25,7 +25,7 @@ def _idle_units():
     unit = lambda **extra: SimpleNamespace(start=s(), done=s(), **extra)
     return SimpleNamespace(
         embed=unit(hdr_addr=s(50), span_addr=s(50), span_bytes=s(20)), rmsnorm=unit(), matvec=unit(bytes=s(32)), rope=unit(load_we=s()),
-        kvwrite=unit(req=s(), req_addr=s(50), req_bytes=s(16)), silu=unit(), store=unit(), argmax=unit(),
+        kvwrite=unit(req=s(), req_addr=s(50), req_bytes=s(16), owed=s()), silu=unit(), store=unit(), argmax=unit(),
         attention=unit(req=s(), req_addr=s(50), req_bytes=s(50), burst_out=s(), pair_busy=s()),
         unpack=SimpleNamespace(clear=s(), issue=s(), last=s()))
 
