@@ -27,6 +27,7 @@ import zlib
 from driver import checks, inputs
 from driver.checks import UsageError
 from driver.errors import CSRMapError, LiteTransformerError
+from driver.progress import UploadBar
 
 # driver.bench.SHAPES's names, for --help without importing numpy (tests/driver/test_bench.py
 # checks that they agree).
@@ -118,21 +119,12 @@ def cmd_selftest(args):
         rng = random.Random(args.seed)
         payload = inputs.random_payload(rng, args.bytes)
 
-        last = {"t": 0.0}
-        tty = sys.stderr.isatty()
-
-        def progress(done, total):
-            # At most once a second; in place on a terminal, one line each in a log.
-            now = time.monotonic()
-            if args.quiet or (now - last["t"] < 1.0 and done < total):
-                return
-            last["t"] = now
-            print(f"{chr(13) if tty else ''}  uploaded {done >> 10} / {total >> 10} KiB",
-                  end="" if tty else "\n", file=sys.stderr, flush=True)
-
-        stats = dev.upload(args.offset, payload, progress=progress)
-        if not args.quiet and tty:
-            print(file=sys.stderr)
+        bar = None if args.quiet else UploadBar(f"{args.bytes} random bytes")
+        try:
+            stats = dev.upload(args.offset, payload, progress=bar)
+        finally:
+            if bar:
+                bar.close()
         # Read back a sample through the host DRAM window (a different port than the writer).
         sample_len = min(4096, len(payload) - len(payload) % 4)
         sample_at = (rng.randrange(0, len(payload) - sample_len + 1) // 4) * 4 if sample_len else 0
@@ -307,16 +299,20 @@ def _compile_known(args, known, model):
 
 def _load(args, dev, path, model, tokenizer, compiled=None):
     t0 = time.monotonic()
-    progress = None
-    if not args.quiet:
-        def progress(done, total):
-            _err(f"[upload] {done}/{total} B")
-    lm = dev.load(model, tokenizer=tokenizer, progress=progress, allow_lossy=args.allow_lossy, compiled=compiled)
+    bar = None if args.quiet else UploadBar(os.path.basename(str(path)))
+    try:
+        lm = dev.load(model, tokenizer=tokenizer, progress=bar, allow_lossy=args.allow_lossy, compiled=compiled)
+    finally:
+        if bar:
+            bar.close()
     if not args.quiet:
         c = lm.config
+        up = getattr(lm.runner, "upload_stats", None)
+        sent = "" if not up else (f", image {up['bytes'] >> 10} KiB, {up['bytes_sent'] >> 10} KiB sent (the rest "
+                                  f"already on the device)" if up["bytes_sent"] < up["bytes"] else "")
         _err(f"[load] {path}: dim {c.dim}, hidden {c.hidden_dim}, {c.n_layers} layers, {c.n_heads} heads "
              f"({c.n_kv_heads} KV), vocab {c.vocab_size}, context {lm.seq_len}; on {lm.target_name} "
-             f"in {time.monotonic() - t0:.1f} s")
+             f"in {time.monotonic() - t0:.1f} s{sent}")
     return lm
 
 

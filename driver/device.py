@@ -29,6 +29,7 @@ CHECKSUM_DONE   = 1 << spec.CHECKSUM_STATUS_DONE
 CHECKSUM_WINDOW = 1 << spec.CHECKSUM_STATUS_WINDOW
 
 UPLOAD_CHUNK = 64 * 1024          # bytes handed to the link per write (progress granularity)
+PRESENT_CHUNK = 64 * 1024         # upload(skip_present): the granularity of "already on the device"
 READ_CHUNK = 16 * 1024            # bytes per read_dram exchange
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -448,17 +449,66 @@ class Device:
                     out["class_cycles"][name] = cycles
         return out
 
-    def upload(self, offset, data, progress=None):
+    def upload(self, offset, data, progress=None, skip_present=False):
         """Write ``data`` to DRAM at ``offset`` through the bulk path and verify it with the
         device's CRC. The range is padded with zeros to whole DRAM beats; the CRCs cover the
-        padded range. Returns rate figures. Safe to call again after a failure."""
+        padded range. ``skip_present``: first compare the device's CRC of the range, then of
+        each PRESENT_CHUNK of it, with the image's, and send only the chunks that differ (a
+        model already on the device is not sent again). ``progress(done, total)`` counts the
+        bytes to send. Returns rate figures. Safe to call again after a failure."""
         data = bytes(data)
         align = max(self.port_bytes, 4)
         padded = data + bytes(-len(data) % align)
         self._check_range(offset, len(padded), "upload")
+        host_crc = zlib.crc32(padded)
         t0 = time.monotonic()
-        self.set_regs({"hostdma_base": offset, "hostdma_length": len(padded)})
         c0 = self.cycles()
+        ranges = self._differing(offset, padded, host_crc) if skip_present else [(0, len(padded))]
+        total = sum(n for _, n in ranges)
+        done = 0
+        for start, n in ranges:
+            def chunk_progress(sent, _n, base=done):
+                if progress:
+                    progress(base + sent, total)
+            self._send(offset + start, padded[start:start + n], chunk_progress)
+            done += n
+        c1 = self.cycles()
+        t1 = time.monotonic()
+        device_crc = self.checksum(offset, len(padded))
+        if device_crc != host_crc:
+            raise ChecksumMismatch(f"upload: DRAM 0x{offset:x}+{len(padded)} has CRC {device_crc:08x}, "
+                                   f"host sent CRC {host_crc:08x}")
+        return {
+            "bytes": len(padded),
+            "bytes_sent": total,
+            "host_crc": host_crc,
+            "device_crc": device_crc,
+            "cycles": c1 - c0,
+            "seconds": t1 - t0,
+            "bytes_per_cycle": total / max(1, c1 - c0),
+            "bytes_per_second": total / max(1e-9, t1 - t0),
+        }
+
+    def _differing(self, offset, padded, host_crc):
+        """The (start, length) ranges of ``padded`` whose bytes the device does not hold at
+        ``offset``, by its CRC of the whole and then of each PRESENT_CHUNK (merged where
+        adjacent)."""
+        if self.checksum(offset, len(padded)) == host_crc:
+            return []
+        ranges = []
+        for start in range(0, len(padded), PRESENT_CHUNK):
+            chunk = padded[start:start + PRESENT_CHUNK]
+            if self.checksum(offset + start, len(chunk)) == zlib.crc32(chunk):
+                continue
+            if ranges and ranges[-1][0] + ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + len(chunk))
+            else:
+                ranges.append((start, len(chunk)))
+        return ranges
+
+    def _send(self, offset, padded, progress=None):
+        """One bulk write through the host DMA writer: ``padded`` (whole beats) at ``offset``."""
+        self.set_regs({"hostdma_base": offset, "hostdma_length": len(padded)})
         self.write_reg("hostdma_start", 1)
         origin, _ = self.csr.region("hostdma")
         sent = 0
@@ -469,26 +519,10 @@ class Device:
             if progress:
                 progress(sent, len(padded))
         status = self._wait_upload(len(padded) // 4)
-        c1 = self.cycles()
-        t1 = time.monotonic()
         if status & HOSTDMA_WINDOW:
             raise DeviceError(f"upload: the device refused range 0x{offset:x}+{len(padded)} (window error)")
         if status & HOSTDMA_OVERRUN:
             raise LinkError("upload: the device received more words than were sent: the link garbled data")
-        host_crc = zlib.crc32(padded)
-        device_crc = self.checksum(offset, len(padded))
-        if device_crc != host_crc:
-            raise ChecksumMismatch(f"upload: DRAM 0x{offset:x}+{len(padded)} has CRC {device_crc:08x}, "
-                                   f"host sent CRC {host_crc:08x}")
-        return {
-            "bytes": len(padded),
-            "host_crc": host_crc,
-            "device_crc": device_crc,
-            "cycles": c1 - c0,
-            "seconds": t1 - t0,
-            "bytes_per_cycle": len(padded) / max(1, c1 - c0),
-            "bytes_per_second": len(padded) / max(1e-9, t1 - t0),
-        }
 
     def _wait_upload(self, words_expected, stall_timeout=10.0):
         """Poll the writer until every word is in DRAM; fail when the count stops moving."""

@@ -59,7 +59,8 @@ class DeviceRunner:
         if compiled.base + compiled.total_bytes > device.dram_size:
             raise ValueError(f"the model needs {compiled.base + compiled.total_bytes} bytes of DRAM; "
                              f"{device.name} has {device.dram_size}")
-        self.upload_stats = device.upload(compiled.base, compiled.image, progress=progress)   # CRC-verified
+        # CRC-verified; what the device already holds (the same model, loaded before) is not sent
+        self.upload_stats = device.upload(compiled.base, compiled.image, progress=progress, skip_present=True)
         start, end = compiled.constant_range()
         self.constant = (start, end, zlib.crc32(compiled.image[start - compiled.base:end - compiled.base]))
         self.max_slots = min(cp.slots, params.slots)
@@ -86,7 +87,7 @@ class DeviceRunner:
         if dev.checksum(start, end - start) != crc:
             print(f"[link] {dev.name}: a garbled command wrote into the model's image; uploading it again",
                   file=sys.stderr, flush=True)
-            dev.upload(cm.base, cm.image)
+            dev.upload(cm.base, cm.image, skip_present=True)
         self.suspect = False
 
     def _step(self, slots, kv, watchdog, want_logits):

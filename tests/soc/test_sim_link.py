@@ -63,6 +63,28 @@ def test_upload_256k_crc_readback_and_no_stray_writes(device):
     assert device.read_dram(offset + len(payload), 16) == b"\x5a" * 16
 
 
+def test_upload_sends_only_what_the_device_does_not_hold(device):
+    # skip_present: the same image again sends nothing; with two chunks changed on the device
+    # (as a run rewrites the logits and a stray write could), only those chunks are sent.
+    from driver.device import PRESENT_CHUNK
+    payload = random.Random(5).randbytes(3 * PRESENT_CHUNK + 4096)
+    offset = 4 << 20
+    first = device.upload(offset, payload, skip_present=True)
+    assert first["bytes_sent"] == len(payload)
+    again = device.upload(offset, payload, skip_present=True)
+    assert again["bytes_sent"] == 0 and again["device_crc"] == zlib.crc32(payload)
+    device.write_dram(offset + 16, b"\x00" * 16)
+    device.write_dram(offset + 3 * PRESENT_CHUNK + 32, b"\x00" * 16)
+    seen = []
+    stats = device.upload(offset, payload, skip_present=True, progress=lambda done, total: seen.append((done, total)))
+    assert stats["bytes_sent"] == PRESENT_CHUNK + 4096
+    assert stats["device_crc"] == zlib.crc32(payload)
+    assert seen[-1] == (PRESENT_CHUNK + 4096, PRESENT_CHUNK + 4096)
+    assert device.read_dram(offset, 64) == payload[:64]
+    # without skip_present everything is sent, as a link's throughput measurement needs
+    assert device.upload(offset, payload)["bytes_sent"] == len(payload)
+
+
 def test_unaligned_length_is_padded_and_verified(device):
     # A length that is not a whole beat is zero-padded; the CRC covers the padded range.
     payload = random.Random(3).randbytes(1000)
@@ -159,9 +181,11 @@ def test_the_first_command_after_a_client_killed_mid_upload_works(sim_build):
         client = subprocess.Popen([sys.executable, "-m", "driver.cli", "selftest", "--target",
                                    f"sim://127.0.0.1:{sim.port}", "--csr", sim_build.csr_csv, "--bytes",
                                    str(4 << 20)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        for line in client.stderr:
-            if "uploaded" in line:
-                break
+        seen = ""
+        while "[upload]" not in seen:             # the progress line (tqdm: no newline until done)
+            ch = client.stderr.read(1)
+            assert ch, f"selftest ended before its upload began: {seen[-500:]}"
+            seen += ch
         time.sleep(0.5)
         client.kill()
         client.wait()
