@@ -1,6 +1,6 @@
 """litetransformer: one command line for the simulator, boards and the host driver.
 
-    litetransformer sim                                  build if needed, run, print the link
+    litetransformer sim [--etherbone]                    build if needed, run, print the link(s)
     litetransformer info --target T                      ident, spec, DRAM, clock
     litetransformer selftest --target T --bytes N        upload N random bytes, check the CRC
     litetransformer build --board ulx3s [--load|--flash] bitstream with the open toolchain
@@ -11,7 +11,8 @@
     litetransformer fidelity MODEL.bin -z TOK.bin          integer path and runq vs fp32 (no hardware)
 
 Targets: golden (the ISA interpreter, no hardware), sim (start a private simulator), core (verify only: the transformer core alone in Verilator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
-serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv).
+serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv), etherbone://IP (Etherbone
+over UDP: `litetransformer sim --etherbone` or a board with Ethernet; --csr as for a board).
 """
 
 import argparse
@@ -42,7 +43,8 @@ def _err(msg):
 
 
 def _target_args(parser):
-    parser.add_argument("--target", default="sim", help="sim | sim://HOST:PORT | serial:///dev/ttyX?baud=N (generate/eval: also golden)")
+    parser.add_argument("--target", default="sim", help="sim | sim://HOST:PORT | serial:///dev/ttyX?baud=N | "
+                        "etherbone://IP[:PORT] (generate/eval: also golden)")
     parser.add_argument("--csr", default=None, help="LiteX csr.csv of the target (boards; default for sim: the local build)")
     parser.add_argument("--timeout", type=checks.real("timeout", 0.1, 3600.0), default=None,
                         help="seconds to wait for any single reply (default 5; also bounds a silent console at boot)")
@@ -73,10 +75,13 @@ def _open(args):
 def cmd_sim(args):
     from soc import sim
     t0 = time.monotonic()
-    build = sim.build(progress=_err)
+    build = sim.build(sim.ETHERBONE_PARAMS if args.etherbone else None, progress=_err)
     proc = sim.SimProcess(build)
     print(f"simulator running: {proc.url}  (log {proc.log_path}, {time.monotonic() - t0:.1f} s to start)", flush=True)
     print(f"try: litetransformer info --target {proc.url}", flush=True)
+    if args.etherbone:
+        print(f"etherbone://{sim.ETH_DEVICE_IP} on TAP {sim.ETH_TAP} (this host {sim.ETH_HOST_IP}/24); "
+              f"try: litetransformer info --target etherbone://{sim.ETH_DEVICE_IP} --csr {build.csr_csv}", flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
     try:
@@ -443,6 +448,8 @@ def make_parser():
                                 parser_class=lambda **kw: _Parser(allow_abbrev=False, **kw))
 
     p = sub.add_parser("sim", help="build (if needed) and run the simulated SoC; print its link address")
+    p.add_argument("--etherbone", action="store_true",
+                   help="the SoC with Etherbone too, on a TAP interface it opens (root or CAP_NET_ADMIN)")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("info", help="ident, spec version, DRAM size and clock of a target")

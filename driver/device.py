@@ -19,6 +19,7 @@ from spec import isa, registers
 from driver.csr import CSRMap
 from driver.errors import (AcceleratorError, ChecksumMismatch, DeviceError, LinkError, LinkTimeout,
                            SimulatorDied, SpecMismatch)
+from driver.etherbone import EtherboneLink
 from driver.link import Link
 
 # Bits of the blocks' status registers, from the spec.
@@ -35,7 +36,8 @@ _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def parse_target(target):
-    """'sim' | 'sim://HOST:PORT' | 'serial:///dev/ttyX?baud=N' -> (kind, link url, baud)."""
+    """'sim' | 'sim://HOST:PORT' | 'serial:///dev/ttyX?baud=N' | 'etherbone://IP[:PORT]'
+    -> (kind, link url or (host, port), baud)."""
     if target == "sim":
         return "sim", None, None
     try:
@@ -47,6 +49,10 @@ def parse_target(target):
         if not u.hostname or not port or u.path not in ("", "/") or u.query:
             raise ValueError(f"--target {target!r}: expected sim://HOST:PORT (nothing after the port)")
         return "sim-attach", f"socket://{u.hostname}:{port}", None
+    if u.scheme == "etherbone":
+        if not u.hostname or u.path not in ("", "/") or u.query:
+            raise ValueError(f"--target {target!r}: expected etherbone://IP or etherbone://IP:PORT (UDP, default 1234)")
+        return "etherbone", (u.hostname, port or 1234), None
     if u.scheme == "serial":
         if not u.path:
             raise ValueError(f"--target {target!r}: expected serial:///dev/ttyUSB0?baud=N")
@@ -61,7 +67,8 @@ def parse_target(target):
         if baud <= 0:
             raise ValueError(f"--target {target!r}: baud {query['baud'][0]!r} is not a positive integer")
         return "serial", u.path, baud
-    raise ValueError(f"unknown target {target!r}: use golden, sim, sim://HOST:PORT or serial:///dev/ttyX?baud=N")
+    raise ValueError(f"unknown target {target!r}: use golden, sim, sim://HOST:PORT, serial:///dev/ttyX?baud=N "
+                     f"or etherbone://IP[:PORT]")
 
 
 class Device:
@@ -103,9 +110,10 @@ class Device:
         elif kind == "sim-attach" and csr is None:
             from soc import sim as simsoc
             csr = simsoc.build(progress=progress).csr_csv
-        elif kind == "serial" and csr is None:
+        elif kind in ("serial", "etherbone") and csr is None:
             raise ValueError("a board needs its CSR map: pass csr=PATH (build/<board>/csr.csv from "
-                             "`litetransformer build --board B`)")
+                             "`litetransformer build --board B`; for the Etherbone simulator, "
+                             "`litetransformer sim --etherbone` prints it)")
         try:
             csr_map = CSRMap(csr)
         except BaseException:
@@ -116,8 +124,12 @@ class Device:
         # cycles but the simulator is ~200x slower than hardware, so wait longer when resyncing.
         is_sim = kind != "serial"
         resync = 1.5 if is_sim else 0.3
-        dev = cls(lambda: Link(url, baudrate=baud or 115200, timeout=timeout, resync_wait=resync),
-                  csr_map, sim_process, name=target if kind != "sim" else f"sim (127.0.0.1:{sim_process.port})")
+        if kind == "etherbone":
+            fence, _ = csr_map.register("ctrl_scratch")
+            factory = lambda: EtherboneLink(url[0], url[1], timeout=timeout, fence_addr=fence)  # noqa: E731
+        else:
+            factory = lambda: Link(url, baudrate=baud or 115200, timeout=timeout, resync_wait=resync)  # noqa: E731
+        dev = cls(factory, csr_map, sim_process, name=target if kind != "sim" else f"sim (127.0.0.1:{sim_process.port})")
         try:
             if kind != "sim":
                 # Another client may have left a command half-sent (killed mid-upload): drop it

@@ -67,9 +67,10 @@ class LiteTransformerSoC(SoCCore):
         SoCCore.add_sdram(self, *args, l2_cache_size=l2_cache_size, **kwargs)
 
     # Host link + bulk path ------------------------------------------------------------------------
-    def add_host_link(self, phy, timeout_cycles):
+    def add_host_link(self, phy, timeout_cycles, more_bridges=False):
         """UARTBone on ``phy`` (a stream PHY: UART on boards, TCP in simulation), the host DRAM
         window, HostDMAWriter, DRAMChecksum and CoreInfo. Call after ``add_sdram``.
+        ``more_bridges``: another bridge (``add_etherbone_link``) will share the HostDMAWriter.
 
         ``timeout_cycles``: a command not finished within this many cycles is dropped and the
         bridge resynchronises (Stream2Wishbone expresses it as 100 ms of ``clk_freq``).
@@ -92,8 +93,11 @@ class LiteTransformerSoC(SoCCore):
         self.hostdma = HostDMAWriter(crossbar.get_port(mode="write"), dram_size=dram_size)
         link_soc_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
         hostdma_sel  = HOSTDMA_ORIGIN >> 28          # top nibble of the byte address
+        # (with more bridges, their paths to the writer meet in an arbiter: add_etherbone_link)
+        self.hostdma_masters = [wishbone.Interface(data_width=32, address_width=self.bus.address_width,
+                                                  addressing="word")] if more_bridges else []
         self.link_decoder = wishbone.Decoder(self.link.wishbone, [
-            (lambda a: a[26:30] == hostdma_sel, self.hostdma.bus),
+            (lambda a: a[26:30] == hostdma_sel, self.hostdma_masters[0] if more_bridges else self.hostdma.bus),
             (lambda a: a[26:30] != hostdma_sel, link_soc_bus),
         ])
         # A register slice between the bridge and the SoC bus (timing: the bus arbiter's grant
@@ -117,6 +121,31 @@ class LiteTransformerSoC(SoCCore):
         self.info = CoreInfo(dram_size=dram_size, port_bytes=read_port.data_width // 8)
         self.add_constant("DRAM_WINDOW_ORIGIN", DRAM_WINDOW_ORIGIN)
         self.add_constant("HOSTDMA_ORIGIN", HOSTDMA_ORIGIN)
+
+    def add_etherbone_link(self, phy, ip_address, mac_address, udp_port=1234):
+        """Etherbone on ``phy`` (LiteEth's UDP/IP stack, 8-bit datapath) beside the UART link: the
+        host reaches the same CSRs, DRAM window and HostDMAWriter over UDP (the driver's
+        ``etherbone://IP``, or LiteX's ``litex_server --udp``). Call after ``add_host_link``
+        with ``more_bridges``."""
+        from liteeth.common import convert_ip
+        from liteeth.core import LiteEthUDPIPCore
+        from liteeth.frontend.etherbone import LiteEthEtherbone
+        if not getattr(self, "hostdma_masters", None):
+            raise ValueError("add_etherbone_link: call add_host_link(..., more_bridges=True) first")
+        # The PHY's clock domains carry the packets; the Etherbone core and its bus run in sys.
+        self.ethcore = ClockDomainsRenamer({"sys": "eth_rx"})(
+            LiteEthUDPIPCore(phy, mac_address, convert_ip(ip_address), self.clk_freq, dw=8))
+        # A record of up to 255 words fits the bridge's buffer (bulk writes in records of 255).
+        self.etherbone = LiteEthEtherbone(self.ethcore.udp, udp_port, buffer_depth=256, cd="sys")
+        eb_soc_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
+        eb_dma_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
+        hostdma_sel = HOSTDMA_ORIGIN >> 28
+        self.etherbone_decoder = wishbone.Decoder(self.etherbone.wishbone.bus, [
+            (lambda a: a[26:30] == hostdma_sel, eb_dma_bus),
+            (lambda a: a[26:30] != hostdma_sel, eb_soc_bus),
+        ])
+        self.bus.add_master(name="etherbone", master=eb_soc_bus)
+        self.hostdma_arbiter = wishbone.Arbiter(self.hostdma_masters + [eb_dma_bus], self.hostdma.bus)
 
     # Transformer core -----------------------------------------------------------------------------
     def add_accelerator(self, params, name="accel"):

@@ -51,6 +51,9 @@ SIM_PARAMS = {
     "link_timeout_cycles": spec.LINK_TIMEOUT_SIM_CYCLES,
 }
 
+# The same SoC with Etherbone beside the UART link (soc/core.py's add_etherbone_link).
+ETHERBONE_PARAMS = dict(SIM_PARAMS, etherbone=True)
+
 # IOs ----------------------------------------------------------------------------------------------
 
 _io = [
@@ -67,9 +70,28 @@ _io = [
 ]
 
 
+# The Etherbone variant (ETHERBONE_PARAMS): LiteEth's PHY model as a byte stream that LiteX's
+# "ethernet" sim module bridges to a TAP interface (created by the simulator, so it needs root
+# or CAP_NET_ADMIN; tests run it inside a network namespace of their own).
+_io_eth = [
+    ("eth", 0,
+        Subsignal("source_valid", Pins(1)),
+        Subsignal("source_ready", Pins(1)),
+        Subsignal("source_data",  Pins(8)),
+        Subsignal("sink_valid",   Pins(1)),
+        Subsignal("sink_ready",   Pins(1)),
+        Subsignal("sink_data",    Pins(8)),
+    ),
+]
+ETH_TAP = "ltsim0"                  # the TAP interface the simulator opens
+ETH_HOST_IP = "192.168.1.100"       # the host's address on it (/24)
+ETH_DEVICE_IP = "192.168.1.50"      # the SoC's (LiteX's default Etherbone address)
+ETH_DEVICE_MAC = 0x10e2d5000001
+
+
 class SimPlatformLT(SimPlatform):
     def __init__(self):
-        SimPlatform.__init__(self, "SIM", _io)
+        SimPlatform.__init__(self, "SIM", _io + _io_eth)
 
 
 # Sim SoC ------------------------------------------------------------------------------------------
@@ -101,7 +123,7 @@ class SimSoC(LiteTransformerSoC):
     find it: DRAM initialisation fails as on a board with a bad memory."""
 
     def __init__(self, sys_clk_freq, sdram_module, sdram_data_width, link_timeout_cycles, dram_fault=None,
-                 **kwargs):
+                 etherbone=False, **kwargs):
         platform = SimPlatformLT()
         self.crg = CRG(platform.request("sys_clk"))  # with a power-on reset: VexRiscv needs one
         LiteTransformerSoC.__init__(self, platform, sys_clk_freq, ident="LiteTransformer simulation", **kwargs)
@@ -134,7 +156,12 @@ class SimSoC(LiteTransformerSoC):
             self.add_constant("MEMTEST_DATA_SIZE", 4096)
 
         # Host link + bulk path ----------------------------------------------------------------------
-        self.add_host_link(RS232PHYModel(platform.request("hostlink")), timeout_cycles=link_timeout_cycles)
+        self.add_host_link(RS232PHYModel(platform.request("hostlink")), timeout_cycles=link_timeout_cycles,
+                           more_bridges=etherbone)
+        if etherbone:
+            from liteeth.phy.model import LiteEthPHYModel
+            self.ethphy = LiteEthPHYModel(platform.request("eth"))
+            self.add_etherbone_link(self.ethphy, ip_address=ETH_DEVICE_IP, mac_address=ETH_DEVICE_MAC)
 
         # Transformer core ---------------------------------------------------------------------------
         self.add_accelerator(isa.TARGET_PARAMS["sim"])
@@ -264,6 +291,8 @@ def build(params=None, progress=None, force=False):
         sim_config = SimConfig()
         sim_config.add_clocker("sys_clk", freq_hz=params["sys_clk_freq"])
         sim_config.add_module("ltlink", "hostlink", args={"port": 0})
+        if params.get("etherbone"):
+            sim_config.add_module("ethernet", "eth", args={"interface": ETH_TAP, "ip": ETH_HOST_IP})
         progress("[sim] elaborating the SoC and compiling the BIOS")
         with open(log_path, "a") as log, _redirect_fds(log):
             soc = SimSoC(**params)
@@ -278,7 +307,9 @@ def build(params=None, progress=None, force=False):
             cc_srcs = re.search(r'CC_SRCS="([^"]*)"', f.read()).group(1)
         cmd = ["make", "-C", gw, "-f", os.path.join(PACKAGE_DIR, "sim_core", "Makefile"),
                f"CC_SRCS={cc_srcs}", f"PROJECT_CORE={os.path.join(PACKAGE_DIR, 'sim_core')}",
-               "SIM_MODULES=clocker", "JOBS=2", f"PGO={int(pgo_enabled())}"]
+               "SIM_MODULES=clocker" + (" ethernet" if params.get("etherbone") else ""), "JOBS=2",
+               # (no profile run for Etherbone: the simulator would open its TAP on the build host)
+               f"PGO={int(pgo_enabled() and not params.get('etherbone'))}"]
         with open(log_path, "a") as log:
             r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
         if r.returncode != 0:
@@ -331,7 +362,7 @@ class SimProcess:
 
     LISTEN_RE = re.compile(rb"ltlink: listening on 127\.0\.0\.1:(\d+)")
 
-    def __init__(self, sim_build, log_path=None, start_timeout=60.0):
+    def __init__(self, sim_build, log_path=None, start_timeout=60.0, netns=None):
         self.build = sim_build
         fd, default_log = tempfile.mkstemp(prefix="litetransformer-sim-", suffix=".log")
         os.close(fd)
@@ -340,7 +371,9 @@ class SimProcess:
         self.log_path = log_path or default_log
         self._own_log = log_path is None
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sim_build.binary], cwd=sim_build.gateware_dir,
+        # ``netns``: run inside that network namespace (the Etherbone build's TAP appears there).
+        cmd = ["ip", "netns", "exec", netns, sim_build.binary] if netns else [sim_build.binary]
+        self.proc = subprocess.Popen(cmd, cwd=sim_build.gateware_dir,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=_die_with_parent)
         atexit.register(self.stop)
