@@ -2,7 +2,8 @@
 interface inside a network namespace this module creates for itself, so the host's own IP
 stack carries the packets (ARP, IPv4, UDP). The driver's etherbone:// target generates the
 same greedy tokens as the UART path of the same simulator and as the golden model; an upload
-verifies with the device's CRC; a wrong address and a taken port are named."""
+verifies with the device's CRC; a wrong address and a taken port are named; litex_server --udp
+and litex_cli reach the SoC too."""
 
 import json
 import os
@@ -96,3 +97,26 @@ def test_a_wrong_address_and_a_taken_port_are_named(ebsim):
     # and the simulator still answers the next client
     r = _cli(ebsim, "info", "--target", ebsim["eb"], "--csr", ebsim["build"].csr_csv, "--json")
     assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["ident"] == "LiteTransformer simulation"
+
+
+def test_litex_server_udp_and_litex_cli_reach_the_soc(ebsim):
+    # LiteX's own tools on the Etherbone link, as on a board with Ethernet.
+    bin_dir = os.path.dirname(sys.executable)
+    code = ("import socket, subprocess, sys, time\n"
+            "srv = subprocess.Popen([sys.argv[1] + '/litex_server', '--udp', '--udp-ip', sys.argv[2]],\n"
+            "                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "try:\n"
+            "    for _ in range(100):\n"
+            "        try:\n"
+            "            socket.create_connection(('127.0.0.1', 1234), timeout=1).close(); break\n"
+            "        except OSError:\n"
+            "            time.sleep(0.2)\n"
+            "    r = subprocess.run([sys.argv[1] + '/litex_cli', '--ident', '--csr-csv', sys.argv[3]],\n"
+            "                       capture_output=True, text=True, timeout=60)\n"
+            "    print(r.stdout + r.stderr)\n"
+            "finally:\n"
+            "    srv.terminate(); srv.wait(10)\n")
+    from soc import sim
+    r = subprocess.run(["ip", "netns", "exec", ebsim["ns"], sys.executable, "-c", code, bin_dir, sim.ETH_DEVICE_IP,
+                        ebsim["build"].csr_csv], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert "LiteTransformer simulation" in r.stdout, r.stdout[-1000:] + r.stderr[-1000:]
