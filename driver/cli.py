@@ -167,7 +167,8 @@ def cmd_selftest(args):
 
 def cmd_build(args):
     from soc import boards
-    report = boards.build(args.board, output_dir=args.output_dir, progress=_err)
+    options = {k: getattr(args, k) for k in ("device", "sdram_module", "sys_clk_freq", "baudrate")}
+    report = boards.build(args.board, output_dir=args.output_dir, progress=_err, options=options, seed=args.seed)
     if report.get("bitstream") and (args.load or args.flash):
         boards.load(args.board, report["bitstream"], flash=args.flash)
     if args.json:
@@ -469,6 +470,11 @@ def make_parser():
     p = sub.add_parser("build", help="build a board bitstream with the open toolchain")
     p.add_argument("--board", required=True, help="ulx3s")
     p.add_argument("--output-dir", default=None, help="default: build/<board> (not under /tmp: YoWASP hides it)")
+    p.add_argument("--device", default=None, help="FPGA part (ulx3s: LFE5U-85F, the one that holds the core)")
+    p.add_argument("--sdram-module", default=None, help="SDRAM part (ulx3s: MT48LC16M16, AS4C32M16 or AS4C16M16)")
+    p.add_argument("--sys-clk-freq", type=float, default=None, help="system clock in Hz (ulx3s: 25e6..50e6)")
+    p.add_argument("--baudrate", type=int, default=None, help="UART link rate (ulx3s: default 1000000)")
+    p.add_argument("--seed", type=int, default=None, help="nextpnr placer seed (default: the board's)")
     p.add_argument("--load", action="store_true", help="program the FPGA with openFPGALoader")
     p.add_argument("--flash", action="store_true", help="write the SPI flash with openFPGALoader")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")

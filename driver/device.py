@@ -60,8 +60,10 @@ def parse_target(target):
         unknown = sorted(set(query) - {"baud"})
         if unknown or len(query.get("baud", [])) > 1:
             raise ValueError(f"--target {target!r}: the only query is one baud=N (got {u.query!r})")
+        if "baud" not in query:
+            return "serial", u.path, None          # the build's rate, from its CSR map (Device.open)
         try:
-            baud = int(query.get("baud", ["115200"])[0])
+            baud = int(query["baud"][0])
         except ValueError:
             baud = 0
         if baud <= 0:
@@ -124,6 +126,12 @@ class Device:
         # cycles but the simulator is ~200x slower than hardware, so wait longer when resyncing.
         is_sim = kind != "serial"
         resync = 1.5 if is_sim else 0.3
+        if kind == "serial" and baud is None:
+            # The rate the bitstream was built for (its csr.csv), never a silent default.
+            baud = csr_map.constants.get("link_baudrate")
+            if not baud:
+                raise ValueError(f"--target {target!r}: no ?baud=N, and the CSR map {csr} does not record the "
+                                 f"link's rate (a build from before it did): add ?baud=N (the ULX3S: 1000000)")
         if kind == "etherbone":
             fence, _ = csr_map.register("ctrl_scratch")
             factory = lambda: EtherboneLink(url[0], url[1], timeout=timeout, fence_addr=fence)  # noqa: E731

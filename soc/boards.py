@@ -76,6 +76,8 @@ class ULX3SSoC(LiteTransformerSoC):
 
         link_phy = UARTPHY(platform.request("serial"), sys_clk_freq, baudrate)
         self.add_host_link(link_phy, timeout_cycles=int(100e-3 * sys_clk_freq))
+        # In csr.csv: serial:// without ?baud= takes the rate the bitstream was built for.
+        self.add_constant("LINK_BAUDRATE", int(baudrate))
 
         if with_accelerator:
             self.add_accelerator(isa.TARGET_PARAMS["ulx3s"])
@@ -94,8 +96,42 @@ BOARDS = {
         "toolchain": {"abc9": True, "seed": 2},
         "pnr_opts": "--router router2 --placer-heap-beta 0.7 --threads 2 --report pnr_report.json",
         "loader_board": "ulx3s",
+        # `build --board ulx3s` options (litex-boards' ULX3S target has the same): the FPGA, the
+        # SDRAM part (boards ship with several), the clock and the link's rate.
+        "options": {
+            "device": ("LFE5U-85F",),        # the core needs ~46,000 LUT4: only the 85F holds it
+            "sdram_module": ("MT48LC16M16", "AS4C32M16", "AS4C16M16"),
+            "sys_clk_freq": (25e6, 50e6),    # Hz, a range (timed and verified at 50 MHz)
+            "baudrate": (115_200, 3_000_000),
+        },
     },
 }
+
+_OPTION_HELP = {"device": "FPGA part", "sdram_module": "SDRAM part (LiteDRAM module name)",
+                "sys_clk_freq": "system clock (Hz)", "baudrate": "UART link rate (baud)"}
+
+
+def board_options(board, options):
+    """``options`` ({name: value}, None values ignored) checked against ``board``'s, before any
+    build: the kwargs for its SoC. Raises ValueError naming the option and what it takes."""
+    cfg = BOARDS[board]
+    allowed = cfg.get("options", {})
+    kwargs = dict(cfg["kwargs"])
+    for name, value in (options or {}).items():
+        if value is None:
+            continue
+        if name not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')}: {board} has no such option")
+        spec_ = allowed[name]
+        if isinstance(spec_[0], str):
+            if value not in spec_:
+                extra = (f"; LFE5U-12F/25F/45F hold fewer than the core's ~46,000 LUT4"
+                         if name == "device" and board == "ulx3s" else "")
+                raise ValueError(f"--{name.replace('_', '-')} {value}: {board} takes {', '.join(spec_)}{extra}")
+        elif not spec_[0] <= value <= spec_[1]:
+            raise ValueError(f"--{name.replace('_', '-')} {value:,.0f}: {board} takes {spec_[0]:,.0f} to {spec_[1]:,.0f}")
+        kwargs[name] = value
+    return kwargs
 
 # Build --------------------------------------------------------------------------------------------
 
@@ -158,10 +194,14 @@ def _check_outside_tmp(output_dir):
                              f"and --output-dir outside {tmp}")
 
 
-def build(board, output_dir=None, progress=None):
-    """Build ``board``'s bitstream; returns the JSON-able report."""
+def build(board, output_dir=None, progress=None, options=None, seed=None):
+    """Build ``board``'s bitstream; returns the JSON-able report. ``options``: board_options's;
+    ``seed``: nextpnr's placer seed (default: the board's)."""
     if board not in BOARDS:
         raise ValueError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
+    kwargs = board_options(board, options)
+    if seed is not None and not 0 <= seed < 2 ** 31:
+        raise ValueError(f"--seed {seed}: nextpnr takes 0 to 2^31 - 1")
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     _check_fpga_tools()
     cfg = BOARDS[board]
@@ -178,12 +218,15 @@ def build(board, output_dir=None, progress=None):
     try:
         from soc.sim import _redirect_fds
         with open(log_path, "w") as log, _redirect_fds(log):
-            soc = cfg["soc"](**cfg["kwargs"])
+            soc = cfg["soc"](**kwargs)
             soc.platform.toolchain._pnr_opts += " " + cfg.get("pnr_opts", "")
             builder = Builder(soc, output_dir=output_dir,
                               csr_csv=os.path.join(output_dir, "csr.csv"),
                               csr_json=os.path.join(output_dir, "csr.json"))
-            builder.build(build_name=board, **cfg.get("toolchain", {}))
+            toolchain = dict(cfg.get("toolchain", {}))
+            if seed is not None:
+                toolchain["seed"] = seed
+            builder.build(build_name=board, **toolchain)
             from soc.sim import write_isa_header
             write_isa_header(builder.generated_dir)
     except Exception as e:
@@ -205,6 +248,8 @@ def build(board, output_dir=None, progress=None):
         "board": board,
         "device": soc.platform.device,
         "accelerator": isa.params_dict(isa.TARGET_PARAMS[board]) if hasattr(soc, "accel") else None,
+        "options": {k: kwargs[k] for k in cfg.get("options", {}) if k in kwargs},
+        "seed": toolchain.get("seed"),
         "bitstream": bitstream if os.path.exists(bitstream) else None,
         "csr_csv": os.path.join(output_dir, "csr.csv"),
         "seconds": round(time.monotonic() - t0, 1),

@@ -13,7 +13,11 @@ def test_parse_targets():
     assert parse_target("sim") == ("sim", None, None)
     assert parse_target("sim://127.0.0.1:4321") == ("sim-attach", "socket://127.0.0.1:4321", None)
     assert parse_target("serial:///dev/ttyUSB1?baud=1000000") == ("serial", "/dev/ttyUSB1", 1000000)
-    for bad in ("tcp://x", "sim://127.0.0.1", "serial://"):
+    assert parse_target("serial:///dev/ttyUSB1") == ("serial", "/dev/ttyUSB1", None)      # the build's rate
+    assert parse_target("etherbone://192.168.1.50") == ("etherbone", ("192.168.1.50", 1234), None)
+    assert parse_target("etherbone://10.0.0.2:4321") == ("etherbone", ("10.0.0.2", 4321), None)
+    for bad in ("tcp://x", "sim://127.0.0.1", "serial://", "etherbone://", "etherbone://1.2.3.4/x",
+                "etherbone://1.2.3.4?baud=1"):
         with pytest.raises(ValueError):
             parse_target(bad)
 
@@ -58,3 +62,27 @@ def test_verify_refuses_an_unknown_core_configuration():
     from driver.verify import verify
     with pytest.raises(ValueError, match="unknown configuration 'nope' .one of sim, ulx3s"):
         verify("core", 1, 1, config="nope")
+
+
+def test_serial_without_baud_takes_the_builds_rate_or_is_refused(tmp_path):
+    # A board's csr.csv records its link rate (LINK_BAUDRATE); without it and without ?baud=N
+    # the target is refused before anything is opened, never a silent 115200.
+    from driver.device import Device
+    path = tmp_path / "csr.csv"
+    path.write_text("csr_register,ctrl_scratch,0xf0001004,1,rw\n")
+    with pytest.raises(ValueError, match=r"does not record the link's rate.*\?baud=N"):
+        Device.open("serial:///dev/null-no-such-port", csr=str(path))
+    path.write_text("csr_register,ctrl_scratch,0xf0001004,1,rw\nconstant,link_baudrate,1000000,,\n")
+    with pytest.raises(LinkError, match="null-no-such-port"):          # got as far as opening the port
+        Device.open("serial:///dev/null-no-such-port", csr=str(path))
+
+
+def test_board_options_are_checked_before_any_build():
+    from soc.boards import board_options
+    kw = board_options("ulx3s", {"sdram_module": "AS4C32M16", "sys_clk_freq": 40e6, "device": None})
+    assert kw["sdram_module"] == "AS4C32M16" and kw["sys_clk_freq"] == 40e6 and kw["device"] == "LFE5U-85F"
+    for bad, msg in (({"device": "LFE5U-45F"}, "46,000 LUT4"), ({"sdram_module": "X"}, "MT48LC16M16"),
+                     ({"sys_clk_freq": 80e6}, "25,000,000 to 50,000,000"), ({"baudrate": 50}, "115,200"),
+                     ({"color": 1}, "no such option")):
+        with pytest.raises(ValueError, match=msg):
+            board_options("ulx3s", bad)
