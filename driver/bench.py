@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from driver.model import Config, Model, load as load_model_file, random_model
+from driver.progress import UploadBar
 from spec import isa
 
 SHAPES = {
@@ -155,14 +156,12 @@ def bench(device, model, batches=(1, 2, 4, 8), positions=4, start_pos=0, prompt_
         raise ValueError(f"bench: {need} positions exceed the context of {seq_len}")
 
     t0 = time.monotonic()
-    last = {"t": 0.0}
-
-    def upload_progress(done, total):
-        if time.monotonic() - last["t"] > 10 or done == total:
-            last["t"] = time.monotonic()
-            say(f"[bench] {label}: uploaded {done / 1e6:.1f} / {total / 1e6:.1f} MB")
-
-    lm, seq_len = _load_fitting(device, model, seq_len, need, upload_progress, say, label)
+    bar = UploadBar(label) if say else None         # one line with the rate and the time left
+    try:
+        lm, seq_len = _load_fitting(device, model, seq_len, need, bar, say, label)
+    finally:
+        if bar:
+            bar.close()
     runner, rng = lm.runner, np.random.default_rng(seed)
     say(f"[bench] {label}: compiled and uploaded in {time.monotonic() - t0:.0f} s")
     wall0, soc0 = time.monotonic(), device.cycles()
