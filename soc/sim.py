@@ -56,32 +56,26 @@ ETHERBONE_PARAMS = dict(SIM_PARAMS, etherbone=True)
 
 # IOs ----------------------------------------------------------------------------------------------
 
+def _byte_stream(name):
+    """A byte stream's pads, both ways, for a sim module to bridge."""
+    return (name, 0,
+        Subsignal("source_valid", Pins(1)),
+        Subsignal("source_ready", Pins(1)),
+        Subsignal("source_data",  Pins(8)),
+        Subsignal("sink_valid",   Pins(1)),
+        Subsignal("sink_ready",   Pins(1)),
+        Subsignal("sink_data",    Pins(8)),
+    )
+
+
 _io = [
     ("sys_clk", 0, Pins(1)),
     # Host link as a byte stream: the ltlink sim module bridges it to a TCP socket.
-    ("hostlink", 0,
-        Subsignal("source_valid", Pins(1)),
-        Subsignal("source_ready", Pins(1)),
-        Subsignal("source_data",  Pins(8)),
-        Subsignal("sink_valid",   Pins(1)),
-        Subsignal("sink_ready",   Pins(1)),
-        Subsignal("sink_data",    Pins(8)),
-    ),
-]
-
-
-# The Etherbone variant (ETHERBONE_PARAMS): LiteEth's PHY model as a byte stream that LiteX's
-# "ethernet" sim module bridges to a TAP interface (created by the simulator, so it needs root
-# or CAP_NET_ADMIN; tests run it inside a network namespace of their own).
-_io_eth = [
-    ("eth", 0,
-        Subsignal("source_valid", Pins(1)),
-        Subsignal("source_ready", Pins(1)),
-        Subsignal("source_data",  Pins(8)),
-        Subsignal("sink_valid",   Pins(1)),
-        Subsignal("sink_ready",   Pins(1)),
-        Subsignal("sink_data",    Pins(8)),
-    ),
+    _byte_stream("hostlink"),
+    # The Etherbone variant (ETHERBONE_PARAMS): LiteEth's PHY model as a byte stream that LiteX's
+    # "ethernet" sim module bridges to a TAP interface (created by the simulator, so it needs root
+    # or CAP_NET_ADMIN; tests run it inside a network namespace of their own).
+    _byte_stream("eth"),
 ]
 ETH_TAP = "ltsim0"                  # the TAP interface the simulator opens
 ETH_HOST_IP = "192.168.1.100"       # the host's address on it (/24)
@@ -91,7 +85,7 @@ ETH_DEVICE_MAC = 0x10e2d5000001
 
 class SimPlatformLT(SimPlatform):
     def __init__(self):
-        SimPlatform.__init__(self, "SIM", _io + _io_eth)
+        SimPlatform.__init__(self, "SIM", _io)
 
 
 # Sim SoC ------------------------------------------------------------------------------------------
