@@ -68,14 +68,7 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
     pre = []                  # valid instructions right before the fault (not in the body's act map)
     want = {"code": isa.ERRORS[ERROR_KINDS[kind]], "addr": None}     # addr None: the faulting pc
     acts = lambda n: gen.ri(gen.lo, gen.hi - n)
-
-    def loaded(n):
-        """An act range the prologue loads, for a fault after a write that carries it (the earlier
-        slots of bad_pos_late, an int8 scale word before its row's WINDOW): golden's act starts
-        at zero, a core's holds what the last run left."""
-        start = acts(n)
-        gen.reads.append((start, n))
-        return start
+    loaded = lambda n: _loaded(gen, n)
     nslots = None
 
     if kind == "illegal_op":
@@ -153,17 +146,7 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
                  lambda: E("KVWRITE", src=acts(hs), n=1, m=hs, addr=0),
                  lambda: isa.encode("ATTN", **_disjoint(gen, hs, hs), n=1, m=hs, src2=1, addr=0)][gen.ri(0, 2)]()
     elif kind == "bad_pos_late":
-        # Slot 0 passes and writes; a later slot (k or one before it) is at or past SEQLEN.
-        k = gen.ri(1, gen.nslots - 1)
-        gen.pos[0] = gen.ri(0, gen.seq - 2)
-        gen.pos[k] = gen.ri(gen.pos[0] + 1, gen.seq - 1)
-        pre.append(E("SETR", dst=isa.REGS["SEQLEN"], addr=gen.ri(gen.pos[0] + 1, gen.pos[k])))
-        hs = int(rng.choice(gen.hs_kv))
-        fault = [lambda: isa.encode("ROPE", **_disjoint(gen, hs * gen.nkv, hs * gen.nkv), n=hs * gen.nkv, m=hs,
-                                    addr=gen.alloc(gen.seq * isa.rope_row_bytes(hs))),
-                 lambda: E("KVWRITE", src=loaded(hs * gen.nkv), n=gen.nkv, m=hs, addr=0),
-                 lambda: E("KVWRITE", src=loaded(hs * gen.nkv), n=gen.nkv, m=hs, addr=0),
-                 lambda: isa.encode("ATTN", **_disjoint(gen, hs, hs), n=1, m=hs, src2=1, addr=0)][gen.ri(0, 3)]()
+        fault = _bad_pos_late(gen, rng, pre, loaded)
     elif kind == "bad_nslots":
         nslots = 0 if rng.random() < 0.5 else gen.ri(p.slots + 1, p.slots + 16)
         fault = E("HALT")
@@ -217,6 +200,30 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
         (f"make_error_case({kind!r}, {seed}): golden gives {isa.ERROR_NAMES.get(got[0])} at 0x{got[1]:x}, "
          f"designed {isa.ERROR_NAMES[want['code']]} at 0x{want['addr']:x}")
     return case
+
+
+def _loaded(gen, n):
+    """An act range the prologue loads, for a fault after a write that carries it (the earlier
+    slots of bad_pos_late, an int8 scale word before its row's WINDOW): golden's act starts
+    at zero, a core's holds what the last run left."""
+    start = gen.ri(gen.lo, gen.hi - n)
+    gen.reads.append((start, n))
+    return start
+
+
+def _bad_pos_late(gen, rng, pre, loaded):
+    """Slot 0 passes and writes; a later slot (k or one before it) is at or past SEQLEN."""
+    E = isa.encode
+    k = gen.ri(1, gen.nslots - 1)
+    gen.pos[0] = gen.ri(0, gen.seq - 2)
+    gen.pos[k] = gen.ri(gen.pos[0] + 1, gen.seq - 1)
+    pre.append(E("SETR", dst=isa.REGS["SEQLEN"], addr=gen.ri(gen.pos[0] + 1, gen.pos[k])))
+    hs = int(rng.choice(gen.hs_kv))
+    return [lambda: E("ROPE", **_disjoint(gen, hs * gen.nkv, hs * gen.nkv), n=hs * gen.nkv, m=hs,
+                      addr=gen.alloc(gen.seq * isa.rope_row_bytes(hs))),
+            lambda: E("KVWRITE", src=loaded(hs * gen.nkv), n=gen.nkv, m=hs, addr=0),
+            lambda: E("KVWRITE", src=loaded(hs * gen.nkv), n=gen.nkv, m=hs, addr=0),
+            lambda: E("ATTN", **_disjoint(gen, hs, hs), n=1, m=hs, src2=1, addr=0)][gen.ri(0, 3)]()
 
 
 def _disjoint(gen, nd, ns):

@@ -101,7 +101,7 @@ BOARDS = {
         "options": {
             "device": ("LFE5U-85F",),        # the core needs ~46,000 LUT4: only the 85F holds it
             "sdram_module": ("MT48LC16M16", "AS4C32M16", "AS4C16M16"),
-            "sys_clk_freq": (25e6, 50e6),    # Hz, a range (timed and verified at 50 MHz)
+            "sys_clk_freq": (25e6, 50e6),    # Hz, a range
             "baudrate": (115_200, 3_000_000),
         },
     },
