@@ -86,3 +86,10 @@ def test_board_options_are_checked_before_any_build():
                      ({"color": 1}, "no such option")):
         with pytest.raises(ValueError, match=msg):
             board_options("ulx3s", bad)
+    assert board_options("arty", {"device": "a7-100", "baudrate": 2_000_000})["variant"] == "a7-100"
+    for bad, msg in (({"device": "a7-35"}, "a third of the core"), ({"sdram_module": "X"}, "no such option"),
+                     ({"sys_clk_freq": 150e6}, "50,000,000 to 100,000,000")):
+        with pytest.raises(ValueError, match=msg):
+            board_options("arty", bad)
+    with pytest.raises(ValueError, match="unknown board"):
+        board_options("de10nano", {})

@@ -1,11 +1,13 @@
 """Board SoCs elaborate to Verilog with the project's blocks in them (the bitstream build itself
 is `litetransformer build --board ulx3s`, minutes long, not run in CI)."""
 
+import os
 import re
 
 import pytest
 
-from soc.boards import elaborate_verilog, parse_nextpnr_log
+from soc.boards import elaborate_verilog
+from soc.boards.ecp5 import parse_nextpnr_log
 
 
 def test_ulx3s_elaborates(tmp_path):
@@ -36,10 +38,55 @@ def test_nextpnr_log_parser_reports_an_unrouted_design():
             r["router_overused_min"], r["timing_met"]) == (False, "placement estimate", 3, 1951, 632, False)
 
 
-def test_a_build_under_tmp_is_refused_before_any_work(tmp_path, monkeypatch):
+@pytest.mark.parametrize("board", ["ulx3s", "arty"])
+def test_a_build_under_tmp_is_refused_before_any_work(tmp_path, monkeypatch, board):
     # YoWASP's sandbox has its own /tmp: Yosys would fail minutes in, not finding files there.
+    import litex.soc.integration.builder
     from soc import boards
-    monkeypatch.setattr(boards, "_check_fpga_tools", lambda: None)
-    monkeypatch.setattr(boards, "Builder", lambda *a, **k: pytest.fail("elaborated despite the /tmp folder"))
+    from soc.boards import ecp5
+    monkeypatch.setattr(ecp5, "_check_fpga_tools", lambda: None)
+    monkeypatch.setattr(litex.soc.integration.builder, "Builder",
+                        lambda *a, **k: pytest.fail("elaborated despite the /tmp folder"))
     with pytest.raises(ValueError, match="cannot see"):
-        boards.build("ulx3s", output_dir=str(tmp_path / "ulx3s"))
+        boards.build(board, output_dir=str(tmp_path / board))
+
+
+def test_arty_elaborates_with_both_links_and_lints_clean(tmp_path):
+    # The Vivado project's Verilog: the core, UARTBone and Etherbone on the MII PHY, the DDR3
+    # PHY's primitives; Verilator's lint (Xilinx's primitives as Yosys declares them) finds no
+    # error in it. Yosys's counts are `litetransformer build --board arty` (tens of minutes).
+    import shutil
+    from soc.boards import vivado
+    verilog = elaborate_verilog("arty", str(tmp_path))
+    text = open(verilog).read()
+    assert "module arty" in text
+    for block in ("hostdma", "checksum", "etherbone", "accel", "OSERDESE2", "PLLE2_ADV"):
+        assert block in text, f"{block} missing from the Arty SoC"
+    assert re.search(r"ethphy\w*rx", text) and re.search(r"create_clock -name eth_rx_clk", open(
+        verilog[:-2] + ".xdc").read()), "the MII PHY's clocks are not constrained"
+    if shutil.which("verilator") is None:
+        pytest.skip("no verilator: lint not run")
+    import pythondata_cpu_vexriscv
+    vex = os.path.join(os.path.dirname(pythondata_cpu_vexriscv.__file__), "verilog", "VexRiscv.v")
+    result = vivado.lint([vex, verilog], "arty", os.path.dirname(verilog))
+    assert result["errors"] == 0, result["first_error"]
+
+
+def test_verilator_lint_reports_an_error(tmp_path):
+    # The lint is not a formality: a wrong port on a Xilinx primitive is an error.
+    import shutil
+    from soc.boards import vivado
+    if shutil.which("verilator") is None:
+        pytest.skip("no verilator")
+    (tmp_path / "top.v").write_text("module top(input clk, output q);\n"
+                                    "  BUFG b(.I(clk), .O(q), .NOPE(clk));\nendmodule\n")
+    result = vivado.lint([str(tmp_path / "top.v")], "top", str(tmp_path))
+    assert result["errors"] >= 1 and "NOPE" in result["first_error"]
+
+
+def test_yosys_cell_counts():
+    from soc.boards.vivado import count
+    stat = ("   Number of cells:              12\n     DSP48E1                         3\n     FDRE                          100\n"
+            "     FDSE                            4\n     LUT6                           50\n     LUT2                            7\n"
+            "     RAM64M                          2\n     RAMB18E1                        3\n     RAMB36E1                        2\n")
+    assert count(stat) == {"LUT": 57, "LUTRAM": 2, "FF": 104, "DSP48E1": 3, "RAMB36": 3.5}
