@@ -15,7 +15,7 @@ from migen import *
 from litex.gen import LiteXModule
 from litex.soc.interconnect import stream, wishbone
 from litex.soc.interconnect.csr import CSRStorage, CSRStatus, CSR, CSRField
-from litedram.frontend.dma import LiteDRAMDMAWriter
+from litedram.frontend.dma import LiteDRAMDMAReader, LiteDRAMDMAWriter
 
 from spec import HOSTDMA_STATUS_DONE, HOSTDMA_STATUS_WINDOW, HOSTDMA_STATUS_OVERRUN
 
@@ -28,8 +28,12 @@ class HostDMAWriter(LiteXModule):
     writer (and drops any half-packed beat left by an aborted upload). Words beyond ``length``
     are acknowledged and dropped (overrun), a range outside ``dram_size`` writes nothing
     (window): the core never writes outside what it was told.
+
+    ``with_stream``: a second way in, ``sink``, whole port-width beats from a stream (a PCIe
+    DMA engine's), with the same range, window and overrun rules; ``words`` counts each beat as
+    its 32-bit words. The host uses one way per upload.
     """
-    def __init__(self, port, dram_size, fifo_depth=16):
+    def __init__(self, port, dram_size, fifo_depth=16, with_stream=False):
         if port.data_width % 32 and 32 % port.data_width:
             raise ValueError(f"HostDMAWriter: port width {port.data_width} does not pack 32-bit words")
         beat_bytes = port.data_width // 8
@@ -113,6 +117,8 @@ class HostDMAWriter(LiteXModule):
             converter.source.ready.eq(buffer.sink.ready),
             buffer.source.connect(writer.sink),
         ]
+        if with_stream:
+            self._add_stream_sink(port, buffer, armed, beats, beats_expected, words, overrun)
         self.sync += If(~self.start.re & buffer.sink.valid & buffer.sink.ready, beats.eq(beats + 1))
 
         # Status -----------------------------------------------------------------------------------
@@ -121,4 +127,82 @@ class HostDMAWriter(LiteXModule):
             self.status.fields.window.eq(window),
             self.status.fields.overrun.eq(overrun),
             self.words.status.eq(words),
+        ]
+
+    def _add_stream_sink(self, port, buffer, armed, beats, beats_expected, words, overrun):
+        """``sink``: beats straight to the buffer while the Wishbone path has none pending;
+        beats past the length (or while not armed) are taken and dropped, flagging overrun."""
+        self.sink = sink = stream.Endpoint([("data", port.data_width)])
+        take = Signal()
+        self.comb += [
+            take.eq(armed & (beats != beats_expected)),
+            If(sink.valid & ~self.converter.source.valid,
+                If(take,
+                    buffer.sink.valid.eq(1),
+                    buffer.sink.data.eq(sink.data),
+                    sink.ready.eq(buffer.sink.ready),
+                ).Else(
+                    sink.ready.eq(1),
+                )
+            ),
+        ]
+        self.sync += If(~self.start.re & sink.valid & sink.ready,
+            If(take,
+                words.eq(words + port.data_width // 32)
+            ).Else(
+                overrun.eq(1)
+            )
+        )
+
+# Host DMA Reader ----------------------------------------------------------------------------------
+
+class HostDMAReader(LiteXModule):
+    """Streams DRAM[base : base + length] out of ``source`` (port-width beats, ``last`` on the
+    final one) for a link whose DMA engine carries it to the host (PCIe's). Same rules as the
+    writer: ``base``/``length`` beat-aligned DRAM offsets; a range outside DRAM reads nothing
+    and sets ``window``; ``done`` once every beat has left."""
+    def __init__(self, port, dram_size, fifo_depth=16):
+        beat_bytes = port.data_width // 8
+        shift = log2_int(beat_bytes)
+        self.source = source = stream.Endpoint([("data", port.data_width)])
+        self.base   = CSRStorage(32, description="First byte to read (DRAM offset, beat aligned).")
+        self.length = CSRStorage(32, description="Bytes to read (multiple of the beat size).")
+        self.start  = CSR()  # Write to start reading base/length; clears the status.
+        self.status = CSRStatus(fields=[
+            CSRField("done",   offset=HOSTDMA_STATUS_DONE,   description="Every beat has left the source."),
+            CSRField("window", offset=HOSTDMA_STATUS_WINDOW, description="Range outside DRAM or misaligned."),
+        ])
+
+        # # #
+
+        self.reader = reader = ResetInserter()(LiteDRAMDMAReader(port, fifo_depth=fifo_depth))
+        end, next_addr, last_addr, sent, total = Signal(33), Signal(32), Signal(32), Signal(32), Signal(32)
+        running, window = Signal(), Signal()
+        self.comb += [
+            end.eq(self.base.storage + self.length.storage),
+            reader.reset.eq(self.start.re),
+        ]
+        self.sync += If(self.start.re,
+            window.eq((self.base.storage[:shift] != 0) | (self.length.storage[:shift] != 0) | (end > dram_size)),
+            running.eq((self.base.storage[:shift] == 0) & (self.length.storage[:shift] == 0) & (end <= dram_size)
+                       & (self.length.storage != 0)),
+            next_addr.eq(self.base.storage[shift:]),
+            last_addr.eq(end[shift:]),
+            sent.eq(0),
+            total.eq(self.length.storage[shift:]),
+        )
+        # Addresses in, one per beat; the reader's FIFO bounds what is in flight.
+        self.comb += [
+            reader.sink.valid.eq(running & (next_addr != last_addr)),
+            reader.sink.address.eq(next_addr),
+            reader.source.connect(source, omit={"last"}),
+            source.last.eq(sent == total - 1),
+        ]
+        self.sync += If(~self.start.re,
+            If(reader.sink.valid & reader.sink.ready, next_addr.eq(next_addr + 1)),
+            If(source.valid & source.ready, sent.eq(sent + 1)),
+        )
+        self.comb += [
+            self.status.fields.done.eq(running & (sent == total)),
+            self.status.fields.window.eq(window),
         ]
