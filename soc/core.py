@@ -132,11 +132,21 @@ class LiteTransformerSoC(SoCCore):
         from liteeth.frontend.etherbone import LiteEthEtherbone
         if not getattr(self, "hostdma_masters", None):
             raise ValueError("add_etherbone_link: call add_host_link(..., more_bridges=True) first")
-        # The PHY's clock domains carry the packets; the Etherbone core and its bus run in sys.
+        # The PHY's clock domains carry the packets (the UDP/IP core runs in eth_rx); the
+        # Etherbone core and its bus run in sys. The UDP port crosses between them only if
+        # its domain has a name of its own: "sys" inside the renamed core would become eth_rx.
         self.ethcore = ClockDomainsRenamer({"sys": "eth_rx"})(
             LiteEthUDPIPCore(phy, mac_address, convert_ip(ip_address), self.clk_freq, dw=8))
+        self.cd_etherbone = ClockDomain()
+        self.comb += [self.cd_etherbone.clk.eq(ClockSignal("sys")), self.cd_etherbone.rst.eq(ResetSignal("sys"))]
         # A record of up to 255 words fits the bridge's buffer (bulk writes in records of 255).
-        self.etherbone = LiteEthEtherbone(self.ethcore.udp, udp_port, buffer_depth=256, cd="sys")
+        self.etherbone = LiteEthEtherbone(self.ethcore.udp, udp_port, buffer_depth=256, cd="etherbone")
+        if not getattr(phy, "model", False) and hasattr(phy, "rx_clk_freq"):
+            # A board's PHY: its clocks come from the pads, asynchronous to sys.
+            rx, tx = phy.crg.cd_eth_rx.clk, phy.crg.cd_eth_tx.clk
+            self.platform.add_period_constraint(rx, 1e9 / phy.rx_clk_freq)
+            self.platform.add_period_constraint(tx, 1e9 / phy.tx_clk_freq)
+            self.platform.add_false_path_constraints(self.crg.cd_sys.clk, rx, tx)
         eb_soc_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
         eb_dma_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
         hostdma_sel = HOSTDMA_ORIGIN >> 28
