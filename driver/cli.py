@@ -1,6 +1,6 @@
 """litetransformer: one command line for the simulator, boards and the host driver.
 
-    litetransformer sim [--etherbone]                    build if needed, run, print the link(s)
+    litetransformer sim [--etherbone|--pcie]             build if needed, run, print the link(s)
     litetransformer info --target T                      ident, spec, DRAM, clock
     litetransformer selftest --target T --bytes N        upload N random bytes, check the CRC
     litetransformer build --board ulx3s|arty [--load]   bitstream (ECP5) or Vivado project + counts
@@ -12,8 +12,8 @@
 
 Targets: golden (the ISA interpreter, no hardware), sim (start a private simulator), core (verify only: the transformer core alone in Verilator), sim://127.0.0.1:PORT (attach to `litetransformer sim`),
 serial:///dev/ttyUSB0?baud=1000000 (a board; pass --csr build/<board>/csr.csv), etherbone://IP (Etherbone
-over UDP: `litetransformer sim --etherbone` or a board with Ethernet; --csr as for a board).
-"""
+over UDP: `litetransformer sim --etherbone` or a board with Ethernet; --csr as for a board), pcie://127.0.0.1:PORT
+(`litetransformer sim --pcie`; --csr as it prints)."""
 
 import argparse
 import json
@@ -28,6 +28,8 @@ import zlib
 from driver import checks, inputs
 from driver.checks import UsageError
 from driver.errors import CSRMapError, LiteTransformerError
+from driver.cliutil import err as _err, open_any as _open_any, open_device as _open
+from driver.cli_measure import cmd_bench, cmd_verify, cmd_yardstick
 from driver.progress import UploadBar
 
 # driver.bench.SHAPES's names, for --help without importing numpy (tests/driver/test_bench.py
@@ -35,16 +37,11 @@ from driver.progress import UploadBar
 BENCH_SHAPES = ("aidreams260K", "stories260K", "stories15M", "stories42M", "stories110M")
 
 
-DEFAULT_TIMEOUT = 5.0      # --timeout: seconds for any single reply
-
-
-def _err(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _target_args(parser):
     parser.add_argument("--target", default="sim", help="sim | sim://HOST:PORT | serial:///dev/ttyX?baud=N | "
-                        "etherbone://IP[:PORT] (generate/eval: also golden)")
+                        "etherbone://IP[:PORT] | pcie://HOST:PORT (generate/eval: also golden)")
     parser.add_argument("--csr", default=None, help="LiteX csr.csv of the target (boards; default for sim: the local build)")
     parser.add_argument("--timeout", type=checks.real("timeout", 0.1, 3600.0), default=None,
                         help="seconds to wait for any single reply (default 5; also bounds a silent console at boot)")
@@ -65,20 +62,23 @@ def _output_args(parser):
     parser.add_argument("--quiet", action="store_true")
 
 
-def _open(args):
-    from driver.device import Device
-    return Device.open(args.target, csr=args.csr, timeout=args.timeout or DEFAULT_TIMEOUT, progress=_err)
-
-
 # Commands -----------------------------------------------------------------------------------------
 
 def cmd_sim(args):
     from soc import sim
     t0 = time.monotonic()
-    build = sim.build(sim.ETHERBONE_PARAMS if args.etherbone else None, progress=_err)
-    proc = sim.SimProcess(build)
+    if args.pcie and args.etherbone:
+        raise UsageError("--pcie and --etherbone: one link beside the UART per simulator")
+    if args.pcie:
+        from soc.pcie import sim as pciesim
+        build = pciesim.build(progress=_err)
+        proc = pciesim.PCIeSimProcess(build)
+    else:
+        build = sim.build(sim.ETHERBONE_PARAMS if args.etherbone else None, progress=_err)
+        proc = sim.SimProcess(build)
     print(f"simulator running: {proc.url}  (log {proc.log_path}, {time.monotonic() - t0:.1f} s to start)", flush=True)
-    print(f"try: litetransformer info --target {proc.url}", flush=True)
+    print(f"try: litetransformer info --target {proc.url}" + (f" --csr {build.csr_csv}" if args.pcie else ""),
+          flush=True)
     if args.etherbone:
         print(f"etherbone://{sim.ETH_DEVICE_IP} on TAP {sim.ETH_TAP} (this host {sim.ETH_HOST_IP}/24); "
               f"try: litetransformer info --target etherbone://{sim.ETH_DEVICE_IP} --csr {build.csr_csv}", flush=True)
@@ -147,6 +147,7 @@ def cmd_selftest(args):
             "readback_ok": sample_ok,
             "cycles": stats["cycles"],
             "bytes_per_cycle": round(stats["bytes_per_cycle"], 4),
+            **({"dma_bytes_per_cycle": round(stats["dma_bytes_per_cycle"], 4)} if "dma_bytes_per_cycle" in stats else {}),
             "bytes_per_second": round(stats["bytes_per_second"]),
             "upload_seconds": round(stats["seconds"], 2),
             "open_seconds": round(opened, 2),
@@ -180,119 +181,6 @@ def cmd_build(args):
     return 0 if report.get("bitstream") or report.get("vivado_project") else 1
 
 
-def cmd_verify(args):
-    from driver.verify import verify
-    from spec import isa
-    if args.target != "core":
-        inputs.check_target(args)
-    if args.config not in isa.TARGET_PARAMS:
-        raise UsageError(f"--config {args.config!r}: the configurations are {', '.join(isa.TARGET_PARAMS)}")
-    if args.config != "sim" and args.target != "core":
-        raise ValueError("--config picks the configuration of --target core; a device has its own")
-    if args.stall_percent is not None and args.target != "core":
-        raise ValueError("--stall-percent is the core simulator's port backpressure (--target core)")
-    result = verify(args.target, args.programs, args.seed, csr=args.csr, progress=None if args.quiet else _err,
-                    config=args.config, stall_percent=10 if args.stall_percent is None else args.stall_percent)
-    line = (f"verify {result['target']}: {result['programs']} programs from seed {result['seed']}, "
-            f"{result['mismatches']} mismatches, {result['cycles']} core cycles, {result['seconds']} s")
-    _err(line)
-    if "first_mismatch" in result:
-        m = result["first_mismatch"]
-        _err(f"first mismatch: seed {m['seed']}, first differing DRAM byte {m['first_byte']}, error {m['error']}, "
-             f"retired {m['retired']} (golden {m['expected_retired']})\n" + "\n".join(m["program"]))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("PASS" if result["mismatches"] == 0 else "FAIL")
-    return 0 if result["mismatches"] == 0 else 1
-
-
-def cmd_bench(args):
-    from driver import bench, bench_report
-    from spec import isa
-    batches = bench.parse_batches(args.batch)
-    known = inputs.known_target(args)
-    params = known[0] if known else None
-    if params and max(batches) > params.slots:
-        raise UsageError(f"--batch {max(batches)}: {args.target}'s core has {params.slots} batch slots")
-    if args.model is not None and args.shape is not None:
-        raise UsageError("give MODEL.bin or --shape, not both")
-    if args.model is not None:
-        checks.check_input_file(args.model, "model")
-    models = [args.model] if args.model is not None else (args.shape if args.shape is not None else "stories260K").split(",")
-    if args.shape is not None and not all(models):
-        raise UsageError(f"--shape {args.shape!r}: give shape names separated by commas, e.g. stories15M")
-    if args.target == "golden":
-        raise UsageError("bench reads the core's cycle counters and the golden model has no cycles: "
-                         "use --target sim, sim://HOST:PORT or a board")
-    inputs.check_target(args)
-    # Where the results go, checked before minutes of measuring, not after.
-    if args.plot is not None:
-        checks.check_output_file(args.plot, "--plot")
-        bench_report.pyplot()
-    if args.markdown is not None:
-        checks.check_output_file(args.markdown, "--markdown", keep_text=True)
-    progress = None if args.quiet else _err
-    named = [bench.resolve_model(m, seed=args.seed) for m in models]      # (label, Model)
-    results = []
-    with _open(args) as dev:
-        for label, model in named:
-            try:
-                bench.check_fits(dev.accel_params(), model.config)
-            except ValueError as e:
-                raise ValueError(f"{label}: {e}") from None
-        for label, model in named:
-            results.append(bench.bench(dev, model, batches, positions=args.positions, start_pos=args.start_pos,
-                                       prompt_len=args.prompt_len, seed=args.seed, label=label, progress=progress))
-        report = {"target": args.target, "params": isa.params_dict(dev.accel_params()), "batches": batches,
-                  "decode_positions": [args.start_pos, args.start_pos + args.positions - 1],
-                  "prompt_len": args.prompt_len or max(batches), "boards": bench.BOARDS,
-                  "shapes": [r["shape"] for r in results], "runs": [run for r in results for run in r["runs"]],
-                  "simulator": [{"shape": r["shape"], "upload_seconds": r["upload_seconds"], **r["simulator"]}
-                                for r in results]}
-    if not args.no_cpu:
-        # The same weights, decoded on one core of this machine.
-        report["cpu"] = [bench.cpu_baseline(model, max(args.start_pos + args.positions, 32), seed=args.seed,
-                                            label=label) for label, model in named]
-    if args.plot:
-        bench_report.plot(report, args.plot)
-    if args.markdown:
-        bench_report.write_markdown(report, args.markdown, args.section)
-    text = "\n".join(bench_report.tables(report))
-    if args.json:
-        if not args.quiet:
-            _err(text)
-        print(json.dumps(report))
-    else:
-        print(text)
-    return 0
-
-
-def cmd_yardstick(args):
-    from driver import bench, bench_report, yardstick
-    shapes = args.shape.split(",")
-    for s in shapes:
-        if s not in bench.SHAPES:
-            raise ValueError(f"--shape {s!r}: known shapes are {', '.join(bench.SHAPES)}")
-    if args.markdown is not None:
-        checks.check_output_file(args.markdown, "--markdown", keep_text=True)
-    projections = None
-    if args.projections is not None:
-        projections = inputs.read_projections(args.projections)
-    report = yardstick.run(shapes, batch=args.batch, positions=args.positions, seed=args.seed,
-                           progress=None if args.quiet else _err)
-    lines = yardstick.tables(report, projections)
-    if args.markdown:
-        bench_report.write_section(args.markdown, args.section, lines)
-    if args.json:
-        if not args.quiet:
-            _err("\n".join(lines))
-        print(json.dumps(report))
-    else:
-        print("\n".join(lines))
-    return 0
-
-
 def _compile_known(args, known, model):
     """The model compiled for a target whose core and DRAM are known before it is opened, so that
     what the compiler refuses (a model too large, one the integer formats miss) is refused
@@ -321,13 +209,6 @@ def _load(args, dev, path, model, tokenizer, compiled=None):
              f"({c.n_kv_heads} KV), vocab {c.vocab_size}, context {lm.seq_len}; on {lm.target_name} "
              f"in {time.monotonic() - t0:.1f} s{sent}")
     return lm
-
-
-def _open_any(args):
-    from driver.device import Device
-    if args.target == "golden":
-        return Device.open("golden")
-    return _open(args)
 
 
 def _stats_line(stats):
@@ -452,6 +333,8 @@ def make_parser():
     p = sub.add_parser("sim", help="build (if needed) and run the simulated SoC; print its link address")
     p.add_argument("--etherbone", action="store_true",
                    help="the SoC with Etherbone too, on a TAP interface it opens (root or CAP_NET_ADMIN)")
+    p.add_argument("--pcie", action="store_true",
+                   help="the SoC with LitePCIe, driven by a simulated root complex (cocotb; pip install '.[pcie]')")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("info", help="ident, spec version, DRAM size and clock of a target")

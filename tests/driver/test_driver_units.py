@@ -16,8 +16,9 @@ def test_parse_targets():
     assert parse_target("serial:///dev/ttyUSB1") == ("serial", "/dev/ttyUSB1", None)      # the build's rate
     assert parse_target("etherbone://192.168.1.50") == ("etherbone", ("192.168.1.50", 1234), None)
     assert parse_target("etherbone://10.0.0.2:4321") == ("etherbone", ("10.0.0.2", 4321), None)
+    assert parse_target("pcie://127.0.0.1:4000") == ("pcie", ("127.0.0.1", 4000), None)
     for bad in ("tcp://x", "sim://127.0.0.1", "serial://", "etherbone://", "etherbone://1.2.3.4/x",
-                "etherbone://1.2.3.4?baud=1"):
+                "etherbone://1.2.3.4?baud=1", "pcie://127.0.0.1", "pcie://h:1/x"):
         with pytest.raises(ValueError):
             parse_target(bad)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import spec
-from driver import device as device_mod
+from driver import bulk
 from driver.cache import manifest_problem
 from driver.device import Device
 from driver.errors import (ChecksumMismatch, DeviceError, LinkError, SimulatorDied,
@@ -66,7 +66,7 @@ def test_upload_256k_crc_readback_and_no_stray_writes(device):
 def test_upload_sends_only_what_the_device_does_not_hold(device):
     # skip_present: the same image again sends nothing; with two chunks changed on the device
     # (as a run rewrites the logits and a stray write could), only those chunks are sent.
-    from driver.device import PRESENT_CHUNK
+    from driver.bulk import PRESENT_CHUNK
     payload = random.Random(5).randbytes(3 * PRESENT_CHUNK + 4096)
     offset = 4 << 20
     first = device.upload(offset, payload, skip_present=True)
@@ -106,7 +106,7 @@ def test_device_refuses_window_it_was_not_asked_for(device):
     device.write_reg("checksum_base", device.dram_size - 16)
     device.write_reg("checksum_length", 64)
     device.write_reg("checksum_start", 1)
-    assert device.read_reg("checksum_status") & device_mod.CHECKSUM_WINDOW
+    assert device.read_reg("checksum_status") & bulk.CHECKSUM_WINDOW
 
 
 def test_wrong_spec_hash_is_refused(device, monkeypatch):
