@@ -72,8 +72,8 @@ def test_pcie_generates_the_tokens_of_golden(pciesim):
 
 
 def test_pcie_bad_requests_are_named(pciesim):
-    # An address BAR0 does not reach, a DMA of part of a beat, an MSI source the build lacks:
-    # each a clear error, and the link still works after them.
+    # An address BAR0 does not reach, a DMA of part of a beat, an MSI source the build lacks,
+    # an MSI that never comes: each a clear error, and the link still works after them.
     from driver.csr import CSRMap
     from driver.errors import LinkError
     from driver.pcie import PCIeLink
@@ -86,6 +86,8 @@ def test_pcie_bad_requests_are_named(pciesim):
             link.write_stream(link.hostdma_origin, b"\0" * 20)
         with pytest.raises(LinkError, match="no MSI source 'nonesuch'"):
             link.take_irqs(["nonesuch"])
+        with pytest.raises(LinkError, match="no MSI from accel_done within 1 s"):   # no run was started
+            link.wait_irq("accel_done", 1.0)
         scratch, _ = csr.register("ctrl_scratch")
         link.write(scratch, [0x5a5a1234])
         assert link.read(scratch) == [0x5a5a1234]
