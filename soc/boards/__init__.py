@@ -112,11 +112,16 @@ def load(board, bitstream, flash=False):
     subprocess.run(cmd + [bitstream], check=True)
 
 
-def elaborate_verilog(board, output_dir):
-    """Generate the board SoC's Verilog without synthesis (for fast tests)."""
+def elaborate(board, output_dir):
+    """The board's SoC and its generated Verilog, without synthesis (for fast tests):
+    (soc, path of the top-level file)."""
     from litex.soc.integration.builder import Builder
     cfg = BOARDS[board]
     soc = cfg["soc"](**cfg["kwargs"])
     builder = Builder(soc, output_dir=output_dir, compile_software=False)
     builder.build(build_name=board, run=False)
-    return os.path.join(output_dir, "gateware", board + ".v")
+    return soc, os.path.join(output_dir, "gateware", board + ".v")
+
+
+def elaborate_verilog(board, output_dir):
+    return elaborate(board, output_dir)[1]

@@ -91,6 +91,14 @@ def lint(sources, top, cwd):
             "first_error": errors[0] if errors else None}
 
 
+def project_sources(soc, top_verilog):
+    """The Verilog files of a built SoC's project, each once: LiteX's build adds the top-level
+    file to the platform's sources, and Yosys refuses a module defined twice."""
+    sources = [os.path.abspath(path) for path, language, _ in soc.platform.sources
+               if language in ("verilog", "systemverilog")] + [os.path.abspath(top_verilog)]
+    return list(dict.fromkeys(sources))
+
+
 def _utilisation(cells, part):
     cap = PARTS[part]
     return {k: round(cells[k] / cap[k], 3) for k in cap}
@@ -120,8 +128,7 @@ def build(board, cfg, kwargs, output_dir, progress, seed):
     finally:
         os.environ["PATH"] = saved_path
     gateware = builder.gateware_dir
-    sources = [path for path, language, _ in soc.platform.sources if language in ("verilog", "systemverilog")]
-    sources.append(os.path.join(gateware, board + ".v"))
+    sources = project_sources(soc, os.path.join(gateware, board + ".v"))
     report = {"board": board, "device": soc.platform.device, "has_core": hasattr(soc, "accel"),
               "vivado_project": os.path.join(gateware, board + ".tcl"),
               "vivado_command": f"cd {gateware} && vivado -mode batch -source {board}.tcl",
