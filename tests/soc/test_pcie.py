@@ -93,3 +93,13 @@ def test_pcie_bad_requests_are_named(pciesim):
         assert link.read(scratch) == [0x5a5a1234]
     finally:
         link.close()
+
+
+def test_pcie_lost_simulator_is_named(pciesim):
+    # (last in the module: it stops the simulator) A pcie:// target whose host server is gone
+    # is named with what to check, before anything is sent.
+    pciesim["proc"].stop()
+    r = _cli("info", "--target", pciesim["url"], "--csr", pciesim["csr"], "--json", timeout=300)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    err = json.loads(r.stdout.strip().splitlines()[-1])["error"]
+    assert pciesim["url"] in err and "litetransformer sim --pcie" in err, err
