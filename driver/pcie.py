@@ -135,7 +135,7 @@ class PCIeLink:
         return data[off - start:off - start + nbytes]
 
     def take_irqs(self, names):
-        """The MSI sources among ``names`` (MSI_* constants' names less the prefix, e.g.
+        """The MSI sources among ``names`` (the ``*_INTERRUPT`` constants' names less the suffix, e.g.
         "accel_done") that have fired since they were last taken."""
         return self.transport.call({"op": "take_irqs", "names": list(names)}, timeout=self.timeout)[0]["fired"]
 

@@ -165,7 +165,8 @@ class LiteTransformerSoC(SoCCore):
         HostDMAWriter (the same range, window and overrun checks as the UART's bursts, the same
         CRC check after), the DMA writer carries a HostDMAReader's DRAM range to host memory,
         and MSI signals the DMA descriptors' completions and each finished run of the core
-        (the ``MSI_*`` constants name their bits in the MSI vector). Call after
+        (``<SOURCE>_INTERRUPT`` constants name their bits in the MSI vector, as LiteX's
+        ``add_pcie`` names them and LitePCIe's kernel driver expects). Call after
         ``add_host_link(..., with_pcie=True)`` and ``add_accelerator``."""
         from litepcie.core import LitePCIeEndpoint, LitePCIeMSI
         from litepcie.frontend.dma import LitePCIeDMA
@@ -202,7 +203,10 @@ class LiteTransformerSoC(SoCCore):
         irqs = {"PCIE_DMA0_WRITER": dma.writer.irq, "PCIE_DMA0_READER": dma.reader.irq, "ACCEL_DONE": run_done}
         for i, (name, irq) in enumerate(sorted(irqs.items())):
             self.comb += msi.irqs[i].eq(irq)
-            self.add_constant("MSI_" + name, i)
+            self.add_constant(name + "_INTERRUPT", i)
+        # (the CPU's interrupts have *_INTERRUPT constants too: this says which are the MSI's)
+        # (space-separated: csr.csv is comma-separated)
+        self.add_constant("PCIE_MSI_SOURCES", " ".join(sorted(irqs)).lower())
         self.add_constant("DMA_CHANNELS", 1)
         self.add_constant("DMA_ADDR_WIDTH", 64)
         self.add_constant("PCIE_BAR0_SIZE", bar0_size)

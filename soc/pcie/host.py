@@ -108,8 +108,8 @@ class Host:
         self.buffers, self.reader_turn = {}, 0
         self.pending = 0                 # MSI source bits taken and not yet waited for
         self.irq_event = Event()
-        self.irq_bits = {k[len("msi_"):]: 1 << int(v) for k, v in self.csr.constants.items()
-                         if k.startswith("msi_")}
+        self.irq_bits = {k: 1 << int(self.csr.constants[k + "_interrupt"])
+                         for k in str(self.csr.constants["pcie_msi_sources"]).split()}
 
     @staticmethod
     def cycles():
