@@ -58,7 +58,7 @@ def _check_tools():
 
 
 def build(progress=None, force=False):
-    """The cached PCIeSimBuild, built first if needed (~10 min)."""
+    """The cached PCIeSimBuild, built first if needed (~1.5 min here)."""
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     key = input_hash()
     target = PCIeSimBuild(os.path.join(cache_root(), "pcie-" + key))
@@ -73,7 +73,7 @@ def build(progress=None, force=False):
     workdir = tempfile.mkdtemp(prefix="pcie-" + key + "-", dir=cache_root())
     log_path = os.path.join(workdir, "build.log")
     t0 = time.monotonic()
-    progress(f"[pcie] building the PCIe simulator {key} in {workdir} (first run only, ~10 min)")
+    progress(f"[pcie] building the PCIe simulator {key} in {workdir} (first run only, ~1.5 min)")
     try:
         from litex.build.sim.config import SimConfig
         from litex.soc.integration.builder import Builder

@@ -16,6 +16,16 @@ from tests.gateware.dram_port_model import NativePortMemory, include_csrs
 VCD = os.environ.get("LT_VCD")
 
 
+def _finish(dut, out, timeout):
+    """Wait for the writer's done (at most ``timeout`` cycles); its status and word count into ``out``."""
+    for _ in range(timeout):
+        yield
+        if (yield dut.status.status) & (1 << spec.HOSTDMA_STATUS_DONE):
+            break
+    out["status"] = (yield dut.status.status)
+    out["words"] = (yield dut.words.status)
+
+
 def _run(data_width, dram_size, base, length, payload, timeout=4000):
     port = LiteDRAMNativePort("write", address_width=24, data_width=data_width)
     dut = include_csrs(HostDMAWriter(port, dram_size=dram_size))
@@ -46,12 +56,7 @@ def _run(data_width, dram_size, base, length, payload, timeout=4000):
         yield
         for i in range(0, len(payload), 4):
             yield from wb_write(int.from_bytes(payload[i:i + 4], "little"))
-        for _ in range(timeout):
-            yield
-            if (yield dut.status.status) & (1 << spec.HOSTDMA_STATUS_DONE):
-                break
-        out["status"] = (yield dut.status.status)
-        out["words"] = (yield dut.words.status)
+        yield from _finish(dut, out, timeout)
 
     run_simulation(dut, [gen(), mem.generator()], vcd_name=VCD)
     return out, mem
@@ -116,12 +121,7 @@ def _run_stream(dram_size, base, length, payload, stall=0.3, timeout=4000):
             while not (yield dut.sink.ready):
                 yield
         yield dut.sink.valid.eq(0)
-        for _ in range(timeout):
-            yield
-            if (yield dut.status.status) & (1 << spec.HOSTDMA_STATUS_DONE):
-                break
-        out["status"] = (yield dut.status.status)
-        out["words"] = (yield dut.words.status)
+        yield from _finish(dut, out, timeout)
 
     run_simulation(dut, [gen(), mem.generator()], vcd_name=VCD)
     return out, mem
