@@ -53,16 +53,24 @@ def synth_counts(sources, top, cwd, yosys=None, timeout=None):
         timeout = int(os.environ.get("LITETRANSFORMER_SYNTH_TIMEOUT", SYNTH_TIMEOUT_S))
     timeout = timeout or None                # 0: no limit
     reads = "; ".join(f"read_verilog {os.path.relpath(s, cwd) if os.path.isabs(s) else s}" for s in sources)
-    script = f"{reads}; synth_xilinx -top {top} -family xc7 -flatten; tee -o /dev/stdout stat"
+    # The statistics and the log go to files in ``cwd``: YoWASP's Yosys sees only the
+    # directories it was started in, and thousands of warnings bury an error on the console.
+    stat_file, log_file = f"{top}_yosys_stat.txt", f"{top}_yosys.log"
+    script = f"{reads}; synth_xilinx -top {top} -family xc7 -flatten; tee -q -o {stat_file} stat"
     try:
-        out = subprocess.run([yosys, "-q", "-p", script], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([yosys, "-q", "-l", log_file, "-p", script], cwd=cwd, capture_output=True, text=True,
+                             timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"Yosys synth_xilinx of {top} ran past {timeout} s "
                            "(LITETRANSFORMER_SYNTH_TIMEOUT bounds it)") from None
     if out.returncode:
         # (a negative code is the signal that ended it: -9, the kernel's out-of-memory killer)
-        raise RuntimeError(f"Yosys ({yosys}) exited with {out.returncode}:\n{(out.stdout + out.stderr)[-2000:]}")
-    return count(out.stdout)
+        text = out.stdout + out.stderr
+        errors = [line for line in text.splitlines() if "ERROR" in line]
+        raise RuntimeError(f"Yosys ({yosys}) exited with {out.returncode} (log {os.path.join(cwd, log_file)}):\n"
+                           + ("\n".join(errors[:5]) if errors else text[-2000:]))
+    with open(os.path.join(cwd, stat_file)) as f:
+        return count(f.read())
 
 
 def _primitive_library():

@@ -92,3 +92,20 @@ def test_yosys_cell_counts():
             "     FDSE                            4\n     LUT6                           50\n     LUT2                            7\n"
             "     RAM64M                          2\n     RAMB18E1                        3\n     RAMB36E1                        2\n")
     assert count(stat) == {"LUT": 57, "LUTRAM": 2, "FF": 104, "DSP48E1": 3, "RAMB36": 3.5}
+
+
+def test_yosys_synth_counts_a_small_design(tmp_path):
+    # synth_xilinx through the same call the Vivado flow makes: a registered 16 x 16 product is
+    # one DSP48E1 and its registers; a duplicate module is named from Yosys's error.
+    from soc.boards import vivado
+    try:
+        vivado.yosys_binary()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    (tmp_path / "top.v").write_text(
+        "module top(input clk, input [15:0] a, b, output reg [31:0] p);\n"
+        "  always @(posedge clk) p <= a * b;\nendmodule\n")
+    cells = vivado.synth_counts([str(tmp_path / "top.v")], "top", str(tmp_path))
+    assert cells["DSP48E1"] == 1 and cells["RAMB36"] == 0, cells
+    with pytest.raises(RuntimeError, match="ERROR.*top"):
+        vivado.synth_counts([str(tmp_path / "top.v")] * 2, "top", str(tmp_path))
