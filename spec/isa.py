@@ -251,12 +251,13 @@ TARGET_PARAMS = {
                     read_ports=1, element_units=1, write_stats=False, fast_exponent=False,
                     attn_overlap=False),
     # Arty A7-100T: its DDR3 gives the simulator's 16 bytes a cycle at 100 MHz, so 16 lanes a
-    # slot; the XC7A100T's 240 DSP48E1 and 135 RAMB36 decide the slots and the scratchpad.
-    # `litetransformer build --board arty` counts this core with Yosys (soc/boards/vivado.py)
-    # and says whether 20 % of each resource is left.
-    "arty":  Params(slots=4, act_depth=4096, max_cols=1024, max_seq=1024, max_head=64,
-                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=True,
-                    write_ports=WRITE_PORTS_PER_BANK, weight_ports=2, element_units=1, kv_format="int8"),
+    # slot. The XC7A100T's LUTs and 240 DSP48E1 decide the rest: with 20 % of each left free
+    # (Yosys's counts of the whole SoC, `litetransformer build --board arty`, docs/toolchain.md)
+    # it holds two slots, ATTN one head at a time, one divider step a cycle, no write statistics.
+    "arty":  Params(slots=2, act_depth=4096, max_cols=1024, max_seq=1024, max_head=64,
+                    read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=1, attn_pairs=False,
+                    write_ports=WRITE_PORTS_PER_BANK, weight_ports=2, element_units=1, kv_format="int8",
+                    fast_exponent=False, write_stats=False),
 }
 
 # Encoding ---------------------------------------------------------------------------------------

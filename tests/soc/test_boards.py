@@ -94,6 +94,7 @@ def test_yosys_cell_counts():
     assert count(stat) == {"LUT": 57, "LUTRAM": 2, "FF": 104, "DSP48E1": 3, "RAMB36": 3.5}
 
 
+@pytest.mark.slow          # (YoWASP's Yosys compiles itself at its first call on a machine)
 def test_yosys_synth_counts_a_small_design(tmp_path):
     # synth_xilinx through the same call the Vivado flow makes: a registered 16 x 16 product is
     # one DSP48E1 and its registers; a duplicate module is named from Yosys's error.
