@@ -55,11 +55,10 @@ def make_error_case(kind, seed, params=isa.Params(), dram_size=1 << 16):
     are checked against the ones this function designed."""
     if kind not in ERROR_KINDS:
         raise ValueError(f"make_error_case: unknown kind {kind!r}; kinds are {', '.join(ERROR_KINDS)}")
-    params = params.validate()
+    p = params = params.validate()
     rng = np.random.default_rng([seed, list(ERROR_KINDS).index(kind)])
     gen = _Gen(rng, params, dram_size, pos_ops=kind != "max_seq", small=True)
     E = isa.encode
-    p = params
     if kind == "bad_pos_late":
         if p.slots < 2:
             raise ValueError("make_error_case: bad_pos_late needs two slots or more")
