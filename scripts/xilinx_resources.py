@@ -29,7 +29,14 @@ def elaborate(params, path, dram_size=256 << 20):
     from litex.gen.fhdl.verilog import convert
     from soc.coresim import CoreTop
     top = CoreTop(params, dram_size)
-    convert(top, ios=top.ios, name="coretop").write(path)
+    # Migen writes the memories' .init files into the working directory: put them beside the
+    # Verilog, where Yosys (run there) looks for them.
+    here = os.getcwd()
+    os.chdir(os.path.dirname(os.path.abspath(path)))
+    try:
+        convert(top, ios=top.ios, name="coretop").write(os.path.basename(path))
+    finally:
+        os.chdir(here)
 
 
 def main():

@@ -186,6 +186,12 @@ class SimSoC(LiteTransformerSoC):
                                 bar0_size=0x20000)
             self.add_pcie_link(phy, bar0_size=0x20000)
             self.comb += sys_clk.eq(ClockSignal("pcie"))
+            # Under cocotb the SoC runs ~5,000 cycles/s and the host drains the console one CSR
+            # read (a TLP round trip) at a time: the BIOS's banner (~600 characters), its CRC of
+            # its own ROM and the DRAM initialisation's delay loops (which the model does not
+            # need) made a ~80 s boot. The UART simulator keeps them (its boot is seconds).
+            for option in ("BIOS_NO_CRC", "BIOS_NO_PROMPT", "BIOS_NO_DELAYS"):
+                self.add_config(option)
 
 # Build (cached) -----------------------------------------------------------------------------------
 
