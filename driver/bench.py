@@ -39,6 +39,8 @@ SHAPES = {
 # Boards the figures are projected to: sys clock (Hz), peak DRAM bandwidth (bytes/s) as LiteX
 # instantiates them, and the core's batch slots where the board's build fixes them.
 BOARDS = {
+    "acorn":      {"clock_hz": 100e6, "dram_bytes_per_s": 1.6e9, "slots": isa.TARGET_PARAMS["acorn"].slots,
+                   "dram_bytes": 1 << 30, "what": "Acorn CLE-215+, DDR3 16-bit, 100 MHz"},
     "arty":       {"clock_hz": 100e6, "dram_bytes_per_s": 1.6e9, "slots": isa.TARGET_PARAMS["arty"].slots,
                    "dram_bytes": 256 << 20, "what": "Arty A7-100T, DDR3 16-bit, 100 MHz"},
     "orangecrab": {"clock_hz": 48e6, "dram_bytes_per_s": 384e6, "slots": None,

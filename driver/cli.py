@@ -169,7 +169,8 @@ def cmd_selftest(args):
 def cmd_build(args):
     from soc import boards
     options = {k: getattr(args, k) for k in ("device", "sdram_module", "sys_clk_freq", "baudrate")}
-    report = boards.build(args.board, output_dir=args.output_dir, progress=_err, options=options, seed=args.seed)
+    report = boards.build(args.board, output_dir=args.output_dir, progress=_err, options=options, seed=args.seed,
+                          driver=args.driver)
     if report.get("bitstream") and (args.load or args.flash):
         boards.load(args.board, report["bitstream"], flash=args.flash)
     if args.json:
@@ -352,14 +353,16 @@ def make_parser():
     p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("build", help="a board's bitstream with the open toolchain (ulx3s), or its Vivado "
-                                     "project with lint and Yosys's resource counts (arty)")
-    p.add_argument("--board", required=True, help="ulx3s or arty")
+                                     "project with lint and Yosys's resource counts (arty, acorn)")
+    p.add_argument("--board", required=True, help="ulx3s, arty or acorn (Acorn CLE-215+ / NiteFury)")
     p.add_argument("--output-dir", default=None, help="default: build/<board> (not under /tmp: YoWASP hides it)")
-    p.add_argument("--device", default=None, help="FPGA part (ulx3s: LFE5U-85F; arty: a7-100: the ones that hold the core)")
+    p.add_argument("--device", default=None, help="FPGA part (ulx3s: LFE5U-85F; arty: a7-100; acorn: cle-215+ or cle-215: the ones that hold the core)")
     p.add_argument("--sdram-module", default=None, help="SDRAM part (ulx3s: MT48LC16M16, AS4C32M16 or AS4C16M16)")
-    p.add_argument("--sys-clk-freq", type=float, default=None, help="system clock in Hz (ulx3s: 25e6..50e6, arty: 50e6..100e6)")
+    p.add_argument("--sys-clk-freq", type=float, default=None, help="system clock in Hz (ulx3s: 25e6..50e6, arty and acorn: 50e6..100e6)")
     p.add_argument("--baudrate", type=int, default=None, help="UART link rate (default 1000000)")
     p.add_argument("--seed", type=int, default=None, help="nextpnr placer seed (ECP5 boards; default: the board's)")
+    p.add_argument("--driver", action="store_true",
+                   help="PCIe boards: also write LitePCIe's kernel driver and user library for this build (build/<board>/driver)")
     p.add_argument("--load", action="store_true", help="program the FPGA with openFPGALoader")
     p.add_argument("--flash", action="store_true", help="write the SPI flash with openFPGALoader")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")

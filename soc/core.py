@@ -22,7 +22,17 @@ from gateware.info import CoreInfo
 # Bus addresses of the host-only windows (the CPU's L2 never sees them). In VexRiscv's IO
 # region, so uncached.
 DRAM_WINDOW_ORIGIN = 0x8000_0000   # DRAM read/written by the host through its own native port.
-HOSTDMA_ORIGIN     = 0xa000_0000   # HostDMAWriter data port (fixed-address burst target).
+HOSTDMA_ORIGINS    = (0xa000_0000, 0xe000_0000)   # HostDMAWriter data port (fixed-address burst target).
+
+
+def hostdma_origin(dram_size):
+    """Where the host writer's port sits: on a 256 MiB boundary past the end of the DRAM window,
+    the first of HOSTDMA_ORIGINS that is (the window reaches 0xc000_0000 with 1 GiB of DRAM;
+    the CSRs are at 0xf000_0000)."""
+    for origin in HOSTDMA_ORIGINS:
+        if DRAM_WINDOW_ORIGIN + dram_size <= origin:
+            return origin
+    raise ValueError(f"{dram_size} bytes of DRAM: the host's DRAM window would reach the CSRs")
 
 
 def _bank_shift(crossbar, port_width):
@@ -94,7 +104,8 @@ class LiteTransformerSoC(SoCCore):
         self.hostdma = HostDMAWriter(crossbar.get_port(mode="write"), dram_size=dram_size,
                                      **({"with_stream": True} if with_pcie else {}))
         link_soc_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
-        hostdma_sel  = HOSTDMA_ORIGIN >> 28          # top nibble of the byte address
+        self.hostdma_origin = hostdma_origin(dram_size)
+        hostdma_sel  = self.hostdma_origin >> 28     # top nibble of the byte address
         # (with more bridges, their paths to the writer meet in an arbiter: add_etherbone_link)
         self.hostdma_masters = [wishbone.Interface(data_width=32, address_width=self.bus.address_width,
                                                   addressing="word")] if more_bridges else []
@@ -107,7 +118,7 @@ class LiteTransformerSoC(SoCCore):
         link_master = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
         self.link_slice = WishboneSlice(link_soc_bus, link_master)
         self.bus.add_master(name="link", master=link_master)
-        self.bus.add_region("hostdma", SoCRegion(origin=HOSTDMA_ORIGIN, size=0x1000, cached=False))
+        self.bus.add_region("hostdma", SoCRegion(origin=self.hostdma_origin, size=0x1000, cached=False))
 
         # Host view of DRAM, bypassing the CPU's L2 (which would go stale under DMA writes).
         window_bus  = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
@@ -122,7 +133,7 @@ class LiteTransformerSoC(SoCCore):
 
         self.info = CoreInfo(dram_size=dram_size, port_bytes=read_port.data_width // 8)
         self.add_constant("DRAM_WINDOW_ORIGIN", DRAM_WINDOW_ORIGIN)
-        self.add_constant("HOSTDMA_ORIGIN", HOSTDMA_ORIGIN)
+        self.add_constant("HOSTDMA_ORIGIN", self.hostdma_origin)
 
     def add_etherbone_link(self, phy, ip_address, mac_address, udp_port=1234):
         """Etherbone on ``phy`` (LiteEth's UDP/IP stack, 8-bit datapath) beside the UART link: the
@@ -151,7 +162,7 @@ class LiteTransformerSoC(SoCCore):
             self.platform.add_false_path_constraints(self.crg.cd_sys.clk, rx, tx)
         eb_soc_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
         eb_dma_bus = wishbone.Interface(data_width=32, address_width=self.bus.address_width, addressing="word")
-        hostdma_sel = HOSTDMA_ORIGIN >> 28
+        hostdma_sel = self.hostdma_origin >> 28
         self.etherbone_decoder = wishbone.Decoder(self.etherbone.wishbone.bus, [
             (lambda a: a[26:30] == hostdma_sel, eb_dma_bus),
             (lambda a: a[26:30] != hostdma_sel, eb_soc_bus),

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from spec import isa
-from soc.boards import arty, ecp5, ulx3s, vivado
+from soc.boards import acorn, arty, ecp5, ulx3s, vivado
 
 BOARDS = {
     "ulx3s": {
@@ -53,10 +53,27 @@ BOARDS = {
         },
         "option_notes": {"device": "the A7-35's XC7A35T holds a third of the core's DSPs and block RAM"},
     },
+    "acorn": {
+        "soc": acorn.AcornSoC,
+        "flow": vivado,
+        "kwargs": {"variant": "cle-215+", "sys_clk_freq": 100e6},
+        "part": "XC7A200T",
+        # Xilinx's pcie_7x wrapper comes from Vivado's IP catalogue (the project's Tcl makes it):
+        # a black box of its ports stands in for it in the lint and the counts.
+        "hard_ip_stubs": acorn.hard_ip_stubs,
+        "driver": acorn.write_driver,
+        "loader_board": "acornCle215",
+        "options": {
+            "device": ("cle-215+", "cle-215"),
+            "sys_clk_freq": (50e6, 100e6),
+            "baudrate": (115_200, 3_000_000),
+        },
+        "option_notes": {"device": "the CLE-101's XC7A100T holds a third of the Acorn core's DSPs"},
+    },
 }
 
 # `build --device` names the FPGA; each board's SoC takes it as its litex-boards argument.
-_DEVICE_ARG = {"ulx3s": "device", "arty": "variant"}
+_DEVICE_ARG = {"ulx3s": "device", "arty": "variant", "acorn": "variant"}
 
 
 def board_options(board, options):
@@ -85,17 +102,21 @@ def board_options(board, options):
     return kwargs
 
 
-def build(board, output_dir=None, progress=None, options=None, seed=None):
+def build(board, output_dir=None, progress=None, options=None, seed=None, driver=False):
     """Build ``board``: its bitstream (ECP5) or its Vivado project and resource counts (Artix-7).
     Returns the JSON-able report. ``options``: board_options's; ``seed``: the placer's seed
-    (ECP5 only; default: the board's)."""
+    (ECP5 only; default: the board's); ``driver``: also write LitePCIe's kernel driver and user
+    library for the build (PCIe boards)."""
     kwargs = board_options(board, options)
     cfg = BOARDS[board]
     if seed is not None and cfg["flow"] is not ecp5:
         raise ValueError(f"--seed: {board} is placed by Vivado, which this build does not run")
+    if driver and "driver" not in cfg:
+        raise ValueError(f"--driver: {board} has no PCIe link (the boards with one: "
+                         f"{', '.join(b for b, c in BOARDS.items() if 'driver' in c)})")
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     output_dir = os.path.abspath(output_dir or os.path.join(ecp5.PROJECT_DIR, "build", board))
-    report = cfg["flow"].build(board, cfg, kwargs, output_dir, progress, seed)
+    report = cfg["flow"].build(board, cfg, kwargs, output_dir, progress, seed, **({"driver": True} if driver else {}))
     report["accelerator"] = isa.params_dict(isa.TARGET_PARAMS[board]) if report.pop("has_core") else None
     report["options"] = {k: kwargs[_DEVICE_ARG[board] if k == "device" else k]
                          for k in cfg.get("options", {}) if (_DEVICE_ARG[board] if k == "device" else k) in kwargs}

@@ -17,7 +17,7 @@ from soc.boards import ecp5
 
 # What each part holds (Xilinx DS180); a build must leave a fifth of every kind free.
 PARTS = {"XC7A100T": {"LUT": 63400, "FF": 126800, "DSP48E1": 240, "RAMB36": 135},
-         "XC7A200T": {"LUT": 133800, "FF": 267600, "DSP48E1": 740, "RAMB36": 365}}
+         "XC7A200T": {"LUT": 134600, "FF": 269200, "DSP48E1": 740, "RAMB36": 365}}
 HEADROOM = 0.20
 
 # Yosys's synthesis of a whole SoC takes tens of minutes here; past this it is stopped
@@ -112,8 +112,9 @@ def _utilisation(cells, part):
     return {k: round(cells[k] / cap[k], 3) for k in cap}
 
 
-def build(board, cfg, kwargs, output_dir, progress, seed):
-    """``board``'s Vivado project, lint and resource counts (see the module's docstring)."""
+def build(board, cfg, kwargs, output_dir, progress, seed, driver=False):
+    """``board``'s Vivado project, lint and resource counts (see the module's docstring); with
+    ``driver``, LitePCIe's kernel driver and user library beside them (``output_dir``/driver)."""
     from litex.soc.integration.builder import Builder
     from soc.sim import _redirect_fds, write_isa_header
     ecp5._check_outside_tmp(output_dir)      # YoWASP's Yosys runs in the same sandbox
@@ -137,10 +138,15 @@ def build(board, cfg, kwargs, output_dir, progress, seed):
         os.environ["PATH"] = saved_path
     gateware = builder.gateware_dir
     sources = project_sources(soc, os.path.join(gateware, board + ".v"))
+    # Hard IP that Vivado generates from the project's Tcl: black boxes of its ports here.
+    sources += cfg.get("hard_ip_stubs", lambda soc, d: [])(soc, gateware)
     report = {"board": board, "device": soc.platform.device, "has_core": hasattr(soc, "accel"),
               "vivado_project": os.path.join(gateware, board + ".tcl"),
               "vivado_command": f"cd {gateware} && vivado -mode batch -source {board}.tcl",
               "bitstream": None, "csr_csv": os.path.join(output_dir, "csr.csv")}
+    if driver:
+        report["driver"] = cfg["driver"](soc, os.path.join(output_dir, "driver"))
+        progress(f"[build] {board}: LitePCIe's kernel driver and user library in {report['driver']}")
 
     progress(f"[build] {board}: Verilator lint")
     report["lint"] = lint(sources, board, gateware)

@@ -92,5 +92,18 @@ def test_board_options_are_checked_before_any_build():
                      ({"sys_clk_freq": 150e6}, "50,000,000 to 100,000,000")):
         with pytest.raises(ValueError, match=msg):
             board_options("arty", bad)
+    assert board_options("acorn", {"device": "cle-215"})["variant"] == "cle-215"
+    with pytest.raises(ValueError, match="a third of the Acorn core"):
+        board_options("acorn", {"device": "cle-101"})
     with pytest.raises(ValueError, match="unknown board"):
         board_options("de10nano", {})
+
+
+def test_a_driver_is_asked_only_of_a_board_with_pcie(monkeypatch):
+    # `build --driver` writes LitePCIe's kernel driver: refused before any work where there is no PCIe.
+    import litex.soc.integration.builder
+    from soc import boards
+    monkeypatch.setattr(litex.soc.integration.builder, "Builder", lambda *a, **k: pytest.fail("built"))
+    for board in ("ulx3s", "arty"):
+        with pytest.raises(ValueError, match="--driver: .* no PCIe link .*acorn"):
+            boards.build(board, output_dir="build/never", driver=True)

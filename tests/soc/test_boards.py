@@ -38,7 +38,7 @@ def test_nextpnr_log_parser_reports_an_unrouted_design():
             r["router_overused_min"], r["timing_met"]) == (False, "placement estimate", 3, 1951, 632, False)
 
 
-@pytest.mark.parametrize("board", ["ulx3s", "arty"])
+@pytest.mark.parametrize("board", ["ulx3s", "arty", "acorn"])
 def test_a_build_under_tmp_is_refused_before_any_work(tmp_path, monkeypatch, board):
     # YoWASP's sandbox has its own /tmp: Yosys would fail minutes in, not finding files there.
     import litex.soc.integration.builder
@@ -71,6 +71,40 @@ def test_arty_elaborates_with_both_links_and_lints_clean(tmp_path):
     sources = vivado.project_sources(soc, verilog)
     assert len(sources) == len(set(sources)) and any(p.endswith("VexRiscv.v") for p in sources), sources
     result = vivado.lint(sources, "arty", os.path.dirname(verilog))
+    assert result["errors"] == 0, result["first_error"]
+
+
+def test_acorn_elaborates_with_pcie_lints_clean_and_writes_its_driver(tmp_path):
+    # The Acorn's project: the core, LitePCIe's 7-series PHY, endpoint, DMA and MSI, the DDR3 PHY
+    # and 1 GiB of DRAM (the host writer's port moves above the larger DRAM window); the Tcl makes
+    # Xilinx's pcie_7x wrapper, a black box of its ports stands in for it in the lint. `--driver`'s
+    # LitePCIe kernel driver and user library carry this build's CSR map, and the user library
+    # compiles against it.
+    import shutil
+    import subprocess
+    from soc.boards import BOARDS, acorn, vivado
+    from soc.boards import elaborate
+    soc, verilog = elaborate("acorn", str(tmp_path))
+    text = open(verilog).read()
+    for block in ("hostdma", "hostread", "pcie_dma0", "pcie_msi", "accel", "pcie_s7 pcie_s7", "PLLE2_ADV"):
+        assert block in text, f"{block} missing from the Acorn SoC"
+    assert "create_ip -vendor xilinx.com -name pcie_7x" in open(verilog[:-2] + ".tcl").read()
+    assert soc.bus.regions["main_ram"].size == 1 << 30
+    hostdma, window = soc.bus.regions["hostdma"], soc.bus.regions["dram_window"]
+    assert hostdma.origin >= window.origin + window.size, (hex(hostdma.origin), hex(window.origin))
+    stubs = acorn.hard_ip_stubs(soc, os.path.dirname(verilog))
+    assert len(stubs) == 1 and "module pcie_s7(" in open(stubs[0]).read()
+    driver = BOARDS["acorn"]["driver"](soc, str(tmp_path / "driver"))
+    csr_h = open(os.path.join(driver, "kernel", "csr.h")).read()
+    soc_h = open(os.path.join(driver, "kernel", "soc.h")).read()
+    assert "CSR_PCIE_DMA0_BASE" in csr_h and "CSR_PCIE_MSI_ENABLE_ADDR" in csr_h
+    assert "PCIE_DMA0_READER_INTERRUPT" in soc_h and "ACCEL_DONE_INTERRUPT" in soc_h
+    if shutil.which("gcc") and shutil.which("make"):
+        r = subprocess.run(["make", "-C", os.path.join(driver, "user")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    if shutil.which("verilator") is None:
+        pytest.skip("no verilator: lint not run")
+    result = vivado.lint(vivado.project_sources(soc, verilog) + stubs, "acorn", os.path.dirname(verilog))
     assert result["errors"] == 0, result["first_error"]
 
 
@@ -110,3 +144,14 @@ def test_yosys_synth_counts_a_small_design(tmp_path):
     assert cells["DSP48E1"] == 1 and cells["RAMB36"] == 0, cells
     with pytest.raises(RuntimeError, match="ERROR.*top"):
         vivado.synth_counts([str(tmp_path / "top.v")] * 2, "top", str(tmp_path))
+
+
+def test_the_host_writer_sits_past_the_dram_window():
+    # 256 MiB and less (the simulator, the Arty, the ULX3S): at 0xa000_0000 as always; the
+    # Acorn's 1 GiB window reaches 0xc000_0000, so the port moves up; 2 GiB would reach the CSRs.
+    from soc.core import DRAM_WINDOW_ORIGIN, hostdma_origin
+    assert hostdma_origin(32 << 20) == hostdma_origin(256 << 20) == 0xa000_0000
+    assert hostdma_origin(512 << 20) == 0xa000_0000
+    assert hostdma_origin(1 << 30) == 0xe000_0000 >= DRAM_WINDOW_ORIGIN + (1 << 30)
+    with pytest.raises(ValueError, match="reach the CSRs"):
+        hostdma_origin(2 << 30)
