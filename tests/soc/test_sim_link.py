@@ -263,6 +263,7 @@ def test_a_firmware_that_does_not_start_is_named(sim_build, tmp_path, monkeypatc
         dev.close()
 
 
+@pytest.mark.slow      # a whole-SoC Verilator build of its own (~2.5 min of CI's ~25): scripts/test.sh -m slow
 def test_a_dram_that_fails_its_memtest_is_named(tmp_path, monkeypatch):
     # A simulator build with a broken DRAM data line (soc.sim.StuckReadBit) and the BIOS's
     # memtest on: DRAM initialisation fails as on a board with a bad memory, and opening the
