@@ -259,8 +259,11 @@ TARGET_PARAMS = {
                     write_ports=WRITE_PORTS_PER_BANK, weight_ports=2, element_units=1, kv_format="int8",
                     fast_exponent=False, write_stats=False),
     # Acorn CLE-215+ (XC7A200T, 740 DSP48E1): the same 16 bytes a cycle as the Arty, so 16 lanes a
-    # slot, and the batch as wide as the part holds with 20 % of each resource free.
-    "acorn": Params(slots=8, act_depth=8192, max_cols=1024, max_seq=1024, max_head=64,
+    # slot, and the batch as wide as the part holds with 20 % of each resource free (Yosys's
+    # counts of the whole SoC, docs/toolchain.md): 8 slots take 78 % of the DSPs with one element
+    # unit per two slots and ATTN a head at a time; 8,192 scratchpad words a slot took 86 % of the
+    # block RAM (the scratchpads are slots x 4 read-port copies), 4,096 take 51 %.
+    "acorn": Params(slots=8, act_depth=4096, max_cols=1024, max_seq=1024, max_head=64,
                     read_fifo_depth=1024, fetch_beats=32, act_read_ports=4, divider_steps=4, attn_pairs=False,
                     write_ports=WRITE_PORTS_PER_BANK, mac_beats=2, weight_ports=2, element_units=4, kv_format="int8",
                     fast_exponent=False),
