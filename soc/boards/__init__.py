@@ -116,7 +116,7 @@ def build(board, output_dir=None, progress=None, options=None, seed=None, driver
                          f"{', '.join(b for b, c in BOARDS.items() if 'driver' in c)})")
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     output_dir = os.path.abspath(output_dir or os.path.join(ecp5.PROJECT_DIR, "build", board))
-    report = cfg["flow"].build(board, cfg, kwargs, output_dir, progress, seed, **({"driver": True} if driver else {}))
+    report = cfg["flow"].build(board, cfg, kwargs, output_dir, progress, seed, driver=driver)
     report["accelerator"] = isa.params_dict(isa.TARGET_PARAMS[board]) if report.pop("has_core") else None
     report["options"] = {k: kwargs[_DEVICE_ARG[board] if k == "device" else k]
                          for k in cfg.get("options", {}) if (_DEVICE_ARG[board] if k == "device" else k) in kwargs}

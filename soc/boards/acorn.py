@@ -9,40 +9,14 @@ import os
 
 from migen import *
 
-from litex.gen import LiteXModule
-from litex.soc.cores.clock import S7IDELAYCTRL, S7PLL
 from litex.soc.cores.uart import UARTPHY
 
 from litedram.modules import MT41K512M16
 from litedram.phy import s7ddrphy
 
 from spec import isa
+from soc.boards.vivado import S7DDR3CRG
 from soc.core import LiteTransformerSoC
-
-
-class _AcornCRG(LiteXModule):
-    """sys and the DDR3 PHY's 4x clocks from the 200 MHz oscillator, and IDELAYCTRL's 200 MHz.
-    (The PCIe PHY makes its own clocks from the slot's 100 MHz reference.)"""
-
-    def __init__(self, platform, sys_clk_freq):
-        self.rst          = Signal()
-        self.cd_sys       = ClockDomain()
-        self.cd_sys4x     = ClockDomain()
-        self.cd_sys4x_dqs = ClockDomain()
-        self.cd_idelay    = ClockDomain()
-
-        # # #
-
-        self.pll = pll = S7PLL(speedgrade=-3)
-        self.comb += pll.reset.eq(self.rst)
-        pll.register_clkin(platform.request("clk200"), 200e6)
-        pll.create_clkout(self.cd_sys,       sys_clk_freq)
-        pll.create_clkout(self.cd_sys4x,     4 * sys_clk_freq)
-        pll.create_clkout(self.cd_sys4x_dqs, 4 * sys_clk_freq, phase=90)
-        pll.create_clkout(self.cd_idelay,    200e6)
-        # The SoC's reset reaches the PLL's input: not a timed path.
-        platform.add_false_path_constraints(self.cd_sys.clk, pll.clkin)
-        self.idelayctrl = S7IDELAYCTRL(self.cd_idelay)
 
 
 class AcornSoC(LiteTransformerSoC):
@@ -57,7 +31,8 @@ class AcornSoC(LiteTransformerSoC):
         if variant not in ("cle-215+", "cle-215"):
             raise ValueError(f"Acorn: variant {variant} does not hold the core (cle-215+ or cle-215)")
         platform = sqrl_acorn.Platform(variant=variant, toolchain="vivado")
-        self.crg = _AcornCRG(platform, sys_clk_freq)
+        # (the PCIe PHY makes its own clocks from the slot's 100 MHz reference)
+        self.crg = S7DDR3CRG(platform, sys_clk_freq, platform.request("clk200"), 200e6, speedgrade=-3)
         LiteTransformerSoC.__init__(self, platform, sys_clk_freq, ident="LiteTransformer on Acorn CLE-215", **kwargs)
 
         self.ddrphy = s7ddrphy.A7DDRPHY(platform.request("ddram"), memtype="DDR3", nphases=4,

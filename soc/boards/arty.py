@@ -4,45 +4,26 @@ comes from soc/boards/vivado.py); openFPGALoader loads it."""
 
 from migen import *
 
-from litex.gen import LiteXModule
-from litex.soc.cores.clock import S7IDELAYCTRL, S7PLL
 from litex.soc.cores.uart import UARTPHY
 
 from litedram.modules import MT41K128M16
 from litedram.phy import s7ddrphy
 
 from spec import isa
+from soc.boards.vivado import S7DDR3CRG
 from soc.core import LiteTransformerSoC
 
 
-class _ArtyCRG(LiteXModule):
-    """sys and the DDR3 PHY's 4x clocks from the 100 MHz oscillator, IDELAYCTRL's 200 MHz, and
-    the Ethernet PHY's 25 MHz reference."""
+class _ArtyCRG(S7DDR3CRG):
+    """S7DDR3CRG on the 100 MHz oscillator, reset by the board's button, plus the Ethernet PHY's
+    25 MHz reference."""
 
     def __init__(self, platform, sys_clk_freq):
-        self.rst          = Signal()
-        self.cd_sys       = ClockDomain()
-        self.cd_sys4x     = ClockDomain()
-        self.cd_sys4x_dqs = ClockDomain()
-        self.cd_idelay    = ClockDomain()
-        self.cd_eth       = ClockDomain()
-
-        # # #
-
-        clk100 = platform.request("clk100")
-        rst    = ~platform.request("cpu_reset")
-        self.pll = pll = S7PLL(speedgrade=-1)
-        self.comb += pll.reset.eq(rst | self.rst)
-        pll.register_clkin(clk100, 100e6)
-        pll.create_clkout(self.cd_sys,       sys_clk_freq)
-        pll.create_clkout(self.cd_sys4x,     4 * sys_clk_freq)
-        pll.create_clkout(self.cd_sys4x_dqs, 4 * sys_clk_freq, phase=90)
-        pll.create_clkout(self.cd_idelay,    200e6)
-        pll.create_clkout(self.cd_eth,       25e6)
+        S7DDR3CRG.__init__(self, platform, sys_clk_freq, platform.request("clk100"), 100e6, speedgrade=-1,
+                           reset=~platform.request("cpu_reset"))
+        self.cd_eth = ClockDomain()
+        self.pll.create_clkout(self.cd_eth, 25e6)
         self.comb += platform.request("eth_ref_clk").eq(self.cd_eth.clk)
-        # The SoC's reset reaches the PLL's input: not a timed path.
-        platform.add_false_path_constraints(self.cd_sys.clk, pll.clkin)
-        self.idelayctrl = S7IDELAYCTRL(self.cd_idelay)
 
 
 class ArtySoC(LiteTransformerSoC):

@@ -13,6 +13,11 @@ import subprocess
 import sys
 import time
 
+from migen import ClockDomain, Signal
+
+from litex.gen import LiteXModule
+from litex.soc.cores.clock import S7IDELAYCTRL, S7PLL
+
 from soc.boards import ecp5
 
 # What each part holds (Xilinx DS180); a build must leave a fifth of every kind free.
@@ -23,6 +28,32 @@ HEADROOM = 0.20
 # Yosys's synthesis of a whole SoC takes tens of minutes here; past this it is stopped
 # (LITETRANSFORMER_SYNTH_TIMEOUT overrides, seconds, 0 = never).
 SYNTH_TIMEOUT_S = 120 * 60
+
+
+class S7DDR3CRG(LiteXModule):
+    """The clocks of a 7-series board with DDR3 through LiteDRAM's A7DDRPHY at 1:4: sys, the PHY's
+    4x clocks (one at 90 degrees for DQS) and IDELAYCTRL's 200 MHz, from one PLL on the board's
+    oscillator (``clkin`` at ``clkin_freq``). A board adds its own clocks on ``self.pll``."""
+
+    def __init__(self, platform, sys_clk_freq, clkin, clkin_freq, speedgrade, reset=0):
+        self.rst          = Signal()
+        self.cd_sys       = ClockDomain()
+        self.cd_sys4x     = ClockDomain()
+        self.cd_sys4x_dqs = ClockDomain()
+        self.cd_idelay    = ClockDomain()
+
+        # # #
+
+        self.pll = pll = S7PLL(speedgrade=speedgrade)
+        self.comb += pll.reset.eq(reset | self.rst)
+        pll.register_clkin(clkin, clkin_freq)
+        pll.create_clkout(self.cd_sys,       sys_clk_freq)
+        pll.create_clkout(self.cd_sys4x,     4 * sys_clk_freq)
+        pll.create_clkout(self.cd_sys4x_dqs, 4 * sys_clk_freq, phase=90)
+        pll.create_clkout(self.cd_idelay,    200e6)
+        # The SoC's reset reaches the PLL's input: not a timed path.
+        platform.add_false_path_constraints(self.cd_sys.clk, pll.clkin)
+        self.idelayctrl = S7IDELAYCTRL(self.cd_idelay)
 
 
 def count(stat):
